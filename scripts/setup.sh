@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what mnemo needs on Debian 12 (run as root, or with sudo available):
+# the compiler and CMake, OpenBLAS (both the pthread build, which provides the headers, and the
+# OpenMP build that mnemo links), cJSON, cmocka, the KJV text, and Python 3 with PyTorch (CPU)
+# and numpy for the reference tests. Safe to run again.
+set -euo pipefail
+
+pkgs=(build-essential cmake pkg-config libopenblas-dev libopenblas0-openmp libcjson-dev
+      libcmocka-dev bible-kjv python3 python3-numpy python3-torch)
+
+missing=()
+for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+    echo "setup: all packages present"
+    exit 0
+fi
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+echo "setup: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "setup: done"

@@ -1,0 +1,47 @@
+/*
+ * mni.h -- internal helpers shared by the library's files: errors, aligned allocation,
+ * overflow-checked sizes, the seeded RNG, and timing. Not installed.
+ */
+#ifndef MNI_H
+#define MNI_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "mnemo.h"
+
+/* Records a printf-style message for mnemo_last_error() and returns st. */
+enum mnemo_status mni_err(enum mnemo_status st, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* Programmer errors (broken invariants), never bad input: print file:line and abort through
+ * a hook that tests may replace. */
+typedef void (*mni_abort_fn)(const char *file, int line, const char *msg);
+void mni_set_abort_hook(mni_abort_fn fn);
+_Noreturn void mni_abort(const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+#define MNEMO_ASSERT(x)                                                                        \
+    do {                                                                                       \
+        if (!(x)) mni_abort(__FILE__, __LINE__, "assertion failed: %s", #x);                   \
+    } while (0)
+
+/* 64-byte aligned, zero-filled allocation; NULL on failure or size overflow. mni_free(NULL) ok. */
+void *mni_alloc(size_t bytes);
+void mni_free(void *p);
+/* a*b or SIZE_MAX on overflow (so that the allocation then fails). */
+size_t mni_mul(size_t a, size_t b);
+size_t mni_add(size_t a, size_t b);
+static inline size_t mni_align64(size_t n) { return (n + 63) & ~(size_t)63; }
+
+/* Seeded generator: splitmix64. The whole state is one uint64_t so that it checkpoints. */
+struct mni_rng {
+    uint64_t s;
+};
+void mni_rng_seed(struct mni_rng *r, uint64_t seed);
+uint64_t mni_rng_u64(struct mni_rng *r);
+float mni_rng_uniform(struct mni_rng *r);           /* [0, 1) */
+float mni_rng_normal(struct mni_rng *r);            /* N(0, 1) */
+uint64_t mni_rng_below(struct mni_rng *r, uint64_t n); /* [0, n), n > 0 */
+
+double mni_now(void); /* monotonic seconds */
+
+#endif /* MNI_H */

@@ -1,0 +1,62 @@
+/* testutil.c -- see testutil.h. */
+#define _POSIX_C_SOURCE 200809L
+#include "testutil.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <unistd.h>
+
+void tu_fill_normal(float *x, size_t n, float scale, uint64_t seed)
+{
+    struct mni_rng r;
+    mni_rng_seed(&r, seed);
+    for (size_t i = 0; i < n; i++) x[i] = scale * mni_rng_normal(&r);
+}
+
+void tu_fill_uniform(float *x, size_t n, float lo, float hi, uint64_t seed)
+{
+    struct mni_rng r;
+    mni_rng_seed(&r, seed);
+    for (size_t i = 0; i < n; i++) x[i] = lo + (hi - lo) * mni_rng_uniform(&r);
+}
+
+int tu_close(const char *label, const float *got, const float *want, size_t n, float atol,
+             float rtol)
+{
+    size_t bad = 0, worst = 0;
+    double maxd = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)got[i] - (double)want[i]);
+        if (!(d <= atol + rtol * fabs((double)want[i]))) bad++; /* NaN counts as bad */
+        if (d > maxd || d != d) {
+            maxd = d;
+            worst = i;
+        }
+    }
+    if (bad) {
+        printf("%s: %zu of %zu values differ; max |diff| %.3g at %zu (got %.8g want %.8g)\n",
+               label, bad, n, maxd, worst, got[worst], want[worst]);
+        for (size_t i = 0; i < n && i < 5; i++) printf("  [%zu] got %.8g want %.8g\n", i, got[i], want[i]);
+    }
+    return bad == 0;
+}
+
+double tu_rel_max_err(const float *got, const float *want, size_t n)
+{
+    double maxd = 0, maxw = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)got[i] - (double)want[i]);
+        if (d > maxd || d != d) maxd = d;
+        if (fabs(want[i]) > maxw) maxw = fabs(want[i]);
+    }
+    return maxd / (maxw > 1e-30 ? maxw : 1e-30);
+}
+
+const char *tu_tmp_path(const char *name)
+{
+    static char buf[4][512];
+    static int k;
+    k = (k + 1) % 4;
+    snprintf(buf[k], sizeof(buf[k]), "mnemo_test_%ld_%s", (long)getpid(), name);
+    return buf[k];
+}

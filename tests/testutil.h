@@ -1,0 +1,29 @@
+/*
+ * testutil.h -- helpers shared by the C unit tests (cmocka): random fills and a tensor
+ * comparison that prints the first values and the largest difference (llm.c check_tensor).
+ */
+#ifndef MNEMO_TESTUTIL_H
+#define MNEMO_TESTUTIL_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "mni.h"
+
+void tu_fill_normal(float *x, size_t n, float scale, uint64_t seed);
+void tu_fill_uniform(float *x, size_t n, float lo, float hi, uint64_t seed);
+/* Returns 1 if every |got-want| <= atol + rtol*|want|, else prints details and returns 0. */
+int tu_close(const char *label, const float *got, const float *want, size_t n, float atol,
+             float rtol);
+/* Max |got-want| / max(1e-30, max |want|). */
+double tu_rel_max_err(const float *got, const float *want, size_t n);
+/* Temporary file path inside the build tree (unique per process), caller frees nothing. */
+const char *tu_tmp_path(const char *name);
+
+#define TU_ASSERT_CLOSE(label, got, want, n, atol, rtol)                                        \
+    assert_true(tu_close((label), (got), (want), (n), (atol), (rtol)))
+
+#endif
