@@ -1,0 +1,258 @@
+/*
+ * fileio.c -- atomic file replacement (temp file + fsync + rename + directory fsync) and a
+ * bounded whole-file reader. See fileio.h for the contracts.
+ *
+ * Invariant: the target path is only ever modified by the single rename() in commit. Every
+ * earlier failure path ends in remove_tmp(), so a failed or aborted write leaves no
+ * "<path>.tmp.<pid>" behind and the previous file byte-for-byte as it was.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include "fileio.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+struct mni_afile {
+    FILE *fp;    // the temporary file, open for writing; NULL once closed
+    char *path;  // the target
+    char *tmp;   // "<path>.tmp.<pid>"
+    enum mnemo_status st; // sticky write error (MNEMO_OK while healthy)
+};
+
+/* ---- fault injection (tests only) ----------------------------------------------------------- */
+
+static long fault_countdown = -1;
+
+void mni_afile_fault_after(long n) { fault_countdown = n < 0 ? -1 : n; }
+
+/* True if the current step should fail; sets errno = EIO like a real device error. */
+static int fault_hit(void)
+{
+    if (fault_countdown < 0) return 0;
+    if (fault_countdown-- > 0) return 0;
+    fault_countdown = -1; // one-shot
+    errno = EIO;
+    return 1;
+}
+
+/* ---- helpers -------------------------------------------------------------------------------- */
+
+/* Thread-safe strerror (the XSI strerror_r, selected by _POSIX_C_SOURCE without _GNU_SOURCE). */
+static const char *errstr(int e, char *buf, size_t n)
+{
+    if (strerror_r(e, buf, n) != 0) snprintf(buf, n, "error %d", e);
+    return buf;
+}
+
+static enum mnemo_status io_err(const char *what, const char *path, int e)
+{
+    char eb[128];
+    return mni_err(MNEMO_ERR_IO, "%s %s: %s", what, path, errstr(e, eb, sizeof(eb)));
+}
+
+static char *dup_str(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *d = malloc(n);
+    if (d) memcpy(d, s, n);
+    return d;
+}
+
+/* Closes (if still open) and unlinks the temporary file, then frees f. Preserves errno. */
+static void remove_tmp(struct mni_afile *f)
+{
+    int e = errno;
+    if (f->fp) fclose(f->fp);
+    unlink(f->tmp);
+    free(f->tmp);
+    free(f->path);
+    free(f);
+    errno = e;
+}
+
+/* fsync the directory holding path so that a rename into it is durable. Returns 0 or errno.
+ * File systems that cannot sync directories (EINVAL, ENOTSUP) count as success. */
+static int sync_dir(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    char *dir;
+    if (!slash) {
+        dir = dup_str(".");
+    } else {
+        size_t n = slash == path ? 1 : (size_t)(slash - path); // "/x" -> "/"
+        dir = malloc(n + 1);
+        if (dir) {
+            memcpy(dir, path, n);
+            dir[n] = '\0';
+        }
+    }
+    if (!dir) return ENOMEM;
+    int e = 0;
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) {
+        e = errno;
+    } else {
+        if (fsync(fd) != 0 && errno != EINVAL && errno != ENOTSUP) e = errno;
+        close(fd);
+    }
+    free(dir);
+    return e;
+}
+
+/* ---- atomic writer -------------------------------------------------------------------------- */
+
+enum mnemo_status mni_afile_open(struct mni_afile **out, const char *path)
+{
+    *out = NULL;
+    if (!path || !*path) return mni_err(MNEMO_ERR_ARG, "atomic write: empty path");
+    struct mni_afile *f = calloc(1, sizeof(*f));
+    if (!f) return mni_err(MNEMO_ERR_NOMEM, "atomic write %s: out of memory", path);
+    size_t n = strlen(path) + 32; // ".tmp." + up to 20 digits + NUL
+    f->path = dup_str(path);
+    f->tmp = malloc(n);
+    if (!f->path || !f->tmp) {
+        free(f->path);
+        free(f->tmp);
+        free(f);
+        return mni_err(MNEMO_ERR_NOMEM, "atomic write %s: out of memory", path);
+    }
+    snprintf(f->tmp, n, "%s.tmp.%ld", path, (long)getpid());
+
+    // O_TRUNC rather than O_EXCL: a stale temp left by a killed process with a recycled pid
+    // must not block writing forever. Mode 0666 is filtered by the umask, as with fopen().
+    int fd = -1;
+    if (!fault_hit()) fd = open(f->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+    if (fd < 0) {
+        enum mnemo_status st = io_err("cannot create", f->tmp, errno);
+        free(f->tmp);
+        free(f->path);
+        free(f);
+        return st;
+    }
+    f->fp = fdopen(fd, "wb");
+    if (!f->fp) {
+        enum mnemo_status st = io_err("cannot open", f->tmp, errno);
+        close(fd);
+        remove_tmp(f);
+        return st;
+    }
+    *out = f;
+    return MNEMO_OK;
+}
+
+const char *mni_afile_tmp_path(const struct mni_afile *f) { return f->tmp; }
+
+enum mnemo_status mni_afile_write(struct mni_afile *f, const void *buf, size_t n)
+{
+    if (f->st != MNEMO_OK) return f->st;
+    if (n == 0) return MNEMO_OK;
+    if (fault_hit() || fwrite(buf, 1, n, f->fp) != n) {
+        f->st = io_err("cannot write", f->tmp, errno ? errno : EIO);
+        return f->st;
+    }
+    return MNEMO_OK;
+}
+
+enum mnemo_status mni_afile_commit(struct mni_afile *f)
+{
+    enum mnemo_status st = f->st;
+    if (st != MNEMO_OK) {
+        // The message of the first failure is already recorded; keep it.
+        remove_tmp(f);
+        return st;
+    }
+    errno = 0;
+    if (fault_hit() || fflush(f->fp) != 0) {
+        st = io_err("cannot write", f->tmp, errno ? errno : EIO);
+        remove_tmp(f);
+        return st;
+    }
+    if (fault_hit() || fsync(fileno(f->fp)) != 0) {
+        st = io_err("cannot sync", f->tmp, errno);
+        remove_tmp(f);
+        return st;
+    }
+    // fclose can report a deferred write error (NFS); the stream is gone either way.
+    int close_failed = fault_hit();
+    if (fclose(f->fp) != 0) close_failed = 1;
+    f->fp = NULL;
+    if (close_failed) {
+        st = io_err("cannot close", f->tmp, errno ? errno : EIO);
+        remove_tmp(f);
+        return st;
+    }
+    if (fault_hit() || rename(f->tmp, f->path) != 0) {
+        char eb[128];
+        st = mni_err(MNEMO_ERR_IO, "cannot rename %s to %s: %s", f->tmp, f->path,
+                     errstr(errno, eb, sizeof(eb)));
+        remove_tmp(f);
+        return st;
+    }
+    // From here on the new file is in place; only its durability is in question.
+    int e = sync_dir(f->path);
+    if (e != 0) {
+        char eb[128];
+        st = mni_err(MNEMO_ERR_IO, "wrote %s but could not sync its directory: %s", f->path,
+                     errstr(e, eb, sizeof(eb)));
+    }
+    free(f->tmp);
+    free(f->path);
+    free(f);
+    return st;
+}
+
+void mni_afile_abort(struct mni_afile *f)
+{
+    if (f) remove_tmp(f);
+}
+
+/* ---- bounded whole-file read ---------------------------------------------------------------- */
+
+enum mnemo_status mni_read_file(const char *path, size_t max_bytes, char **out, size_t *n_out)
+{
+    *out = NULL;
+    if (n_out) *n_out = 0;
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return io_err("cannot open", path, errno);
+    struct stat sb;
+    if (fstat(fileno(fp), &sb) != 0) {
+        enum mnemo_status st = io_err("cannot stat", path, errno);
+        fclose(fp);
+        return st;
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        fclose(fp);
+        return mni_err(MNEMO_ERR_IO, "cannot read %s: not a regular file", path);
+    }
+    if (sb.st_size < 0 || (unsigned long long)sb.st_size > max_bytes) {
+        fclose(fp);
+        return mni_err(MNEMO_ERR_FORMAT, "%s: file is %lld bytes, more than the limit of %zu",
+                       path, (long long)sb.st_size, max_bytes);
+    }
+    size_t n = (size_t)sb.st_size;
+    char *buf = malloc(n + 1);
+    if (!buf) {
+        fclose(fp);
+        return mni_err(MNEMO_ERR_NOMEM, "%s: cannot allocate %zu bytes", path, n + 1);
+    }
+    // Read one byte more than expected to notice a file that grew since fstat.
+    size_t got = fread(buf, 1, n + 1, fp);
+    int rd_err = ferror(fp);
+    int e = errno;
+    fclose(fp);
+    if (rd_err || got != n) {
+        free(buf);
+        if (rd_err) return io_err("cannot read", path, e);
+        return mni_err(MNEMO_ERR_IO, "cannot read %s: file changed size while reading", path);
+    }
+    buf[n] = '\0';
+    *out = buf;
+    if (n_out) *n_out = n;
+    return MNEMO_OK;
+}

@@ -1,0 +1,56 @@
+/*
+ * fileio.h -- atomic file replacement and bounded whole-file reads (internal).
+ *
+ * An atomic write goes to "<path>.tmp.<pid>" in the same directory; commit flushes and fsyncs
+ * that file, renames it over <path> (atomic on POSIX file systems) and fsyncs the directory so
+ * the rename itself survives a crash. Until the rename, <path> is never touched: any failure,
+ * or an explicit abort, removes the temporary file and leaves the previous file as it was.
+ * See docs/internals/checkpoint-format.md ("Atomic write protocol").
+ *
+ * Errors are reported through mni_err() with the path and strerror(errno) in the message.
+ */
+#ifndef MNI_FILEIO_H
+#define MNI_FILEIO_H
+
+#include <stddef.h>
+
+#include "mni.h"
+
+/* A file being written; opaque. Created by mni_afile_open, consumed by commit or abort. */
+struct mni_afile;
+
+/* Creates (truncating a stale one) the temporary file "<path>.tmp.<pid>" for writing.
+ * *out is set to NULL on failure. Errors: MNEMO_ERR_ARG (NULL path), MNEMO_ERR_NOMEM,
+ * MNEMO_ERR_IO (directory missing, no permission, ...). */
+enum mnemo_status mni_afile_open(struct mni_afile **out, const char *path);
+
+/* Appends n bytes (buffered). A failure is sticky: every later write and the commit return it.
+ * Errors: MNEMO_ERR_IO. n == 0 is a no-op. */
+enum mnemo_status mni_afile_write(struct mni_afile *f, const void *buf, size_t n);
+
+/* fflush + fsync + close the temporary file, rename it over the target, fsync the directory.
+ * Always consumes f (it is freed; on failure the temporary file is removed first). If the
+ * status is not MNEMO_OK the previous file at the target is untouched, with one exception: a
+ * failure to fsync the directory happens after the rename (the new file is in place but its
+ * durability is not guaranteed), and the message says so. Errors: MNEMO_ERR_IO. */
+enum mnemo_status mni_afile_commit(struct mni_afile *f);
+
+/* Closes and removes the temporary file and frees f. NULL-safe. The target is untouched. */
+void mni_afile_abort(struct mni_afile *f);
+
+/* The temporary path in use (for messages and tests). Borrowed; valid until commit/abort. */
+const char *mni_afile_tmp_path(const struct mni_afile *f);
+
+/* Reads a whole regular file of at most max_bytes into a fresh buffer, NUL-terminated (so text
+ * can be parsed in place; the NUL is not counted in *n_out). Caller frees *out with free().
+ * On failure *out is NULL. Errors: MNEMO_ERR_IO (missing, unreadable, not a regular file),
+ * MNEMO_ERR_FORMAT (larger than max_bytes), MNEMO_ERR_NOMEM. n_out may be NULL. */
+enum mnemo_status mni_read_file(const char *path, size_t max_bytes, char **out, size_t *n_out);
+
+/* Test hook (SQLite-style I/O error simulation): the n-th fallible step of an atomic write from
+ * now on (0 = the next one) fails as if with EIO. Steps are: opening the temporary file, each
+ * mni_afile_write call, fflush, fsync, fclose and rename (the directory fsync, which comes after
+ * the rename, is not a fault point). One-shot; n < 0 disables. Process-wide, not thread-safe. */
+void mni_afile_fault_after(long n);
+
+#endif /* MNI_FILEIO_H */
