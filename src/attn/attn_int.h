@@ -1,0 +1,62 @@
+/*
+ * attn_int.h -- internal declarations shared by the attention kinds and the registry: the ops
+ * objects of each kind, and the pieces of the dense kind that its reference file shares (the
+ * layout of its saved activations and streaming state). Not installed.
+ */
+#ifndef MNI_ATTN_INT_H
+#define MNI_ATTN_INT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mnemo_attn.h"
+
+/* ---- the kinds (one ops object per file, listed in registry.c) ----------------------------- */
+extern const struct mnemo_attn_ops mni_attn_dense;
+
+/* ---- dense: shared layout ----------------------------------------------------------------- */
+
+/* Head vectors are stored with a row stride HSP = HS rounded up to 8 floats (one AVX vector),
+ * the padding columns zero, so that the kernels never need a column tail. */
+static inline int mni_dense_hsp(int HS) { return (HS + 7) & ~7; }
+
+/* Saved activations of one forward call (io->act), each section 64-byte aligned:
+ *   q   (B,NH,T,HSP)  rotated q scaled by log2(e)/sqrt(HS): the scores come out in log2 units
+ *   k   (B,NH,T,HSP)  rotated k
+ *   v   (B,NH,T,HSP)  v
+ *   lse (B,NH,T)      log2 of the softmax denominator: P_ij = 2^(q_i.k_j - lse_i)
+ *   cs  (T,HS/2,2)    the RoPE table of positions 0..T-1 (empty if cfg->rope == 0)
+ * Offsets are in bytes from the start of io->act. */
+struct mni_dense_act {
+    size_t q, k, v, lse, cs, total;
+};
+void mni_dense_act_layout(struct mni_dense_act *lay, const struct mnemo_attn_cfg *cfg, int B,
+                          int T);
+
+/* Streaming state (a KV cache), each section 64-byte aligned:
+ *   header  struct mni_dense_state
+ *   k       (NH,n_ctx,HSP)  rotated keys of positions 0..count-1
+ *   v       (NH,n_ctx,HSP)  values */
+struct mni_dense_state {
+    int64_t count; /* tokens held; the next token gets position count */
+    int64_t n_ctx; /* slots, copied from the cfg at state_init (checked by step) */
+};
+size_t mni_dense_state_hdr_bytes(void);
+
+/* The naive references (dense_ref.c): plain loops, double accumulation, one row of scores at
+ * a time. Same contracts as the ops slots; forward writes the same act layout as the fast
+ * path, backward recomputes everything from io->qkv and io->dout (it reads neither act nor
+ * out), step uses the same state layout. */
+size_t mni_dense_ref_scratch_bytes(const struct mnemo_attn_cfg *cfg, int B, int T);
+size_t mni_dense_ref_step_scratch_bytes(const struct mnemo_attn_cfg *cfg, int n);
+enum mnemo_status mni_dense_ref_forward(const struct mnemo_attn_cfg *cfg,
+                                        struct mnemo_attn_io *io);
+enum mnemo_status mni_dense_ref_backward(const struct mnemo_attn_cfg *cfg,
+                                         struct mnemo_attn_io *io);
+/* Attends n new tokens (already checked to fit) against a state; appends them. */
+void mni_dense_ref_step(const struct mnemo_attn_cfg *cfg, void *state,
+                        float *out,       // (n,NH,HS)
+                        const float *qkv, // (n,3,NH,HS)
+                        int n, void *scratch);
+
+#endif /* MNI_ATTN_INT_H */

@@ -1,0 +1,874 @@
+/*
+ * dense.c -- the dense causal softmax attention kind: tiled, online softmax, O(T) extra memory.
+ *
+ * Math (per window b and head h; q, k rotated with RoPE at their positions when cfg->rope):
+ *     o_i = sum_{j<=i} softmax_j(q_i . k_j / sqrt(HS)) v_j
+ * Forward follows FlashAttention-2 (Dao 2023, Alg. 1): each task owns a strip of QW queries,
+ * walks the key blocks up to the diagonal, and keeps a running max m, a running denominator l
+ * and an unnormalised output O, rescaled by alpha = exp(m_old - m_new) whenever the max grows.
+ * No T x T matrix ever exists; forward saves q, k, v (rotated, re-laid per head) and the
+ * log-sum-exp of every row, and backward recomputes the probabilities tile by tile (Alg. 2):
+ *     P_ij = exp(s_ij - lse_i),  dv_j = sum_i P_ij dO_i,  dP_ij = dO_i . v_j,
+ *     D_i = dO_i . o_i,  dS_ij = P_ij (dP_ij - D_i),  dq_i = sum_j dS_ij k_j / sqrt(HS),
+ *     dk_j = sum_i dS_ij q_i / sqrt(HS).
+ * Backward runs as two independent sets of tasks (as Triton's FlashAttention tutorial does):
+ * tasks that own a strip of keys accumulate dk, dv; tasks that own a strip of queries
+ * accumulate dq. Every output row therefore has exactly one writer, no per-thread reduction
+ * buffers are needed, and results do not depend on the number of threads.
+ *
+ * Numerics: q is pre-scaled by log2(e)/sqrt(HS), so scores are in log2 units and the kernels
+ * need only exp2 (a degree-5 polynomial, ~2 float ulp); lse is kept in log2 units too.
+ * Everything is fp32 with fp32 accumulation, as in FlashAttention.
+ *
+ * Tiles: a strip is QW = 24 queries (three AVX2 vectors). Forward and the dq tasks hold the
+ * strip transposed, queries along the vector lanes: S^T = K_blk Q^T (KB x QW), the softmax
+ * statistics are per-lane vectors, and O^T (HSP x QW) += V_blk^T P^T. The dk/dv tasks use the
+ * mirror image, keys along the lanes. Both shapes reduce to two register-blocked micro-kernels
+ * (gemm_bt, gemm_at) of 4 x 24 outputs in 12 ymm accumulators. Per-thread tiles live on the
+ * stack (at most ~100 KB, bounded by HS <= 256), so no scratch depends on the thread count.
+ * Layouts of act and of the streaming state: attn_int.h; design notes and measurements:
+ * docs/internals/attention.md.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "attn/attn_int.h"
+#include "kern/kern.h"
+#include "mni.h"
+
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define DENSE_AVX2 1
+#else
+#define DENSE_AVX2 0
+#endif
+
+#define QW 24       /* queries (forward, dq) or keys (dk/dv) per strip: 3 AVX2 vectors */
+#define KB 64       /* keys per block in forward and dq tasks: rows of the S^T tile */
+#define QB 32       /* queries per block in dk/dv tasks: rows of the S tile */
+#define HS_MAX 256  /* largest supported head_dim (stack tiles are sized for it) */
+#define DEC_MAX 8   /* step() with fewer new tokens than this uses the one-row path */
+#define ALIGN64 __attribute__((aligned(64)))
+
+static const double LOG2E = 1.4426950408889634;
+static const float LN2 = 0.69314718055994531f;
+
+/* ---- exp2 ----------------------------------------------------------------------------------
+ * 2^x = 2^n * 2^f with n = round(x), f in [-0.5, 0.5]; 2^f by a degree-5 polynomial 1 + f q(f)
+ * fitted for relative error (9e-8 in exact arithmetic, 1.6e-7 evaluated in float with FMA,
+ * exactly 1 at f = 0, so the row maximum always gets P = 1); 2^n built in the
+ * exponent bits. x is clamped to [-127, 127]: -127 gives exactly 0 (so masked -inf scores give
+ * P = 0), and nothing overflows into the sign bit. */
+#define EXP2_C0 1.0f /* fixed, so that 2^0 is exactly 1 */
+#define EXP2_C1 6.931470037e-01f
+#define EXP2_C2 2.402224243e-01f
+#define EXP2_C3 5.550733581e-02f
+#define EXP2_C4 9.671512991e-03f
+#define EXP2_C5 1.326472731e-03f
+
+static inline float exp2_scalar(float x)
+{
+    x = x < -127.0f ? -127.0f : (x > 127.0f ? 127.0f : x);
+    float n = nearbyintf(x), f = x - n;
+    float p = EXP2_C5;
+    p = p * f + EXP2_C4;
+    p = p * f + EXP2_C3;
+    p = p * f + EXP2_C2;
+    p = p * f + EXP2_C1;
+    p = p * f + EXP2_C0;
+    union { uint32_t u; float f; } e = { .u = (uint32_t)((int32_t)n + 127) << 23 };
+    return p * e.f;
+}
+
+#if DENSE_AVX2
+static inline __m256 exp2_avx(__m256 x)
+{
+    const __m256 magic = _mm256_set1_ps(12582912.0f); // 1.5 * 2^23: adding it rounds to int
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-127.0f)), _mm256_set1_ps(127.0f));
+    __m256 t = _mm256_add_ps(x, magic);
+    __m256i ni = _mm256_sub_epi32(_mm256_castps_si256(t), _mm256_castps_si256(magic));
+    __m256 f = _mm256_sub_ps(x, _mm256_sub_ps(t, magic));
+    __m256 p = _mm256_set1_ps(EXP2_C5);
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(EXP2_C4));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(EXP2_C3));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(EXP2_C2));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(EXP2_C1));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(EXP2_C0));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(ni, _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+#endif
+
+/* ---- micro-kernels -------------------------------------------------------------------------
+ * All tiles are QW = 24 columns wide, row-major, 64-byte aligned. */
+
+/* C (R,QW) = A (R,nd; row stride lda) . Bt (nd,QW). Overwrites C. */
+static void gemm_bt(float *restrict C, const float *restrict A, size_t lda,
+                    const float *restrict Bt, int R, int nd)
+{
+    int r = 0;
+#if DENSE_AVX2
+    for (; r + 4 <= R; r += 4) {
+        const float *a0 = A + (size_t)r * lda, *a1 = a0 + lda, *a2 = a1 + lda, *a3 = a2 + lda;
+        __m256 c00 = _mm256_setzero_ps(), c01 = c00, c02 = c00, c10 = c00, c11 = c00;
+        __m256 c12 = c00, c20 = c00, c21 = c00, c22 = c00, c30 = c00, c31 = c00, c32 = c00;
+        for (int d = 0; d < nd; d++) {
+            const float *b = Bt + (size_t)d * QW;
+            __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+            __m256 b2 = _mm256_load_ps(b + 16);
+            __m256 x = _mm256_broadcast_ss(a0 + d);
+            c00 = _mm256_fmadd_ps(x, b0, c00);
+            c01 = _mm256_fmadd_ps(x, b1, c01);
+            c02 = _mm256_fmadd_ps(x, b2, c02);
+            x = _mm256_broadcast_ss(a1 + d);
+            c10 = _mm256_fmadd_ps(x, b0, c10);
+            c11 = _mm256_fmadd_ps(x, b1, c11);
+            c12 = _mm256_fmadd_ps(x, b2, c12);
+            x = _mm256_broadcast_ss(a2 + d);
+            c20 = _mm256_fmadd_ps(x, b0, c20);
+            c21 = _mm256_fmadd_ps(x, b1, c21);
+            c22 = _mm256_fmadd_ps(x, b2, c22);
+            x = _mm256_broadcast_ss(a3 + d);
+            c30 = _mm256_fmadd_ps(x, b0, c30);
+            c31 = _mm256_fmadd_ps(x, b1, c31);
+            c32 = _mm256_fmadd_ps(x, b2, c32);
+        }
+        float *c = C + (size_t)r * QW;
+        _mm256_store_ps(c, c00), _mm256_store_ps(c + 8, c01), _mm256_store_ps(c + 16, c02);
+        _mm256_store_ps(c + 24, c10), _mm256_store_ps(c + 32, c11);
+        _mm256_store_ps(c + 40, c12), _mm256_store_ps(c + 48, c20);
+        _mm256_store_ps(c + 56, c21), _mm256_store_ps(c + 64, c22);
+        _mm256_store_ps(c + 72, c30), _mm256_store_ps(c + 80, c31);
+        _mm256_store_ps(c + 88, c32);
+    }
+    for (; r < R; r++) {
+        const float *a = A + (size_t)r * lda;
+        __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0;
+        for (int d = 0; d < nd; d++) {
+            __m256 x = _mm256_broadcast_ss(a + d);
+            c0 = _mm256_fmadd_ps(x, _mm256_load_ps(Bt + (size_t)d * QW), c0);
+            c1 = _mm256_fmadd_ps(x, _mm256_load_ps(Bt + (size_t)d * QW + 8), c1);
+            c2 = _mm256_fmadd_ps(x, _mm256_load_ps(Bt + (size_t)d * QW + 16), c2);
+        }
+        float *c = C + (size_t)r * QW;
+        _mm256_store_ps(c, c0), _mm256_store_ps(c + 8, c1), _mm256_store_ps(c + 16, c2);
+    }
+#else
+    for (; r < R; r++) {
+        float *c = C + (size_t)r * QW;
+        for (int w = 0; w < QW; w++) c[w] = 0.0f;
+        for (int d = 0; d < nd; d++) {
+            float x = A[(size_t)r * lda + d];
+            for (int w = 0; w < QW; w++) c[w] += x * Bt[(size_t)d * QW + w];
+        }
+    }
+#endif
+}
+
+/* C (D,QW) = C * alpha + A^T P, i.e. C[d][w] = C[d][w]*alpha[w] + sum_r A[r][d] P[r][w], with
+ * A (R, D; row stride lda), P (R,QW). alpha (QW) may be NULL (plain accumulation). D must be a
+ * multiple of 4. */
+static void gemm_at(float *restrict C, const float *restrict A, size_t lda,
+                    const float *restrict P, int R, int D, const float *restrict alpha)
+{
+#if DENSE_AVX2
+    for (int d = 0; d < D; d += 4) {
+        float *c = C + (size_t)d * QW;
+        __m256 c00 = _mm256_load_ps(c), c01 = _mm256_load_ps(c + 8);
+        __m256 c02 = _mm256_load_ps(c + 16), c10 = _mm256_load_ps(c + 24);
+        __m256 c11 = _mm256_load_ps(c + 32), c12 = _mm256_load_ps(c + 40);
+        __m256 c20 = _mm256_load_ps(c + 48), c21 = _mm256_load_ps(c + 56);
+        __m256 c22 = _mm256_load_ps(c + 64), c30 = _mm256_load_ps(c + 72);
+        __m256 c31 = _mm256_load_ps(c + 80), c32 = _mm256_load_ps(c + 88);
+        if (alpha) {
+            __m256 al0 = _mm256_loadu_ps(alpha), al1 = _mm256_loadu_ps(alpha + 8);
+            __m256 al2 = _mm256_loadu_ps(alpha + 16);
+            c00 = _mm256_mul_ps(c00, al0), c01 = _mm256_mul_ps(c01, al1);
+            c02 = _mm256_mul_ps(c02, al2), c10 = _mm256_mul_ps(c10, al0);
+            c11 = _mm256_mul_ps(c11, al1), c12 = _mm256_mul_ps(c12, al2);
+            c20 = _mm256_mul_ps(c20, al0), c21 = _mm256_mul_ps(c21, al1);
+            c22 = _mm256_mul_ps(c22, al2), c30 = _mm256_mul_ps(c30, al0);
+            c31 = _mm256_mul_ps(c31, al1), c32 = _mm256_mul_ps(c32, al2);
+        }
+        const float *a = A + d;
+        for (int r = 0; r < R; r++, a += lda) {
+            const float *p = P + (size_t)r * QW;
+            __m256 p0 = _mm256_load_ps(p), p1 = _mm256_load_ps(p + 8);
+            __m256 p2 = _mm256_load_ps(p + 16);
+            __m256 x = _mm256_broadcast_ss(a);
+            c00 = _mm256_fmadd_ps(x, p0, c00);
+            c01 = _mm256_fmadd_ps(x, p1, c01);
+            c02 = _mm256_fmadd_ps(x, p2, c02);
+            x = _mm256_broadcast_ss(a + 1);
+            c10 = _mm256_fmadd_ps(x, p0, c10);
+            c11 = _mm256_fmadd_ps(x, p1, c11);
+            c12 = _mm256_fmadd_ps(x, p2, c12);
+            x = _mm256_broadcast_ss(a + 2);
+            c20 = _mm256_fmadd_ps(x, p0, c20);
+            c21 = _mm256_fmadd_ps(x, p1, c21);
+            c22 = _mm256_fmadd_ps(x, p2, c22);
+            x = _mm256_broadcast_ss(a + 3);
+            c30 = _mm256_fmadd_ps(x, p0, c30);
+            c31 = _mm256_fmadd_ps(x, p1, c31);
+            c32 = _mm256_fmadd_ps(x, p2, c32);
+        }
+        _mm256_store_ps(c, c00), _mm256_store_ps(c + 8, c01), _mm256_store_ps(c + 16, c02);
+        _mm256_store_ps(c + 24, c10), _mm256_store_ps(c + 32, c11);
+        _mm256_store_ps(c + 40, c12), _mm256_store_ps(c + 48, c20);
+        _mm256_store_ps(c + 56, c21), _mm256_store_ps(c + 64, c22);
+        _mm256_store_ps(c + 72, c30), _mm256_store_ps(c + 80, c31);
+        _mm256_store_ps(c + 88, c32);
+    }
+#else
+    for (int d = 0; d < D; d++) {
+        float *c = C + (size_t)d * QW;
+        if (alpha) {
+            for (int w = 0; w < QW; w++) c[w] *= alpha[w];
+        }
+        for (int r = 0; r < R; r++) {
+            float x = A[(size_t)r * lda + d];
+            for (int w = 0; w < QW; w++) c[w] += x * P[(size_t)r * QW + w];
+        }
+    }
+#endif
+}
+
+/* ---- tile helpers ---------------------------------------------------------------------------- */
+
+/* Xt (nd,QW): Xt[d][i] = X[i*ldx + d] for i < n, 0 for the padding lanes n <= i < QW. */
+static void transpose_in(float *restrict Xt, const float *restrict X, size_t ldx, int n, int nd)
+{
+    for (int d = 0; d < nd; d++) {
+        float *row = Xt + (size_t)d * QW;
+        for (int i = 0; i < QW; i++) row[i] = i < n ? X[(size_t)i * ldx + d] : 0.0f;
+    }
+}
+
+/* Lanes are queries at positions p0+i, rows are keys at positions k0+j: key > query -> -inf. */
+static void mask_lanes(float *S, int nk, int k0, int p0)
+{
+    for (int j = 0; j < nk; j++) {
+        int first = k0 + j - p0; // lanes i < first are masked
+        if (first <= 0) continue;
+        float *row = S + (size_t)j * QW;
+        for (int i = 0; i < QW && i < first; i++) row[i] = -INFINITY;
+    }
+}
+
+/* Rows are queries at i0+r, lanes are keys at j0+j (only the first nkk are real): masked when
+ * key > query or j >= nkk. */
+static void mask_rows(float *S, int nr, int i0, int j0, int nkk)
+{
+    for (int r = 0; r < nr; r++) {
+        float *row = S + (size_t)r * QW;
+        int last = i0 + r - j0; // lanes j <= last are visible
+        for (int j = 0; j < QW; j++) {
+            if (j > last || j >= nkk) row[j] = -INFINITY;
+        }
+    }
+}
+
+/* m (QW) = max(m, column max of S (nk,QW)). */
+static void col_max(float *restrict m, const float *restrict S, int nk)
+{
+#if DENSE_AVX2
+    __m256 m0 = _mm256_loadu_ps(m), m1 = _mm256_loadu_ps(m + 8), m2 = _mm256_loadu_ps(m + 16);
+    for (int j = 0; j < nk; j++) {
+        const float *s = S + (size_t)j * QW;
+        m0 = _mm256_max_ps(m0, _mm256_load_ps(s));
+        m1 = _mm256_max_ps(m1, _mm256_load_ps(s + 8));
+        m2 = _mm256_max_ps(m2, _mm256_load_ps(s + 16));
+    }
+    _mm256_storeu_ps(m, m0), _mm256_storeu_ps(m + 8, m1), _mm256_storeu_ps(m + 16, m2);
+#else
+    for (int j = 0; j < nk; j++) {
+        for (int i = 0; i < QW; i++) m[i] = S[(size_t)j * QW + i] > m[i] ? S[(size_t)j * QW + i] : m[i];
+    }
+#endif
+}
+
+/* S[j][i] <- 2^(S[j][i] - sub[i]) for the nk rows; if lsum != NULL, lsum[i] = column sums. */
+static void exp2_lanes(float *restrict S, int nk, const float *restrict sub,
+                       float *restrict lsum)
+{
+#if DENSE_AVX2
+    __m256 s0 = _mm256_loadu_ps(sub), s1 = _mm256_loadu_ps(sub + 8);
+    __m256 s2 = _mm256_loadu_ps(sub + 16);
+    __m256 l0 = _mm256_setzero_ps(), l1 = l0, l2 = l0;
+    for (int j = 0; j < nk; j++) {
+        float *s = S + (size_t)j * QW;
+        __m256 p0 = exp2_avx(_mm256_sub_ps(_mm256_load_ps(s), s0));
+        __m256 p1 = exp2_avx(_mm256_sub_ps(_mm256_load_ps(s + 8), s1));
+        __m256 p2 = exp2_avx(_mm256_sub_ps(_mm256_load_ps(s + 16), s2));
+        _mm256_store_ps(s, p0), _mm256_store_ps(s + 8, p1), _mm256_store_ps(s + 16, p2);
+        l0 = _mm256_add_ps(l0, p0), l1 = _mm256_add_ps(l1, p1), l2 = _mm256_add_ps(l2, p2);
+    }
+    if (lsum) {
+        _mm256_storeu_ps(lsum, l0), _mm256_storeu_ps(lsum + 8, l1);
+        _mm256_storeu_ps(lsum + 16, l2);
+    }
+#else
+    if (lsum) {
+        for (int i = 0; i < QW; i++) lsum[i] = 0.0f;
+    }
+    for (int j = 0; j < nk; j++) {
+        for (int i = 0; i < QW; i++) {
+            float p = exp2_scalar(S[(size_t)j * QW + i] - sub[i]);
+            S[(size_t)j * QW + i] = p;
+            if (lsum) lsum[i] += p;
+        }
+    }
+#endif
+}
+
+/* S[r][j] <- 2^(S[r][j] - sub[r]) for the nr rows. */
+static void exp2_rows(float *restrict S, int nr, const float *restrict sub)
+{
+    for (int r = 0; r < nr; r++) {
+        float *s = S + (size_t)r * QW;
+#if DENSE_AVX2
+        __m256 x = _mm256_set1_ps(sub[r]);
+        _mm256_store_ps(s, exp2_avx(_mm256_sub_ps(_mm256_load_ps(s), x)));
+        _mm256_store_ps(s + 8, exp2_avx(_mm256_sub_ps(_mm256_load_ps(s + 8), x)));
+        _mm256_store_ps(s + 16, exp2_avx(_mm256_sub_ps(_mm256_load_ps(s + 16), x)));
+#else
+        for (int j = 0; j < QW; j++) s[j] = exp2_scalar(s[j] - sub[r]);
+#endif
+    }
+}
+
+/* P <- P * (dP - D): dS of the softmax; D per lane (Dl, QW) or per row (Dr, n), one non-NULL. */
+static void softmax_bwd_tile(float *restrict P, const float *restrict dP, int n,
+                             const float *restrict Dl, const float *restrict Dr)
+{
+    for (int r = 0; r < n; r++) {
+        float *p = P + (size_t)r * QW;
+        const float *dp = dP + (size_t)r * QW;
+        for (int i = 0; i < QW; i++) p[i] = p[i] * (dp[i] - (Dl ? Dl[i] : Dr[r]));
+    }
+}
+
+/* ---- forward strip ------------------------------------------------------------------------- */
+
+/* Attends a strip of nq <= QW queries to keys 0 .. p0+nq-1; query i has position p0+i.
+ * Q (nq,HSP) rotated and scaled; K, V (>= p0+nq, HSP). Writes out (nq rows of HS, stride ldo)
+ * and, if lse != NULL, lse (nq) in log2 units. Used by forward and by step(). */
+__attribute__((noinline)) static void fwd_strip(float *out, size_t ldo, float *lse,
+                                                const float *Q, int nq, int p0,
+                                                const float *K, const float *V, int HS,
+                                                int HSP)
+{
+    float Qt[HS_MAX * QW] ALIGN64; // (HSP,QW) queries along the lanes
+    float Ot[HS_MAX * QW] ALIGN64; // (HSP,QW) unnormalised output, transposed
+    float St[KB * QW] ALIGN64;     // (KB,QW) scores, then probabilities, of one key block
+    float m[QW] ALIGN64, l[QW] ALIGN64, lsum[QW] ALIGN64, alpha[QW] ALIGN64;
+
+    transpose_in(Qt, Q, (size_t)HSP, nq, HSP);
+    memset(Ot, 0, sizeof(float) * (size_t)HSP * QW);
+    for (int i = 0; i < QW; i++) m[i] = -INFINITY, l[i] = 0.0f;
+
+    const int kend = p0 + nq;
+    for (int k0 = 0; k0 < kend; k0 += KB) {
+        int nk = kend - k0 < KB ? kend - k0 : KB;
+        // S^T = K_blk Q^T  (log2 units, q carries the scale)
+        gemm_bt(St, K + (size_t)k0 * HSP, (size_t)HSP, Qt, nk, HSP);
+        if (k0 + nk - 1 > p0) mask_lanes(St, nk, k0, p0);
+        // online softmax: m_new = max(m, rowmax), alpha = 2^(m - m_new), l = l alpha + sum P
+        float mnew[QW] ALIGN64;
+        memcpy(mnew, m, sizeof(mnew));
+        col_max(mnew, St, nk);
+        for (int i = 0; i < QW; i++) alpha[i] = exp2_scalar(m[i] - mnew[i]);
+        exp2_lanes(St, nk, mnew, lsum);
+        for (int i = 0; i < QW; i++) l[i] = l[i] * alpha[i] + lsum[i], m[i] = mnew[i];
+        // O^T = O^T alpha + V_blk^T P^T
+        gemm_at(Ot, V + (size_t)k0 * HSP, (size_t)HSP, St, nk, HSP, alpha);
+    }
+    for (int i = 0; i < nq; i++) {
+        float inv = 1.0f / l[i];
+        float *o = out + (size_t)i * ldo;
+        for (int d = 0; d < HS; d++) o[d] = Ot[(size_t)d * QW + i] * inv;
+        if (lse) lse[i] = m[i] + log2f(l[i]);
+    }
+}
+
+/* ---- backward tasks ------------------------------------------------------------------------ */
+
+/* dk, dv of the key strip j0 .. j0+nkk-1 of one head. Q, K, V, dO (T,HSP) as in act/scratch;
+ * L, Dv (T) the log2-sum-exp and D_i = dO_i . o_i. Writes nkk rows of dk and dv (HS, stride
+ * ldd), dk rotated back with the rope table cs (NULL without RoPE). */
+__attribute__((noinline)) static void bwd_keys(float *dk, float *dv, size_t ldd, const float *Q,
+                                               const float *K, const float *V, const float *dO,
+                                               const float *L, const float *Dv, int T, int j0,
+                                               int nkk, const float *cs, int HS, int HSP)
+{
+    float Kt[HS_MAX * QW] ALIGN64;  // (HSP,QW) keys along the lanes
+    float Vt[HS_MAX * QW] ALIGN64;  // (HSP,QW)
+    float dKt[HS_MAX * QW] ALIGN64; // (HSP,QW) dL/dk (rotated, times 1/ln2), transposed
+    float dVt[HS_MAX * QW] ALIGN64; // (HSP,QW)
+    float S[QB * QW] ALIGN64;       // (QB,QW) scores -> P -> dS
+    float dP[QB * QW] ALIGN64;      // (QB,QW)
+
+    transpose_in(Kt, K + (size_t)j0 * HSP, (size_t)HSP, nkk, HSP);
+    transpose_in(Vt, V + (size_t)j0 * HSP, (size_t)HSP, nkk, HSP);
+    memset(dKt, 0, sizeof(float) * (size_t)HSP * QW);
+    memset(dVt, 0, sizeof(float) * (size_t)HSP * QW);
+    // only queries i >= j0 see any key of the strip
+    for (int i0 = j0; i0 < T; i0 += QB) {
+        int nr = T - i0 < QB ? T - i0 : QB;
+        const float *Qb = Q + (size_t)i0 * HSP, *dOb = dO + (size_t)i0 * HSP;
+        gemm_bt(S, Qb, (size_t)HSP, Kt, nr, HSP);
+        if (i0 < j0 + QW - 1 || nkk < QW) mask_rows(S, nr, i0, j0, nkk);
+        exp2_rows(S, nr, L + i0); // P_ij = 2^(s_ij - lse_i)
+        // o_i = sum_j P_ij v_j  =>  dv_j += sum_i P_ij dO_i,  dP_ij = dO_i . v_j
+        gemm_at(dVt, dOb, (size_t)HSP, S, nr, HSP, NULL);
+        gemm_bt(dP, dOb, (size_t)HSP, Vt, nr, HSP);
+        // dS_ij = P_ij (dP_ij - D_i);  s_ij = q_i . k_j  =>  dk_j += sum_i dS_ij q_i
+        softmax_bwd_tile(S, dP, nr, NULL, Dv + i0);
+        gemm_at(dKt, Qb, (size_t)HSP, S, nr, HSP, NULL);
+    }
+    // q was stored times log2(e)/sqrt(HS); dk needs 1/sqrt(HS), so multiply by ln 2
+    for (int j = 0; j < nkk; j++) {
+        float *dkr = dk + (size_t)j * ldd, *dvr = dv + (size_t)j * ldd;
+        for (int d = 0; d < HS; d++) {
+            dkr[d] = LN2 * dKt[(size_t)d * QW + j];
+            dvr[d] = dVt[(size_t)d * QW + j];
+        }
+        if (cs) mni_rope_apply(dkr, cs + (size_t)(j0 + j) * HS, HS, -1);
+    }
+}
+
+/* dq of the query strip q0 .. q0+nq-1 of one head (arguments as bwd_keys). */
+__attribute__((noinline)) static void bwd_queries(float *dq, size_t ldd, const float *Q,
+                                                  const float *K, const float *V,
+                                                  const float *dO, const float *L,
+                                                  const float *Dv, int q0, int nq,
+                                                  const float *cs, int HS, int HSP)
+{
+    float Qt[HS_MAX * QW] ALIGN64;  // (HSP,QW) queries along the lanes
+    float dOt[HS_MAX * QW] ALIGN64; // (HSP,QW)
+    float dQt[HS_MAX * QW] ALIGN64; // (HSP,QW) dL/dq (rotated, times sqrt(HS)), transposed
+    float St[KB * QW] ALIGN64;      // (KB,QW) scores -> P -> dS, transposed
+    float dPt[KB * QW] ALIGN64;     // (KB,QW)
+    float Ll[QW] ALIGN64, Dl[QW] ALIGN64;
+
+    transpose_in(Qt, Q + (size_t)q0 * HSP, (size_t)HSP, nq, HSP);
+    transpose_in(dOt, dO + (size_t)q0 * HSP, (size_t)HSP, nq, HSP);
+    memset(dQt, 0, sizeof(float) * (size_t)HSP * QW);
+    for (int i = 0; i < QW; i++) {
+        Ll[i] = i < nq ? L[q0 + i] : 0.0f;
+        Dl[i] = i < nq ? Dv[q0 + i] : 0.0f;
+    }
+    const int kend = q0 + nq;
+    for (int k0 = 0; k0 < kend; k0 += KB) {
+        int nk = kend - k0 < KB ? kend - k0 : KB;
+        const float *Kb = K + (size_t)k0 * HSP;
+        gemm_bt(St, Kb, (size_t)HSP, Qt, nk, HSP);
+        if (k0 + nk - 1 > q0) mask_lanes(St, nk, k0, q0);
+        exp2_lanes(St, nk, Ll, NULL);                             // P^T
+        gemm_bt(dPt, V + (size_t)k0 * HSP, (size_t)HSP, dOt, nk, HSP); // dP^T = V dO^T
+        softmax_bwd_tile(St, dPt, nk, Dl, NULL);                   // dS^T
+        gemm_at(dQt, Kb, (size_t)HSP, St, nk, HSP, NULL);          // dq_i += sum_j dS_ij k_j
+    }
+    const float rs = 1.0f / sqrtf((float)HS);
+    for (int i = 0; i < nq; i++) {
+        float *dqr = dq + (size_t)i * ldd;
+        for (int d = 0; d < HS; d++) dqr[d] = rs * dQt[(size_t)d * QW + i];
+        if (cs) mni_rope_apply(dqr, cs + (size_t)(q0 + i) * HS, HS, -1);
+    }
+}
+
+/* ---- sizes and layouts ----------------------------------------------------------------------- */
+
+void mni_dense_act_layout(struct mni_dense_act *lay, const struct mnemo_attn_cfg *cfg, int B,
+                          int T)
+{
+    size_t HSP = (size_t)mni_dense_hsp(cfg->head_dim);
+    size_t rows = mni_mul(mni_mul((size_t)B, (size_t)cfg->n_head), (size_t)T);
+    size_t head = mni_align64(mni_mul(mni_mul(rows, HSP), sizeof(float)));
+    size_t lse = mni_align64(mni_mul(rows, sizeof(float)));
+    size_t cs = cfg->rope ? mni_align64(mni_mul(mni_mul((size_t)T, (size_t)cfg->head_dim),
+                                                sizeof(float)))
+                          : 0;
+    lay->q = 0;
+    lay->k = head;
+    lay->v = mni_add(lay->k, head);
+    lay->lse = mni_add(lay->v, head);
+    lay->cs = mni_add(lay->lse, lse);
+    lay->total = mni_add(lay->cs, cs);
+}
+
+size_t mni_dense_state_hdr_bytes(void) { return mni_align64(sizeof(struct mni_dense_state)); }
+
+static enum mnemo_status dense_validate(const struct mnemo_attn_cfg *cfg)
+{
+    if (!cfg) return mni_err(MNEMO_ERR_ARG, "dense: cfg is NULL");
+    if (cfg->kind != MNEMO_ATTN_KIND_DENSE)
+        return mni_err(MNEMO_ERR_ARG, "dense: kind must be %d (dense), got %d",
+                       MNEMO_ATTN_KIND_DENSE, cfg->kind);
+    if (cfg->n_head < 1) return mni_err(MNEMO_ERR_ARG, "dense: n_head must be >= 1, got %d",
+                                        cfg->n_head);
+    if (cfg->head_dim < 2 || cfg->head_dim > HS_MAX || cfg->head_dim % 2)
+        return mni_err(MNEMO_ERR_ARG, "dense: head_dim must be even and in [2, %d], got %d",
+                       HS_MAX, cfg->head_dim);
+    if (cfg->n_ctx < 1)
+        return mni_err(MNEMO_ERR_ARG, "dense: n_ctx must be >= 1, got %d", cfg->n_ctx);
+    if (cfg->rope && !(cfg->rope_theta > 1.0f && isfinite(cfg->rope_theta)))
+        return mni_err(MNEMO_ERR_ARG, "dense: rope_theta must be finite and > 1, got %g",
+                       (double)cfg->rope_theta);
+    return MNEMO_OK;
+}
+
+static size_t dense_n_params(const struct mnemo_attn_cfg *cfg) { return 0; }
+
+static size_t dense_act_bytes(const struct mnemo_attn_cfg *cfg, int B, int T)
+{
+    struct mni_dense_act lay;
+    mni_dense_act_layout(&lay, cfg, B, T);
+    return lay.total;
+}
+
+/* Backward scratch: dO re-laid per head (B,NH,T,HSP) and D (B,NH,T); the reference path needs
+ * its own (serial, one head at a time), so the larger of the two is declared. */
+static size_t fast_scratch_bytes(const struct mnemo_attn_cfg *cfg, int B, int T,
+                                 size_t *off_D)
+{
+    size_t rows = mni_mul(mni_mul((size_t)B, (size_t)cfg->n_head), (size_t)T);
+    size_t dO = mni_align64(mni_mul(mni_mul(rows, (size_t)mni_dense_hsp(cfg->head_dim)),
+                                    sizeof(float)));
+    if (off_D) *off_D = dO;
+    return mni_add(dO, mni_align64(mni_mul(rows, sizeof(float))));
+}
+
+static size_t dense_scratch_bytes(const struct mnemo_attn_cfg *cfg, int B, int T)
+{
+    size_t f = fast_scratch_bytes(cfg, B, T, NULL), r = mni_dense_ref_scratch_bytes(cfg, B, T);
+    return f > r ? f : r;
+}
+
+static enum mnemo_status check_io(const struct mnemo_attn_cfg *cfg,
+                                  const struct mnemo_attn_io *io, int backward)
+{
+    enum mnemo_status st = dense_validate(cfg);
+    if (st != MNEMO_OK) return st;
+    if (!io) return mni_err(MNEMO_ERR_ARG, "dense: io is NULL");
+    if (io->B < 1 || io->T < 1)
+        return mni_err(MNEMO_ERR_ARG, "dense: B and T must be >= 1, got B=%d T=%d", io->B,
+                       io->T);
+    if (!io->qkv || !io->act || (!backward && !io->out))
+        return mni_err(MNEMO_ERR_ARG, "dense: forward needs qkv, out and act buffers");
+    if (backward && (!io->out || !io->dout || !io->dqkv || !io->scratch))
+        return mni_err(MNEMO_ERR_ARG,
+                       "dense: backward needs qkv, out, dout, dqkv, act and scratch buffers");
+    if (!backward && cfg->use_ref && !io->scratch)
+        return mni_err(MNEMO_ERR_ARG, "dense: the reference forward needs a scratch buffer");
+    return MNEMO_OK;
+}
+
+/* ---- forward ------------------------------------------------------------------------------- */
+
+/* dst (HSP) = rot(src (HS)) * scale, padding zeroed. cs_row NULL: no rotation. */
+static void load_head(float *dst, const float *src, const float *cs_row, int HS, int HSP,
+                      float scale)
+{
+    for (int d = 0; d < HS; d++) dst[d] = src[d];
+    if (cs_row) mni_rope_apply(dst, cs_row, HS, +1);
+    if (scale != 1.0f) {
+        for (int d = 0; d < HS; d++) dst[d] *= scale;
+    }
+    for (int d = HS; d < HSP; d++) dst[d] = 0.0f;
+}
+
+static enum mnemo_status dense_forward(const struct mnemo_attn_cfg *cfg,
+                                       struct mnemo_attn_io *io)
+{
+    enum mnemo_status st = check_io(cfg, io, 0);
+    if (st != MNEMO_OK) return st;
+    if (cfg->use_ref) return mni_dense_ref_forward(cfg, io);
+
+    const int B = io->B, T = io->T, NH = cfg->n_head, HS = cfg->head_dim;
+    const int HSP = mni_dense_hsp(HS);
+    const size_t C = (size_t)NH * HS;
+    struct mni_dense_act lay;
+    mni_dense_act_layout(&lay, cfg, B, T);
+    char *act = io->act;
+    float *aq = (float *)(act + lay.q);     // (B,NH,T,HSP)
+    float *ak = (float *)(act + lay.k);     // (B,NH,T,HSP)
+    float *av = (float *)(act + lay.v);     // (B,NH,T,HSP)
+    float *alse = (float *)(act + lay.lse); // (B,NH,T)
+    float *cs = cfg->rope ? (float *)(act + lay.cs) : NULL; // (T,HS/2,2)
+    const float qscale = (float)(LOG2E / sqrt((double)HS));
+
+    if (cs) mni_rope_table(cs, T, HS, cfg->rope_theta);
+    // re-lay q, k, v per head, rotated; q also scaled into log2 units
+#pragma omp parallel for schedule(static)
+    for (long bt = 0; bt < (long)B * T; bt++) {
+        int b = (int)(bt / T), t = (int)(bt % T);
+        const float *x = io->qkv + (size_t)bt * 3 * C; // (3,NH,HS)
+        const float *csr = cs ? cs + (size_t)t * HS : NULL;
+        for (int h = 0; h < NH; h++) {
+            size_t r = (((size_t)b * NH + h) * T + t) * HSP;
+            load_head(aq + r, x + (size_t)h * HS, csr, HS, HSP, qscale);
+            load_head(ak + r, x + C + (size_t)h * HS, csr, HS, HSP, 1.0f);
+            load_head(av + r, x + 2 * C + (size_t)h * HS, NULL, HS, HSP, 1.0f);
+        }
+    }
+    // one task per (strip, batch, head); the longest strips (last queries) go first
+    const int ns = (T + QW - 1) / QW;
+    const long nbh = (long)B * NH, ntask = nbh * ns;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (long task = 0; task < ntask; task++) {
+        int s = ns - 1 - (int)(task / nbh);
+        long bh = task % nbh;
+        int b = (int)(bh / NH), h = (int)(bh % NH);
+        int q0 = s * QW, nq = T - q0 < QW ? T - q0 : QW;
+        size_t head = (size_t)bh * T * HSP;
+        fwd_strip(io->out + ((size_t)b * T + q0) * C + (size_t)h * HS, C,
+                  alse + (size_t)bh * T + q0, aq + head + (size_t)q0 * HSP, nq, q0, ak + head,
+                  av + head, HS, HSP);
+    }
+    return MNEMO_OK;
+}
+
+/* ---- backward ------------------------------------------------------------------------------ */
+
+static enum mnemo_status dense_backward(const struct mnemo_attn_cfg *cfg,
+                                        struct mnemo_attn_io *io)
+{
+    enum mnemo_status st = check_io(cfg, io, 1);
+    if (st != MNEMO_OK) return st;
+    if (cfg->use_ref) return mni_dense_ref_backward(cfg, io);
+
+    const int B = io->B, T = io->T, NH = cfg->n_head, HS = cfg->head_dim;
+    const int HSP = mni_dense_hsp(HS);
+    const size_t C = (size_t)NH * HS;
+    struct mni_dense_act lay;
+    mni_dense_act_layout(&lay, cfg, B, T);
+    const char *act = io->act;
+    const float *aq = (const float *)(act + lay.q);     // (B,NH,T,HSP)
+    const float *ak = (const float *)(act + lay.k);     // (B,NH,T,HSP)
+    const float *av = (const float *)(act + lay.v);     // (B,NH,T,HSP)
+    const float *alse = (const float *)(act + lay.lse); // (B,NH,T)
+    const float *cs = cfg->rope ? (const float *)(act + lay.cs) : NULL; // (T,HS/2,2)
+    size_t off_D;
+    fast_scratch_bytes(cfg, B, T, &off_D);
+    float *dOp = io->scratch;                                 // (B,NH,T,HSP)
+    float *Dv = (float *)((char *)io->scratch + off_D);       // (B,NH,T)
+
+    // dO re-laid per head, and D_i = dO_i . o_i (the softmax backward's row term)
+#pragma omp parallel for schedule(static)
+    for (long bt = 0; bt < (long)B * T; bt++) {
+        int b = (int)(bt / T), t = (int)(bt % T);
+        for (int h = 0; h < NH; h++) {
+            const float *g = io->dout + (size_t)bt * C + (size_t)h * HS; // (HS)
+            const float *o = io->out + (size_t)bt * C + (size_t)h * HS;  // (HS)
+            size_t r = ((size_t)b * NH + h) * T + t;
+            double D = 0;
+            for (int d = 0; d < HS; d++) D += (double)g[d] * o[d];
+            Dv[r] = (float)D;
+            load_head(dOp + r * HSP, g, NULL, HS, HSP, 1.0f);
+        }
+    }
+    // tasks: key strips (dk, dv) and query strips (dq), interleaved, the longest first
+    const int ns = (T + QW - 1) / QW;
+    const long nbh = (long)B * NH, ntask = 2 * nbh * ns;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (long task = 0; task < ntask; task++) {
+        long bh = task % nbh;
+        int rank = (int)(task / (2 * nbh)), which = (int)((task / nbh) % 2);
+        int b = (int)(bh / NH), h = (int)(bh % NH);
+        size_t head = (size_t)bh * T * HSP;
+        float *dq = io->dqkv + (size_t)b * T * 3 * C + (size_t)h * HS; // row t at t*3C
+        if (which == 0) {
+            int j0 = rank * QW, nkk = T - j0 < QW ? T - j0 : QW; // first keys: most queries
+            bwd_keys(dq + (size_t)j0 * 3 * C + C, dq + (size_t)j0 * 3 * C + 2 * C, 3 * C,
+                     aq + head, ak + head, av + head, dOp + head, alse + (size_t)bh * T,
+                     Dv + (size_t)bh * T, T, j0, nkk, cs, HS, HSP);
+        } else {
+            int q0 = (ns - 1 - rank) * QW, nq = T - q0 < QW ? T - q0 : QW; // last: most keys
+            bwd_queries(dq + (size_t)q0 * 3 * C, 3 * C, aq + head, ak + head, av + head,
+                        dOp + head, alse + (size_t)bh * T, Dv + (size_t)bh * T, q0, nq, cs, HS,
+                        HSP);
+        }
+    }
+    return MNEMO_OK;
+}
+
+/* ---- streaming ----------------------------------------------------------------------------- */
+
+static size_t dense_state_bytes(const struct mnemo_attn_cfg *cfg)
+{
+    size_t kv = mni_mul(mni_mul((size_t)cfg->n_head, (size_t)cfg->n_ctx),
+                        mni_mul((size_t)mni_dense_hsp(cfg->head_dim), sizeof(float)));
+    return mni_add(mni_dense_state_hdr_bytes(), mni_mul(2, mni_align64(kv)));
+}
+
+static void dense_state_init(const struct mnemo_attn_cfg *cfg, void *state)
+{
+    struct mni_dense_state *st = state;
+    st->count = 0;
+    st->n_ctx = cfg->n_ctx;
+}
+
+static size_t dense_state_live_bytes(const struct mnemo_attn_cfg *cfg, const void *state)
+{
+    const struct mni_dense_state *st = state;
+    size_t kv = mni_mul(mni_mul((size_t)cfg->n_head, (size_t)st->count),
+                        mni_mul((size_t)mni_dense_hsp(cfg->head_dim), sizeof(float)));
+    return mni_add(mni_dense_state_hdr_bytes(), mni_mul(2, kv));
+}
+
+/* Step scratch (floats, 64-byte aligned sections): cs (n,HS/2,2), q (NH,n,HSP) and, for the
+ * one-row path, a row of scores per head (NH,n_ctx). The reference needs its own. */
+struct step_lay {
+    size_t q, row, total;
+};
+static void step_layout(struct step_lay *lay, const struct mnemo_attn_cfg *cfg, int n)
+{
+    size_t HSP = (size_t)mni_dense_hsp(cfg->head_dim), NH = (size_t)cfg->n_head;
+    lay->q = mni_align64(mni_mul(mni_mul((size_t)n, (size_t)cfg->head_dim), sizeof(float)));
+    lay->row = mni_add(lay->q, mni_align64(mni_mul(mni_mul(NH, (size_t)n),
+                                                   mni_mul(HSP, sizeof(float)))));
+    lay->total = mni_add(lay->row, mni_align64(mni_mul(mni_mul(NH, (size_t)cfg->n_ctx),
+                                                       sizeof(float))));
+}
+
+static size_t dense_step_scratch_bytes(const struct mnemo_attn_cfg *cfg, int n)
+{
+    struct step_lay lay;
+    step_layout(&lay, cfg, n < 1 ? 1 : n);
+    size_t r = mni_dense_ref_step_scratch_bytes(cfg, n);
+    return lay.total > r ? lay.total : r;
+}
+
+/* One query (q: HSP, rotated, scaled) against keys 0..nk-1: o (HS) = softmax(q K^T) V.
+ * row (nk) is workspace. */
+static void dec_row(float *o, float *row, const float *q, const float *K, const float *V,
+                    int nk, int HS, int HSP)
+{
+    float m = -INFINITY;
+    for (int j = 0; j < nk; j++) {
+        const float *k = K + (size_t)j * HSP;
+#if DENSE_AVX2
+        __m256 acc = _mm256_setzero_ps();
+        for (int d = 0; d < HSP; d += 8)
+            acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), _mm256_loadu_ps(k + d), acc);
+        __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+        s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+        s4 = _mm_add_ss(s4, _mm_movehdup_ps(s4));
+        float s = _mm_cvtss_f32(s4);
+#else
+        float s = 0.0f;
+        for (int d = 0; d < HSP; d++) s += q[d] * k[d];
+#endif
+        row[j] = s;
+        m = s > m ? s : m;
+    }
+    float l = 0.0f;
+    for (int j = 0; j < nk; j++) {
+        row[j] = exp2_scalar(row[j] - m);
+        l += row[j];
+    }
+    float acc[HS_MAX];
+    for (int d = 0; d < HSP; d++) acc[d] = 0.0f;
+    for (int j = 0; j < nk; j++) {
+        const float *v = V + (size_t)j * HSP;
+        for (int d = 0; d < HSP; d++) acc[d] += row[j] * v[d];
+    }
+    for (int d = 0; d < HS; d++) o[d] = acc[d] / l;
+}
+
+static enum mnemo_status dense_step(const struct mnemo_attn_cfg *cfg, void *state,
+                                    const float *params, float *out, const float *qkv, int n,
+                                    void *scratch)
+{
+    enum mnemo_status rc = dense_validate(cfg);
+    if (rc != MNEMO_OK) return rc;
+    if (!state || !out || !qkv || !scratch)
+        return mni_err(MNEMO_ERR_ARG, "dense: step needs state, out, qkv and scratch buffers");
+    if (n < 1) return mni_err(MNEMO_ERR_ARG, "dense: step needs n >= 1 tokens, got %d", n);
+    struct mni_dense_state *st = state;
+    if (st->n_ctx != cfg->n_ctx || st->count < 0 || st->count > st->n_ctx)
+        return mni_err(MNEMO_ERR_ARG,
+                       "dense: state not initialised for this cfg (n_ctx %lld vs %d, count %lld)",
+                       (long long)st->n_ctx, cfg->n_ctx, (long long)st->count);
+    if (st->count + n > st->n_ctx)
+        return mni_err(MNEMO_ERR_FULL,
+                       "dense: KV cache full: %lld tokens held + %d new > n_ctx %d",
+                       (long long)st->count, n, cfg->n_ctx);
+    if (cfg->use_ref) {
+        mni_dense_ref_step(cfg, state, out, qkv, n, scratch);
+        return MNEMO_OK;
+    }
+
+    const int NH = cfg->n_head, HS = cfg->head_dim, HSP = mni_dense_hsp(HS);
+    const size_t C = (size_t)NH * HS, n_ctx = (size_t)cfg->n_ctx;
+    const int p0 = (int)st->count;
+    struct step_lay lay;
+    step_layout(&lay, cfg, n);
+    float *cs = cfg->rope ? (float *)scratch : NULL;        // (n,HS/2,2)
+    float *qs = (float *)((char *)scratch + lay.q);         // (NH,n,HSP)
+    float *rows = (float *)((char *)scratch + lay.row);     // (NH,n_ctx)
+    float *kc = (float *)((char *)state + mni_dense_state_hdr_bytes()); // (NH,n_ctx,HSP)
+    float *vc = kc + (size_t)NH * n_ctx * HSP;                          // (NH,n_ctx,HSP)
+    const float qscale = (float)(LOG2E / sqrt((double)HS));
+
+    // rotate at the absolute positions p0..p0+n-1; append k, v to the cache
+    for (int t = 0; t < n && cs; t++) {
+        for (int i = 0; i < HS / 2; i++) {
+            float *c = cs + (size_t)t * HS + 2 * i;
+            mni_rope_cs(&c[0], &c[1], p0 + t, i, HS, cfg->rope_theta);
+        }
+    }
+#pragma omp parallel for schedule(static) if (n * C >= 4096)
+    for (int t = 0; t < n; t++) {
+        const float *x = qkv + (size_t)t * 3 * C;
+        const float *csr = cs ? cs + (size_t)t * HS : NULL;
+        for (int h = 0; h < NH; h++) {
+            size_t r = ((size_t)h * n_ctx + p0 + t) * HSP;
+            load_head(qs + ((size_t)h * n + t) * HSP, x + (size_t)h * HS, csr, HS, HSP, qscale);
+            load_head(kc + r, x + C + (size_t)h * HS, csr, HS, HSP, 1.0f);
+            load_head(vc + r, x + 2 * C + (size_t)h * HS, NULL, HS, HSP, 1.0f);
+        }
+    }
+    if (n < DEC_MAX) {
+        // decoding: a few rows, one dot product per cached key
+#pragma omp parallel for schedule(static) if ((long)NH * (p0 + n) >= 4096)
+        for (int h = 0; h < NH; h++) {
+            for (int t = 0; t < n; t++) {
+                dec_row(out + (size_t)t * C + (size_t)h * HS, rows + (size_t)h * n_ctx,
+                        qs + ((size_t)h * n + t) * HSP, kc + (size_t)h * n_ctx * HSP,
+                        vc + (size_t)h * n_ctx * HSP, p0 + t + 1, HS, HSP);
+            }
+        }
+    } else {
+        // chunked prefill: the forward's strips, queries at p0 + q0
+        const int ns = (n + QW - 1) / QW;
+        const long ntask = (long)NH * ns;
+#pragma omp parallel for schedule(dynamic, 1)
+        for (long task = 0; task < ntask; task++) {
+            int s = ns - 1 - (int)(task / NH), h = (int)(task % NH);
+            int q0 = s * QW, nq = n - q0 < QW ? n - q0 : QW;
+            fwd_strip(out + (size_t)q0 * C + (size_t)h * HS, C, NULL,
+                      qs + ((size_t)h * n + q0) * HSP, nq, p0 + q0,
+                      kc + (size_t)h * n_ctx * HSP, vc + (size_t)h * n_ctx * HSP, HS, HSP);
+        }
+    }
+    st->count += n;
+    return MNEMO_OK;
+}
+
+const struct mnemo_attn_ops mni_attn_dense = {
+    .api_version = MNEMO_ATTN_API_VERSION,
+    .name = "dense",
+    .validate = dense_validate,
+    .n_params = dense_n_params,
+    .act_bytes = dense_act_bytes,
+    .scratch_bytes = dense_scratch_bytes,
+    .forward = dense_forward,
+    .backward = dense_backward,
+    .state_bytes = dense_state_bytes,
+    .step_scratch_bytes = dense_step_scratch_bytes,
+    .state_init = dense_state_init,
+    .step = dense_step,
+    .state_live_bytes = dense_state_live_bytes,
+};

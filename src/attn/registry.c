@@ -1,0 +1,35 @@
+/*
+ * registry.c -- the attention kinds by enum and by name. The table is indexed by enum
+ * mnemo_attn_kind; adding a kind means appending the enum value in mnemo.h, its ops object in
+ * attn_int.h, and one line here (the _Static_assert is the reminder).
+ */
+#include <string.h>
+
+#include "attn/attn_int.h"
+#include "mnemo.h"
+
+static const struct mnemo_attn_ops *const registry[MNEMO_ATTN_KIND_COUNT] = {
+    [MNEMO_ATTN_KIND_DENSE] = &mni_attn_dense,
+};
+_Static_assert(MNEMO_ATTN_KIND_COUNT == 1, "a new attention kind needs a line in registry[]");
+
+const struct mnemo_attn_ops *mnemo_attn_ops_get(int kind)
+{
+    if (kind < 0 || kind >= MNEMO_ATTN_KIND_COUNT) return NULL;
+    return registry[kind];
+}
+
+const char *mnemo_attn_kind_name(int kind)
+{
+    const struct mnemo_attn_ops *ops = mnemo_attn_ops_get(kind);
+    return ops ? ops->name : NULL;
+}
+
+int mnemo_attn_kind_from_name(const char *name)
+{
+    if (!name) return -1;
+    for (int k = 0; k < MNEMO_ATTN_KIND_COUNT; k++) {
+        if (registry[k] && strcmp(registry[k]->name, name) == 0) return k;
+    }
+    return -1;
+}

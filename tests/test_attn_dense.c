@@ -1,0 +1,504 @@
+/*
+ * test_attn_dense.c -- the dense attention kind and the kind registry.
+ *
+ *  - registry: enum <-> name <-> ops;
+ *  - validate and bad io give MNEMO_ERR_ARG with a message naming the field;
+ *  - the tiled forward and backward equal the naive double-precision reference over shapes
+ *    that hit every edge (T = 1, T not a multiple of the 24-query strip or the 64-key block,
+ *    T > 200, HS not a multiple of 8, HS = 256, B up to 3, RoPE on and off, large scores);
+ *  - the reference backward equals central finite differences of the reference forward;
+ *  - backward is deterministic and independent of the thread count; outputs are causal;
+ *  - a session fed token by token, and in chunks, gives the forward's outputs; a full cache
+ *    gives MNEMO_ERR_FULL and leaves the state untouched.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "attn/attn_int.h"
+#include "mnemo_attn.h"
+#include "testutil.h"
+
+static struct mnemo_attn_cfg make_cfg(int NH, int HS, int n_ctx, int rope, int use_ref)
+{
+    struct mnemo_attn_cfg c;
+    memset(&c, 0, sizeof(c));
+    c.kind = MNEMO_ATTN_KIND_DENSE;
+    c.n_head = NH;
+    c.head_dim = HS;
+    c.n_ctx = n_ctx;
+    c.rope = rope;
+    c.rope_theta = 10000.0f;
+    c.use_ref = use_ref;
+    return c;
+}
+
+/* All buffers of one (B,T) problem, sized through the kind's declarations. */
+struct bufs {
+    int B, T;
+    size_t nqkv, nout;
+    float *qkv, *out, *dout, *dqkv;
+    void *act, *scratch;
+};
+
+static void bufs_init(struct bufs *b, const struct mnemo_attn_cfg *cfg, int B, int T)
+{
+    const struct mnemo_attn_ops *ops = &mni_attn_dense;
+    b->B = B, b->T = T;
+    b->nout = (size_t)B * T * cfg->n_head * cfg->head_dim;
+    b->nqkv = 3 * b->nout;
+    b->qkv = mni_alloc(b->nqkv * sizeof(float));
+    b->dqkv = mni_alloc(b->nqkv * sizeof(float));
+    b->out = mni_alloc(b->nout * sizeof(float));
+    b->dout = mni_alloc(b->nout * sizeof(float));
+    b->act = mni_alloc(ops->act_bytes(cfg, B, T));
+    b->scratch = mni_alloc(ops->scratch_bytes(cfg, B, T));
+    assert_true(b->qkv && b->dqkv && b->out && b->dout && b->act && b->scratch);
+}
+
+static void bufs_free(struct bufs *b)
+{
+    mni_free(b->qkv), mni_free(b->dqkv), mni_free(b->out), mni_free(b->dout);
+    mni_free(b->act), mni_free(b->scratch);
+}
+
+static struct mnemo_attn_io io_of(struct bufs *b)
+{
+    struct mnemo_attn_io io;
+    memset(&io, 0, sizeof(io));
+    io.B = b->B, io.T = b->T;
+    io.qkv = b->qkv, io.out = b->out, io.dout = b->dout, io.dqkv = b->dqkv;
+    io.act = b->act, io.scratch = b->scratch;
+    return io;
+}
+
+static void forward_ok(const struct mnemo_attn_cfg *cfg, struct bufs *b)
+{
+    struct mnemo_attn_io io = io_of(b);
+    enum mnemo_status st = mni_attn_dense.forward(cfg, &io);
+    if (st != MNEMO_OK) fail_msg("forward: %s", mnemo_last_error());
+}
+
+static void backward_ok(const struct mnemo_attn_cfg *cfg, struct bufs *b)
+{
+    struct mnemo_attn_io io = io_of(b);
+    enum mnemo_status st = mni_attn_dense.backward(cfg, &io);
+    if (st != MNEMO_OK) fail_msg("backward: %s", mnemo_last_error());
+}
+
+/* ---- registry and validation ---------------------------------------------------------------- */
+
+static void test_registry(void **state)
+{
+    const struct mnemo_attn_ops *ops = mnemo_attn_ops_get(MNEMO_ATTN_KIND_DENSE);
+    assert_ptr_equal(ops, &mni_attn_dense);
+    assert_int_equal(ops->api_version, MNEMO_ATTN_API_VERSION);
+    assert_string_equal(ops->name, "dense");
+    assert_null(mnemo_attn_ops_get(-1));
+    assert_null(mnemo_attn_ops_get(MNEMO_ATTN_KIND_COUNT));
+    assert_string_equal(mnemo_attn_kind_name(MNEMO_ATTN_KIND_DENSE), "dense");
+    assert_null(mnemo_attn_kind_name(MNEMO_ATTN_KIND_COUNT));
+    assert_int_equal(mnemo_attn_kind_from_name("dense"), MNEMO_ATTN_KIND_DENSE);
+    assert_int_equal(mnemo_attn_kind_from_name("Dense "), -1);
+    assert_int_equal(mnemo_attn_kind_from_name(NULL), -1);
+    // every slot is filled, and dense has no parameters of its own
+    for (int k = 0; k < MNEMO_ATTN_KIND_COUNT; k++) {
+        const struct mnemo_attn_ops *o = mnemo_attn_ops_get(k);
+        assert_true(o && o->validate && o->n_params && o->act_bytes && o->scratch_bytes &&
+                    o->forward && o->backward && o->state_bytes && o->step_scratch_bytes &&
+                    o->state_init && o->step && o->state_live_bytes);
+    }
+    struct mnemo_attn_cfg cfg = make_cfg(4, 64, 128, 1, 0);
+    assert_int_equal(ops->n_params(&cfg), 0);
+}
+
+static void expect_arg(const struct mnemo_attn_cfg *cfg, const char *field)
+{
+    assert_int_equal(mni_attn_dense.validate(cfg), MNEMO_ERR_ARG);
+    if (!strstr(mnemo_last_error(), field))
+        fail_msg("message '%s' does not name '%s'", mnemo_last_error(), field);
+}
+
+static void test_validate(void **state)
+{
+    struct mnemo_attn_cfg c = make_cfg(4, 64, 128, 1, 0);
+    assert_int_equal(mni_attn_dense.validate(&c), MNEMO_OK);
+    c.head_dim = 2;
+    assert_int_equal(mni_attn_dense.validate(&c), MNEMO_OK);
+    c.head_dim = 256;
+    assert_int_equal(mni_attn_dense.validate(&c), MNEMO_OK);
+    c.head_dim = 63, expect_arg(&c, "head_dim");
+    c.head_dim = 0, expect_arg(&c, "head_dim");
+    c.head_dim = 258, expect_arg(&c, "head_dim");
+    c.head_dim = -4, expect_arg(&c, "head_dim");
+    c = make_cfg(0, 64, 128, 1, 0), expect_arg(&c, "n_head");
+    c = make_cfg(4, 64, 0, 1, 0), expect_arg(&c, "n_ctx");
+    c = make_cfg(4, 64, 128, 1, 0), c.rope_theta = 0.0f, expect_arg(&c, "rope_theta");
+    c.rope_theta = NAN, expect_arg(&c, "rope_theta");
+    c.rope = 0; // theta is irrelevant without RoPE
+    assert_int_equal(mni_attn_dense.validate(&c), MNEMO_OK);
+    c = make_cfg(4, 64, 128, 1, 0), c.kind = 7, expect_arg(&c, "kind");
+
+    // bad io: an error, never a crash
+    c = make_cfg(2, 16, 32, 1, 0);
+    struct bufs b;
+    bufs_init(&b, &c, 1, 8);
+    struct mnemo_attn_io io = io_of(&b);
+    io.T = 0;
+    assert_int_equal(mni_attn_dense.forward(&c, &io), MNEMO_ERR_ARG);
+    io = io_of(&b), io.qkv = NULL;
+    assert_int_equal(mni_attn_dense.forward(&c, &io), MNEMO_ERR_ARG);
+    io = io_of(&b), io.dout = NULL;
+    assert_int_equal(mni_attn_dense.backward(&c, &io), MNEMO_ERR_ARG);
+    assert_int_equal(mni_attn_dense.forward(&c, NULL), MNEMO_ERR_ARG);
+    c.head_dim = 15;
+    io = io_of(&b);
+    assert_int_equal(mni_attn_dense.forward(&c, &io), MNEMO_ERR_ARG);
+    bufs_free(&b);
+}
+
+/* ---- fast vs reference ------------------------------------------------------------------------ */
+
+struct shape {
+    int B, T, NH, HS, rope;
+    float scale; // of the random q, k, v: larger gives sharper softmaxes
+};
+
+static const struct shape shapes[] = {
+    {1, 1, 1, 16, 1, 1.0f},   {2, 1, 3, 64, 0, 1.0f},   {1, 7, 2, 16, 1, 1.0f},
+    {2, 25, 3, 16, 1, 1.0f},  {1, 24, 1, 64, 1, 1.0f},  {3, 50, 2, 64, 0, 1.0f},
+    {1, 65, 4, 16, 1, 1.0f},  {1, 200, 4, 16, 1, 1.0f}, {1, 257, 2, 64, 1, 1.0f},
+    {2, 131, 1, 64, 0, 2.5f}, {1, 70, 2, 6, 1, 1.0f},   {1, 45, 1, 2, 1, 1.0f},
+    {1, 40, 1, 256, 1, 0.5f}, {1, 96, 2, 64, 1, 4.0f},
+};
+
+static void print_shape(const char *what, const struct shape *s, double err)
+{
+    print_message("%-9s B=%d T=%3d NH=%d HS=%3d rope=%d scale=%.1f: max rel err %.2e\n", what,
+                  s->B, s->T, s->NH, s->HS, s->rope, (double)s->scale, err);
+}
+
+static void test_forward_vs_ref(void **state)
+{
+    for (size_t k = 0; k < sizeof(shapes) / sizeof(shapes[0]); k++) {
+        const struct shape *s = &shapes[k];
+        struct mnemo_attn_cfg fast = make_cfg(s->NH, s->HS, s->T, s->rope, 0);
+        struct mnemo_attn_cfg ref = fast;
+        ref.use_ref = 1;
+        struct bufs f, r;
+        bufs_init(&f, &fast, s->B, s->T);
+        bufs_init(&r, &ref, s->B, s->T);
+        tu_fill_normal(f.qkv, f.nqkv, s->scale, 100 + k);
+        memcpy(r.qkv, f.qkv, f.nqkv * sizeof(float));
+        forward_ok(&fast, &f);
+        forward_ok(&ref, &r);
+        double err = tu_rel_max_err(f.out, r.out, f.nout);
+        print_shape("forward", s, err);
+        assert_true(err < 1e-5);
+        // the saved activations agree too (same layout on both paths)
+        struct mni_dense_act lay;
+        mni_dense_act_layout(&lay, &fast, s->B, s->T);
+        size_t nh = (lay.k - lay.q) / sizeof(float), nl = (size_t)s->B * s->NH * s->T;
+        for (int part = 0; part < 3; part++) {
+            size_t off = part == 0 ? lay.q : part == 1 ? lay.k : lay.v;
+            const float *a = (const float *)((char *)f.act + off);
+            const float *b = (const float *)((char *)r.act + off);
+            assert_true(tu_rel_max_err(a, b, nh) < 1e-6);
+        }
+        // lse is a logarithm: compare in absolute terms
+        TU_ASSERT_CLOSE("lse", (const float *)((char *)f.act + lay.lse),
+                        (const float *)((char *)r.act + lay.lse), nl, 2e-5f, 1e-6f);
+        bufs_free(&f), bufs_free(&r);
+    }
+}
+
+static void test_backward_vs_ref(void **state)
+{
+    for (size_t k = 0; k < sizeof(shapes) / sizeof(shapes[0]); k++) {
+        const struct shape *s = &shapes[k];
+        struct mnemo_attn_cfg fast = make_cfg(s->NH, s->HS, s->T, s->rope, 0);
+        struct mnemo_attn_cfg ref = fast;
+        ref.use_ref = 1;
+        struct bufs f, r;
+        bufs_init(&f, &fast, s->B, s->T);
+        bufs_init(&r, &ref, s->B, s->T);
+        tu_fill_normal(f.qkv, f.nqkv, s->scale, 200 + k);
+        tu_fill_normal(f.dout, f.nout, 1.0f, 300 + k);
+        memcpy(r.qkv, f.qkv, f.nqkv * sizeof(float));
+        memcpy(r.dout, f.dout, f.nout * sizeof(float));
+        // garbage in dqkv: backward must overwrite, not accumulate
+        tu_fill_normal(f.dqkv, f.nqkv, 100.0f, 1);
+        tu_fill_normal(r.dqkv, r.nqkv, 100.0f, 2);
+        forward_ok(&fast, &f);
+        forward_ok(&ref, &r);
+        backward_ok(&fast, &f);
+        backward_ok(&ref, &r);
+        // compare q, k and v parts separately: each has its own scale
+        size_t C = (size_t)s->NH * s->HS, rows = (size_t)s->B * s->T;
+        double worst = 0;
+        for (int part = 0; part < 3; part++) {
+            float *a = mni_alloc(rows * C * sizeof(float)), *b = mni_alloc(rows * C * sizeof(float));
+            for (size_t t = 0; t < rows; t++) {
+                memcpy(a + t * C, f.dqkv + (t * 3 + part) * C, C * sizeof(float));
+                memcpy(b + t * C, r.dqkv + (t * 3 + part) * C, C * sizeof(float));
+            }
+            double e = tu_rel_max_err(a, b, rows * C);
+            // T = 1: dq and dk vanish (a single key has probability 1) up to the rounding
+            // of D_i = dO_i . o_i against dP_ii = dO_i . v_i
+            if (s->T == 1 && part < 2) {
+                for (size_t i = 0; i < rows * C; i++) assert_true(fabsf(a[i]) < 1e-5f);
+                e = 0;
+            }
+            worst = e > worst ? e : worst;
+            mni_free(a), mni_free(b);
+        }
+        print_shape("backward", s, worst);
+        assert_true(worst < 2e-5);
+
+        // the fast backward also accepts the reference forward's saved activations
+        memcpy(f.act, r.act, mni_attn_dense.act_bytes(&fast, s->B, s->T));
+        memcpy(f.out, r.out, f.nout * sizeof(float));
+        backward_ok(&fast, &f);
+        assert_true(tu_rel_max_err(f.dqkv, r.dqkv, f.nqkv) < 2e-5);
+        bufs_free(&f), bufs_free(&r);
+    }
+}
+
+/* ---- finite differences --------------------------------------------------------------------- */
+
+/* |fd - analytic| / (0.01 + |analytic|); observed worst ~1.5e-4 (the float rounding of the
+ * forward's outputs limits the differences). */
+#define FD_TOL 5e-4
+
+static double loss_of(const struct mnemo_attn_cfg *cfg, struct bufs *b, const float *w)
+{
+    forward_ok(cfg, b);
+    double L = 0;
+    for (size_t i = 0; i < b->nout; i++) L += (double)b->out[i] * w[i];
+    return L;
+}
+
+static void check_fd(int B, int T, int NH, int HS, int rope, uint64_t seed)
+{
+    struct mnemo_attn_cfg cfg = make_cfg(NH, HS, T, rope, 1);
+    struct bufs b;
+    bufs_init(&b, &cfg, B, T);
+    tu_fill_normal(b.qkv, b.nqkv, 1.0f, seed);
+    tu_fill_normal(b.dout, b.nout, 1.0f, seed + 1); // loss = sum(out * dout)
+    forward_ok(&cfg, &b);
+    backward_ok(&cfg, &b);
+    double worst = 0;
+    for (size_t i = 0; i < b.nqkv; i++) {
+        // central differences at h and 2h, combined (Richardson) to cancel the h^2 term
+        const float x = b.qkv[i];
+        double cd[2];
+        for (int k = 0; k < 2; k++) {
+            b.qkv[i] = x + (k + 1) * 5e-2f;
+            float xp = b.qkv[i];
+            double Lp = loss_of(&cfg, &b, b.dout);
+            b.qkv[i] = x - (k + 1) * 5e-2f;
+            float xm = b.qkv[i];
+            double Lm = loss_of(&cfg, &b, b.dout);
+            cd[k] = (Lp - Lm) / ((double)xp - xm);
+        }
+        b.qkv[i] = x;
+        double fd = (4 * cd[0] - cd[1]) / 3, an = b.dqkv[i];
+        double err = fabs(fd - an) / (1e-2 + fabs(an));
+        if (err > FD_TOL)
+            fail_msg("qkv[%zu] (B=%d T=%d NH=%d HS=%d rope=%d): analytic %.7g, fd %.7g", i, B, T,
+                     NH, HS, rope, an, fd);
+        worst = err > worst ? err : worst;
+    }
+    print_message("fd        B=%d T=%d NH=%d HS=%d rope=%d: worst rel err %.2e\n", B, T, NH, HS,
+                  rope, worst);
+    bufs_free(&b);
+}
+
+static void test_ref_backward_vs_fd(void **state)
+{
+    check_fd(2, 5, 2, 4, 1, 11);
+    check_fd(1, 6, 1, 6, 0, 12);
+    check_fd(1, 4, 3, 8, 1, 13);
+}
+
+/* A backward that puts a gradient in the wrong place must fail the checks above: swap dk and
+ * dv of one entry and make sure the finite differences notice. (Self-test of the checker.) */
+static void test_fd_detects_a_fault(void **state)
+{
+    struct mnemo_attn_cfg cfg = make_cfg(1, 4, 4, 1, 1);
+    struct bufs b;
+    bufs_init(&b, &cfg, 1, 4);
+    tu_fill_normal(b.qkv, b.nqkv, 1.0f, 5);
+    tu_fill_normal(b.dout, b.nout, 1.0f, 6);
+    forward_ok(&cfg, &b);
+    backward_ok(&cfg, &b);
+    size_t i = 3 * 4 + 4 + 1; // token 1, a k entry
+    float an = b.dqkv[i + 4]; // ... but read the v entry's gradient
+    const float x = b.qkv[i];
+    b.qkv[i] = x + 1e-2f;
+    double Lp = loss_of(&cfg, &b, b.dout);
+    b.qkv[i] = x - 1e-2f;
+    double Lm = loss_of(&cfg, &b, b.dout);
+    double fd = (Lp - Lm) / 2e-2;
+    assert_true(fabs(fd - an) / (1e-2 + fabs(an)) > FD_TOL);
+    bufs_free(&b);
+}
+
+/* ---- determinism and causality ------------------------------------------------------------ */
+
+static void test_deterministic_and_causal(void **state)
+{
+    struct mnemo_attn_cfg cfg = make_cfg(2, 64, 150, 1, 0);
+    struct bufs b;
+    bufs_init(&b, &cfg, 2, 150);
+    tu_fill_normal(b.qkv, b.nqkv, 1.0f, 21);
+    tu_fill_normal(b.dout, b.nout, 1.0f, 22);
+    float *out1 = mni_alloc(b.nout * sizeof(float)), *d1 = mni_alloc(b.nqkv * sizeof(float));
+    forward_ok(&cfg, &b);
+    backward_ok(&cfg, &b);
+    memcpy(out1, b.out, b.nout * sizeof(float));
+    memcpy(d1, b.dqkv, b.nqkv * sizeof(float));
+#ifdef _OPENMP
+    int nthr = omp_get_max_threads();
+    omp_set_num_threads(nthr > 1 ? 1 : 2);
+#endif
+    forward_ok(&cfg, &b);
+    backward_ok(&cfg, &b);
+#ifdef _OPENMP
+    omp_set_num_threads(nthr);
+#endif
+    assert_memory_equal(out1, b.out, b.nout * sizeof(float));
+    assert_memory_equal(d1, b.dqkv, b.nqkv * sizeof(float));
+
+    // changing token 100 onwards leaves outputs 0..99 bit-identical
+    const size_t C = 2 * 64;
+    for (int bb = 0; bb < 2; bb++) {
+        for (size_t i = (size_t)(bb * 150 + 100) * 3 * C; i < (size_t)(bb * 150 + 150) * 3 * C; i++)
+            b.qkv[i] += 1.0f;
+    }
+    forward_ok(&cfg, &b);
+    for (int bb = 0; bb < 2; bb++) {
+        size_t o = (size_t)bb * 150 * C;
+        assert_memory_equal(out1 + o, b.out + o, 100 * C * sizeof(float));
+        assert_memory_not_equal(out1 + o + 100 * C, b.out + o + 100 * C, C * sizeof(float));
+    }
+    mni_free(out1), mni_free(d1);
+    bufs_free(&b);
+}
+
+/* ---- sessions ---------------------------------------------------------------------------------- */
+
+/* Feeds the window qkv (T,3,NH,HS) through a fresh session in chunks of the given sizes
+ * (cycled), and compares every output with want (T,NH,HS). */
+static void session_equals(const struct mnemo_attn_cfg *cfg, int T, const float *qkv,
+                           const float *want, const int *chunks, int nchunks, const char *label)
+{
+    const struct mnemo_attn_ops *ops = &mni_attn_dense;
+    size_t C = (size_t)cfg->n_head * cfg->head_dim;
+    int maxn = 0;
+    for (int c = 0; c < nchunks; c++) maxn = chunks[c] > maxn ? chunks[c] : maxn;
+    void *st = mni_alloc(ops->state_bytes(cfg));
+    void *scratch = mni_alloc(ops->step_scratch_bytes(cfg, maxn));
+    float *out = mni_alloc((size_t)T * C * sizeof(float));
+    assert_true(st && scratch && out);
+    // garbage in the state: state_init must be enough
+    memset(st, 0xff, ops->state_bytes(cfg));
+    ops->state_init(cfg, st);
+    size_t live0 = ops->state_live_bytes(cfg, st);
+    int t = 0, c = 0;
+    while (t < T) {
+        int n = chunks[c++ % nchunks];
+        if (n > T - t) n = T - t;
+        enum mnemo_status rc = ops->step(cfg, st, NULL, out + (size_t)t * C,
+                                         qkv + (size_t)t * 3 * C, n, scratch);
+        if (rc != MNEMO_OK) fail_msg("%s: step at %d: %s", label, t, mnemo_last_error());
+        t += n;
+        assert_true(ops->state_live_bytes(cfg, st) > live0);
+        assert_true(ops->state_live_bytes(cfg, st) <= ops->state_bytes(cfg));
+    }
+    double err = tu_rel_max_err(out, want, (size_t)T * C);
+    print_message("session   %-28s: max rel err %.2e\n", label, err);
+    assert_true(err < 1e-5);
+    mni_free(st), mni_free(scratch), mni_free(out);
+}
+
+static void session_case(int T, int NH, int HS, int rope, int use_ref)
+{
+    struct mnemo_attn_cfg cfg = make_cfg(NH, HS, T, rope, use_ref);
+    struct bufs b;
+    bufs_init(&b, &cfg, 1, T);
+    tu_fill_normal(b.qkv, b.nqkv, 1.5f, 40 + T);
+    forward_ok(&cfg, &b);
+    char label[64];
+    const int one[] = {1};
+    snprintf(label, sizeof(label), "T=%d HS=%d ref=%d by 1", T, HS, use_ref);
+    session_equals(&cfg, T, b.qkv, b.out, one, 1, label);
+    // mixes the one-row path (n < 8) and the strip path, strips with tails
+    const int mixed[] = {3, 30, 1, 7, 8, 25, 64, 2};
+    snprintf(label, sizeof(label), "T=%d HS=%d ref=%d chunks", T, HS, use_ref);
+    session_equals(&cfg, T, b.qkv, b.out, mixed, 8, label);
+    const int all[] = {T};
+    snprintf(label, sizeof(label), "T=%d HS=%d ref=%d whole", T, HS, use_ref);
+    session_equals(&cfg, T, b.qkv, b.out, all, 1, label);
+    bufs_free(&b);
+}
+
+static void test_session_equals_forward(void **state)
+{
+    session_case(150, 3, 16, 1, 0);
+    session_case(150, 2, 64, 1, 0);
+    session_case(90, 2, 6, 0, 0);
+    session_case(90, 3, 16, 1, 1);
+}
+
+static void test_session_full(void **state)
+{
+    const struct mnemo_attn_ops *ops = &mni_attn_dense;
+    for (int use_ref = 0; use_ref < 2; use_ref++) {
+        struct mnemo_attn_cfg cfg = make_cfg(2, 16, 10, 1, use_ref);
+        size_t C = 32;
+        void *st = mni_alloc(ops->state_bytes(&cfg));
+        void *scratch = mni_alloc(ops->step_scratch_bytes(&cfg, 10));
+        float qkv[11 * 3 * 32], out[11 * 32];
+        tu_fill_normal(qkv, sizeof(qkv) / sizeof(float), 1.0f, 7);
+        ops->state_init(&cfg, st);
+        assert_int_equal(ops->step(&cfg, st, NULL, out, qkv, 8, scratch), MNEMO_OK);
+        size_t live = ops->state_live_bytes(&cfg, st);
+        // 8 + 3 > 10: refused whole, nothing appended
+        assert_int_equal(ops->step(&cfg, st, NULL, out, qkv, 3, scratch), MNEMO_ERR_FULL);
+        assert_non_null(strstr(mnemo_last_error(), "full"));
+        assert_int_equal(ops->state_live_bytes(&cfg, st), live);
+        assert_int_equal(ops->step(&cfg, st, NULL, out, qkv + 8 * 3 * C, 2, scratch), MNEMO_OK);
+        // full: every slot is live
+        assert_int_equal(ops->state_live_bytes(&cfg, st), ops->state_bytes(&cfg));
+        assert_int_equal(ops->step(&cfg, st, NULL, out, qkv, 1, scratch), MNEMO_ERR_FULL);
+        assert_int_equal(ops->step(&cfg, st, NULL, out, qkv, 0, scratch), MNEMO_ERR_ARG);
+        // re-initialised, it accepts tokens again
+        ops->state_init(&cfg, st);
+        assert_int_equal(ops->step(&cfg, st, NULL, out, qkv, 10, scratch), MNEMO_OK);
+        // a state initialised for another n_ctx is refused
+        struct mnemo_attn_cfg other = cfg;
+        other.n_ctx = 20;
+        assert_int_equal(ops->step(&other, st, NULL, out, qkv, 1, scratch), MNEMO_ERR_ARG);
+        mni_free(st), mni_free(scratch);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_registry),
+        cmocka_unit_test(test_validate),
+        cmocka_unit_test(test_forward_vs_ref),
+        cmocka_unit_test(test_backward_vs_ref),
+        cmocka_unit_test(test_ref_backward_vs_fd),
+        cmocka_unit_test(test_fd_detects_a_fault),
+        cmocka_unit_test(test_deterministic_and_causal),
+        cmocka_unit_test(test_session_equals_forward),
+        cmocka_unit_test(test_session_full),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
