@@ -44,4 +44,7 @@ uint64_t mni_rng_below(struct mni_rng *r, uint64_t n); /* [0, n), n > 0 */
 
 double mni_now(void); /* monotonic seconds */
 
+#define MNI_PI 3.14159265358979323846
+#define MNI_LN2 0.69314718055994530942
+
 #endif /* MNI_H */

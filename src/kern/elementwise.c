@@ -1,0 +1,258 @@
+/*
+ * elementwise.c -- LayerNorm, GELU (tanh approximation), fused softmax + cross-entropy and the
+ * AdamW update, each with its naive reference (double accumulation). Row kernels parallelise
+ * over rows with OpenMP.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "kern.h"
+
+#define LN_EPS 1e-5f
+
+/* ---- LayerNorm ---------------------------------------------------------------------------- */
+
+void mni_layernorm_fwd(float *out, float *mean, float *rstd, const float *inp, const float *w,
+                       const float *b, size_t N, size_t C)
+{
+#pragma omp parallel for schedule(static)
+    for (size_t n = 0; n < N; n++) {
+        const float *x = inp + n * C; /* (C) */
+        float *y = out + n * C;       /* (C) */
+        float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+        for (size_t c = 0; c < C; c++) s += x[c];
+        float m = s / (float)C;
+        float v = 0.0f;
+#pragma omp simd reduction(+ : v)
+        for (size_t c = 0; c < C; c++) v += (x[c] - m) * (x[c] - m);
+        float r = 1.0f / sqrtf(v / (float)C + LN_EPS);
+#pragma omp simd
+        for (size_t c = 0; c < C; c++) y[c] = (x[c] - m) * r * w[c] + b[c];
+        if (mean) mean[n] = m;
+        if (rstd) rstd[n] = r;
+    }
+}
+
+void mni_layernorm_bwd(float *dinp, float *dw, float *db, const float *dout, const float *inp,
+                       const float *w, const float *mean, const float *rstd, size_t N, size_t C)
+{
+    /* forward: xhat = (x - m) * r; y = xhat * w + b
+     * dxhat = dy * w
+     * dx = r * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))
+     * dw += sum_n dy * xhat; db += sum_n dy
+     * Rows are independent for dx; dw/db are reduced over rows in per-thread chunks of columns
+     * so that no two threads write the same element. */
+#pragma omp parallel for schedule(static)
+    for (size_t n = 0; n < N; n++) {
+        const float *x = inp + n * C, *dy = dout + n * C;
+        float *dx = dinp + n * C;
+        float m = mean[n], r = rstd[n];
+        float a = 0.0f, bsum = 0.0f;
+#pragma omp simd reduction(+ : a, bsum)
+        for (size_t c = 0; c < C; c++) {
+            float dxh = dy[c] * w[c];
+            a += dxh;
+            bsum += dxh * (x[c] - m) * r;
+        }
+        a /= (float)C;
+        bsum /= (float)C;
+#pragma omp simd
+        for (size_t c = 0; c < C; c++) {
+            float xh = (x[c] - m) * r;
+            dx[c] += r * (dy[c] * w[c] - a - xh * bsum);
+        }
+    }
+#pragma omp parallel for schedule(static)
+    for (size_t c0 = 0; c0 < C; c0 += 32) {
+        size_t c1 = c0 + 32 < C ? c0 + 32 : C;
+        for (size_t n = 0; n < N; n++) {
+            const float *x = inp + n * C, *dy = dout + n * C;
+            float m = mean[n], r = rstd[n];
+            for (size_t c = c0; c < c1; c++) {
+                dw[c] += dy[c] * (x[c] - m) * r;
+                db[c] += dy[c];
+            }
+        }
+    }
+}
+
+void mni_layernorm_fwd_ref(float *out, float *mean, float *rstd, const float *inp,
+                           const float *w, const float *b, size_t N, size_t C)
+{
+    for (size_t n = 0; n < N; n++) {
+        const float *x = inp + n * C;
+        double s = 0, v = 0;
+        for (size_t c = 0; c < C; c++) s += x[c];
+        double m = s / (double)C;
+        for (size_t c = 0; c < C; c++) v += (x[c] - m) * (x[c] - m);
+        double r = 1.0 / sqrt(v / (double)C + LN_EPS);
+        for (size_t c = 0; c < C; c++) out[n * C + c] = (float)((x[c] - m) * r * w[c] + b[c]);
+        if (mean) mean[n] = (float)m;
+        if (rstd) rstd[n] = (float)r;
+    }
+}
+
+void mni_layernorm_bwd_ref(float *dinp, float *dw, float *db, const float *dout,
+                           const float *inp, const float *w, const float *mean,
+                           const float *rstd, size_t N, size_t C)
+{
+    for (size_t n = 0; n < N; n++) {
+        const float *x = inp + n * C, *dy = dout + n * C;
+        double m = mean[n], r = rstd[n], a = 0, bs = 0;
+        for (size_t c = 0; c < C; c++) {
+            double xh = (x[c] - m) * r, dxh = (double)dy[c] * w[c];
+            a += dxh;
+            bs += dxh * xh;
+            dw[c] += (float)(dy[c] * xh);
+            db[c] += dy[c];
+        }
+        a /= (double)C;
+        bs /= (double)C;
+        for (size_t c = 0; c < C; c++) {
+            double xh = (x[c] - m) * r;
+            dinp[n * C + c] += (float)(r * ((double)dy[c] * w[c] - a - xh * bs));
+        }
+    }
+}
+
+/* ---- GELU (tanh approximation) ------------------------------------------------------------- */
+
+#define GELU_K 0.7978845608028654f /* sqrt(2/pi) */
+#define GELU_A 0.044715f
+
+/* tanh through exp of a clamped argument: vectorises (tanhf does not) and is exact to ~1 ulp
+ * of float for the range that matters; |u| > 9 saturates to +-1 in float anyway. */
+static inline float fast_tanh(float u)
+{
+    u = u > 9.0f ? 9.0f : (u < -9.0f ? -9.0f : u);
+    float e = expf(2.0f * u);
+    return (e - 1.0f) / (e + 1.0f);
+}
+
+void mni_gelu_fwd(float *out, const float *inp, size_t n)
+{
+#pragma omp parallel for simd schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        float x = inp[i];
+        float t = fast_tanh(GELU_K * (x + GELU_A * x * x * x));
+        out[i] = 0.5f * x * (1.0f + t);
+    }
+}
+
+void mni_gelu_bwd(float *dinp, const float *inp, const float *dout, size_t n)
+{
+    /* forward: y = 0.5 x (1 + tanh(u)), u = k (x + a x^3)
+     * dy/dx = 0.5 (1 + tanh u) + 0.5 x (1 - tanh^2 u) k (1 + 3 a x^2) */
+#pragma omp parallel for simd schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        float x = inp[i];
+        float t = fast_tanh(GELU_K * (x + GELU_A * x * x * x));
+        float g = 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * GELU_K * (1.0f + 3.0f * GELU_A * x * x);
+        dinp[i] = g * dout[i];
+    }
+}
+
+void mni_gelu_fwd_ref(float *out, const float *inp, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        double x = inp[i];
+        out[i] = (float)(0.5 * x * (1.0 + tanh(0.7978845608028654 * (x + 0.044715 * x * x * x))));
+    }
+}
+
+void mni_gelu_bwd_ref(float *dinp, const float *inp, const float *dout, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        double x = inp[i], k = 0.7978845608028654, a = 0.044715;
+        double t = tanh(k * (x + a * x * x * x));
+        double g = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * k * (1 + 3 * a * x * x);
+        dinp[i] = (float)(g * dout[i]);
+    }
+}
+
+/* ---- softmax + cross-entropy ------------------------------------------------------------- */
+
+double mni_xent_fwd_bwd(float *dlogits, float *losses, const float *logits,
+                        const uint16_t *targets, float dscale, size_t N, size_t V, size_t Vp)
+{
+    double total = 0.0;
+#pragma omp parallel for schedule(static) reduction(+ : total)
+    for (size_t n = 0; n < N; n++) {
+        const float *z = logits + n * Vp; /* (Vp) */
+        float mx = -INFINITY;
+        for (size_t v = 0; v < V; v++) mx = z[v] > mx ? z[v] : mx;
+        float s = 0.0f;
+#pragma omp simd reduction(+ : s)
+        for (size_t v = 0; v < V; v++) s += expf(z[v] - mx);
+        float lse = mx + logf(s);
+        float loss = lse - z[targets[n]];
+        if (losses) losses[n] = loss;
+        total += loss;
+        if (dlogits) {
+            float *d = dlogits + n * Vp;
+            size_t tgt = targets[n];
+            float inv = 1.0f / s;
+#pragma omp simd
+            for (size_t v = 0; v < V; v++) d[v] = expf(z[v] - mx) * inv * dscale;
+            d[tgt] -= dscale;
+            for (size_t v = V; v < Vp; v++) d[v] = 0.0f;
+        }
+    }
+    return total;
+}
+
+double mni_xent_fwd_bwd_ref(float *dlogits, float *losses, const float *logits,
+                            const uint16_t *targets, float dscale, size_t N, size_t V, size_t Vp)
+{
+    double total = 0.0;
+    for (size_t n = 0; n < N; n++) {
+        const float *z = logits + n * Vp;
+        double mx = -INFINITY, s = 0;
+        for (size_t v = 0; v < V; v++) mx = z[v] > mx ? z[v] : mx;
+        for (size_t v = 0; v < V; v++) s += exp(z[v] - mx);
+        double lse = mx + log(s);
+        double loss = lse - z[targets[n]];
+        if (losses) losses[n] = (float)loss;
+        total += loss;
+        if (dlogits) {
+            float *d = dlogits + n * Vp;
+            size_t tgt = targets[n];
+            for (size_t v = 0; v < V; v++)
+                d[v] = (float)((exp(z[v] - mx) / s - (v == tgt ? 1.0 : 0.0)) * dscale);
+            for (size_t v = V; v < Vp; v++) d[v] = 0.0f;
+        }
+    }
+    return total;
+}
+
+/* ---- AdamW --------------------------------------------------------------------------------- */
+
+void mni_adamw(float *p, float *m, float *v, const float *g, size_t n, float lr, float beta1,
+               float beta2, float eps, float wd, float bc1, float bc2)
+{
+    /* m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2
+     * p = p - lr * wd * p - lr * (m / bc1) / (sqrt(v / bc2) + eps)   (torch.optim.AdamW) */
+    float decay = 1.0f - lr * wd, step = lr / bc1, rbc2 = 1.0f / bc2;
+#pragma omp parallel for simd schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        float mi = beta1 * m[i] + (1.0f - beta1) * g[i];
+        float vi = beta2 * v[i] + (1.0f - beta2) * g[i] * g[i];
+        m[i] = mi;
+        v[i] = vi;
+        p[i] = p[i] * decay - step * mi / (sqrtf(vi * rbc2) + eps);
+    }
+}
+
+void mni_adamw_ref(float *p, float *m, float *v, const float *g, size_t n, float lr,
+                   float beta1, float beta2, float eps, float wd, float bc1, float bc2)
+{
+    for (size_t i = 0; i < n; i++) {
+        double mi = (double)beta1 * m[i] + (1.0 - beta1) * g[i];
+        double vi = (double)beta2 * v[i] + (1.0 - beta2) * (double)g[i] * g[i];
+        m[i] = (float)mi;
+        v[i] = (float)vi;
+        double pi = p[i] * (1.0 - (double)lr * wd);
+        p[i] = (float)(pi - lr * (mi / bc1) / (sqrt(vi / bc2) + eps));
+    }
+}

@@ -1,0 +1,192 @@
+/*
+ * test_kernels.c -- every kern/ kernel against its naive reference, and the references'
+ * backward passes against central finite differences (double-precision loss).
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kern/kern.h"
+#include "testutil.h"
+
+static float *fnew(size_t n) { return mni_alloc(n * sizeof(float)); }
+
+static void test_matmul_fwd_bwd(void **state)
+{
+    (void)state;
+    const size_t shapes[][3] = {{1, 1, 1}, {7, 5, 3}, {64, 48, 96}, {130, 256, 768}};
+    for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++) {
+        size_t N = shapes[s][0], C = shapes[s][1], OC = shapes[s][2];
+        float *x = fnew(N * C), *w = fnew(OC * C), *b = fnew(OC), *y = fnew(N * OC),
+              *yr = fnew(N * OC), *dy = fnew(N * OC), *dx = fnew(N * C), *dxr = fnew(N * C),
+              *dw = fnew(OC * C), *dwr = fnew(OC * C), *db = fnew(OC), *dbr = fnew(OC);
+        tu_fill_normal(x, N * C, 1, 1);
+        tu_fill_normal(w, OC * C, 0.1f, 2);
+        tu_fill_normal(b, OC, 1, 3);
+        tu_fill_normal(dy, N * OC, 1, 4);
+        /* start accumulators from the same non-zero values: backward must add */
+        tu_fill_normal(dw, OC * C, 1, 5);
+        memcpy(dwr, dw, OC * C * sizeof(float));
+        tu_fill_normal(db, OC, 1, 6);
+        memcpy(dbr, db, OC * sizeof(float));
+        mni_matmul_fwd(y, x, w, b, N, C, OC);
+        mni_matmul_fwd_ref(yr, x, w, b, N, C, OC);
+        TU_ASSERT_CLOSE("matmul fwd", y, yr, N * OC, 1e-4f, 1e-4f);
+        mni_matmul_fwd(y, x, w, NULL, N, C, OC);
+        mni_matmul_fwd_ref(yr, x, w, NULL, N, C, OC);
+        TU_ASSERT_CLOSE("matmul fwd no bias", y, yr, N * OC, 1e-4f, 1e-4f);
+        mni_matmul_bwd(dx, dw, db, dy, x, w, N, C, OC);
+        mni_matmul_bwd_ref(dxr, dwr, dbr, dy, x, w, N, C, OC);
+        TU_ASSERT_CLOSE("matmul dx", dx, dxr, N * C, 1e-4f, 1e-4f);
+        TU_ASSERT_CLOSE("matmul dw", dw, dwr, OC * C, 1e-3f, 1e-4f);
+        TU_ASSERT_CLOSE("matmul db", db, dbr, OC, 1e-3f, 1e-4f);
+        float *all[] = {x, w, b, y, yr, dy, dx, dxr, dw, dwr, db, dbr};
+        for (size_t i = 0; i < 12; i++) mni_free(all[i]);
+    }
+}
+
+/* d/dx of sum(out * g) by central differences in float, compared loosely (float noise). */
+static void test_layernorm(void **state)
+{
+    (void)state;
+    const size_t N = 37, C = 70;
+    float *x = fnew(N * C), *w = fnew(C), *b = fnew(C), *y = fnew(N * C), *yr = fnew(N * C);
+    float *mean = fnew(N), *rstd = fnew(N), *meanr = fnew(N), *rstdr = fnew(N);
+    float *dy = fnew(N * C), *dx = fnew(N * C), *dxr = fnew(N * C), *dw = fnew(C), *dwr = fnew(C),
+          *db = fnew(C), *dbr = fnew(C);
+    tu_fill_normal(x, N * C, 2, 11);
+    for (size_t i = 0; i < N * C; i++) x[i] += 3.0f; /* non-zero mean */
+    tu_fill_normal(w, C, 1, 12);
+    tu_fill_normal(b, C, 1, 13);
+    tu_fill_normal(dy, N * C, 1, 14);
+    mni_layernorm_fwd(y, mean, rstd, x, w, b, N, C);
+    mni_layernorm_fwd_ref(yr, meanr, rstdr, x, w, b, N, C);
+    TU_ASSERT_CLOSE("ln fwd", y, yr, N * C, 1e-5f, 1e-5f);
+    TU_ASSERT_CLOSE("ln mean", mean, meanr, N, 1e-5f, 1e-5f);
+    TU_ASSERT_CLOSE("ln rstd", rstd, rstdr, N, 1e-5f, 1e-5f);
+    mni_layernorm_bwd(dx, dw, db, dy, x, w, mean, rstd, N, C);
+    mni_layernorm_bwd_ref(dxr, dwr, dbr, dy, x, w, meanr, rstdr, N, C);
+    TU_ASSERT_CLOSE("ln dx", dx, dxr, N * C, 1e-4f, 1e-4f);
+    TU_ASSERT_CLOSE("ln dw", dw, dwr, C, 1e-4f, 1e-4f);
+    TU_ASSERT_CLOSE("ln db", db, dbr, C, 1e-4f, 1e-4f);
+    /* the reference backward against finite differences (loss = sum y*dy, in double) */
+    const size_t n1 = 3; /* rows checked */
+    for (size_t i = 0; i < n1 * C; i += 7) {
+        float keep = x[i];
+        double lp = 0, lm = 0, h = 1e-2;
+        x[i] = keep + (float)h;
+        mni_layernorm_fwd_ref(yr, NULL, NULL, x, w, b, n1, C);
+        for (size_t k = 0; k < n1 * C; k++) lp += (double)yr[k] * dy[k];
+        x[i] = keep - (float)h;
+        mni_layernorm_fwd_ref(yr, NULL, NULL, x, w, b, n1, C);
+        for (size_t k = 0; k < n1 * C; k++) lm += (double)yr[k] * dy[k];
+        x[i] = keep;
+        float fd = (float)((lp - lm) / (2 * h));
+        assert_true(fabsf(fd - dxr[i]) <= 2e-3f + 2e-2f * fabsf(dxr[i]));
+    }
+    float *all[] = {x, w, b, y, yr, mean, rstd, meanr, rstdr, dy, dx, dxr, dw, dwr, db, dbr};
+    for (size_t i = 0; i < 16; i++) mni_free(all[i]);
+}
+
+static void test_gelu(void **state)
+{
+    (void)state;
+    const size_t n = 4099;
+    float *x = fnew(n), *y = fnew(n), *yr = fnew(n), *dy = fnew(n), *dx = fnew(n), *dxr = fnew(n);
+    tu_fill_normal(x, n, 4, 21);
+    x[0] = 0;
+    x[1] = 30;
+    x[2] = -30;
+    tu_fill_normal(dy, n, 1, 22);
+    mni_gelu_fwd(y, x, n);
+    mni_gelu_fwd_ref(yr, x, n);
+    TU_ASSERT_CLOSE("gelu fwd", y, yr, n, 1e-6f, 1e-5f);
+    mni_gelu_bwd(dx, x, dy, n);
+    mni_gelu_bwd_ref(dxr, x, dy, n);
+    TU_ASSERT_CLOSE("gelu bwd", dx, dxr, n, 1e-5f, 1e-5f);
+    for (size_t i = 0; i < 200; i++) {
+        double h = 1e-3, xi = x[i];
+        float a = (float)(xi + h), b = (float)(xi - h), ya, yb;
+        mni_gelu_fwd_ref(&ya, &a, 1);
+        mni_gelu_fwd_ref(&yb, &b, 1);
+        double fd = ((double)ya - yb) / ((double)a - b) * dy[i];
+        assert_true(fabs(fd - dxr[i]) <= 2e-3 + 1e-2 * fabs(dxr[i]));
+    }
+    /* aliasing dinp == dout is allowed */
+    memcpy(dx, dy, n * sizeof(float));
+    mni_gelu_bwd(dx, x, dx, n);
+    TU_ASSERT_CLOSE("gelu bwd in place", dx, dxr, n, 1e-5f, 1e-5f);
+    float *all[] = {x, y, yr, dy, dx, dxr};
+    for (size_t i = 0; i < 6; i++) mni_free(all[i]);
+}
+
+static void test_xent(void **state)
+{
+    (void)state;
+    const size_t N = 50, V = 257, Vp = 272;
+    float *z = fnew(N * Vp), *d = fnew(N * Vp), *dr = fnew(N * Vp), *l = fnew(N), *lr = fnew(N);
+    uint16_t tgt[50];
+    tu_fill_normal(z, N * Vp, 3, 31);
+    for (size_t n = 0; n < N; n++) {
+        tgt[n] = (uint16_t)((n * 37) % V);
+        for (size_t v = V; v < Vp; v++) z[n * Vp + v] = 1000.0f; /* padding must be ignored */
+    }
+    double s = mni_xent_fwd_bwd(d, l, z, tgt, 0.5f, N, V, Vp);
+    double sr = mni_xent_fwd_bwd_ref(dr, lr, z, tgt, 0.5f, N, V, Vp);
+    assert_true(fabs(s - sr) < 1e-4 * fabs(sr));
+    TU_ASSERT_CLOSE("xent losses", l, lr, N, 1e-5f, 1e-5f);
+    TU_ASSERT_CLOSE("xent dlogits", d, dr, N * Vp, 1e-6f, 1e-5f);
+    /* finite differences of the reference loss */
+    for (size_t i = 0; i < 300; i += 13) {
+        size_t n = i / V, v = i % V;
+        float keep = z[n * Vp + v];
+        double h = 1e-2;
+        z[n * Vp + v] = keep + (float)h;
+        double lp = mni_xent_fwd_bwd_ref(NULL, NULL, z, tgt, 0, N, V, Vp);
+        z[n * Vp + v] = keep - (float)h;
+        double lm = mni_xent_fwd_bwd_ref(NULL, NULL, z, tgt, 0, N, V, Vp);
+        z[n * Vp + v] = keep;
+        double fd = 0.5 * (lp - lm) / (2 * h);
+        assert_true(fabs(fd - dr[n * Vp + v]) < 1e-4 + 1e-2 * fabs(fd));
+    }
+    /* in place: dlogits may alias logits */
+    mni_xent_fwd_bwd(z, NULL, z, tgt, 0.5f, N, V, Vp);
+    TU_ASSERT_CLOSE("xent in place", z, dr, N * Vp, 1e-6f, 1e-5f);
+    float *all[] = {z, d, dr, l, lr};
+    for (size_t i = 0; i < 5; i++) mni_free(all[i]);
+}
+
+static void test_adamw(void **state)
+{
+    (void)state;
+    const size_t n = 1000;
+    float *p = fnew(n), *m = fnew(n), *v = fnew(n), *g = fnew(n);
+    float *pr = fnew(n), *mr = fnew(n), *vr = fnew(n);
+    tu_fill_normal(p, n, 1, 41);
+    memcpy(pr, p, n * sizeof(float));
+    for (int t = 1; t <= 5; t++) {
+        tu_fill_normal(g, n, 0.1f, 41 + (uint64_t)t);
+        float bc1 = 1 - powf(0.9f, (float)t), bc2 = 1 - powf(0.95f, (float)t);
+        mni_adamw(p, m, v, g, n, 1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, bc1, bc2);
+        mni_adamw_ref(pr, mr, vr, g, n, 1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, bc1, bc2);
+    }
+    TU_ASSERT_CLOSE("adamw p", p, pr, n, 1e-6f, 1e-5f);
+    TU_ASSERT_CLOSE("adamw m", m, mr, n, 1e-7f, 1e-5f);
+    TU_ASSERT_CLOSE("adamw v", v, vr, n, 1e-9f, 1e-5f);
+    /* first step by hand: m = 0.1 g, v = 0.05 g^2, update = lr * sign(g) (bias-corrected) */
+    float p1 = 1.0f, m1 = 0, v1 = 0, g1 = 0.3f;
+    mni_adamw(&p1, &m1, &v1, &g1, 1, 0.1f, 0.9f, 0.95f, 1e-8f, 0.0f, 0.1f, 0.05f);
+    assert_float_equal(p1, 0.9f, 1e-6f);
+    float *all[] = {p, m, v, g, pr, mr, vr};
+    for (size_t i = 0; i < 7; i++) mni_free(all[i]);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_matmul_fwd_bwd), cmocka_unit_test(test_layernorm),
+        cmocka_unit_test(test_gelu),           cmocka_unit_test(test_xent),
+        cmocka_unit_test(test_adamw),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
