@@ -79,6 +79,177 @@ MNEMO_API enum mnemo_status mnemo_model_config_check(const struct mnemo_model_co
 MNEMO_API const char *mnemo_attn_kind_name(int kind);   /* NULL if out of range */
 MNEMO_API int mnemo_attn_kind_from_name(const char *name); /* -1 if unknown */
 
+/* ---- the model ---------------------------------------------------------------------------- */
+
+struct mnemo_model;
+
+/* Creates a model with zeroed parameters (MNEMO_ERR_ARG if cfg is impossible). */
+MNEMO_API enum mnemo_status mnemo_model_create(struct mnemo_model **out,
+                                               const struct mnemo_model_config *cfg);
+MNEMO_API void mnemo_model_free(struct mnemo_model *m);
+/* GPT-2 initialisation: N(0, 0.02) weights, residual projections scaled by 1/sqrt(2 L),
+ * zero biases, unit LayerNorm gains. Deterministic for a seed. */
+MNEMO_API void mnemo_model_init(struct mnemo_model *m, uint64_t seed);
+MNEMO_API const struct mnemo_model_config *mnemo_model_get_config(const struct mnemo_model *m);
+MNEMO_API size_t mnemo_model_n_params(const struct mnemo_model *m);
+/* Metadata value that the loaded checkpoint carried besides the config (e.g. "train.step"),
+ * or NULL. */
+MNEMO_API const char *mnemo_model_meta(const struct mnemo_model *m, const char *key);
+/* Threads for BLAS and OpenMP (n >= 1). */
+MNEMO_API void mnemo_set_threads(int n);
+
+/* Forward over B windows of T tokens (T <= n_ctx). inputs (B,T) token ids; targets (B,T) or
+ * NULL. With targets, *loss receives the mean cross-entropy (nats per token). Ids outside
+ * [0, vocab) give MNEMO_ERR_ARG. Activations are kept for mnemo_model_backward(). */
+MNEMO_API enum mnemo_status mnemo_model_forward(struct mnemo_model *m, const uint16_t *inputs,
+                                                const uint16_t *targets, int B, int T,
+                                                float *loss);
+/* Logits (B,T,vocab_padded) of the last forward; valid until the next forward/backward. */
+MNEMO_API const float *mnemo_model_logits(const struct mnemo_model *m);
+/* Backward of the last forward (which had targets). Gradients of the mean loss times
+ * grad_scale are ADDED to the gradient buffer (gradient accumulation). */
+MNEMO_API enum mnemo_status mnemo_model_backward(struct mnemo_model *m, float grad_scale);
+MNEMO_API void mnemo_model_zero_grad(struct mnemo_model *m);
+
+/* ---- checkpoints ---------------------------------------------------------------------------- */
+
+/* Writes the parameters and the full config (in "__metadata__") as safetensors, atomically.
+ * Tensor names: docs/checkpoint.md. */
+MNEMO_API enum mnemo_status mnemo_model_save(const struct mnemo_model *m, const char *path);
+/* Loads a checkpoint written by mnemo_model_save (every tensor checked against the config). */
+MNEMO_API enum mnemo_status mnemo_model_load(struct mnemo_model **out, const char *path);
+
+/* ---- evaluation ----------------------------------------------------------------------------- */
+
+struct mnemo_eval_result {
+    double loss;        /* mean cross-entropy, nats per token */
+    double bpb;         /* bits per byte (= loss / ln 2 for the byte tokenizer) */
+    double ppl;         /* exp(loss) */
+    uint64_t tokens;    /* tokens scored */
+};
+
+/* Scores the token file at path in windows of T tokens (each starting with BOS), B at a time,
+ * at most max_windows windows (0 = all). T = 0 means n_ctx. */
+MNEMO_API enum mnemo_status mnemo_eval_file(struct mnemo_model *m, const char *path, int T,
+                                            int B, uint64_t max_windows,
+                                            struct mnemo_eval_result *res);
+
+/* ---- training ------------------------------------------------------------------------------- */
+
+struct mnemo_train_config {
+    const char *train_path;  /* token file (mnemo prepare) */
+    const char *val_path;    /* token file, or NULL for no validation */
+    const char *out_dir;     /* checkpoints and log.jsonl go here (must exist) */
+    int batch;               /* windows per micro-batch B */
+    int seq;                 /* window length T (0 = n_ctx) */
+    int grad_accum;          /* micro-batches per optimizer step */
+    int max_steps;           /* optimizer steps in all */
+    int warmup;              /* linear warmup steps */
+    float lr, lr_min;        /* peak learning rate; cosine decays to lr_min at max_steps */
+    float weight_decay;      /* decoupled, on matrices (ndim >= 2) only */
+    float beta1, beta2, eps;
+    float grad_clip;         /* global L2 norm clip; 0 = off */
+    int eval_every;          /* steps between validations (0 = only at the end) */
+    int eval_windows;        /* windows per periodic validation (0 = all) */
+    int ckpt_every;          /* steps between checkpoints (0 = only at the end) */
+    uint64_t seed;           /* data order (and initialisation, done by the caller) */
+    int threads;             /* 0 = keep the current setting */
+    int resume;              /* 1: continue from out_dir's checkpoint and train state */
+};
+
+MNEMO_API void mnemo_train_config_default(struct mnemo_train_config *tc);
+
+enum mnemo_train_event_kind {
+    MNEMO_TRAIN_EV_START = 0, /* step = first step to run */
+    MNEMO_TRAIN_EV_STEP = 1,  /* one optimizer step done */
+    MNEMO_TRAIN_EV_EVAL = 2,  /* a validation done */
+    MNEMO_TRAIN_EV_CKPT = 3,  /* a checkpoint written (path) */
+    MNEMO_TRAIN_EV_COUNT
+};
+
+struct mnemo_train_event {
+    int kind;            /* enum mnemo_train_event_kind */
+    int step;            /* steps completed */
+    int max_steps;
+    float loss;          /* training loss of the step (mean over micro-batches) */
+    float lr;
+    float grad_norm;     /* before clipping */
+    double tokens_per_s; /* over the last reporting interval */
+    double elapsed_s;    /* since this run (process) started training */
+    double eta_s;        /* estimate for the remaining steps */
+    double val_loss;     /* EVAL: nats per token */
+    double val_bpb;
+    const char *path;    /* CKPT: the checkpoint written */
+};
+
+/* Called after every event; a non-zero return stops training after writing a checkpoint. */
+typedef int (*mnemo_train_cb)(const struct mnemo_train_event *ev, void *user);
+
+/* Trains m (initialised or loaded by the caller; with tc->resume the parameters, optimizer
+ * state and data position are loaded from tc->out_dir). Writes out_dir/model.safetensors,
+ * out_dir/train_state.safetensors and appends to out_dir/log.jsonl. A NaN or infinite loss
+ * stops with MNEMO_ERR_NUMERIC and leaves the last good checkpoint in place. */
+MNEMO_API enum mnemo_status mnemo_train(struct mnemo_model *m, const struct mnemo_train_config *tc,
+                                        mnemo_train_cb cb, void *user);
+
+/* ---- streaming session ---------------------------------------------------------------------- */
+
+struct mnemo_session;
+
+/* A streaming session over model m (borrowed; must outlive the session). Feeds of up to
+ * max_chunk tokens at a time (chunked prefill); all memory is allocated here, once. */
+MNEMO_API enum mnemo_status mnemo_session_create(struct mnemo_session **out, struct mnemo_model *m,
+                                                 int max_chunk);
+MNEMO_API void mnemo_session_free(struct mnemo_session *s);
+/* Forgets every token fed so far. */
+MNEMO_API void mnemo_session_reset(struct mnemo_session *s);
+/* Feeds n tokens (1 <= n <= max_chunk); *logits receives (n, vocab_padded) logits, one row per
+ * fed token, valid until the next call. MNEMO_ERR_FULL when the attention state cannot take
+ * more tokens (e.g. a dense cache at n_ctx): reset, or re-feed a shorter history. */
+MNEMO_API enum mnemo_status mnemo_session_feed(struct mnemo_session *s, const uint16_t *tok, int n,
+                                               const float **logits);
+MNEMO_API int mnemo_session_pos(const struct mnemo_session *s);       /* tokens fed */
+MNEMO_API size_t mnemo_session_live_bytes(const struct mnemo_session *s); /* attention state held now */
+MNEMO_API size_t mnemo_session_state_bytes(const struct mnemo_session *s); /* its bound */
+
+/* ---- sampling ------------------------------------------------------------------------------- */
+
+struct mnemo_sampler_config {
+    float temperature; /* 0 = greedy (argmax) */
+    int top_k;         /* 0 = off */
+    float top_p;       /* 1 = off */
+};
+/* Picks a token id in [0, V) from logits (V). *rng is the generator state (any seed). work
+ * must hold 2*V floats. */
+MNEMO_API int mnemo_sample(const float *logits, int V, const struct mnemo_sampler_config *sc,
+                           uint64_t *rng, float *work);
+
+/* ---- data ----------------------------------------------------------------------------------- */
+
+#define MNEMO_TOK_BOS 256   /* the byte tokenizer: ids 0..255 are bytes, 256 is BOS */
+#define MNEMO_TOK_VOCAB 257
+
+/* Tokenizes text (bytes) and writes out_dir/train.bin and out_dir/val.bin (the last
+ * val_frac of the text, at least one byte), atomically. out_dir must exist. */
+MNEMO_API enum mnemo_status mnemo_prepare_text(const unsigned char *text, size_t n,
+                                               const char *out_dir, double val_frac,
+                                               uint64_t *n_train, uint64_t *n_val);
+
+/* ---- benchmarks ------------------------------------------------------------------------------ */
+
+struct mnemo_bench_result {
+    double tokens_per_s;    /* training tokens per second (forward, backward, clip, AdamW) */
+    double step_s;          /* seconds per step (median) */
+    double flops_per_token; /* model FLOPs per trained token (6N + attention, no recompute) */
+    double achieved_gflops; /* flops_per_token * tokens_per_s / 1e9 */
+};
+/* Times `steps` full training steps (after `warmup` untimed ones) on random tokens. */
+MNEMO_API enum mnemo_status mnemo_bench_train(const struct mnemo_model_config *cfg, int B, int T,
+                                              int steps, int warmup,
+                                              struct mnemo_bench_result *res);
+/* sgemm GFLOP/s on square n x n x n products with the current threads (the MFU baseline). */
+MNEMO_API double mnemo_bench_sgemm(int n, int reps);
+
 #ifdef __cplusplus
 }
 #endif

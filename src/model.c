@@ -1,0 +1,495 @@
+/*
+ * model.c -- the decoder-only, pre-norm transformer: parameter layout, initialisation, the
+ * forward pass over whole windows, and its backward. Attention goes through the attention-kind
+ * interface (mnemo_attn.h); everything else is kern/ kernels.
+ *
+ *   h0 = wte[x] (+ wpe[t] when positions are learned)
+ *   h_{l+1} = m_l + FC_proj(gelu(FC(LN2(m_l)))),  m_l = h_l + W_O attn(W_qkv LN1(h_l))
+ *   logits = LNf(h_L) wte^T   (tied embedding), loss = mean cross-entropy over the real vocab
+ *
+ * Memory: parameters/gradients are single slabs; activations one slab sized for the largest
+ * (B, T) seen, allocated once and reused (docs/internals/model.md).
+ */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "kern/kern.h"
+#include "mni.h"
+#include "model.h"
+
+void mnemo_model_config_default(struct mnemo_model_config *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->n_layer = 4;
+    cfg->d_model = 256;
+    cfg->n_head = 4;
+    cfg->n_ctx = 256;
+    cfg->vocab = 257;
+    cfg->vocab_padded = 0;
+    cfg->pos = MNEMO_POS_ROPE;
+    cfg->rope_theta = 10000.0f;
+    cfg->attn_kind = MNEMO_ATTN_KIND_DENSE;
+}
+
+static int padded_vocab(const struct mnemo_model_config *cfg)
+{
+    return cfg->vocab_padded > 0 ? cfg->vocab_padded : (cfg->vocab + 15) / 16 * 16;
+}
+
+static void attn_cfg_from(struct mnemo_attn_cfg *a, const struct mnemo_model_config *cfg)
+{
+    memset(a, 0, sizeof(*a));
+    a->kind = cfg->attn_kind;
+    a->n_head = cfg->n_head;
+    a->head_dim = cfg->n_head > 0 ? cfg->d_model / cfg->n_head : 0;
+    a->n_ctx = cfg->n_ctx;
+    a->rope = cfg->pos == MNEMO_POS_ROPE;
+    a->rope_theta = cfg->rope_theta;
+}
+
+enum mnemo_status mnemo_model_config_check(const struct mnemo_model_config *cfg)
+{
+    if (cfg->n_layer < 1 || cfg->n_layer > 1024)
+        return mni_err(MNEMO_ERR_ARG, "n_layer = %d: must be in [1, 1024]", cfg->n_layer);
+    if (cfg->d_model < 1 || cfg->d_model > 65536)
+        return mni_err(MNEMO_ERR_ARG, "d_model = %d: must be in [1, 65536]", cfg->d_model);
+    if (cfg->n_head < 1 || cfg->d_model % cfg->n_head != 0)
+        return mni_err(MNEMO_ERR_ARG, "n_head = %d: must be >= 1 and divide d_model = %d",
+                       cfg->n_head, cfg->d_model);
+    if (cfg->n_ctx < 1 || cfg->n_ctx > (1 << 22))
+        return mni_err(MNEMO_ERR_ARG, "n_ctx = %d: must be in [1, 4194304]", cfg->n_ctx);
+    if (cfg->vocab < 2 || cfg->vocab > 65536)
+        return mni_err(MNEMO_ERR_ARG, "vocab = %d: must be in [2, 65536]", cfg->vocab);
+    if (cfg->vocab_padded != 0 && (cfg->vocab_padded < cfg->vocab || cfg->vocab_padded > 65536))
+        return mni_err(MNEMO_ERR_ARG, "vocab_padded = %d: must be 0 (auto) or in [vocab, 65536]",
+                       cfg->vocab_padded);
+    if (cfg->pos < 0 || cfg->pos >= MNEMO_POS_COUNT)
+        return mni_err(MNEMO_ERR_ARG, "pos = %d: unknown position encoding", cfg->pos);
+    if (!(cfg->rope_theta > 0.0f) || !isfinite(cfg->rope_theta))
+        return mni_err(MNEMO_ERR_ARG, "rope_theta = %g: must be a positive number",
+                       (double)cfg->rope_theta);
+    const struct mnemo_attn_ops *ops = mnemo_attn_ops_get(cfg->attn_kind);
+    if (!ops) return mni_err(MNEMO_ERR_ARG, "attn_kind = %d: unknown attention kind", cfg->attn_kind);
+    struct mnemo_attn_cfg a;
+    attn_cfg_from(&a, cfg);
+    return ops->validate(&a);
+}
+
+/* ---- parameters ---------------------------------------------------------------------------- */
+
+static void layout_params(struct mnemo_model *m)
+{
+    const size_t C = (size_t)m->cfg.d_model, Vp = (size_t)padded_vocab(&m->cfg);
+    const size_t Tpos = m->cfg.pos == MNEMO_POS_LEARNED ? (size_t)m->cfg.n_ctx : 0;
+    const size_t P = m->attn->n_params(&m->acfg);
+    const size_t L = (size_t)m->cfg.n_layer;
+    size_t off = 0;
+#define X(id, nm, pl, dd0, dd1)                                                                \
+    {                                                                                          \
+        struct mni_param_info *pi = &m->pinfo[MNI_P_##id];                                     \
+        pi->name = nm;                                                                         \
+        pi->per_layer = pl;                                                                    \
+        pi->d0 = (dd0);                                                                        \
+        pi->d1 = (dd1);                                                                        \
+        pi->numel = pi->d0 * (pi->d1 ? pi->d1 : 1);                                            \
+        pi->offset = off;                                                                      \
+        off += pi->numel * (pl ? L : 1);                                                       \
+        off = (off + 15) & ~(size_t)15; /* each tensor 64-byte aligned */                      \
+    }
+    MNI_PARAM_TABLE(X)
+#undef X
+    (void)P;
+    m->n_params = off;
+}
+
+float *mni_model_param(const struct mnemo_model *m, int id, int layer)
+{
+    const struct mni_param_info *pi = &m->pinfo[id];
+    return m->params + pi->offset + (pi->per_layer ? (size_t)layer * pi->numel : 0);
+}
+
+static float *grad_of(const struct mnemo_model *m, int id, int layer)
+{
+    const struct mni_param_info *pi = &m->pinfo[id];
+    return m->grads + pi->offset + (pi->per_layer ? (size_t)layer * pi->numel : 0);
+}
+
+enum mnemo_status mnemo_model_create(struct mnemo_model **out, const struct mnemo_model_config *cfg)
+{
+    *out = NULL;
+    enum mnemo_status st = mnemo_model_config_check(cfg);
+    if (st != MNEMO_OK) return st;
+    struct mnemo_model *m = mni_alloc(sizeof(*m));
+    if (!m) return mni_err(MNEMO_ERR_NOMEM, "out of memory creating the model");
+    m->cfg = *cfg;
+    m->cfg.vocab_padded = padded_vocab(cfg);
+    attn_cfg_from(&m->acfg, &m->cfg);
+    m->attn = mnemo_attn_ops_get(cfg->attn_kind);
+    layout_params(m);
+    m->params = mni_alloc(mni_mul(m->n_params, sizeof(float)));
+    if (!m->params) {
+        mnemo_model_free(m);
+        return mni_err(MNEMO_ERR_NOMEM, "out of memory for %zu parameters", m->n_params);
+    }
+    if (m->acfg.rope) {
+        int HS = m->acfg.head_dim;
+        m->rope_cs = mni_alloc(mni_mul(mni_mul((size_t)cfg->n_ctx, (size_t)HS), sizeof(float)));
+        if (!m->rope_cs) {
+            mnemo_model_free(m);
+            return mni_err(MNEMO_ERR_NOMEM, "out of memory for the RoPE table");
+        }
+        mni_rope_table(m->rope_cs, cfg->n_ctx, HS, cfg->rope_theta);
+    }
+    *out = m;
+    return MNEMO_OK;
+}
+
+static void free_acts(struct mnemo_model *m)
+{
+    mni_free(m->act_slab);
+    mni_free(m->layers);
+    mni_free(m->attn_scratch);
+    m->act_slab = NULL;
+    m->layers = NULL;
+    m->attn_scratch = NULL;
+    m->act_B = m->act_T = 0;
+}
+
+void mnemo_model_free(struct mnemo_model *m)
+{
+    if (!m) return;
+    free_acts(m);
+    mni_free(m->params);
+    mni_free(m->grads);
+    mni_free(m->rope_cs);
+    mni_free(m);
+}
+
+const struct mnemo_model_config *mnemo_model_get_config(const struct mnemo_model *m)
+{
+    return &m->cfg;
+}
+
+size_t mnemo_model_n_params(const struct mnemo_model *m)
+{
+    size_t n = 0;
+    for (int i = 0; i < MNI_P_COUNT; i++)
+        n += m->pinfo[i].numel * (m->pinfo[i].per_layer ? (size_t)m->cfg.n_layer : 1);
+    return n;
+}
+
+void mnemo_model_init(struct mnemo_model *m, uint64_t seed)
+{
+    struct mni_rng rng;
+    mni_rng_seed(&rng, seed);
+    const float std = 0.02f, std_res = 0.02f / sqrtf(2.0f * (float)m->cfg.n_layer);
+    memset(m->params, 0, m->n_params * sizeof(float));
+    /* Fill in table order so the stream of random numbers depends only on the config. */
+    for (int id = 0; id < MNI_P_COUNT; id++) {
+        const struct mni_param_info *pi = &m->pinfo[id];
+        size_t n = pi->numel * (pi->per_layer ? (size_t)m->cfg.n_layer : 1);
+        float *p = m->params + pi->offset;
+        if (id == MNI_P_LN1W || id == MNI_P_LN2W || id == MNI_P_LNFW) {
+            for (size_t i = 0; i < n; i++) p[i] = 1.0f;
+        } else if (pi->d1 != 0) { /* matrices */
+            float s = (id == MNI_P_PROJW || id == MNI_P_FCPW) ? std_res : std;
+            for (size_t i = 0; i < n; i++) p[i] = s * mni_rng_normal(&rng);
+        }
+    }
+    /* Padded vocabulary rows never occur as input or target: start them at zero. */
+    size_t C = (size_t)m->cfg.d_model;
+    memset(m->params + m->pinfo[MNI_P_WTE].offset + (size_t)m->cfg.vocab * C, 0,
+           (size_t)(m->cfg.vocab_padded - m->cfg.vocab) * C * sizeof(float));
+    /* Kind parameters (if any) are initialised by the kind later (API v2). */
+}
+
+enum mnemo_status mni_model_alloc_grads(struct mnemo_model *m)
+{
+    if (m->grads) return MNEMO_OK;
+    m->grads = mni_alloc(mni_mul(m->n_params, sizeof(float)));
+    if (!m->grads) return mni_err(MNEMO_ERR_NOMEM, "out of memory for gradients");
+    return MNEMO_OK;
+}
+
+void mnemo_model_zero_grad(struct mnemo_model *m)
+{
+    if (m->grads) memset(m->grads, 0, m->n_params * sizeof(float));
+}
+
+/* ---- activations ---------------------------------------------------------------------------- */
+
+/* Hands out n floats from *p, keeping every buffer 64-byte aligned. */
+static float *take(float **p, size_t n)
+{
+    float *r = *p;
+    *p += mni_align64(n * sizeof(float)) / sizeof(float);
+    return r;
+}
+
+static enum mnemo_status ensure_acts(struct mnemo_model *m, int B, int T)
+{
+    /* Every buffer is sized by N = B*T, so a smaller window reuses the slab as long as the
+     * kind's own byte counts also fit. */
+    if (m->act_slab && (size_t)B * T <= (size_t)m->act_B * m->act_T &&
+        m->attn->act_bytes(&m->acfg, B, T) <= m->attn->act_bytes(&m->acfg, m->act_B, m->act_T) &&
+        m->attn->scratch_bytes(&m->acfg, B, T) <=
+            m->attn->scratch_bytes(&m->acfg, m->act_B, m->act_T))
+        return MNEMO_OK;
+    free_acts(m);
+    const size_t L = (size_t)m->cfg.n_layer, C = (size_t)m->cfg.d_model;
+    const size_t Vp = (size_t)m->cfg.vocab_padded, N = (size_t)B * (size_t)T;
+    const size_t attn_act = mni_align64(m->attn->act_bytes(&m->acfg, B, T)) / sizeof(float);
+    /* floats per layer: res, ln1, qkv(3), atty, res_mid, ln2, fch(4), fch_gelu(4) = 16 C per
+     * token, plus 4 per-token statistics, plus the kind's saved activations */
+    size_t per_layer = mni_add(mni_mul(N, 16 * C + 4), attn_act);
+    size_t total = mni_mul(per_layer, L);
+    total = mni_add(total, mni_mul(N, C * 2 + 2 + Vp + 1)); /* res_final, lnf, stats, logits, losses */
+    total = mni_add(total, mni_mul(N, C * (1 + 1 + 3 + 1 + 4))); /* dres dtmp dqkv datty dfch */
+    total = mni_add(total, mni_mul(N, 2 * sizeof(uint16_t)) / sizeof(float) + 16);
+    total = mni_add(total, (size_t)(L + 8) * 16); /* alignment slack */
+    m->act_slab = mni_alloc(mni_mul(total, sizeof(float)));
+    m->layers = mni_alloc(L * sizeof(*m->layers));
+    size_t scratch = m->attn->scratch_bytes(&m->acfg, B, T);
+    m->attn_scratch = mni_alloc(scratch);
+    if (!m->act_slab || !m->layers || !m->attn_scratch) {
+        free_acts(m);
+        return mni_err(MNEMO_ERR_NOMEM, "out of memory for activations (B=%d, T=%d: %zu MiB)",
+                       B, T, total * sizeof(float) >> 20);
+    }
+    float *p = m->act_slab;
+    for (size_t l = 0; l < L; l++) {
+        struct mni_layer_acts *a = &m->layers[l];
+        a->res = take(&p, N * C);
+        a->ln1 = take(&p, N * C);
+        a->ln1_mean = take(&p, N);
+        a->ln1_rstd = take(&p, N);
+        a->qkv = take(&p, N * 3 * C);
+        a->atty = take(&p, N * C);
+        a->attn_act = take(&p, attn_act);
+        a->res_mid = take(&p, N * C);
+        a->ln2 = take(&p, N * C);
+        a->ln2_mean = take(&p, N);
+        a->ln2_rstd = take(&p, N);
+        a->fch = take(&p, N * 4 * C);
+        a->fch_gelu = take(&p, N * 4 * C);
+    }
+    m->res_final = take(&p, N * C);
+    m->lnf = take(&p, N * C);
+    m->lnf_mean = take(&p, N);
+    m->lnf_rstd = take(&p, N);
+    m->logits = take(&p, N * Vp);
+    m->losses = take(&p, N);
+    m->dres = take(&p, N * C);
+    m->dtmp = take(&p, N * C);
+    m->dqkv = take(&p, N * 3 * C);
+    m->datty = take(&p, N * C);
+    m->dfch = take(&p, N * 4 * C);
+    m->inputs = (uint16_t *)take(&p, (N + 1) / 2);
+    m->targets = (uint16_t *)take(&p, (N + 1) / 2);
+    MNEMO_ASSERT((size_t)(p - m->act_slab) <= total);
+    m->act_B = B;
+    m->act_T = T;
+    return MNEMO_OK;
+}
+
+/* ---- forward -------------------------------------------------------------------------------- */
+
+void mni_embed(const struct mnemo_model *m, float *out, const uint16_t *tok, const int *pos,
+               size_t N)
+{
+    const size_t C = (size_t)m->cfg.d_model;
+    const float *wte = mni_model_param(m, MNI_P_WTE, 0); /* (Vp,C) */
+    const float *wpe = m->cfg.pos == MNEMO_POS_LEARNED ? mni_model_param(m, MNI_P_WPE, 0) : NULL;
+#pragma omp parallel for schedule(static)
+    for (size_t n = 0; n < N; n++) {
+        const float *e = wte + (size_t)tok[n] * C;
+        float *o = out + n * C;
+        if (wpe) {
+            const float *pe = wpe + (size_t)pos[n] * C;
+            for (size_t c = 0; c < C; c++) o[c] = e[c] + pe[c];
+        } else {
+            memcpy(o, e, C * sizeof(float));
+        }
+    }
+}
+
+enum mnemo_status mni_layer_forward(const struct mnemo_model *m, int l, struct mni_layer_acts *a,
+                                    float *res_out, size_t N, mni_attn_call_fn fn, void *ctx)
+{
+    const size_t C = (size_t)m->cfg.d_model;
+    mni_layernorm_fwd(a->ln1, a->ln1_mean, a->ln1_rstd, a->res, mni_model_param(m, MNI_P_LN1W, l),
+                      mni_model_param(m, MNI_P_LN1B, l), N, C);
+    mni_matmul_fwd(a->qkv, a->ln1, mni_model_param(m, MNI_P_QKVW, l),
+                   mni_model_param(m, MNI_P_QKVB, l), N, C, 3 * C);
+    enum mnemo_status st = fn(ctx, a, l);
+    if (st != MNEMO_OK) return st;
+    /* res_mid = res + atty W_O^T + b_O */
+    mni_matmul_fwd(a->res_mid, a->atty, mni_model_param(m, MNI_P_PROJW, l),
+                   mni_model_param(m, MNI_P_PROJB, l), N, C, C);
+    for (size_t i = 0; i < N * C; i++) a->res_mid[i] += a->res[i];
+    mni_layernorm_fwd(a->ln2, a->ln2_mean, a->ln2_rstd, a->res_mid,
+                      mni_model_param(m, MNI_P_LN2W, l), mni_model_param(m, MNI_P_LN2B, l), N, C);
+    mni_matmul_fwd(a->fch, a->ln2, mni_model_param(m, MNI_P_FCW, l),
+                   mni_model_param(m, MNI_P_FCB, l), N, C, 4 * C);
+    mni_gelu_fwd(a->fch_gelu, a->fch, N * 4 * C);
+    mni_matmul_fwd(res_out, a->fch_gelu, mni_model_param(m, MNI_P_FCPW, l),
+                   mni_model_param(m, MNI_P_FCPB, l), N, 4 * C, C);
+    for (size_t i = 0; i < N * C; i++) res_out[i] += a->res_mid[i];
+    return MNEMO_OK;
+}
+
+void mni_head_forward(const struct mnemo_model *m, float *logits, float *lnf, float *lnf_mean,
+                      float *lnf_rstd, const float *res, size_t N)
+{
+    const size_t C = (size_t)m->cfg.d_model, Vp = (size_t)m->cfg.vocab_padded;
+    mni_layernorm_fwd(lnf, lnf_mean, lnf_rstd, res, mni_model_param(m, MNI_P_LNFW, 0),
+                      mni_model_param(m, MNI_P_LNFB, 0), N, C);
+    mni_matmul_fwd(logits, lnf, mni_model_param(m, MNI_P_WTE, 0), NULL, N, C, Vp);
+}
+
+struct train_attn_ctx {
+    struct mnemo_model *m;
+    int B, T;
+};
+
+static enum mnemo_status train_attn(void *vctx, struct mni_layer_acts *a, int l)
+{
+    struct train_attn_ctx *c = vctx;
+    struct mnemo_model *m = c->m;
+    struct mnemo_attn_io io = {0};
+    io.B = c->B;
+    io.T = c->T;
+    io.qkv = a->qkv;
+    io.out = a->atty;
+    io.params = mni_model_param(m, MNI_P_ATTNX, l);
+    io.act = a->attn_act;
+    io.scratch = m->attn_scratch;
+    return m->attn->forward(&m->acfg, &io);
+}
+
+static enum mnemo_status check_tokens(const uint16_t *tok, size_t N, int T, int V,
+                                      const char *what)
+{
+    for (size_t i = 0; i < N; i++)
+        if (tok[i] >= V)
+            return mni_err(MNEMO_ERR_ARG,
+                           "%s token id %u at (window %zu, position %zu) is out of range [0, %d)",
+                           what, (unsigned)tok[i], i / (size_t)T, i % (size_t)T, V);
+    return MNEMO_OK;
+}
+
+enum mnemo_status mnemo_model_forward(struct mnemo_model *m, const uint16_t *inputs,
+                                      const uint16_t *targets, int B, int T, float *loss)
+{
+    if (B < 1 || T < 1 || T > m->cfg.n_ctx)
+        return mni_err(MNEMO_ERR_ARG, "forward: B = %d, T = %d: need B >= 1 and 1 <= T <= n_ctx = %d",
+                       B, T, m->cfg.n_ctx);
+    const size_t N = (size_t)B * (size_t)T, C = (size_t)m->cfg.d_model;
+    enum mnemo_status st = check_tokens(inputs, N, T, m->cfg.vocab, "input");
+    if (st == MNEMO_OK && targets) st = check_tokens(targets, N, T, m->cfg.vocab, "target");
+    if (st == MNEMO_OK) st = ensure_acts(m, B, T);
+    if (st != MNEMO_OK) return st;
+    m->cur_B = B;
+    m->cur_T = T;
+    m->have_targets = targets != NULL;
+    memcpy(m->inputs, inputs, N * sizeof(uint16_t));
+    if (targets) memcpy(m->targets, targets, N * sizeof(uint16_t));
+
+    /* positions 0..T-1 in every window */
+    int pos_stack[1];
+    int *pos = pos_stack;
+    if (m->cfg.pos == MNEMO_POS_LEARNED) {
+        pos = (int *)m->dtmp; /* dtmp (N*C floats) is free during forward */
+        for (size_t i = 0; i < N; i++) pos[i] = (int)(i % (size_t)T);
+    }
+    mni_embed(m, m->layers[0].res, inputs, pos, N);
+    struct train_attn_ctx ctx = {m, B, T};
+    for (int l = 0; l < m->cfg.n_layer; l++) {
+        float *next = l + 1 < m->cfg.n_layer ? m->layers[l + 1].res : m->res_final;
+        st = mni_layer_forward(m, l, &m->layers[l], next, N, train_attn, &ctx);
+        if (st != MNEMO_OK) return st;
+    }
+    mni_head_forward(m, m->logits, m->lnf, m->lnf_mean, m->lnf_rstd, m->res_final, N);
+    (void)C;
+    if (targets) {
+        double sum = mni_xent_fwd_bwd(NULL, m->losses, m->logits, targets, 0.0f, N,
+                                      (size_t)m->cfg.vocab, (size_t)m->cfg.vocab_padded);
+        float mean = (float)(sum / (double)N);
+        if (loss) *loss = mean;
+        if (!isfinite(mean)) return mni_err(MNEMO_ERR_NUMERIC, "the loss is not finite (%g)", (double)mean);
+    }
+    return MNEMO_OK;
+}
+
+const float *mnemo_model_logits(const struct mnemo_model *m) { return m->logits; }
+
+/* ---- backward -------------------------------------------------------------------------------- */
+
+enum mnemo_status mnemo_model_backward(struct mnemo_model *m, float grad_scale)
+{
+    if (!m->act_slab || !m->have_targets)
+        return mni_err(MNEMO_ERR_ARG, "backward needs a preceding forward with targets");
+    enum mnemo_status st = mni_model_alloc_grads(m);
+    if (st != MNEMO_OK) return st;
+    const int B = m->cur_B, T = m->cur_T, L = m->cfg.n_layer;
+    const size_t N = (size_t)B * (size_t)T, C = (size_t)m->cfg.d_model;
+    const size_t V = (size_t)m->cfg.vocab, Vp = (size_t)m->cfg.vocab_padded;
+
+    /* loss = mean_n xent(logits_n): dlogits = (softmax - onehot) / N, written over logits */
+    mni_xent_fwd_bwd(m->logits, NULL, m->logits, m->targets, grad_scale / (float)N, N, V, Vp);
+    float *dlogits = m->logits;
+    /* logits = lnf wte^T: dlnf (N,C) = dlogits wte; dwte += dlogits^T lnf */
+    mni_matmul_bwd(m->dtmp, grad_of(m, MNI_P_WTE, 0), NULL, dlogits, m->lnf,
+                   mni_model_param(m, MNI_P_WTE, 0), N, C, Vp);
+    memset(m->dres, 0, N * C * sizeof(float));
+    mni_layernorm_bwd(m->dres, grad_of(m, MNI_P_LNFW, 0), grad_of(m, MNI_P_LNFB, 0), m->dtmp,
+                      m->res_final, mni_model_param(m, MNI_P_LNFW, 0), m->lnf_mean, m->lnf_rstd,
+                      N, C);
+    for (int l = L - 1; l >= 0; l--) {
+        struct mni_layer_acts *a = &m->layers[l];
+        /* h_{l+1} = res_mid + fch_gelu FCP^T + b: dres flows straight to res_mid as well */
+        mni_matmul_bwd(m->dfch, grad_of(m, MNI_P_FCPW, l), grad_of(m, MNI_P_FCPB, l), m->dres,
+                       a->fch_gelu, mni_model_param(m, MNI_P_FCPW, l), N, 4 * C, C);
+        mni_gelu_bwd(m->dfch, a->fch, m->dfch, N * 4 * C);
+        mni_matmul_bwd(m->dtmp, grad_of(m, MNI_P_FCW, l), grad_of(m, MNI_P_FCB, l), m->dfch,
+                       a->ln2, mni_model_param(m, MNI_P_FCW, l), N, C, 4 * C);
+        mni_layernorm_bwd(m->dres, grad_of(m, MNI_P_LN2W, l), grad_of(m, MNI_P_LN2B, l), m->dtmp,
+                          a->res_mid, mni_model_param(m, MNI_P_LN2W, l), a->ln2_mean,
+                          a->ln2_rstd, N, C);
+        /* res_mid = res + atty W_O^T + b_O */
+        mni_matmul_bwd(m->datty, grad_of(m, MNI_P_PROJW, l), grad_of(m, MNI_P_PROJB, l), m->dres,
+                       a->atty, mni_model_param(m, MNI_P_PROJW, l), N, C, C);
+        struct mnemo_attn_io io = {0};
+        io.B = B;
+        io.T = T;
+        io.qkv = a->qkv;
+        io.out = a->atty;
+        io.dout = m->datty;
+        io.dqkv = m->dqkv;
+        io.params = mni_model_param(m, MNI_P_ATTNX, l);
+        io.dparams = grad_of(m, MNI_P_ATTNX, l);
+        io.act = a->attn_act;
+        io.scratch = m->attn_scratch;
+        st = m->attn->backward(&m->acfg, &io);
+        if (st != MNEMO_OK) return st;
+        mni_matmul_bwd(m->dtmp, grad_of(m, MNI_P_QKVW, l), grad_of(m, MNI_P_QKVB, l), m->dqkv,
+                       a->ln1, mni_model_param(m, MNI_P_QKVW, l), N, C, 3 * C);
+        mni_layernorm_bwd(m->dres, grad_of(m, MNI_P_LN1W, l), grad_of(m, MNI_P_LN1B, l), m->dtmp,
+                          a->res, mni_model_param(m, MNI_P_LN1W, l), a->ln1_mean, a->ln1_rstd,
+                          N, C);
+    }
+    /* h0 = wte[x] (+ wpe[t]): scatter-add, serial over tokens, vectorised over channels */
+    float *dwte = grad_of(m, MNI_P_WTE, 0);
+    float *dwpe = m->cfg.pos == MNEMO_POS_LEARNED ? grad_of(m, MNI_P_WPE, 0) : NULL;
+    for (size_t n = 0; n < N; n++) {
+        const float *d = m->dres + n * C;
+        float *g = dwte + (size_t)m->inputs[n] * C;
+        for (size_t c = 0; c < C; c++) g[c] += d[c];
+        if (dwpe) {
+            float *gp = dwpe + (n % (size_t)T) * C;
+            for (size_t c = 0; c < C; c++) gp[c] += d[c];
+        }
+    }
+    return MNEMO_OK;
+}

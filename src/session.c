@@ -1,0 +1,153 @@
+/*
+ * session.c -- streaming inference: the model's layers run over chunks of new tokens while
+ * each layer's attention kind keeps its own state (a KV cache for dense). The per-layer code is
+ * the training forward's (mni_layer_forward), only attention goes through step() instead of
+ * forward(), so a window fed token by token gives the training forward's logits (tested).
+ */
+#include <string.h>
+
+#include "mni.h"
+#include "model.h"
+
+struct mnemo_session {
+    struct mnemo_model *m;  /* borrowed */
+    int max_chunk;
+    int pos;                /* tokens fed so far */
+    size_t state_bytes;     /* per layer, 64-byte rounded */
+    unsigned char *state;   /* (L, state_bytes) */
+    void *step_scratch;
+    float *slab;
+    struct mni_layer_acts a; /* (max_chunk) buffers shared by all layers */
+    float *res_a, *res_b, *lnf, *logits;
+    int *positions;
+};
+
+enum mnemo_status mnemo_session_create(struct mnemo_session **out, struct mnemo_model *m,
+                                       int max_chunk)
+{
+    *out = NULL;
+    if (max_chunk < 1 || max_chunk > 1 << 16)
+        return mni_err(MNEMO_ERR_ARG, "session chunk %d must be in [1, 65536]", max_chunk);
+    struct mnemo_session *s = mni_alloc(sizeof(*s));
+    if (!s) return mni_err(MNEMO_ERR_NOMEM, "out of memory for the session");
+    s->m = m;
+    s->max_chunk = max_chunk;
+    const size_t L = (size_t)m->cfg.n_layer, C = (size_t)m->cfg.d_model, N = (size_t)max_chunk;
+    const size_t Vp = (size_t)m->cfg.vocab_padded;
+    s->state_bytes = mni_align64(m->attn->state_bytes(&m->acfg));
+    s->state = mni_alloc(mni_mul(s->state_bytes, L));
+    s->step_scratch = mni_alloc(m->attn->step_scratch_bytes(&m->acfg, max_chunk));
+    /* res_a, res_b, ln1, qkv(3), atty, res_mid, ln2, fch(4), fch_gelu(4), lnf: 18 C, logits,
+     * 4 statistics and the positions; each of the 20 buffers rounded up to 16 floats */
+    size_t floats = mni_add(mni_mul(N, 18 * C + Vp + 5), 20 * 16);
+    s->slab = mni_alloc(mni_mul(floats, sizeof(float)));
+    if (!s->state || !s->step_scratch || !s->slab) {
+        mnemo_session_free(s);
+        return mni_err(MNEMO_ERR_NOMEM, "out of memory for the session state (%zu bytes per layer)",
+                       s->state_bytes);
+    }
+    float *p = s->slab;
+    size_t k = 0;
+#define NEXT(n) (k = mni_align64((n) * sizeof(float)) / sizeof(float), p += k, p - k)
+    s->res_a = NEXT(N * C);
+    s->res_b = NEXT(N * C);
+    s->a.ln1 = NEXT(N * C);
+    s->a.ln1_mean = NEXT(N);
+    s->a.ln1_rstd = NEXT(N);
+    s->a.qkv = NEXT(N * 3 * C);
+    s->a.atty = NEXT(N * C);
+    s->a.res_mid = NEXT(N * C);
+    s->a.ln2 = NEXT(N * C);
+    s->a.ln2_mean = NEXT(N);
+    s->a.ln2_rstd = NEXT(N);
+    s->a.fch = NEXT(N * 4 * C);
+    s->a.fch_gelu = NEXT(N * 4 * C);
+    s->lnf = NEXT(N * C);
+    s->logits = NEXT(N * Vp);
+    s->positions = (int *)NEXT(N);
+#undef NEXT
+    MNEMO_ASSERT((size_t)(p - s->slab) <= floats);
+    mnemo_session_reset(s);
+    *out = s;
+    return MNEMO_OK;
+}
+
+void mnemo_session_free(struct mnemo_session *s)
+{
+    if (!s) return;
+    mni_free(s->state);
+    mni_free(s->step_scratch);
+    mni_free(s->slab);
+    mni_free(s);
+}
+
+void mnemo_session_reset(struct mnemo_session *s)
+{
+    for (int l = 0; l < s->m->cfg.n_layer; l++)
+        s->m->attn->state_init(&s->m->acfg, s->state + (size_t)l * s->state_bytes);
+    s->pos = 0;
+}
+
+struct step_ctx {
+    struct mnemo_session *s;
+    int n;
+};
+
+static enum mnemo_status step_attn(void *vctx, struct mni_layer_acts *a, int l)
+{
+    struct step_ctx *c = vctx;
+    struct mnemo_session *s = c->s;
+    struct mnemo_model *m = s->m;
+    return m->attn->step(&m->acfg, s->state + (size_t)l * s->state_bytes,
+                         mni_model_param(m, MNI_P_ATTNX, l), a->atty, a->qkv, c->n,
+                         s->step_scratch);
+}
+
+enum mnemo_status mnemo_session_feed(struct mnemo_session *s, const uint16_t *tok, int n,
+                                     const float **logits)
+{
+    struct mnemo_model *m = s->m;
+    if (n < 1 || n > s->max_chunk)
+        return mni_err(MNEMO_ERR_ARG, "feed of %d tokens: must be in [1, %d]", n, s->max_chunk);
+    for (int i = 0; i < n; i++)
+        if (tok[i] >= m->cfg.vocab)
+            return mni_err(MNEMO_ERR_ARG, "token id %u is out of range [0, %d)", tok[i], m->cfg.vocab);
+    if (m->cfg.pos == MNEMO_POS_LEARNED && s->pos + n > m->cfg.n_ctx)
+        return mni_err(MNEMO_ERR_FULL, "learned positions end at n_ctx = %d", m->cfg.n_ctx);
+    for (int i = 0; i < n; i++) s->positions[i] = s->pos + i;
+    const size_t N = (size_t)n;
+    float *res = s->res_a, *next = s->res_b;
+    mni_embed(m, res, tok, s->positions, N);
+    struct step_ctx ctx = {s, n};
+    for (int l = 0; l < m->cfg.n_layer; l++) {
+        s->a.res = res;
+        enum mnemo_status st = mni_layer_forward(m, l, &s->a, next, N, step_attn, &ctx);
+        if (st != MNEMO_OK) {
+            /* layers before l took the tokens, this one did not: the session is inconsistent */
+            if (l > 0) mnemo_session_reset(s);
+            return st;
+        }
+        float *t = res;
+        res = next;
+        next = t;
+    }
+    mni_head_forward(m, s->logits, s->lnf, NULL, NULL, res, N);
+    s->pos += n;
+    *logits = s->logits;
+    return MNEMO_OK;
+}
+
+int mnemo_session_pos(const struct mnemo_session *s) { return s->pos; }
+
+size_t mnemo_session_live_bytes(const struct mnemo_session *s)
+{
+    size_t b = 0;
+    for (int l = 0; l < s->m->cfg.n_layer; l++)
+        b += s->m->attn->state_live_bytes(&s->m->acfg, s->state + (size_t)l * s->state_bytes);
+    return b;
+}
+
+size_t mnemo_session_state_bytes(const struct mnemo_session *s)
+{
+    return s->state_bytes * (size_t)s->m->cfg.n_layer;
+}

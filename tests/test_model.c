@@ -1,0 +1,217 @@
+/*
+ * test_model.c -- the whole model: finite-difference gradients of every parameter tensor,
+ * session (token by token and chunked) equals the training forward, checkpoints round-trip,
+ * bad configs and token ids are refused with a message.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "model.h"
+#include "testutil.h"
+
+static struct mnemo_model *tiny(int pos, uint64_t seed)
+{
+    struct mnemo_model_config c;
+    mnemo_model_config_default(&c);
+    c.n_layer = 2;
+    c.d_model = 16;
+    c.n_head = 2;
+    c.n_ctx = 12;
+    c.vocab = 29;
+    c.pos = pos;
+    struct mnemo_model *m;
+    assert_int_equal(mnemo_model_create(&m, &c), MNEMO_OK);
+    mnemo_model_init(m, seed);
+    /* larger random weights than GPT-2 init so that every path carries signal, and non-zero
+     * biases / LN params so their gradients are checked meaningfully */
+    struct mni_rng r;
+    mni_rng_seed(&r, seed + 99);
+    for (size_t i = 0; i < m->n_params; i++) m->params[i] += 0.2f * mni_rng_normal(&r);
+    return m;
+}
+
+static void tokens(uint16_t *t, size_t n, int V, uint64_t seed)
+{
+    struct mni_rng r;
+    mni_rng_seed(&r, seed);
+    for (size_t i = 0; i < n; i++) t[i] = (uint16_t)mni_rng_below(&r, (uint64_t)V);
+}
+
+static void check_grads(int pos)
+{
+    struct mnemo_model *m = tiny(pos, 5);
+    const int B = 2, T = 7;
+    uint16_t x[14], y[14];
+    tokens(x, 14, 29, 1);
+    tokens(y, 14, 29, 2);
+    float loss;
+    assert_int_equal(mnemo_model_forward(m, x, y, B, T, &loss), MNEMO_OK);
+    mnemo_model_zero_grad(m);
+    assert_int_equal(mnemo_model_backward(m, 1.0f), MNEMO_OK);
+    int checked = 0, bad = 0;
+    for (int id = 0; id < MNI_P_COUNT; id++) {
+        const struct mni_param_info *pi = &m->pinfo[id];
+        size_t n = pi->numel * (pi->per_layer ? (size_t)m->cfg.n_layer : 1);
+        if (!n) continue;
+        /* padded vocabulary rows have no gradient path: skip them for wte */
+        size_t lim = id == MNI_P_WTE ? (size_t)m->cfg.vocab * (size_t)m->cfg.d_model : n;
+        for (size_t k = 0; k < 12; k++) {
+            size_t i = pi->offset + (k * 7919 + 13) % lim;
+            float keep = m->params[i], h = 1e-2f, lp, lm;
+            m->params[i] = keep + h;
+            assert_int_equal(mnemo_model_forward(m, x, y, B, T, &lp), MNEMO_OK);
+            m->params[i] = keep - h;
+            assert_int_equal(mnemo_model_forward(m, x, y, B, T, &lm), MNEMO_OK);
+            m->params[i] = keep;
+            double fd = ((double)lp - lm) / (2.0 * h), g = m->grads[i];
+            checked++;
+            if (fabs(fd - g) > 2e-3 + 5e-2 * fabs(g)) {
+                bad++;
+                printf("pos %d: grad of %s[%zu]: analytic %.6g, finite difference %.6g\n", pos,
+                       pi->name, i - pi->offset, g, fd);
+            }
+        }
+    }
+    assert_true(checked > 100);
+    assert_int_equal(bad, 0);
+    mnemo_model_free(m);
+}
+
+static void test_grads_rope(void **s) { (void)s; check_grads(MNEMO_POS_ROPE); }
+static void test_grads_learned(void **s) { (void)s; check_grads(MNEMO_POS_LEARNED); }
+
+static void check_session(int pos)
+{
+    struct mnemo_model *m = tiny(pos, 7);
+    const int T = 12, Vp = m->cfg.vocab_padded;
+    uint16_t x[12];
+    tokens(x, 12, 29, 3);
+    assert_int_equal(mnemo_model_forward(m, x, NULL, 1, T, NULL), MNEMO_OK);
+    float *want = mni_alloc((size_t)T * Vp * sizeof(float));
+    memcpy(want, mnemo_model_logits(m), (size_t)T * Vp * sizeof(float));
+    for (int chunk = 1; chunk <= 5; chunk += 4) {
+        struct mnemo_session *s;
+        assert_int_equal(mnemo_session_create(&s, m, chunk), MNEMO_OK);
+        for (int t = 0; t < T; t += chunk) {
+            int k = T - t < chunk ? T - t : chunk;
+            const float *lg;
+            assert_int_equal(mnemo_session_feed(s, x + t, k, &lg), MNEMO_OK);
+            char label[64];
+            snprintf(label, sizeof(label), "session logits t=%d chunk=%d", t, chunk);
+            TU_ASSERT_CLOSE(label, lg, want + (size_t)t * Vp, (size_t)k * Vp, 1e-4f, 1e-4f);
+        }
+        assert_int_equal(mnemo_session_pos(s), T);
+        assert_true(mnemo_session_live_bytes(s) > 0);
+        assert_true(mnemo_session_live_bytes(s) <= mnemo_session_state_bytes(s));
+        /* the context is full now */
+        const float *lg;
+        assert_int_equal(mnemo_session_feed(s, x, 1, &lg), MNEMO_ERR_FULL);
+        mnemo_session_reset(s);
+        assert_int_equal(mnemo_session_feed(s, x, 1, &lg), MNEMO_OK);
+        TU_ASSERT_CLOSE("after reset", lg, want, (size_t)Vp, 1e-4f, 1e-4f);
+        mnemo_session_free(s);
+    }
+    mni_free(want);
+    mnemo_model_free(m);
+}
+
+static void test_session_rope(void **s) { (void)s; check_session(MNEMO_POS_ROPE); }
+static void test_session_learned(void **s) { (void)s; check_session(MNEMO_POS_LEARNED); }
+
+static void test_bad_tokens(void **s)
+{
+    (void)s;
+    struct mnemo_model *m = tiny(MNEMO_POS_ROPE, 1);
+    uint16_t x[4] = {1, 2, 29, 3}, y[4] = {1, 2, 3, 4};
+    assert_int_equal(mnemo_model_forward(m, x, y, 1, 4, NULL), MNEMO_ERR_ARG);
+    assert_non_null(strstr(mnemo_last_error(), "out of range"));
+    x[2] = 0;
+    y[3] = 500;
+    assert_int_equal(mnemo_model_forward(m, x, y, 1, 4, NULL), MNEMO_ERR_ARG);
+    assert_int_equal(mnemo_model_forward(m, x, NULL, 1, 13, NULL), MNEMO_ERR_ARG); /* T > n_ctx */
+    assert_int_equal(mnemo_model_forward(m, x, NULL, 0, 4, NULL), MNEMO_ERR_ARG);
+    assert_int_equal(mnemo_model_backward(m, 1.0f), MNEMO_ERR_ARG); /* no forward with targets */
+    mnemo_model_free(m);
+}
+
+static void test_bad_config(void **s)
+{
+    (void)s;
+    struct mnemo_model_config c;
+    struct mnemo_model *m;
+    mnemo_model_config_default(&c);
+    c.n_head = 3; /* does not divide 256 */
+    assert_int_equal(mnemo_model_create(&m, &c), MNEMO_ERR_ARG);
+    assert_null(m);
+    assert_non_null(strstr(mnemo_last_error(), "n_head"));
+    mnemo_model_config_default(&c);
+    c.n_layer = 0;
+    assert_int_equal(mnemo_model_create(&m, &c), MNEMO_ERR_ARG);
+    mnemo_model_config_default(&c);
+    c.vocab_padded = 100; /* < vocab */
+    assert_int_equal(mnemo_model_create(&m, &c), MNEMO_ERR_ARG);
+    mnemo_model_config_default(&c);
+    c.attn_kind = 99;
+    assert_int_equal(mnemo_model_create(&m, &c), MNEMO_ERR_ARG);
+    mnemo_model_config_default(&c);
+    c.rope_theta = -1;
+    assert_int_equal(mnemo_model_create(&m, &c), MNEMO_ERR_ARG);
+}
+
+static void test_checkpoint_roundtrip(void **s)
+{
+    (void)s;
+    for (int pos = 0; pos < MNEMO_POS_COUNT; pos++) {
+        struct mnemo_model *m = tiny(pos, 3), *m2;
+        const char *path = tu_tmp_path("model.safetensors");
+        assert_int_equal(mnemo_model_save(m, path), MNEMO_OK);
+        assert_int_equal(mnemo_model_load(&m2, path), MNEMO_OK);
+        assert_memory_equal(&m->cfg, &m2->cfg, sizeof(m->cfg));
+        assert_int_equal(m->n_params, m2->n_params);
+        assert_memory_equal(m->params, m2->params, m->n_params * sizeof(float));
+        mnemo_model_free(m2);
+        /* truncated: every cut point must fail cleanly */
+        FILE *f = fopen(path, "rb");
+        fseek(f, 0, SEEK_END);
+        long size = ftell(f);
+        fseek(f, 0, SEEK_SET);
+        unsigned char *buf = mni_alloc((size_t)size);
+        assert_int_equal(fread(buf, 1, (size_t)size, f), (size_t)size);
+        fclose(f);
+        const char *cut = tu_tmp_path("cut.safetensors");
+        for (long k = 0; k < size; k += size / 97 + 1) {
+            f = fopen(cut, "wb");
+            fwrite(buf, 1, (size_t)k, f);
+            fclose(f);
+            assert_int_not_equal(mnemo_model_load(&m2, cut), MNEMO_OK);
+            assert_null(m2);
+        }
+        /* a config field changed in the header: shapes no longer match */
+        unsigned char *hit = (unsigned char *)strstr((char *)buf + 8, "\"d_model\":\"16\"");
+        assert_non_null(hit);
+        hit[12] = '2'; /* 16 -> 12 */
+        f = fopen(cut, "wb");
+        fwrite(buf, 1, (size_t)size, f);
+        fclose(f);
+        assert_int_equal(mnemo_model_load(&m2, cut), MNEMO_ERR_FORMAT);
+        printf("expected error: %s\n", mnemo_last_error());
+        remove(cut);
+        remove(path);
+        mni_free(buf);
+        mnemo_model_free(m);
+    }
+    struct mnemo_model *m2;
+    assert_int_equal(mnemo_model_load(&m2, "/nonexistent/model.safetensors"), MNEMO_ERR_IO);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_grads_rope),      cmocka_unit_test(test_grads_learned),
+        cmocka_unit_test(test_session_rope),    cmocka_unit_test(test_session_learned),
+        cmocka_unit_test(test_bad_tokens),      cmocka_unit_test(test_bad_config),
+        cmocka_unit_test(test_checkpoint_roundtrip),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
