@@ -1,0 +1,18 @@
+/* ckpt.h -- checkpoint helpers shared by ckpt.c and train.c (internal). */
+#ifndef MNI_CKPT_H
+#define MNI_CKPT_H
+
+#include "mnemo.h"
+
+#define MNI_CKPT_FORMAT 1
+
+struct mni_st_file;
+/* Saves like mnemo_model_save, adding n_extra (key, value) metadata pairs. */
+enum mnemo_status mni_model_save_ex(const struct mnemo_model *m, const char *path,
+                                    const char *const *extra_kv, size_t n_extra);
+/* Reads and checks the model config from a checkpoint's metadata. */
+enum mnemo_status mni_ckpt_read_config(const struct mni_st_file *f, const char *path,
+                                       struct mnemo_model_config *c);
+int mni_pos_from_name(const char *s); /* -1 if unknown */
+
+#endif

@@ -1,0 +1,228 @@
+/*
+ * data.c -- token files (read, validated; written atomically) and the shuffled window loader.
+ * See data.h for the formats.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "data.h"
+#include "fileio.h"
+#include "mni.h"
+
+static const char TOK_MAGIC[8] = {'M', 'N', 'E', 'M', 'O', 'T', 'O', 'K'};
+#define TOK_HEADER 32
+
+static void put_u32(unsigned char *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+static void put_u64(unsigned char *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+static uint32_t get_u32(const unsigned char *p)
+{
+    uint32_t v = 0;
+    for (int i = 0; i < 4; i++) v |= (uint32_t)p[i] << (8 * i);
+    return v;
+}
+static uint64_t get_u64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+
+enum mnemo_status mni_tokens_write(const char *path, const uint16_t *tok, uint64_t n, int vocab)
+{
+    unsigned char h[TOK_HEADER] = {0};
+    memcpy(h, TOK_MAGIC, 8);
+    put_u32(h + 8, 1);
+    put_u32(h + 12, 2);
+    put_u32(h + 16, (uint32_t)vocab);
+    put_u64(h + 24, n);
+    struct mni_afile *f;
+    enum mnemo_status st = mni_afile_open(&f, path);
+    if (st != MNEMO_OK) return st;
+    st = mni_afile_write(f, h, sizeof(h));
+    /* tokens are stored little-endian; this build assumes a little-endian host (checked) */
+    const uint16_t one = 1;
+    MNEMO_ASSERT(*(const unsigned char *)&one == 1);
+    if (st == MNEMO_OK) st = mni_afile_write(f, tok, (size_t)n * sizeof(uint16_t));
+    if (st != MNEMO_OK) {
+        mni_afile_abort(f);
+        return st;
+    }
+    return mni_afile_commit(f);
+}
+
+enum mnemo_status mni_tokens_read(struct mni_tokens *out, const char *path)
+{
+    memset(out, 0, sizeof(*out));
+    FILE *f = fopen(path, "rb");
+    if (!f) return mni_err(MNEMO_ERR_IO, "cannot open token file '%s': %s", path, strerror(errno));
+    unsigned char h[TOK_HEADER];
+    enum mnemo_status st = MNEMO_OK;
+    if (fread(h, 1, sizeof(h), f) != sizeof(h)) {
+        st = mni_err(MNEMO_ERR_FORMAT, "'%s' is not a mnemo token file (shorter than its %d-byte header)",
+                     path, TOK_HEADER);
+        goto out;
+    }
+    if (memcmp(h, TOK_MAGIC, 8) != 0) {
+        st = mni_err(MNEMO_ERR_FORMAT, "'%s' is not a mnemo token file (bad magic; make one with 'mnemo prepare')",
+                     path);
+        goto out;
+    }
+    uint32_t ver = get_u32(h + 8), width = get_u32(h + 12), vocab = get_u32(h + 16);
+    uint64_t n = get_u64(h + 24);
+    if (ver != 1 || width != 2) {
+        st = mni_err(MNEMO_ERR_FORMAT, "'%s': unsupported token file version %u / width %u", path,
+                     ver, width);
+        goto out;
+    }
+    if (vocab < 2 || vocab > 65536) {
+        st = mni_err(MNEMO_ERR_FORMAT, "'%s': vocabulary size %u out of range", path, vocab);
+        goto out;
+    }
+    if (fseek(f, 0, SEEK_END) != 0) {
+        st = mni_err(MNEMO_ERR_IO, "cannot seek in '%s': %s", path, strerror(errno));
+        goto out;
+    }
+    long size = ftell(f);
+    if (size < 0 || (uint64_t)size != TOK_HEADER + n * 2 || n > (UINT64_MAX - TOK_HEADER) / 2) {
+        st = mni_err(MNEMO_ERR_FORMAT, "'%s' is truncated or corrupt: header says %llu tokens, file has %ld bytes",
+                     path, (unsigned long long)n, size);
+        goto out;
+    }
+    if (n == 0) {
+        st = mni_err(MNEMO_ERR_FORMAT, "'%s' holds no tokens", path);
+        goto out;
+    }
+    out->tok = mni_alloc(mni_mul((size_t)n, sizeof(uint16_t)));
+    if (!out->tok) {
+        st = mni_err(MNEMO_ERR_NOMEM, "out of memory reading %llu tokens from '%s'",
+                     (unsigned long long)n, path);
+        goto out;
+    }
+    if (fseek(f, TOK_HEADER, SEEK_SET) != 0 || fread(out->tok, 2, (size_t)n, f) != (size_t)n) {
+        st = mni_err(MNEMO_ERR_IO, "cannot read tokens from '%s'", path);
+        goto out;
+    }
+    for (uint64_t i = 0; i < n; i++)
+        if (out->tok[i] >= vocab) {
+            st = mni_err(MNEMO_ERR_FORMAT, "'%s': token %llu has id %u, outside the vocabulary [0, %u)",
+                         path, (unsigned long long)i, out->tok[i], vocab);
+            goto out;
+        }
+    out->n = n;
+    out->vocab = (int)vocab;
+out:
+    fclose(f);
+    if (st != MNEMO_OK) mni_tokens_free(out);
+    return st;
+}
+
+void mni_tokens_free(struct mni_tokens *t)
+{
+    mni_free(t->tok);
+    memset(t, 0, sizeof(*t));
+}
+
+/* ---- the loader ------------------------------------------------------------------------------ */
+
+static enum mnemo_status build_epoch(struct mni_loader *ld)
+{
+    struct mni_rng rng;
+    mni_rng_seed(&rng, ld->seed * 0x9e3779b97f4a7c15ULL + ld->pos.epoch + 1);
+    ld->offset = mni_rng_below(&rng, (uint64_t)ld->T);
+    uint64_t n_win = (ld->n - ld->offset) / (uint64_t)ld->T;
+    if (n_win == 0) { /* the stream is shorter than offset + T: fall back to offset 0 */
+        ld->offset = 0;
+        n_win = ld->n / (uint64_t)ld->T;
+    }
+    /* this rank's windows: i = rank, rank + world, ... */
+    uint64_t mine = n_win > (uint64_t)ld->rank ? (n_win - 1 - (uint64_t)ld->rank) / (uint64_t)ld->world + 1 : 0;
+    if (mine == 0) return mni_err(MNEMO_ERR_ARG, "too few tokens for one window per rank");
+    if (mine > ld->cap_order) {
+        mni_free(ld->order);
+        ld->order = mni_alloc(mni_mul((size_t)mine, sizeof(uint32_t)));
+        if (!ld->order) return mni_err(MNEMO_ERR_NOMEM, "out of memory for the window order");
+        ld->cap_order = mine;
+    }
+    for (uint64_t i = 0; i < mine; i++) ld->order[i] = (uint32_t)((uint64_t)ld->rank + i * (uint64_t)ld->world);
+    for (uint64_t i = mine - 1; i > 0; i--) { /* Fisher-Yates */
+        uint64_t j = mni_rng_below(&rng, i + 1);
+        uint32_t t = ld->order[i];
+        ld->order[i] = ld->order[j];
+        ld->order[j] = t;
+    }
+    ld->n_order = mine;
+    return MNEMO_OK;
+}
+
+enum mnemo_status mni_loader_init(struct mni_loader *ld, const uint16_t *tok, uint64_t n, int T,
+                                  uint64_t seed, int rank, int world)
+{
+    memset(ld, 0, sizeof(*ld));
+    if (T < 1 || world < 1 || rank < 0 || rank >= world)
+        return mni_err(MNEMO_ERR_ARG, "loader: bad T = %d or rank %d of %d", T, rank, world);
+    if (n < (uint64_t)T * (uint64_t)world)
+        return mni_err(MNEMO_ERR_ARG,
+                       "the training data has %llu tokens, fewer than one window of %d per process",
+                       (unsigned long long)n, T);
+    if (n / (uint64_t)T > UINT32_MAX)
+        return mni_err(MNEMO_ERR_ARG, "the training data is too large for the loader");
+    ld->tok = tok;
+    ld->n = n;
+    ld->T = T;
+    ld->seed = seed;
+    ld->rank = rank;
+    ld->world = world;
+    return build_epoch(ld);
+}
+
+enum mnemo_status mni_loader_seek(struct mni_loader *ld, struct mni_loader_pos pos)
+{
+    ld->pos = pos;
+    enum mnemo_status st = build_epoch(ld);
+    if (st == MNEMO_OK && pos.index > ld->n_order)
+        st = mni_err(MNEMO_ERR_FORMAT, "saved data position %llu is past the end of epoch (%llu windows)",
+                     (unsigned long long)pos.index, (unsigned long long)ld->n_order);
+    return st;
+}
+
+void mni_loader_next(struct mni_loader *ld, uint16_t *x, uint16_t *y, int B)
+{
+    const int T = ld->T;
+    for (int b = 0; b < B; b++) {
+        if (ld->pos.index >= ld->n_order) {
+            ld->pos.epoch++;
+            ld->pos.index = 0;
+            enum mnemo_status st = build_epoch(ld);
+            MNEMO_ASSERT(st == MNEMO_OK); /* same sizes as the first epoch: cannot fail */
+        }
+        uint64_t s = ld->offset + (uint64_t)ld->order[ld->pos.index++] * (uint64_t)T;
+        uint16_t *xb = x + (size_t)b * T, *yb = y + (size_t)b * T;
+        xb[0] = MNI_TOK_BOS;
+        memcpy(xb + 1, ld->tok + s, (size_t)(T - 1) * sizeof(uint16_t));
+        memcpy(yb, ld->tok + s, (size_t)T * sizeof(uint16_t));
+    }
+}
+
+void mni_loader_free(struct mni_loader *ld)
+{
+    mni_free(ld->order);
+    memset(ld, 0, sizeof(*ld));
+}
+
+uint64_t mni_eval_windows(uint64_t n, int T) { return n / (uint64_t)T; }
+
+void mni_eval_window(const uint16_t *tok, uint64_t i, int T, uint16_t *x, uint16_t *y)
+{
+    uint64_t s = i * (uint64_t)T;
+    x[0] = MNI_TOK_BOS;
+    memcpy(x + 1, tok + s, (size_t)(T - 1) * sizeof(uint16_t));
+    memcpy(y, tok + s, (size_t)T * sizeof(uint16_t));
+}

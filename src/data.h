@@ -1,0 +1,73 @@
+/*
+ * data.h -- token files and the training-window loader.
+ *
+ * Token file (little-endian; docs/formats.md):
+ *   offset 0  char[8]  magic "MNEMOTOK"
+ *          8  u32      version (1)
+ *         12  u32      token width in bytes (2)
+ *         16  u32      vocabulary size (every id < vocab)
+ *         20  u32      reserved (0)
+ *         24  u64      token count n
+ *         32  u16[n]   tokens
+ *
+ * Windows: a window starting at s of a stream tok[] is x = [BOS, tok[s .. s+T-2]],
+ * y = tok[s .. s+T-1], so every window starts with BOS and every token of the stream is a
+ * target exactly once per epoch (windows are T apart, from a per-epoch random offset).
+ */
+#ifndef MNI_DATA_H
+#define MNI_DATA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mnemo.h"
+
+#define MNI_TOK_BOS 256     /* the byte tokenizer's BOS id */
+#define MNI_TOK_VOCAB 257   /* 256 bytes + BOS */
+
+struct mni_tokens {
+    uint16_t *tok;  /* (n), owned */
+    uint64_t n;
+    int vocab;
+};
+
+/* Writes n tokens atomically. */
+enum mnemo_status mni_tokens_write(const char *path, const uint16_t *tok, uint64_t n, int vocab);
+/* Reads and validates a token file (header, exact size, every id < vocab). */
+enum mnemo_status mni_tokens_read(struct mni_tokens *out, const char *path);
+void mni_tokens_free(struct mni_tokens *t);
+
+/* Position of the loader, all that an exact resume needs besides the seed. */
+struct mni_loader_pos {
+    uint64_t epoch;  /* epochs started so far - 1 */
+    uint64_t index;  /* next slot in this epoch's order */
+};
+
+struct mni_loader {
+    const uint16_t *tok; /* borrowed stream */
+    uint64_t n;
+    int T;
+    int rank, world;
+    uint64_t seed;
+    struct mni_loader_pos pos;
+    /* this epoch's window order (starts), for this rank */
+    uint64_t offset;     /* the epoch's random offset in [0, T) */
+    uint32_t *order;     /* (n_order) window indices */
+    uint64_t n_order;
+    uint64_t cap_order;
+};
+
+/* The stream must hold at least T + 1 tokens (MNEMO_ERR_ARG otherwise). */
+enum mnemo_status mni_loader_init(struct mni_loader *ld, const uint16_t *tok, uint64_t n, int T,
+                                  uint64_t seed, int rank, int world);
+/* Moves to a saved position (rebuilding that epoch's order). */
+enum mnemo_status mni_loader_seek(struct mni_loader *ld, struct mni_loader_pos pos);
+/* Fills x, y (B,T) with the next B windows. */
+void mni_loader_next(struct mni_loader *ld, uint16_t *x, uint16_t *y, int B);
+void mni_loader_free(struct mni_loader *ld);
+
+/* The i-th evaluation window (no shuffling, windows T apart from 0); number of them. */
+uint64_t mni_eval_windows(uint64_t n, int T);
+void mni_eval_window(const uint16_t *tok, uint64_t i, int T, uint16_t *x, uint16_t *y);
+
+#endif /* MNI_DATA_H */

@@ -1,0 +1,387 @@
+/*
+ * train.c -- the training loop: AdamW with decoupled weight decay on matrices, linear warmup
+ * then cosine decay, global-norm gradient clipping, gradient accumulation, periodic validation
+ * and checkpoints, exact resume, and a JSON Lines log. Also mnemo_eval_file.
+ *
+ * Exact resume: the model file holds the parameters; train_state.safetensors holds AdamW's m
+ * and v, the step, and the loader position (epoch, index). The data order is a pure function of
+ * (seed, epoch), so nothing else is needed to continue bit for bit (same threads, same build).
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ckpt.h"
+#include "data.h"
+#include "kern/kern.h"
+#include "mni.h"
+#include "model.h"
+#include "optim.h"
+#include "st.h"
+
+#define PATH_MAX_LEN 1024
+
+void mnemo_train_config_default(struct mnemo_train_config *tc)
+{
+    memset(tc, 0, sizeof(*tc));
+    tc->batch = 8;
+    tc->seq = 0;
+    tc->grad_accum = 1;
+    tc->max_steps = 1000;
+    tc->warmup = 100;
+    tc->lr = 3e-3f;
+    tc->lr_min = 3e-4f;
+    tc->weight_decay = 0.1f;
+    tc->beta1 = 0.9f;
+    tc->beta2 = 0.95f;
+    tc->eps = 1e-8f;
+    tc->grad_clip = 1.0f;
+    tc->eval_every = 250;
+    tc->eval_windows = 64;
+    tc->ckpt_every = 500;
+    tc->seed = 1337;
+}
+
+static enum mnemo_status check_train_config(const struct mnemo_train_config *tc, int n_ctx)
+{
+    if (!tc->train_path) return mni_err(MNEMO_ERR_ARG, "no training data given");
+    if (!tc->out_dir) return mni_err(MNEMO_ERR_ARG, "no output directory given");
+    if (tc->batch < 1 || tc->batch > 1 << 16)
+        return mni_err(MNEMO_ERR_ARG, "batch = %d: must be in [1, 65536]", tc->batch);
+    if (tc->seq < 0 || tc->seq > n_ctx)
+        return mni_err(MNEMO_ERR_ARG, "seq = %d: must be in [1, n_ctx = %d] (0 = n_ctx)", tc->seq, n_ctx);
+    if (tc->grad_accum < 1) return mni_err(MNEMO_ERR_ARG, "grad_accum = %d: must be >= 1", tc->grad_accum);
+    if (tc->max_steps < 1) return mni_err(MNEMO_ERR_ARG, "max_steps = %d: must be >= 1", tc->max_steps);
+    if (tc->warmup < 0) return mni_err(MNEMO_ERR_ARG, "warmup = %d: must be >= 0", tc->warmup);
+    if (!(tc->lr > 0) || !isfinite(tc->lr))
+        return mni_err(MNEMO_ERR_ARG, "lr = %g: must be a positive number", (double)tc->lr);
+    if (!(tc->lr_min >= 0) || tc->lr_min > tc->lr)
+        return mni_err(MNEMO_ERR_ARG, "lr_min = %g: must be in [0, lr]", (double)tc->lr_min);
+    if (!(tc->weight_decay >= 0) || tc->weight_decay * tc->lr >= 1)
+        return mni_err(MNEMO_ERR_ARG, "weight_decay = %g: must be >= 0 and lr*wd < 1", (double)tc->weight_decay);
+    if (!(tc->beta1 >= 0 && tc->beta1 < 1) || !(tc->beta2 >= 0 && tc->beta2 < 1))
+        return mni_err(MNEMO_ERR_ARG, "beta1 = %g, beta2 = %g: must be in [0, 1)", (double)tc->beta1,
+                       (double)tc->beta2);
+    if (!(tc->eps > 0)) return mni_err(MNEMO_ERR_ARG, "eps = %g: must be > 0", (double)tc->eps);
+    if (!(tc->grad_clip >= 0)) return mni_err(MNEMO_ERR_ARG, "grad_clip = %g: must be >= 0", (double)tc->grad_clip);
+    if (tc->eval_every < 0 || tc->ckpt_every < 0 || tc->eval_windows < 0)
+        return mni_err(MNEMO_ERR_ARG, "eval_every, eval_windows and ckpt_every must be >= 0");
+    if (tc->threads < 0) return mni_err(MNEMO_ERR_ARG, "threads = %d: must be >= 0", tc->threads);
+    return MNEMO_OK;
+}
+
+/* Learning rate for step s (0-based): linear warmup to lr over `warmup` steps, then cosine to
+ * lr_min at max_steps. */
+static float lr_at(const struct mnemo_train_config *tc, int s)
+{
+    if (s < tc->warmup) return tc->lr * (float)(s + 1) / (float)tc->warmup;
+    int span = tc->max_steps - tc->warmup;
+    if (span <= 0) return tc->lr;
+    double frac = (double)(s - tc->warmup) / (double)span;
+    if (frac > 1) frac = 1;
+    return (float)(tc->lr_min + 0.5 * (tc->lr - tc->lr_min) * (1.0 + cos(MNI_PI * frac)));
+}
+
+/* ---- evaluation -------------------------------------------------------------------------- */
+
+static enum mnemo_status eval_tokens(struct mnemo_model *m, const uint16_t *tok, uint64_t n,
+                                     int T, int B, uint64_t max_windows, struct mnemo_eval_result *r)
+{
+    memset(r, 0, sizeof(*r));
+    uint64_t nw = mni_eval_windows(n, T);
+    if (nw == 0)
+        return mni_err(MNEMO_ERR_ARG, "the evaluation data has %llu tokens, fewer than one window of %d",
+                       (unsigned long long)n, T);
+    if (max_windows && max_windows < nw) nw = max_windows;
+    uint16_t *x = mni_alloc((size_t)B * T * sizeof(uint16_t) * 2);
+    if (!x) return mni_err(MNEMO_ERR_NOMEM, "out of memory for evaluation batches");
+    uint16_t *y = x + (size_t)B * T;
+    double sum = 0;
+    enum mnemo_status st = MNEMO_OK;
+    for (uint64_t w = 0; w < nw && st == MNEMO_OK; w += (uint64_t)B) {
+        int b = (int)((nw - w) < (uint64_t)B ? nw - w : (uint64_t)B);
+        for (int i = 0; i < b; i++)
+            mni_eval_window(tok, w + (uint64_t)i, T, x + (size_t)i * T, y + (size_t)i * T);
+        float loss;
+        st = mnemo_model_forward(m, x, y, b, T, &loss);
+        sum += (double)loss * b * T;
+    }
+    mni_free(x);
+    if (st != MNEMO_OK) return st;
+    r->tokens = nw * (uint64_t)T;
+    r->loss = sum / (double)r->tokens;
+    r->bpb = r->loss / MNI_LN2;
+    r->ppl = exp(r->loss);
+    return MNEMO_OK;
+}
+
+enum mnemo_status mnemo_eval_file(struct mnemo_model *m, const char *path, int T, int B,
+                                  uint64_t max_windows, struct mnemo_eval_result *res)
+{
+    if (T == 0) T = m->cfg.n_ctx;
+    if (T < 1 || T > m->cfg.n_ctx || B < 1)
+        return mni_err(MNEMO_ERR_ARG, "eval: window %d must be in [1, n_ctx = %d] and batch >= 1", T,
+                       m->cfg.n_ctx);
+    struct mni_tokens tk;
+    enum mnemo_status st = mni_tokens_read(&tk, path);
+    if (st != MNEMO_OK) return st;
+    if (tk.vocab > m->cfg.vocab)
+        st = mni_err(MNEMO_ERR_ARG, "'%s' has vocabulary %d, larger than the model's %d", path,
+                     tk.vocab, m->cfg.vocab);
+    else
+        st = eval_tokens(m, tk.tok, tk.n, T, B, max_windows, res);
+    mni_tokens_free(&tk);
+    return st;
+}
+
+/* ---- optimizer state and checkpoints ----------------------------------------------------- */
+
+struct trainer {
+    struct mnemo_model *m;
+    const struct mnemo_train_config *tc;
+    float *adam_m, *adam_v; /* (n_params) */
+    int step;               /* optimizer steps done */
+    struct mni_loader ld;
+    char model_path[PATH_MAX_LEN], state_path[PATH_MAX_LEN], log_path[PATH_MAX_LEN];
+    FILE *log;
+};
+
+static enum mnemo_status save_all(struct trainer *t, double val_loss)
+{
+    char step[32], vl[48], ep[32], ix[32], seed[32], np[32], bt[64];
+    snprintf(step, sizeof(step), "%d", t->step);
+    snprintf(vl, sizeof(vl), "%.9g", val_loss);
+    const char *extra[] = {"train.step", step, "train.val_loss", vl};
+    /* The state first: if the model write then fails, the pair on disk is still the old
+     * model with a newer state, which resume detects (step mismatch). */
+    snprintf(ep, sizeof(ep), "%llu", (unsigned long long)t->ld.pos.epoch);
+    snprintf(ix, sizeof(ix), "%llu", (unsigned long long)t->ld.pos.index);
+    snprintf(seed, sizeof(seed), "%llu", (unsigned long long)t->tc->seed);
+    snprintf(np, sizeof(np), "%zu", t->m->n_params);
+    snprintf(bt, sizeof(bt), "%d,%d,%d", t->tc->batch, t->ld.T, t->tc->grad_accum);
+    const char *kv[] = {"mnemo.format", "1", "kind", "train_state", "step", step,
+                        "data.epoch", ep, "data.index", ix, "seed", seed,
+                        "n_params", np, "batch,seq,grad_accum", bt};
+    struct mni_st_tensor ts[2] = {
+        {.name = "adam.m", .dtype = MNI_ST_F32, .ndim = 1, .shape = {t->m->n_params}, .data = t->adam_m},
+        {.name = "adam.v", .dtype = MNI_ST_F32, .ndim = 1, .shape = {t->m->n_params}, .data = t->adam_v},
+    };
+    enum mnemo_status st = mni_st_write(t->state_path, ts, 2, kv, sizeof(kv) / sizeof(kv[0]) / 2);
+    if (st != MNEMO_OK) return st;
+    return mni_model_save_ex(t->m, t->model_path, extra, 2);
+}
+
+static enum mnemo_status meta_u64(const struct mni_st_file *f, const char *path, const char *key,
+                                  uint64_t *out)
+{
+    const char *v = mni_st_meta(f, key);
+    char *end;
+    errno = 0;
+    unsigned long long x = v ? strtoull(v, &end, 10) : 0;
+    if (!v || errno || end == v || *end)
+        return mni_err(MNEMO_ERR_FORMAT, "train state '%s': bad or missing '%s'", path, key);
+    *out = x;
+    return MNEMO_OK;
+}
+
+static enum mnemo_status load_state(struct trainer *t)
+{
+    struct mni_st_file *f = NULL;
+    enum mnemo_status st = mni_st_open(&f, t->state_path);
+    if (st != MNEMO_OK) return st;
+    uint64_t step = 0, ep = 0, ix = 0, seed = 0, np = 0;
+    const char *kind = mni_st_meta(f, "kind");
+    char bt[64];
+    if (!kind || strcmp(kind, "train_state")) {
+        st = mni_err(MNEMO_ERR_FORMAT, "'%s' is not a mnemo train state", t->state_path);
+        goto out;
+    }
+    if ((st = meta_u64(f, t->state_path, "step", &step)) ||
+        (st = meta_u64(f, t->state_path, "data.epoch", &ep)) ||
+        (st = meta_u64(f, t->state_path, "data.index", &ix)) ||
+        (st = meta_u64(f, t->state_path, "seed", &seed)) ||
+        (st = meta_u64(f, t->state_path, "n_params", &np)))
+        goto out;
+    if (np != t->m->n_params) {
+        st = mni_err(MNEMO_ERR_FORMAT, "train state '%s' is for a model of another size", t->state_path);
+        goto out;
+    }
+    snprintf(bt, sizeof(bt), "%d,%d,%d", t->tc->batch, t->ld.T, t->tc->grad_accum);
+    const char *saved_bt = mni_st_meta(f, "batch,seq,grad_accum");
+    if (seed != t->tc->seed || !saved_bt || strcmp(saved_bt, bt)) {
+        st = mni_err(MNEMO_ERR_ARG,
+                     "resume: seed/batch/seq/grad_accum differ from the saved run (saved seed %llu, "
+                     "batch,seq,grad_accum %s; now %llu, %s): an exact resume needs the same",
+                     (unsigned long long)seed, saved_bt ? saved_bt : "?",
+                     (unsigned long long)t->tc->seed, bt);
+        goto out;
+    }
+    const char *ms = NULL;
+    (void)ms;
+    size_t shape[1] = {t->m->n_params};
+    if ((st = mni_st_read(f, "adam.m", MNI_ST_F32, 1, shape, t->adam_m)) ||
+        (st = mni_st_read(f, "adam.v", MNI_ST_F32, 1, shape, t->adam_v)))
+        goto out;
+    struct mni_loader_pos pos = {ep, ix};
+    if ((st = mni_loader_seek(&t->ld, pos))) goto out;
+    t->step = (int)step;
+out:
+    mni_st_close(f);
+    return st;
+}
+
+/* ---- the loop -------------------------------------------------------------------------------- */
+
+static void log_line(struct trainer *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void log_line(struct trainer *t, const char *fmt, ...)
+{
+    if (!t->log) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(t->log, fmt, ap);
+    va_end(ap);
+    fputc('\n', t->log);
+    fflush(t->log);
+}
+
+enum mnemo_status mnemo_train(struct mnemo_model *m, const struct mnemo_train_config *tc,
+                              mnemo_train_cb cb, void *user)
+{
+    enum mnemo_status st = check_train_config(tc, m->cfg.n_ctx);
+    if (st != MNEMO_OK) return st;
+    if (tc->threads > 0) mni_set_threads(tc->threads);
+    const int T = tc->seq ? tc->seq : m->cfg.n_ctx, B = tc->batch;
+    struct trainer t = {0};
+    t.m = m;
+    t.tc = tc;
+    struct mni_tokens train = {0}, val = {0};
+    uint16_t *x = NULL;
+    snprintf(t.model_path, sizeof(t.model_path), "%s/model.safetensors", tc->out_dir);
+    snprintf(t.state_path, sizeof(t.state_path), "%s/train_state.safetensors", tc->out_dir);
+    snprintf(t.log_path, sizeof(t.log_path), "%s/log.jsonl", tc->out_dir);
+
+    if ((st = mni_tokens_read(&train, tc->train_path))) goto out;
+    if (tc->val_path && (st = mni_tokens_read(&val, tc->val_path))) goto out;
+    if (train.vocab > m->cfg.vocab || (val.tok && val.vocab > m->cfg.vocab)) {
+        st = mni_err(MNEMO_ERR_ARG, "the data's vocabulary (%d) is larger than the model's (%d)",
+                     train.vocab, m->cfg.vocab);
+        goto out;
+    }
+    if ((st = mni_loader_init(&t.ld, train.tok, train.n, T, tc->seed, 0, 1))) goto out;
+    if ((st = mni_model_alloc_grads(m))) goto out;
+    t.adam_m = mni_alloc(mni_mul(m->n_params, sizeof(float)));
+    t.adam_v = mni_alloc(mni_mul(m->n_params, sizeof(float)));
+    x = mni_alloc(mni_mul((size_t)B * T, 2 * sizeof(uint16_t)));
+    if (!t.adam_m || !t.adam_v || !x) {
+        st = mni_err(MNEMO_ERR_NOMEM, "out of memory for the optimizer state");
+        goto out;
+    }
+    uint16_t *y = x + (size_t)B * T;
+    if (tc->resume && (st = load_state(&t))) goto out;
+    if (t.step >= tc->max_steps) {
+        st = mni_err(MNEMO_ERR_ARG, "nothing to do: the run already has %d of max_steps = %d steps",
+                     t.step, tc->max_steps);
+        goto out;
+    }
+    t.log = fopen(t.log_path, tc->resume ? "a" : "w");
+    if (!t.log) {
+        st = mni_err(MNEMO_ERR_IO, "cannot write '%s': %s", t.log_path, strerror(errno));
+        goto out;
+    }
+    log_line(&t, "{\"type\":\"start\",\"step\":%d,\"max_steps\":%d,\"batch\":%d,\"seq\":%d,"
+             "\"grad_accum\":%d,\"n_params\":%zu,\"threads\":%d}",
+             t.step, tc->max_steps, B, T, tc->grad_accum, mnemo_model_n_params(m), mni_get_threads());
+
+    struct mnemo_train_event ev = {0};
+    ev.max_steps = tc->max_steps;
+    ev.step = t.step;
+    ev.kind = MNEMO_TRAIN_EV_START;
+    int stop = cb ? cb(&ev, user) : 0;
+    const double t0 = mni_now();
+    const int first = t.step;
+    double last_val = NAN, t_last = t0;
+    while (!stop && t.step < tc->max_steps) {
+        float lr = lr_at(tc, t.step);
+        mnemo_model_zero_grad(m);
+        double loss_sum = 0;
+        for (int a = 0; a < tc->grad_accum; a++) {
+            mni_loader_next(&t.ld, x, y, B);
+            float loss;
+            if ((st = mnemo_model_forward(m, x, y, B, T, &loss))) goto numeric;
+            if ((st = mnemo_model_backward(m, 1.0f / (float)tc->grad_accum))) goto out;
+            loss_sum += loss;
+        }
+        float loss = (float)(loss_sum / tc->grad_accum);
+        double gn = mni_grad_norm(m);
+        if (!isfinite(gn)) {
+            st = mni_err(MNEMO_ERR_NUMERIC, "the gradient norm is not finite at step %d", t.step + 1);
+            goto numeric;
+        }
+        float clip = (tc->grad_clip > 0 && gn > tc->grad_clip) ? (float)(tc->grad_clip / gn) : 1.0f;
+        mni_adamw_step(m, t.adam_m, t.adam_v, t.step, lr, clip, tc);
+        t.step++;
+
+        double now = mni_now();
+        ev = (struct mnemo_train_event){0};
+        ev.kind = MNEMO_TRAIN_EV_STEP;
+        ev.step = t.step;
+        ev.max_steps = tc->max_steps;
+        ev.loss = loss;
+        ev.lr = lr;
+        ev.grad_norm = (float)gn;
+        ev.tokens_per_s = (double)B * T * tc->grad_accum / (now - t_last);
+        ev.elapsed_s = now - t0;
+        ev.eta_s = (now - t0) / (t.step - first) * (tc->max_steps - t.step);
+        t_last = now;
+        log_line(&t, "{\"type\":\"step\",\"step\":%d,\"loss\":%.6f,\"lr\":%.6g,\"grad_norm\":%.5g,"
+                 "\"tokens_per_s\":%.1f,\"elapsed_s\":%.3f}",
+                 t.step, loss, lr, gn, ev.tokens_per_s, ev.elapsed_s);
+        if (cb && cb(&ev, user)) stop = 1;
+
+        int last = t.step == tc->max_steps || stop;
+        if (val.tok && ((tc->eval_every && t.step % tc->eval_every == 0) || last)) {
+            struct mnemo_eval_result r;
+            uint64_t nwin = last ? 0 : (uint64_t)tc->eval_windows;
+            if ((st = eval_tokens(m, val.tok, val.n, T, B, nwin, &r))) goto numeric;
+            last_val = r.loss;
+            ev.kind = MNEMO_TRAIN_EV_EVAL;
+            ev.val_loss = r.loss;
+            ev.val_bpb = r.bpb;
+            log_line(&t, "{\"type\":\"eval\",\"step\":%d,\"val_loss\":%.6f,\"val_bpb\":%.6f,"
+                     "\"val_tokens\":%llu,\"elapsed_s\":%.3f}",
+                     t.step, r.loss, r.bpb, (unsigned long long)r.tokens, mni_now() - t0);
+            if (cb && cb(&ev, user)) stop = 1;
+            t_last = mni_now(); /* do not count evaluation time as training throughput */
+        }
+        if ((tc->ckpt_every && t.step % tc->ckpt_every == 0) || last || stop) {
+            if ((st = save_all(&t, last_val))) goto out;
+            ev.kind = MNEMO_TRAIN_EV_CKPT;
+            ev.path = t.model_path;
+            log_line(&t, "{\"type\":\"checkpoint\",\"step\":%d,\"path\":\"%s\"}", t.step, t.model_path);
+            if (cb && cb(&ev, user)) stop = 1;
+            t_last = mni_now();
+        }
+    }
+    goto out;
+numeric:
+    if (st == MNEMO_ERR_NUMERIC) {
+        char why[256];
+        snprintf(why, sizeof(why), "%s", mnemo_last_error()); /* mni_err overwrites it */
+        st = mni_err(MNEMO_ERR_NUMERIC, "%s at step %d; training stopped, the last good checkpoint "
+                     "(if any) is kept in '%s' (try a lower lr or stronger grad_clip)",
+                     why, t.step + 1, tc->out_dir);
+    }
+out:
+    if (t.log) fclose(t.log);
+    mni_loader_free(&t.ld);
+    mni_tokens_free(&train);
+    mni_tokens_free(&val);
+    mni_free(t.adam_m);
+    mni_free(t.adam_v);
+    mni_free(x);
+    return st;
+}

@@ -1,0 +1,257 @@
+/*
+ * test_train.c -- token files, the loader, and training: the loss falls on learnable data,
+ * a resumed run equals an uninterrupted one bit for bit, bad files are refused cleanly.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "data.h"
+#include "model.h"
+#include "testutil.h"
+
+static const char *make_dir(const char *name)
+{
+    const char *d = tu_tmp_path(name);
+    mkdir(d, 0777);
+    return d;
+}
+
+static void test_token_file(void **s)
+{
+    (void)s;
+    const char *dir = make_dir("tok");
+    const char *text = "In the beginning God created the heaven and the earth.\n";
+    uint64_t nt, nv;
+    assert_int_equal(mnemo_prepare_text((const unsigned char *)text, strlen(text), dir, 0.1, &nt, &nv), MNEMO_OK);
+    assert_int_equal(nt + nv, strlen(text));
+    assert_int_equal(nv, (uint64_t)ceil(strlen(text) * 0.1));
+    char p[512];
+    snprintf(p, sizeof(p), "%s/val.bin", dir);
+    struct mni_tokens t;
+    assert_int_equal(mni_tokens_read(&t, p), MNEMO_OK);
+    assert_int_equal(t.n, nv);
+    assert_int_equal(t.vocab, 257);
+    for (uint64_t i = 0; i < nv; i++) assert_int_equal(t.tok[i], (unsigned char)text[nt + i]);
+    mni_tokens_free(&t);
+    /* empty input, bad fraction */
+    assert_int_equal(mnemo_prepare_text((const unsigned char *)"", 0, dir, 0.05, NULL, NULL), MNEMO_ERR_ARG);
+    assert_int_equal(mnemo_prepare_text((const unsigned char *)text, 10, dir, 1.5, NULL, NULL), MNEMO_ERR_ARG);
+    /* truncated, corrupted, empty, missing, out-of-range ids */
+    FILE *f = fopen(p, "rb");
+    unsigned char buf[256];
+    size_t n = fread(buf, 1, sizeof(buf), f);
+    fclose(f);
+    char q[512];
+    snprintf(q, sizeof(q), "%s/bad.bin", dir);
+    f = fopen(q, "wb");
+    fwrite(buf, 1, n - 1, f);
+    fclose(f);
+    assert_int_equal(mni_tokens_read(&t, q), MNEMO_ERR_FORMAT);
+    assert_non_null(strstr(mnemo_last_error(), "truncated"));
+    f = fopen(q, "wb");
+    fwrite(buf, 1, 10, f);
+    fclose(f);
+    assert_int_equal(mni_tokens_read(&t, q), MNEMO_ERR_FORMAT);
+    f = fopen(q, "wb");
+    fclose(f);
+    assert_int_equal(mni_tokens_read(&t, q), MNEMO_ERR_FORMAT);
+    buf[0] = 'X';
+    f = fopen(q, "wb");
+    fwrite(buf, 1, n, f);
+    fclose(f);
+    assert_int_equal(mni_tokens_read(&t, q), MNEMO_ERR_FORMAT);
+    buf[0] = 'M';
+    buf[32] = 0xff; /* first token id 0x??ff -> too large? set high byte too */
+    buf[33] = 0x7f;
+    f = fopen(q, "wb");
+    fwrite(buf, 1, n, f);
+    fclose(f);
+    assert_int_equal(mni_tokens_read(&t, q), MNEMO_ERR_FORMAT);
+    assert_non_null(strstr(mnemo_last_error(), "outside the vocabulary"));
+    assert_int_equal(mni_tokens_read(&t, "/nonexistent/x.bin"), MNEMO_ERR_IO);
+}
+
+static void test_loader(void **s)
+{
+    (void)s;
+    uint16_t tok[1000];
+    for (int i = 0; i < 1000; i++) tok[i] = (uint16_t)(i % 256);
+    struct mni_loader a, b;
+    const int T = 16, B = 3;
+    assert_int_equal(mni_loader_init(&a, tok, 1000, T, 42, 0, 1), MNEMO_OK);
+    uint16_t x[48], y[48], x2[48], y2[48];
+    /* every window: BOS first, x shifted from y by one */
+    for (int k = 0; k < 100; k++) {
+        mni_loader_next(&a, x, y, B);
+        for (int w = 0; w < B; w++) {
+            assert_int_equal(x[w * T], MNI_TOK_BOS);
+            for (int t = 1; t < T; t++) assert_int_equal(x[w * T + t], y[w * T + t - 1]);
+        }
+    }
+    /* seeking to a saved position reproduces the stream */
+    struct mni_loader_pos pos = a.pos;
+    mni_loader_next(&a, x, y, B);
+    assert_int_equal(mni_loader_init(&b, tok, 1000, T, 42, 0, 1), MNEMO_OK);
+    assert_int_equal(mni_loader_seek(&b, pos), MNEMO_OK);
+    mni_loader_next(&b, x2, y2, B);
+    assert_memory_equal(x, x2, sizeof(x));
+    assert_memory_equal(y, y2, sizeof(y));
+    mni_loader_free(&a);
+    mni_loader_free(&b);
+    /* two ranks see disjoint windows of the same epoch */
+    assert_int_equal(mni_loader_init(&a, tok, 1000, T, 42, 0, 2), MNEMO_OK);
+    assert_int_equal(mni_loader_init(&b, tok, 1000, T, 42, 1, 2), MNEMO_OK);
+    for (uint64_t i = 0; i < a.n_order; i++)
+        for (uint64_t j = 0; j < b.n_order; j++) assert_int_not_equal(a.order[i], b.order[j]);
+    mni_loader_free(&a);
+    mni_loader_free(&b);
+    assert_int_equal(mni_loader_init(&a, tok, 10, T, 42, 0, 1), MNEMO_ERR_ARG);
+}
+
+/* A small learnable corpus: a repeated sentence. */
+static const char *corpus_dir(void)
+{
+    static char dir[256];
+    if (dir[0]) return dir;
+    snprintf(dir, sizeof(dir), "%s", make_dir("corpus"));
+    char text[8192];
+    size_t n = 0;
+    const char *line = "the quick brown fox jumps over the lazy dog. ";
+    while (n + strlen(line) < sizeof(text)) {
+        memcpy(text + n, line, strlen(line));
+        n += strlen(line);
+    }
+    assert_int_equal(mnemo_prepare_text((const unsigned char *)text, n, dir, 0.1, NULL, NULL), MNEMO_OK);
+    return dir;
+}
+
+static struct mnemo_model *small_model(void)
+{
+    struct mnemo_model_config c;
+    mnemo_model_config_default(&c);
+    c.n_layer = 2;
+    c.d_model = 32;
+    c.n_head = 2;
+    c.n_ctx = 32;
+    struct mnemo_model *m;
+    assert_int_equal(mnemo_model_create(&m, &c), MNEMO_OK);
+    mnemo_model_init(m, 11);
+    return m;
+}
+
+static void train_cfg(struct mnemo_train_config *tc, const char *out, char *tr, char *va)
+{
+    mnemo_train_config_default(tc);
+    snprintf(tr, 512, "%s/train.bin", corpus_dir());
+    snprintf(va, 512, "%s/val.bin", corpus_dir());
+    tc->train_path = tr;
+    tc->val_path = va;
+    tc->out_dir = out;
+    tc->batch = 4;
+    tc->max_steps = 60;
+    tc->warmup = 5;
+    tc->lr = 1e-2f;
+    tc->lr_min = 1e-3f;
+    tc->eval_every = 0;
+    tc->ckpt_every = 0;
+}
+
+static void test_loss_falls(void **s)
+{
+    (void)s;
+    struct mnemo_model *m = small_model();
+    struct mnemo_train_config tc;
+    char tr[512], va[512];
+    train_cfg(&tc, make_dir("run_fall"), tr, va);
+    struct mnemo_eval_result before, after;
+    assert_int_equal(mnemo_eval_file(m, va, 0, 4, 0, &before), MNEMO_OK);
+    assert_int_equal(mnemo_train(m, &tc, NULL, NULL), MNEMO_OK);
+    assert_int_equal(mnemo_eval_file(m, va, 0, 4, 0, &after), MNEMO_OK);
+    printf("val loss %.3f -> %.3f\n", before.loss, after.loss);
+    assert_true(before.loss > 5.0);   /* ~ln(257) at init */
+    assert_true(after.loss < 1.0);    /* a repeated sentence is easy */
+    mnemo_model_free(m);
+}
+
+static int stop_after(const struct mnemo_train_event *ev, void *user)
+{
+    return ev->kind == MNEMO_TRAIN_EV_STEP && ev->step >= *(int *)user;
+}
+
+static void test_exact_resume(void **s)
+{
+    (void)s;
+    char tr[512], va[512], path[600];
+    struct mnemo_train_config tc;
+    /* uninterrupted: 12 steps */
+    struct mnemo_model *a = small_model();
+    train_cfg(&tc, make_dir("run_a"), tr, va);
+    tc.max_steps = 12;
+    tc.ckpt_every = 5;
+    assert_int_equal(mnemo_train(a, &tc, NULL, NULL), MNEMO_OK);
+    /* the same run stopped after 7 steps (as Ctrl-C would), then resumed from disk */
+    struct mnemo_model *b = small_model();
+    const char *dir_b = make_dir("run_b");
+    train_cfg(&tc, dir_b, tr, va);
+    tc.max_steps = 12;
+    tc.ckpt_every = 5;
+    int stop_at = 7;
+    assert_int_equal(mnemo_train(b, &tc, stop_after, &stop_at), MNEMO_OK);
+    mnemo_model_free(b);
+    snprintf(path, sizeof(path), "%s/model.safetensors", dir_b);
+    assert_int_equal(mnemo_model_load(&b, path), MNEMO_OK);
+    assert_string_equal(mnemo_model_meta(b, "train.step"), "7");
+    tc.resume = 1;
+    assert_int_equal(mnemo_train(b, &tc, NULL, NULL), MNEMO_OK);
+    assert_int_equal(a->n_params, b->n_params);
+    assert_memory_equal(a->params, b->params, a->n_params * sizeof(float));
+    /* resuming a finished run is refused; so is a changed batch */
+    assert_int_equal(mnemo_train(b, &tc, NULL, NULL), MNEMO_ERR_ARG);
+    tc.max_steps = 20;
+    tc.batch = 5;
+    assert_int_equal(mnemo_train(b, &tc, NULL, NULL), MNEMO_ERR_ARG);
+    assert_non_null(strstr(mnemo_last_error(), "exact resume"));
+    mnemo_model_free(b);
+    mnemo_model_free(a);
+}
+
+static void test_bad_train_config(void **s)
+{
+    (void)s;
+    struct mnemo_model *m = small_model();
+    struct mnemo_train_config tc;
+    char tr[512], va[512];
+    train_cfg(&tc, make_dir("run_bad"), tr, va);
+    tc.lr = -1;
+    assert_int_equal(mnemo_train(m, &tc, NULL, NULL), MNEMO_ERR_ARG);
+    train_cfg(&tc, make_dir("run_bad"), tr, va);
+    tc.seq = 1000; /* > n_ctx */
+    assert_int_equal(mnemo_train(m, &tc, NULL, NULL), MNEMO_ERR_ARG);
+    train_cfg(&tc, make_dir("run_bad"), tr, va);
+    tc.train_path = "/nonexistent/train.bin";
+    assert_int_equal(mnemo_train(m, &tc, NULL, NULL), MNEMO_ERR_IO);
+    train_cfg(&tc, make_dir("run_bad"), tr, va);
+    tc.lr = 1e30f; /* diverges: must stop with a numeric error, not crash */
+    tc.weight_decay = 0;
+    tc.grad_clip = 0;
+    tc.warmup = 0;
+    enum mnemo_status st = mnemo_train(m, &tc, NULL, NULL);
+    assert_int_equal(st, MNEMO_ERR_NUMERIC);
+    printf("expected error: %s\n", mnemo_last_error());
+    mnemo_model_free(m);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_token_file),
+        cmocka_unit_test(test_loader),
+        cmocka_unit_test(test_loss_falls),
+        cmocka_unit_test(test_exact_resume),
+        cmocka_unit_test(test_bad_train_config),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
