@@ -1,3 +1,49 @@
+/*
+ * main.c -- the mnemo command: dispatches to one subcommand per file (cli/cmd_*.c).
+ */
 #include <stdio.h>
-#include "mnemo.h"
-int main(void) { printf("mnemo %d\n", mnemo_version_num()); return 0; }
+#include <string.h>
+
+#include "cli.h"
+
+static const struct {
+    const char *name;
+    int (*fn)(int, char **);
+    const char *help;
+} commands[] = {
+    {"prepare", cmd_prepare, "turn UTF-8 text files into train/val token files"},
+    {"train", cmd_train, "train a model (JSON config + flags), with validation and checkpoints"},
+    {"eval", cmd_eval, "loss, perplexity and bits per byte of a checkpoint on a token file"},
+    {"generate", cmd_generate, "stream text from a checkpoint (prompt, temperature, top-k/p)"},
+    {"info", cmd_info, "summarise a checkpoint"},
+    {"bench", cmd_bench, "measure training throughput and MFU on this machine"},
+};
+
+static void usage(FILE *f) /* --help */
+{
+    fprintf(f, "usage: mnemo COMMAND [options]   (mnemo COMMAND --help for its options)\n\n"
+               "commands:\n");
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
+    fprintf(f, "\nmnemo %d.%d.%d\n", MNEMO_VERSION_MAJOR, MNEMO_VERSION_MINOR, MNEMO_VERSION_PATCH);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "mnemo: no command given (usage: mnemo COMMAND [options]; try mnemo --help)\n");
+        return 2;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("mnemo %d.%d.%d\n", MNEMO_VERSION_MAJOR, MNEMO_VERSION_MINOR, MNEMO_VERSION_PATCH);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].fn(argc - 2, argv + 2);
+    fprintf(stderr, "mnemo: unknown command '%s' (try mnemo --help)\n", argv[1]);
+    return 2;
+}

@@ -1,0 +1,44 @@
+/*
+ * cli.h -- shared pieces of the mnemo command: option tables (flags and JSON config files
+ * driven by the same table), error reporting, and the subcommand entry points.
+ * Only cli/ prints and exits; the library returns statuses.
+ */
+#ifndef MNEMO_CLI_H
+#define MNEMO_CLI_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mnemo.h"
+
+enum opt_type { OPT_INT, OPT_FLOAT, OPT_STR, OPT_BOOL, OPT_U64 };
+
+struct opt {
+    const char *name;   /* flag without the leading dashes; also the JSON key */
+    enum opt_type type;
+    void *ptr;          /* int*, float*, const char**, int* (bool), uint64_t* */
+    const char *help;
+};
+
+/* Parses argv[first..] against opts: "--name value", "--name=value", "--flag" for booleans,
+ * and "--config FILE" (a JSON object whose keys are option names; flags given on the command
+ * line override it). Non-option arguments go to pos[] (at most max_pos). Prints one error
+ * line and exits 2 on any bad argument; prints help and exits 0 on --help. */
+void cli_parse(const char *cmd, const char *usage, int argc, char **argv, const struct opt *opts,
+               size_t n_opts, const char **pos, int *n_pos, int max_pos);
+/* One error line "mnemo CMD: message" (+ the library's detail) and exit 1. */
+_Noreturn void cli_fail(const char *cmd, enum mnemo_status st, const char *what);
+_Noreturn void cli_die(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* mkdir -p; 0 on success */
+int cli_mkdir_p(const char *path);
+/* "1:02:03" or "2:03" */
+void cli_fmt_duration(char *buf, size_t n, double seconds);
+
+int cmd_prepare(int argc, char **argv);
+int cmd_train(int argc, char **argv);
+int cmd_eval(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+
+#endif

@@ -1,0 +1,46 @@
+/*
+ * cmd_bench.c -- mnemo bench: training throughput and MFU of a model shape on this machine
+ * (random tokens; MFU against the sgemm rate measured in the same run, same threads).
+ * bench/train adds the PyTorch comparison.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+int cmd_bench(int argc, char **argv)
+{
+    struct mnemo_model_config mc;
+    mnemo_model_config_default(&mc);
+    mc.vocab = 256;
+    int B = 8, steps = 10, warmup = 2, threads = 2;
+    const char *attn = "dense";
+    const struct opt opts[] = {
+        {"n_layer", OPT_INT, &mc.n_layer, "transformer blocks"},
+        {"d_model", OPT_INT, &mc.d_model, "model width"},
+        {"n_head", OPT_INT, &mc.n_head, "attention heads"},
+        {"n_ctx", OPT_INT, &mc.n_ctx, "window length T"},
+        {"vocab", OPT_INT, &mc.vocab, "vocabulary"},
+        {"attn", OPT_STR, &attn, "attention kind"},
+        {"batch", OPT_INT, &B, "windows per step"},
+        {"steps", OPT_INT, &steps, "timed steps (the median is reported)"},
+        {"warmup", OPT_INT, &warmup, "untimed steps first"},
+        {"threads", OPT_INT, &threads, "threads"},
+    };
+    const char *pos[1];
+    int n_pos;
+    cli_parse("bench", "[options]", argc, argv, opts, sizeof(opts) / sizeof(opts[0]), pos, &n_pos, 0);
+    if (threads < 1) cli_die("bench", "--threads must be >= 1");
+    mc.attn_kind = mnemo_attn_kind_from_name(attn);
+    if (mc.attn_kind < 0) cli_die("bench", "--attn '%s': unknown attention kind", attn);
+    mnemo_set_threads(threads);
+    double sg = mnemo_bench_sgemm(1024, 5);
+    struct mnemo_bench_result r;
+    enum mnemo_status st = mnemo_bench_train(&mc, B, mc.n_ctx, steps, warmup, &r);
+    if (st != MNEMO_OK) cli_fail("bench", st, "benchmark failed");
+    printf("bench: L=%d d=%d H=%d T=%d B=%d V=%d, %s attention, %d threads\n", mc.n_layer,
+           mc.d_model, mc.n_head, mc.n_ctx, B, mc.vocab, attn, threads);
+    printf("  %.0f tokens/s | %.1f ms/step | %.1f GFLOP/s model | sgemm %.1f GFLOP/s | MFU %.1f%%\n",
+           r.tokens_per_s, r.step_s * 1e3, r.achieved_gflops, sg, 100.0 * r.achieved_gflops / sg);
+    return 0;
+}

@@ -1,0 +1,39 @@
+/*
+ * cmd_eval.c -- mnemo eval: loss, perplexity and bits per byte of a checkpoint on a token file.
+ */
+#include <stdio.h>
+
+#include "cli.h"
+
+int cmd_eval(int argc, char **argv)
+{
+    const char *model = NULL, *data = NULL;
+    int seq = 0, batch = 8, threads = 0;
+    uint64_t max_windows = 0;
+    const struct opt opts[] = {
+        {"model", OPT_STR, &model, "checkpoint (model.safetensors)"},
+        {"data", OPT_STR, &data, "token file to score (e.g. data/kjv/val.bin)"},
+        {"seq", OPT_INT, &seq, "window length (0 = the model's n_ctx)"},
+        {"batch", OPT_INT, &batch, "windows per forward pass"},
+        {"max_windows", OPT_U64, &max_windows, "score at most this many windows (0 = all)"},
+        {"threads", OPT_INT, &threads, "threads (0 = default)"},
+    };
+    const char *pos[2];
+    int n_pos;
+    cli_parse("eval", "--model CKPT --data TOKENS [options]", argc, argv, opts,
+              sizeof(opts) / sizeof(opts[0]), pos, &n_pos, 0);
+    if (!model) cli_die("eval", "no checkpoint: give --model FILE");
+    if (!data) cli_die("eval", "no data: give --data FILE (a token file from mnemo prepare)");
+    if (threads < 0) cli_die("eval", "--threads must be >= 0");
+    if (threads > 0) mnemo_set_threads(threads);
+    struct mnemo_model *m;
+    enum mnemo_status st = mnemo_model_load(&m, model);
+    if (st != MNEMO_OK) cli_fail("eval", st, "cannot load the checkpoint");
+    struct mnemo_eval_result r;
+    st = mnemo_eval_file(m, data, seq, batch, max_windows, &r);
+    if (st != MNEMO_OK) cli_fail("eval", st, "evaluation failed");
+    printf("eval: %s on %s: %llu tokens | loss %.4f nats/token | perplexity %.3f | %.4f bits/byte\n",
+           model, data, (unsigned long long)r.tokens, r.loss, r.ppl, r.bpb);
+    mnemo_model_free(m);
+    return 0;
+}

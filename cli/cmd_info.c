@@ -1,0 +1,34 @@
+/*
+ * cmd_info.c -- mnemo info: what a checkpoint holds.
+ */
+#include <stdio.h>
+
+#include "cli.h"
+
+int cmd_info(int argc, char **argv)
+{
+    const struct opt opts[] = {{"_", OPT_BOOL, NULL, ""}};
+    const char *pos[1];
+    int n_pos;
+    cli_parse("info", "CHECKPOINT", argc, argv, opts, 0, pos, &n_pos, 1);
+    if (n_pos != 1) cli_die("info", "give one checkpoint file");
+    struct mnemo_model *m;
+    enum mnemo_status st = mnemo_model_load(&m, pos[0]);
+    if (st != MNEMO_OK) cli_fail("info", st, "cannot load the checkpoint");
+    const struct mnemo_model_config *c = mnemo_model_get_config(m);
+    printf("checkpoint   %s\n", pos[0]);
+    printf("parameters   %zu (%.2fM)\n", mnemo_model_n_params(m), (double)mnemo_model_n_params(m) / 1e6);
+    printf("layers       %d\nd_model      %d\nheads        %d (head dim %d)\nn_ctx        %d\n",
+           c->n_layer, c->d_model, c->n_head, c->d_model / c->n_head, c->n_ctx);
+    printf("vocab        %d (padded %d), byte tokenizer + BOS\n", c->vocab, c->vocab_padded);
+    printf("positions    %s", c->pos == MNEMO_POS_ROPE ? "rope" : "learned");
+    if (c->pos == MNEMO_POS_ROPE) printf(" (theta %g)", (double)c->rope_theta);
+    printf("\nattention    %s\n", mnemo_attn_kind_name(c->attn_kind));
+    const char *keys[] = {"train.step", "train.val_loss"};
+    for (int i = 0; i < 2; i++) {
+        const char *v = mnemo_model_meta(m, keys[i]);
+        if (v) printf("%-12s %s\n", keys[i], v);
+    }
+    mnemo_model_free(m);
+    return 0;
+}

@@ -1,0 +1,143 @@
+/*
+ * cmd_train.c -- mnemo train: a model config and a training config from a JSON file and/or
+ * flags; progress lines on stderr, the JSON Lines log in the output directory, Ctrl-C stops
+ * cleanly after writing a checkpoint.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+static volatile sig_atomic_t interrupted;
+static void on_sigint(int sig)
+{
+    (void)sig;
+    interrupted = 1;
+}
+
+struct progress {
+    int every;      /* print a step line every this many steps */
+    int tty;
+    const struct mnemo_model *m;
+};
+
+static int on_event(const struct mnemo_train_event *ev, void *user)
+{
+    struct progress *p = user;
+    char el[32], eta[32];
+    switch (ev->kind) {
+    case MNEMO_TRAIN_EV_START:
+    {
+        /* printed once the data and config have been checked, so errors stay one line */
+        const struct mnemo_model_config *c = mnemo_model_get_config(p->m);
+        fprintf(stderr, "model: %d layers, d_model %d, %d heads, n_ctx %d, %s positions, %s "
+                "attention, %.2fM parameters\n", c->n_layer, c->d_model, c->n_head, c->n_ctx,
+                c->pos == MNEMO_POS_ROPE ? "rope" : "learned", mnemo_attn_kind_name(c->attn_kind),
+                (double)mnemo_model_n_params(p->m) / 1e6);
+        fprintf(stderr, "train: starting at step %d of %d\n", ev->step, ev->max_steps);
+        break;
+    }
+        break;
+    case MNEMO_TRAIN_EV_STEP:
+        if (ev->step % p->every == 0 || ev->step == ev->max_steps || ev->step == 1) {
+            cli_fmt_duration(el, sizeof(el), ev->elapsed_s);
+            cli_fmt_duration(eta, sizeof(eta), ev->eta_s);
+            fprintf(stderr, "step %6d/%d | loss %.4f | lr %.2e | norm %.3f | %7.0f tok/s | %s elapsed | eta %s\n",
+                    ev->step, ev->max_steps, (double)ev->loss, (double)ev->lr,
+                    (double)ev->grad_norm, ev->tokens_per_s, el, eta);
+        }
+        break;
+    case MNEMO_TRAIN_EV_EVAL:
+        fprintf(stderr, "eval  %6d/%d | val loss %.4f | val %.4f bits/byte\n", ev->step,
+                ev->max_steps, ev->val_loss, ev->val_bpb);
+        break;
+    case MNEMO_TRAIN_EV_CKPT:
+        fprintf(stderr, "checkpoint %s (step %d)\n", ev->path, ev->step);
+        break;
+    }
+    return interrupted != 0;
+}
+
+int cmd_train(int argc, char **argv)
+{
+    struct mnemo_model_config mc;
+    struct mnemo_train_config tc;
+    mnemo_model_config_default(&mc);
+    mnemo_train_config_default(&tc);
+    const char *pos = "rope", *attn = "dense", *init = NULL;
+    tc.out_dir = "runs/default";
+    int print_every = 10;
+    const struct opt opts[] = {
+        {"train", OPT_STR, &tc.train_path, "training token file (from mnemo prepare)"},
+        {"val", OPT_STR, &tc.val_path, "validation token file"},
+        {"out", OPT_STR, &tc.out_dir, "output directory (checkpoint, train state, log.jsonl)"},
+        {"resume", OPT_BOOL, &tc.resume, "continue the run in --out exactly where it stopped"},
+        {"init", OPT_STR, &init, "start from this checkpoint's weights (fresh optimizer)"},
+        {"n_layer", OPT_INT, &mc.n_layer, "transformer blocks"},
+        {"d_model", OPT_INT, &mc.d_model, "model width"},
+        {"n_head", OPT_INT, &mc.n_head, "attention heads"},
+        {"n_ctx", OPT_INT, &mc.n_ctx, "context (training window) length"},
+        {"pos", OPT_STR, &pos, "positions: rope or learned"},
+        {"rope_theta", OPT_FLOAT, &mc.rope_theta, "RoPE base"},
+        {"attn", OPT_STR, &attn, "attention kind: dense"},
+        {"batch", OPT_INT, &tc.batch, "windows per micro-batch"},
+        {"seq", OPT_INT, &tc.seq, "window length (0 = n_ctx)"},
+        {"grad_accum", OPT_INT, &tc.grad_accum, "micro-batches per optimizer step"},
+        {"steps", OPT_INT, &tc.max_steps, "optimizer steps"},
+        {"warmup", OPT_INT, &tc.warmup, "linear warmup steps"},
+        {"lr", OPT_FLOAT, &tc.lr, "peak learning rate"},
+        {"lr_min", OPT_FLOAT, &tc.lr_min, "final learning rate (cosine decay)"},
+        {"weight_decay", OPT_FLOAT, &tc.weight_decay, "AdamW weight decay on matrices"},
+        {"beta1", OPT_FLOAT, &tc.beta1, "AdamW beta1"},
+        {"beta2", OPT_FLOAT, &tc.beta2, "AdamW beta2"},
+        {"eps", OPT_FLOAT, &tc.eps, "AdamW epsilon"},
+        {"grad_clip", OPT_FLOAT, &tc.grad_clip, "clip the global gradient norm (0 = off)"},
+        {"eval_every", OPT_INT, &tc.eval_every, "steps between validations (0 = at the end)"},
+        {"eval_windows", OPT_INT, &tc.eval_windows, "windows per periodic validation (0 = all)"},
+        {"ckpt_every", OPT_INT, &tc.ckpt_every, "steps between checkpoints (0 = at the end)"},
+        {"seed", OPT_U64, &tc.seed, "random seed (initialisation and data order)"},
+        {"threads", OPT_INT, &tc.threads, "threads (0 = OMP_NUM_THREADS or all cores)"},
+        {"print_every", OPT_INT, &print_every, "steps between progress lines"},
+    };
+    const char *rest[1];
+    int n_rest;
+    cli_parse("train", "[--config FILE] [options]", argc, argv, opts, sizeof(opts) / sizeof(opts[0]),
+              rest, &n_rest, 0);
+    if (!tc.train_path) cli_die("train", "no training data: give --train FILE (made by mnemo prepare)");
+    if (print_every < 1) cli_die("train", "--print_every must be >= 1");
+    if (!strcmp(pos, "rope")) mc.pos = MNEMO_POS_ROPE;
+    else if (!strcmp(pos, "learned")) mc.pos = MNEMO_POS_LEARNED;
+    else cli_die("train", "--pos '%s': expected rope or learned", pos);
+    mc.attn_kind = mnemo_attn_kind_from_name(attn);
+    if (mc.attn_kind < 0) cli_die("train", "--attn '%s': unknown attention kind", attn);
+    if (cli_mkdir_p(tc.out_dir) != 0)
+        cli_die("train", "cannot create '%s': %s", tc.out_dir, strerror(errno));
+
+    struct mnemo_model *m = NULL;
+    enum mnemo_status st;
+    char path[4096];
+    if (tc.resume) {
+        snprintf(path, sizeof(path), "%s/model.safetensors", tc.out_dir);
+        if ((st = mnemo_model_load(&m, path)) != MNEMO_OK) cli_fail("train", st, "cannot resume");
+    } else if (init) {
+        if ((st = mnemo_model_load(&m, init)) != MNEMO_OK) cli_fail("train", st, "cannot load --init");
+    } else {
+        if ((st = mnemo_model_create(&m, &mc)) != MNEMO_OK) cli_fail("train", st, "bad model config");
+        mnemo_model_init(m, tc.seed);
+    }
+    struct progress p = {print_every, isatty(2), m};
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_sigint;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    st = mnemo_train(m, &tc, on_event, &p);
+    if (st != MNEMO_OK) cli_fail("train", st, "training failed");
+    if (interrupted) fprintf(stderr, "train: interrupted; resume with --resume --out %s\n", tc.out_dir);
+    mnemo_model_free(m);
+    return interrupted ? 130 : 0;
+}

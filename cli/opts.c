@@ -1,0 +1,233 @@
+/*
+ * opts.c -- one option table serves command-line flags, JSON config files and --help.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sys/stat.h>
+
+#include "cli.h"
+
+int cli_mkdir_p(const char *path)
+{
+    char buf[4096];
+    size_t n = strlen(path);
+    if (n == 0 || n >= sizeof(buf)) return -1;
+    memcpy(buf, path, n + 1);
+    for (size_t i = 1; i <= n; i++)
+        if (buf[i] == '/' || buf[i] == 0) {
+            char c = buf[i];
+            buf[i] = 0;
+            if (mkdir(buf, 0777) != 0 && errno != EEXIST) return -1;
+            buf[i] = c;
+        }
+    return 0;
+}
+
+
+_Noreturn void cli_die(const char *cmd, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "mnemo %s: ", cmd);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    exit(1);
+}
+
+_Noreturn void cli_fail(const char *cmd, enum mnemo_status st, const char *what)
+{
+    const char *detail = mnemo_last_error();
+    fprintf(stderr, "mnemo %s: %s: %s\n", cmd, what, detail[0] ? detail : mnemo_status_str(st));
+    exit(1);
+}
+
+void cli_fmt_duration(char *buf, size_t n, double s)
+{
+    if (!(s >= 0) || s > 1e8) {
+        snprintf(buf, n, "?");
+        return;
+    }
+    long t = (long)(s + 0.5);
+    if (t >= 3600)
+        snprintf(buf, n, "%ld:%02ld:%02ld", t / 3600, t / 60 % 60, t % 60);
+    else
+        snprintf(buf, n, "%ld:%02ld", t / 60, t % 60);
+}
+
+static const char *type_word(enum opt_type t)
+{
+    switch (t) {
+    case OPT_INT: return "INT";
+    case OPT_FLOAT: return "NUM";
+    case OPT_STR: return "STR";
+    case OPT_U64: return "INT";
+    case OPT_BOOL: return "";
+    }
+    return "";
+}
+
+static void print_help(const char *cmd, const char *usage, const struct opt *opts, size_t n)
+{
+    printf("usage: mnemo %s %s\n\n", cmd, usage);
+    printf("options (also accepted as keys of a JSON object given with --config FILE;\n"
+           "flags on the command line override the file):\n");
+    for (size_t i = 0; i < n; i++) {
+        char left[64], def[64] = "";
+        snprintf(left, sizeof(left), "--%s %s", opts[i].name, type_word(opts[i].type));
+        switch (opts[i].type) {
+        case OPT_INT: snprintf(def, sizeof(def), " [%d]", *(int *)opts[i].ptr); break;
+        case OPT_FLOAT: snprintf(def, sizeof(def), " [%g]", (double)*(float *)opts[i].ptr); break;
+        case OPT_U64: snprintf(def, sizeof(def), " [%llu]", (unsigned long long)*(uint64_t *)opts[i].ptr); break;
+        case OPT_STR: {
+            const char *s = *(const char **)opts[i].ptr;
+            if (s) snprintf(def, sizeof(def), " [%s]", s);
+            break;
+        }
+        case OPT_BOOL: break;
+        }
+        printf("  %-26s %s%s\n", left, opts[i].help, def);
+    }
+    printf("  %-26s %s\n", "--config FILE", "read options from a JSON file");
+    printf("  %-26s %s\n", "--help", "show this help");
+}
+
+static const struct opt *find_opt(const struct opt *opts, size_t n, const char *name, size_t len)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strlen(opts[i].name) == len && !strncmp(opts[i].name, name, len)) return &opts[i];
+    /* accept dashes for underscores: --grad-clip == --grad_clip */
+    for (size_t i = 0; i < n; i++) {
+        const char *a = opts[i].name;
+        size_t k = 0;
+        while (k < len && a[k] && (a[k] == name[k] || (a[k] == '_' && name[k] == '-'))) k++;
+        if (k == len && !a[k]) return &opts[i];
+    }
+    return NULL;
+}
+
+static void set_value(const char *cmd, const struct opt *o, const char *v, const char *where)
+{
+    char *end;
+    errno = 0;
+    switch (o->type) {
+    case OPT_INT: {
+        long x = strtol(v, &end, 10);
+        if (errno || end == v || *end || x < -2147483647L || x > 2147483647L)
+            cli_die(cmd, "%s%s: '%s' is not an integer", where, o->name, v);
+        *(int *)o->ptr = (int)x;
+        break;
+    }
+    case OPT_U64: {
+        unsigned long long x = strtoull(v, &end, 10);
+        if (errno || end == v || *end || v[0] == '-')
+            cli_die(cmd, "%s%s: '%s' is not a non-negative integer", where, o->name, v);
+        *(uint64_t *)o->ptr = x;
+        break;
+    }
+    case OPT_FLOAT: {
+        float x = strtof(v, &end);
+        if (errno || end == v || *end || !isfinite(x))
+            cli_die(cmd, "%s%s: '%s' is not a number", where, o->name, v);
+        *(float *)o->ptr = x;
+        break;
+    }
+    case OPT_STR: *(const char **)o->ptr = v; break;
+    case OPT_BOOL:
+        if (!strcmp(v, "1") || !strcmp(v, "true")) *(int *)o->ptr = 1;
+        else if (!strcmp(v, "0") || !strcmp(v, "false")) *(int *)o->ptr = 0;
+        else cli_die(cmd, "%s%s: '%s' is not true/false", where, o->name, v);
+        break;
+    }
+}
+
+static void load_config(const char *cmd, const char *path, const struct opt *opts, size_t n)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) cli_die(cmd, "cannot open config '%s': %s", path, strerror(errno));
+    char *buf = malloc(1 << 20);
+    if (!buf) cli_die(cmd, "out of memory");
+    size_t len = fread(buf, 1, (1 << 20) - 1, f);
+    int big = !feof(f);
+    fclose(f);
+    if (big) cli_die(cmd, "config '%s' is larger than 1 MiB", path);
+    buf[len] = 0;
+    cJSON *root = cJSON_Parse(buf);
+    if (!root || !cJSON_IsObject(root)) {
+        const char *at = cJSON_GetErrorPtr();
+        cli_die(cmd, "config '%s' is not a JSON object%s%.20s%s", path, at ? " (near '" : "",
+                at ? at : "", at ? "')" : "");
+    }
+    char where[600];
+    snprintf(where, sizeof(where), "config '%s': ", path);
+    for (cJSON *it = root->child; it; it = it->next) {
+        if (it->string && it->string[0] == '_') continue; /* "_comment" keys are ignored */
+        const struct opt *o = it->string ? find_opt(opts, n, it->string, strlen(it->string)) : NULL;
+        if (!o) cli_die(cmd, "config '%s': unknown key '%s' (see mnemo %s --help)", path,
+                        it->string ? it->string : "?", cmd);
+        char tmp[64];
+        const char *v = NULL;
+        if (cJSON_IsString(it)) v = strdup(it->valuestring);
+        else if (cJSON_IsBool(it)) v = cJSON_IsTrue(it) ? "true" : "false";
+        else if (cJSON_IsNumber(it)) {
+            if (o->type == OPT_FLOAT) snprintf(tmp, sizeof(tmp), "%.9g", it->valuedouble);
+            else if (it->valuedouble == floor(it->valuedouble) && fabs(it->valuedouble) < 1e18)
+                snprintf(tmp, sizeof(tmp), "%.0f", it->valuedouble);
+            else cli_die(cmd, "%s%s: %g is not an integer", where, o->name, it->valuedouble);
+            v = tmp;
+        } else cli_die(cmd, "%s%s: unsupported value type", where, o->name);
+        if (o->type == OPT_STR && !cJSON_IsString(it))
+            cli_die(cmd, "%s%s: expected a string", where, o->name);
+        set_value(cmd, o, v, where);
+    }
+    cJSON_Delete(root);
+    free(buf);
+}
+
+void cli_parse(const char *cmd, const char *usage, int argc, char **argv, const struct opt *opts,
+               size_t n_opts, const char **pos, int *n_pos, int max_pos)
+{
+    /* pass 1: --help and --config */
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            print_help(cmd, usage, opts, n_opts);
+            exit(0);
+        }
+        if (!strncmp(argv[i], "--config", 8) && (argv[i][8] == 0 || argv[i][8] == '=')) {
+            const char *path = argv[i][8] == '=' ? argv[i] + 9 : (i + 1 < argc ? argv[++i] : NULL);
+            if (!path) cli_die(cmd, "--config needs a file name");
+            load_config(cmd, path, opts, n_opts);
+        }
+    }
+    /* pass 2: everything else */
+    *n_pos = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strncmp(a, "--config", 8) && (a[8] == 0 || a[8] == '=')) {
+            if (a[8] == 0) i++;
+            continue;
+        }
+        if (a[0] == '-' && a[1] == '-' && a[2]) {
+            const char *name = a + 2, *eq = strchr(name, '=');
+            size_t len = eq ? (size_t)(eq - name) : strlen(name);
+            const struct opt *o = find_opt(opts, n_opts, name, len);
+            if (!o) cli_die(cmd, "unknown option '--%.*s' (see mnemo %s --help)", (int)len, name, cmd);
+            const char *v;
+            if (eq) v = eq + 1;
+            else if (o->type == OPT_BOOL) v = "true";
+            else if (i + 1 < argc) v = argv[++i];
+            else cli_die(cmd, "option --%s needs a value", o->name);
+            set_value(cmd, o, v, "--");
+        } else {
+            if (*n_pos >= max_pos) cli_die(cmd, "unexpected argument '%s' (see mnemo %s --help)", a, cmd);
+            pos[(*n_pos)++] = a;
+        }
+    }
+}

@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# CLI behaviour: a small end-to-end run (prepare, train, resume, eval, generate, info) and bad
+# input, which must give one clear error line on stderr and a non-zero exit, never a crash.
+# usage: cli_test.sh PATH/TO/mnemo
+set -u
+MNEMO=$1
+W=$(mktemp -d "${TMPDIR:-/tmp}/mnemo_cli.XXXXXX")
+trap 'rm -rf "$W"' EXIT
+pass=0; fail=0
+
+ok() { pass=$((pass+1)); }
+bad() { fail=$((fail+1)); echo "FAIL: $*"; }
+
+# expect_fail NAME PATTERN CMD...: exit status 1..125, stderr is exactly one line matching PATTERN
+expect_fail() {
+    local name=$1 pat=$2; shift 2
+    "$@" >"$W/out" 2>"$W/err"; local rc=$?
+    local lines; lines=$(wc -l <"$W/err")
+    if [ $rc -eq 0 ] || [ $rc -gt 125 ]; then bad "$name: exit $rc (want 1..125)"; cat "$W/err"; return; fi
+    if [ "$lines" -ne 1 ]; then bad "$name: $lines stderr lines (want 1)"; cat "$W/err"; return; fi
+    if ! grep -q -E -e "$pat" "$W/err"; then bad "$name: stderr does not match /$pat/"; cat "$W/err"; return; fi
+    ok
+}
+expect_ok() {
+    local name=$1; shift
+    if "$@" >"$W/out" 2>"$W/err"; then ok; else bad "$name: exit $?"; cat "$W/err"; fi
+}
+
+# --- a tiny end-to-end run --------------------------------------------------------------------
+for i in $(seq 1 300); do echo "In the beginning God created the heaven and the earth. $i"; done >"$W/text.txt"
+expect_ok "prepare" "$MNEMO" prepare --out "$W/data" "$W/text.txt"
+grep -q "train.bin" "$W/out" || bad "prepare: no summary line"
+TINY=(--n_layer 1 --d_model 32 --n_head 2 --n_ctx 32 --batch 2 --warmup 2 --eval_windows 2 --threads 1)
+expect_ok "train" "$MNEMO" train --train "$W/data/train.bin" --val "$W/data/val.bin" --out "$W/run" \
+    "${TINY[@]}" --steps 4 --ckpt_every 2
+[ -s "$W/run/model.safetensors" ] && [ -s "$W/run/train_state.safetensors" ] || bad "train: no checkpoint"
+grep -q '"type":"step"' "$W/run/log.jsonl" || bad "train: no JSON Lines step record"
+grep -q '"type":"eval"' "$W/run/log.jsonl" || bad "train: no JSON Lines eval record"
+grep -q "tok/s" "$W/err" || bad "train: no progress line"
+expect_ok "resume" "$MNEMO" train --train "$W/data/train.bin" --val "$W/data/val.bin" --out "$W/run" \
+    "${TINY[@]}" --steps 6 --ckpt_every 2 --resume
+grep -q "starting at step 4" "$W/err" || bad "resume: did not continue from step 4"
+printf '{"train": "%s", "out": "%s", "n_layer": 1, "d_model": 32, "n_head": 2, "n_ctx": 32, "batch": 2, "steps": 2, "lr": 0.001}\n' \
+    "$W/data/train.bin" "$W/run2" >"$W/cfg.json"
+expect_ok "train --config" "$MNEMO" train --config "$W/cfg.json" --steps 1
+grep -q "step      1/1" "$W/err" || bad "train --config: flag did not override the file"
+expect_ok "eval" "$MNEMO" eval --model "$W/run/model.safetensors" --data "$W/data/val.bin"
+grep -q "bits/byte" "$W/out" || bad "eval: no bits/byte"
+expect_ok "generate" "$MNEMO" generate --model "$W/run/model.safetensors" --prompt "In the" --n 40 --seed 3
+[ "$(head -c 6 "$W/out")" = "In the" ] || bad "generate: output does not start with the prompt"
+expect_ok "generate greedy" "$MNEMO" generate --model "$W/run/model.safetensors" --n 100 --temperature 0
+expect_ok "info" "$MNEMO" info "$W/run/model.safetensors"
+grep -q "train.step *6" "$W/out" || bad "info: no train.step 6"
+expect_ok "help" "$MNEMO" --help
+for c in prepare train eval generate info bench; do expect_ok "$c --help" "$MNEMO" $c --help; done
+
+# --- bad input -----------------------------------------------------------------------------------
+CK="$W/run/model.safetensors"
+expect_fail "no command" "usage" "$MNEMO"
+expect_fail "unknown command" "unknown command" "$MNEMO" frobnicate
+expect_fail "unknown option" "unknown option" "$MNEMO" train --frobnicate 3
+expect_fail "bad number" "not a number" "$MNEMO" train --train x --lr abc
+expect_fail "bad integer" "not an integer" "$MNEMO" train --train x --n_layer 2.5
+expect_fail "missing value" "needs a value" "$MNEMO" train --train
+expect_fail "no train data" "no training data" "$MNEMO" train --out "$W/r3"
+expect_fail "missing train file" "cannot open token file" "$MNEMO" train --train "$W/nope.bin" --out "$W/r3"
+: >"$W/empty.bin"
+expect_fail "empty token file" "not a mnemo token file" "$MNEMO" train --train "$W/empty.bin" --out "$W/r3"
+head -c 1000 "$W/data/train.bin" >"$W/trunc.bin"
+expect_fail "truncated token file" "truncated or corrupt" "$MNEMO" train --train "$W/trunc.bin" --out "$W/r3"
+expect_fail "impossible config" "n_head" "$MNEMO" train --train "$W/data/train.bin" --out "$W/r3" --n_head 3
+expect_fail "zero layers" "n_layer" "$MNEMO" train --train "$W/data/train.bin" --out "$W/r3" --n_layer 0
+expect_fail "negative lr" "lr" "$MNEMO" train --train "$W/data/train.bin" --out "$W/r3" "${TINY[@]}" --lr -1
+expect_fail "seq > n_ctx" "seq" "$MNEMO" train --train "$W/data/train.bin" --out "$W/r3" "${TINY[@]}" --seq 64
+expect_fail "bad pos" "rope or learned" "$MNEMO" train --train "$W/data/train.bin" --pos sinus
+expect_fail "bad attn" "unknown attention kind" "$MNEMO" train --train "$W/data/train.bin" --attn magic
+expect_fail "missing config" "cannot open config" "$MNEMO" train --config "$W/none.json"
+echo '{"lr": 0.1,' >"$W/broken.json"
+expect_fail "broken config" "not a JSON object" "$MNEMO" train --config "$W/broken.json"
+echo '{"learning_rate": 0.1}' >"$W/unknown.json"
+expect_fail "unknown config key" "unknown key" "$MNEMO" train --config "$W/unknown.json"
+expect_fail "resume without run" "cannot resume" "$MNEMO" train --train "$W/data/train.bin" --out "$W/empty_run" --resume
+# token ids out of the model's range: a token file claiming vocabulary 300 with id 280
+python3 - "$W/big.bin" <<'PY' 2>/dev/null || printf 'MNEMOTOK\x01\x00\x00\x00\x02\x00\x00\x00\x2c\x01\x00\x00\x00\x00\x00\x00\x40\x00\x00\x00\x00\x00\x00\x00' >"$W/big.bin"
+import struct, sys
+toks = [65] * 63 + [280]
+open(sys.argv[1], "wb").write(b"MNEMOTOK" + struct.pack("<IIIIQ", 1, 2, 300, 0, len(toks)) + struct.pack("<%dH" % len(toks), *toks))
+PY
+expect_fail "vocab too large" "vocabulary" "$MNEMO" eval --model "$CK" --data "$W/big.bin"
+expect_fail "eval missing model" "cannot open|No such file" "$MNEMO" eval --model "$W/none.safetensors" --data "$W/data/val.bin"
+expect_fail "eval no data" "no data" "$MNEMO" eval --model "$CK"
+head -c 5000 "$CK" >"$W/trunc.safetensors"
+expect_fail "truncated checkpoint" "checkpoint|safetensors|truncated|header" "$MNEMO" eval --model "$W/trunc.safetensors" --data "$W/data/val.bin"
+{ printf '\x20\x00\x00\x00\x00\x00\x00\x00'; printf '{"a": {"dtype": "F32", "shape"  '; } >"$W/corrupt.safetensors"
+expect_fail "corrupt header" "header|JSON" "$MNEMO" info "$W/corrupt.safetensors"
+expect_fail "not a checkpoint" "safetensors|header|checkpoint" "$MNEMO" info "$W/text.txt"
+expect_fail "info no file" "give one checkpoint" "$MNEMO" info
+expect_fail "generate bad top_p" "top_p" "$MNEMO" generate --model "$CK" --top_p 2
+expect_fail "generate negative n" "--n" "$MNEMO" generate --model "$CK" --n -5
+: >"$W/empty.txt"
+expect_fail "prepare empty" "empty" "$MNEMO" prepare --out "$W/d2" "$W/empty.txt"
+expect_fail "prepare directory" "directory" "$MNEMO" prepare --out "$W/d2" "$W"
+expect_fail "prepare missing" "cannot open" "$MNEMO" prepare --out "$W/d2" "$W/none.txt"
+expect_fail "prepare no files" "no input files" "$MNEMO" prepare --out "$W/d2"
+expect_fail "prepare bad frac" "val_frac" "$MNEMO" prepare --out "$W/d2" --val_frac 1.5 "$W/text.txt"
+# the last good checkpoint survives a failed run in the same directory
+cp "$CK" "$W/keep.safetensors"
+"$MNEMO" train --train "$W/data/train.bin" --out "$W/run" "${TINY[@]}" --lr 1e30 --warmup 0 --grad_clip 0 --weight_decay 0 --steps 3 >/dev/null 2>&1
+cmp -s "$CK" "$W/keep.safetensors" || bad "a diverged run replaced the last good checkpoint"
+[ $? -eq 0 ] && ok
+
+echo "$pass passed, $fail failed"
+[ $fail -eq 0 ]
