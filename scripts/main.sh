@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The main job on a fresh Debian 12 machine: install what is needed, build, prepare the King
+# James Bible corpus, train the default model (configs/kjv.json), evaluate it on the held-out
+# 5%, and print a generated sample. Re-running skips the steps already done except training.
+# usage: scripts/main.sh [extra flags for mnemo train]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+jobs=$(nproc 2>/dev/null || echo 2)
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build -j"$jobs" >/dev/null
+if [ ! -s data/kjv/train.bin ] || [ ! -s data/kjv/val.bin ]; then
+    bible -f "Gen1:1-Rev22:21" | ./build/mnemo prepare --out data/kjv -
+fi
+./build/mnemo train --config configs/kjv.json "$@"
+./build/mnemo eval --model runs/kjv/model.safetensors --data data/kjv/val.bin
+echo "== sample"
+./build/mnemo generate --model runs/kjv/model.safetensors --prompt "And God said" --n 400 --seed 7

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what is missing (scripts/setup.sh), builds in Release and runs
+# every test (unit tests, CLI behaviour, PyTorch reference checks), then builds the unit tests
+# with AddressSanitizer + UndefinedBehaviorSanitizer and runs them again.
+# usage: scripts/test.sh            (from the repository root or anywhere)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+jobs=$(nproc 2>/dev/null || echo 2)
+
+echo "== Release build and tests"
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DMNEMO_WERROR=ON >/dev/null
+cmake --build build -j"$jobs" >/dev/null
+(cd build && OMP_NUM_THREADS=2 ctest --output-on-failure)
+
+echo "== ASan + UBSan build and unit tests"
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DMNEMO_SANITIZE=ON -DMNEMO_BUILD_BENCH=OFF \
+      -DMNEMO_WERROR=ON >/dev/null
+cmake --build build-asan -j"$jobs" >/dev/null
+# OpenMP's runtime keeps thread pools alive at exit; leak checking would report them.
+(cd build-asan && ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1 OMP_NUM_THREADS=2 \
+    ctest --output-on-failure -E '^(ref_|st_compat)')
