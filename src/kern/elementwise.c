@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "kern.h"
+#include "vmath.h"
 
 #define LN_EPS 1e-5f
 
@@ -121,36 +122,85 @@ void mni_layernorm_bwd_ref(float *dinp, float *dw, float *db, const float *dout,
 #define GELU_K 0.7978845608028654f /* sqrt(2/pi) */
 #define GELU_A 0.044715f
 
-/* tanh through exp of a clamped argument: vectorises (tanhf does not) and is exact to ~1 ulp
- * of float for the range that matters; |u| > 9 saturates to +-1 in float anyway. */
-static inline float fast_tanh(float u)
+/* tanh(u) = 1 - 2 / (e^{2u} + 1), with the project's exp (vmath.h); |u| is clamped at 9,
+ * where tanh is 1 to float precision. The scalar and AVX2 forms compute the same expression. */
+static inline float tanh_s(float u)
 {
     u = u > 9.0f ? 9.0f : (u < -9.0f ? -9.0f : u);
-    float e = expf(2.0f * u);
-    return (e - 1.0f) / (e + 1.0f);
+    return 1.0f - 2.0f / (mni_exp2f(2.0f * MNI_LOG2E * u) + 1.0f);
 }
 
-void mni_gelu_fwd(float *out, const float *inp, size_t n)
+#if MNI_HAVE_AVX2
+static inline __m256 tanh_ps(__m256 u)
 {
-#pragma omp parallel for simd schedule(static)
-    for (size_t i = 0; i < n; i++) {
+    u = _mm256_min_ps(_mm256_max_ps(u, _mm256_set1_ps(-9.0f)), _mm256_set1_ps(9.0f));
+    __m256 e = mni_exp2_ps(_mm256_mul_ps(u, _mm256_set1_ps(2.0f * MNI_LOG2E)));
+    __m256 one = _mm256_set1_ps(1.0f);
+    return _mm256_sub_ps(one, _mm256_div_ps(_mm256_set1_ps(2.0f), _mm256_add_ps(e, one)));
+}
+#endif
+
+/* GELU over [i0, i1): the vector body and the scalar tail. */
+static void gelu_fwd_range(float *out, const float *inp, size_t i0, size_t i1)
+{
+    size_t i = i0;
+#if MNI_HAVE_AVX2
+    const __m256 k = _mm256_set1_ps(GELU_K), a = _mm256_set1_ps(GELU_A), h = _mm256_set1_ps(0.5f);
+    for (; i + 8 <= i1; i += 8) {
+        __m256 x = _mm256_loadu_ps(inp + i);
+        __m256 x3 = _mm256_mul_ps(_mm256_mul_ps(x, x), x);
+        __m256 t = tanh_ps(_mm256_mul_ps(k, _mm256_fmadd_ps(a, x3, x)));
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_mul_ps(h, x), _mm256_add_ps(_mm256_set1_ps(1.0f), t)));
+    }
+#endif
+    for (; i < i1; i++) {
         float x = inp[i];
-        float t = fast_tanh(GELU_K * (x + GELU_A * x * x * x));
+        float t = tanh_s(GELU_K * (x + GELU_A * x * x * x));
         out[i] = 0.5f * x * (1.0f + t);
     }
 }
 
-void mni_gelu_bwd(float *dinp, const float *inp, const float *dout, size_t n)
+static void gelu_bwd_range(float *dinp, const float *inp, const float *dout, size_t i0, size_t i1)
 {
     /* forward: y = 0.5 x (1 + tanh(u)), u = k (x + a x^3)
      * dy/dx = 0.5 (1 + tanh u) + 0.5 x (1 - tanh^2 u) k (1 + 3 a x^2) */
-#pragma omp parallel for simd schedule(static)
-    for (size_t i = 0; i < n; i++) {
+    size_t i = i0;
+#if MNI_HAVE_AVX2
+    const __m256 k = _mm256_set1_ps(GELU_K), a = _mm256_set1_ps(GELU_A), h = _mm256_set1_ps(0.5f);
+    const __m256 one = _mm256_set1_ps(1.0f), a3 = _mm256_set1_ps(3.0f * GELU_A);
+    for (; i + 8 <= i1; i += 8) {
+        __m256 x = _mm256_loadu_ps(inp + i);
+        __m256 x2 = _mm256_mul_ps(x, x);
+        __m256 t = tanh_ps(_mm256_mul_ps(k, _mm256_fmadd_ps(_mm256_mul_ps(a, x2), x, x)));
+        __m256 sech2 = _mm256_fnmadd_ps(t, t, one);
+        __m256 g = _mm256_mul_ps(h, _mm256_add_ps(one, t));
+        __m256 r = _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(h, x), sech2),
+                                 _mm256_mul_ps(k, _mm256_fmadd_ps(a3, x2, one)));
+        _mm256_storeu_ps(dinp + i, _mm256_mul_ps(_mm256_add_ps(g, r), _mm256_loadu_ps(dout + i)));
+    }
+#endif
+    for (; i < i1; i++) {
         float x = inp[i];
-        float t = fast_tanh(GELU_K * (x + GELU_A * x * x * x));
+        float t = tanh_s(GELU_K * (x + GELU_A * x * x * x));
         float g = 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * GELU_K * (1.0f + 3.0f * GELU_A * x * x);
         dinp[i] = g * dout[i];
     }
+}
+
+#define GELU_CHUNK 4096
+
+void mni_gelu_fwd(float *out, const float *inp, size_t n)
+{
+#pragma omp parallel for schedule(static)
+    for (size_t c = 0; c < n; c += GELU_CHUNK)
+        gelu_fwd_range(out, inp, c, c + GELU_CHUNK < n ? c + GELU_CHUNK : n);
+}
+
+void mni_gelu_bwd(float *dinp, const float *inp, const float *dout, size_t n)
+{
+#pragma omp parallel for schedule(static)
+    for (size_t c = 0; c < n; c += GELU_CHUNK)
+        gelu_bwd_range(dinp, inp, dout, c, c + GELU_CHUNK < n ? c + GELU_CHUNK : n);
 }
 
 void mni_gelu_fwd_ref(float *out, const float *inp, size_t n)
@@ -173,6 +223,37 @@ void mni_gelu_bwd_ref(float *dinp, const float *inp, const float *dout, size_t n
 
 /* ---- softmax + cross-entropy ------------------------------------------------------------- */
 
+/* One row: max, sum of exp, and (if d) the normalised probabilities written to d. */
+static float xent_row(float *d, const float *z, size_t V, float *lse_out)
+{
+    size_t v = 0;
+    float mx = -INFINITY;
+#if MNI_HAVE_AVX2
+    __m256 vm = _mm256_set1_ps(-INFINITY);
+    for (; v + 8 <= V; v += 8) vm = _mm256_max_ps(vm, _mm256_loadu_ps(z + v));
+    mx = mni_hmax_ps(vm);
+#endif
+    for (; v < V; v++) mx = z[v] > mx ? z[v] : mx;
+    float s = 0.0f;
+    v = 0;
+#if MNI_HAVE_AVX2
+    __m256 vs = _mm256_setzero_ps(), vmx = _mm256_set1_ps(mx);
+    for (; v + 8 <= V; v += 8) {
+        __m256 e = mni_exp_ps(_mm256_sub_ps(_mm256_loadu_ps(z + v), vmx));
+        if (d) _mm256_storeu_ps(d + v, e);
+        vs = _mm256_add_ps(vs, e);
+    }
+    s = mni_hsum_ps(vs);
+#endif
+    for (; v < V; v++) {
+        float e = mni_expf(z[v] - mx);
+        if (d) d[v] = e;
+        s += e;
+    }
+    *lse_out = mx + logf(s);
+    return s;
+}
+
 double mni_xent_fwd_bwd(float *dlogits, float *losses, const float *logits,
                         const uint16_t *targets, float dscale, size_t N, size_t V, size_t Vp)
 {
@@ -180,21 +261,16 @@ double mni_xent_fwd_bwd(float *dlogits, float *losses, const float *logits,
 #pragma omp parallel for schedule(static) reduction(+ : total)
     for (size_t n = 0; n < N; n++) {
         const float *z = logits + n * Vp; /* (Vp) */
-        float mx = -INFINITY;
-        for (size_t v = 0; v < V; v++) mx = z[v] > mx ? z[v] : mx;
-        float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-        for (size_t v = 0; v < V; v++) s += expf(z[v] - mx);
-        float lse = mx + logf(s);
-        float loss = lse - z[targets[n]];
+        size_t tgt = targets[n];
+        float zt = z[tgt], lse;
+        float *d = dlogits ? dlogits + n * Vp : NULL;
+        float s = xent_row(d, z, V, &lse); /* d holds exp(z - max) (d may alias z) */
+        float loss = lse - zt;
         if (losses) losses[n] = loss;
         total += loss;
-        if (dlogits) {
-            float *d = dlogits + n * Vp;
-            size_t tgt = targets[n];
-            float inv = 1.0f / s;
-#pragma omp simd
-            for (size_t v = 0; v < V; v++) d[v] = expf(z[v] - mx) * inv * dscale;
+        if (d) {
+            float scale = dscale / s;
+            for (size_t v = 0; v < V; v++) d[v] *= scale;
             d[tgt] -= dscale;
             for (size_t v = V; v < Vp; v++) d[v] = 0.0f;
         }
