@@ -325,17 +325,15 @@ enum mnemo_status mni_layer_forward(const struct mnemo_model *m, int l, struct m
     enum mnemo_status st = fn(ctx, a, l);
     if (st != MNEMO_OK) return st;
     /* res_mid = res + atty W_O^T + b_O */
-    mni_matmul_fwd(a->res_mid, a->atty, mni_model_param(m, MNI_P_PROJW, l),
-                   mni_model_param(m, MNI_P_PROJB, l), N, C, C);
-    for (size_t i = 0; i < N * C; i++) a->res_mid[i] += a->res[i];
+    mni_matmul_fwd_res(a->res_mid, a->atty, mni_model_param(m, MNI_P_PROJW, l),
+                       mni_model_param(m, MNI_P_PROJB, l), a->res, N, C, C);
     mni_layernorm_fwd(a->ln2, a->ln2_mean, a->ln2_rstd, a->res_mid,
                       mni_model_param(m, MNI_P_LN2W, l), mni_model_param(m, MNI_P_LN2B, l), N, C);
     mni_matmul_fwd(a->fch, a->ln2, mni_model_param(m, MNI_P_FCW, l),
                    mni_model_param(m, MNI_P_FCB, l), N, C, 4 * C);
     mni_gelu_fwd(a->fch_gelu, a->fch, N * 4 * C);
-    mni_matmul_fwd(res_out, a->fch_gelu, mni_model_param(m, MNI_P_FCPW, l),
-                   mni_model_param(m, MNI_P_FCPB, l), N, 4 * C, C);
-    for (size_t i = 0; i < N * C; i++) res_out[i] += a->res_mid[i];
+    mni_matmul_fwd_res(res_out, a->fch_gelu, mni_model_param(m, MNI_P_FCPW, l),
+                       mni_model_param(m, MNI_P_FCPB, l), a->res_mid, N, 4 * C, C);
     return MNEMO_OK;
 }
 
@@ -479,16 +477,21 @@ enum mnemo_status mnemo_model_backward(struct mnemo_model *m, float grad_scale)
                           a->res, mni_model_param(m, MNI_P_LN1W, l), a->ln1_mean, a->ln1_rstd,
                           N, C);
     }
-    /* h0 = wte[x] (+ wpe[t]): scatter-add, serial over tokens, vectorised over channels */
+    /* h0 = wte[x] (+ wpe[t]): scatter-add. Threads own disjoint channel ranges and walk the
+     * tokens in order, so the sums are race-free and deterministic. */
     float *dwte = grad_of(m, MNI_P_WTE, 0);
     float *dwpe = m->cfg.pos == MNEMO_POS_LEARNED ? grad_of(m, MNI_P_WPE, 0) : NULL;
-    for (size_t n = 0; n < N; n++) {
-        const float *d = m->dres + n * C;
-        float *g = dwte + (size_t)m->inputs[n] * C;
-        for (size_t c = 0; c < C; c++) g[c] += d[c];
-        if (dwpe) {
-            float *gp = dwpe + (n % (size_t)T) * C;
-            for (size_t c = 0; c < C; c++) gp[c] += d[c];
+#pragma omp parallel for schedule(static)
+    for (size_t c0 = 0; c0 < C; c0 += 16) {
+        size_t c1 = c0 + 16 < C ? c0 + 16 : C;
+        for (size_t n = 0; n < N; n++) {
+            const float *d = m->dres + n * C;
+            float *g = dwte + (size_t)m->inputs[n] * C;
+            for (size_t c = c0; c < c1; c++) g[c] += d[c];
+            if (dwpe) {
+                float *gp = dwpe + (n % (size_t)T) * C;
+                for (size_t c = c0; c < c1; c++) gp[c] += d[c];
+            }
         }
     }
     return MNEMO_OK;

@@ -17,6 +17,10 @@
 /* out (N,OC) = inp (N,C) . w(OC,C)^T + bias(OC); bias may be NULL. Overwrites out. */
 void mni_matmul_fwd(float *out, const float *inp, const float *w, const float *bias,
                     size_t N, size_t C, size_t OC);
+/* out (N,OC) = res (N,OC) + inp . w^T + bias: a linear layer on a residual branch. res and
+ * bias may be NULL; res must not alias out. */
+void mni_matmul_fwd_res(float *out, const float *inp, const float *w, const float *bias,
+                        const float *res, size_t N, size_t C, size_t OC);
 /* dinp (N,C) = dout . w (overwritten; skipped if dinp NULL); dw (OC,C) += dout^T . inp;
  * dbias (OC) += colsum(dout) (skipped if NULL). */
 void mni_matmul_bwd(float *dinp, float *dw, float *dbias, const float *dout, const float *inp,

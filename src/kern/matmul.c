@@ -39,17 +39,32 @@ int mni_get_threads(void)
 #endif
 }
 
-void mni_matmul_fwd(float *out, const float *inp, const float *w, const float *bias,
-                    size_t N, size_t C, size_t OC)
+/* out (N,OC) = res + bias broadcast (either may be NULL), then out += inp w^T by sgemm with
+ * beta = 1: the residual add and the bias cost no pass of their own. */
+void mni_matmul_fwd_res(float *out, const float *inp, const float *w, const float *bias,
+                        const float *res, size_t N, size_t C, size_t OC)
 {
-    /* out (N,OC) = bias broadcast, then += inp (N,C) . w^T (C,OC) */
     float beta = 0.0f;
-    if (bias) {
-        for (size_t n = 0; n < N; n++) memcpy(out + n * OC, bias, OC * sizeof(float));
+    if (bias || res) {
+#pragma omp parallel for schedule(static)
+        for (size_t n = 0; n < N; n++) {
+            float *o = out + n * OC;
+            const float *r = res ? res + n * OC : NULL;
+            if (bias && r)
+                for (size_t j = 0; j < OC; j++) o[j] = r[j] + bias[j];
+            else
+                memcpy(o, bias ? bias : r, OC * sizeof(float));
+        }
         beta = 1.0f;
     }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)OC, (int)C, 1.0f, inp,
                 (int)C, w, (int)C, beta, out, (int)OC);
+}
+
+void mni_matmul_fwd(float *out, const float *inp, const float *w, const float *bias,
+                    size_t N, size_t C, size_t OC)
+{
+    mni_matmul_fwd_res(out, inp, w, bias, NULL, N, C, OC);
 }
 
 void mni_matmul_bwd(float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
