@@ -1,0 +1,384 @@
+"""mnemo_ref -- an independent PyTorch reference of the mnemo model (dense attention).
+
+Written from the model specification (docs/internals/reference-tests.md), not from the C code,
+so that the C forward, backward and optimizer can be checked against it. It runs in any torch
+dtype; the checker uses float64 so the reference error is negligible next to float32.
+
+The model: a decoder-only pre-norm GPT.
+    h = wte[x] (+ wpe[:T] if pos == "learned")
+    per block: h = h + attn(ln1(h)); h = h + mlp(ln2(h))
+    logits = lnf(h) @ wte^T                        (B,T,Vp), tied embedding
+    loss = mean cross-entropy over the first V logit columns
+Parameter names are exactly the checkpoint tensor names (nn.Linear layout: out x in).
+
+Also here: AdamW and gradient clipping as the C trainer does them (weight decay only on
+parameters with ndim >= 2), a random checkpoint builder, and the checkpoint metadata codec.
+"""
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import st_io
+
+FORMAT_VERSION = "1"
+KNOWN_ATTN_KINDS = ("dense",)
+KNOWN_POS = ("rope", "learned")
+LN_EPS = 1e-5
+META_KEYS = ("mnemo.format", "n_layer", "d_model", "n_head", "n_ctx", "vocab", "vocab_padded",
+             "pos", "rope_theta", "attn_kind")
+
+
+class RefError(ValueError):
+    """A checkpoint or configuration the reference cannot use; the message is one clear line."""
+
+
+@dataclass
+class Config:
+    n_layer: int
+    d_model: int
+    n_head: int
+    n_ctx: int
+    vocab: int
+    vocab_padded: int
+    pos: str = "rope"
+    rope_theta: float = 10000.0
+    attn_kind: str = "dense"
+
+    def check(self):
+        """Raise RefError naming the first impossible field."""
+        for f in ("n_layer", "d_model", "n_head", "n_ctx", "vocab", "vocab_padded"):
+            if getattr(self, f) <= 0:
+                raise RefError("config: %s must be positive (got %d)" % (f, getattr(self, f)))
+        if self.d_model % self.n_head:
+            raise RefError("config: d_model %d is not a multiple of n_head %d"
+                           % (self.d_model, self.n_head))
+        if self.vocab_padded < self.vocab:
+            raise RefError("config: vocab_padded %d < vocab %d" % (self.vocab_padded, self.vocab))
+        if self.pos not in KNOWN_POS:
+            raise RefError("config: unknown pos %r (known: %s)" % (self.pos, ", ".join(KNOWN_POS)))
+        if self.attn_kind not in KNOWN_ATTN_KINDS:
+            raise RefError("config: unknown attn_kind %r (this reference knows: %s)"
+                           % (self.attn_kind, ", ".join(KNOWN_ATTN_KINDS)))
+        if self.pos == "rope" and (self.d_model // self.n_head) % 2:
+            raise RefError("config: rope needs an even head size (got %d)"
+                           % (self.d_model // self.n_head))
+        if self.pos == "rope" and not self.rope_theta > 0:
+            raise RefError("config: rope_theta must be positive (got %r)" % self.rope_theta)
+        return self
+
+    def to_meta(self):
+        """The checkpoint __metadata__ (all values strings)."""
+        return {"mnemo.format": FORMAT_VERSION, "n_layer": str(self.n_layer),
+                "d_model": str(self.d_model), "n_head": str(self.n_head),
+                "n_ctx": str(self.n_ctx), "vocab": str(self.vocab),
+                "vocab_padded": str(self.vocab_padded), "pos": self.pos,
+                "rope_theta": repr(float(self.rope_theta)), "attn_kind": self.attn_kind}
+
+    @staticmethod
+    def from_meta(meta):
+        """Parse checkpoint metadata; RefError on a missing, malformed or unknown value."""
+        missing = [k for k in META_KEYS if k not in meta]
+        if missing:
+            raise RefError("checkpoint metadata lacks %s" % ", ".join(missing))
+        if meta["mnemo.format"] != FORMAT_VERSION:
+            raise RefError("checkpoint mnemo.format %r, this reference reads %r"
+                           % (meta["mnemo.format"], FORMAT_VERSION))
+        if meta["attn_kind"] not in KNOWN_ATTN_KINDS:
+            raise RefError("checkpoint attn_kind %r is unknown to this reference (known: %s)"
+                           % (meta["attn_kind"], ", ".join(KNOWN_ATTN_KINDS)))
+        ints = {}
+        for k in ("n_layer", "d_model", "n_head", "n_ctx", "vocab", "vocab_padded"):
+            try:
+                ints[k] = int(meta[k])
+            except ValueError:
+                raise RefError("checkpoint metadata %s=%r is not an integer"
+                               % (k, meta[k])) from None
+        try:
+            theta = float(meta["rope_theta"])
+        except ValueError:
+            raise RefError("checkpoint metadata rope_theta=%r is not a number"
+                           % meta["rope_theta"]) from None
+        return Config(pos=meta["pos"], rope_theta=theta, attn_kind=meta["attn_kind"],
+                      **ints).check()
+
+
+def param_shapes(cfg):
+    """Ordered {checkpoint tensor name: shape} of every parameter of the model."""
+    C, L = cfg.d_model, cfg.n_layer
+    s = OrderedDict()
+    s["wte.weight"] = (cfg.vocab_padded, C)
+    if cfg.pos == "learned":
+        s["wpe.weight"] = (cfg.n_ctx, C)
+    for l in range(L):
+        p = "blocks.%d." % l
+        s[p + "ln1.weight"] = (C,)
+        s[p + "ln1.bias"] = (C,)
+        s[p + "attn.qkv.weight"] = (3 * C, C)
+        s[p + "attn.qkv.bias"] = (3 * C,)
+        s[p + "attn.proj.weight"] = (C, C)
+        s[p + "attn.proj.bias"] = (C,)
+        s[p + "ln2.weight"] = (C,)
+        s[p + "ln2.bias"] = (C,)
+        s[p + "mlp.fc.weight"] = (4 * C, C)
+        s[p + "mlp.fc.bias"] = (4 * C,)
+        s[p + "mlp.proj.weight"] = (C, 4 * C)
+        s[p + "mlp.proj.bias"] = (C,)
+    s["lnf.weight"] = (C,)
+    s["lnf.bias"] = (C,)
+    return s
+
+
+def rope_tables(T, HS, theta):
+    """cos, sin tables (T, HS/2) as float32 tensors.
+
+    angle(t, i) = t * theta^(-2i/HS), computed (with cos and sin) in float64 and then rounded
+    to float32, exactly as the specification asks of the C side.
+    """
+    half = HS // 2
+    i = np.arange(half, dtype=np.float64)
+    inv_freq = np.power(np.float64(theta), -2.0 * i / HS)
+    ang = np.arange(T, dtype=np.float64)[:, None] * inv_freq[None, :]
+    return (torch.from_numpy(np.cos(ang).astype(np.float32)),
+            torch.from_numpy(np.sin(ang).astype(np.float32)))
+
+
+def apply_rope(x, cos, sin):
+    """GPT-NeoX "rotate half" on x (B,T,NH,HS) with tables (T,HS/2).
+
+    For i < HS/2: (x[i], x[i+HS/2]) <- (x[i]cos - x[i+HS/2]sin, x[i]sin + x[i+HS/2]cos).
+    """
+    half = x.shape[-1] // 2
+    c = cos.to(x.dtype)[None, :, None, :]
+    s = sin.to(x.dtype)[None, :, None, :]
+    x1, x2 = x[..., :half], x[..., half:]
+    return torch.cat((x1 * c - x2 * s, x1 * s + x2 * c), dim=-1)
+
+
+class Attention(nn.Module):
+    """Dense causal softmax attention with fused qkv and output projections."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        C = cfg.d_model
+        self.qkv = nn.Linear(C, 3 * C)
+        self.proj = nn.Linear(C, C)
+
+    def rope(self, x):
+        """x (B,T,NH,HS) -> rotated x; a method so tests can swap the convention."""
+        T, HS = x.shape[1], x.shape[3]
+        cos, sin = rope_tables(T, HS, self.cfg.rope_theta)
+        return apply_rope(x, cos, sin)
+
+    def mask(self, T, device):
+        """(T,T) bool, True where query t may see key s (s <= t)."""
+        return torch.ones(T, T, dtype=torch.bool, device=device).tril()
+
+    def forward(self, a):
+        B, T, C = a.shape
+        NH = self.cfg.n_head
+        HS = C // NH
+        qkv = self.qkv(a)                                            # (B,T,3C)
+        q = qkv[..., 0:C].reshape(B, T, NH, HS)
+        k = qkv[..., C:2 * C].reshape(B, T, NH, HS)
+        v = qkv[..., 2 * C:3 * C].reshape(B, T, NH, HS)
+        if self.cfg.pos == "rope":
+            q, k = self.rope(q), self.rope(k)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))             # (B,NH,T,HS)
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(HS))      # (B,NH,T,T)
+        att = att.masked_fill(~self.mask(T, a.device), float("-inf"))
+        att = torch.softmax(att, dim=-1)
+        y = (att @ v).transpose(1, 2).reshape(B, T, C)               # heads concatenated
+        return self.proj(y)
+
+
+class Mlp(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        C = cfg.d_model
+        self.fc = nn.Linear(C, 4 * C)
+        self.proj = nn.Linear(4 * C, C)
+
+    def forward(self, a):
+        return self.proj(F.gelu(self.fc(a), approximate="tanh"))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(cfg.d_model, eps=LN_EPS)
+        self.attn = Attention(cfg)
+        self.ln2 = nn.LayerNorm(cfg.d_model, eps=LN_EPS)
+        self.mlp = Mlp(cfg)
+
+    def forward(self, h):
+        h = h + self.attn(self.ln1(h))
+        return h + self.mlp(self.ln2(h))
+
+
+class Embedding(nn.Module):
+    """A bare (rows, C) table named `<module>.weight`, like nn.Embedding without its init."""
+
+    def __init__(self, rows, C):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(rows, C))
+
+
+class MnemoRef(nn.Module):
+    """The mnemo model; forward(x[, y]) -> logits (B,T,Vp) or (logits, loss)."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg.check()
+        self.wte = Embedding(cfg.vocab_padded, cfg.d_model)
+        if cfg.pos == "learned":
+            self.wpe = Embedding(cfg.n_ctx, cfg.d_model)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.lnf = nn.LayerNorm(cfg.d_model, eps=LN_EPS)
+
+    def loss_fn(self, logits, y):
+        """Mean cross-entropy over B*T positions, softmax over the first V columns only."""
+        V = self.cfg.vocab
+        return F.cross_entropy(logits[..., :V].reshape(-1, V), y.reshape(-1))
+
+    def forward(self, x, y=None):
+        B, T = x.shape
+        if T > self.cfg.n_ctx:
+            raise RefError("sequence length %d > n_ctx %d" % (T, self.cfg.n_ctx))
+        h = self.wte.weight[x]                                       # (B,T,C)
+        if self.cfg.pos == "learned":
+            h = h + self.wpe.weight[:T]
+        for blk in self.blocks:
+            h = blk(h)
+        logits = self.lnf(h) @ self.wte.weight.t()                   # (B,T,Vp)
+        if y is None:
+            return logits
+        return logits, self.loss_fn(logits, y)
+
+
+def check_tensor_set(cfg, tensors):
+    """Problems (list of strings) with a checkpoint's tensors: missing, unexpected, bad shape
+    or dtype. Empty if the set is exactly param_shapes(cfg)."""
+    want = param_shapes(cfg)
+    probs = []
+    for n in want:
+        if n not in tensors:
+            probs.append("missing %s" % n)
+        elif tuple(tensors[n].shape) != want[n]:
+            probs.append("%s has shape %s, expected %s" % (n, tuple(tensors[n].shape), want[n]))
+        elif tensors[n].dtype != np.float32:
+            probs.append("%s has dtype %s, expected F32" % (n, tensors[n].dtype))
+    for n in tensors:
+        if n not in want:
+            probs.append("unexpected %s" % n)
+    return probs
+
+
+def model_from_tensors(cfg, tensors, dtype=torch.float64):
+    """Build the model and copy in the given tensors (which must be exactly the expected set)."""
+    probs = check_tensor_set(cfg, tensors)
+    if probs:
+        raise RefError("checkpoint tensors: " + "; ".join(probs))
+    model = MnemoRef(cfg).to(dtype)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(torch.from_numpy(np.asarray(tensors[name])).to(dtype))
+    return model
+
+
+def load_model(path, dtype=torch.float64):
+    """Load a mnemo checkpoint (safetensors) into a MnemoRef of the given dtype.
+
+    Raises RefError (or st_io.StFormatError / OSError) with one clear line on a bad file,
+    unknown attn_kind or format version, or a wrong tensor set.
+    """
+    tensors, meta = st_io.load(path)
+    cfg = Config.from_meta(meta)
+    return model_from_tensors(cfg, tensors, dtype)
+
+
+def random_tensors(cfg, seed=0, std=0.02):
+    """A random float32 checkpoint for cfg: N(0, std) weights, small random biases and
+    LayerNorm parameters near (1, 0) so that every parameter matters in the gradient checks.
+    The padded rows of wte (V..Vp-1) are zero, as the C initialiser leaves them."""
+    rng = np.random.default_rng(seed)
+    out = OrderedDict()
+    for name, shape in param_shapes(cfg).items():
+        if name.endswith(".weight") and (name.startswith("ln") or ".ln" in name):
+            a = 1.0 + 0.1 * rng.standard_normal(shape)
+        elif name.endswith(".bias"):
+            a = 0.02 * rng.standard_normal(shape)
+        else:
+            a = std * rng.standard_normal(shape)
+        out[name] = a.astype(np.float32)
+    out["wte.weight"][cfg.vocab:] = 0.0
+    return out
+
+
+# ---- optimizer ------------------------------------------------------------------------------
+
+def clip_grad_norm(params, max_norm):
+    """Scale every gradient by max_norm/norm when the global L2 norm exceeds max_norm.
+    Returns the norm before clipping. (Unlike torch's version: no +1e-6 in the divisor.)"""
+    grads = [p.grad for p in params if p.grad is not None]
+    norm = torch.sqrt(sum((g.double() ** 2).sum() for g in grads)).item()
+    if max_norm > 0 and norm > max_norm:
+        for g in grads:
+            g.mul_(max_norm / norm)
+    return norm
+
+
+class AdamW:
+    """AdamW as torch.optim.AdamW (decoupled decay p -= lr*wd*p, then the bias-corrected Adam
+    step), with weight decay only on parameters with ndim >= 2. bias_correction=False exists
+    only so the self-test can show that the checker catches its absence."""
+
+    def __init__(self, params, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
+                 bias_correction=True, decay_all=False):
+        self.params = list(params)
+        self.lr, self.b1, self.b2, self.eps, self.wd = lr, beta1, beta2, eps, weight_decay
+        self.bias_correction = bias_correction
+        self.decay_all = decay_all          # fault injection only
+        self.t = 0
+        self.m = [torch.zeros_like(p) for p in self.params]
+        self.v = [torch.zeros_like(p) for p in self.params]
+
+    @torch.no_grad()
+    def step(self):
+        self.t += 1
+        c1 = 1.0 - self.b1 ** self.t if self.bias_correction else 1.0
+        c2 = 1.0 - self.b2 ** self.t if self.bias_correction else 1.0
+        for p, m, v in zip(self.params, self.m, self.v):
+            g = p.grad
+            if p.ndim >= 2 or self.decay_all:
+                p.mul_(1.0 - self.lr * self.wd)
+            m.mul_(self.b1).add_(g, alpha=1.0 - self.b1)
+            v.mul_(self.b2).addcmul_(g, g, value=1.0 - self.b2)
+            p.sub_(self.lr * (m / c1) / ((v / c2).sqrt() + self.eps))
+
+
+def train_losses(model, x, y, steps, lr, beta1, beta2, eps, weight_decay, grad_clip, **fault):
+    """Run `steps` training steps on the same batch; returns the list of losses, loss i being
+    computed before update i. Keyword faults (bias_correction, decay_all, no_clip) are for the
+    self-test."""
+    params = list(model.parameters())
+    opt = AdamW(params, lr, beta1, beta2, eps, weight_decay,
+                bias_correction=fault.get("bias_correction", True),
+                decay_all=fault.get("decay_all", False))
+    losses = []
+    for _ in range(steps):
+        for p in params:
+            p.grad = None
+        _, loss = model(x, y)
+        losses.append(loss.item())
+        loss.backward()
+        if not fault.get("no_clip", False):
+            clip_grad_norm(params, grad_clip)
+        opt.step()
+    return losses
