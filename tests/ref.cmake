@@ -1,0 +1,11 @@
+# End-to-end check against an independent PyTorch model (tests/ref/, run with Debian's
+# /usr/bin/python3 which has torch): ref_dump writes a checkpoint and what mnemo computes,
+# check_ref.py recomputes it in float64 and compares (docs/internals/reference-tests.md).
+add_executable(ref_dump ${CMAKE_CURRENT_SOURCE_DIR}/ref_dump.c)
+target_include_directories(ref_dump PRIVATE ${CMAKE_SOURCE_DIR}/src)
+target_link_libraries(ref_dump PRIVATE mnemo)
+foreach(pos rope learned)
+  add_test(NAME ref_model_${pos}
+           COMMAND bash -c "set -e; d=ref_${pos}; $<TARGET_FILE:ref_dump> --out \$d --pos ${pos}; /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/ref/check_ref.py \$d")
+  set_tests_properties(ref_model_${pos} PROPERTIES ENVIRONMENT "OMP_NUM_THREADS=2")
+endforeach()

@@ -1,0 +1,158 @@
+/*
+ * ref_dump.c -- the C side of the end-to-end reference test (tests/ref/check_ref.py).
+ *
+ * Builds a small random model, writes it as a checkpoint, and writes what mnemo computes on a
+ * fixed batch: logits, loss, every parameter gradient, and the losses of 10 training steps
+ * (forward, backward, global-norm clipping, AdamW with constant lr) on that same batch. An
+ * independent PyTorch implementation loads the checkpoint and must reproduce all of it.
+ * Protocol: docs/internals/reference-tests.md.
+ *
+ * usage: ref_dump --out DIR [--pos rope|learned]
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "model.h"
+#include "optim.h"
+#include "st.h"
+
+#define STEPS 10
+
+static void die(const char *what)
+{
+    fprintf(stderr, "ref_dump: %s: %s\n", what, mnemo_last_error());
+    exit(1);
+}
+
+int main(int argc, char **argv)
+{
+    const char *out = NULL, *pos = "rope";
+    for (int i = 1; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--out")) out = argv[i + 1];
+        else if (!strcmp(argv[i], "--pos")) pos = argv[i + 1];
+    }
+    if (!out) {
+        fprintf(stderr, "usage: ref_dump --out DIR [--pos rope|learned]\n");
+        return 2;
+    }
+    mkdir(out, 0777);
+    struct mnemo_model_config c;
+    mnemo_model_config_default(&c);
+    c.n_layer = 2;
+    c.d_model = 64;
+    c.n_head = 4;
+    c.n_ctx = 32;
+    c.pos = strcmp(pos, "learned") ? MNEMO_POS_ROPE : MNEMO_POS_LEARNED;
+    struct mnemo_model *m;
+    if (mnemo_model_create(&m, &c) != MNEMO_OK) die("create");
+    mnemo_model_init(m, 42);
+    /* perturb everything (biases, LayerNorm gains, ...) so that every gradient is exercised */
+    struct mni_rng r;
+    mni_rng_seed(&r, 4242);
+    size_t V = (size_t)m->cfg.vocab, C = (size_t)m->cfg.d_model;
+    for (int id = 0; id < MNI_P_COUNT; id++) {
+        const struct mni_param_info *pi = &m->pinfo[id];
+        size_t n = pi->numel * (pi->per_layer ? (size_t)c.n_layer : 1);
+        float *p = m->params + pi->offset;
+        for (size_t i = 0; i < n; i++) {
+            if (id == MNI_P_WTE && i >= V * C) break; /* padding rows stay zero */
+            p[i] += 0.05f * mni_rng_normal(&r);
+        }
+    }
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/model.safetensors", out);
+    if (mnemo_model_save(m, path) != MNEMO_OK) die("save model");
+
+    const int B = 3, T = 32;
+    const size_t N = (size_t)B * T;
+    uint16_t x[96], y[96];
+    int32_t xi[96], yi[96];
+    for (size_t i = 0; i < N; i++) {
+        x[i] = (uint16_t)(i % T == 0 ? MNEMO_TOK_BOS : mni_rng_below(&r, V - 1));
+        y[i] = (uint16_t)mni_rng_below(&r, V - 1);
+        xi[i] = x[i];
+        yi[i] = y[i];
+    }
+    float loss;
+    if (mnemo_model_forward(m, x, y, B, T, &loss) != MNEMO_OK) die("forward");
+    size_t Vp = (size_t)m->cfg.vocab_padded;
+    float *logits = malloc(N * Vp * sizeof(float));
+    memcpy(logits, mnemo_model_logits(m), N * Vp * sizeof(float));
+    mnemo_model_zero_grad(m);
+    if (mnemo_model_backward(m, 1.0f) != MNEMO_OK) die("backward");
+    float *grads0 = malloc(m->n_params * sizeof(float));
+    memcpy(grads0, m->grads, m->n_params * sizeof(float));
+
+    /* 10 steps of training on the same batch */
+    struct mnemo_train_config tc;
+    mnemo_train_config_default(&tc);
+    tc.lr = 1e-3f;
+    tc.beta1 = 0.9f;
+    tc.beta2 = 0.95f;
+    tc.eps = 1e-8f;
+    tc.weight_decay = 0.1f;
+    tc.grad_clip = 1.0f;
+    float *am = calloc(m->n_params, sizeof(float)), *av = calloc(m->n_params, sizeof(float));
+    float step_losses[STEPS];
+    int clipped = 0;
+    for (int s = 0; s < STEPS; s++) {
+        if (mnemo_model_forward(m, x, y, B, T, &step_losses[s]) != MNEMO_OK) die("forward");
+        mnemo_model_zero_grad(m);
+        if (mnemo_model_backward(m, 1.0f) != MNEMO_OK) die("backward");
+        double gn = mni_grad_norm(m);
+        float clip = gn > tc.grad_clip ? (float)(tc.grad_clip / gn) : 1.0f;
+        clipped += clip < 1.0f;
+        mni_adamw_step(m, am, av, s, tc.lr, clip, &tc);
+    }
+
+    /* the dump: inputs, outputs, gradients of the initial model, step losses */
+    size_t max_t = 8 + (size_t)MNI_P_COUNT * (size_t)c.n_layer;
+    struct mni_st_tensor *t = calloc(max_t, sizeof(*t));
+    char (*names)[96] = calloc(max_t, sizeof(*names));
+    size_t n = 0;
+    t[n++] = (struct mni_st_tensor){.name = "x", .dtype = MNI_ST_I32, .ndim = 2, .shape = {B, T}, .data = xi};
+    t[n++] = (struct mni_st_tensor){.name = "y", .dtype = MNI_ST_I32, .ndim = 2, .shape = {B, T}, .data = yi};
+    t[n++] = (struct mni_st_tensor){.name = "logits", .dtype = MNI_ST_F32, .ndim = 3, .shape = {B, T, Vp}, .data = logits};
+    t[n++] = (struct mni_st_tensor){.name = "loss", .dtype = MNI_ST_F32, .ndim = 1, .shape = {1}, .data = &loss};
+    t[n++] = (struct mni_st_tensor){.name = "step_losses", .dtype = MNI_ST_F32, .ndim = 1, .shape = {STEPS}, .data = step_losses};
+    for (int id = 0; id < MNI_P_COUNT; id++) {
+        const struct mni_param_info *pi = &m->pinfo[id];
+        if (!pi->numel) continue;
+        for (int l = 0; l < (pi->per_layer ? c.n_layer : 1); l++) {
+            char nm[80];
+            snprintf(nm, sizeof(nm), pi->name, l);
+            snprintf(names[n], sizeof(names[n]), "grad.%s", nm);
+            t[n].name = names[n];
+            t[n].dtype = MNI_ST_F32;
+            t[n].ndim = pi->d1 ? 2 : 1;
+            t[n].shape[0] = pi->d0;
+            t[n].shape[1] = pi->d1;
+            t[n].data = grads0 + pi->offset + (pi->per_layer ? (size_t)l * pi->numel : 0);
+            n++;
+        }
+    }
+    char lr[32], b1[32], b2[32], eps[32], wd[32], gc[32], st[32];
+    snprintf(lr, sizeof(lr), "%.9g", (double)tc.lr);
+    snprintf(b1, sizeof(b1), "%.9g", (double)tc.beta1);
+    snprintf(b2, sizeof(b2), "%.9g", (double)tc.beta2);
+    snprintf(eps, sizeof(eps), "%.9g", (double)tc.eps);
+    snprintf(wd, sizeof(wd), "%.9g", (double)tc.weight_decay);
+    snprintf(gc, sizeof(gc), "%.9g", (double)tc.grad_clip);
+    snprintf(st, sizeof(st), "%d", STEPS);
+    const char *kv[] = {"lr", lr, "beta1", b1, "beta2", b2, "eps", eps, "weight_decay", wd,
+                        "grad_clip", gc, "steps", st};
+    snprintf(path, sizeof(path), "%s/dump.safetensors", out);
+    if (mni_st_write(path, t, n, kv, 7) != MNEMO_OK) die("write dump");
+    printf("ref_dump: %s positions, loss %.6f, %d of %d steps clipped, wrote %s\n", pos,
+           (double)loss, clipped, STEPS, path);
+    free(t);
+    free(names);
+    free(logits);
+    free(grads0);
+    free(am);
+    free(av);
+    mnemo_model_free(m);
+    return 0;
+}
