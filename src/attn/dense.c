@@ -102,6 +102,12 @@ static inline __m256 exp2_avx(__m256 x)
 /* ---- micro-kernels -------------------------------------------------------------------------
  * All tiles are QW = 24 columns wide, row-major, 64-byte aligned. */
 
+#if DENSE_AVX2
+/* Left alone, gcc folds the three B loads into every FMA (12 loads + 4 broadcasts per 12 FMAs),
+ * which makes the micro-kernels load-bound; an empty asm pins them in registers (7 loads). */
+#define KEEP_IN_REGS(a, b, c) __asm__("" : "+x"(a), "+x"(b), "+x"(c))
+#endif
+
 /* C (R,QW) = A (R,nd; row stride lda) . Bt (nd,QW). Overwrites C. */
 static void gemm_bt(float *restrict C, const float *restrict A, size_t lda,
                     const float *restrict Bt, int R, int nd)
@@ -116,6 +122,7 @@ static void gemm_bt(float *restrict C, const float *restrict A, size_t lda,
             const float *b = Bt + (size_t)d * QW;
             __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
             __m256 b2 = _mm256_load_ps(b + 16);
+            KEEP_IN_REGS(b0, b1, b2);
             __m256 x = _mm256_broadcast_ss(a0 + d);
             c00 = _mm256_fmadd_ps(x, b0, c00);
             c01 = _mm256_fmadd_ps(x, b1, c01);
@@ -195,6 +202,7 @@ static void gemm_at(float *restrict C, const float *restrict A, size_t lda,
             const float *p = P + (size_t)r * QW;
             __m256 p0 = _mm256_load_ps(p), p1 = _mm256_load_ps(p + 8);
             __m256 p2 = _mm256_load_ps(p + 16);
+            KEEP_IN_REGS(p0, p1, p2);
             __m256 x = _mm256_broadcast_ss(a);
             c00 = _mm256_fmadd_ps(x, p0, c00);
             c01 = _mm256_fmadd_ps(x, p1, c01);
