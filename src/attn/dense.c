@@ -44,7 +44,9 @@
 #endif
 
 #define QW 24       /* queries (forward, dq) or keys (dk/dv) per strip: 3 AVX2 vectors */
-#define KB 64       /* keys per block in forward and dq tasks: rows of the S^T tile */
+#ifndef KB
+#define KB 64 /* keys per block in forward and dq tasks: rows of the S^T tile */
+#endif
 #define QB 32       /* queries per block in dk/dv tasks: rows of the S tile */
 #define HS_MAX 256  /* largest supported head_dim (stack tiles are sized for it) */
 #define DEC_MAX 8   /* step() with fewer new tokens than this uses the one-row path */
@@ -620,13 +622,14 @@ static enum mnemo_status dense_forward(const struct mnemo_attn_cfg *cfg,
             load_head(av + r, x + 2 * C + (size_t)h * HS, NULL, HS, HSP, 1.0f);
         }
     }
-    // one task per (strip, batch, head); the longest strips (last queries) go first
+    // one task per (batch, head, strip), head-major so that the threads share one head's k, v
+    // in cache; within a head the longest strips (last queries) go first
     const int ns = (T + QW - 1) / QW;
     const long nbh = (long)B * NH, ntask = nbh * ns;
 #pragma omp parallel for schedule(dynamic, 1)
     for (long task = 0; task < ntask; task++) {
-        int s = ns - 1 - (int)(task / nbh);
-        long bh = task % nbh;
+        int s = ns - 1 - (int)(task % ns);
+        long bh = task / ns;
         int b = (int)(bh / NH), h = (int)(bh % NH);
         int q0 = s * QW, nq = T - q0 < QW ? T - q0 : QW;
         size_t head = (size_t)bh * T * HSP;
@@ -676,13 +679,14 @@ static enum mnemo_status dense_backward(const struct mnemo_attn_cfg *cfg,
             load_head(dOp + r * HSP, g, NULL, HS, HSP, 1.0f);
         }
     }
-    // tasks: key strips (dk, dv) and query strips (dq), interleaved, the longest first
+    // tasks: key strips (dk, dv) and query strips (dq) of one head, interleaved, the longest
+    // first; head-major as in forward
     const int ns = (T + QW - 1) / QW;
     const long nbh = (long)B * NH, ntask = 2 * nbh * ns;
 #pragma omp parallel for schedule(dynamic, 1)
     for (long task = 0; task < ntask; task++) {
-        long bh = task % nbh;
-        int rank = (int)(task / (2 * nbh)), which = (int)((task / nbh) % 2);
+        long bh = task / (2 * ns); // head-major: a head's k, v stay in cache
+        int rank = (int)(task % (2 * ns)) / 2, which = (int)(task % 2);
         int b = (int)(bh / NH), h = (int)(bh % NH);
         size_t head = (size_t)bh * T * HSP;
         float *dq = io->dqkv + (size_t)b * T * 3 * C + (size_t)h * HS; // row t at t*3C

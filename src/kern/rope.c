@@ -44,7 +44,7 @@ void mni_rope_table(float *cs, int n_pos, int HS, float theta)
     double inv[512];
     for (int i = 0; i < half && i < 512; i++) inv[i] = rope_inv_freq(i, HS, theta);
     /* cos/sin in double cost ~20 ns each; large tables are split across threads. */
-#pragma omp parallel for schedule(static) if ((long)n_pos * half > 16384)
+#pragma omp parallel for schedule(static) if ((long)n_pos * half > 2048)
     for (int p = 0; p < n_pos; p++) {
         float *row = cs + (size_t)p * (size_t)half * 2; // (HS/2, 2)
         for (int i = 0; i < half; i++) {
