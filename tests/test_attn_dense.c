@@ -215,8 +215,53 @@ static void test_forward_vs_ref(void **state)
     }
 }
 
+static void set_threads(int n)
+{
+#ifdef _OPENMP
+    omp_set_num_threads(n);
+#else
+    (void)n;
+#endif
+}
+
+static int get_threads(void)
+{
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+/* Max relative error of each of the q, k, v parts of dqkv (each has its own scale). */
+static double dqkv_err(const struct shape *s, const float *got, const float *want)
+{
+    size_t C = (size_t)s->NH * s->HS, rows = (size_t)s->B * s->T;
+    float *a = mni_alloc(rows * C * sizeof(float)), *b = mni_alloc(rows * C * sizeof(float));
+    double worst = 0;
+    for (int part = 0; part < 3; part++) {
+        for (size_t t = 0; t < rows; t++) {
+            memcpy(a + t * C, got + (t * 3 + part) * C, C * sizeof(float));
+            memcpy(b + t * C, want + (t * 3 + part) * C, C * sizeof(float));
+        }
+        double e = tu_rel_max_err(a, b, rows * C);
+        // T = 1: dq and dk vanish (a single key has probability 1) up to the rounding
+        // of D_i = dO_i . o_i against dP_ii = dO_i . v_i
+        if (s->T == 1 && part < 2) {
+            for (size_t i = 0; i < rows * C; i++) assert_true(fabsf(a[i]) < 1e-5f);
+            e = 0;
+        }
+        worst = e > worst ? e : worst;
+    }
+    mni_free(a), mni_free(b);
+    return worst;
+}
+
+/* Backward has two modes: single pass with whole heads per thread when B*NH fills the threads,
+ * otherwise separate dk/dv and dq tasks. 1, 2 and 7 threads exercise both on these shapes. */
 static void test_backward_vs_ref(void **state)
 {
+    const int nthr0 = get_threads(), thr[3] = {1, 2, 7};
     for (size_t k = 0; k < sizeof(shapes) / sizeof(shapes[0]); k++) {
         const struct shape *s = &shapes[k];
         struct mnemo_attn_cfg fast = make_cfg(s->NH, s->HS, s->T, s->rope, 0);
@@ -225,44 +270,31 @@ static void test_backward_vs_ref(void **state)
         struct bufs f, r;
         bufs_init(&f, &fast, s->B, s->T);
         bufs_init(&r, &ref, s->B, s->T);
-        tu_fill_normal(f.qkv, f.nqkv, s->scale, 200 + k);
-        tu_fill_normal(f.dout, f.nout, 1.0f, 300 + k);
-        memcpy(r.qkv, f.qkv, f.nqkv * sizeof(float));
-        memcpy(r.dout, f.dout, f.nout * sizeof(float));
-        // garbage in dqkv: backward must overwrite, not accumulate
-        tu_fill_normal(f.dqkv, f.nqkv, 100.0f, 1);
-        tu_fill_normal(r.dqkv, r.nqkv, 100.0f, 2);
-        forward_ok(&fast, &f);
+        tu_fill_normal(r.qkv, r.nqkv, s->scale, 200 + k);
+        tu_fill_normal(r.dout, r.nout, 1.0f, 300 + k);
+        tu_fill_normal(r.dqkv, r.nqkv, 100.0f, 2); // garbage: backward must overwrite
         forward_ok(&ref, &r);
-        backward_ok(&fast, &f);
         backward_ok(&ref, &r);
-        // compare q, k and v parts separately: each has its own scale
-        size_t C = (size_t)s->NH * s->HS, rows = (size_t)s->B * s->T;
-        double worst = 0;
-        for (int part = 0; part < 3; part++) {
-            float *a = mni_alloc(rows * C * sizeof(float)), *b = mni_alloc(rows * C * sizeof(float));
-            for (size_t t = 0; t < rows; t++) {
-                memcpy(a + t * C, f.dqkv + (t * 3 + part) * C, C * sizeof(float));
-                memcpy(b + t * C, r.dqkv + (t * 3 + part) * C, C * sizeof(float));
-            }
-            double e = tu_rel_max_err(a, b, rows * C);
-            // T = 1: dq and dk vanish (a single key has probability 1) up to the rounding
-            // of D_i = dO_i . o_i against dP_ii = dO_i . v_i
-            if (s->T == 1 && part < 2) {
-                for (size_t i = 0; i < rows * C; i++) assert_true(fabsf(a[i]) < 1e-5f);
-                e = 0;
-            }
-            worst = e > worst ? e : worst;
-            mni_free(a), mni_free(b);
+        for (int ti = 0; ti < 3; ti++) {
+            set_threads(thr[ti]);
+            memcpy(f.qkv, r.qkv, f.nqkv * sizeof(float));
+            memcpy(f.dout, r.dout, f.nout * sizeof(float));
+            tu_fill_normal(f.dqkv, f.nqkv, 100.0f, 1);
+            forward_ok(&fast, &f);
+            backward_ok(&fast, &f);
+            double err = dqkv_err(s, f.dqkv, r.dqkv);
+            char what[32];
+            snprintf(what, sizeof(what), "backward%d", thr[ti]);
+            print_shape(what, s, err);
+            assert_true(err < 2e-5);
         }
-        print_shape("backward", s, worst);
-        assert_true(worst < 2e-5);
+        set_threads(nthr0);
 
         // the fast backward also accepts the reference forward's saved activations
         memcpy(f.act, r.act, mni_attn_dense.act_bytes(&fast, s->B, s->T));
         memcpy(f.out, r.out, f.nout * sizeof(float));
         backward_ok(&fast, &f);
-        assert_true(tu_rel_max_err(f.dqkv, r.dqkv, f.nqkv) < 2e-5);
+        assert_true(dqkv_err(s, f.dqkv, r.dqkv) < 2e-5);
         bufs_free(&f), bufs_free(&r);
     }
 }
@@ -351,25 +383,24 @@ static void test_fd_detects_a_fault(void **state)
 
 static void test_deterministic_and_causal(void **state)
 {
+    // B*NH = 4 heads: the single-pass backward with 1 and with 2 threads (one writer per head,
+    // same order), and the forward always, give bit-identical results
     struct mnemo_attn_cfg cfg = make_cfg(2, 64, 150, 1, 0);
     struct bufs b;
     bufs_init(&b, &cfg, 2, 150);
     tu_fill_normal(b.qkv, b.nqkv, 1.0f, 21);
     tu_fill_normal(b.dout, b.nout, 1.0f, 22);
     float *out1 = mni_alloc(b.nout * sizeof(float)), *d1 = mni_alloc(b.nqkv * sizeof(float));
+    int nthr0 = get_threads();
+    set_threads(1);
     forward_ok(&cfg, &b);
     backward_ok(&cfg, &b);
     memcpy(out1, b.out, b.nout * sizeof(float));
     memcpy(d1, b.dqkv, b.nqkv * sizeof(float));
-#ifdef _OPENMP
-    int nthr = omp_get_max_threads();
-    omp_set_num_threads(nthr > 1 ? 1 : 2);
-#endif
+    set_threads(2);
     forward_ok(&cfg, &b);
     backward_ok(&cfg, &b);
-#ifdef _OPENMP
-    omp_set_num_threads(nthr);
-#endif
+    set_threads(nthr0);
     assert_memory_equal(out1, b.out, b.nout * sizeof(float));
     assert_memory_equal(d1, b.dqkv, b.nqkv * sizeof(float));
 

@@ -36,6 +36,10 @@
 #include "kern/kern.h"
 #include "mni.h"
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 #define DENSE_AVX2 1
@@ -243,6 +247,74 @@ static void gemm_at(float *restrict C, const float *restrict A, size_t lda,
 #endif
 }
 
+/* C (R,W) += A (R,KD; row stride lda) . B (KD,W; row stride ldb), C with row stride ldc. W
+ * must be a multiple of 8. Used for dq += dS K in the single-pass backward: 6 x 16 outputs in
+ * 12 accumulators (6 broadcasts + 2 loads per 12 FMAs). */
+static void gemm_nn(float *restrict C, size_t ldc, const float *restrict A, size_t lda,
+                    const float *restrict B, size_t ldb, int R, int KD, int W)
+{
+    int r = 0;
+#if DENSE_AVX2
+    for (; r + 6 <= R; r += 6) {
+        const float *a = A + (size_t)r * lda;
+        float *c = C + (size_t)r * ldc;
+        int w = 0;
+        for (; w + 16 <= W; w += 16) {
+            __m256 c00 = _mm256_loadu_ps(c + w), c01 = _mm256_loadu_ps(c + w + 8);
+            __m256 c10 = _mm256_loadu_ps(c + ldc + w), c11 = _mm256_loadu_ps(c + ldc + w + 8);
+            __m256 c20 = _mm256_loadu_ps(c + 2 * ldc + w);
+            __m256 c21 = _mm256_loadu_ps(c + 2 * ldc + w + 8);
+            __m256 c30 = _mm256_loadu_ps(c + 3 * ldc + w);
+            __m256 c31 = _mm256_loadu_ps(c + 3 * ldc + w + 8);
+            __m256 c40 = _mm256_loadu_ps(c + 4 * ldc + w);
+            __m256 c41 = _mm256_loadu_ps(c + 4 * ldc + w + 8);
+            __m256 c50 = _mm256_loadu_ps(c + 5 * ldc + w);
+            __m256 c51 = _mm256_loadu_ps(c + 5 * ldc + w + 8);
+            for (int k = 0; k < KD; k++) {
+                __m256 b0 = _mm256_loadu_ps(B + (size_t)k * ldb + w);
+                __m256 b1 = _mm256_loadu_ps(B + (size_t)k * ldb + w + 8);
+                __m256 x;
+                __asm__("" : "+x"(b0), "+x"(b1));
+                x = _mm256_broadcast_ss(a + k);
+                c00 = _mm256_fmadd_ps(x, b0, c00), c01 = _mm256_fmadd_ps(x, b1, c01);
+                x = _mm256_broadcast_ss(a + lda + k);
+                c10 = _mm256_fmadd_ps(x, b0, c10), c11 = _mm256_fmadd_ps(x, b1, c11);
+                x = _mm256_broadcast_ss(a + 2 * lda + k);
+                c20 = _mm256_fmadd_ps(x, b0, c20), c21 = _mm256_fmadd_ps(x, b1, c21);
+                x = _mm256_broadcast_ss(a + 3 * lda + k);
+                c30 = _mm256_fmadd_ps(x, b0, c30), c31 = _mm256_fmadd_ps(x, b1, c31);
+                x = _mm256_broadcast_ss(a + 4 * lda + k);
+                c40 = _mm256_fmadd_ps(x, b0, c40), c41 = _mm256_fmadd_ps(x, b1, c41);
+                x = _mm256_broadcast_ss(a + 5 * lda + k);
+                c50 = _mm256_fmadd_ps(x, b0, c50), c51 = _mm256_fmadd_ps(x, b1, c51);
+            }
+            _mm256_storeu_ps(c + w, c00), _mm256_storeu_ps(c + w + 8, c01);
+            _mm256_storeu_ps(c + ldc + w, c10), _mm256_storeu_ps(c + ldc + w + 8, c11);
+            _mm256_storeu_ps(c + 2 * ldc + w, c20), _mm256_storeu_ps(c + 2 * ldc + w + 8, c21);
+            _mm256_storeu_ps(c + 3 * ldc + w, c30), _mm256_storeu_ps(c + 3 * ldc + w + 8, c31);
+            _mm256_storeu_ps(c + 4 * ldc + w, c40), _mm256_storeu_ps(c + 4 * ldc + w + 8, c41);
+            _mm256_storeu_ps(c + 5 * ldc + w, c50), _mm256_storeu_ps(c + 5 * ldc + w + 8, c51);
+        }
+        for (; w < W; w += 8) {
+            for (int i = 0; i < 6; i++) {
+                __m256 acc = _mm256_loadu_ps(c + i * ldc + w);
+                for (int k = 0; k < KD; k++)
+                    acc = _mm256_fmadd_ps(_mm256_broadcast_ss(a + i * lda + k),
+                                          _mm256_loadu_ps(B + (size_t)k * ldb + w), acc);
+                _mm256_storeu_ps(c + i * ldc + w, acc);
+            }
+        }
+    }
+#endif
+    for (; r < R; r++) {
+        float *c = C + (size_t)r * ldc;
+        for (int k = 0; k < KD; k++) {
+            float x = A[(size_t)r * lda + k];
+            for (int w = 0; w < W; w++) c[w] += x * B[(size_t)k * ldb + w];
+        }
+    }
+}
+
 /* ---- tile helpers ---------------------------------------------------------------------------- */
 
 /* Xt (nd,QW): Xt[d][i] = X[i*ldx + d] for i < n, 0 for the padding lanes n <= i < QW. */
@@ -405,11 +477,14 @@ __attribute__((noinline)) static void fwd_strip(float *out, size_t ldo, float *l
 
 /* dk, dv of the key strip j0 .. j0+nkk-1 of one head. Q, K, V, dO (T,HSP) as in act/scratch;
  * L, Dv (T) the log2-sum-exp and D_i = dO_i . o_i. Writes nkk rows of dk and dv (HS, stride
- * ldd), dk rotated back with the rope table cs (NULL without RoPE). */
+ * ldd), dk rotated back with the rope table cs (NULL without RoPE). If dQa (T,HSP) is not NULL
+ * the strip's share of dq (sum over its keys of dS_ij k_j, unscaled) is added to it: the
+ * single-pass backward, valid only when one thread owns the whole head. */
 __attribute__((noinline)) static void bwd_keys(float *dk, float *dv, size_t ldd, const float *Q,
                                                const float *K, const float *V, const float *dO,
-                                               const float *L, const float *Dv, int T, int j0,
-                                               int nkk, const float *cs, int HS, int HSP)
+                                               const float *L, const float *Dv, float *dQa,
+                                               int T, int j0, int nkk, const float *cs, int HS,
+                                               int HSP)
 {
     float Kt[HS_MAX * QW] ALIGN64;  // (HSP,QW) keys along the lanes
     float Vt[HS_MAX * QW] ALIGN64;  // (HSP,QW)
@@ -435,6 +510,10 @@ __attribute__((noinline)) static void bwd_keys(float *dk, float *dv, size_t ldd,
         // dS_ij = P_ij (dP_ij - D_i);  s_ij = q_i . k_j  =>  dk_j += sum_i dS_ij q_i
         softmax_bwd_tile(S, dP, nr, NULL, Dv + i0);
         gemm_at(dKt, Qb, (size_t)HSP, S, nr, HSP, NULL);
+        // ... and dq_i += sum_j dS_ij k_j (masked lanes have dS = 0; only nkk real keys read)
+        if (dQa)
+            gemm_nn(dQa + (size_t)i0 * HSP, (size_t)HSP, S, QW, K + (size_t)j0 * HSP,
+                    (size_t)HSP, nr, nkk, HSP);
     }
     // q was stored times log2(e)/sqrt(HS); dk needs 1/sqrt(HS), so multiply by ln 2
     for (int j = 0; j < nkk; j++) {
@@ -537,21 +616,31 @@ static size_t dense_act_bytes(const struct mnemo_attn_cfg *cfg, int B, int T)
     return lay.total;
 }
 
-/* Backward scratch: dO re-laid per head (B,NH,T,HSP) and D (B,NH,T); the reference path needs
- * its own (serial, one head at a time), so the larger of the two is declared. */
+/* Backward scratch: dO re-laid per head (B,NH,T,HSP), the dq accumulators of the single-pass
+ * mode (B,NH,T,HSP) and D (B,NH,T); the reference path needs its own (serial, one head at a
+ * time), so the larger of the two is declared. */
 static size_t fast_scratch_bytes(const struct mnemo_attn_cfg *cfg, int B, int T,
-                                 size_t *off_D)
+                                 size_t *off_dq, size_t *off_D)
 {
     size_t rows = mni_mul(mni_mul((size_t)B, (size_t)cfg->n_head), (size_t)T);
-    size_t dO = mni_align64(mni_mul(mni_mul(rows, (size_t)mni_dense_hsp(cfg->head_dim)),
-                                    sizeof(float)));
-    if (off_D) *off_D = dO;
-    return mni_add(dO, mni_align64(mni_mul(rows, sizeof(float))));
+    size_t head = mni_align64(mni_mul(mni_mul(rows, (size_t)mni_dense_hsp(cfg->head_dim)),
+                                      sizeof(float)));
+    if (off_dq) *off_dq = head;
+    if (off_D) *off_D = mni_mul(2, head);
+    return mni_add(mni_mul(2, head), mni_align64(mni_mul(rows, sizeof(float))));
+}
+
+/* The single-pass backward gives each thread whole heads: 5 matmuls instead of 7, but only
+ * B*NH tasks. Use it unless that leaves more than a quarter of the threads idle on average. */
+static int single_pass_ok(long nbh, int nthr)
+{
+    long rounds = (nbh + nthr - 1) / nthr;
+    return 4 * nbh >= 3 * rounds * nthr;
 }
 
 static size_t dense_scratch_bytes(const struct mnemo_attn_cfg *cfg, int B, int T)
 {
-    size_t f = fast_scratch_bytes(cfg, B, T, NULL), r = mni_dense_ref_scratch_bytes(cfg, B, T);
+    size_t f = fast_scratch_bytes(cfg, B, T, NULL, NULL), r = mni_dense_ref_scratch_bytes(cfg, B, T);
     return f > r ? f : r;
 }
 
@@ -660,9 +749,10 @@ static enum mnemo_status dense_backward(const struct mnemo_attn_cfg *cfg,
     const float *av = (const float *)(act + lay.v);     // (B,NH,T,HSP)
     const float *alse = (const float *)(act + lay.lse); // (B,NH,T)
     const float *cs = cfg->rope ? (const float *)(act + lay.cs) : NULL; // (T,HS/2,2)
-    size_t off_D;
-    fast_scratch_bytes(cfg, B, T, &off_D);
+    size_t off_dq, off_D;
+    fast_scratch_bytes(cfg, B, T, &off_dq, &off_D);
     float *dOp = io->scratch;                                 // (B,NH,T,HSP)
+    float *dQacc = (float *)((char *)io->scratch + off_dq);   // (B,NH,T,HSP)
     float *Dv = (float *)((char *)io->scratch + off_D);       // (B,NH,T)
 
     // dO re-laid per head, and D_i = dO_i . o_i (the softmax backward's row term)
@@ -679,10 +769,40 @@ static enum mnemo_status dense_backward(const struct mnemo_attn_cfg *cfg,
             load_head(dOp + r * HSP, g, NULL, HS, HSP, 1.0f);
         }
     }
-    // tasks: key strips (dk, dv) and query strips (dq) of one head, interleaved, the longest
-    // first; head-major as in forward
     const int ns = (T + QW - 1) / QW;
-    const long nbh = (long)B * NH, ntask = 2 * nbh * ns;
+    const long nbh = (long)B * NH;
+#ifdef _OPENMP
+    const int nthr = omp_get_max_threads();
+#else
+    const int nthr = 1;
+#endif
+    if (single_pass_ok(nbh, nthr)) {
+        // one task per head: key strips in order, dq accumulated in scratch (5 matmuls)
+#pragma omp parallel for schedule(dynamic, 1)
+        for (long bh = 0; bh < nbh; bh++) {
+            int b = (int)(bh / NH), h = (int)(bh % NH);
+            size_t head = (size_t)bh * T * HSP;
+            float *dQa = dQacc + head; // (T,HSP)
+            float *dq = io->dqkv + (size_t)b * T * 3 * C + (size_t)h * HS; // row t at t*3C
+            memset(dQa, 0, sizeof(float) * (size_t)T * HSP);
+            for (int j0 = 0; j0 < T; j0 += QW) {
+                int nkk = T - j0 < QW ? T - j0 : QW;
+                bwd_keys(dq + (size_t)j0 * 3 * C + C, dq + (size_t)j0 * 3 * C + 2 * C, 3 * C,
+                         aq + head, ak + head, av + head, dOp + head, alse + (size_t)bh * T,
+                         Dv + (size_t)bh * T, dQa, T, j0, nkk, cs, HS, HSP);
+            }
+            const float rs = 1.0f / sqrtf((float)HS);
+            for (int t = 0; t < T; t++) {
+                float *dqr = dq + (size_t)t * 3 * C;
+                for (int d = 0; d < HS; d++) dqr[d] = rs * dQa[(size_t)t * HSP + d];
+                if (cs) mni_rope_apply(dqr, cs + (size_t)t * HS, HS, -1);
+            }
+        }
+        return MNEMO_OK;
+    }
+    // two sets of tasks: key strips (dk, dv) and query strips (dq) of one head, interleaved,
+    // the longest first; head-major as in forward (7 matmuls, any number of threads)
+    const long ntask = 2 * nbh * ns;
 #pragma omp parallel for schedule(dynamic, 1)
     for (long task = 0; task < ntask; task++) {
         long bh = task / (2 * ns); // head-major: a head's k, v stay in cache
@@ -694,7 +814,7 @@ static enum mnemo_status dense_backward(const struct mnemo_attn_cfg *cfg,
             int j0 = rank * QW, nkk = T - j0 < QW ? T - j0 : QW; // first keys: most queries
             bwd_keys(dq + (size_t)j0 * 3 * C + C, dq + (size_t)j0 * 3 * C + 2 * C, 3 * C,
                      aq + head, ak + head, av + head, dOp + head, alse + (size_t)bh * T,
-                     Dv + (size_t)bh * T, T, j0, nkk, cs, HS, HSP);
+                     Dv + (size_t)bh * T, NULL, T, j0, nkk, cs, HS, HSP);
         } else {
             int q0 = (ns - 1 - rank) * QW, nq = T - q0 < QW ? T - q0 : QW; // last: most keys
             bwd_queries(dq + (size_t)q0 * 3 * C, 3 * C, aq + head, ak + head, av + head,
