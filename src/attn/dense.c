@@ -11,10 +11,14 @@
  *     P_ij = exp(s_ij - lse_i),  dv_j = sum_i P_ij dO_i,  dP_ij = dO_i . v_j,
  *     D_i = dO_i . o_i,  dS_ij = P_ij (dP_ij - D_i),  dq_i = sum_j dS_ij k_j / sqrt(HS),
  *     dk_j = sum_i dS_ij q_i / sqrt(HS).
- * Backward runs as two independent sets of tasks (as Triton's FlashAttention tutorial does):
- * tasks that own a strip of keys accumulate dk, dv; tasks that own a strip of queries
- * accumulate dq. Every output row therefore has exactly one writer, no per-thread reduction
- * buffers are needed, and results do not depend on the number of threads.
+ * Backward walks key strips: a strip owns its dk, dv and visits every later query block. dq
+ * is the problem, since every key strip adds to it. When B*NH heads fill the threads, each
+ * thread takes whole heads and adds dq += dS K into a per-head accumulator in scratch (single
+ * pass: 5 matmuls). Otherwise tasks are split as in Triton's FlashAttention tutorial: key-strip
+ * tasks for dk, dv and separate query-strip tasks that recompute S and dP for dq (7 matmuls,
+ * any number of threads). Either way every value has one writer and a fixed summation order:
+ * no per-thread buffers, no atomics, deterministic results; the two modes differ only by
+ * rounding, and the mode depends on B*NH and the thread count (single_pass_ok).
  *
  * Numerics: q is pre-scaled by log2(e)/sqrt(HS), so scores are in log2 units and the kernels
  * need only exp2 (a degree-5 polynomial, ~2 float ulp); lse is kept in log2 units too.
@@ -24,8 +28,9 @@
  * strip transposed, queries along the vector lanes: S^T = K_blk Q^T (KB x QW), the softmax
  * statistics are per-lane vectors, and O^T (HSP x QW) += V_blk^T P^T. The dk/dv tasks use the
  * mirror image, keys along the lanes. Both shapes reduce to two register-blocked micro-kernels
- * (gemm_bt, gemm_at) of 4 x 24 outputs in 12 ymm accumulators. Per-thread tiles live on the
- * stack (at most ~100 KB, bounded by HS <= 256), so no scratch depends on the thread count.
+ * (gemm_bt, gemm_at) of 4 x 24 outputs in 12 ymm accumulators (plus gemm_nn, 6 x 16, for the
+ * single-pass dq). Per-thread tiles live on the stack (at most ~100 KB, bounded by
+ * HS <= 256), so no declared size depends on the thread count.
  * Layouts of act and of the streaming state: attn_int.h; design notes and measurements:
  * docs/internals/attention.md.
  */
@@ -47,13 +52,16 @@
 #define DENSE_AVX2 0
 #endif
 
-#define QW 24       /* queries (forward, dq) or keys (dk/dv) per strip: 3 AVX2 vectors */
+/* Tile sizes (KB and QB measured best among 32..128 on Zen 3; -D overrides for tuning). */
+#define QW 24 /* queries (forward, dq) or keys (dk/dv) per strip: 3 AVX2 vectors */
 #ifndef KB
 #define KB 64 /* keys per block in forward and dq tasks: rows of the S^T tile */
 #endif
-#define QB 32       /* queries per block in dk/dv tasks: rows of the S tile */
-#define HS_MAX 256  /* largest supported head_dim (stack tiles are sized for it) */
-#define DEC_MAX 8   /* step() with fewer new tokens than this uses the one-row path */
+#ifndef QB
+#define QB 48 /* queries per block in dk/dv tasks: rows of the S tile (multiple of 6) */
+#endif
+#define HS_MAX 256 /* largest supported head_dim (stack tiles are sized for it) */
+#define DEC_MAX 8  /* step() with fewer new tokens than this uses the one-row path */
 #define ALIGN64 __attribute__((aligned(64)))
 
 static const double LOG2E = 1.4426950408889634;
