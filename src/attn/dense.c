@@ -438,6 +438,26 @@ static void softmax_bwd_tile(float *restrict P, const float *restrict dP, int n,
     }
 }
 
+/* The per-lane update of the online softmax after one key block: alpha = 2^(m - m_new),
+ * l = l alpha + lsum, m = m_new (all QW lanes). */
+static void online_update(float *restrict m, float *restrict l, float *restrict alpha,
+                          const float *restrict mnew, const float *restrict lsum)
+{
+#if DENSE_AVX2
+    for (int i = 0; i < QW; i += 8) {
+        __m256 a = exp2_avx(_mm256_sub_ps(_mm256_load_ps(m + i), _mm256_load_ps(mnew + i)));
+        _mm256_store_ps(alpha + i, a);
+        _mm256_store_ps(l + i, _mm256_fmadd_ps(_mm256_load_ps(l + i), a, _mm256_load_ps(lsum + i)));
+        _mm256_store_ps(m + i, _mm256_load_ps(mnew + i));
+    }
+#else
+    for (int i = 0; i < QW; i++) {
+        alpha[i] = exp2_scalar(m[i] - mnew[i]);
+        l[i] = l[i] * alpha[i] + lsum[i], m[i] = mnew[i];
+    }
+#endif
+}
+
 /* ---- forward strip ------------------------------------------------------------------------- */
 
 /* Attends a strip of nq <= QW queries to keys 0 .. p0+nq-1; query i has position p0+i.
@@ -467,9 +487,8 @@ __attribute__((noinline)) static void fwd_strip(float *out, size_t ldo, float *l
         float mnew[QW] ALIGN64;
         memcpy(mnew, m, sizeof(mnew));
         col_max(mnew, St, nk);
-        for (int i = 0; i < QW; i++) alpha[i] = exp2_scalar(m[i] - mnew[i]);
         exp2_lanes(St, nk, mnew, lsum);
-        for (int i = 0; i < QW; i++) l[i] = l[i] * alpha[i] + lsum[i], m[i] = mnew[i];
+        online_update(m, l, alpha, mnew, lsum);
         // O^T = O^T alpha + V_blk^T P^T
         gemm_at(Ot, V + (size_t)k0 * HSP, (size_t)HSP, St, nk, HSP, alpha);
     }
