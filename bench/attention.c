@@ -147,7 +147,10 @@ static int run_torch(struct torch_row *rows, int max_rows, const char *python, c
     return st == 0 ? n : (n ? n : -1);
 }
 
-static int reps_for(int T, int reps) { return reps > 0 ? reps : (T <= 1024 ? 10 : T <= 4096 ? 5 : 3); }
+static int reps_for(int T, int reps)
+{
+    return reps > 0 ? reps : (T <= 1024 ? 10 : T <= 4096 ? 5 : 3);
+}
 
 int main(int argc, char **argv)
 {

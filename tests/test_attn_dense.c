@@ -89,7 +89,7 @@ static void backward_ok(const struct mnemo_attn_cfg *cfg, struct bufs *b)
     if (st != MNEMO_OK) fail_msg("backward: %s", mnemo_last_error());
 }
 
-/* ---- registry and validation ---------------------------------------------------------------- */
+/* ---- registry and validation ----------------------------------------------------------------- */
 
 static void test_registry(void **state)
 {
@@ -160,7 +160,26 @@ static void test_validate(void **state)
     bufs_free(&b);
 }
 
-/* ---- fast vs reference ------------------------------------------------------------------------ */
+/* Declared memory is linear in T (never T x T) and the state is bounded by n_ctx. */
+static void test_sizes_linear(void **state)
+{
+    struct mnemo_attn_cfg c = make_cfg(4, 64, 8192, 1, 0);
+    const struct mnemo_attn_ops *o = &mni_attn_dense;
+    for (int T = 1024; T <= 8192; T *= 2) {
+        size_t a1 = o->act_bytes(&c, 2, T), a2 = o->act_bytes(&c, 2, 2 * T);
+        size_t s1 = o->scratch_bytes(&c, 2, T), s2 = o->scratch_bytes(&c, 2, 2 * T);
+        assert_true(a2 <= 2 * a1 + 256 && a2 >= 2 * a1 - 256);
+        assert_true(s2 <= 2 * s1 + 256 && s2 >= 2 * s1 - 256);
+        // q, k, v, lse and the rope table: 3*B*NH*T*HS + B*NH*T + T*HS floats
+        assert_true(a1 >= (3 * 2 * 4 * (size_t)T * 64 + 2 * 4 * (size_t)T + (size_t)T * 64) * 4);
+    }
+    // the KV cache: 2 * NH * n_ctx * HS floats + a header
+    size_t sb = o->state_bytes(&c);
+    assert_true(sb >= 2 * 4 * 8192 * 64 * 4 && sb <= 2 * 4 * 8192 * 64 * 4 + 256);
+    assert_true(o->step_scratch_bytes(&c, 1) < o->step_scratch_bytes(&c, 1000));
+}
+
+/* ---- fast vs reference ----------------------------------------------------------------------- */
 
 struct shape {
     int B, T, NH, HS, rope;
@@ -299,7 +318,7 @@ static void test_backward_vs_ref(void **state)
     }
 }
 
-/* ---- finite differences --------------------------------------------------------------------- */
+/* ---- finite differences ---------------------------------------------------------------------- */
 
 /* |fd - analytic| / (0.01 + |analytic|); observed worst ~1.5e-4 (the float rounding of the
  * forward's outputs limits the differences). */
@@ -379,7 +398,7 @@ static void test_fd_detects_a_fault(void **state)
     bufs_free(&b);
 }
 
-/* ---- determinism and causality ------------------------------------------------------------ */
+/* ---- determinism and causality --------------------------------------------------------------- */
 
 static void test_deterministic_and_causal(void **state)
 {
@@ -420,7 +439,7 @@ static void test_deterministic_and_causal(void **state)
     bufs_free(&b);
 }
 
-/* ---- sessions ---------------------------------------------------------------------------------- */
+/* ---- sessions -------------------------------------------------------------------------------- */
 
 /* Feeds the window qkv (T,3,NH,HS) through a fresh session in chunks of the given sizes
  * (cycled), and compares every output with want (T,NH,HS). */
@@ -523,6 +542,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_registry),
         cmocka_unit_test(test_validate),
+        cmocka_unit_test(test_sizes_linear),
         cmocka_unit_test(test_forward_vs_ref),
         cmocka_unit_test(test_backward_vs_ref),
         cmocka_unit_test(test_ref_backward_vs_fd),

@@ -372,7 +372,8 @@ static void col_max(float *restrict m, const float *restrict S, int nk)
     _mm256_storeu_ps(m, m0), _mm256_storeu_ps(m + 8, m1), _mm256_storeu_ps(m + 16, m2);
 #else
     for (int j = 0; j < nk; j++) {
-        for (int i = 0; i < QW; i++) m[i] = S[(size_t)j * QW + i] > m[i] ? S[(size_t)j * QW + i] : m[i];
+        const float *s = S + (size_t)j * QW;
+        for (int i = 0; i < QW; i++) m[i] = s[i] > m[i] ? s[i] : m[i];
     }
 #endif
 }
@@ -667,7 +668,8 @@ static int single_pass_ok(long nbh, int nthr)
 
 static size_t dense_scratch_bytes(const struct mnemo_attn_cfg *cfg, int B, int T)
 {
-    size_t f = fast_scratch_bytes(cfg, B, T, NULL, NULL), r = mni_dense_ref_scratch_bytes(cfg, B, T);
+    size_t f = fast_scratch_bytes(cfg, B, T, NULL, NULL);
+    size_t r = mni_dense_ref_scratch_bytes(cfg, B, T);
     return f > r ? f : r;
 }
 
