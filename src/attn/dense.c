@@ -694,10 +694,32 @@ static enum mnemo_status check_io(const struct mnemo_attn_cfg *cfg,
 
 /* ---- forward ------------------------------------------------------------------------------- */
 
-/* dst (HSP) = rot(src (HS)) * scale, padding zeroed. cs_row NULL: no rotation. */
+/* dst (HSP) = rot(src (HS)) * scale, padding zeroed. cs_row NULL: no rotation. Every path of
+ * the fast kind (forward, step) loads heads through here, so they round identically. */
 static void load_head(float *dst, const float *src, const float *cs_row, int HS, int HSP,
                       float scale)
 {
+#if DENSE_AVX2
+    const int half = HS / 2;
+    if (cs_row && half % 8 == 0) {
+        // the rotation of mni_rope_apply, 8 pairs at a time: (c, s) de-interleaved from cs_row
+        const __m256 sc = _mm256_set1_ps(scale);
+        for (int i = 0; i < half; i += 8) {
+            __m256 a = _mm256_loadu_ps(cs_row + 2 * i), b = _mm256_loadu_ps(cs_row + 2 * i + 8);
+            __m256 c = _mm256_castpd_ps(_mm256_permute4x64_pd(
+                _mm256_castps_pd(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0))), 0xd8));
+            __m256 sn = _mm256_castpd_ps(_mm256_permute4x64_pd(
+                _mm256_castps_pd(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1))), 0xd8));
+            __m256 x0 = _mm256_loadu_ps(src + i), x1 = _mm256_loadu_ps(src + i + half);
+            __m256 y0 = _mm256_sub_ps(_mm256_mul_ps(x0, c), _mm256_mul_ps(x1, sn));
+            __m256 y1 = _mm256_add_ps(_mm256_mul_ps(x0, sn), _mm256_mul_ps(x1, c));
+            _mm256_storeu_ps(dst + i, _mm256_mul_ps(y0, sc));
+            _mm256_storeu_ps(dst + i + half, _mm256_mul_ps(y1, sc));
+        }
+        for (int d = HS; d < HSP; d++) dst[d] = 0.0f;
+        return;
+    }
+#endif
     for (int d = 0; d < HS; d++) dst[d] = src[d];
     if (cs_row) mni_rope_apply(dst, cs_row, HS, +1);
     if (scale != 1.0f) {
