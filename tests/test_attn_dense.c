@@ -501,6 +501,7 @@ static void test_session_equals_forward(void **state)
     session_case(150, 3, 16, 1, 0);
     session_case(150, 2, 64, 1, 0);
     session_case(90, 2, 6, 0, 0);
+    session_case(40, 1, 256, 1, 0);
     session_case(90, 3, 16, 1, 1);
 }
 

@@ -923,41 +923,90 @@ static size_t dense_step_scratch_bytes(const struct mnemo_attn_cfg *cfg, int n)
     return lay.total > r ? lay.total : r;
 }
 
-/* One query (q: HSP, rotated, scaled) against keys 0..nk-1: o (HS) = softmax(q K^T) V.
- * row (nk) is workspace. */
+#if DENSE_AVX2
+/* Scores of q against the 8 keys K[0..7] (rows of HSP): 8 independent FMA chains, then one
+ * transposing reduction so that the 8 dot products come out as one vector. */
+static inline __m256 dot8(const float *q, const float *K, int HSP)
+{
+    __m256 a[8];
+    for (int k = 0; k < 8; k++) a[k] = _mm256_setzero_ps();
+    for (int d = 0; d < HSP; d += 8) {
+        __m256 x = _mm256_loadu_ps(q + d);
+        for (int k = 0; k < 8; k++)
+            a[k] = _mm256_fmadd_ps(x, _mm256_loadu_ps(K + (size_t)k * HSP + d), a[k]);
+    }
+    __m256 t0 = _mm256_hadd_ps(a[0], a[1]), t1 = _mm256_hadd_ps(a[2], a[3]);
+    __m256 t2 = _mm256_hadd_ps(a[4], a[5]), t3 = _mm256_hadd_ps(a[6], a[7]);
+    __m256 u0 = _mm256_hadd_ps(t0, t1), u1 = _mm256_hadd_ps(t2, t3);
+    return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20),
+                         _mm256_permute2f128_ps(u0, u1, 0x31));
+}
+#endif
+
+/* One query (q: HSP, rotated, scaled) against keys 0..nk-1: o (HS) = softmax(q K^T) V, with
+ * the row of scores materialised in row (nk). The decode path: memory-bound on K and V, so
+ * the point is to keep every loop free of dependency chains through memory. */
 static void dec_row(float *o, float *row, const float *q, const float *K, const float *V,
                     int nk, int HS, int HSP)
 {
-    float m = -INFINITY;
-    for (int j = 0; j < nk; j++) {
-        const float *k = K + (size_t)j * HSP;
+    int j = 0;
+    float m = -INFINITY, l = 0.0f;
 #if DENSE_AVX2
-        __m256 acc = _mm256_setzero_ps();
-        for (int d = 0; d < HSP; d += 8)
-            acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), _mm256_loadu_ps(k + d), acc);
-        __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-        s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-        s4 = _mm_add_ss(s4, _mm_movehdup_ps(s4));
-        float s = _mm_cvtss_f32(s4);
-#else
+    __m256 mv = _mm256_set1_ps(-INFINITY);
+    for (; j + 8 <= nk; j += 8) {
+        __m256 s = dot8(q, K + (size_t)j * HSP, HSP);
+        _mm256_storeu_ps(row + j, s);
+        mv = _mm256_max_ps(mv, s);
+    }
+    for (int i = 0; i < 8; i++) m = mv[i] > m ? mv[i] : m;
+#endif
+    for (; j < nk; j++) {
+        const float *k = K + (size_t)j * HSP;
         float s = 0.0f;
         for (int d = 0; d < HSP; d++) s += q[d] * k[d];
-#endif
         row[j] = s;
         m = s > m ? s : m;
     }
-    float l = 0.0f;
-    for (int j = 0; j < nk; j++) {
+    j = 0;
+#if DENSE_AVX2
+    __m256 lv = _mm256_setzero_ps();
+    for (; j + 8 <= nk; j += 8) {
+        __m256 p = exp2_avx(_mm256_sub_ps(_mm256_loadu_ps(row + j), _mm256_set1_ps(m)));
+        _mm256_storeu_ps(row + j, p);
+        lv = _mm256_add_ps(lv, p);
+    }
+    for (int i = 0; i < 8; i++) l += lv[i];
+#endif
+    for (; j < nk; j++) {
         row[j] = exp2_scalar(row[j] - m);
         l += row[j];
     }
-    float acc[HS_MAX];
-    for (int d = 0; d < HSP; d++) acc[d] = 0.0f;
-    for (int j = 0; j < nk; j++) {
-        const float *v = V + (size_t)j * HSP;
-        for (int d = 0; d < HSP; d++) acc[d] += row[j] * v[d];
+    // o = sum_j P_j v_j, 64 columns (8 accumulators) at a time
+    for (int d0 = 0; d0 < HSP; d0 += 64) {
+        int nd = HSP - d0 < 64 ? HSP - d0 : 64;
+#if DENSE_AVX2
+        __m256 acc[8];
+        for (int k = 0; k < 8; k++) acc[k] = _mm256_setzero_ps();
+        for (j = 0; j < nk; j++) {
+            __m256 p = _mm256_broadcast_ss(row + j);
+            const float *v = V + (size_t)j * HSP + d0;
+            for (int k = 0; k < nd / 8; k++)
+                acc[k] = _mm256_fmadd_ps(p, _mm256_loadu_ps(v + 8 * k), acc[k]);
+        }
+        const __m256 il = _mm256_set1_ps(1.0f / l);
+        float tmp[64];
+        for (int k = 0; k < nd / 8; k++) _mm256_storeu_ps(tmp + 8 * k, _mm256_mul_ps(acc[k], il));
+        for (int d = 0; d < nd && d0 + d < HS; d++) o[d0 + d] = tmp[d];
+#else
+        float acc[64];
+        for (int d = 0; d < nd; d++) acc[d] = 0.0f;
+        for (j = 0; j < nk; j++) {
+            const float *v = V + (size_t)j * HSP + d0;
+            for (int d = 0; d < nd; d++) acc[d] += row[j] * v[d];
+        }
+        for (int d = 0; d < nd && d0 + d < HS; d++) o[d0 + d] = acc[d] * (1.0f / l);
+#endif
     }
-    for (int d = 0; d < HS; d++) o[d] = acc[d] / l;
 }
 
 static enum mnemo_status dense_step(const struct mnemo_attn_cfg *cfg, void *state,
