@@ -447,8 +447,9 @@ static void online_update(float *restrict m, float *restrict l, float *restrict 
 #if DENSE_AVX2
     for (int i = 0; i < QW; i += 8) {
         __m256 a = exp2_avx(_mm256_sub_ps(_mm256_load_ps(m + i), _mm256_load_ps(mnew + i)));
+        __m256 ln = _mm256_fmadd_ps(_mm256_load_ps(l + i), a, _mm256_load_ps(lsum + i));
         _mm256_store_ps(alpha + i, a);
-        _mm256_store_ps(l + i, _mm256_fmadd_ps(_mm256_load_ps(l + i), a, _mm256_load_ps(lsum + i)));
+        _mm256_store_ps(l + i, ln);
         _mm256_store_ps(m + i, _mm256_load_ps(mnew + i));
     }
 #else
@@ -995,7 +996,8 @@ static void dec_row(float *o, float *row, const float *q, const float *K, const 
         }
         const __m256 il = _mm256_set1_ps(1.0f / l);
         float tmp[64];
-        for (int k = 0; k < nd / 8; k++) _mm256_storeu_ps(tmp + 8 * k, _mm256_mul_ps(acc[k], il));
+        for (int k = 0; k < nd / 8; k++)
+            _mm256_storeu_ps(tmp + 8 * k, _mm256_mul_ps(acc[k], il));
         for (int d = 0; d < nd && d0 + d < HS; d++) o[d0 + d] = tmp[d];
 #else
         float acc[64];
