@@ -200,6 +200,10 @@ static void print_shape(const char *what, const struct shape *s, double err)
                   s->B, s->T, s->NH, s->HS, s->rope, (double)s->scale, err);
 }
 
+/* Tolerances: the fast path is fp32 with a polynomial exp2 (1.6e-7), the reference double;
+ * observed worst errors are ~1e-7 at scale 1 and ~3e-6 at scale 4 (sharper softmaxes amplify
+ * the exp error), so 1e-5 leaves a 3x margin while any indexing or masking slip (errors of
+ * order 1) fails. */
 static void test_forward_vs_ref(void **state)
 {
     for (size_t k = 0; k < sizeof(shapes) / sizeof(shapes[0]); k++) {
@@ -214,6 +218,7 @@ static void test_forward_vs_ref(void **state)
         memcpy(r.qkv, f.qkv, f.nqkv * sizeof(float));
         forward_ok(&fast, &f);
         forward_ok(&ref, &r);
+        // max |fast - ref| relative to max |ref| over the whole output
         double err = tu_rel_max_err(f.out, r.out, f.nout);
         print_shape("forward", s, err);
         assert_true(err < 1e-5);
@@ -324,6 +329,8 @@ static void test_backward_vs_ref(void **state)
  * forward's outputs limits the differences). */
 #define FD_TOL 5e-4
 
+/* loss = sum(out * w) in double, w fixed: its gradient with respect to out is w, which is
+ * what backward receives as dout. */
 static double loss_of(const struct mnemo_attn_cfg *cfg, struct bufs *b, const float *w)
 {
     forward_ok(cfg, b);
@@ -332,6 +339,8 @@ static double loss_of(const struct mnemo_attn_cfg *cfg, struct bufs *b, const fl
     return L;
 }
 
+/* Every entry of qkv (q, k and v of every token and head) is perturbed, so a gradient that
+ * is wrong for any part of the packing, any head or any position is caught. */
 static void check_fd(int B, int T, int NH, int HS, int rope, uint64_t seed)
 {
     struct mnemo_attn_cfg cfg = make_cfg(NH, HS, T, rope, 1);
@@ -368,6 +377,8 @@ static void check_fd(int B, int T, int NH, int HS, int rope, uint64_t seed)
     bufs_free(&b);
 }
 
+/* Small shapes (the reference is O(T^2 HS) per forward, and there are 2 * 2 * |qkv| of them):
+ * RoPE on and off, HS not a multiple of 8, B > 1 and NH > 1. */
 static void test_ref_backward_vs_fd(void **state)
 {
     check_fd(2, 5, 2, 4, 1, 11);
@@ -475,6 +486,9 @@ static void session_equals(const struct mnemo_attn_cfg *cfg, int T, const float 
     mni_free(st), mni_free(scratch), mni_free(out);
 }
 
+/* One window through forward, then through fresh sessions: token by token (the decode path),
+ * in mixed chunks (both step paths, strips with tails, chunks crossing the 64-key blocks), and
+ * in one chunk (the strip path over the whole window: bit-identical to the forward). */
 static void session_case(int T, int NH, int HS, int rope, int use_ref)
 {
     struct mnemo_attn_cfg cfg = make_cfg(NH, HS, T, rope, use_ref);
@@ -505,6 +519,9 @@ static void test_session_equals_forward(void **state)
     session_case(90, 3, 16, 1, 1);
 }
 
+/* The cache is bounded: a step that does not fit is refused whole, with MNEMO_ERR_FULL and
+ * a message, and leaves the state as it was; a refilled state works; a state initialised for
+ * another cfg is refused. Both paths. */
 static void test_session_full(void **state)
 {
     const struct mnemo_attn_ops *ops = &mni_attn_dense;

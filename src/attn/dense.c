@@ -80,16 +80,18 @@ static const float LN2 = 0.69314718055994531f;
 #define EXP2_C4 9.671512991e-03f
 #define EXP2_C5 1.326472731e-03f
 
+/* The scalar twin of exp2_avx (the non-AVX2 build, tails, the decode path's alpha). */
 static inline float exp2_scalar(float x)
 {
     x = x < -127.0f ? -127.0f : (x > 127.0f ? 127.0f : x);
-    float n = nearbyintf(x), f = x - n;
+    float n = nearbyintf(x), f = x - n; // n integer, f in [-0.5, 0.5]
     float p = EXP2_C5;
     p = p * f + EXP2_C4;
     p = p * f + EXP2_C3;
     p = p * f + EXP2_C2;
     p = p * f + EXP2_C1;
     p = p * f + EXP2_C0;
+    // 2^n as a float: biased exponent n + 127 in bits 23..30 (n = -127 gives +0)
     union { uint32_t u; float f; } e = { .u = (uint32_t)((int32_t)n + 127) << 23 };
     return p * e.f;
 }
@@ -99,6 +101,8 @@ static inline __m256 exp2_avx(__m256 x)
 {
     const __m256 magic = _mm256_set1_ps(12582912.0f); // 1.5 * 2^23: adding it rounds to int
     x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-127.0f)), _mm256_set1_ps(127.0f));
+    // t = x + magic holds round(x) in its low mantissa bits: as an integer (ni) and, after
+    // subtracting magic again, as a float (so that f = x - round(x) is exact)
     __m256 t = _mm256_add_ps(x, magic);
     __m256i ni = _mm256_sub_epi32(_mm256_castps_si256(t), _mm256_castps_si256(magic));
     __m256 f = _mm256_sub_ps(x, _mm256_sub_ps(t, magic));
@@ -114,7 +118,12 @@ static inline __m256 exp2_avx(__m256 x)
 #endif
 
 /* ---- micro-kernels -------------------------------------------------------------------------
- * All tiles are QW = 24 columns wide, row-major, 64-byte aligned. */
+ * All tiles are QW = 24 columns wide, row-major, 64-byte aligned (they live on the stack). The
+ * wide operand (Bt in gemm_bt, P in gemm_at) is such a tile; the other operand (A) is read by
+ * scalar broadcasts, so it may be any row-major buffer (act, scratch, the KV cache) with any
+ * alignment. Register budget on AVX2 (16 ymm): 12 accumulators (4 rows x 3 vectors), the 3
+ * vectors of the wide operand, and 1 broadcast. Per inner step: 3 loads + 4 broadcasts for 12
+ * FMAs, i.e. within the two load ports while the two FMA pipes stay busy. */
 
 #if DENSE_AVX2
 /* Left alone, gcc folds the three B loads into every FMA (12 loads + 4 broadcasts per 12 FMAs),
@@ -122,12 +131,15 @@ static inline __m256 exp2_avx(__m256 x)
 #define KEEP_IN_REGS(a, b, c) __asm__("" : "+x"(a), "+x"(b), "+x"(c))
 #endif
 
-/* C (R,QW) = A (R,nd; row stride lda) . Bt (nd,QW). Overwrites C. */
+/* C (R,QW) = A (R,nd; row stride lda) . Bt (nd,QW). Overwrites C.
+ * Forward: S^T = K_blk Q^T (A = keys, Bt = the strip's queries transposed); backward: S = Q K^T
+ * and dP = dO V^T of a key strip, dP^T = V dO^T of a query strip. */
 static void gemm_bt(float *restrict C, const float *restrict A, size_t lda,
                     const float *restrict Bt, int R, int nd)
 {
     int r = 0;
 #if DENSE_AVX2
+    // 4 rows of C at a time: c<row><vector>, each FMA adds A[row][d] * Bt[d][vector]
     for (; r + 4 <= R; r += 4) {
         const float *a0 = A + (size_t)r * lda, *a1 = a0 + lda, *a2 = a1 + lda, *a3 = a2 + lda;
         __m256 c00 = _mm256_setzero_ps(), c01 = c00, c02 = c00, c10 = c00, c11 = c00;
@@ -162,6 +174,7 @@ static void gemm_bt(float *restrict C, const float *restrict A, size_t lda,
         _mm256_store_ps(c + 72, c30), _mm256_store_ps(c + 80, c31);
         _mm256_store_ps(c + 88, c32);
     }
+    // the last R % 4 rows (a block tail): one row, 3 accumulators
     for (; r < R; r++) {
         const float *a = A + (size_t)r * lda;
         __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0;
@@ -188,11 +201,14 @@ static void gemm_bt(float *restrict C, const float *restrict A, size_t lda,
 
 /* C (D,QW) = C * alpha + A^T P, i.e. C[d][w] = C[d][w]*alpha[w] + sum_r A[r][d] P[r][w], with
  * A (R, D; row stride lda), P (R,QW). alpha (QW) may be NULL (plain accumulation). D must be a
- * multiple of 4. */
+ * multiple of 4 (it is HSP). Forward: O^T = alpha O^T + V_blk^T P^T (the online-softmax
+ * rescale rides on the accumulator load); backward: dV^T += dO^T P, dK^T += Q^T dS of a key
+ * strip, dQ^T += K^T dS^T of a query strip. */
 static void gemm_at(float *restrict C, const float *restrict A, size_t lda,
                     const float *restrict P, int R, int D, const float *restrict alpha)
 {
 #if DENSE_AVX2
+    // 4 rows of C (4 values of d) at a time, kept in registers over the whole r loop
     for (int d = 0; d < D; d += 4) {
         float *c = C + (size_t)d * QW;
         __m256 c00 = _mm256_load_ps(c), c01 = _mm256_load_ps(c + 8);
@@ -325,7 +341,9 @@ static void gemm_nn(float *restrict C, size_t ldc, const float *restrict A, size
 
 /* ---- tile helpers ---------------------------------------------------------------------------- */
 
-/* Xt (nd,QW): Xt[d][i] = X[i*ldx + d] for i < n, 0 for the padding lanes n <= i < QW. */
+/* Xt (nd,QW): Xt[d][i] = X[i*ldx + d] for i < n, 0 for the padding lanes n <= i < QW.
+ * Padding lanes stay finite through every later step (their scores are 0), and are never
+ * written out. Once per strip, so plain scalar code. */
 static void transpose_in(float *restrict Xt, const float *restrict X, size_t ldx, int n, int nd)
 {
     for (int d = 0; d < nd; d++) {
@@ -358,7 +376,7 @@ static void mask_rows(float *S, int nr, int i0, int j0, int nkk)
     }
 }
 
-/* m (QW) = max(m, column max of S (nk,QW)). */
+/* m (QW) = max(m, column max of S (nk,QW)): the new running max of each query lane. */
 static void col_max(float *restrict m, const float *restrict S, int nk)
 {
 #if DENSE_AVX2
@@ -428,7 +446,8 @@ static void exp2_rows(float *restrict S, int nr, const float *restrict sub)
     }
 }
 
-/* P <- P * (dP - D): dS of the softmax; D per lane (Dl, QW) or per row (Dr, n), one non-NULL. */
+/* P <- P * (dP - D): dS of the softmax; D per lane (Dl, QW) or per row (Dr, n), one non-NULL.
+ * Masked entries have P = 0 and so dS = 0. gcc vectorises the inner loop. */
 static void softmax_bwd_tile(float *restrict P, const float *restrict dP, int n,
                              const float *restrict Dl, const float *restrict Dr)
 {
@@ -555,7 +574,10 @@ __attribute__((noinline)) static void bwd_keys(float *dk, float *dv, size_t ldd,
     }
 }
 
-/* dq of the query strip q0 .. q0+nq-1 of one head (arguments as bwd_keys). */
+/* dq of the query strip q0 .. q0+nq-1 of one head (arguments as bwd_keys): the two-set
+ * mode's second half. The strip is held like the forward's (queries along the lanes) and
+ * walks the key blocks up to its diagonal, recomputing S^T, P^T and dP^T = V dO^T, which the
+ * key-strip tasks also computed: the price of having one writer for every dq row. */
 __attribute__((noinline)) static void bwd_queries(float *dq, size_t ldd, const float *Q,
                                                   const float *K, const float *V,
                                                   const float *dO, const float *L,
@@ -597,6 +619,8 @@ __attribute__((noinline)) static void bwd_queries(float *dq, size_t ldd, const f
 
 /* ---- sizes and layouts ----------------------------------------------------------------------- */
 
+/* See attn_int.h. Sizes go through mni_mul/mni_add so that an absurd (B, T) gives SIZE_MAX
+ * (and a failed allocation) rather than a wrapped small size. */
 void mni_dense_act_layout(struct mni_dense_act *lay, const struct mnemo_attn_cfg *cfg, int B,
                           int T)
 {
@@ -617,6 +641,8 @@ void mni_dense_act_layout(struct mni_dense_act *lay, const struct mnemo_attn_cfg
 
 size_t mni_dense_state_hdr_bytes(void) { return mni_align64(sizeof(struct mni_dense_state)); }
 
+/* head_dim is bounded by the stack tiles (HS_MAX) and must be even for the rotate-half pairs;
+ * everything else the kernels handle at any size (tails, padding). */
 static enum mnemo_status dense_validate(const struct mnemo_attn_cfg *cfg)
 {
     if (!cfg) return mni_err(MNEMO_ERR_ARG, "dense: cfg is NULL");
@@ -674,6 +700,8 @@ static size_t dense_scratch_bytes(const struct mnemo_attn_cfg *cfg, int B, int T
     return f > r ? f : r;
 }
 
+/* Bad buffers are input errors (a message, MNEMO_ERR_ARG), not crashes. Buffer sizes cannot be
+ * checked here: the caller sized them with act_bytes/scratch_bytes for the same cfg, B, T. */
 static enum mnemo_status check_io(const struct mnemo_attn_cfg *cfg,
                                   const struct mnemo_attn_io *io, int backward)
 {
@@ -683,9 +711,9 @@ static enum mnemo_status check_io(const struct mnemo_attn_cfg *cfg,
     if (io->B < 1 || io->T < 1)
         return mni_err(MNEMO_ERR_ARG, "dense: B and T must be >= 1, got B=%d T=%d", io->B,
                        io->T);
-    if (!io->qkv || !io->act || (!backward && !io->out))
+    if (!backward && (!io->qkv || !io->act || !io->out))
         return mni_err(MNEMO_ERR_ARG, "dense: forward needs qkv, out and act buffers");
-    if (backward && (!io->out || !io->dout || !io->dqkv || !io->scratch))
+    if (backward && (!io->qkv || !io->act || !io->out || !io->dout || !io->dqkv || !io->scratch))
         return mni_err(MNEMO_ERR_ARG,
                        "dense: backward needs qkv, out, dout, dqkv, act and scratch buffers");
     if (!backward && cfg->use_ref && !io->scratch)
@@ -694,6 +722,10 @@ static enum mnemo_status check_io(const struct mnemo_attn_cfg *cfg,
 }
 
 /* ---- forward ------------------------------------------------------------------------------- */
+
+/* Two parallel loops: (1) re-lay q, k, v per head into act, rotated, q scaled into log2 units;
+ * (2) one task per strip of QW queries, which reads its own queries and all earlier keys of
+ * its head. The first loop is O(T C) and memory-bound; the second does the O(T^2) work. */
 
 /* dst (HSP) = rot(src (HS)) * scale, padding zeroed. cs_row NULL: no rotation. Every path of
  * the fast kind (forward, step) loads heads through here, so they round identically. */
@@ -749,8 +781,10 @@ static enum mnemo_status dense_forward(const struct mnemo_attn_cfg *cfg,
     float *cs = cfg->rope ? (float *)(act + lay.cs) : NULL; // (T,HS/2,2)
     const float qscale = (float)(LOG2E / sqrt((double)HS));
 
+    // the RoPE table of positions 0..T-1 stays in act: backward rotates the gradients back
     if (cs) mni_rope_table(cs, T, HS, cfg->rope_theta);
-    // re-lay q, k, v per head, rotated; q also scaled into log2 units
+    // re-lay q, k, v per head, rotated; q also scaled into log2 units (a task then reads
+    // contiguous rows of one head instead of strided slices of qkv)
 #pragma omp parallel for schedule(static)
     for (long bt = 0; bt < (long)B * T; bt++) {
         int b = (int)(bt / T), t = (int)(bt % T);
@@ -774,6 +808,7 @@ static enum mnemo_status dense_forward(const struct mnemo_attn_cfg *cfg,
         int b = (int)(bh / NH), h = (int)(bh % NH);
         int q0 = s * QW, nq = T - q0 < QW ? T - q0 : QW;
         size_t head = (size_t)bh * T * HSP;
+        // out rows of this head have stride C; lse and the q rows are the strip's own
         fwd_strip(io->out + ((size_t)b * T + q0) * C + (size_t)h * HS, C,
                   alse + (size_t)bh * T + q0, aq + head + (size_t)q0 * HSP, nq, q0, ak + head,
                   av + head, HS, HSP);
@@ -783,6 +818,10 @@ static enum mnemo_status dense_forward(const struct mnemo_attn_cfg *cfg,
 
 /* ---- backward ------------------------------------------------------------------------------ */
 
+/* Three steps: (1) dO re-laid per head next to D_i = dO_i . o_i, (2) the key-strip work (dk,
+ * dv, and dq in the single-pass mode) and (3) in the two-set mode the query-strip work for dq,
+ * run in the same parallel loop as (2). The forward's act provides q, k, v, lse and the RoPE
+ * table; nothing of the forward is recomputed except the probabilities, tile by tile. */
 static enum mnemo_status dense_backward(const struct mnemo_attn_cfg *cfg,
                                         struct mnemo_attn_io *io)
 {
@@ -879,6 +918,7 @@ static enum mnemo_status dense_backward(const struct mnemo_attn_cfg *cfg,
 
 /* ---- streaming ----------------------------------------------------------------------------- */
 
+/* The bound: n_ctx slots of rotated k and of v for every head, whatever the stream length. */
 static size_t dense_state_bytes(const struct mnemo_attn_cfg *cfg)
 {
     size_t kv = mni_mul(mni_mul((size_t)cfg->n_head, (size_t)cfg->n_ctx),
@@ -886,6 +926,7 @@ static size_t dense_state_bytes(const struct mnemo_attn_cfg *cfg)
     return mni_add(mni_dense_state_hdr_bytes(), mni_mul(2, mni_align64(kv)));
 }
 
+/* Only the header is written: slots beyond count are never read. */
 static void dense_state_init(const struct mnemo_attn_cfg *cfg, void *state)
 {
     struct mni_dense_state *st = state;
@@ -893,6 +934,7 @@ static void dense_state_init(const struct mnemo_attn_cfg *cfg, void *state)
     st->n_ctx = cfg->n_ctx;
 }
 
+/* Header + the count filled slots of k and v: what a session actually holds. */
 static size_t dense_state_live_bytes(const struct mnemo_attn_cfg *cfg, const void *state)
 {
     const struct mni_dense_state *st = state;
@@ -1011,6 +1053,10 @@ static void dec_row(float *o, float *row, const float *q, const float *K, const 
     }
 }
 
+/* Appends n tokens to the KV cache and attends them causally: token t (absolute position
+ * count + t) sees cache slots 0 .. count + t. The keys are rotated once, at their own
+ * position, when they enter the cache; queries are rotated at theirs. Decoding (n < DEC_MAX)
+ * runs one row per (head, token); longer chunks reuse the forward's strip kernel. */
 static enum mnemo_status dense_step(const struct mnemo_attn_cfg *cfg, void *state,
                                     const float *params, float *out, const float *qkv, int n,
                                     void *scratch)
@@ -1046,7 +1092,8 @@ static enum mnemo_status dense_step(const struct mnemo_attn_cfg *cfg, void *stat
     float *vc = kc + (size_t)NH * n_ctx * HSP;                          // (NH,n_ctx,HSP)
     const float qscale = (float)(LOG2E / sqrt((double)HS));
 
-    // rotate at the absolute positions p0..p0+n-1; append k, v to the cache
+    // rotate at the absolute positions p0..p0+n-1 (mni_rope_cs: the same factors the forward's
+    // table holds for those positions); append k, v to the cache, queries to scratch
     for (int t = 0; t < n && cs; t++) {
         for (int i = 0; i < HS / 2; i++) {
             float *c = cs + (size_t)t * HS + 2 * i;
@@ -1065,7 +1112,8 @@ static enum mnemo_status dense_step(const struct mnemo_attn_cfg *cfg, void *stat
         }
     }
     if (n < DEC_MAX) {
-        // decoding: a few rows, one dot product per cached key
+        // decoding: a few rows, one dot product per cached key; heads in parallel once the
+        // cache is large enough to pay for waking the threads
 #pragma omp parallel for schedule(static) if ((long)NH * (p0 + n) >= 4096)
         for (int h = 0; h < NH; h++) {
             for (int t = 0; t < n; t++) {
@@ -1075,7 +1123,8 @@ static enum mnemo_status dense_step(const struct mnemo_attn_cfg *cfg, void *stat
             }
         }
     } else {
-        // chunked prefill: the forward's strips, queries at p0 + q0
+        // chunked prefill: the forward's strips, queries at p0 + q0; keys are the cache slots
+        // 0 .. p0+q0+nq-1, which already include this chunk's own keys
         const int ns = (n + QW - 1) / QW;
         const long ntask = (long)NH * ns;
 #pragma omp parallel for schedule(dynamic, 1)
