@@ -7,7 +7,8 @@
  *    that hit every edge (T = 1, T not a multiple of the 24-query strip or the 64-key block,
  *    T > 200, HS not a multiple of 8, HS = 256, B up to 3, RoPE on and off, large scores);
  *  - the reference backward equals central finite differences of the reference forward;
- *  - backward is deterministic and independent of the thread count; outputs are causal;
+ *  - forward, and backward within one mode, give the same bits for 1 and 2 threads; outputs
+ *    are causal;
  *  - a session fed token by token, and in chunks, gives the forward's outputs; a full cache
  *    gives MNEMO_ERR_FULL and leaves the state untouched.
  */
