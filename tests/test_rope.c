@@ -11,9 +11,9 @@
 
 static void test_table_equals_cs(void **state)
 {
-    const int HS_list[] = {2, 16, 64, 128};
+    const int HS_list[] = {2, 6, 10, 16, 64, 128}; // tails of the 4-wide path too
     for (size_t k = 0; k < sizeof(HS_list) / sizeof(HS_list[0]); k++) {
-        int HS = HS_list[k], n_pos = 300; // > 16384 / 64 pairs: the threaded branch too
+        int HS = HS_list[k], n_pos = 300; // > 8192 pairs: the threaded branch too
         float *cs = mni_alloc(sizeof(float) * (size_t)n_pos * HS);
         assert_non_null(cs);
         mni_rope_table(cs, n_pos, HS, 10000.0f);
@@ -29,6 +29,31 @@ static void test_table_equals_cs(void **state)
         }
         mni_free(cs);
     }
+}
+
+/* Our double cos/sin rounds to the same float as libm's (up to rare 1-ulp ties). */
+static void test_matches_libm(void **state)
+{
+    long n = 0, differ = 0;
+    const int HS_list[] = {16, 64, 128, 256};
+    for (size_t k = 0; k < 4; k++) {
+        int HS = HS_list[k];
+        for (int pos = 0; pos < 1200000; pos = pos < 9000 ? pos + 1 : pos + 997) {
+            for (int i = 0; i < HS / 2; i++) {
+                float c, s;
+                mni_rope_cs(&c, &s, pos, i, HS, 10000.0f);
+                double a = (double)pos * pow(10000.0, -2.0 * i / HS);
+                float cl = (float)cos(a), sl = (float)sin(a);
+                n += 2;
+                differ += (c != cl) + (s != sl);
+                if (fabsf(c - cl) > 6e-8f || fabsf(s - sl) > 6e-8f)
+                    fail_msg("pos %d i %d HS %d: (%.9g, %.9g) vs libm (%.9g, %.9g)", pos, i, HS,
+                             c, s, cl, sl);
+            }
+        }
+    }
+    print_message("rope cs vs libm: %ld of %ld values differ (by one ulp)\n", differ, n);
+    assert_true(differ <= n / 100000);
 }
 
 static void test_hand_value(void **state)
@@ -116,6 +141,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_table_equals_cs),
+        cmocka_unit_test(test_matches_libm),
         cmocka_unit_test(test_hand_value),
         cmocka_unit_test(test_inverse_and_transpose),
         cmocka_unit_test(test_relative),

@@ -11,10 +11,14 @@
  *     P_ij = exp(s_ij - lse_i),  dv_j = sum_i P_ij dO_i,  dP_ij = dO_i . v_j,
  *     D_i = dO_i . o_i,  dS_ij = P_ij (dP_ij - D_i),  dq_i = sum_j dS_ij k_j / sqrt(HS),
  *     dk_j = sum_i dS_ij q_i / sqrt(HS).
- * Backward runs as two independent sets of tasks (as Triton's FlashAttention tutorial does):
- * tasks that own a strip of keys accumulate dk, dv; tasks that own a strip of queries
- * accumulate dq. Every output row therefore has exactly one writer, no per-thread reduction
- * buffers are needed, and results do not depend on the number of threads.
+ * Backward walks key strips: a strip owns its dk, dv and visits every later query block. dq
+ * is the problem, since every key strip adds to it. When B*NH heads fill the threads, each
+ * thread takes whole heads and adds dq += dS K into a per-head accumulator in scratch (single
+ * pass: 5 matmuls). Otherwise tasks are split as in Triton's FlashAttention tutorial: key-strip
+ * tasks for dk, dv and separate query-strip tasks that recompute S and dP for dq (7 matmuls,
+ * any number of threads). Either way every value has one writer and a fixed summation order:
+ * no per-thread buffers, no atomics, deterministic results; the two modes differ only by
+ * rounding, and the mode depends on B*NH and the thread count (single_pass_ok).
  *
  * Numerics: q is pre-scaled by log2(e)/sqrt(HS), so scores are in log2 units and the kernels
  * need only exp2 (a degree-5 polynomial, ~2 float ulp); lse is kept in log2 units too.
@@ -24,8 +28,9 @@
  * strip transposed, queries along the vector lanes: S^T = K_blk Q^T (KB x QW), the softmax
  * statistics are per-lane vectors, and O^T (HSP x QW) += V_blk^T P^T. The dk/dv tasks use the
  * mirror image, keys along the lanes. Both shapes reduce to two register-blocked micro-kernels
- * (gemm_bt, gemm_at) of 4 x 24 outputs in 12 ymm accumulators. Per-thread tiles live on the
- * stack (at most ~100 KB, bounded by HS <= 256), so no scratch depends on the thread count.
+ * (gemm_bt, gemm_at) of 4 x 24 outputs in 12 ymm accumulators (plus gemm_nn, 6 x 16, for the
+ * single-pass dq). Per-thread tiles live on the stack (at most ~100 KB, bounded by
+ * HS <= 256), so no declared size depends on the thread count.
  * Layouts of act and of the streaming state: attn_int.h; design notes and measurements:
  * docs/internals/attention.md.
  */
@@ -36,6 +41,10 @@
 #include "kern/kern.h"
 #include "mni.h"
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 #define DENSE_AVX2 1
@@ -43,11 +52,16 @@
 #define DENSE_AVX2 0
 #endif
 
-#define QW 24       /* queries (forward, dq) or keys (dk/dv) per strip: 3 AVX2 vectors */
-#define KB 64       /* keys per block in forward and dq tasks: rows of the S^T tile */
-#define QB 32       /* queries per block in dk/dv tasks: rows of the S tile */
-#define HS_MAX 256  /* largest supported head_dim (stack tiles are sized for it) */
-#define DEC_MAX 8   /* step() with fewer new tokens than this uses the one-row path */
+/* Tile sizes (KB and QB measured best among 32..128 on Zen 3; -D overrides for tuning). */
+#define QW 24 /* queries (forward, dq) or keys (dk/dv) per strip: 3 AVX2 vectors */
+#ifndef KB
+#define KB 64 /* keys per block in forward and dq tasks: rows of the S^T tile */
+#endif
+#ifndef QB
+#define QB 48 /* queries per block in dk/dv tasks: rows of the S tile (multiple of 6) */
+#endif
+#define HS_MAX 256 /* largest supported head_dim (stack tiles are sized for it) */
+#define DEC_MAX 8  /* step() with fewer new tokens than this uses the one-row path */
 #define ALIGN64 __attribute__((aligned(64)))
 
 static const double LOG2E = 1.4426950408889634;
@@ -66,16 +80,18 @@ static const float LN2 = 0.69314718055994531f;
 #define EXP2_C4 9.671512991e-03f
 #define EXP2_C5 1.326472731e-03f
 
+/* The scalar twin of exp2_avx (the non-AVX2 build, tails, the decode path's alpha). */
 static inline float exp2_scalar(float x)
 {
     x = x < -127.0f ? -127.0f : (x > 127.0f ? 127.0f : x);
-    float n = nearbyintf(x), f = x - n;
+    float n = nearbyintf(x), f = x - n; // n integer, f in [-0.5, 0.5]
     float p = EXP2_C5;
     p = p * f + EXP2_C4;
     p = p * f + EXP2_C3;
     p = p * f + EXP2_C2;
     p = p * f + EXP2_C1;
     p = p * f + EXP2_C0;
+    // 2^n as a float: biased exponent n + 127 in bits 23..30 (n = -127 gives +0)
     union { uint32_t u; float f; } e = { .u = (uint32_t)((int32_t)n + 127) << 23 };
     return p * e.f;
 }
@@ -85,6 +101,8 @@ static inline __m256 exp2_avx(__m256 x)
 {
     const __m256 magic = _mm256_set1_ps(12582912.0f); // 1.5 * 2^23: adding it rounds to int
     x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-127.0f)), _mm256_set1_ps(127.0f));
+    // t = x + magic holds round(x) in its low mantissa bits: as an integer (ni) and, after
+    // subtracting magic again, as a float (so that f = x - round(x) is exact)
     __m256 t = _mm256_add_ps(x, magic);
     __m256i ni = _mm256_sub_epi32(_mm256_castps_si256(t), _mm256_castps_si256(magic));
     __m256 f = _mm256_sub_ps(x, _mm256_sub_ps(t, magic));
@@ -100,14 +118,28 @@ static inline __m256 exp2_avx(__m256 x)
 #endif
 
 /* ---- micro-kernels -------------------------------------------------------------------------
- * All tiles are QW = 24 columns wide, row-major, 64-byte aligned. */
+ * All tiles are QW = 24 columns wide, row-major, 64-byte aligned (they live on the stack). The
+ * wide operand (Bt in gemm_bt, P in gemm_at) is such a tile; the other operand (A) is read by
+ * scalar broadcasts, so it may be any row-major buffer (act, scratch, the KV cache) with any
+ * alignment. Register budget on AVX2 (16 ymm): 12 accumulators (4 rows x 3 vectors), the 3
+ * vectors of the wide operand, and 1 broadcast. Per inner step: 3 loads + 4 broadcasts for 12
+ * FMAs, i.e. within the two load ports while the two FMA pipes stay busy. */
 
-/* C (R,QW) = A (R,nd; row stride lda) . Bt (nd,QW). Overwrites C. */
+#if DENSE_AVX2
+/* Left alone, gcc folds the three B loads into every FMA (12 loads + 4 broadcasts per 12 FMAs),
+ * which makes the micro-kernels load-bound; an empty asm pins them in registers (7 loads). */
+#define KEEP_IN_REGS(a, b, c) __asm__("" : "+x"(a), "+x"(b), "+x"(c))
+#endif
+
+/* C (R,QW) = A (R,nd; row stride lda) . Bt (nd,QW). Overwrites C.
+ * Forward: S^T = K_blk Q^T (A = keys, Bt = the strip's queries transposed); backward: S = Q K^T
+ * and dP = dO V^T of a key strip, dP^T = V dO^T of a query strip. */
 static void gemm_bt(float *restrict C, const float *restrict A, size_t lda,
                     const float *restrict Bt, int R, int nd)
 {
     int r = 0;
 #if DENSE_AVX2
+    // 4 rows of C at a time: c<row><vector>, each FMA adds A[row][d] * Bt[d][vector]
     for (; r + 4 <= R; r += 4) {
         const float *a0 = A + (size_t)r * lda, *a1 = a0 + lda, *a2 = a1 + lda, *a3 = a2 + lda;
         __m256 c00 = _mm256_setzero_ps(), c01 = c00, c02 = c00, c10 = c00, c11 = c00;
@@ -116,6 +148,7 @@ static void gemm_bt(float *restrict C, const float *restrict A, size_t lda,
             const float *b = Bt + (size_t)d * QW;
             __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
             __m256 b2 = _mm256_load_ps(b + 16);
+            KEEP_IN_REGS(b0, b1, b2);
             __m256 x = _mm256_broadcast_ss(a0 + d);
             c00 = _mm256_fmadd_ps(x, b0, c00);
             c01 = _mm256_fmadd_ps(x, b1, c01);
@@ -141,6 +174,7 @@ static void gemm_bt(float *restrict C, const float *restrict A, size_t lda,
         _mm256_store_ps(c + 72, c30), _mm256_store_ps(c + 80, c31);
         _mm256_store_ps(c + 88, c32);
     }
+    // the last R % 4 rows (a block tail): one row, 3 accumulators
     for (; r < R; r++) {
         const float *a = A + (size_t)r * lda;
         __m256 c0 = _mm256_setzero_ps(), c1 = c0, c2 = c0;
@@ -167,11 +201,14 @@ static void gemm_bt(float *restrict C, const float *restrict A, size_t lda,
 
 /* C (D,QW) = C * alpha + A^T P, i.e. C[d][w] = C[d][w]*alpha[w] + sum_r A[r][d] P[r][w], with
  * A (R, D; row stride lda), P (R,QW). alpha (QW) may be NULL (plain accumulation). D must be a
- * multiple of 4. */
+ * multiple of 4 (it is HSP). Forward: O^T = alpha O^T + V_blk^T P^T (the online-softmax
+ * rescale rides on the accumulator load); backward: dV^T += dO^T P, dK^T += Q^T dS of a key
+ * strip, dQ^T += K^T dS^T of a query strip. */
 static void gemm_at(float *restrict C, const float *restrict A, size_t lda,
                     const float *restrict P, int R, int D, const float *restrict alpha)
 {
 #if DENSE_AVX2
+    // 4 rows of C (4 values of d) at a time, kept in registers over the whole r loop
     for (int d = 0; d < D; d += 4) {
         float *c = C + (size_t)d * QW;
         __m256 c00 = _mm256_load_ps(c), c01 = _mm256_load_ps(c + 8);
@@ -195,6 +232,7 @@ static void gemm_at(float *restrict C, const float *restrict A, size_t lda,
             const float *p = P + (size_t)r * QW;
             __m256 p0 = _mm256_load_ps(p), p1 = _mm256_load_ps(p + 8);
             __m256 p2 = _mm256_load_ps(p + 16);
+            KEEP_IN_REGS(p0, p1, p2);
             __m256 x = _mm256_broadcast_ss(a);
             c00 = _mm256_fmadd_ps(x, p0, c00);
             c01 = _mm256_fmadd_ps(x, p1, c01);
@@ -233,9 +271,79 @@ static void gemm_at(float *restrict C, const float *restrict A, size_t lda,
 #endif
 }
 
+/* C (R,W) += A (R,KD; row stride lda) . B (KD,W; row stride ldb), C with row stride ldc. W
+ * must be a multiple of 8. Used for dq += dS K in the single-pass backward: 6 x 16 outputs in
+ * 12 accumulators (6 broadcasts + 2 loads per 12 FMAs). */
+static void gemm_nn(float *restrict C, size_t ldc, const float *restrict A, size_t lda,
+                    const float *restrict B, size_t ldb, int R, int KD, int W)
+{
+    int r = 0;
+#if DENSE_AVX2
+    for (; r + 6 <= R; r += 6) {
+        const float *a = A + (size_t)r * lda;
+        float *c = C + (size_t)r * ldc;
+        int w = 0;
+        for (; w + 16 <= W; w += 16) {
+            __m256 c00 = _mm256_loadu_ps(c + w), c01 = _mm256_loadu_ps(c + w + 8);
+            __m256 c10 = _mm256_loadu_ps(c + ldc + w), c11 = _mm256_loadu_ps(c + ldc + w + 8);
+            __m256 c20 = _mm256_loadu_ps(c + 2 * ldc + w);
+            __m256 c21 = _mm256_loadu_ps(c + 2 * ldc + w + 8);
+            __m256 c30 = _mm256_loadu_ps(c + 3 * ldc + w);
+            __m256 c31 = _mm256_loadu_ps(c + 3 * ldc + w + 8);
+            __m256 c40 = _mm256_loadu_ps(c + 4 * ldc + w);
+            __m256 c41 = _mm256_loadu_ps(c + 4 * ldc + w + 8);
+            __m256 c50 = _mm256_loadu_ps(c + 5 * ldc + w);
+            __m256 c51 = _mm256_loadu_ps(c + 5 * ldc + w + 8);
+            for (int k = 0; k < KD; k++) {
+                __m256 b0 = _mm256_loadu_ps(B + (size_t)k * ldb + w);
+                __m256 b1 = _mm256_loadu_ps(B + (size_t)k * ldb + w + 8);
+                __m256 x;
+                __asm__("" : "+x"(b0), "+x"(b1));
+                x = _mm256_broadcast_ss(a + k);
+                c00 = _mm256_fmadd_ps(x, b0, c00), c01 = _mm256_fmadd_ps(x, b1, c01);
+                x = _mm256_broadcast_ss(a + lda + k);
+                c10 = _mm256_fmadd_ps(x, b0, c10), c11 = _mm256_fmadd_ps(x, b1, c11);
+                x = _mm256_broadcast_ss(a + 2 * lda + k);
+                c20 = _mm256_fmadd_ps(x, b0, c20), c21 = _mm256_fmadd_ps(x, b1, c21);
+                x = _mm256_broadcast_ss(a + 3 * lda + k);
+                c30 = _mm256_fmadd_ps(x, b0, c30), c31 = _mm256_fmadd_ps(x, b1, c31);
+                x = _mm256_broadcast_ss(a + 4 * lda + k);
+                c40 = _mm256_fmadd_ps(x, b0, c40), c41 = _mm256_fmadd_ps(x, b1, c41);
+                x = _mm256_broadcast_ss(a + 5 * lda + k);
+                c50 = _mm256_fmadd_ps(x, b0, c50), c51 = _mm256_fmadd_ps(x, b1, c51);
+            }
+            _mm256_storeu_ps(c + w, c00), _mm256_storeu_ps(c + w + 8, c01);
+            _mm256_storeu_ps(c + ldc + w, c10), _mm256_storeu_ps(c + ldc + w + 8, c11);
+            _mm256_storeu_ps(c + 2 * ldc + w, c20), _mm256_storeu_ps(c + 2 * ldc + w + 8, c21);
+            _mm256_storeu_ps(c + 3 * ldc + w, c30), _mm256_storeu_ps(c + 3 * ldc + w + 8, c31);
+            _mm256_storeu_ps(c + 4 * ldc + w, c40), _mm256_storeu_ps(c + 4 * ldc + w + 8, c41);
+            _mm256_storeu_ps(c + 5 * ldc + w, c50), _mm256_storeu_ps(c + 5 * ldc + w + 8, c51);
+        }
+        for (; w < W; w += 8) {
+            for (int i = 0; i < 6; i++) {
+                __m256 acc = _mm256_loadu_ps(c + i * ldc + w);
+                for (int k = 0; k < KD; k++)
+                    acc = _mm256_fmadd_ps(_mm256_broadcast_ss(a + i * lda + k),
+                                          _mm256_loadu_ps(B + (size_t)k * ldb + w), acc);
+                _mm256_storeu_ps(c + i * ldc + w, acc);
+            }
+        }
+    }
+#endif
+    for (; r < R; r++) {
+        float *c = C + (size_t)r * ldc;
+        for (int k = 0; k < KD; k++) {
+            float x = A[(size_t)r * lda + k];
+            for (int w = 0; w < W; w++) c[w] += x * B[(size_t)k * ldb + w];
+        }
+    }
+}
+
 /* ---- tile helpers ---------------------------------------------------------------------------- */
 
-/* Xt (nd,QW): Xt[d][i] = X[i*ldx + d] for i < n, 0 for the padding lanes n <= i < QW. */
+/* Xt (nd,QW): Xt[d][i] = X[i*ldx + d] for i < n, 0 for the padding lanes n <= i < QW.
+ * Padding lanes stay finite through every later step (their scores are 0), and are never
+ * written out. Once per strip, so plain scalar code. */
 static void transpose_in(float *restrict Xt, const float *restrict X, size_t ldx, int n, int nd)
 {
     for (int d = 0; d < nd; d++) {
@@ -268,7 +376,7 @@ static void mask_rows(float *S, int nr, int i0, int j0, int nkk)
     }
 }
 
-/* m (QW) = max(m, column max of S (nk,QW)). */
+/* m (QW) = max(m, column max of S (nk,QW)): the new running max of each query lane. */
 static void col_max(float *restrict m, const float *restrict S, int nk)
 {
 #if DENSE_AVX2
@@ -282,7 +390,8 @@ static void col_max(float *restrict m, const float *restrict S, int nk)
     _mm256_storeu_ps(m, m0), _mm256_storeu_ps(m + 8, m1), _mm256_storeu_ps(m + 16, m2);
 #else
     for (int j = 0; j < nk; j++) {
-        for (int i = 0; i < QW; i++) m[i] = S[(size_t)j * QW + i] > m[i] ? S[(size_t)j * QW + i] : m[i];
+        const float *s = S + (size_t)j * QW;
+        for (int i = 0; i < QW; i++) m[i] = s[i] > m[i] ? s[i] : m[i];
     }
 #endif
 }
@@ -337,7 +446,8 @@ static void exp2_rows(float *restrict S, int nr, const float *restrict sub)
     }
 }
 
-/* P <- P * (dP - D): dS of the softmax; D per lane (Dl, QW) or per row (Dr, n), one non-NULL. */
+/* P <- P * (dP - D): dS of the softmax; D per lane (Dl, QW) or per row (Dr, n), one non-NULL.
+ * Masked entries have P = 0 and so dS = 0. gcc vectorises the inner loop. */
 static void softmax_bwd_tile(float *restrict P, const float *restrict dP, int n,
                              const float *restrict Dl, const float *restrict Dr)
 {
@@ -346,6 +456,27 @@ static void softmax_bwd_tile(float *restrict P, const float *restrict dP, int n,
         const float *dp = dP + (size_t)r * QW;
         for (int i = 0; i < QW; i++) p[i] = p[i] * (dp[i] - (Dl ? Dl[i] : Dr[r]));
     }
+}
+
+/* The per-lane update of the online softmax after one key block: alpha = 2^(m - m_new),
+ * l = l alpha + lsum, m = m_new (all QW lanes). */
+static void online_update(float *restrict m, float *restrict l, float *restrict alpha,
+                          const float *restrict mnew, const float *restrict lsum)
+{
+#if DENSE_AVX2
+    for (int i = 0; i < QW; i += 8) {
+        __m256 a = exp2_avx(_mm256_sub_ps(_mm256_load_ps(m + i), _mm256_load_ps(mnew + i)));
+        __m256 ln = _mm256_fmadd_ps(_mm256_load_ps(l + i), a, _mm256_load_ps(lsum + i));
+        _mm256_store_ps(alpha + i, a);
+        _mm256_store_ps(l + i, ln);
+        _mm256_store_ps(m + i, _mm256_load_ps(mnew + i));
+    }
+#else
+    for (int i = 0; i < QW; i++) {
+        alpha[i] = exp2_scalar(m[i] - mnew[i]);
+        l[i] = l[i] * alpha[i] + lsum[i], m[i] = mnew[i];
+    }
+#endif
 }
 
 /* ---- forward strip ------------------------------------------------------------------------- */
@@ -377,9 +508,8 @@ __attribute__((noinline)) static void fwd_strip(float *out, size_t ldo, float *l
         float mnew[QW] ALIGN64;
         memcpy(mnew, m, sizeof(mnew));
         col_max(mnew, St, nk);
-        for (int i = 0; i < QW; i++) alpha[i] = exp2_scalar(m[i] - mnew[i]);
         exp2_lanes(St, nk, mnew, lsum);
-        for (int i = 0; i < QW; i++) l[i] = l[i] * alpha[i] + lsum[i], m[i] = mnew[i];
+        online_update(m, l, alpha, mnew, lsum);
         // O^T = O^T alpha + V_blk^T P^T
         gemm_at(Ot, V + (size_t)k0 * HSP, (size_t)HSP, St, nk, HSP, alpha);
     }
@@ -395,11 +525,14 @@ __attribute__((noinline)) static void fwd_strip(float *out, size_t ldo, float *l
 
 /* dk, dv of the key strip j0 .. j0+nkk-1 of one head. Q, K, V, dO (T,HSP) as in act/scratch;
  * L, Dv (T) the log2-sum-exp and D_i = dO_i . o_i. Writes nkk rows of dk and dv (HS, stride
- * ldd), dk rotated back with the rope table cs (NULL without RoPE). */
+ * ldd), dk rotated back with the rope table cs (NULL without RoPE). If dQa (T,HSP) is not NULL
+ * the strip's share of dq (sum over its keys of dS_ij k_j, unscaled) is added to it: the
+ * single-pass backward, valid only when one thread owns the whole head. */
 __attribute__((noinline)) static void bwd_keys(float *dk, float *dv, size_t ldd, const float *Q,
                                                const float *K, const float *V, const float *dO,
-                                               const float *L, const float *Dv, int T, int j0,
-                                               int nkk, const float *cs, int HS, int HSP)
+                                               const float *L, const float *Dv, float *dQa,
+                                               int T, int j0, int nkk, const float *cs, int HS,
+                                               int HSP)
 {
     float Kt[HS_MAX * QW] ALIGN64;  // (HSP,QW) keys along the lanes
     float Vt[HS_MAX * QW] ALIGN64;  // (HSP,QW)
@@ -425,6 +558,10 @@ __attribute__((noinline)) static void bwd_keys(float *dk, float *dv, size_t ldd,
         // dS_ij = P_ij (dP_ij - D_i);  s_ij = q_i . k_j  =>  dk_j += sum_i dS_ij q_i
         softmax_bwd_tile(S, dP, nr, NULL, Dv + i0);
         gemm_at(dKt, Qb, (size_t)HSP, S, nr, HSP, NULL);
+        // ... and dq_i += sum_j dS_ij k_j (masked lanes have dS = 0; only nkk real keys read)
+        if (dQa)
+            gemm_nn(dQa + (size_t)i0 * HSP, (size_t)HSP, S, QW, K + (size_t)j0 * HSP,
+                    (size_t)HSP, nr, nkk, HSP);
     }
     // q was stored times log2(e)/sqrt(HS); dk needs 1/sqrt(HS), so multiply by ln 2
     for (int j = 0; j < nkk; j++) {
@@ -437,7 +574,10 @@ __attribute__((noinline)) static void bwd_keys(float *dk, float *dv, size_t ldd,
     }
 }
 
-/* dq of the query strip q0 .. q0+nq-1 of one head (arguments as bwd_keys). */
+/* dq of the query strip q0 .. q0+nq-1 of one head (arguments as bwd_keys): the two-set
+ * mode's second half. The strip is held like the forward's (queries along the lanes) and
+ * walks the key blocks up to its diagonal, recomputing S^T, P^T and dP^T = V dO^T, which the
+ * key-strip tasks also computed: the price of having one writer for every dq row. */
 __attribute__((noinline)) static void bwd_queries(float *dq, size_t ldd, const float *Q,
                                                   const float *K, const float *V,
                                                   const float *dO, const float *L,
@@ -479,6 +619,8 @@ __attribute__((noinline)) static void bwd_queries(float *dq, size_t ldd, const f
 
 /* ---- sizes and layouts ----------------------------------------------------------------------- */
 
+/* See attn_int.h. Sizes go through mni_mul/mni_add so that an absurd (B, T) gives SIZE_MAX
+ * (and a failed allocation) rather than a wrapped small size. */
 void mni_dense_act_layout(struct mni_dense_act *lay, const struct mnemo_attn_cfg *cfg, int B,
                           int T)
 {
@@ -499,6 +641,8 @@ void mni_dense_act_layout(struct mni_dense_act *lay, const struct mnemo_attn_cfg
 
 size_t mni_dense_state_hdr_bytes(void) { return mni_align64(sizeof(struct mni_dense_state)); }
 
+/* head_dim is bounded by the stack tiles (HS_MAX) and must be even for the rotate-half pairs;
+ * everything else the kernels handle at any size (tails, padding). */
 static enum mnemo_status dense_validate(const struct mnemo_attn_cfg *cfg)
 {
     if (!cfg) return mni_err(MNEMO_ERR_ARG, "dense: cfg is NULL");
@@ -527,24 +671,37 @@ static size_t dense_act_bytes(const struct mnemo_attn_cfg *cfg, int B, int T)
     return lay.total;
 }
 
-/* Backward scratch: dO re-laid per head (B,NH,T,HSP) and D (B,NH,T); the reference path needs
- * its own (serial, one head at a time), so the larger of the two is declared. */
+/* Backward scratch: dO re-laid per head (B,NH,T,HSP), the dq accumulators of the single-pass
+ * mode (B,NH,T,HSP) and D (B,NH,T); the reference path needs its own (serial, one head at a
+ * time), so the larger of the two is declared. */
 static size_t fast_scratch_bytes(const struct mnemo_attn_cfg *cfg, int B, int T,
-                                 size_t *off_D)
+                                 size_t *off_dq, size_t *off_D)
 {
     size_t rows = mni_mul(mni_mul((size_t)B, (size_t)cfg->n_head), (size_t)T);
-    size_t dO = mni_align64(mni_mul(mni_mul(rows, (size_t)mni_dense_hsp(cfg->head_dim)),
-                                    sizeof(float)));
-    if (off_D) *off_D = dO;
-    return mni_add(dO, mni_align64(mni_mul(rows, sizeof(float))));
+    size_t head = mni_align64(mni_mul(mni_mul(rows, (size_t)mni_dense_hsp(cfg->head_dim)),
+                                      sizeof(float)));
+    if (off_dq) *off_dq = head;
+    if (off_D) *off_D = mni_mul(2, head);
+    return mni_add(mni_mul(2, head), mni_align64(mni_mul(rows, sizeof(float))));
+}
+
+/* The single-pass backward gives each thread whole heads: 5 matmuls instead of 7, but only
+ * B*NH tasks. Use it unless that leaves more than a quarter of the threads idle on average. */
+static int single_pass_ok(long nbh, int nthr)
+{
+    long rounds = (nbh + nthr - 1) / nthr;
+    return 4 * nbh >= 3 * rounds * nthr;
 }
 
 static size_t dense_scratch_bytes(const struct mnemo_attn_cfg *cfg, int B, int T)
 {
-    size_t f = fast_scratch_bytes(cfg, B, T, NULL), r = mni_dense_ref_scratch_bytes(cfg, B, T);
+    size_t f = fast_scratch_bytes(cfg, B, T, NULL, NULL);
+    size_t r = mni_dense_ref_scratch_bytes(cfg, B, T);
     return f > r ? f : r;
 }
 
+/* Bad buffers are input errors (a message, MNEMO_ERR_ARG), not crashes. Buffer sizes cannot be
+ * checked here: the caller sized them with act_bytes/scratch_bytes for the same cfg, B, T. */
 static enum mnemo_status check_io(const struct mnemo_attn_cfg *cfg,
                                   const struct mnemo_attn_io *io, int backward)
 {
@@ -554,9 +711,9 @@ static enum mnemo_status check_io(const struct mnemo_attn_cfg *cfg,
     if (io->B < 1 || io->T < 1)
         return mni_err(MNEMO_ERR_ARG, "dense: B and T must be >= 1, got B=%d T=%d", io->B,
                        io->T);
-    if (!io->qkv || !io->act || (!backward && !io->out))
+    if (!backward && (!io->qkv || !io->act || !io->out))
         return mni_err(MNEMO_ERR_ARG, "dense: forward needs qkv, out and act buffers");
-    if (backward && (!io->out || !io->dout || !io->dqkv || !io->scratch))
+    if (backward && (!io->qkv || !io->act || !io->out || !io->dout || !io->dqkv || !io->scratch))
         return mni_err(MNEMO_ERR_ARG,
                        "dense: backward needs qkv, out, dout, dqkv, act and scratch buffers");
     if (!backward && cfg->use_ref && !io->scratch)
@@ -566,10 +723,36 @@ static enum mnemo_status check_io(const struct mnemo_attn_cfg *cfg,
 
 /* ---- forward ------------------------------------------------------------------------------- */
 
-/* dst (HSP) = rot(src (HS)) * scale, padding zeroed. cs_row NULL: no rotation. */
+/* Two parallel loops: (1) re-lay q, k, v per head into act, rotated, q scaled into log2 units;
+ * (2) one task per strip of QW queries, which reads its own queries and all earlier keys of
+ * its head. The first loop is O(T C) and memory-bound; the second does the O(T^2) work. */
+
+/* dst (HSP) = rot(src (HS)) * scale, padding zeroed. cs_row NULL: no rotation. Every path of
+ * the fast kind (forward, step) loads heads through here, so they round identically. */
 static void load_head(float *dst, const float *src, const float *cs_row, int HS, int HSP,
                       float scale)
 {
+#if DENSE_AVX2
+    const int half = HS / 2;
+    if (cs_row && half % 8 == 0) {
+        // the rotation of mni_rope_apply, 8 pairs at a time: (c, s) de-interleaved from cs_row
+        const __m256 sc = _mm256_set1_ps(scale);
+        for (int i = 0; i < half; i += 8) {
+            __m256 a = _mm256_loadu_ps(cs_row + 2 * i), b = _mm256_loadu_ps(cs_row + 2 * i + 8);
+            __m256 c = _mm256_castpd_ps(_mm256_permute4x64_pd(
+                _mm256_castps_pd(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0))), 0xd8));
+            __m256 sn = _mm256_castpd_ps(_mm256_permute4x64_pd(
+                _mm256_castps_pd(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1))), 0xd8));
+            __m256 x0 = _mm256_loadu_ps(src + i), x1 = _mm256_loadu_ps(src + i + half);
+            __m256 y0 = _mm256_sub_ps(_mm256_mul_ps(x0, c), _mm256_mul_ps(x1, sn));
+            __m256 y1 = _mm256_add_ps(_mm256_mul_ps(x0, sn), _mm256_mul_ps(x1, c));
+            _mm256_storeu_ps(dst + i, _mm256_mul_ps(y0, sc));
+            _mm256_storeu_ps(dst + i + half, _mm256_mul_ps(y1, sc));
+        }
+        for (int d = HS; d < HSP; d++) dst[d] = 0.0f;
+        return;
+    }
+#endif
     for (int d = 0; d < HS; d++) dst[d] = src[d];
     if (cs_row) mni_rope_apply(dst, cs_row, HS, +1);
     if (scale != 1.0f) {
@@ -598,8 +781,10 @@ static enum mnemo_status dense_forward(const struct mnemo_attn_cfg *cfg,
     float *cs = cfg->rope ? (float *)(act + lay.cs) : NULL; // (T,HS/2,2)
     const float qscale = (float)(LOG2E / sqrt((double)HS));
 
+    // the RoPE table of positions 0..T-1 stays in act: backward rotates the gradients back
     if (cs) mni_rope_table(cs, T, HS, cfg->rope_theta);
-    // re-lay q, k, v per head, rotated; q also scaled into log2 units
+    // re-lay q, k, v per head, rotated; q also scaled into log2 units (a task then reads
+    // contiguous rows of one head instead of strided slices of qkv)
 #pragma omp parallel for schedule(static)
     for (long bt = 0; bt < (long)B * T; bt++) {
         int b = (int)(bt / T), t = (int)(bt % T);
@@ -612,16 +797,18 @@ static enum mnemo_status dense_forward(const struct mnemo_attn_cfg *cfg,
             load_head(av + r, x + 2 * C + (size_t)h * HS, NULL, HS, HSP, 1.0f);
         }
     }
-    // one task per (strip, batch, head); the longest strips (last queries) go first
+    // one task per (batch, head, strip), head-major so that the threads share one head's k, v
+    // in cache; within a head the longest strips (last queries) go first
     const int ns = (T + QW - 1) / QW;
     const long nbh = (long)B * NH, ntask = nbh * ns;
 #pragma omp parallel for schedule(dynamic, 1)
     for (long task = 0; task < ntask; task++) {
-        int s = ns - 1 - (int)(task / nbh);
-        long bh = task % nbh;
+        int s = ns - 1 - (int)(task % ns);
+        long bh = task / ns;
         int b = (int)(bh / NH), h = (int)(bh % NH);
         int q0 = s * QW, nq = T - q0 < QW ? T - q0 : QW;
         size_t head = (size_t)bh * T * HSP;
+        // out rows of this head have stride C; lse and the q rows are the strip's own
         fwd_strip(io->out + ((size_t)b * T + q0) * C + (size_t)h * HS, C,
                   alse + (size_t)bh * T + q0, aq + head + (size_t)q0 * HSP, nq, q0, ak + head,
                   av + head, HS, HSP);
@@ -631,6 +818,10 @@ static enum mnemo_status dense_forward(const struct mnemo_attn_cfg *cfg,
 
 /* ---- backward ------------------------------------------------------------------------------ */
 
+/* Three steps: (1) dO re-laid per head next to D_i = dO_i . o_i, (2) the key-strip work (dk,
+ * dv, and dq in the single-pass mode) and (3) in the two-set mode the query-strip work for dq,
+ * run in the same parallel loop as (2). The forward's act provides q, k, v, lse and the RoPE
+ * table; nothing of the forward is recomputed except the probabilities, tile by tile. */
 static enum mnemo_status dense_backward(const struct mnemo_attn_cfg *cfg,
                                         struct mnemo_attn_io *io)
 {
@@ -649,9 +840,10 @@ static enum mnemo_status dense_backward(const struct mnemo_attn_cfg *cfg,
     const float *av = (const float *)(act + lay.v);     // (B,NH,T,HSP)
     const float *alse = (const float *)(act + lay.lse); // (B,NH,T)
     const float *cs = cfg->rope ? (const float *)(act + lay.cs) : NULL; // (T,HS/2,2)
-    size_t off_D;
-    fast_scratch_bytes(cfg, B, T, &off_D);
+    size_t off_dq, off_D;
+    fast_scratch_bytes(cfg, B, T, &off_dq, &off_D);
     float *dOp = io->scratch;                                 // (B,NH,T,HSP)
+    float *dQacc = (float *)((char *)io->scratch + off_dq);   // (B,NH,T,HSP)
     float *Dv = (float *)((char *)io->scratch + off_D);       // (B,NH,T)
 
     // dO re-laid per head, and D_i = dO_i . o_i (the softmax backward's row term)
@@ -668,13 +860,44 @@ static enum mnemo_status dense_backward(const struct mnemo_attn_cfg *cfg,
             load_head(dOp + r * HSP, g, NULL, HS, HSP, 1.0f);
         }
     }
-    // tasks: key strips (dk, dv) and query strips (dq), interleaved, the longest first
     const int ns = (T + QW - 1) / QW;
-    const long nbh = (long)B * NH, ntask = 2 * nbh * ns;
+    const long nbh = (long)B * NH;
+#ifdef _OPENMP
+    const int nthr = omp_get_max_threads();
+#else
+    const int nthr = 1;
+#endif
+    if (single_pass_ok(nbh, nthr)) {
+        // one task per head: key strips in order, dq accumulated in scratch (5 matmuls)
+#pragma omp parallel for schedule(dynamic, 1)
+        for (long bh = 0; bh < nbh; bh++) {
+            int b = (int)(bh / NH), h = (int)(bh % NH);
+            size_t head = (size_t)bh * T * HSP;
+            float *dQa = dQacc + head; // (T,HSP)
+            float *dq = io->dqkv + (size_t)b * T * 3 * C + (size_t)h * HS; // row t at t*3C
+            memset(dQa, 0, sizeof(float) * (size_t)T * HSP);
+            for (int j0 = 0; j0 < T; j0 += QW) {
+                int nkk = T - j0 < QW ? T - j0 : QW;
+                bwd_keys(dq + (size_t)j0 * 3 * C + C, dq + (size_t)j0 * 3 * C + 2 * C, 3 * C,
+                         aq + head, ak + head, av + head, dOp + head, alse + (size_t)bh * T,
+                         Dv + (size_t)bh * T, dQa, T, j0, nkk, cs, HS, HSP);
+            }
+            const float rs = 1.0f / sqrtf((float)HS);
+            for (int t = 0; t < T; t++) {
+                float *dqr = dq + (size_t)t * 3 * C;
+                for (int d = 0; d < HS; d++) dqr[d] = rs * dQa[(size_t)t * HSP + d];
+                if (cs) mni_rope_apply(dqr, cs + (size_t)t * HS, HS, -1);
+            }
+        }
+        return MNEMO_OK;
+    }
+    // two sets of tasks: key strips (dk, dv) and query strips (dq) of one head, interleaved,
+    // the longest first; head-major as in forward (7 matmuls, any number of threads)
+    const long ntask = 2 * nbh * ns;
 #pragma omp parallel for schedule(dynamic, 1)
     for (long task = 0; task < ntask; task++) {
-        long bh = task % nbh;
-        int rank = (int)(task / (2 * nbh)), which = (int)((task / nbh) % 2);
+        long bh = task / (2 * ns); // head-major: a head's k, v stay in cache
+        int rank = (int)(task % (2 * ns)) / 2, which = (int)(task % 2);
         int b = (int)(bh / NH), h = (int)(bh % NH);
         size_t head = (size_t)bh * T * HSP;
         float *dq = io->dqkv + (size_t)b * T * 3 * C + (size_t)h * HS; // row t at t*3C
@@ -682,7 +905,7 @@ static enum mnemo_status dense_backward(const struct mnemo_attn_cfg *cfg,
             int j0 = rank * QW, nkk = T - j0 < QW ? T - j0 : QW; // first keys: most queries
             bwd_keys(dq + (size_t)j0 * 3 * C + C, dq + (size_t)j0 * 3 * C + 2 * C, 3 * C,
                      aq + head, ak + head, av + head, dOp + head, alse + (size_t)bh * T,
-                     Dv + (size_t)bh * T, T, j0, nkk, cs, HS, HSP);
+                     Dv + (size_t)bh * T, NULL, T, j0, nkk, cs, HS, HSP);
         } else {
             int q0 = (ns - 1 - rank) * QW, nq = T - q0 < QW ? T - q0 : QW; // last: most keys
             bwd_queries(dq + (size_t)q0 * 3 * C, 3 * C, aq + head, ak + head, av + head,
@@ -695,6 +918,7 @@ static enum mnemo_status dense_backward(const struct mnemo_attn_cfg *cfg,
 
 /* ---- streaming ----------------------------------------------------------------------------- */
 
+/* The bound: n_ctx slots of rotated k and of v for every head, whatever the stream length. */
 static size_t dense_state_bytes(const struct mnemo_attn_cfg *cfg)
 {
     size_t kv = mni_mul(mni_mul((size_t)cfg->n_head, (size_t)cfg->n_ctx),
@@ -702,6 +926,7 @@ static size_t dense_state_bytes(const struct mnemo_attn_cfg *cfg)
     return mni_add(mni_dense_state_hdr_bytes(), mni_mul(2, mni_align64(kv)));
 }
 
+/* Only the header is written: slots beyond count are never read. */
 static void dense_state_init(const struct mnemo_attn_cfg *cfg, void *state)
 {
     struct mni_dense_state *st = state;
@@ -709,6 +934,7 @@ static void dense_state_init(const struct mnemo_attn_cfg *cfg, void *state)
     st->n_ctx = cfg->n_ctx;
 }
 
+/* Header + the count filled slots of k and v: what a session actually holds. */
 static size_t dense_state_live_bytes(const struct mnemo_attn_cfg *cfg, const void *state)
 {
     const struct mni_dense_state *st = state;
@@ -740,43 +966,97 @@ static size_t dense_step_scratch_bytes(const struct mnemo_attn_cfg *cfg, int n)
     return lay.total > r ? lay.total : r;
 }
 
-/* One query (q: HSP, rotated, scaled) against keys 0..nk-1: o (HS) = softmax(q K^T) V.
- * row (nk) is workspace. */
+#if DENSE_AVX2
+/* Scores of q against the 8 keys K[0..7] (rows of HSP): 8 independent FMA chains, then one
+ * transposing reduction so that the 8 dot products come out as one vector. */
+static inline __m256 dot8(const float *q, const float *K, int HSP)
+{
+    __m256 a[8];
+    for (int k = 0; k < 8; k++) a[k] = _mm256_setzero_ps();
+    for (int d = 0; d < HSP; d += 8) {
+        __m256 x = _mm256_loadu_ps(q + d);
+        for (int k = 0; k < 8; k++)
+            a[k] = _mm256_fmadd_ps(x, _mm256_loadu_ps(K + (size_t)k * HSP + d), a[k]);
+    }
+    __m256 t0 = _mm256_hadd_ps(a[0], a[1]), t1 = _mm256_hadd_ps(a[2], a[3]);
+    __m256 t2 = _mm256_hadd_ps(a[4], a[5]), t3 = _mm256_hadd_ps(a[6], a[7]);
+    __m256 u0 = _mm256_hadd_ps(t0, t1), u1 = _mm256_hadd_ps(t2, t3);
+    return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20),
+                         _mm256_permute2f128_ps(u0, u1, 0x31));
+}
+#endif
+
+/* One query (q: HSP, rotated, scaled) against keys 0..nk-1: o (HS) = softmax(q K^T) V, with
+ * the row of scores materialised in row (nk). The decode path: memory-bound on K and V, so
+ * the point is to keep every loop free of dependency chains through memory. */
 static void dec_row(float *o, float *row, const float *q, const float *K, const float *V,
                     int nk, int HS, int HSP)
 {
-    float m = -INFINITY;
-    for (int j = 0; j < nk; j++) {
-        const float *k = K + (size_t)j * HSP;
+    int j = 0;
+    float m = -INFINITY, l = 0.0f;
 #if DENSE_AVX2
-        __m256 acc = _mm256_setzero_ps();
-        for (int d = 0; d < HSP; d += 8)
-            acc = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), _mm256_loadu_ps(k + d), acc);
-        __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-        s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-        s4 = _mm_add_ss(s4, _mm_movehdup_ps(s4));
-        float s = _mm_cvtss_f32(s4);
-#else
+    __m256 mv = _mm256_set1_ps(-INFINITY);
+    for (; j + 8 <= nk; j += 8) {
+        __m256 s = dot8(q, K + (size_t)j * HSP, HSP);
+        _mm256_storeu_ps(row + j, s);
+        mv = _mm256_max_ps(mv, s);
+    }
+    for (int i = 0; i < 8; i++) m = mv[i] > m ? mv[i] : m;
+#endif
+    for (; j < nk; j++) {
+        const float *k = K + (size_t)j * HSP;
         float s = 0.0f;
         for (int d = 0; d < HSP; d++) s += q[d] * k[d];
-#endif
         row[j] = s;
         m = s > m ? s : m;
     }
-    float l = 0.0f;
-    for (int j = 0; j < nk; j++) {
+    j = 0;
+#if DENSE_AVX2
+    __m256 lv = _mm256_setzero_ps();
+    for (; j + 8 <= nk; j += 8) {
+        __m256 p = exp2_avx(_mm256_sub_ps(_mm256_loadu_ps(row + j), _mm256_set1_ps(m)));
+        _mm256_storeu_ps(row + j, p);
+        lv = _mm256_add_ps(lv, p);
+    }
+    for (int i = 0; i < 8; i++) l += lv[i];
+#endif
+    for (; j < nk; j++) {
         row[j] = exp2_scalar(row[j] - m);
         l += row[j];
     }
-    float acc[HS_MAX];
-    for (int d = 0; d < HSP; d++) acc[d] = 0.0f;
-    for (int j = 0; j < nk; j++) {
-        const float *v = V + (size_t)j * HSP;
-        for (int d = 0; d < HSP; d++) acc[d] += row[j] * v[d];
+    // o = sum_j P_j v_j, 64 columns (8 accumulators) at a time
+    for (int d0 = 0; d0 < HSP; d0 += 64) {
+        int nd = HSP - d0 < 64 ? HSP - d0 : 64;
+#if DENSE_AVX2
+        __m256 acc[8];
+        for (int k = 0; k < 8; k++) acc[k] = _mm256_setzero_ps();
+        for (j = 0; j < nk; j++) {
+            __m256 p = _mm256_broadcast_ss(row + j);
+            const float *v = V + (size_t)j * HSP + d0;
+            for (int k = 0; k < nd / 8; k++)
+                acc[k] = _mm256_fmadd_ps(p, _mm256_loadu_ps(v + 8 * k), acc[k]);
+        }
+        const __m256 il = _mm256_set1_ps(1.0f / l);
+        float tmp[64];
+        for (int k = 0; k < nd / 8; k++)
+            _mm256_storeu_ps(tmp + 8 * k, _mm256_mul_ps(acc[k], il));
+        for (int d = 0; d < nd && d0 + d < HS; d++) o[d0 + d] = tmp[d];
+#else
+        float acc[64];
+        for (int d = 0; d < nd; d++) acc[d] = 0.0f;
+        for (j = 0; j < nk; j++) {
+            const float *v = V + (size_t)j * HSP + d0;
+            for (int d = 0; d < nd; d++) acc[d] += row[j] * v[d];
+        }
+        for (int d = 0; d < nd && d0 + d < HS; d++) o[d0 + d] = acc[d] * (1.0f / l);
+#endif
     }
-    for (int d = 0; d < HS; d++) o[d] = acc[d] / l;
 }
 
+/* Appends n tokens to the KV cache and attends them causally: token t (absolute position
+ * count + t) sees cache slots 0 .. count + t. The keys are rotated once, at their own
+ * position, when they enter the cache; queries are rotated at theirs. Decoding (n < DEC_MAX)
+ * runs one row per (head, token); longer chunks reuse the forward's strip kernel. */
 static enum mnemo_status dense_step(const struct mnemo_attn_cfg *cfg, void *state,
                                     const float *params, float *out, const float *qkv, int n,
                                     void *scratch)
@@ -812,7 +1092,8 @@ static enum mnemo_status dense_step(const struct mnemo_attn_cfg *cfg, void *stat
     float *vc = kc + (size_t)NH * n_ctx * HSP;                          // (NH,n_ctx,HSP)
     const float qscale = (float)(LOG2E / sqrt((double)HS));
 
-    // rotate at the absolute positions p0..p0+n-1; append k, v to the cache
+    // rotate at the absolute positions p0..p0+n-1 (mni_rope_cs: the same factors the forward's
+    // table holds for those positions); append k, v to the cache, queries to scratch
     for (int t = 0; t < n && cs; t++) {
         for (int i = 0; i < HS / 2; i++) {
             float *c = cs + (size_t)t * HS + 2 * i;
@@ -831,7 +1112,8 @@ static enum mnemo_status dense_step(const struct mnemo_attn_cfg *cfg, void *stat
         }
     }
     if (n < DEC_MAX) {
-        // decoding: a few rows, one dot product per cached key
+        // decoding: a few rows, one dot product per cached key; heads in parallel once the
+        // cache is large enough to pay for waking the threads
 #pragma omp parallel for schedule(static) if ((long)NH * (p0 + n) >= 4096)
         for (int h = 0; h < NH; h++) {
             for (int t = 0; t < n; t++) {
@@ -841,7 +1123,8 @@ static enum mnemo_status dense_step(const struct mnemo_attn_cfg *cfg, void *stat
             }
         }
     } else {
-        // chunked prefill: the forward's strips, queries at p0 + q0
+        // chunked prefill: the forward's strips, queries at p0 + q0; keys are the cache slots
+        // 0 .. p0+q0+nq-1, which already include this chunk's own keys
         const int ns = (n + QW - 1) / QW;
         const long ntask = (long)NH * ns;
 #pragma omp parallel for schedule(dynamic, 1)
