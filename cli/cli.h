@@ -29,6 +29,10 @@ void cli_parse(const char *cmd, const char *usage, int argc, char **argv, const 
 /* One error line "mnemo CMD: message" (+ the library's detail) and exit 1. */
 _Noreturn void cli_fail(const char *cmd, enum mnemo_status st, const char *what);
 _Noreturn void cli_die(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Unless the user chose an OpenMP wait policy, re-executes the program with
+ * OMP_WAIT_POLICY=passive (the OpenMP runtime reads it before main runs), because spinning
+ * threads collapse throughput on a loaded machine (docs/internals/threading.md). */
+void cli_default_wait_policy(char **argv);
 /* mkdir -p; 0 on success */
 int cli_mkdir_p(const char *path);
 /* "1:02:03" or "2:03" */

@@ -30,6 +30,7 @@ static void usage(FILE *f) /* --help */
 
 int main(int argc, char **argv)
 {
+    cli_default_wait_policy(argv);
     if (argc < 2) {
         fprintf(stderr, "mnemo: no command given (usage: mnemo COMMAND [options]; try mnemo --help)\n");
         return 2;
