@@ -3,7 +3,7 @@
 usage: st_compat.py TEST_ST_BINARY WORKDIR       (registered by tests/st_compat.cmake)
 
 1. test_st --write-compat writes the reference tensor set; it is loaded here with the numpy
-   reader of st_read.py, with PyTorch (torch.from_numpy) and, when importable, with the
+   reader of st_io.py, with PyTorch (torch.from_numpy) and, when importable, with the
    `safetensors` package, and every dtype, shape, value and metadata string is compared.
 2. Files written here by an independent writer (unpadded header, data stored in a different
    order than the header lists it, raw UTF-8 or \\u-escaped JSON) are read back by
@@ -24,7 +24,7 @@ except ImportError:
     sys.exit(77)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from st_read import load  # noqa: E402
+from st_io import load  # noqa: E402  (the reference tests' reader)
 
 UNI = "\u00fcn\u00ef.\u540d"  # the same "ünï.名" as NAME_UNI in tests/test_st.c
 
