@@ -18,8 +18,12 @@
 void cli_default_wait_policy(char **argv)
 {
     if (getenv("OMP_WAIT_POLICY")) return;
+    char self[4096];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    if (n <= 0 || (size_t)n >= sizeof(self) - 1) return;
+    self[n] = 0; /* the real path, so that ps/top show "mnemo", not "exe" */
     if (setenv("OMP_WAIT_POLICY", "passive", 1) != 0) return;
-    execv("/proc/self/exe", argv); /* returns only on failure: then run as we are */
+    execv(self, argv); /* returns only on failure: then run as we are */
 }
 
 int cli_mkdir_p(const char *path)
