@@ -8,8 +8,9 @@ backward needs, as our forward keeps its saved activations).
 
 Each case runs in a forked child; peak memory is the child's ru_maxrss after the runs minus
 its ru_maxrss before allocating (the same method as the C program). Prints one line per case:
-    T pass seconds extra_bytes
-with pass "fwd" or "fwd+bwd" and seconds the best of the repetitions.
+    T pass seconds extra_bytes busy
+with pass "fwd" or "fwd+bwd", seconds the best of the repetitions and busy the process CPU time
+over wall time x threads of that repetition (well below 1: the cores were shared).
 """
 import argparse
 import os
@@ -40,18 +41,19 @@ def run_case(T, bwd, reps, threads):
     q, k, v = (torch.randn(1, NH, T, HS, generator=g).requires_grad_() for _ in range(3))
     dout = torch.randn(1, NH, T, HS, generator=g)
     mask = torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)
-    best = float("inf")
+    best, busy = float("inf"), 0.0
     for _ in range(reps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = attention(q, k, v, mask)
         if bwd:
             out.backward(dout)
-        dt = time.perf_counter() - t0
-        best = min(best, dt)
+        dt, dc = time.perf_counter() - t0, time.process_time() - c0
+        if dt < best:
+            best, busy = dt, dc / (dt * threads)
         del out
         for x in (q, k, v):
             x.grad = None
-    return best, maxrss_bytes() - base
+    return best, maxrss_bytes() - base, busy
 
 
 def main():
@@ -68,8 +70,9 @@ def main():
             if pid == 0:
                 os.close(r)
                 try:
-                    s, extra = run_case(T, bwd, small if T <= 1024 else large, a.threads)
-                    os.write(w, f"{T} {'fwd+bwd' if bwd else 'fwd'} {s:.6f} {extra}\n".encode())
+                    s, extra, busy = run_case(T, bwd, small if T <= 1024 else large, a.threads)
+                    line = f"{T} {'fwd+bwd' if bwd else 'fwd'} {s:.6f} {extra} {busy:.3f}\n"
+                    os.write(w, line.encode())
                 except Exception as e:  # e.g. out of memory: report, do not hang the parent
                     sys.stderr.write(f"torch T={T} bwd={bwd}: {e}\n")
                 os._exit(0)
