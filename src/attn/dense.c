@@ -38,6 +38,7 @@
 #include <string.h>
 
 #include "attn/attn_int.h"
+#include "kern/vmath.h"
 #include "kern/kern.h"
 #include "mni.h"
 
@@ -67,54 +68,12 @@
 static const double LOG2E = 1.4426950408889634;
 static const float LN2 = 0.69314718055994531f;
 
-/* ---- exp2 ----------------------------------------------------------------------------------
- * 2^x = 2^n * 2^f with n = round(x), f in [-0.5, 0.5]; 2^f by a degree-5 polynomial 1 + f q(f)
- * fitted for relative error (9e-8 in exact arithmetic, 1.6e-7 evaluated in float with FMA,
- * exactly 1 at f = 0, so the row maximum always gets P = 1); 2^n built in the
- * exponent bits. x is clamped to [-127, 127]: -127 gives exactly 0 (so masked -inf scores give
- * P = 0), and nothing overflows into the sign bit. */
-#define EXP2_C0 1.0f /* fixed, so that 2^0 is exactly 1 */
-#define EXP2_C1 6.931470037e-01f
-#define EXP2_C2 2.402224243e-01f
-#define EXP2_C3 5.550733581e-02f
-#define EXP2_C4 9.671512991e-03f
-#define EXP2_C5 1.326472731e-03f
-
-/* The scalar twin of exp2_avx (the non-AVX2 build, tails, the decode path's alpha). */
-static inline float exp2_scalar(float x)
-{
-    x = x < -127.0f ? -127.0f : (x > 127.0f ? 127.0f : x);
-    float n = nearbyintf(x), f = x - n; // n integer, f in [-0.5, 0.5]
-    float p = EXP2_C5;
-    p = p * f + EXP2_C4;
-    p = p * f + EXP2_C3;
-    p = p * f + EXP2_C2;
-    p = p * f + EXP2_C1;
-    p = p * f + EXP2_C0;
-    // 2^n as a float: biased exponent n + 127 in bits 23..30 (n = -127 gives +0)
-    union { uint32_t u; float f; } e = { .u = (uint32_t)((int32_t)n + 127) << 23 };
-    return p * e.f;
-}
-
+/* ---- exp2: the project's vectorised 2^x (src/kern/vmath.h) ------------------------------
+ * Inputs are clamped to [-127, 127]: -127 yields exactly 0 in the products below, so masked
+ * scores (-inf) give P = 0 without a blend; 2^0 is exactly 1, so the row maximum gets P = 1. */
+#define exp2_scalar mni_exp2f
 #if DENSE_AVX2
-static inline __m256 exp2_avx(__m256 x)
-{
-    const __m256 magic = _mm256_set1_ps(12582912.0f); // 1.5 * 2^23: adding it rounds to int
-    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-127.0f)), _mm256_set1_ps(127.0f));
-    // t = x + magic holds round(x) in its low mantissa bits: as an integer (ni) and, after
-    // subtracting magic again, as a float (so that f = x - round(x) is exact)
-    __m256 t = _mm256_add_ps(x, magic);
-    __m256i ni = _mm256_sub_epi32(_mm256_castps_si256(t), _mm256_castps_si256(magic));
-    __m256 f = _mm256_sub_ps(x, _mm256_sub_ps(t, magic));
-    __m256 p = _mm256_set1_ps(EXP2_C5);
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(EXP2_C4));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(EXP2_C3));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(EXP2_C2));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(EXP2_C1));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(EXP2_C0));
-    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(ni, _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
-}
+#define exp2_avx mni_exp2_ps
 #endif
 
 /* ---- micro-kernels -------------------------------------------------------------------------
