@@ -25,13 +25,19 @@ import sys
 import time
 
 OPENBLAS_OPENMP_DIR = "/usr/lib/x86_64-linux-gnu/openblas-openmp"
+JEMALLOC = "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2"
+# glibc malloc: keep freed blocks up to 32 MiB (the largest threshold glibc accepts) in the heap
+# and never trim it, so the per-step activation buffers are not mmap'ed, faulted in and
+# unmapped again on every step.
+GLIBC_MALLOC_TUNED = ("glibc.malloc.mmap_threshold=33554432:"
+                      "glibc.malloc.trim_threshold=4294967296")
 EXEC_MARK = "MNEMO_TRAIN_TORCH_EXEC"
 
 # The fastest configuration measured (see the doc); --plain uses PLAIN instead.
-FAST = {"blas": "openmp", "omp_wait": "passive", "attn": "baddbmm", "adamw": "foreach",
-        "clip": "foreach"}
+FAST = {"blas": "openmp", "omp_wait": "active", "attn": "baddbmm", "adamw": "foreach",
+        "clip": "foreach", "malloc": "tuned"}
 PLAIN = {"blas": "default", "omp_wait": "default", "attn": "matmul", "adamw": "loop",
-         "clip": "builtin"}
+         "clip": "builtin", "malloc": "default"}
 
 
 def parse_args(argv):
@@ -62,6 +68,9 @@ def parse_args(argv):
     p.add_argument("--adamw", choices=("loop", "foreach"), help="torch.optim.AdamW foreach flag")
     p.add_argument("--clip", choices=("builtin", "foreach"),
                    help="clip_grad_norm_ or a _foreach_norm/_foreach_mul_ version")
+    p.add_argument("--malloc", choices=("default", "tuned", "jemalloc"),
+                   help="allocator: glibc as is; glibc with a 32 MiB mmap threshold and no "
+                        "trimming (GLIBC_TUNABLES); or jemalloc via LD_PRELOAD (libjemalloc2)")
     p.add_argument("--verify", action="store_true",
                    help="before timing, check loss and gradients against tests/ref/mnemo_ref.py "
                         "in float64 on the same weights and batch")
@@ -102,13 +111,20 @@ def wanted_env(a):
         env["LD_LIBRARY_PATH"] = ":".join(libdirs)
     else:
         env.pop("LD_LIBRARY_PATH", None)
+    if a.malloc == "tuned":
+        old = env.get("GLIBC_TUNABLES", "")
+        if GLIBC_MALLOC_TUNED not in old:      # keep tunables the caller set
+            env["GLIBC_TUNABLES"] = old + ":" + GLIBC_MALLOC_TUNED if old else GLIBC_MALLOC_TUNED
+    elif a.malloc == "jemalloc":
+        env["LD_PRELOAD"] = JEMALLOC
     return env
 
 
 def ensure_env(a, argv):
     """Re-execute once so that the dynamic linker and libgomp see the wanted environment."""
     env = wanted_env(a)
-    keys = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_WAIT_POLICY", "LD_LIBRARY_PATH")
+    keys = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_WAIT_POLICY", "LD_LIBRARY_PATH",
+            "GLIBC_TUNABLES", "LD_PRELOAD")
     if all(env.get(k) == os.environ.get(k) for k in keys):
         return
     if os.environ.get(EXEC_MARK):
@@ -117,6 +133,9 @@ def ensure_env(a, argv):
                                                               "libblas.so.3")):
         sys.exit("train_torch: error: %s/libblas.so.3 not found (apt-get install "
                  "libopenblas0-openmp) -- or pass --blas default" % OPENBLAS_OPENMP_DIR)
+    if a.malloc == "jemalloc" and not os.path.exists(JEMALLOC):
+        sys.exit("train_torch: error: %s not found (apt-get install libjemalloc2) -- or pass "
+                 "--malloc default" % JEMALLOC)
     env[EXEC_MARK] = "1"
     os.execve(sys.executable, [sys.executable, os.path.abspath(__file__)] + argv, env)
 
@@ -297,7 +316,7 @@ def main(argv):
     cfg = {"layers": a.layers, "d": C, "heads": NH, "ctx": T, "batch": B, "vocab": V,
            "vocab_padded": Vp, "pos": a.pos, "threads": a.threads, "steps": a.steps,
            "warmup": a.warmup, "plain": a.plain, "blas": a.blas, "omp_wait": a.omp_wait,
-           "attn": a.attn, "adamw": a.adamw, "clip": a.clip,
+           "attn": a.attn, "adamw": a.adamw, "clip": a.clip, "malloc": a.malloc,
            "blas_loaded": loaded_blas(), "torch": torch.__version__,
            "params": sum(p.numel() for p in params), "s_per_step": round(dt / a.steps, 4),
            # process CPU seconds per wall second: about `threads` when the cores are ours
@@ -306,7 +325,8 @@ def main(argv):
            "final_loss": loss.item(),
            "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                                               "OMP_WAIT_POLICY", "OPENBLAS_CORETYPE",
-                                              "OPENBLAS_L2_SIZE", "LD_LIBRARY_PATH")
+                                              "OPENBLAS_L2_SIZE", "LD_LIBRARY_PATH",
+                                              "GLIBC_TUNABLES", "LD_PRELOAD")
                    if k in os.environ}}
     print(json.dumps({"tokens_per_s": round(tps, 1), "config": cfg}))
     return 0

@@ -19,6 +19,7 @@ import math
 import os
 import sys
 
+sys.dont_write_bytecode = True     # keep tests/ref free of __pycache__
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402

@@ -25,6 +25,7 @@ import sys
 import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.dont_write_bytecode = True     # keep tests/ref free of __pycache__
 sys.path.insert(0, HERE)
 
 import numpy as np  # noqa: E402
