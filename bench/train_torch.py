@@ -34,8 +34,8 @@ GLIBC_MALLOC_TUNED = ("glibc.malloc.mmap_threshold=33554432:"
 EXEC_MARK = "MNEMO_TRAIN_TORCH_EXEC"
 
 # The fastest configuration measured (see the doc); --plain uses PLAIN instead.
-FAST = {"blas": "openmp", "omp_wait": "active", "attn": "baddbmm", "adamw": "foreach",
-        "clip": "foreach", "malloc": "tuned"}
+FAST = {"blas": "openmp", "omp_wait": "active", "attn": "baddbmm", "adamw": "loop",
+        "clip": "builtin", "malloc": "tuned"}
 PLAIN = {"blas": "default", "omp_wait": "default", "attn": "matmul", "adamw": "loop",
          "clip": "builtin", "malloc": "default"}
 
