@@ -132,15 +132,6 @@ enum mnemo_status mnemo_model_create(struct mnemo_model **out, const struct mnem
         mnemo_model_free(m);
         return mni_err(MNEMO_ERR_NOMEM, "out of memory for %zu parameters", m->n_params);
     }
-    if (m->acfg.rope) {
-        int HS = m->acfg.head_dim;
-        m->rope_cs = mni_alloc(mni_mul(mni_mul((size_t)cfg->n_ctx, (size_t)HS), sizeof(float)));
-        if (!m->rope_cs) {
-            mnemo_model_free(m);
-            return mni_err(MNEMO_ERR_NOMEM, "out of memory for the RoPE table");
-        }
-        mni_rope_table(m->rope_cs, cfg->n_ctx, HS, cfg->rope_theta);
-    }
     *out = m;
     return MNEMO_OK;
 }
@@ -162,7 +153,6 @@ void mnemo_model_free(struct mnemo_model *m)
     free_acts(m);
     mni_free(m->params);
     mni_free(m->grads);
-    mni_free(m->rope_cs);
     mni_free(m);
 }
 

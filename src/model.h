@@ -76,7 +76,6 @@ struct mnemo_model {
     size_t n_params;   /* floats in the slab */
     float *params;     /* (n_params) */
     float *grads;      /* (n_params), allocated by mni_model_alloc_grads */
-    float *rope_cs;    /* (n_ctx, HS/2, 2), NULL unless RoPE */
 
     /* activations for windows of up to (act_B, act_T), allocated on first use */
     int act_B, act_T;
