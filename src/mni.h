@@ -32,6 +32,20 @@ size_t mni_mul(size_t a, size_t b);
 size_t mni_add(size_t a, size_t b);
 static inline size_t mni_align64(size_t n) { return (n + 63) & ~(size_t)63; }
 
+/* Carving one slab into 64-byte aligned buffers. Run the same sequence of mni_carve() calls
+ * twice: first with base == NULL to count the floats needed (every pointer handed out is
+ * NULL), then over the allocated slab. The count can never disagree with the layout. */
+struct mni_carver {
+    float *base;  /* NULL: counting pass */
+    size_t used;  /* floats handed out so far, each buffer rounded up to 16 floats */
+};
+static inline float *mni_carve(struct mni_carver *c, size_t n)
+{
+    float *r = c->base ? c->base + c->used : NULL;
+    c->used = mni_add(c->used, mni_align64(mni_mul(n, sizeof(float))) / sizeof(float));
+    return r;
+}
+
 /* Seeded generator: splitmix64. The whole state is one uint64_t so that it checkpoints. */
 struct mni_rng {
     uint64_t s;

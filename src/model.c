@@ -209,12 +209,40 @@ void mnemo_model_zero_grad(struct mnemo_model *m)
 
 /* ---- activations ---------------------------------------------------------------------------- */
 
-/* Hands out n floats from *p, keeping every buffer 64-byte aligned. */
-static float *take(float **p, size_t n)
+/* Points every activation buffer into c's slab (or, with c->base == NULL, only counts). */
+static void carve_acts(struct mnemo_model *m, struct mni_carver *c, size_t N, size_t attn_act)
 {
-    float *r = *p;
-    *p += mni_align64(n * sizeof(float)) / sizeof(float);
-    return r;
+    const size_t L = (size_t)m->cfg.n_layer, C = (size_t)m->cfg.d_model;
+    const size_t Vp = (size_t)m->cfg.vocab_padded;
+    for (size_t l = 0; l < L; l++) {
+        struct mni_layer_acts *a = &m->layers[l];
+        a->res = mni_carve(c, N * C);
+        a->ln1 = mni_carve(c, N * C);
+        a->ln1_mean = mni_carve(c, N);
+        a->ln1_rstd = mni_carve(c, N);
+        a->qkv = mni_carve(c, N * 3 * C);
+        a->atty = mni_carve(c, N * C);
+        a->attn_act = mni_carve(c, attn_act);
+        a->res_mid = mni_carve(c, N * C);
+        a->ln2 = mni_carve(c, N * C);
+        a->ln2_mean = mni_carve(c, N);
+        a->ln2_rstd = mni_carve(c, N);
+        a->fch = mni_carve(c, N * 4 * C);
+        a->fch_gelu = mni_carve(c, N * 4 * C);
+    }
+    m->res_final = mni_carve(c, N * C);
+    m->lnf = mni_carve(c, N * C);
+    m->lnf_mean = mni_carve(c, N);
+    m->lnf_rstd = mni_carve(c, N);
+    m->logits = mni_carve(c, N * Vp);
+    m->losses = mni_carve(c, N);
+    m->dres = mni_carve(c, N * C);
+    m->dtmp = mni_carve(c, N * C); /* also holds the N int positions during forward */
+    m->dqkv = mni_carve(c, N * 3 * C);
+    m->datty = mni_carve(c, N * C);
+    m->dfch = mni_carve(c, N * 4 * C);
+    m->inputs = (uint16_t *)mni_carve(c, (N + 1) / 2);
+    m->targets = (uint16_t *)mni_carve(c, (N + 1) / 2);
 }
 
 static enum mnemo_status ensure_acts(struct mnemo_model *m, int B, int T)
@@ -227,57 +255,21 @@ static enum mnemo_status ensure_acts(struct mnemo_model *m, int B, int T)
             m->attn->scratch_bytes(&m->acfg, m->act_B, m->act_T))
         return MNEMO_OK;
     free_acts(m);
-    const size_t L = (size_t)m->cfg.n_layer, C = (size_t)m->cfg.d_model;
-    const size_t Vp = (size_t)m->cfg.vocab_padded, N = (size_t)B * (size_t)T;
+    const size_t L = (size_t)m->cfg.n_layer, N = (size_t)B * (size_t)T;
     const size_t attn_act = mni_align64(m->attn->act_bytes(&m->acfg, B, T)) / sizeof(float);
-    /* floats per layer: res, ln1, qkv(3), atty, res_mid, ln2, fch(4), fch_gelu(4) = 16 C per
-     * token, plus 4 per-token statistics, plus the kind's saved activations */
-    size_t per_layer = mni_add(mni_mul(N, 16 * C + 4), attn_act);
-    size_t total = mni_mul(per_layer, L);
-    total = mni_add(total, mni_mul(N, C * 2 + 2 + Vp + 1)); /* res_final, lnf, stats, logits, losses */
-    total = mni_add(total, mni_mul(N, C * (1 + 1 + 3 + 1 + 4))); /* dres dtmp dqkv datty dfch */
-    total = mni_add(total, mni_mul(N, 2 * sizeof(uint16_t)) / sizeof(float) + 16);
-    total = mni_add(total, (size_t)(L + 8) * 16); /* alignment slack */
-    m->act_slab = mni_alloc(mni_mul(total, sizeof(float)));
     m->layers = mni_alloc(L * sizeof(*m->layers));
-    size_t scratch = m->attn->scratch_bytes(&m->acfg, B, T);
-    m->attn_scratch = mni_alloc(scratch);
+    struct mni_carver count = {NULL, 0};
+    if (m->layers) carve_acts(m, &count, N, attn_act);
+    m->act_slab = m->layers ? mni_alloc(mni_mul(count.used, sizeof(float))) : NULL;
+    m->attn_scratch = mni_alloc(m->attn->scratch_bytes(&m->acfg, B, T));
     if (!m->act_slab || !m->layers || !m->attn_scratch) {
         free_acts(m);
         return mni_err(MNEMO_ERR_NOMEM, "out of memory for activations (B=%d, T=%d: %zu MiB)",
-                       B, T, total * sizeof(float) >> 20);
+                       B, T, count.used / (1 << 18));
     }
-    float *p = m->act_slab;
-    for (size_t l = 0; l < L; l++) {
-        struct mni_layer_acts *a = &m->layers[l];
-        a->res = take(&p, N * C);
-        a->ln1 = take(&p, N * C);
-        a->ln1_mean = take(&p, N);
-        a->ln1_rstd = take(&p, N);
-        a->qkv = take(&p, N * 3 * C);
-        a->atty = take(&p, N * C);
-        a->attn_act = take(&p, attn_act);
-        a->res_mid = take(&p, N * C);
-        a->ln2 = take(&p, N * C);
-        a->ln2_mean = take(&p, N);
-        a->ln2_rstd = take(&p, N);
-        a->fch = take(&p, N * 4 * C);
-        a->fch_gelu = take(&p, N * 4 * C);
-    }
-    m->res_final = take(&p, N * C);
-    m->lnf = take(&p, N * C);
-    m->lnf_mean = take(&p, N);
-    m->lnf_rstd = take(&p, N);
-    m->logits = take(&p, N * Vp);
-    m->losses = take(&p, N);
-    m->dres = take(&p, N * C);
-    m->dtmp = take(&p, N * C);
-    m->dqkv = take(&p, N * 3 * C);
-    m->datty = take(&p, N * C);
-    m->dfch = take(&p, N * 4 * C);
-    m->inputs = (uint16_t *)take(&p, (N + 1) / 2);
-    m->targets = (uint16_t *)take(&p, (N + 1) / 2);
-    MNEMO_ASSERT((size_t)(p - m->act_slab) <= total);
+    struct mni_carver c = {m->act_slab, 0};
+    carve_acts(m, &c, N, attn_act);
+    MNEMO_ASSERT(c.used == count.used);
     m->act_B = B;
     m->act_T = T;
     return MNEMO_OK;

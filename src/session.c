@@ -22,6 +22,28 @@ struct mnemo_session {
     int *positions;
 };
 
+/* Points the session's buffers into c's slab (or only counts, with c->base == NULL). */
+static void carve_session(struct mnemo_session *s, struct mni_carver *c, size_t N, size_t C,
+                          size_t Vp)
+{
+    s->res_a = mni_carve(c, N * C);
+    s->res_b = mni_carve(c, N * C);
+    s->a.ln1 = mni_carve(c, N * C);
+    s->a.ln1_mean = mni_carve(c, N);
+    s->a.ln1_rstd = mni_carve(c, N);
+    s->a.qkv = mni_carve(c, N * 3 * C);
+    s->a.atty = mni_carve(c, N * C);
+    s->a.res_mid = mni_carve(c, N * C);
+    s->a.ln2 = mni_carve(c, N * C);
+    s->a.ln2_mean = mni_carve(c, N);
+    s->a.ln2_rstd = mni_carve(c, N);
+    s->a.fch = mni_carve(c, N * 4 * C);
+    s->a.fch_gelu = mni_carve(c, N * 4 * C);
+    s->lnf = mni_carve(c, N * C);
+    s->logits = mni_carve(c, N * Vp);
+    s->positions = (int *)mni_carve(c, N);
+}
+
 enum mnemo_status mnemo_session_create(struct mnemo_session **out, struct mnemo_model *m,
                                        int max_chunk)
 {
@@ -37,36 +59,17 @@ enum mnemo_status mnemo_session_create(struct mnemo_session **out, struct mnemo_
     s->state_bytes = mni_align64(m->attn->state_bytes(&m->acfg));
     s->state = mni_alloc(mni_mul(s->state_bytes, L));
     s->step_scratch = mni_alloc(m->attn->step_scratch_bytes(&m->acfg, max_chunk));
-    /* res_a, res_b, ln1, qkv(3), atty, res_mid, ln2, fch(4), fch_gelu(4), lnf: 18 C, logits,
-     * 4 statistics and the positions; each of the 20 buffers rounded up to 16 floats */
-    size_t floats = mni_add(mni_mul(N, 18 * C + Vp + 5), 20 * 16);
-    s->slab = mni_alloc(mni_mul(floats, sizeof(float)));
+    struct mni_carver count = {NULL, 0};
+    carve_session(s, &count, N, C, Vp);
+    s->slab = mni_alloc(mni_mul(count.used, sizeof(float)));
     if (!s->state || !s->step_scratch || !s->slab) {
         mnemo_session_free(s);
         return mni_err(MNEMO_ERR_NOMEM, "out of memory for the session state (%zu bytes per layer)",
                        s->state_bytes);
     }
-    float *p = s->slab;
-    size_t k = 0;
-#define NEXT(n) (k = mni_align64((n) * sizeof(float)) / sizeof(float), p += k, p - k)
-    s->res_a = NEXT(N * C);
-    s->res_b = NEXT(N * C);
-    s->a.ln1 = NEXT(N * C);
-    s->a.ln1_mean = NEXT(N);
-    s->a.ln1_rstd = NEXT(N);
-    s->a.qkv = NEXT(N * 3 * C);
-    s->a.atty = NEXT(N * C);
-    s->a.res_mid = NEXT(N * C);
-    s->a.ln2 = NEXT(N * C);
-    s->a.ln2_mean = NEXT(N);
-    s->a.ln2_rstd = NEXT(N);
-    s->a.fch = NEXT(N * 4 * C);
-    s->a.fch_gelu = NEXT(N * 4 * C);
-    s->lnf = NEXT(N * C);
-    s->logits = NEXT(N * Vp);
-    s->positions = (int *)NEXT(N);
-#undef NEXT
-    MNEMO_ASSERT((size_t)(p - s->slab) <= floats);
+    struct mni_carver c = {s->slab, 0};
+    carve_session(s, &c, N, C, Vp);
+    MNEMO_ASSERT(c.used == count.used);
     mnemo_session_reset(s);
     *out = s;
     return MNEMO_OK;

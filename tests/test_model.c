@@ -135,6 +135,34 @@ static void test_bad_tokens(void **s)
     mnemo_model_free(m);
 }
 
+/* Window shapes whose B*T is not a multiple of the 16-float alignment, on a deep model: every
+ * activation buffer is rounded up, and the slab must still hold them all. */
+static void test_odd_shapes(void **s)
+{
+    (void)s;
+    struct mnemo_model_config c;
+    mnemo_model_config_default(&c);
+    c.n_layer = 9;
+    c.d_model = 16;
+    c.n_head = 2;
+    c.n_ctx = 13;
+    c.vocab = 29;
+    struct mnemo_model *m;
+    assert_int_equal(mnemo_model_create(&m, &c), MNEMO_OK);
+    mnemo_model_init(m, 1);
+    const int shapes[][2] = {{1, 1}, {1, 5}, {3, 7}, {2, 13}, {1, 3}};
+    uint16_t x[26], y[26];
+    tokens(x, 26, 29, 8);
+    tokens(y, 26, 29, 9);
+    for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++) {
+        float loss;
+        assert_int_equal(mnemo_model_forward(m, x, y, shapes[i][0], shapes[i][1], &loss), MNEMO_OK);
+        assert_int_equal(mnemo_model_backward(m, 1.0f), MNEMO_OK);
+        assert_true(isfinite(loss));
+    }
+    mnemo_model_free(m);
+}
+
 static void test_bad_config(void **s)
 {
     (void)s;
@@ -211,6 +239,7 @@ int main(void)
         cmocka_unit_test(test_grads_rope),      cmocka_unit_test(test_grads_learned),
         cmocka_unit_test(test_session_rope),    cmocka_unit_test(test_session_learned),
         cmocka_unit_test(test_bad_tokens),      cmocka_unit_test(test_bad_config),
+        cmocka_unit_test(test_odd_shapes),
         cmocka_unit_test(test_checkpoint_roundtrip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
