@@ -230,3 +230,15 @@ const char *mnemo_model_meta(const struct mnemo_model *m, const char *key)
         if (!strcmp(m->meta[i][0], key)) return m->meta[i][1];
     return NULL;
 }
+
+void mni_model_set_meta(struct mnemo_model *m, const char *key, const char *value)
+{
+    int i = 0;
+    while (i < m->n_meta && strcmp(m->meta[i][0], key) != 0) i++;
+    if (i == m->n_meta) {
+        if (m->n_meta == 16) return;
+        m->n_meta++;
+    }
+    snprintf(m->meta[i][0], 128, "%s", key);
+    snprintf(m->meta[i][1], 128, "%s", value);
+}

@@ -14,5 +14,7 @@ enum mnemo_status mni_model_save_ex(const struct mnemo_model *m, const char *pat
 enum mnemo_status mni_ckpt_read_config(const struct mni_st_file *f, const char *path,
                                        struct mnemo_model_config *c);
 int mni_pos_from_name(const char *s); /* -1 if unknown */
+/* Sets (or adds) a metadata pair of the in-memory model, as a loaded checkpoint would carry. */
+void mni_model_set_meta(struct mnemo_model *m, const char *key, const char *value);
 
 #endif

@@ -180,6 +180,11 @@ enum mnemo_status mni_loader_init(struct mni_loader *ld, const uint16_t *tok, ui
     ld->seed = seed;
     ld->rank = rank;
     ld->world = world;
+    /* room for the largest epoch (offset 0), so that later epochs never allocate */
+    uint64_t cap = (n / (uint64_t)T) / (uint64_t)world + 1;
+    ld->order = mni_alloc(mni_mul((size_t)cap, sizeof(uint32_t)));
+    if (!ld->order) return mni_err(MNEMO_ERR_NOMEM, "out of memory for the window order");
+    ld->cap_order = cap;
     return build_epoch(ld);
 }
 
@@ -201,7 +206,7 @@ void mni_loader_next(struct mni_loader *ld, uint16_t *x, uint16_t *y, int B)
             ld->pos.epoch++;
             ld->pos.index = 0;
             enum mnemo_status st = build_epoch(ld);
-            MNEMO_ASSERT(st == MNEMO_OK); /* same sizes as the first epoch: cannot fail */
+            MNEMO_ASSERT(st == MNEMO_OK); /* capacity was reserved in init: cannot fail */
         }
         uint64_t s = ld->offset + (uint64_t)ld->order[ld->pos.index++] * (uint64_t)T;
         uint16_t *xb = x + (size_t)b * T, *yb = y + (size_t)b * T;

@@ -9,6 +9,7 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -156,8 +157,8 @@ static enum mnemo_status save_all(struct trainer *t, double val_loss)
     snprintf(step, sizeof(step), "%d", t->step);
     snprintf(vl, sizeof(vl), "%.9g", val_loss);
     const char *extra[] = {"train.step", step, "train.val_loss", vl};
-    /* The state first: if the model write then fails, the pair on disk is still the old
-     * model with a newer state, which resume detects (step mismatch). */
+    /* The state first: if the model write then fails, the pair on disk is the old model with
+     * a newer state, which load_state refuses (the model's train.step must equal the state's). */
     snprintf(ep, sizeof(ep), "%llu", (unsigned long long)t->ld.pos.epoch);
     snprintf(ix, sizeof(ix), "%llu", (unsigned long long)t->ld.pos.index);
     snprintf(seed, sizeof(seed), "%llu", (unsigned long long)t->tc->seed);
@@ -172,7 +173,12 @@ static enum mnemo_status save_all(struct trainer *t, double val_loss)
     };
     enum mnemo_status st = mni_st_write(t->state_path, ts, 2, kv, sizeof(kv) / sizeof(kv[0]) / 2);
     if (st != MNEMO_OK) return st;
-    return mni_model_save_ex(t->m, t->model_path, extra, 2);
+    st = mni_model_save_ex(t->m, t->model_path, extra, 2);
+    if (st == MNEMO_OK) { /* the model in memory is now the one on disk */
+        mni_model_set_meta(t->m, "train.step", step);
+        mni_model_set_meta(t->m, "train.val_loss", vl);
+    }
+    return st;
 }
 
 static enum mnemo_status meta_u64(const struct mni_st_file *f, const char *path, const char *key,
@@ -220,8 +226,23 @@ static enum mnemo_status load_state(struct trainer *t)
                      (unsigned long long)t->tc->seed, bt);
         goto out;
     }
-    const char *ms = NULL;
-    (void)ms;
+    if (step > (uint64_t)INT_MAX) {
+        st = mni_err(MNEMO_ERR_FORMAT, "train state '%s': step %llu out of range", t->state_path,
+                     (unsigned long long)step);
+        goto out;
+    }
+    /* the model file must be the one written with this state (both are written at every
+     * checkpoint; a crash between the two writes leaves them from different steps) */
+    const char *ms = mnemo_model_meta(t->m, "train.step");
+    char sstep[32];
+    snprintf(sstep, sizeof(sstep), "%llu", (unsigned long long)step);
+    if (!ms || strcmp(ms, sstep) != 0) {
+        st = mni_err(MNEMO_ERR_FORMAT,
+                     "resume: the model checkpoint is from step %s but the train state from step %s "
+                     "(the two files of '%s' do not belong together)",
+                     ms ? ms : "(unknown)", sstep, t->tc->out_dir);
+        goto out;
+    }
     size_t shape[1] = {t->m->n_params};
     if ((st = mni_st_read(f, "adam.m", MNI_ST_F32, 1, shape, t->adam_m)) ||
         (st = mni_st_read(f, "adam.v", MNI_ST_F32, 1, shape, t->adam_v)))
@@ -235,6 +256,24 @@ out:
 }
 
 /* ---- the loop -------------------------------------------------------------------------------- */
+
+/* Escapes a string for a JSON string literal (quotes, backslashes, control characters). */
+static void json_escape(char *out, size_t n, const char *in)
+{
+    size_t k = 0;
+    for (; *in && k + 7 < n; in++) {
+        unsigned char c = (unsigned char)*in;
+        if (c == '"' || c == '\\') {
+            out[k++] = '\\';
+            out[k++] = (char)c;
+        } else if (c < 0x20) {
+            k += (size_t)snprintf(out + k, n - k, "\\u%04x", c);
+        } else {
+            out[k++] = (char)c;
+        }
+    }
+    out[k] = 0;
+}
 
 static void log_line(struct trainer *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void log_line(struct trainer *t, const char *fmt, ...)
@@ -269,6 +308,11 @@ enum mnemo_status mnemo_train(struct mnemo_model *m, const struct mnemo_train_co
     if (train.vocab > m->cfg.vocab || (val.tok && val.vocab > m->cfg.vocab)) {
         st = mni_err(MNEMO_ERR_ARG, "the data's vocabulary (%d) is larger than the model's (%d)",
                      train.vocab, m->cfg.vocab);
+        goto out;
+    }
+    if (val.tok && mni_eval_windows(val.n, T) == 0) {
+        st = mni_err(MNEMO_ERR_ARG, "the validation data '%s' has %llu tokens, fewer than one window of %d",
+                     tc->val_path, (unsigned long long)val.n, T);
         goto out;
     }
     if ((st = mni_loader_init(&t.ld, train.tok, train.n, T, tc->seed, 0, 1))) goto out;
@@ -333,7 +377,7 @@ enum mnemo_status mnemo_train(struct mnemo_model *m, const struct mnemo_train_co
         ev.loss = loss;
         ev.lr = lr;
         ev.grad_norm = (float)gn;
-        ev.tokens_per_s = (double)B * T * tc->grad_accum / (now - t_last);
+        ev.tokens_per_s = (double)B * T * tc->grad_accum / (now > t_last ? now - t_last : 1e-9);
         ev.elapsed_s = now - t0;
         ev.eta_s = (now - t0) / (t.step - first) * (tc->max_steps - t.step);
         t_last = now;
@@ -361,7 +405,9 @@ enum mnemo_status mnemo_train(struct mnemo_model *m, const struct mnemo_train_co
             if ((st = save_all(&t, last_val))) goto out;
             ev.kind = MNEMO_TRAIN_EV_CKPT;
             ev.path = t.model_path;
-            log_line(&t, "{\"type\":\"checkpoint\",\"step\":%d,\"path\":\"%s\"}", t.step, t.model_path);
+            char esc[2 * PATH_MAX_LEN];
+            json_escape(esc, sizeof(esc), t.model_path);
+            log_line(&t, "{\"type\":\"checkpoint\",\"step\":%d,\"path\":\"%s\"}", t.step, esc);
             if (cb && cb(&ev, user)) stop = 1;
             t_last = mni_now();
         }

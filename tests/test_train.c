@@ -215,6 +215,14 @@ static void test_exact_resume(void **s)
     assert_int_equal(mnemo_train(b, &tc, NULL, NULL), MNEMO_ERR_ARG);
     assert_non_null(strstr(mnemo_last_error(), "exact resume"));
     mnemo_model_free(b);
+    /* a model file that does not belong to the train state (as a crash between the two
+     * checkpoint writes would leave) is refused, not resumed inexactly */
+    assert_int_equal(mnemo_model_save(a, path), MNEMO_OK); /* no train.step */
+    assert_int_equal(mnemo_model_load(&b, path), MNEMO_OK);
+    tc.batch = 4;
+    assert_int_equal(mnemo_train(b, &tc, NULL, NULL), MNEMO_ERR_FORMAT);
+    assert_non_null(strstr(mnemo_last_error(), "do not belong together"));
+    mnemo_model_free(b);
     mnemo_model_free(a);
 }
 
