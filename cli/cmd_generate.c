@@ -66,7 +66,7 @@ int cmd_generate(int argc, char **argv)
     for (size_t i = 0; i < plen; i++) hist[nh++] = (unsigned char)prompt[i];
     const float *last = NULL;
     /* a prompt longer than the context keeps only its end */
-    size_t keep = nh > (size_t)c->n_ctx ? (size_t)c->n_ctx - 1 : nh;
+    size_t keep = nh > (size_t)c->n_ctx ? (size_t)c->n_ctx : nh; /* BOS + the last n_ctx-1 */
     if (keep < nh) {
         hist[nh - keep] = MNEMO_TOK_BOS;
         memmove(hist, hist + nh - keep, keep * sizeof(uint16_t));

@@ -103,6 +103,15 @@ expect_fail "prepare directory" "directory" "$MNEMO" prepare --out "$W/d2" "$W"
 expect_fail "prepare missing" "cannot open" "$MNEMO" prepare --out "$W/d2" "$W/none.txt"
 expect_fail "prepare no files" "no input files" "$MNEMO" prepare --out "$W/d2"
 expect_fail "prepare bad frac" "val_frac" "$MNEMO" prepare --out "$W/d2" --val_frac 1.5 "$W/text.txt"
+# a validation file shorter than one window is refused before any training is done
+expect_ok "prepare tiny val" "$MNEMO" prepare --out "$W/dv" --val_frac 0.0005 "$W/text.txt"
+expect_fail "val shorter than a window" "fewer than one window" "$MNEMO" train --train "$W/dv/train.bin" --val "$W/dv/val.bin" --out "$W/rv" "${TINY[@]}" --steps 3
+# contexts of 1 and 2 tokens: generation keeps BOS + the last n_ctx-1 bytes
+for nc in 1 2; do
+    expect_ok "train n_ctx $nc" "$MNEMO" train --train "$W/data/train.bin" --out "$W/rc$nc" --n_layer 1 --d_model 16 --n_head 2 --n_ctx $nc --batch 2 --steps 2 --threads 1
+    expect_ok "generate n_ctx $nc" "$MNEMO" generate --model "$W/rc$nc/model.safetensors" --prompt abc --n 5
+    expect_ok "generate n_ctx $nc, n 0" "$MNEMO" generate --model "$W/rc$nc/model.safetensors" --prompt abc --n 0
+done
 # the last good checkpoint survives a failed run in the same directory
 cp "$CK" "$W/keep.safetensors"
 "$MNEMO" train --train "$W/data/train.bin" --out "$W/run" "${TINY[@]}" --lr 1e30 --warmup 0 --grad_clip 0 --weight_decay 0 --steps 3 >/dev/null 2>&1
