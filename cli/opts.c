@@ -206,8 +206,16 @@ static void load_config(const char *cmd, const char *path, const struct opt *opt
 void cli_parse(const char *cmd, const char *usage, int argc, char **argv, const struct opt *opts,
                size_t n_opts, const char **pos, int *n_pos, int max_pos)
 {
-    /* pass 1: --help and --config */
+    /* pass 1: --help and --config (the value of another option is skipped, so that
+     * --prompt --config is a prompt, not a config file) */
     for (int i = 0; i < argc; i++) {
+        if (argv[i][0] == '-' && argv[i][1] == '-' && !strchr(argv[i], '=')) {
+            const struct opt *o = find_opt(opts, n_opts, argv[i] + 2, strlen(argv[i] + 2));
+            if (o && o->type != OPT_BOOL) {
+                i++;
+                continue;
+            }
+        }
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             print_help(cmd, usage, opts, n_opts);
             exit(0);
