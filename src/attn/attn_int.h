@@ -33,6 +33,15 @@ struct mni_dense_act {
 void mni_dense_act_layout(struct mni_dense_act *lay, const struct mnemo_attn_cfg *cfg, int B,
                           int T);
 
+/* The saved activations of one layer, as typed pointers into act (mni_dense_act_layout). */
+struct mni_dense_view {
+    float *q, *k, *v; /* (B,NH,T,HSP) rotated; q pre-scaled into log2 units by the fast path */
+    float *lse;       /* (B,NH,T) */
+    float *cs;        /* (T,HS/2,2) RoPE table, NULL without RoPE */
+};
+void mni_dense_act_view(struct mni_dense_view *vw, const struct mnemo_attn_cfg *cfg, int B, int T,
+                        void *act);
+
 /* Streaming state (a KV cache), each section 64-byte aligned:
  *   header  struct mni_dense_state
  *   k       (NH,n_ctx,HSP)  rotated keys of positions 0..count-1

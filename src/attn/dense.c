@@ -598,6 +598,19 @@ void mni_dense_act_layout(struct mni_dense_act *lay, const struct mnemo_attn_cfg
     lay->total = mni_add(lay->cs, cs);
 }
 
+void mni_dense_act_view(struct mni_dense_view *vw, const struct mnemo_attn_cfg *cfg, int B, int T,
+                        void *act)
+{
+    struct mni_dense_act lay;
+    mni_dense_act_layout(&lay, cfg, B, T);
+    char *a = act;
+    vw->q = (float *)(a + lay.q);
+    vw->k = (float *)(a + lay.k);
+    vw->v = (float *)(a + lay.v);
+    vw->lse = (float *)(a + lay.lse);
+    vw->cs = cfg->rope ? (float *)(a + lay.cs) : NULL;
+}
+
 size_t mni_dense_state_hdr_bytes(void) { return mni_align64(sizeof(struct mni_dense_state)); }
 
 /* head_dim is bounded by the stack tiles (HS_MAX) and must be even for the rotate-half pairs;
@@ -730,14 +743,10 @@ static enum mnemo_status dense_forward(const struct mnemo_attn_cfg *cfg,
     const int B = io->B, T = io->T, NH = cfg->n_head, HS = cfg->head_dim;
     const int HSP = mni_dense_hsp(HS);
     const size_t C = (size_t)NH * HS;
-    struct mni_dense_act lay;
-    mni_dense_act_layout(&lay, cfg, B, T);
-    char *act = io->act;
-    float *aq = (float *)(act + lay.q);     // (B,NH,T,HSP)
-    float *ak = (float *)(act + lay.k);     // (B,NH,T,HSP)
-    float *av = (float *)(act + lay.v);     // (B,NH,T,HSP)
-    float *alse = (float *)(act + lay.lse); // (B,NH,T)
-    float *cs = cfg->rope ? (float *)(act + lay.cs) : NULL; // (T,HS/2,2)
+    struct mni_dense_view vw;
+    mni_dense_act_view(&vw, cfg, B, T, io->act);
+    float *aq = vw.q, *ak = vw.k, *av = vw.v; // (B,NH,T,HSP)
+    float *alse = vw.lse, *cs = vw.cs;        // (B,NH,T), (T,HS/2,2) or NULL
     const float qscale = (float)(LOG2E / sqrt((double)HS));
 
     // the RoPE table of positions 0..T-1 stays in act: backward rotates the gradients back
@@ -791,14 +800,10 @@ static enum mnemo_status dense_backward(const struct mnemo_attn_cfg *cfg,
     const int B = io->B, T = io->T, NH = cfg->n_head, HS = cfg->head_dim;
     const int HSP = mni_dense_hsp(HS);
     const size_t C = (size_t)NH * HS;
-    struct mni_dense_act lay;
-    mni_dense_act_layout(&lay, cfg, B, T);
-    const char *act = io->act;
-    const float *aq = (const float *)(act + lay.q);     // (B,NH,T,HSP)
-    const float *ak = (const float *)(act + lay.k);     // (B,NH,T,HSP)
-    const float *av = (const float *)(act + lay.v);     // (B,NH,T,HSP)
-    const float *alse = (const float *)(act + lay.lse); // (B,NH,T)
-    const float *cs = cfg->rope ? (const float *)(act + lay.cs) : NULL; // (T,HS/2,2)
+    struct mni_dense_view vw;
+    mni_dense_act_view(&vw, cfg, B, T, io->act);
+    const float *aq = vw.q, *ak = vw.k, *av = vw.v; // (B,NH,T,HSP)
+    const float *alse = vw.lse, *cs = vw.cs;        // (B,NH,T), (T,HS/2,2) or NULL
     size_t off_dq, off_D;
     fast_scratch_bytes(cfg, B, T, &off_dq, &off_D);
     float *dOp = io->scratch;                                 // (B,NH,T,HSP)

@@ -64,14 +64,11 @@ enum mnemo_status mni_dense_ref_forward(const struct mnemo_attn_cfg *cfg,
     const int HSP = mni_dense_hsp(HS);
     const size_t C = (size_t)NH * HS;
     const double scale = 1.0 / sqrt((double)HS);
-    struct mni_dense_act lay;
-    mni_dense_act_layout(&lay, cfg, B, T);
-    char *act = io->act;
-    float *aq = (float *)(act + lay.q);     // (B,NH,T,HSP)
-    float *ak = (float *)(act + lay.k);     // (B,NH,T,HSP)
-    float *av = (float *)(act + lay.v);     // (B,NH,T,HSP)
-    float *alse = (float *)(act + lay.lse); // (B,NH,T)
-    if (cfg->rope) mni_rope_table((float *)(act + lay.cs), T, HS, cfg->rope_theta);
+    struct mni_dense_view vw;
+    mni_dense_act_view(&vw, cfg, B, T, io->act);
+    float *aq = vw.q, *ak = vw.k, *av = vw.v; // (B,NH,T,HSP)
+    float *alse = vw.lse;                     // (B,NH,T)
+    if (vw.cs) mni_rope_table(vw.cs, T, HS, cfg->rope_theta);
 
     double *rk = io->scratch;                  // (T,HS)
     double *rq = rk + (size_t)T * HS;          // (HS)
