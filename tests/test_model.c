@@ -12,17 +12,7 @@
 
 static struct mnemo_model *tiny(int pos, uint64_t seed)
 {
-    struct mnemo_model_config c;
-    mnemo_model_config_default(&c);
-    c.n_layer = 2;
-    c.d_model = 16;
-    c.n_head = 2;
-    c.n_ctx = 12;
-    c.vocab = 29;
-    c.pos = pos;
-    struct mnemo_model *m;
-    assert_int_equal(mnemo_model_create(&m, &c), MNEMO_OK);
-    mnemo_model_init(m, seed);
+    struct mnemo_model *m = tu_model(2, 16, 2, 12, 29, pos, seed);
     /* larger random weights than GPT-2 init so that every path carries signal, and non-zero
      * biases / LN params so their gradients are checked meaningfully */
     struct mni_rng r;
@@ -140,16 +130,7 @@ static void test_bad_tokens(void **s)
 static void test_odd_shapes(void **s)
 {
     (void)s;
-    struct mnemo_model_config c;
-    mnemo_model_config_default(&c);
-    c.n_layer = 9;
-    c.d_model = 16;
-    c.n_head = 2;
-    c.n_ctx = 13;
-    c.vocab = 29;
-    struct mnemo_model *m;
-    assert_int_equal(mnemo_model_create(&m, &c), MNEMO_OK);
-    mnemo_model_init(m, 1);
+    struct mnemo_model *m = tu_model(9, 16, 2, 13, 29, MNEMO_POS_ROPE, 1);
     const int shapes[][2] = {{1, 1}, {1, 5}, {3, 7}, {2, 13}, {1, 3}};
     uint16_t x[26], y[26];
     tokens(x, 26, 29, 8);

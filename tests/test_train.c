@@ -130,16 +130,7 @@ static const char *corpus_dir(void)
 
 static struct mnemo_model *small_model(void)
 {
-    struct mnemo_model_config c;
-    mnemo_model_config_default(&c);
-    c.n_layer = 2;
-    c.d_model = 32;
-    c.n_head = 2;
-    c.n_ctx = 32;
-    struct mnemo_model *m;
-    assert_int_equal(mnemo_model_create(&m, &c), MNEMO_OK);
-    mnemo_model_init(m, 11);
-    return m;
+    return tu_model(2, 32, 2, 32, MNEMO_TOK_VOCAB, MNEMO_POS_ROPE, 11);
 }
 
 static void train_cfg(struct mnemo_train_config *tc, const char *out, char *tr, char *va)

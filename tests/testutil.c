@@ -60,3 +60,19 @@ const char *tu_tmp_path(const char *name)
     snprintf(buf[k], sizeof(buf[k]), "mnemo_test_%ld_%s", (long)getpid(), name);
     return buf[k];
 }
+
+struct mnemo_model *tu_model(int L, int C, int NH, int T, int V, int pos, uint64_t seed)
+{
+    struct mnemo_model_config c;
+    mnemo_model_config_default(&c);
+    c.n_layer = L;
+    c.d_model = C;
+    c.n_head = NH;
+    c.n_ctx = T;
+    c.vocab = V;
+    c.pos = pos;
+    struct mnemo_model *m;
+    assert_int_equal(mnemo_model_create(&m, &c), MNEMO_OK);
+    mnemo_model_init(m, seed);
+    return m;
+}

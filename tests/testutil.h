@@ -20,6 +20,9 @@ int tu_close(const char *label, const float *got, const float *want, size_t n, f
              float rtol);
 /* Max |got-want| / max(1e-30, max |want|). */
 double tu_rel_max_err(const float *got, const float *want, size_t n);
+/* A model of the given shape (vocab V, positions pos), initialised from seed; fails the test
+ * if it cannot be created. Caller frees with mnemo_model_free. */
+struct mnemo_model *tu_model(int L, int C, int NH, int T, int V, int pos, uint64_t seed);
 /* Temporary file path inside the build tree (unique per process), caller frees nothing. */
 const char *tu_tmp_path(const char *name);
 
