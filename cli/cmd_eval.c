@@ -8,12 +8,15 @@
 int cmd_eval(int argc, char **argv)
 {
     const char *model = NULL, *data = NULL;
-    int seq = 0, batch = 8, threads = 0;
+    int seq = 0, stride = 0, batch = 8, threads = 0;
     uint64_t max_windows = 0;
     const struct opt opts[] = {
         {"model", OPT_STR, &model, "checkpoint (model.safetensors)"},
         {"data", OPT_STR, &data, "token file to score (e.g. data/kjv/val.bin)"},
         {"seq", OPT_INT, &seq, "window length (0 = the model's n_ctx)"},
+        {"stride", OPT_INT, &stride,
+         "tokens between window starts; a later window scores only its last stride tokens "
+         "(0 = the window length: disjoint windows)"},
         {"batch", OPT_INT, &batch, "windows per forward pass"},
         {"max_windows", OPT_U64, &max_windows, "score at most this many windows (0 = all)"},
         {"threads", OPT_INT, &threads, "threads (0 = default)"},
@@ -30,7 +33,7 @@ int cmd_eval(int argc, char **argv)
     enum mnemo_status st = mnemo_model_load(&m, model);
     if (st != MNEMO_OK) cli_fail("eval", st, "cannot load the checkpoint");
     struct mnemo_eval_result r;
-    st = mnemo_eval_file(m, data, seq, batch, max_windows, &r);
+    st = mnemo_eval_file(m, data, seq, stride, batch, max_windows, &r);
     if (st != MNEMO_OK) cli_fail("eval", st, "evaluation failed");
     printf("eval: %s on %s: %llu tokens | loss %.4f nats/token | perplexity %.3f | %.4f bits/byte\n",
            model, data, (unsigned long long)r.tokens, r.loss, r.ppl, r.bpb);

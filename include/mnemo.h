@@ -129,9 +129,12 @@ struct mnemo_eval_result {
 };
 
 /* Scores the token file at path in windows of T tokens (each starting with BOS), B at a time,
- * at most max_windows windows (0 = all). T = 0 means n_ctx. */
+ * at most max_windows windows (0 = all). Windows start stride tokens apart; the first scores all
+ * its predictions, each later one its last stride, so every scored token after the first window
+ * sees at least T - stride tokens of context. T = 0 means n_ctx; stride = 0 means T (disjoint
+ * windows, every token scored once). */
 MNEMO_API enum mnemo_status mnemo_eval_file(struct mnemo_model *m, const char *path, int T,
-                                            int B, uint64_t max_windows,
+                                            int stride, int B, uint64_t max_windows,
                                             struct mnemo_eval_result *res);
 
 /* ---- training ------------------------------------------------------------------------------- */

@@ -222,11 +222,14 @@ void mni_loader_free(struct mni_loader *ld)
     memset(ld, 0, sizeof(*ld));
 }
 
-uint64_t mni_eval_windows(uint64_t n, int T) { return n / (uint64_t)T; }
-
-void mni_eval_window(const uint16_t *tok, uint64_t i, int T, uint16_t *x, uint16_t *y)
+uint64_t mni_eval_windows(uint64_t n, int T, int S)
 {
-    uint64_t s = i * (uint64_t)T;
+    return n < (uint64_t)T ? 0 : 1 + (n - (uint64_t)T) / (uint64_t)S;
+}
+
+void mni_eval_window(const uint16_t *tok, uint64_t i, int T, int S, uint16_t *x, uint16_t *y)
+{
+    uint64_t s = i * (uint64_t)S;
     x[0] = MNI_TOK_BOS;
     memcpy(x + 1, tok + s, (size_t)(T - 1) * sizeof(uint16_t));
     memcpy(y, tok + s, (size_t)T * sizeof(uint16_t));

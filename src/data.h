@@ -66,8 +66,9 @@ enum mnemo_status mni_loader_seek(struct mni_loader *ld, struct mni_loader_pos p
 void mni_loader_next(struct mni_loader *ld, uint16_t *x, uint16_t *y, int B);
 void mni_loader_free(struct mni_loader *ld);
 
-/* The i-th evaluation window (no shuffling, windows T apart from 0); number of them. */
-uint64_t mni_eval_windows(uint64_t n, int T);
-void mni_eval_window(const uint16_t *tok, uint64_t i, int T, uint16_t *x, uint16_t *y);
+/* Evaluation windows of T tokens starting S apart from 0 (S <= T; no shuffling): how many fit
+ * in n tokens, and the i-th one (x = [BOS, t_s..t_{s+T-2}], y = t_s..t_{s+T-1}, s = i*S). */
+uint64_t mni_eval_windows(uint64_t n, int T, int S);
+void mni_eval_window(const uint16_t *tok, uint64_t i, int T, int S, uint16_t *x, uint16_t *y);
 
 #endif /* MNI_DATA_H */

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "ckpt.h"
+#include "comm.h"
 #include "data.h"
 #include "kern/kern.h"
 #include "mni.h"
@@ -89,11 +90,15 @@ static float lr_at(const struct mnemo_train_config *tc, int s)
 
 /* ---- evaluation -------------------------------------------------------------------------- */
 
+/* Scores windows of T tokens starting S apart. The first window scores all its T predictions;
+ * each later one only its last S, which have at least T - S tokens of context (S = T: disjoint
+ * windows, every prediction scored once, with 0..T-1 tokens of context). */
 static enum mnemo_status eval_tokens(struct mnemo_model *m, const uint16_t *tok, uint64_t n,
-                                     int T, int B, uint64_t max_windows, struct mnemo_eval_result *r)
+                                     int T, int S, int B, uint64_t max_windows,
+                                     struct mnemo_eval_result *r)
 {
     memset(r, 0, sizeof(*r));
-    uint64_t nw = mni_eval_windows(n, T);
+    uint64_t nw = mni_eval_windows(n, T, S);
     if (nw == 0)
         return mni_err(MNEMO_ERR_ARG, "the evaluation data has %llu tokens, fewer than one window of %d",
                        (unsigned long long)n, T);
@@ -102,31 +107,40 @@ static enum mnemo_status eval_tokens(struct mnemo_model *m, const uint16_t *tok,
     if (!x) return mni_err(MNEMO_ERR_NOMEM, "out of memory for evaluation batches");
     uint16_t *y = x + (size_t)B * T;
     double sum = 0;
+    uint64_t scored = 0;
     enum mnemo_status st = MNEMO_OK;
     for (uint64_t w = 0; w < nw && st == MNEMO_OK; w += (uint64_t)B) {
         int b = (int)((nw - w) < (uint64_t)B ? nw - w : (uint64_t)B);
         for (int i = 0; i < b; i++)
-            mni_eval_window(tok, w + (uint64_t)i, T, x + (size_t)i * T, y + (size_t)i * T);
-        float loss;
-        st = mnemo_model_forward(m, x, y, b, T, &loss);
-        sum += (double)loss * b * T;
+            mni_eval_window(tok, w + (uint64_t)i, T, S, x + (size_t)i * T, y + (size_t)i * T);
+        st = mnemo_model_forward(m, x, y, b, T, NULL);
+        for (int i = 0; i < b && st == MNEMO_OK; i++) {
+            int from = w + (uint64_t)i == 0 ? 0 : T - S;
+            const float *l = m->losses + (size_t)i * T;
+            for (int t = from; t < T; t++) sum += l[t];
+            scored += (uint64_t)(T - from);
+        }
     }
     mni_free(x);
     if (st != MNEMO_OK) return st;
-    r->tokens = nw * (uint64_t)T;
-    r->loss = sum / (double)r->tokens;
+    r->tokens = scored;
+    r->loss = sum / (double)scored;
+    if (!isfinite(r->loss)) return mni_err(MNEMO_ERR_NUMERIC, "the loss is not finite (%g)", r->loss);
     r->bpb = r->loss / MNI_LN2;
     r->ppl = exp(r->loss);
     return MNEMO_OK;
 }
 
-enum mnemo_status mnemo_eval_file(struct mnemo_model *m, const char *path, int T, int B,
-                                  uint64_t max_windows, struct mnemo_eval_result *res)
+enum mnemo_status mnemo_eval_file(struct mnemo_model *m, const char *path, int T, int stride,
+                                  int B, uint64_t max_windows, struct mnemo_eval_result *res)
 {
     if (T == 0) T = m->cfg.n_ctx;
+    if (stride == 0) stride = T;
     if (T < 1 || T > m->cfg.n_ctx || B < 1)
         return mni_err(MNEMO_ERR_ARG, "eval: window %d must be in [1, n_ctx = %d] and batch >= 1", T,
                        m->cfg.n_ctx);
+    if (stride < 1 || stride > T)
+        return mni_err(MNEMO_ERR_ARG, "eval: stride %d must be in [1, window = %d]", stride, T);
     struct mni_tokens tk;
     enum mnemo_status st = mni_tokens_read(&tk, path);
     if (st != MNEMO_OK) return st;
@@ -134,7 +148,7 @@ enum mnemo_status mnemo_eval_file(struct mnemo_model *m, const char *path, int T
         st = mni_err(MNEMO_ERR_ARG, "'%s' has vocabulary %d, larger than the model's %d", path,
                      tk.vocab, m->cfg.vocab);
     else
-        st = eval_tokens(m, tk.tok, tk.n, T, B, max_windows, res);
+        st = eval_tokens(m, tk.tok, tk.n, T, stride, B, max_windows, res);
     mni_tokens_free(&tk);
     return st;
 }
@@ -295,6 +309,7 @@ enum mnemo_status mnemo_train(struct mnemo_model *m, const struct mnemo_train_co
     if (tc->threads > 0) mni_set_threads(tc->threads);
     const int T = tc->seq ? tc->seq : m->cfg.n_ctx, B = tc->batch;
     struct trainer t = {0};
+    struct mni_comm comm = {0, 1};
     t.m = m;
     t.tc = tc;
     struct mni_tokens train = {0}, val = {0};
@@ -310,12 +325,14 @@ enum mnemo_status mnemo_train(struct mnemo_model *m, const struct mnemo_train_co
                      train.vocab, m->cfg.vocab);
         goto out;
     }
-    if (val.tok && mni_eval_windows(val.n, T) == 0) {
+    if (val.tok && mni_eval_windows(val.n, T, T) == 0) {
         st = mni_err(MNEMO_ERR_ARG, "the validation data '%s' has %llu tokens, fewer than one window of %d",
                      tc->val_path, (unsigned long long)val.n, T);
         goto out;
     }
-    if ((st = mni_loader_init(&t.ld, train.tok, train.n, T, tc->seed, 0, 1))) goto out;
+    if ((st = mni_comm_init(&comm))) goto out;
+    if ((st = mni_loader_init(&t.ld, train.tok, train.n, T, tc->seed, comm.rank, comm.world)))
+        goto out;
     if ((st = mni_model_alloc_grads(m))) goto out;
     t.adam_m = mni_alloc(mni_mul(m->n_params, sizeof(float)));
     t.adam_v = mni_alloc(mni_mul(m->n_params, sizeof(float)));
@@ -360,6 +377,9 @@ enum mnemo_status mnemo_train(struct mnemo_model *m, const struct mnemo_train_co
             loss_sum += loss;
         }
         float loss = (float)(loss_sum / tc->grad_accum);
+        if ((st = mni_comm_allreduce_mean(&comm, m->grads, m->n_params)) ||
+            (st = mni_comm_allreduce_mean(&comm, &loss, 1)))
+            goto out;
         double gn = mni_grad_norm(m);
         if (!isfinite(gn)) {
             st = mni_err(MNEMO_ERR_NUMERIC, "the gradient norm is not finite at step %d", t.step + 1);
@@ -390,7 +410,7 @@ enum mnemo_status mnemo_train(struct mnemo_model *m, const struct mnemo_train_co
         if (val.tok && ((tc->eval_every && t.step % tc->eval_every == 0) || last)) {
             struct mnemo_eval_result r;
             uint64_t nwin = last ? 0 : (uint64_t)tc->eval_windows;
-            if ((st = eval_tokens(m, val.tok, val.n, T, B, nwin, &r))) goto numeric;
+            if ((st = eval_tokens(m, val.tok, val.n, T, T, B, nwin, &r))) goto numeric;
             last_val = r.loss;
             ev.kind = MNEMO_TRAIN_EV_EVAL;
             ev.val_loss = r.loss;
@@ -422,6 +442,7 @@ numeric:
                      why, t.step + 1, tc->out_dir);
     }
 out:
+    mni_comm_free(&comm);
     if (t.log) fclose(t.log);
     mni_loader_free(&t.ld);
     mni_tokens_free(&train);

@@ -46,6 +46,8 @@ expect_ok "train --config" "$MNEMO" train --config "$W/cfg.json" --steps 1
 grep -q "step      1/1" "$W/err" || bad "train --config: flag did not override the file"
 expect_ok "eval" "$MNEMO" eval --model "$W/run/model.safetensors" --data "$W/data/val.bin"
 grep -q "bits/byte" "$W/out" || bad "eval: no bits/byte"
+expect_ok "eval --stride" "$MNEMO" eval --model "$W/run/model.safetensors" --data "$W/data/val.bin" --stride 8
+grep -q "bits/byte" "$W/out" || bad "eval --stride: no bits/byte"
 expect_ok "generate" "$MNEMO" generate --model "$W/run/model.safetensors" --prompt "In the" --n 40 --seed 3
 [ "$(head -c 6 "$W/out")" = "In the" ] || bad "generate: output does not start with the prompt"
 expect_ok "generate greedy" "$MNEMO" generate --model "$W/run/model.safetensors" --n 100 --temperature 0
@@ -89,6 +91,7 @@ PY
 expect_fail "vocab too large" "vocabulary" "$MNEMO" eval --model "$CK" --data "$W/big.bin"
 expect_fail "eval missing model" "cannot open|No such file" "$MNEMO" eval --model "$W/none.safetensors" --data "$W/data/val.bin"
 expect_fail "eval no data" "no data" "$MNEMO" eval --model "$CK"
+expect_fail "eval stride > window" "stride" "$MNEMO" eval --model "$CK" --data "$W/data/val.bin" --stride 33
 head -c 5000 "$CK" >"$W/trunc.safetensors"
 expect_fail "truncated checkpoint" "checkpoint|safetensors|truncated|header" "$MNEMO" eval --model "$W/trunc.safetensors" --data "$W/data/val.bin"
 { printf '\x20\x00\x00\x00\x00\x00\x00\x00'; printf '{"a": {"dtype": "F32", "shape"  '; } >"$W/corrupt.safetensors"

@@ -158,12 +158,74 @@ static void test_loss_falls(void **s)
     char tr[512], va[512];
     train_cfg(&tc, make_dir("run_fall"), tr, va);
     struct mnemo_eval_result before, after;
-    assert_int_equal(mnemo_eval_file(m, va, 0, 4, 0, &before), MNEMO_OK);
+    assert_int_equal(mnemo_eval_file(m, va, 0, 0, 4, 0, &before), MNEMO_OK);
     assert_int_equal(mnemo_train(m, &tc, NULL, NULL), MNEMO_OK);
-    assert_int_equal(mnemo_eval_file(m, va, 0, 4, 0, &after), MNEMO_OK);
+    assert_int_equal(mnemo_eval_file(m, va, 0, 0, 4, 0, &after), MNEMO_OK);
     printf("val loss %.3f -> %.3f\n", before.loss, after.loss);
     assert_true(before.loss > 5.0);   /* ~ln(257) at init */
     assert_true(after.loss < 1.0);    /* a repeated sentence is easy */
+    mnemo_model_free(m);
+}
+
+/* Sliding-window evaluation against a direct computation: each window through the forward,
+ * log-softmax of its logits in double, the first window scored whole and every later one on its
+ * last `stride` positions. */
+static double eval_direct(struct mnemo_model *m, const struct mni_tokens *tk, int T, int S,
+                          uint64_t *scored)
+{
+    const struct mnemo_model_config *cfg = mnemo_model_get_config(m);
+    uint16_t x[64], y[64];
+    double sum = 0;
+    *scored = 0;
+    for (uint64_t s0 = 0; s0 + (uint64_t)T <= tk->n; s0 += (uint64_t)S) {
+        x[0] = MNI_TOK_BOS;
+        for (int t = 0; t < T; t++) {
+            if (t + 1 < T) x[t + 1] = tk->tok[s0 + (uint64_t)t];
+            y[t] = tk->tok[s0 + (uint64_t)t];
+        }
+        assert_int_equal(mnemo_model_forward(m, x, y, 1, T, NULL), MNEMO_OK);
+        const float *z = mnemo_model_logits(m);
+        for (int t = s0 == 0 ? 0 : T - S; t < T; t++) {
+            const float *r = z + (size_t)t * (size_t)cfg->vocab_padded;
+            double mx = r[0], se = 0;
+            for (int v = 1; v < cfg->vocab; v++) mx = r[v] > mx ? r[v] : mx;
+            for (int v = 0; v < cfg->vocab; v++) se += exp(r[v] - mx);
+            sum += mx + log(se) - r[y[t]];
+            ++*scored;
+        }
+    }
+    return sum / (double)*scored;
+}
+
+static void test_eval_stride(void **s)
+{
+    (void)s;
+    struct mnemo_model *m = small_model();
+    char tr[512], va[512];
+    struct mnemo_train_config tc;
+    train_cfg(&tc, make_dir("run_eval"), tr, va);
+    struct mni_tokens tk;
+    assert_int_equal(mni_tokens_read(&tk, va), MNEMO_OK);
+    const int T = 32, strides[] = {32, 16, 5, 1};
+    for (size_t i = 0; i < sizeof(strides) / sizeof(strides[0]); i++) {
+        int S = strides[i];
+        uint64_t n_direct;
+        double want = eval_direct(m, &tk, T, S, &n_direct);
+        struct mnemo_eval_result r;
+        assert_int_equal(mnemo_eval_file(m, va, T, S, 3, 0, &r), MNEMO_OK);
+        assert_int_equal(r.tokens, n_direct);
+        assert_true(fabs(r.loss - want) < 1e-5 * want);
+        assert_true(fabs(r.bpb - r.loss / log(2.0)) < 1e-12);
+    }
+    /* disjoint windows score T * floor(n / T) tokens; stride 0 means T */
+    struct mnemo_eval_result a, b;
+    assert_int_equal(mnemo_eval_file(m, va, T, 0, 4, 0, &a), MNEMO_OK);
+    assert_int_equal(mnemo_eval_file(m, va, T, T, 4, 0, &b), MNEMO_OK);
+    assert_int_equal(a.tokens, (tk.n / T) * T);
+    assert_true(a.loss == b.loss);
+    assert_int_equal(mnemo_eval_file(m, va, T, T + 1, 4, 0, &a), MNEMO_ERR_ARG);
+    assert_int_equal(mnemo_eval_file(m, va, T, -1, 4, 0, &a), MNEMO_ERR_ARG);
+    mni_tokens_free(&tk);
     mnemo_model_free(m);
 }
 
@@ -249,6 +311,7 @@ int main(void)
         cmocka_unit_test(test_token_file),
         cmocka_unit_test(test_loader),
         cmocka_unit_test(test_loss_falls),
+        cmocka_unit_test(test_eval_stride),
         cmocka_unit_test(test_exact_resume),
         cmocka_unit_test(test_bad_train_config),
     };
