@@ -3,10 +3,15 @@
 # the compiler and CMake, OpenBLAS (both the pthread build, which provides the headers, and the
 # OpenMP build that mnemo links), cJSON, cmocka, the KJV text, and Python 3 with PyTorch (CPU)
 # and numpy for the reference tests. Safe to run again.
+# usage: scripts/setup.sh [--main]   (--main: only what the main job needs, no test packages)
 set -euo pipefail
 
-pkgs=(build-essential cmake pkg-config libopenblas-dev libopenblas0-openmp libcjson-dev
-      libcmocka-dev bible-kjv python3 python3-numpy python3-torch)
+pkgs=(build-essential cmake pkg-config libopenblas-dev libopenblas0-openmp libcjson-dev bible-kjv)
+case "${1:-}" in
+    --main) ;;
+    "") pkgs+=(libcmocka-dev python3 python3-numpy python3-torch) ;;
+    *) echo "usage: scripts/setup.sh [--main]" >&2; exit 2 ;;
+esac
 
 missing=()
 for p in "${pkgs[@]}"; do
