@@ -22,6 +22,7 @@ struct mni_afile {
     FILE *fp;    // the temporary file, open for writing; NULL once closed
     char *path;  // the target
     char *tmp;   // "<path>.tmp.<pid>"
+    char *dir;   // the directory holding path, to fsync after the rename
     enum mnemo_status st; // sticky write error (MNEMO_OK while healthy)
 };
 
@@ -59,9 +60,31 @@ static enum mnemo_status io_err(const char *what, const char *path, int e)
 static char *dup_str(const char *s)
 {
     size_t n = strlen(s) + 1;
-    char *d = malloc(n);
+    char *d = mni_malloc(n);
     if (d) memcpy(d, s, n);
     return d;
+}
+
+/* The directory part of path ("." for a bare name, "/" for "/x"), or NULL when out of memory. */
+static char *dir_of(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    if (!slash) return dup_str(".");
+    size_t n = slash == path ? 1 : (size_t)(slash - path);
+    char *dir = mni_malloc(n + 1);
+    if (dir) {
+        memcpy(dir, path, n);
+        dir[n] = '\0';
+    }
+    return dir;
+}
+
+static void free_afile(struct mni_afile *f)
+{
+    mni_free(f->tmp);
+    mni_free(f->path);
+    mni_free(f->dir);
+    mni_free(f);
 }
 
 /* Closes (if still open) and unlinks the temporary file, then frees f. Preserves errno. */
@@ -70,29 +93,15 @@ static void remove_tmp(struct mni_afile *f)
     int e = errno;
     if (f->fp) fclose(f->fp);
     unlink(f->tmp);
-    free(f->tmp);
-    free(f->path);
-    free(f);
+    free_afile(f);
     errno = e;
 }
 
-/* fsync the directory holding path so that a rename into it is durable. Returns 0 or errno.
- * File systems that cannot sync directories (EINVAL, ENOTSUP) count as success. */
-static int sync_dir(const char *path)
+/* fsync the directory dir so that a rename into it is durable. Returns 0 or errno. File
+ * systems that cannot sync directories (EINVAL, ENOTSUP) count as success. Allocates nothing:
+ * it runs after the rename, where an out-of-memory error could only be misreported. */
+static int sync_dir(const char *dir)
 {
-    const char *slash = strrchr(path, '/');
-    char *dir;
-    if (!slash) {
-        dir = dup_str(".");
-    } else {
-        size_t n = slash == path ? 1 : (size_t)(slash - path); // "/x" -> "/"
-        dir = malloc(n + 1);
-        if (dir) {
-            memcpy(dir, path, n);
-            dir[n] = '\0';
-        }
-    }
-    if (!dir) return ENOMEM;
     int e = 0;
     int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0) {
@@ -101,7 +110,6 @@ static int sync_dir(const char *path)
         if (fsync(fd) != 0 && errno != EINVAL && errno != ENOTSUP) e = errno;
         close(fd);
     }
-    free(dir);
     return e;
 }
 
@@ -111,15 +119,14 @@ enum mnemo_status mni_afile_open(struct mni_afile **out, const char *path)
 {
     *out = NULL;
     if (!path || !*path) return mni_err(MNEMO_ERR_ARG, "atomic write: empty path");
-    struct mni_afile *f = calloc(1, sizeof(*f));
+    struct mni_afile *f = mni_alloc(sizeof(*f));
     if (!f) return mni_err(MNEMO_ERR_NOMEM, "atomic write %s: out of memory", path);
     size_t n = strlen(path) + 32; // ".tmp." + up to 20 digits + NUL
     f->path = dup_str(path);
-    f->tmp = malloc(n);
-    if (!f->path || !f->tmp) {
-        free(f->path);
-        free(f->tmp);
-        free(f);
+    f->tmp = f->path ? mni_malloc(n) : NULL;
+    f->dir = f->tmp ? dir_of(path) : NULL;
+    if (!f->dir) {
+        free_afile(f);
         return mni_err(MNEMO_ERR_NOMEM, "atomic write %s: out of memory", path);
     }
     snprintf(f->tmp, n, "%s.tmp.%ld", path, (long)getpid());
@@ -130,9 +137,7 @@ enum mnemo_status mni_afile_open(struct mni_afile **out, const char *path)
     if (!fault_hit()) fd = open(f->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
     if (fd < 0) {
         enum mnemo_status st = io_err("cannot create", f->tmp, errno);
-        free(f->tmp);
-        free(f->path);
-        free(f);
+        free_afile(f);
         return st;
     }
     f->fp = fdopen(fd, "wb");
@@ -195,15 +200,13 @@ enum mnemo_status mni_afile_commit(struct mni_afile *f)
         return st;
     }
     // From here on the new file is in place; only its durability is in question.
-    int e = sync_dir(f->path);
+    int e = sync_dir(f->dir);
     if (e != 0) {
         char eb[128];
         st = mni_err(MNEMO_ERR_IO, "wrote %s but could not sync its directory: %s", f->path,
                      errstr(e, eb, sizeof(eb)));
     }
-    free(f->tmp);
-    free(f->path);
-    free(f);
+    free_afile(f);
     return st;
 }
 
@@ -236,7 +239,7 @@ enum mnemo_status mni_read_file(const char *path, size_t max_bytes, char **out, 
                        path, (long long)sb.st_size, max_bytes);
     }
     size_t n = (size_t)sb.st_size;
-    char *buf = malloc(n + 1);
+    char *buf = mni_malloc(n + 1);
     if (!buf) {
         fclose(fp);
         return mni_err(MNEMO_ERR_NOMEM, "%s: cannot allocate %zu bytes", path, n + 1);
@@ -247,7 +250,7 @@ enum mnemo_status mni_read_file(const char *path, size_t max_bytes, char **out, 
     int e = errno;
     fclose(fp);
     if (rd_err || got != n) {
-        free(buf);
+        mni_free(buf);
         if (rd_err) return io_err("cannot read", path, e);
         return mni_err(MNEMO_ERR_IO, "cannot read %s: file changed size while reading", path);
     }

@@ -42,7 +42,7 @@ void mni_afile_abort(struct mni_afile *f);
 const char *mni_afile_tmp_path(const struct mni_afile *f);
 
 /* Reads a whole regular file of at most max_bytes into a fresh buffer, NUL-terminated (so text
- * can be parsed in place; the NUL is not counted in *n_out). Caller frees *out with free().
+ * can be parsed in place; the NUL is not counted in *n_out). Caller frees *out with mni_free().
  * On failure *out is NULL. Errors: MNEMO_ERR_IO (missing, unreadable, not a regular file),
  * MNEMO_ERR_FORMAT (larger than max_bytes), MNEMO_ERR_NOMEM. n_out may be NULL. */
 enum mnemo_status mni_read_file(const char *path, size_t max_bytes, char **out, size_t *n_out);

@@ -1,6 +1,7 @@
 /*
- * mni.h -- internal helpers shared by the library's files: errors, aligned allocation,
- * overflow-checked sizes, the seeded RNG, and timing. Not installed.
+ * mni.h -- internal helpers shared by the library's files: errors, the allocator (with its
+ * fault-injection test hook), overflow-checked sizes, the seeded RNG, and timing. Not
+ * installed.
  */
 #ifndef MNI_H
 #define MNI_H
@@ -24,9 +25,25 @@ _Noreturn void mni_abort(const char *file, int line, const char *fmt, ...)
         if (!(x)) mni_abort(__FILE__, __LINE__, "assertion failed: %s", #x);                   \
     } while (0)
 
-/* 64-byte aligned, zero-filled allocation; NULL on failure or size overflow. mni_free(NULL) ok. */
+/* Every heap allocation of the library goes through these two (and cJSON's, through hooks
+ * installed by st.c), so that the test hook below reaches all of them.
+ * mni_alloc: 64-byte aligned, zero-filled; mni_malloc: malloc's alignment, not initialised, for
+ * strings and small arrays. Both return NULL on failure or size overflow (SIZE_MAX from
+ * mni_mul/mni_add). Either kind is released with mni_free (which is free(); NULL is ok). */
 void *mni_alloc(size_t bytes);
+void *mni_malloc(size_t bytes);
 void mni_free(void *p);
+
+/* Test hook (SQLite's OOM simulation, curl's torture mode): the n-th allocation from now on
+ * (0 = the next one) through mni_alloc/mni_malloc fails as if the heap were exhausted and,
+ * with persist, so does every one after it; without persist only that one fails. n < 0
+ * disarms. Arming resets the counters below. Process-wide; safe to race with allocating
+ * threads, but arm it from one thread at a time. */
+void mni_alloc_fail_after(long n, int persist);
+/* Since the hook was last armed: allocations it failed, and allocations attempted (failed
+ * ones included). While disarmed nothing is counted. */
+long mni_alloc_fail_count(void);
+long mni_alloc_seen_count(void);
 /* a*b or SIZE_MAX on overflow (so that the allocation then fails). */
 size_t mni_mul(size_t a, size_t b);
 size_t mni_add(size_t a, size_t b);

@@ -18,6 +18,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,6 +55,45 @@ const char *mni_st_dtype_name(enum mni_st_dtype dt)
 }
 
 size_t mni_st_dtype_size(enum mni_st_dtype dt) { return dtype_ok(dt) ? dtypes[dt].size : 0; }
+
+/* ---- cJSON's allocations -------------------------------------------------------------------- */
+
+/* cJSON allocates through process-wide hooks. Ours route it through mni_malloc, so that the
+ * allocation test hook reaches the JSON trees too, and note on this thread that an allocation
+ * failed: cJSON reports a parse that ran out of memory like a syntax error, and the flag tells
+ * the two apart. mni_malloc returns malloc memory and the free hook is free(), so memory that
+ * cJSON allocated before the hooks went in (by another user of cJSON in the process, such as
+ * the CLI) is still freed correctly; as with any cJSON_InitHooks, whoever installs hooks last
+ * wins. Installed once, before the first use in this file. */
+static _Thread_local int cjson_oom;
+
+static void *cjson_malloc(size_t n)
+{
+    void *p = mni_malloc(n);
+    if (!p) cjson_oom = 1;
+    return p;
+}
+
+static void cjson_free(void *p) { mni_free(p); }
+
+static void cjson_hooks_install(void)
+{
+    cJSON_Hooks h = {cjson_malloc, cjson_free};
+    cJSON_InitHooks(&h);
+}
+
+static void cjson_hooks(void)
+{
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, cjson_hooks_install);
+}
+
+/* cJSON_ParseWithLengthOpts, with cjson_oom telling afterwards whether an allocation failed. */
+static cJSON *parse_json(const char *buf, size_t n, const char **end)
+{
+    cjson_oom = 0;
+    return cJSON_ParseWithLengthOpts(buf, n, end, 0);
+}
 
 /* ---- shared helpers ------------------------------------------------------------------------- */
 
@@ -177,14 +217,14 @@ static enum mnemo_status check_write_args(const char *path, const struct mni_st_
 
     // Duplicate tensor names and metadata keys: sort a scratch copy of the pointers.
     size_t m = n > n_meta ? n : n_meta;
-    const char **names = malloc((m ? m : 1) * sizeof(*names));
+    const char **names = mni_malloc(mni_mul(m ? m : 1, sizeof(*names)));
     if (!names) return mni_err(MNEMO_ERR_NOMEM, "writing %s: out of memory", path);
     for (size_t i = 0; i < n; i++) names[i] = t[i].name;
     const char *dup = first_dup(names, n);
     if (dup) {
         enum mnemo_status st =
             mni_err(MNEMO_ERR_ARG, "writing %s: tensor name '%s' is used twice", path, dup);
-        free(names);
+        mni_free(names);
         return st;
     }
     for (size_t i = 0; i < n_meta; i++) names[i] = meta_kv[2 * i];
@@ -192,10 +232,10 @@ static enum mnemo_status check_write_args(const char *path, const struct mni_st_
     if (dup) {
         enum mnemo_status st =
             mni_err(MNEMO_ERR_ARG, "writing %s: metadata key '%s' is used twice", path, dup);
-        free(names);
+        mni_free(names);
         return st;
     }
-    free(names);
+    mni_free(names);
     return MNEMO_OK;
 }
 
@@ -250,7 +290,8 @@ enum mnemo_status mni_st_write(const char *path, const struct mni_st_tensor *t, 
     if (!path || !*path) return mni_err(MNEMO_ERR_ARG, "mni_st_write: empty path");
     if (n && !t) return mni_err(MNEMO_ERR_ARG, "writing %s: tensor list is NULL", path);
     if (n_meta > SIZE_MAX / 2) return mni_err(MNEMO_ERR_ARG, "writing %s: bad metadata", path);
-    size_t *nbytes = malloc((n ? n : 1) * sizeof(*nbytes));
+    cjson_hooks();
+    size_t *nbytes = mni_malloc(mni_mul(n ? n : 1, sizeof(*nbytes)));
     if (!nbytes) return mni_err(MNEMO_ERR_NOMEM, "writing %s: out of memory", path);
     // 1. Validate everything up front: nothing is created on disk for a bad call.
     enum mnemo_status st = check_write_args(path, t, n, meta_kv, n_meta, nbytes);
@@ -295,7 +336,7 @@ enum mnemo_status mni_st_write(const char *path, const struct mni_st_tensor *t, 
         }
     }
     cJSON_free(text);
-    free(nbytes);
+    mni_free(nbytes);
     return st;
 }
 
@@ -357,14 +398,14 @@ static enum mnemo_status check_meta(const char *path, const cJSON *meta, size_t 
 {
     if (!cJSON_IsObject(meta)) return bad(path, "\"__metadata__\" is not a JSON object");
     size_t k = n_children(meta);
-    const char **keys = malloc((k ? k : 1) * sizeof(*keys));
+    const char **keys = mni_malloc(mni_mul(k ? k : 1, sizeof(*keys)));
     if (!keys) return mni_err(MNEMO_ERR_NOMEM, "%s: out of memory", path);
     size_t i = 0;
     for (const cJSON *c = meta->child; c; c = c->next) {
         if (!cJSON_IsString(c) || !c->valuestring) {
             enum mnemo_status st = bad(path, "metadata value for key '%s' is not a string",
                                        c->string ? c->string : "");
-            free(keys);
+            mni_free(keys);
             return st;
         }
         keys[i++] = c->string ? c->string : "";
@@ -372,7 +413,7 @@ static enum mnemo_status check_meta(const char *path, const cJSON *meta, size_t 
     const char *dup = first_dup(keys, k);
     enum mnemo_status st = MNEMO_OK;
     if (dup) st = bad(path, "metadata key '%s' appears twice", dup);
-    free(keys);
+    mni_free(keys);
     *n_meta = k;
     return st;
 }
@@ -472,7 +513,7 @@ static int cmp_by_name(const void *pa, const void *pb)
  * (two tensors sharing bytes), no gap, no trailing bytes. */
 static enum mnemo_status check_tiling(const struct mni_st_file *f)
 {
-    struct entry **s = malloc((f->n ? f->n : 1) * sizeof(*s));
+    struct entry **s = mni_malloc(mni_mul(f->n ? f->n : 1, sizeof(*s)));
     if (!s) return mni_err(MNEMO_ERR_NOMEM, "%s: out of memory", f->path);
     for (size_t i = 0; i < f->n; i++) s[i] = &f->ent[i];
     qsort(s, f->n, sizeof(*s), cmp_by_offset);
@@ -491,7 +532,7 @@ static enum mnemo_status check_tiling(const struct mni_st_file *f)
     if (st == MNEMO_OK && at != f->data_len)
         st = bad(f->path, "data section has %" PRIu64 " bytes but the tensors cover %" PRIu64,
                  f->data_len, at);
-    free(s);
+    mni_free(s);
     return st;
 }
 
@@ -526,10 +567,10 @@ static enum mnemo_status load_header(struct mni_st_file *f, uint64_t file_size)
     f->data_len = file_size - f->data_start;
 
     size_t n = (size_t)hn;
-    char *buf = malloc(n + 1); // NUL-terminated as a safety net for the JSON parser
+    char *buf = mni_malloc(n + 1); // NUL-terminated as a safety net for the JSON parser
     if (!buf) return mni_err(MNEMO_ERR_NOMEM, "%s: cannot allocate %zu bytes for header", path, n);
     if (fread(buf, 1, n, f->fp) != n) {
-        free(buf);
+        mni_free(buf);
         return mni_err(MNEMO_ERR_IO, "cannot read %s: header cut short (file changed?)", path);
     }
     buf[n] = '\0';
@@ -539,9 +580,13 @@ static enum mnemo_status load_header(struct mni_st_file *f, uint64_t file_size)
     if (badpos != n) {
         st = bad(path, "header byte %zu (0x%02x) is not valid UTF-8 JSON text", badpos,
                  (unsigned char)buf[badpos]);
-    } else if (!(f->root = cJSON_ParseWithLengthOpts(buf, n, &end, 0))) {
+    } else if (!(f->root = parse_json(buf, n, &end))) {
         size_t pos = end && end >= buf && end <= buf + n ? (size_t)(end - buf) : 0;
-        st = bad(path, "header is not valid JSON (error near byte %zu)", pos);
+        if (cjson_oom)
+            st = mni_err(MNEMO_ERR_NOMEM, "%s: out of memory parsing the %zu-byte header", path,
+                         n);
+        else
+            st = bad(path, "header is not valid JSON (error near byte %zu)", pos);
     } else if (!cJSON_IsObject(f->root)) {
         st = bad(path, "header is not a JSON object");
     } else {
@@ -554,7 +599,7 @@ static enum mnemo_status load_header(struct mni_st_file *f, uint64_t file_size)
             }
         }
     }
-    free(buf);
+    mni_free(buf);
     return st;
 }
 
@@ -576,8 +621,8 @@ static enum mnemo_status index_header(struct mni_st_file *f)
         enum mnemo_status st = check_meta(path, f->meta, &f->n_meta);
         if (st != MNEMO_OK) return st;
     }
-    f->ent = calloc(n ? n : 1, sizeof(*f->ent));
-    f->by_name = calloc(n ? n : 1, sizeof(*f->by_name));
+    f->ent = mni_alloc(mni_mul(n ? n : 1, sizeof(*f->ent)));
+    f->by_name = mni_alloc(mni_mul(n ? n : 1, sizeof(*f->by_name)));
     if (!f->ent || !f->by_name) return mni_err(MNEMO_ERR_NOMEM, "%s: out of memory", path);
     size_t i = 0;
     for (const cJSON *c = f->root->child; c; c = c->next) {
@@ -601,11 +646,12 @@ enum mnemo_status mni_st_open(struct mni_st_file **out, const char *path)
 {
     *out = NULL;
     if (!path || !*path) return mni_err(MNEMO_ERR_ARG, "mni_st_open: empty path");
-    struct mni_st_file *f = calloc(1, sizeof(*f));
+    cjson_hooks();
+    struct mni_st_file *f = mni_alloc(sizeof(*f));
     size_t plen = strlen(path) + 1;
-    if (f) f->path = malloc(plen);
+    if (f) f->path = mni_malloc(plen);
     if (!f || !f->path) {
-        free(f);
+        mni_free(f);
         return mni_err(MNEMO_ERR_NOMEM, "%s: out of memory", path);
     }
     memcpy(f->path, path, plen);
@@ -640,10 +686,10 @@ void mni_st_close(struct mni_st_file *f)
     if (!f) return;
     if (f->fp) fclose(f->fp);
     cJSON_Delete(f->root);
-    free(f->ent);
-    free(f->by_name);
-    free(f->path);
-    free(f);
+    mni_free(f->ent);
+    mni_free(f->by_name);
+    mni_free(f->path);
+    mni_free(f);
 }
 
 const char *mni_st_meta(const struct mni_st_file *f, const char *key)

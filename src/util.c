@@ -1,10 +1,11 @@
 /*
- * util.c -- errors, aligned allocation, overflow-checked sizes, the RNG, the clock, and the
- * small public identity functions (version, status strings).
+ * util.c -- errors, the allocator and its fault-injection hook, overflow-checked sizes, the
+ * RNG, the clock, and the small public identity functions (version, status strings).
  */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -81,13 +82,57 @@ size_t mni_add(size_t a, size_t b)
     return r;
 }
 
+/* Fault injection. countdown: allocations still to let through before the failing one, or -1
+ * when disarmed (the only state outside tests: one relaxed load per allocation). A one-shot
+ * failure disarms; a persistent one leaves the countdown at 0 so that every later call fails.
+ * The counters only run while armed. Atomics, because OpenMP threads may allocate too. */
+static _Atomic long fail_countdown = -1;
+static _Atomic int fail_persist;
+static _Atomic long fail_count, seen_count;
+
+void mni_alloc_fail_after(long n, int persist)
+{
+    atomic_store(&fail_countdown, -1); // no allocation may see a half-armed hook
+    atomic_store(&fail_count, 0);
+    atomic_store(&seen_count, 0);
+    atomic_store(&fail_persist, persist != 0);
+    if (n >= 0) atomic_store(&fail_countdown, n);
+}
+
+long mni_alloc_fail_count(void) { return atomic_load(&fail_count); }
+long mni_alloc_seen_count(void) { return atomic_load(&seen_count); }
+
+/* True if this allocation is to fail. */
+static int alloc_fault(void)
+{
+    long c = atomic_load_explicit(&fail_countdown, memory_order_relaxed);
+    while (c >= 0) {
+        long next = c > 0 ? c - 1 : (atomic_load(&fail_persist) ? 0 : -1);
+        if (atomic_compare_exchange_weak(&fail_countdown, &c, next)) {
+            atomic_fetch_add(&seen_count, 1);
+            if (c > 0) return 0;
+            atomic_fetch_add(&fail_count, 1);
+            return 1;
+        }
+    }
+    return 0;
+}
+
 void *mni_alloc(size_t bytes)
 {
     if (bytes == SIZE_MAX || bytes > SIZE_MAX - 64) return NULL;
+    if (alloc_fault()) return NULL;
     size_t n = mni_align64(bytes ? bytes : 1);
     void *p = aligned_alloc(64, n);
     if (p) memset(p, 0, n);
     return p;
+}
+
+void *mni_malloc(size_t bytes)
+{
+    if (bytes == SIZE_MAX) return NULL;
+    if (alloc_fault()) return NULL;
+    return malloc(bytes ? bytes : 1);
 }
 
 void mni_free(void *p) { free(p); }
