@@ -129,8 +129,9 @@ enum mnemo_status mnemo_model_create(struct mnemo_model **out, const struct mnem
     layout_params(m);
     m->params = mni_alloc(mni_mul(m->n_params, sizeof(float)));
     if (!m->params) {
+        size_t n = m->n_params; // read before the free
         mnemo_model_free(m);
-        return mni_err(MNEMO_ERR_NOMEM, "out of memory for %zu parameters", m->n_params);
+        return mni_err(MNEMO_ERR_NOMEM, "out of memory for %zu parameters", n);
     }
     *out = m;
     return MNEMO_OK;
