@@ -63,9 +63,10 @@ enum mnemo_status mnemo_session_create(struct mnemo_session **out, struct mnemo_
     carve_session(s, &count, N, C, Vp);
     s->slab = mni_alloc(mni_mul(count.used, sizeof(float)));
     if (!s->state || !s->step_scratch || !s->slab) {
+        size_t state_bytes = s->state_bytes; // read before the free
         mnemo_session_free(s);
         return mni_err(MNEMO_ERR_NOMEM, "out of memory for the session state (%zu bytes per layer)",
-                       s->state_bytes);
+                       state_bytes);
     }
     struct mni_carver c = {s->slab, 0};
     carve_session(s, &c, N, C, Vp);
