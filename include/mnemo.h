@@ -104,7 +104,8 @@ MNEMO_API void mnemo_set_threads(int n);
 MNEMO_API enum mnemo_status mnemo_model_forward(struct mnemo_model *m, const uint16_t *inputs,
                                                 const uint16_t *targets, int B, int T,
                                                 float *loss);
-/* Logits (B,T,vocab_padded) of the last forward; valid until the next forward/backward. */
+/* Logits (B,T,vocab_padded) of the last forward; valid until the next forward/backward.
+ * NULL before the first forward and after one that could not allocate its activations. */
 MNEMO_API const float *mnemo_model_logits(const struct mnemo_model *m);
 /* Backward of the last forward (which had targets). Gradients of the mean loss times
  * grad_scale are ADDED to the gradient buffer (gradient accumulation). */

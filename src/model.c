@@ -137,6 +137,9 @@ enum mnemo_status mnemo_model_create(struct mnemo_model **out, const struct mnem
     return MNEMO_OK;
 }
 
+/* Frees the activations and forgets every pointer into them, so that a model whose forward
+ * could not allocate holds no dangling pointers (mnemo_model_logits gives NULL, backward
+ * refuses) and stays usable: the next forward allocates afresh. */
 static void free_acts(struct mnemo_model *m)
 {
     mni_free(m->act_slab);
@@ -146,6 +149,10 @@ static void free_acts(struct mnemo_model *m)
     m->layers = NULL;
     m->attn_scratch = NULL;
     m->act_B = m->act_T = 0;
+    m->res_final = m->lnf = m->lnf_mean = m->lnf_rstd = m->logits = m->losses = NULL;
+    m->dres = m->dtmp = m->dqkv = m->datty = m->dfch = NULL;
+    m->inputs = m->targets = NULL;
+    m->have_targets = 0;
 }
 
 void mnemo_model_free(struct mnemo_model *m)
@@ -215,8 +222,9 @@ static void carve_acts(struct mnemo_model *m, struct mni_carver *c, size_t N, si
 {
     const size_t L = (size_t)m->cfg.n_layer, C = (size_t)m->cfg.d_model;
     const size_t Vp = (size_t)m->cfg.vocab_padded;
+    struct mni_layer_acts unused; // the counting pass runs before m->layers exists
     for (size_t l = 0; l < L; l++) {
-        struct mni_layer_acts *a = &m->layers[l];
+        struct mni_layer_acts *a = c->base ? &m->layers[l] : &unused;
         a->res = mni_carve(c, N * C);
         a->ln1 = mni_carve(c, N * C);
         a->ln1_mean = mni_carve(c, N);
@@ -258,12 +266,12 @@ static enum mnemo_status ensure_acts(struct mnemo_model *m, int B, int T)
     free_acts(m);
     const size_t L = (size_t)m->cfg.n_layer, N = (size_t)B * (size_t)T;
     const size_t attn_act = mni_align64(m->attn->act_bytes(&m->acfg, B, T)) / sizeof(float);
-    m->layers = mni_alloc(L * sizeof(*m->layers));
     struct mni_carver count = {NULL, 0};
-    if (m->layers) carve_acts(m, &count, N, attn_act);
+    carve_acts(m, &count, N, attn_act);
+    m->layers = mni_alloc(mni_mul(L, sizeof(*m->layers)));
     m->act_slab = m->layers ? mni_alloc(mni_mul(count.used, sizeof(float))) : NULL;
-    m->attn_scratch = mni_alloc(m->attn->scratch_bytes(&m->acfg, B, T));
-    if (!m->act_slab || !m->layers || !m->attn_scratch) {
+    m->attn_scratch = m->act_slab ? mni_alloc(m->attn->scratch_bytes(&m->acfg, B, T)) : NULL;
+    if (!m->attn_scratch) {
         free_acts(m);
         return mni_err(MNEMO_ERR_NOMEM, "out of memory for activations (B=%d, T=%d: %zu MiB)",
                        B, T, count.used / (1 << 18));
