@@ -35,8 +35,11 @@ int cmd_eval(int argc, char **argv)
     struct mnemo_eval_result r;
     st = mnemo_eval_file(m, data, seq, stride, batch, max_windows, &r);
     if (st != MNEMO_OK) cli_fail("eval", st, "evaluation failed");
-    printf("eval: %s on %s: %llu tokens | loss %.4f nats/token | perplexity %.3f | %.4f bits/byte\n",
-           model, data, (unsigned long long)r.tokens, r.loss, r.ppl, r.bpb);
+    int win = seq ? seq : mnemo_model_get_config(m)->n_ctx;
+    printf("eval: %s on %s (windows of %d, stride %d): %llu tokens | loss %.4f nats/token | "
+           "perplexity %.3f | %.4f bits/byte\n",
+           model, data, win, stride ? stride : win, (unsigned long long)r.tokens, r.loss, r.ppl,
+           r.bpb);
     mnemo_model_free(m);
     return 0;
 }
