@@ -320,9 +320,8 @@ enum mnemo_status mni_layer_forward(const struct mnemo_model *m, int l, struct m
                        mni_model_param(m, MNI_P_PROJB, l), a->res, N, C, C);
     mni_layernorm_fwd(a->ln2, a->ln2_mean, a->ln2_rstd, a->res_mid,
                       mni_model_param(m, MNI_P_LN2W, l), mni_model_param(m, MNI_P_LN2B, l), N, C);
-    mni_matmul_fwd(a->fch, a->ln2, mni_model_param(m, MNI_P_FCW, l),
-                   mni_model_param(m, MNI_P_FCB, l), N, C, 4 * C);
-    mni_gelu_fwd(a->fch_gelu, a->fch, N * 4 * C);
+    mni_matmul_fwd_gelu(a->fch, a->fch_gelu, a->ln2, mni_model_param(m, MNI_P_FCW, l),
+                        mni_model_param(m, MNI_P_FCB, l), N, C, 4 * C);
     mni_matmul_fwd_res(res_out, a->fch_gelu, mni_model_param(m, MNI_P_FCPW, l),
                        mni_model_param(m, MNI_P_FCPB, l), a->res_mid, N, 4 * C, C);
     return MNEMO_OK;
@@ -438,9 +437,10 @@ enum mnemo_status mnemo_model_backward(struct mnemo_model *m, float grad_scale)
     for (int l = L - 1; l >= 0; l--) {
         struct mni_layer_acts *a = &m->layers[l];
         /* h_{l+1} = res_mid + fch_gelu FCP^T + b: dres flows straight to res_mid as well */
-        mni_matmul_bwd(m->dfch, grad_of(m, MNI_P_FCPW, l), grad_of(m, MNI_P_FCPB, l), m->dres,
-                       a->fch_gelu, mni_model_param(m, MNI_P_FCPW, l), N, 4 * C, C);
-        mni_gelu_bwd(m->dfch, a->fch, m->dfch, N * 4 * C);
+        /* ... and fch_gelu = gelu(fch): dfch comes out of the product already times gelu' */
+        mni_matmul_bwd_gelu(m->dfch, grad_of(m, MNI_P_FCPW, l), grad_of(m, MNI_P_FCPB, l),
+                            m->dres, a->fch_gelu, mni_model_param(m, MNI_P_FCPW, l), a->fch, N,
+                            4 * C, C);
         mni_matmul_bwd(m->dtmp, grad_of(m, MNI_P_FCW, l), grad_of(m, MNI_P_FCB, l), m->dfch,
                        a->ln2, mni_model_param(m, MNI_P_FCW, l), N, C, 4 * C);
         mni_layernorm_bwd(m->dres, grad_of(m, MNI_P_LN2W, l), grad_of(m, MNI_P_LN2B, l), m->dtmp,

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "kern/kern.h"
+#include "kern/vmath.h"
 #include "testutil.h"
 
 static float *fnew(size_t n) { return mni_alloc(n * sizeof(float)); }
@@ -14,7 +15,8 @@ static float *fnew(size_t n) { return mni_alloc(n * sizeof(float)); }
 static void test_matmul_fwd_bwd(void **state)
 {
     (void)state;
-    const size_t shapes[][3] = {{1, 1, 1}, {7, 5, 3}, {64, 48, 96}, {130, 256, 768}};
+    const size_t shapes[][3] = {{1, 1, 1},    {7, 5, 3},      {64, 48, 96},
+                                 {33, 300, 17}, {130, 256, 768}, {40, 17, 520}};
     for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++) {
         size_t N = shapes[s][0], C = shapes[s][1], OC = shapes[s][2];
         float *x = fnew(N * C), *w = fnew(OC * C), *b = fnew(OC), *y = fnew(N * OC),
@@ -42,6 +44,96 @@ static void test_matmul_fwd_bwd(void **state)
         TU_ASSERT_CLOSE("matmul db", db, dbr, OC, 1e-3f, 1e-4f);
         float *all[] = {x, w, b, y, yr, dy, dx, dxr, dw, dwr, db, dbr};
         for (size_t i = 0; i < 12; i++) mni_free(all[i]);
+    }
+}
+
+/* The own gemm (kern/gemm.c) directly, both layouts of B and every epilogue, on shapes that
+ * cut every block of it: rows not a multiple of 6, columns not a multiple of 16, K across the
+ * 256 block. The reference is a double-precision loop. On an AVX2 build mni_gemm must run
+ * (a -1 there would hide the kernel behind the cblas fallback). */
+static void test_gemm_own(void **state)
+{
+    (void)state;
+    const size_t shapes[][3] = {{32, 16, 1},  {37, 17, 5},   {100, 40, 256},
+                                {61, 130, 257}, {50, 1, 600}, {32, 33, 513}}; /* M, N, K */
+    for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++) {
+        const size_t M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+        float *a = fnew(M * K), *b = fnew(N * K), *bias = fnew(N), *res = fnew(M * N),
+              *pre = fnew(M * N), *c = fnew(M * N), *g = fnew(M * N), *want = fnew(M * N),
+              *wantg = fnew(M * N);
+        tu_fill_normal(a, M * K, 1, 31);
+        tu_fill_normal(b, N * K, 0.2f, 32);
+        tu_fill_normal(bias, N, 1, 33);
+        tu_fill_normal(res, M * N, 1, 34);
+        tu_fill_normal(pre, M * N, 2, 35);
+        for (int transb = 0; transb < 2; transb++)
+            for (int epi = 0; epi < 5; epi++) {
+                struct mni_gemm_epi e = {0};
+                if (epi == 1) e.bias = bias;
+                if (epi == 2) e.bias = bias, e.res = res;
+                if (epi == 3) e.bias = bias, e.gelu_out = g;
+                if (epi == 4) e.gelu_pre = pre;
+                for (size_t i = 0; i < M; i++)
+                    for (size_t j = 0; j < N; j++) {
+                        double acc = 0;
+                        for (size_t k = 0; k < K; k++)
+                            acc += (double)a[i * K + k] * (transb ? b[j * K + k] : b[k * N + j]);
+                        if (e.bias) acc += bias[j];
+                        if (e.res) acc += res[i * N + j];
+                        want[i * N + j] = (float)acc;
+                    }
+                if (e.gelu_out) mni_gelu_fwd_ref(wantg, want, M * N);
+                if (e.gelu_pre) mni_gelu_bwd_ref(want, pre, want, M * N);
+                tu_fill_normal(c, M * N, 9, 36); /* C's old contents must not matter */
+                int rc = mni_gemm(c, a, b, transb, M, N, K, &e);
+                if (!MNI_HAVE_AVX2) {
+                    assert_int_equal(rc, -1);
+                    continue;
+                }
+                assert_int_equal(rc, 0);
+                TU_ASSERT_CLOSE("gemm", c, want, M * N, 1e-4f, 1e-4f);
+                if (e.gelu_out) TU_ASSERT_CLOSE("gemm gelu_out", g, wantg, M * N, 1e-4f, 1e-4f);
+            }
+        /* too few rows to pay for packing: refused, C untouched */
+        tu_fill_normal(c, M * N, 9, 36);
+        memcpy(want, c, M * N * sizeof(float));
+        assert_int_equal(mni_gemm(c, a, b, 1, 3, N, K, NULL), -1);
+        TU_ASSERT_CLOSE("gemm refused", c, want, M * N, 0, 0);
+        float *all[] = {a, b, bias, res, pre, c, g, want, wantg};
+        for (size_t i = 0; i < 9; i++) mni_free(all[i]);
+    }
+}
+
+/* The fused GELU entry points against the unfused composition of references, on both paths
+ * (N = 5: cblas fallback; N = 70: own gemm). */
+static void test_matmul_gelu(void **state)
+{
+    (void)state;
+    for (size_t N = 5; N <= 70; N += 65) {
+        const size_t C = 24, OC = 4 * C;
+        float *x = fnew(N * C), *w = fnew(OC * C), *b = fnew(OC), *pre = fnew(N * OC),
+              *out = fnew(N * OC), *prer = fnew(N * OC), *outr = fnew(N * OC);
+        tu_fill_normal(x, N * C, 1, 41);
+        tu_fill_normal(w, OC * C, 0.3f, 42);
+        tu_fill_normal(b, OC, 1, 43);
+        mni_matmul_fwd_gelu(pre, out, x, w, b, N, C, OC);
+        mni_matmul_fwd_ref(prer, x, w, b, N, C, OC);
+        mni_gelu_fwd_ref(outr, prer, N * OC);
+        TU_ASSERT_CLOSE("matmul+gelu pre", pre, prer, N * OC, 1e-4f, 1e-4f);
+        TU_ASSERT_CLOSE("matmul+gelu out", out, outr, N * OC, 1e-4f, 1e-4f);
+        /* a projection back from OC to C whose input was gelu(pre) */
+        float *w2 = fnew(C * OC), *dy = fnew(N * C), *dx = fnew(N * OC), *dxr = fnew(N * OC),
+              *dw = fnew(C * OC), *dwr = fnew(C * OC), *db = fnew(C), *dbr = fnew(C);
+        tu_fill_normal(w2, C * OC, 0.3f, 44);
+        tu_fill_normal(dy, N * C, 1, 45);
+        mni_matmul_bwd_gelu(dx, dw, db, dy, out, w2, pre, N, OC, C);
+        mni_matmul_bwd_ref(dxr, dwr, dbr, dy, outr, w2, N, OC, C);
+        mni_gelu_bwd_ref(dxr, prer, dxr, N * OC);
+        TU_ASSERT_CLOSE("matmul+gelu dinp", dx, dxr, N * OC, 1e-4f, 1e-4f);
+        TU_ASSERT_CLOSE("matmul+gelu dw", dw, dwr, C * OC, 1e-3f, 1e-4f);
+        TU_ASSERT_CLOSE("matmul+gelu db", db, dbr, C, 1e-3f, 1e-4f);
+        float *all[] = {x, w, b, pre, out, prer, outr, w2, dy, dx, dxr, dw, dwr, db, dbr};
+        for (size_t i = 0; i < 15; i++) mni_free(all[i]);
     }
 }
 
@@ -184,7 +276,8 @@ static void test_adamw(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_matmul_fwd_bwd), cmocka_unit_test(test_layernorm),
+        cmocka_unit_test(test_matmul_fwd_bwd), cmocka_unit_test(test_gemm_own),
+        cmocka_unit_test(test_matmul_gelu),    cmocka_unit_test(test_layernorm),
         cmocka_unit_test(test_gelu),           cmocka_unit_test(test_xent),
         cmocka_unit_test(test_adamw),
     };

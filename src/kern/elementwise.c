@@ -130,28 +130,13 @@ static inline float tanh_s(float u)
     return 1.0f - 2.0f / (mni_exp2f(2.0f * MNI_LOG2E * u) + 1.0f);
 }
 
-#if MNI_HAVE_AVX2
-static inline __m256 tanh_ps(__m256 u)
-{
-    u = _mm256_min_ps(_mm256_max_ps(u, _mm256_set1_ps(-9.0f)), _mm256_set1_ps(9.0f));
-    __m256 e = mni_exp2_ps(_mm256_mul_ps(u, _mm256_set1_ps(2.0f * MNI_LOG2E)));
-    __m256 one = _mm256_set1_ps(1.0f);
-    return _mm256_sub_ps(one, _mm256_div_ps(_mm256_set1_ps(2.0f), _mm256_add_ps(e, one)));
-}
-#endif
 
 /* GELU over [i0, i1): the vector body and the scalar tail. */
 static void gelu_fwd_range(float *out, const float *inp, size_t i0, size_t i1)
 {
     size_t i = i0;
 #if MNI_HAVE_AVX2
-    const __m256 k = _mm256_set1_ps(GELU_K), a = _mm256_set1_ps(GELU_A), h = _mm256_set1_ps(0.5f);
-    for (; i + 8 <= i1; i += 8) {
-        __m256 x = _mm256_loadu_ps(inp + i);
-        __m256 x3 = _mm256_mul_ps(_mm256_mul_ps(x, x), x);
-        __m256 t = tanh_ps(_mm256_mul_ps(k, _mm256_fmadd_ps(a, x3, x)));
-        _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_mul_ps(h, x), _mm256_add_ps(_mm256_set1_ps(1.0f), t)));
-    }
+    for (; i + 8 <= i1; i += 8) _mm256_storeu_ps(out + i, mni_gelu_ps(_mm256_loadu_ps(inp + i)));
 #endif
     for (; i < i1; i++) {
         float x = inp[i];
@@ -166,18 +151,9 @@ static void gelu_bwd_range(float *dinp, const float *inp, const float *dout, siz
      * dy/dx = 0.5 (1 + tanh u) + 0.5 x (1 - tanh^2 u) k (1 + 3 a x^2) */
     size_t i = i0;
 #if MNI_HAVE_AVX2
-    const __m256 k = _mm256_set1_ps(GELU_K), a = _mm256_set1_ps(GELU_A), h = _mm256_set1_ps(0.5f);
-    const __m256 one = _mm256_set1_ps(1.0f), a3 = _mm256_set1_ps(3.0f * GELU_A);
-    for (; i + 8 <= i1; i += 8) {
-        __m256 x = _mm256_loadu_ps(inp + i);
-        __m256 x2 = _mm256_mul_ps(x, x);
-        __m256 t = tanh_ps(_mm256_mul_ps(k, _mm256_fmadd_ps(_mm256_mul_ps(a, x2), x, x)));
-        __m256 sech2 = _mm256_fnmadd_ps(t, t, one);
-        __m256 g = _mm256_mul_ps(h, _mm256_add_ps(one, t));
-        __m256 r = _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(h, x), sech2),
-                                 _mm256_mul_ps(k, _mm256_fmadd_ps(a3, x2, one)));
-        _mm256_storeu_ps(dinp + i, _mm256_mul_ps(_mm256_add_ps(g, r), _mm256_loadu_ps(dout + i)));
-    }
+    for (; i + 8 <= i1; i += 8)
+        _mm256_storeu_ps(dinp + i, _mm256_mul_ps(mni_gelu_grad_ps(_mm256_loadu_ps(inp + i)),
+                                                 _mm256_loadu_ps(dout + i)));
 #endif
     for (; i < i1; i++) {
         float x = inp[i];

@@ -29,9 +29,37 @@ void mni_matmul_fwd_ref(float *out, const float *inp, const float *w, const floa
                         size_t N, size_t C, size_t OC);
 void mni_matmul_bwd_ref(float *dinp, float *dw, float *dbias, const float *dout,
                         const float *inp, const float *w, size_t N, size_t C, size_t OC);
+/* As mni_matmul_fwd, and out (N,OC) = gelu(pre) in the same sweep; pre is the
+ * pre-activation, kept for backward. */
+void mni_matmul_fwd_gelu(float *pre, float *out, const float *inp, const float *w,
+                         const float *bias, size_t N, size_t C, size_t OC);
+/* As mni_matmul_bwd, for a layer whose input was inp = gelu(gelu_pre): dinp receives the
+ * gradient with respect to gelu_pre, dout . w times gelu'(gelu_pre) (gelu_pre (N,C)). */
+void mni_matmul_bwd_gelu(float *dinp, float *dw, float *dbias, const float *dout,
+                         const float *inp, const float *w, const float *gelu_pre, size_t N,
+                         size_t C, size_t OC);
+/* c (M,N) = a (M,K) . op(b) by cblas_sgemm alone, op(b) = b^T for b (N,K) when transb, else
+ * b (K,N): the machine's sgemm, the yardstick of MFU (bench.c) and of bench/gemm. */
+void mni_blas_sgemm(float *c, const float *a, const float *b, int transb, size_t M, size_t N,
+                    size_t K);
 /* Thread count used by BLAS and OpenMP (0 = leave as configured by the environment). */
 void mni_set_threads(int n);
 int mni_get_threads(void);
+
+/* ---- the linear layers' own sgemm (kern/gemm.c; design in docs/internals/gemm.md) ----------
+ * C (M,N) = epilogue(A (M,K) . op(B)), op(B) = B^T for B (N,K) when transb, else B (K,N); all
+ * matrices dense row-major. Epilogue, each part optional (NULL): + res (M,N), + bias (N), then
+ * gelu_out (M,N) = gelu(C), or C *= gelu'(gelu_pre) with gelu_pre (M,N). Returns 0, or -1
+ * without touching C when it does not run (no AVX2, M too small to pay for packing B, no
+ * memory): the caller then computes the product another way (cblas). */
+struct mni_gemm_epi {
+    const float *bias;
+    const float *res; /* must not alias C */
+    float *gelu_out;
+    const float *gelu_pre;
+};
+int mni_gemm(float *C, const float *A, const float *B, int transb, size_t M, size_t N, size_t K,
+             const struct mni_gemm_epi *e);
 
 /* ---- LayerNorm over the last dimension C (eps 1e-5) --------------------------------------- */
 /* out (N,C); mean, rstd (N) saved for backward (may be NULL for inference). */

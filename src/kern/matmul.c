@@ -1,6 +1,7 @@
 /*
  * matmul.c -- the linear layer y = x W^T + b through cblas (OpenBLAS), W in nn.Linear layout
- * (OC, C), and its naive reference. Every BLAS call of the library lives in this file.
+ * (OC, C), and its naive reference. Every BLAS call of the library lives in this file; the
+ * products with the weight on the right go to the own gemm first (kern/gemm.c).
  */
 #include <cblas.h>
 #include <string.h>
@@ -39,11 +40,14 @@ int mni_get_threads(void)
 #endif
 }
 
-/* out (N,OC) = res + bias broadcast (either may be NULL), then out += inp w^T by sgemm with
- * beta = 1: the residual add and the bias cost no pass of their own. */
+/* out (N,OC) = res + inp w^T + bias. The own gemm (kern/gemm.c) adds res and bias as it
+ * writes each tile; the cblas fallback writes res + bias first and runs sgemm with beta = 1,
+ * so neither path spends a pass of its own on them. */
 void mni_matmul_fwd_res(float *out, const float *inp, const float *w, const float *bias,
                         const float *res, size_t N, size_t C, size_t OC)
 {
+    const struct mni_gemm_epi e = {.bias = bias, .res = res};
+    if (mni_gemm(out, inp, w, 1, N, OC, C, &e) == 0) return;
     float beta = 0.0f;
     if (bias || res) {
 #pragma omp parallel for schedule(static)
@@ -61,22 +65,39 @@ void mni_matmul_fwd_res(float *out, const float *inp, const float *w, const floa
                 (int)C, w, (int)C, beta, out, (int)OC);
 }
 
+void mni_matmul_fwd_gelu(float *pre, float *out, const float *inp, const float *w,
+                         const float *bias, size_t N, size_t C, size_t OC)
+{
+    const struct mni_gemm_epi e = {.bias = bias, .gelu_out = out};
+    if (mni_gemm(pre, inp, w, 1, N, OC, C, &e) == 0) return;
+    mni_matmul_fwd_res(pre, inp, w, bias, NULL, N, C, OC);
+    mni_gelu_fwd(out, pre, N * OC);
+}
+
 void mni_matmul_fwd(float *out, const float *inp, const float *w, const float *bias,
                     size_t N, size_t C, size_t OC)
 {
     mni_matmul_fwd_res(out, inp, w, bias, NULL, N, C, OC);
 }
 
-void mni_matmul_bwd(float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
-                    const float *w, size_t N, size_t C, size_t OC)
+void mni_matmul_bwd_gelu(float *dinp, float *dw, float *dbias, const float *dout,
+                         const float *inp, const float *w, const float *gelu_pre, size_t N,
+                         size_t C, size_t OC)
 {
     /* forward: out = inp w^T + b
-     * dinp (N,C) = dout (N,OC) . w (OC,C)
+     * dinp (N,C) = dout (N,OC) . w (OC,C)  [times gelu'(gelu_pre) if given]
      * dw (OC,C) += dout^T (OC,N) . inp (N,C)
-     * dbias (OC) += sum_n dout[n] */
-    if (dinp)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)C, (int)OC, 1.0f,
-                    dout, (int)OC, w, (int)C, 0.0f, dinp, (int)C);
+     * dbias (OC) += sum_n dout[n]
+     * dw stays with cblas: its long inner dimension (N) suits OpenBLAS's packed kernels, and
+     * a first own try was slower (docs/internals/gemm.md). */
+    if (dinp) {
+        const struct mni_gemm_epi e = {.gelu_pre = gelu_pre};
+        if (mni_gemm(dinp, dout, w, 0, N, C, OC, &e) != 0) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)C, (int)OC, 1.0f,
+                        dout, (int)OC, w, (int)C, 0.0f, dinp, (int)C);
+            if (gelu_pre) mni_gelu_bwd(dinp, gelu_pre, dinp, N * C);
+        }
+    }
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)OC, (int)C, (int)N, 1.0f, dout,
                 (int)OC, inp, (int)C, 1.0f, dw, (int)C);
     if (dbias) {
@@ -89,6 +110,19 @@ void mni_matmul_bwd(float *dinp, float *dw, float *dbias, const float *dout, con
             }
         }
     }
+}
+
+void mni_matmul_bwd(float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
+                    const float *w, size_t N, size_t C, size_t OC)
+{
+    mni_matmul_bwd_gelu(dinp, dw, dbias, dout, inp, w, NULL, N, C, OC);
+}
+
+void mni_blas_sgemm(float *c, const float *a, const float *b, int transb, size_t M, size_t N,
+                    size_t K)
+{
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, transb ? CblasTrans : CblasNoTrans, (int)M, (int)N,
+                (int)K, 1.0f, a, (int)K, b, transb ? (int)K : (int)N, 0.0f, c, (int)N);
 }
 
 void mni_matmul_fwd_ref(float *out, const float *inp, const float *w, const float *bias,

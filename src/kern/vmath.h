@@ -89,4 +89,44 @@ static inline float mni_hmax_ps(__m256 v)
 }
 #endif
 
+#if MNI_HAVE_AVX2
+/* GELU, tanh approximation: gelu(x) = 0.5 x (1 + tanh(u)), u = k (x + a x^3), and its derivative
+ * 0.5 (1 + tanh u) + 0.5 x (1 - tanh^2 u) k (1 + 3 a x^2). tanh(u) = 1 - 2 / (e^{2u} + 1) with
+ * |u| clamped at 9, where tanh is 1 to float precision. Used by kern/elementwise.c and by the
+ * gemm epilogue (kern/gemm.c), so both give the same values. */
+#define MNI_GELU_K 0.7978845608028654f /* sqrt(2/pi) */
+#define MNI_GELU_A 0.044715f
+
+static inline __m256 mni_tanh_ps(__m256 u)
+{
+    u = _mm256_min_ps(_mm256_max_ps(u, _mm256_set1_ps(-9.0f)), _mm256_set1_ps(9.0f));
+    __m256 e = mni_exp2_ps(_mm256_mul_ps(u, _mm256_set1_ps(2.0f * MNI_LOG2E)));
+    __m256 one = _mm256_set1_ps(1.0f);
+    return _mm256_sub_ps(one, _mm256_div_ps(_mm256_set1_ps(2.0f), _mm256_add_ps(e, one)));
+}
+
+static inline __m256 mni_gelu_ps(__m256 x)
+{
+    const __m256 k = _mm256_set1_ps(MNI_GELU_K), a = _mm256_set1_ps(MNI_GELU_A);
+    __m256 x3 = _mm256_mul_ps(_mm256_mul_ps(x, x), x);
+    __m256 t = mni_tanh_ps(_mm256_mul_ps(k, _mm256_fmadd_ps(a, x3, x)));
+    return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), x),
+                         _mm256_add_ps(_mm256_set1_ps(1.0f), t));
+}
+
+static inline __m256 mni_gelu_grad_ps(__m256 x)
+{
+    const __m256 k = _mm256_set1_ps(MNI_GELU_K), a = _mm256_set1_ps(MNI_GELU_A);
+    const __m256 h = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.0f);
+    const __m256 a3 = _mm256_set1_ps(3.0f * MNI_GELU_A);
+    __m256 x2 = _mm256_mul_ps(x, x);
+    __m256 t = mni_tanh_ps(_mm256_mul_ps(k, _mm256_fmadd_ps(_mm256_mul_ps(a, x2), x, x)));
+    __m256 sech2 = _mm256_fnmadd_ps(t, t, one);
+    __m256 g = _mm256_mul_ps(h, _mm256_add_ps(one, t));
+    __m256 r = _mm256_mul_ps(_mm256_mul_ps(_mm256_mul_ps(h, x), sech2),
+                             _mm256_mul_ps(k, _mm256_fmadd_ps(a3, x2, one)));
+    return _mm256_add_ps(g, r);
+}
+#endif
+
 #endif /* MNI_VMATH_H */
