@@ -101,13 +101,25 @@ void mni_matmul_bwd_gelu(float *dinp, float *dw, float *dbias, const float *dout
     cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)OC, (int)C, (int)N, 1.0f, dout,
                 (int)OC, inp, (int)C, 1.0f, dw, (int)C);
     if (dbias) {
+        /* column sums in a local block of 64 sums: kept in registers across the rows (dbias
+         * itself could alias dout as far as the compiler knows, forcing a load and a store
+         * per element per row) */
 #pragma omp parallel for schedule(static)
         for (size_t o0 = 0; o0 < OC; o0 += 64) {
-            size_t o1 = o0 + 64 < OC ? o0 + 64 : OC;
-            for (size_t n = 0; n < N; n++) {
-                const float *d = dout + n * OC;
-                for (size_t o = o0; o < o1; o++) dbias[o] += d[o];
+            const size_t cw = o0 + 64 < OC ? 64 : OC - o0;
+            float acc[64] = {0};
+            if (cw == 64) {
+                for (size_t n = 0; n < N; n++) {
+                    const float *d = dout + n * OC + o0;
+                    for (size_t o = 0; o < 64; o++) acc[o] += d[o];
+                }
+            } else {
+                for (size_t n = 0; n < N; n++) {
+                    const float *d = dout + n * OC + o0;
+                    for (size_t o = 0; o < cw; o++) acc[o] += d[o];
+                }
             }
+            for (size_t o = 0; o < cw; o++) dbias[o0 + o] += acc[o];
         }
     }
 }
