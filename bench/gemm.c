@@ -41,8 +41,10 @@ int main(int argc, char **argv)
 {
     /* as mnemo itself runs: OpenMP threads wait passively, so that they do not spin against
      * OpenBLAS's threads between products (the runtime reads this at start-up: re-exec) */
-    if (!getenv("OMP_WAIT_POLICY") && setenv("OMP_WAIT_POLICY", "passive", 1) == 0)
+    if (!getenv("OMP_WAIT_POLICY") && setenv("OMP_WAIT_POLICY", "passive", 1) == 0) {
+        setenv("GOMP_SPINCOUNT", "3000", 0); /* as the mnemo tool (docs/internals/threading.md) */
         execv("/proc/self/exe", argv);
+    }
     char dlist[256] = "128,256,384";
     int rows = 2048, threads = 2, reps = 30;
     for (int i = 1; i < argc; i++) {

@@ -55,8 +55,10 @@ int main(int argc, char **argv)
 {
     /* PyTorch's fastest configuration waits passively; so do we (unless told otherwise), and
      * the OpenMP runtime reads the policy at start-up, hence the re-exec. */
-    if (!getenv("OMP_WAIT_POLICY") && setenv("OMP_WAIT_POLICY", "passive", 1) == 0)
+    if (!getenv("OMP_WAIT_POLICY") && setenv("OMP_WAIT_POLICY", "passive", 1) == 0) {
+        setenv("GOMP_SPINCOUNT", "3000", 0); /* as the mnemo tool (docs/internals/threading.md) */
         execv("/proc/self/exe", argv);
+    }
     const char *which = "all";
     int threads = 2, steps = 10, rounds = 2, torch = 1;
     for (int i = 1; i < argc; i++) {

@@ -103,6 +103,8 @@ def wanted_env(a):
         env["OMP_WAIT_POLICY"] = a.omp_wait.upper()
     else:
         env.pop("OMP_WAIT_POLICY", None)
+    # bench_train (C) sets GOMP_SPINCOUNT for mnemo; PyTorch keeps the wait policy chosen here
+    env.pop("GOMP_SPINCOUNT", None)
     libdirs = [d for d in env.get("LD_LIBRARY_PATH", "").split(":")
                if d and "openblas-" not in d]
     if a.blas in ("openmp", "pthread"):
@@ -123,8 +125,8 @@ def wanted_env(a):
 def ensure_env(a, argv):
     """Re-execute once so that the dynamic linker and libgomp see the wanted environment."""
     env = wanted_env(a)
-    keys = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_WAIT_POLICY", "LD_LIBRARY_PATH",
-            "GLIBC_TUNABLES", "LD_PRELOAD")
+    keys = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT",
+            "LD_LIBRARY_PATH", "GLIBC_TUNABLES", "LD_PRELOAD")
     if all(env.get(k) == os.environ.get(k) for k in keys):
         return
     if os.environ.get(EXEC_MARK):
