@@ -24,7 +24,8 @@ void cli_default_wait_policy(char **argv)
     self[n] = 0; /* the real path, so that ps/top show "mnemo", not "exe" */
     if (setenv("OMP_WAIT_POLICY", "passive", 1) != 0) return;
     /* ... but spin ~30 us (libgomp's unit: ~100 spins per us) before sleeping: the gap between
-     * two parallel regions of a step is shorter than a futex wake-up (threading.md) */
+     * two parallel regions of a step is shorter than a futex wake-up (threading.md); only
+     * libgomp (GCC) reads it, other OpenMP runtimes ignore it */
     setenv("GOMP_SPINCOUNT", "3000", 0);
     execv(self, argv); /* returns only on failure: then run as we are */
 }

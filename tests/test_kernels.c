@@ -67,12 +67,13 @@ static void test_gemm_own(void **state)
         tu_fill_normal(res, M * N, 1, 34);
         tu_fill_normal(pre, M * N, 2, 35);
         for (int transb = 0; transb < 2; transb++)
-            for (int epi = 0; epi < 5; epi++) {
+            for (int epi = 0; epi < 6; epi++) {
                 struct mni_gemm_epi e = {0};
                 if (epi == 1) e.bias = bias;
                 if (epi == 2) e.bias = bias, e.res = res;
                 if (epi == 3) e.bias = bias, e.gelu_out = g;
                 if (epi == 4) e.gelu_pre = pre;
+                if (epi == 5) e.res = res;
                 for (size_t i = 0; i < M; i++)
                     for (size_t j = 0; j < N; j++) {
                         double acc = 0;

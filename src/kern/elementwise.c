@@ -119,8 +119,8 @@ void mni_layernorm_bwd_ref(float *dinp, float *dw, float *db, const float *dout,
 
 /* ---- GELU (tanh approximation) ------------------------------------------------------------- */
 
-#define GELU_K 0.7978845608028654f /* sqrt(2/pi) */
-#define GELU_A 0.044715f
+#define GELU_K MNI_GELU_K /* sqrt(2/pi) (vmath.h) */
+#define GELU_A MNI_GELU_A
 
 /* tanh(u) = 1 - 2 / (e^{2u} + 1), with the project's exp (vmath.h); |u| is clamped at 9,
  * where tanh is 1 to float precision. The scalar and AVX2 forms compute the same expression. */

@@ -21,9 +21,14 @@
  * the thread count.
  *
  * The pack buffer is per calling thread (a pthread key), grown to the largest product seen
- * and kept: training allocates it in its first step and never again. mni_gemm returns -1 when
- * it cannot run (no AVX2 at build time, a product too small to be worth packing, no memory);
- * the caller then uses cblas (kern/matmul.c), so nothing here can fail a computation.
+ * and kept: training allocates it in its first step and never again. It is allocated with
+ * plain malloc, not through the library's failure-injection hook (mni_alloc): a failure here
+ * is absorbed by design, so injecting one would test nothing. mni_gemm returns -1 when it
+ * cannot run (no AVX2 at build time, a product too small to be worth packing, a weight larger
+ * than MAX_PACK floats -- a large vocabulary's output head --, no memory); the caller then
+ * uses cblas (kern/matmul.c), so nothing here can fail a computation. The two paths agree to
+ * rounding, not bit for bit (different summation order), and the path depends on the number
+ * of rows: a session fed one token at a time and one fed 32 at once differ in the last bits.
  */
 #include <pthread.h>
 #include <stdlib.h>
@@ -41,6 +46,7 @@
 #define KC 256 /* k block: 6 rows of A (6 KB) stay in L1 */
 #define GROUP_BYTES (192 * 1024) /* packed panels swept per pass over the rows: stays in L2 */
 #define MIN_ROWS 32 /* below this the packing of B costs more than it saves: cblas */
+#define MAX_PACK ((size_t)1 << 23) /* 32 MB of packed weight at most per thread: beyond, cblas */
 
 /* ---- the per-thread pack buffer ------------------------------------------------------------ */
 struct pack_buf {
@@ -54,8 +60,8 @@ static int pack_key_ok;
 static void pack_buf_free(void *v)
 {
     struct pack_buf *b = v;
-    if (b) mni_free(b->p);
-    mni_free(b);
+    if (b) free(b->p);
+    free(b);
 }
 
 static void pack_key_init(void) { pack_key_ok = pthread_key_create(&pack_key, pack_buf_free) == 0; }
@@ -66,19 +72,17 @@ static float *pack_get(size_t n)
     if (!pack_key_ok) return NULL;
     struct pack_buf *b = pthread_getspecific(pack_key);
     if (!b) {
-        b = mni_malloc(sizeof(*b));
+        b = calloc(1, sizeof(*b));
         if (!b) return NULL;
-        b->p = NULL;
-        b->cap = 0;
         if (pthread_setspecific(pack_key, b) != 0) {
-            mni_free(b);
+            free(b);
             return NULL;
         }
     }
     if (n > b->cap) {
-        float *p = mni_alloc(mni_mul(n, sizeof(float)));
-        if (!p) return NULL; /* the old (smaller) buffer stays for later calls */
-        mni_free(b->p);
+        void *p = NULL;
+        if (posix_memalign(&p, 64, n * sizeof(float)) != 0) return NULL; /* old one stays */
+        free(b->p);
         b->p = p;
         b->cap = n;
     }
@@ -223,6 +227,7 @@ int mni_gemm(float *C, const float *A, const float *B, int transb, size_t M, siz
 {
     if (M < MIN_ROWS || N == 0 || K == 0) return -1;
     const size_t np = (N + NR - 1) / NR, mt = (M + MR - 1) / MR;
+    if (np * NR * K > MAX_PACK) return -1;
     float *bp = pack_get(np * NR * K);
     if (!bp) return -1;
     size_t group = GROUP_BYTES / ((K < KC ? K : KC) * NR * sizeof(float));

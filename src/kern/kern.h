@@ -48,10 +48,11 @@ int mni_get_threads(void);
 
 /* ---- the linear layers' own sgemm (kern/gemm.c; design in docs/internals/gemm.md) ----------
  * C (M,N) = epilogue(A (M,K) . op(B)), op(B) = B^T for B (N,K) when transb, else B (K,N); all
- * matrices dense row-major. Epilogue, each part optional (NULL): + res (M,N), + bias (N), then
- * gelu_out (M,N) = gelu(C), or C *= gelu'(gelu_pre) with gelu_pre (M,N). Returns 0, or -1
- * without touching C when it does not run (no AVX2, M too small to pay for packing B, no
- * memory): the caller then computes the product another way (cblas). */
+ * matrices dense row-major; A and B must not alias C. Epilogue, each part optional (NULL):
+ * + res (M,N), + bias (N), then either gelu_out (M,N) = gelu(C) or C *= gelu'(gelu_pre) with
+ * gelu_pre (M,N) (not both). Returns 0, or -1 without touching C when it does not run (no
+ * AVX2, M too small to pay for packing B, B too large, no memory): the caller then computes
+ * the product another way (cblas). */
 struct mni_gemm_epi {
     const float *bias;
     const float *res; /* must not alias C */

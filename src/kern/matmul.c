@@ -43,11 +43,10 @@ int mni_get_threads(void)
 /* out (N,OC) = res + inp w^T + bias. The own gemm (kern/gemm.c) adds res and bias as it
  * writes each tile; the cblas fallback writes res + bias first and runs sgemm with beta = 1,
  * so neither path spends a pass of its own on them. */
-void mni_matmul_fwd_res(float *out, const float *inp, const float *w, const float *bias,
-                        const float *res, size_t N, size_t C, size_t OC)
+/* The cblas path of mni_matmul_fwd_res. */
+static void blas_fwd_res(float *out, const float *inp, const float *w, const float *bias,
+                         const float *res, size_t N, size_t C, size_t OC)
 {
-    const struct mni_gemm_epi e = {.bias = bias, .res = res};
-    if (mni_gemm(out, inp, w, 1, N, OC, C, &e) == 0) return;
     float beta = 0.0f;
     if (bias || res) {
 #pragma omp parallel for schedule(static)
@@ -65,12 +64,19 @@ void mni_matmul_fwd_res(float *out, const float *inp, const float *w, const floa
                 (int)C, w, (int)C, beta, out, (int)OC);
 }
 
+void mni_matmul_fwd_res(float *out, const float *inp, const float *w, const float *bias,
+                        const float *res, size_t N, size_t C, size_t OC)
+{
+    const struct mni_gemm_epi e = {.bias = bias, .res = res};
+    if (mni_gemm(out, inp, w, 1, N, OC, C, &e) != 0) blas_fwd_res(out, inp, w, bias, res, N, C, OC);
+}
+
 void mni_matmul_fwd_gelu(float *pre, float *out, const float *inp, const float *w,
                          const float *bias, size_t N, size_t C, size_t OC)
 {
     const struct mni_gemm_epi e = {.bias = bias, .gelu_out = out};
     if (mni_gemm(pre, inp, w, 1, N, OC, C, &e) == 0) return;
-    mni_matmul_fwd_res(pre, inp, w, bias, NULL, N, C, OC);
+    blas_fwd_res(pre, inp, w, bias, NULL, N, C, OC);
     mni_gelu_fwd(out, pre, N * OC);
 }
 

@@ -89,14 +89,14 @@ static inline float mni_hmax_ps(__m256 v)
 }
 #endif
 
+#define MNI_GELU_K 0.7978845608028654f /* sqrt(2/pi) */
+#define MNI_GELU_A 0.044715f
+
 #if MNI_HAVE_AVX2
 /* GELU, tanh approximation: gelu(x) = 0.5 x (1 + tanh(u)), u = k (x + a x^3), and its derivative
  * 0.5 (1 + tanh u) + 0.5 x (1 - tanh^2 u) k (1 + 3 a x^2). tanh(u) = 1 - 2 / (e^{2u} + 1) with
  * |u| clamped at 9, where tanh is 1 to float precision. Used by kern/elementwise.c and by the
  * gemm epilogue (kern/gemm.c), so both give the same values. */
-#define MNI_GELU_K 0.7978845608028654f /* sqrt(2/pi) */
-#define MNI_GELU_A 0.044715f
-
 static inline __m256 mni_tanh_ps(__m256 u)
 {
     u = _mm256_min_ps(_mm256_max_ps(u, _mm256_set1_ps(-9.0f)), _mm256_set1_ps(9.0f));
