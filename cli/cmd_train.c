@@ -96,6 +96,9 @@ int cmd_train(int argc, char **argv)
         {"beta2", OPT_FLOAT, &tc.beta2, "AdamW beta2"},
         {"eps", OPT_FLOAT, &tc.eps, "AdamW epsilon"},
         {"grad_clip", OPT_FLOAT, &tc.grad_clip, "clip the global gradient norm (0 = off)"},
+        {"ema", OPT_FLOAT, &tc.ema,
+         "keep an exponential moving average of the weights with this decay, e.g. 0.999 "
+         "(0 = off); the checkpoint and validation use the average"},
         {"eval_every", OPT_INT, &tc.eval_every, "steps between validations (0 = at the end)"},
         {"eval_windows", OPT_INT, &tc.eval_windows, "windows per periodic validation (0 = all)"},
         {"ckpt_every", OPT_INT, &tc.ckpt_every, "steps between checkpoints (0 = at the end)"},

@@ -159,6 +159,10 @@ struct mnemo_train_config {
     uint64_t seed;           /* data order (and initialisation, done by the caller) */
     int threads;             /* 0 = keep the current setting */
     int resume;              /* 1: continue from out_dir's checkpoint and train state */
+    float ema;               /* decay of an exponential moving average of the weights, 0 = off.
+                              * When on, model.safetensors (and the model when mnemo_train
+                              * returns) holds the average; the raw weights go to the train
+                              * state. Step t uses min(ema, (1+t)/(10+t)). */
 };
 
 MNEMO_API void mnemo_train_config_default(struct mnemo_train_config *tc);

@@ -1,7 +1,7 @@
 /*
  * optim.c -- AdamW (torch.optim.AdamW semantics) over the parameter table: decoupled weight
  * decay on matrices (embeddings and linear weights), none on biases, LayerNorm gains or the
- * attention kinds' own parameters.
+ * attention kinds' own parameters. Also the exponential moving average of the weights.
  */
 #include <math.h>
 
@@ -34,5 +34,28 @@ void mni_adamw_step(struct mnemo_model *m, float *adam_m, float *adam_v, int t, 
         size_t o = pi->offset;
         mni_adamw(m->params + o, adam_m + o, adam_v + o, m->grads + o, n, lr, tc->beta1,
                   tc->beta2, tc->eps, wd, bc1, bc2);
+    }
+}
+
+void mni_ema_update(float *ema, const float *p, size_t n, float d)
+{
+    const float w = 1.0f - d;
+#pragma omp parallel for simd schedule(static)
+    for (size_t i = 0; i < n; i++) ema[i] += w * (p[i] - ema[i]);
+}
+
+float mni_ema_decay_at(float decay, int t)
+{
+    float warm = (1.0f + (float)t) / (10.0f + (float)t);
+    return decay < warm ? decay : warm;
+}
+
+void mni_swap_floats(float *a, float *b, size_t n)
+{
+#pragma omp parallel for simd schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        float x = a[i];
+        a[i] = b[i];
+        b[i] = x;
     }
 }

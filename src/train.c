@@ -6,6 +6,9 @@
  * Exact resume: the model file holds the parameters; train_state.safetensors holds AdamW's m
  * and v, the step, and the loader position (epoch, index). The data order is a pure function of
  * (seed, epoch), so nothing else is needed to continue bit for bit (same threads, same build).
+ * With an exponential moving average of the weights (tc->ema > 0) the model file holds the
+ * average, the weights being trained go to the train state ("params"), and validation scores
+ * the average (docs/internals/training.md).
  */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
@@ -70,6 +73,8 @@ static enum mnemo_status check_train_config(const struct mnemo_train_config *tc,
                        (double)tc->beta2);
     if (!(tc->eps > 0)) return mni_err(MNEMO_ERR_ARG, "eps = %g: must be > 0", (double)tc->eps);
     if (!(tc->grad_clip >= 0)) return mni_err(MNEMO_ERR_ARG, "grad_clip = %g: must be >= 0", (double)tc->grad_clip);
+    if (!(tc->ema >= 0.0f && tc->ema < 1.0f))
+        return mni_err(MNEMO_ERR_ARG, "ema = %g: must be in [0, 1) (0 = off)", (double)tc->ema);
     if (tc->eval_every < 0 || tc->ckpt_every < 0 || tc->eval_windows < 0)
         return mni_err(MNEMO_ERR_ARG, "eval_every, eval_windows and ckpt_every must be >= 0");
     if (tc->threads < 0) return mni_err(MNEMO_ERR_ARG, "threads = %d: must be >= 0", tc->threads);
@@ -159,6 +164,7 @@ struct trainer {
     struct mnemo_model *m;
     const struct mnemo_train_config *tc;
     float *adam_m, *adam_v; /* (n_params) */
+    float *ema;             /* (n_params) the average of the weights, or NULL (tc->ema == 0) */
     int step;               /* optimizer steps done */
     struct mni_loader ld;
     char model_path[PATH_MAX_LEN], state_path[PATH_MAX_LEN], log_path[PATH_MAX_LEN];
@@ -170,7 +176,9 @@ static enum mnemo_status save_all(struct trainer *t, double val_loss)
     char step[32], vl[48], ep[32], ix[32], seed[32], np[32], bt[64];
     snprintf(step, sizeof(step), "%d", t->step);
     snprintf(vl, sizeof(vl), "%.9g", val_loss);
-    const char *extra[] = {"train.step", step, "train.val_loss", vl};
+    char ema[32];
+    snprintf(ema, sizeof(ema), "%.9g", (double)t->tc->ema);
+    const char *extra[] = {"train.step", step, "train.val_loss", vl, "train.ema", ema};
     /* The state first: if the model write then fails, the pair on disk is the old model with
      * a newer state, which load_state refuses (the model's train.step must equal the state's). */
     snprintf(ep, sizeof(ep), "%llu", (unsigned long long)t->ld.pos.epoch);
@@ -180,14 +188,19 @@ static enum mnemo_status save_all(struct trainer *t, double val_loss)
     snprintf(bt, sizeof(bt), "%d,%d,%d", t->tc->batch, t->ld.T, t->tc->grad_accum);
     const char *kv[] = {"mnemo.format", "1", "kind", "train_state", "step", step,
                         "data.epoch", ep, "data.index", ix, "seed", seed,
-                        "n_params", np, "batch,seq,grad_accum", bt};
-    struct mni_st_tensor ts[2] = {
+                        "n_params", np, "batch,seq,grad_accum", bt, "ema", ema};
+    struct mni_st_tensor ts[3] = {
         {.name = "adam.m", .dtype = MNI_ST_F32, .ndim = 1, .shape = {t->m->n_params}, .data = t->adam_m},
         {.name = "adam.v", .dtype = MNI_ST_F32, .ndim = 1, .shape = {t->m->n_params}, .data = t->adam_v},
+        {.name = "params", .dtype = MNI_ST_F32, .ndim = 1, .shape = {t->m->n_params}, .data = t->m->params},
     };
-    enum mnemo_status st = mni_st_write(t->state_path, ts, 2, kv, sizeof(kv) / sizeof(kv[0]) / 2);
+    enum mnemo_status st = mni_st_write(t->state_path, ts, t->ema ? 3 : 2, kv,
+                                        sizeof(kv) / sizeof(kv[0]) / 2);
     if (st != MNEMO_OK) return st;
-    st = mni_model_save_ex(t->m, t->model_path, extra, 2);
+    /* the model file gets the average: swapped in for the write, and back (exact) */
+    if (t->ema) mni_swap_floats(t->m->params, t->ema, t->m->n_params);
+    st = mni_model_save_ex(t->m, t->model_path, extra, t->ema ? 3 : 2);
+    if (t->ema) mni_swap_floats(t->m->params, t->ema, t->m->n_params);
     if (st == MNEMO_OK) { /* the model in memory is now the one on disk */
         mni_model_set_meta(t->m, "train.step", step);
         mni_model_set_meta(t->m, "train.val_loss", vl);
@@ -257,10 +270,22 @@ static enum mnemo_status load_state(struct trainer *t)
                      ms ? ms : "(unknown)", sstep, t->tc->out_dir);
         goto out;
     }
+    const char *saved_ema = mni_st_meta(f, "ema");
+    char ema[32];
+    snprintf(ema, sizeof(ema), "%.9g", (double)t->tc->ema);
+    if (strcmp(saved_ema ? saved_ema : "0", ema) != 0) {
+        st = mni_err(MNEMO_ERR_ARG, "resume: the run was trained with ema = %s, not %s: an exact "
+                     "resume needs the same", saved_ema ? saved_ema : "0", ema);
+        goto out;
+    }
     size_t shape[1] = {t->m->n_params};
     if ((st = mni_st_read(f, "adam.m", MNI_ST_F32, 1, shape, t->adam_m)) ||
         (st = mni_st_read(f, "adam.v", MNI_ST_F32, 1, shape, t->adam_v)))
         goto out;
+    if (t->ema) { /* the model file held the average; the trained weights are in the state */
+        memcpy(t->ema, t->m->params, t->m->n_params * sizeof(float));
+        if ((st = mni_st_read(f, "params", MNI_ST_F32, 1, shape, t->m->params))) goto out;
+    }
     struct mni_loader_pos pos = {ep, ix};
     if ((st = mni_loader_seek(&t->ld, pos))) goto out;
     t->step = (int)step;
@@ -337,10 +362,12 @@ enum mnemo_status mnemo_train(struct mnemo_model *m, const struct mnemo_train_co
     t.adam_m = mni_alloc(mni_mul(m->n_params, sizeof(float)));
     t.adam_v = mni_alloc(mni_mul(m->n_params, sizeof(float)));
     x = mni_alloc(mni_mul((size_t)B * T, 2 * sizeof(uint16_t)));
-    if (!t.adam_m || !t.adam_v || !x) {
+    if (tc->ema > 0) t.ema = mni_alloc(mni_mul(m->n_params, sizeof(float)));
+    if (!t.adam_m || !t.adam_v || !x || (tc->ema > 0 && !t.ema)) {
         st = mni_err(MNEMO_ERR_NOMEM, "out of memory for the optimizer state");
         goto out;
     }
+    if (t.ema) memcpy(t.ema, m->params, m->n_params * sizeof(float)); /* a fresh run */
     uint16_t *y = x + (size_t)B * T;
     if (tc->resume && (st = load_state(&t))) goto out;
     if (t.step >= tc->max_steps) {
@@ -388,6 +415,7 @@ enum mnemo_status mnemo_train(struct mnemo_model *m, const struct mnemo_train_co
         float clip = (tc->grad_clip > 0 && gn > tc->grad_clip) ? (float)(tc->grad_clip / gn) : 1.0f;
         mni_adamw_step(m, t.adam_m, t.adam_v, t.step, lr, clip, tc);
         t.step++;
+        if (t.ema) mni_ema_update(t.ema, m->params, m->n_params, mni_ema_decay_at(tc->ema, t.step));
 
         double now = mni_now();
         ev = (struct mnemo_train_event){0};
@@ -410,7 +438,10 @@ enum mnemo_status mnemo_train(struct mnemo_model *m, const struct mnemo_train_co
         if (val.tok && ((tc->eval_every && t.step % tc->eval_every == 0) || last)) {
             struct mnemo_eval_result r;
             uint64_t nwin = last ? 0 : (uint64_t)tc->eval_windows;
-            if ((st = eval_tokens(m, val.tok, val.n, T, T, B, nwin, &r))) goto numeric;
+            if (t.ema) mni_swap_floats(m->params, t.ema, m->n_params); /* score the average */
+            st = eval_tokens(m, val.tok, val.n, T, T, B, nwin, &r);
+            if (t.ema) mni_swap_floats(m->params, t.ema, m->n_params);
+            if (st) goto numeric;
             last_val = r.loss;
             ev.kind = MNEMO_TRAIN_EV_EVAL;
             ev.val_loss = r.loss;
@@ -432,6 +463,8 @@ enum mnemo_status mnemo_train(struct mnemo_model *m, const struct mnemo_train_co
             t_last = mni_now();
         }
     }
+    /* the caller gets the model that was saved: with ema, the average */
+    if (t.ema) memcpy(m->params, t.ema, m->n_params * sizeof(float));
     goto out;
 numeric:
     if (st == MNEMO_ERR_NUMERIC) {
@@ -449,6 +482,7 @@ out:
     mni_tokens_free(&val);
     mni_free(t.adam_m);
     mni_free(t.adam_v);
+    mni_free(t.ema);
     mni_free(x);
     return st;
 }

@@ -73,6 +73,7 @@ expect_fail "truncated token file" "truncated or corrupt" "$MNEMO" train --train
 expect_fail "impossible config" "n_head" "$MNEMO" train --train "$W/data/train.bin" --out "$W/r3" --n_head 3
 expect_fail "zero layers" "n_layer" "$MNEMO" train --train "$W/data/train.bin" --out "$W/r3" --n_layer 0
 expect_fail "negative lr" "lr" "$MNEMO" train --train "$W/data/train.bin" --out "$W/r3" "${TINY[@]}" --lr -1
+expect_fail "ema out of range" "ema = 1: must be in" "$MNEMO" train --train "$W/data/train.bin" --out "$W/r3" "${TINY[@]}" --ema 1
 expect_fail "seq > n_ctx" "seq" "$MNEMO" train --train "$W/data/train.bin" --out "$W/r3" "${TINY[@]}" --seq 64
 expect_fail "bad pos" "rope or learned" "$MNEMO" train --train "$W/data/train.bin" --pos sinus
 expect_fail "bad attn" "unknown attention kind" "$MNEMO" train --train "$W/data/train.bin" --attn magic

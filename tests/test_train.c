@@ -10,6 +10,7 @@
 
 #include "data.h"
 #include "model.h"
+#include "st.h"
 #include "testutil.h"
 
 static const char *make_dir(const char *name)
@@ -279,6 +280,87 @@ static void test_exact_resume(void **s)
     mnemo_model_free(a);
 }
 
+/* Weight averaging: the average is checked against one computed here, step by step, from the
+ * weights the callback sees after each update; checkpoint, resume and validation follow it. */
+struct ema_probe {
+    const struct mnemo_model *m;
+    float *want;
+    float decay;
+};
+
+static int ema_probe(const struct mnemo_train_event *ev, void *user)
+{
+    struct ema_probe *p = user;
+    if (ev->kind != MNEMO_TRAIN_EV_STEP) return 0;
+    float warm = (1.0f + (float)ev->step) / (10.0f + (float)ev->step);
+    float d = p->decay < warm ? p->decay : warm;
+    for (size_t i = 0; i < p->m->n_params; i++)
+        p->want[i] = d * p->want[i] + (1.0f - d) * p->m->params[i];
+    return 0;
+}
+
+static void test_ema(void **s)
+{
+    (void)s;
+    char tr[512], va[512], path[600], sp[600];
+    struct mnemo_train_config tc;
+    struct mnemo_model *a = small_model();
+    const char *dir_a = make_dir("run_ema_a");
+    train_cfg(&tc, dir_a, tr, va);
+    tc.max_steps = 12;
+    tc.ckpt_every = 5;
+    tc.eval_every = 4;
+    tc.ema = 0.9f;
+    struct ema_probe p = {a, mni_alloc(a->n_params * sizeof(float)), tc.ema};
+    memcpy(p.want, a->params, a->n_params * sizeof(float));
+    assert_int_equal(mnemo_train(a, &tc, ema_probe, &p), MNEMO_OK);
+    /* the model returned holds the average */
+    TU_ASSERT_CLOSE("ema", a->params, p.want, a->n_params, 1e-6f, 1e-5f);
+    /* so does the checkpoint; the trained weights are in the train state, and differ */
+    struct mnemo_model *f = NULL;
+    snprintf(path, sizeof(path), "%s/model.safetensors", dir_a);
+    assert_int_equal(mnemo_model_load(&f, path), MNEMO_OK);
+    assert_memory_equal(f->params, a->params, a->n_params * sizeof(float));
+    assert_string_equal(mnemo_model_meta(f, "train.ema"), "0.899999976");
+    mnemo_model_free(f);
+    struct mni_st_file *st = NULL;
+    snprintf(sp, sizeof(sp), "%s/train_state.safetensors", dir_a);
+    assert_int_equal(mni_st_open(&st, sp), MNEMO_OK);
+    size_t shape[1] = {a->n_params};
+    assert_int_equal(mni_st_read(st, "params", MNI_ST_F32, 1, shape, p.want), MNEMO_OK);
+    mni_st_close(st);
+    assert_true(memcmp(p.want, a->params, a->n_params * sizeof(float)) != 0);
+    /* exact resume: stopped after 7 steps, resumed from disk, the same average at 12 */
+    struct mnemo_model *b = small_model();
+    const char *dir_b = make_dir("run_ema_b");
+    train_cfg(&tc, dir_b, tr, va);
+    tc.max_steps = 12;
+    tc.ckpt_every = 5;
+    tc.eval_every = 4;
+    tc.ema = 0.9f;
+    int stop_at = 7;
+    assert_int_equal(mnemo_train(b, &tc, stop_after, &stop_at), MNEMO_OK);
+    mnemo_model_free(b);
+    snprintf(path, sizeof(path), "%s/model.safetensors", dir_b);
+    assert_int_equal(mnemo_model_load(&b, path), MNEMO_OK);
+    tc.resume = 1;
+    tc.ema = 0.5f; /* not the run's: refused */
+    assert_int_equal(mnemo_train(b, &tc, NULL, NULL), MNEMO_ERR_ARG);
+    assert_non_null(strstr(mnemo_last_error(), "ema"));
+    tc.ema = 0.9f;
+    assert_int_equal(mnemo_train(b, &tc, NULL, NULL), MNEMO_OK);
+    assert_memory_equal(a->params, b->params, a->n_params * sizeof(float));
+    mnemo_model_free(b);
+    /* out of range */
+    tc.resume = 0;
+    tc.ema = 1.0f;
+    assert_int_equal(mnemo_train(a, &tc, NULL, NULL), MNEMO_ERR_ARG);
+    tc.ema = -0.1f;
+    assert_int_equal(mnemo_train(a, &tc, NULL, NULL), MNEMO_ERR_ARG);
+    mni_free(p.want);
+    mnemo_model_free(a);
+}
+
 static void test_bad_train_config(void **s)
 {
     (void)s;
@@ -313,6 +395,7 @@ int main(void)
         cmocka_unit_test(test_loss_falls),
         cmocka_unit_test(test_eval_stride),
         cmocka_unit_test(test_exact_resume),
+        cmocka_unit_test(test_ema),
         cmocka_unit_test(test_bad_train_config),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
