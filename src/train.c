@@ -165,6 +165,7 @@ struct trainer {
     const struct mnemo_train_config *tc;
     float *adam_m, *adam_v; /* (n_params) */
     float *ema;             /* (n_params) the average of the weights, or NULL (tc->ema == 0) */
+    int ema_live;           /* ema holds the average and the model the trained weights */
     int step;               /* optimizer steps done */
     struct mni_loader ld;
     char model_path[PATH_MAX_LEN], state_path[PATH_MAX_LEN], log_path[PATH_MAX_LEN];
@@ -177,7 +178,7 @@ static enum mnemo_status save_all(struct trainer *t, double val_loss)
     snprintf(step, sizeof(step), "%d", t->step);
     snprintf(vl, sizeof(vl), "%.9g", val_loss);
     char ema[32];
-    snprintf(ema, sizeof(ema), "%.9g", (double)t->tc->ema);
+    snprintf(ema, sizeof(ema), "%.9g", t->tc->ema > 0 ? (double)t->tc->ema : 0.0);
     const char *extra[] = {"train.step", step, "train.val_loss", vl, "train.ema", ema};
     /* The state first: if the model write then fails, the pair on disk is the old model with
      * a newer state, which load_state refuses (the model's train.step must equal the state's). */
@@ -204,6 +205,7 @@ static enum mnemo_status save_all(struct trainer *t, double val_loss)
     if (st == MNEMO_OK) { /* the model in memory is now the one on disk */
         mni_model_set_meta(t->m, "train.step", step);
         mni_model_set_meta(t->m, "train.val_loss", vl);
+        if (t->ema) mni_model_set_meta(t->m, "train.ema", ema);
     }
     return st;
 }
@@ -272,7 +274,7 @@ static enum mnemo_status load_state(struct trainer *t)
     }
     const char *saved_ema = mni_st_meta(f, "ema");
     char ema[32];
-    snprintf(ema, sizeof(ema), "%.9g", (double)t->tc->ema);
+    snprintf(ema, sizeof(ema), "%.9g", t->tc->ema > 0 ? (double)t->tc->ema : 0.0);
     if (strcmp(saved_ema ? saved_ema : "0", ema) != 0) {
         st = mni_err(MNEMO_ERR_ARG, "resume: the run was trained with ema = %s, not %s: an exact "
                      "resume needs the same", saved_ema ? saved_ema : "0", ema);
@@ -282,9 +284,11 @@ static enum mnemo_status load_state(struct trainer *t)
     if ((st = mni_st_read(f, "adam.m", MNI_ST_F32, 1, shape, t->adam_m)) ||
         (st = mni_st_read(f, "adam.v", MNI_ST_F32, 1, shape, t->adam_v)))
         goto out;
-    if (t->ema) { /* the model file held the average; the trained weights are in the state */
-        memcpy(t->ema, t->m->params, t->m->n_params * sizeof(float));
-        if ((st = mni_st_read(f, "params", MNI_ST_F32, 1, shape, t->m->params))) goto out;
+    if (t->ema) { /* the model file held the average; the trained weights are in the state:
+                   * read them aside, and exchange only once the read succeeded */
+        if ((st = mni_st_read(f, "params", MNI_ST_F32, 1, shape, t->ema))) goto out;
+        mni_swap_floats(t->m->params, t->ema, t->m->n_params);
+        t->ema_live = 1;
     }
     struct mni_loader_pos pos = {ep, ix};
     if ((st = mni_loader_seek(&t->ld, pos))) goto out;
@@ -367,7 +371,10 @@ enum mnemo_status mnemo_train(struct mnemo_model *m, const struct mnemo_train_co
         st = mni_err(MNEMO_ERR_NOMEM, "out of memory for the optimizer state");
         goto out;
     }
-    if (t.ema) memcpy(t.ema, m->params, m->n_params * sizeof(float)); /* a fresh run */
+    if (t.ema && !tc->resume) { /* a fresh run: the average starts at the initial weights */
+        memcpy(t.ema, m->params, m->n_params * sizeof(float));
+        t.ema_live = 1;
+    }
     uint16_t *y = x + (size_t)B * T;
     if (tc->resume && (st = load_state(&t))) goto out;
     if (t.step >= tc->max_steps) {
@@ -463,8 +470,6 @@ enum mnemo_status mnemo_train(struct mnemo_model *m, const struct mnemo_train_co
             t_last = mni_now();
         }
     }
-    /* the caller gets the model that was saved: with ema, the average */
-    if (t.ema) memcpy(m->params, t.ema, m->n_params * sizeof(float));
     goto out;
 numeric:
     if (st == MNEMO_ERR_NUMERIC) {
@@ -475,6 +480,8 @@ numeric:
                      why, t.step + 1, tc->out_dir);
     }
 out:
+    /* the caller gets the model that was saved, on every path: with ema, the average */
+    if (t.ema_live) memcpy(m->params, t.ema, m->n_params * sizeof(float));
     mni_comm_free(&comm);
     if (t.log) fclose(t.log);
     mni_loader_free(&t.ld);

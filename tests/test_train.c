@@ -286,11 +286,13 @@ struct ema_probe {
     const struct mnemo_model *m;
     float *want;
     float decay;
+    float val_loss; /* the last validation's */
 };
 
 static int ema_probe(const struct mnemo_train_event *ev, void *user)
 {
     struct ema_probe *p = user;
+    if (ev->kind == MNEMO_TRAIN_EV_EVAL) p->val_loss = ev->val_loss;
     if (ev->kind != MNEMO_TRAIN_EV_STEP) return 0;
     float warm = (1.0f + (float)ev->step) / (10.0f + (float)ev->step);
     float d = p->decay < warm ? p->decay : warm;
@@ -307,21 +309,25 @@ static void test_ema(void **s)
     struct mnemo_model *a = small_model();
     const char *dir_a = make_dir("run_ema_a");
     train_cfg(&tc, dir_a, tr, va);
-    tc.max_steps = 12;
+    tc.max_steps = 16; /* from step 3 on, the decay (0.3) is below the warm-up's */
     tc.ckpt_every = 5;
     tc.eval_every = 4;
-    tc.ema = 0.9f;
-    struct ema_probe p = {a, mni_alloc(a->n_params * sizeof(float)), tc.ema};
+    tc.ema = 0.3f;
+    struct ema_probe p = {a, mni_alloc(a->n_params * sizeof(float)), tc.ema, NAN};
     memcpy(p.want, a->params, a->n_params * sizeof(float));
     assert_int_equal(mnemo_train(a, &tc, ema_probe, &p), MNEMO_OK);
     /* the model returned holds the average */
     TU_ASSERT_CLOSE("ema", a->params, p.want, a->n_params, 1e-6f, 1e-5f);
+    /* and validation scored it (the final validation uses every window) */
+    struct mnemo_eval_result r;
+    assert_int_equal(mnemo_eval_file(a, va, 0, 0, tc.batch, 0, &r), MNEMO_OK);
+    assert_true(fabs(r.loss - p.val_loss) <= 1e-6 * fabs(r.loss));
     /* so does the checkpoint; the trained weights are in the train state, and differ */
     struct mnemo_model *f = NULL;
     snprintf(path, sizeof(path), "%s/model.safetensors", dir_a);
     assert_int_equal(mnemo_model_load(&f, path), MNEMO_OK);
     assert_memory_equal(f->params, a->params, a->n_params * sizeof(float));
-    assert_string_equal(mnemo_model_meta(f, "train.ema"), "0.899999976");
+    assert_string_equal(mnemo_model_meta(f, "train.ema"), "0.300000012");
     mnemo_model_free(f);
     struct mni_st_file *st = NULL;
     snprintf(sp, sizeof(sp), "%s/train_state.safetensors", dir_a);
@@ -334,23 +340,42 @@ static void test_ema(void **s)
     struct mnemo_model *b = small_model();
     const char *dir_b = make_dir("run_ema_b");
     train_cfg(&tc, dir_b, tr, va);
-    tc.max_steps = 12;
+    tc.max_steps = 16;
     tc.ckpt_every = 5;
     tc.eval_every = 4;
-    tc.ema = 0.9f;
+    tc.ema = 0.3f;
     int stop_at = 7;
     assert_int_equal(mnemo_train(b, &tc, stop_after, &stop_at), MNEMO_OK);
     mnemo_model_free(b);
     snprintf(path, sizeof(path), "%s/model.safetensors", dir_b);
     assert_int_equal(mnemo_model_load(&b, path), MNEMO_OK);
     tc.resume = 1;
-    tc.ema = 0.5f; /* not the run's: refused */
+    float avg7[8];
+    memcpy(avg7, b->params, sizeof(avg7));
+    tc.ema = 0.5f; /* not the run's: refused, and the model still holds the average */
     assert_int_equal(mnemo_train(b, &tc, NULL, NULL), MNEMO_ERR_ARG);
     assert_non_null(strstr(mnemo_last_error(), "ema"));
-    tc.ema = 0.9f;
+    tc.ema = 0; /* nor is none */
+    assert_int_equal(mnemo_train(b, &tc, NULL, NULL), MNEMO_ERR_ARG);
+    assert_memory_equal(avg7, b->params, sizeof(avg7));
+    tc.ema = 0.3f;
     assert_int_equal(mnemo_train(b, &tc, NULL, NULL), MNEMO_OK);
     assert_memory_equal(a->params, b->params, a->n_params * sizeof(float));
+    /* a finished run: nothing to do, refused after the state was read -- the model must
+     * still hold the average, not the trained weights read from the state */
+    assert_int_equal(mnemo_train(b, &tc, NULL, NULL), MNEMO_ERR_ARG);
+    assert_memory_equal(a->params, b->params, a->n_params * sizeof(float));
     mnemo_model_free(b);
+    /* a run without averaging cannot be resumed with it */
+    struct mnemo_model *c = small_model();
+    train_cfg(&tc, make_dir("run_ema_c"), tr, va);
+    tc.max_steps = 4;
+    assert_int_equal(mnemo_train(c, &tc, NULL, NULL), MNEMO_OK);
+    tc.max_steps = 8;
+    tc.resume = 1;
+    tc.ema = 0.3f;
+    assert_int_equal(mnemo_train(c, &tc, NULL, NULL), MNEMO_ERR_ARG);
+    mnemo_model_free(c);
     /* out of range */
     tc.resume = 0;
     tc.ema = 1.0f;
