@@ -13,9 +13,9 @@ if [ ! -s data/kjv/train.bin ] || [ ! -s data/kjv/val.bin ]; then
     bible -f "Gen1:1-Rev22:21" | ./build/mnemo prepare --out data/kjv -
 fi
 ./build/mnemo train --config configs/kjv.json "$@"
-# Sliding windows, half a window apart: every scored byte sees at least 128 bytes of context
+# Sliding windows a quarter of a window apart: every scored byte sees at least 192 bytes of context
 # (configs/kjv.json trains windows of 256). The training's last "eval" line is the
 # disjoint-window figure of the same model.
-./build/mnemo eval --model runs/kjv/model.safetensors --data data/kjv/val.bin --stride 128
+./build/mnemo eval --model runs/kjv/model.safetensors --data data/kjv/val.bin --stride 64
 echo "== sample"
 ./build/mnemo generate --model runs/kjv/model.safetensors --prompt "And God said" --n 400 --seed 7
