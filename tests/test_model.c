@@ -28,13 +28,15 @@ static void tokens(uint16_t *t, size_t n, int V, uint64_t seed)
     for (size_t i = 0; i < n; i++) t[i] = (uint16_t)mni_rng_below(&r, (uint64_t)V);
 }
 
-static void check_grads(int pos)
+/* B*T = 14 rows runs the linear layers through cblas, 36 through the own gemm with its fused
+ * bias/residual/GELU epilogues (kern/gemm.c takes products of 32 rows and more). */
+static void check_grads(int pos, int B, int T)
 {
     struct mnemo_model *m = tiny(pos, 5);
-    const int B = 2, T = 7;
-    uint16_t x[14], y[14];
-    tokens(x, 14, 29, 1);
-    tokens(y, 14, 29, 2);
+    uint16_t x[36], y[36];
+    assert_true(B * T <= 36);
+    tokens(x, (size_t)(B * T), 29, 1);
+    tokens(y, (size_t)(B * T), 29, 2);
     float loss;
     assert_int_equal(mnemo_model_forward(m, x, y, B, T, &loss), MNEMO_OK);
     mnemo_model_zero_grad(m);
@@ -68,8 +70,9 @@ static void check_grads(int pos)
     mnemo_model_free(m);
 }
 
-static void test_grads_rope(void **s) { (void)s; check_grads(MNEMO_POS_ROPE); }
-static void test_grads_learned(void **s) { (void)s; check_grads(MNEMO_POS_LEARNED); }
+static void test_grads_rope(void **s) { (void)s; check_grads(MNEMO_POS_ROPE, 2, 7); }
+static void test_grads_learned(void **s) { (void)s; check_grads(MNEMO_POS_LEARNED, 2, 7); }
+static void test_grads_own_gemm(void **s) { (void)s; check_grads(MNEMO_POS_ROPE, 3, 12); }
 
 static void check_session(int pos)
 {
@@ -218,6 +221,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_grads_rope),      cmocka_unit_test(test_grads_learned),
+        cmocka_unit_test(test_grads_own_gemm),
         cmocka_unit_test(test_session_rope),    cmocka_unit_test(test_session_learned),
         cmocka_unit_test(test_bad_tokens),      cmocka_unit_test(test_bad_config),
         cmocka_unit_test(test_odd_shapes),
