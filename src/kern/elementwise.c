@@ -119,9 +119,6 @@ void mni_layernorm_bwd_ref(float *dinp, float *dw, float *db, const float *dout,
 
 /* ---- GELU (tanh approximation) ------------------------------------------------------------- */
 
-#define GELU_K MNI_GELU_K /* sqrt(2/pi) (vmath.h) */
-#define GELU_A MNI_GELU_A
-
 /* tanh(u) = 1 - 2 / (e^{2u} + 1), with the project's exp (vmath.h); |u| is clamped at 9,
  * where tanh is 1 to float precision. The scalar and AVX2 forms compute the same expression. */
 static inline float tanh_s(float u)
@@ -130,8 +127,7 @@ static inline float tanh_s(float u)
     return 1.0f - 2.0f / (mni_exp2f(2.0f * MNI_LOG2E * u) + 1.0f);
 }
 
-
-/* GELU over [i0, i1): the vector body and the scalar tail. */
+/* GELU over [i0, i1): the vector body (vmath.h) and the scalar tail. */
 static void gelu_fwd_range(float *out, const float *inp, size_t i0, size_t i1)
 {
     size_t i = i0;
@@ -140,7 +136,7 @@ static void gelu_fwd_range(float *out, const float *inp, size_t i0, size_t i1)
 #endif
     for (; i < i1; i++) {
         float x = inp[i];
-        float t = tanh_s(GELU_K * (x + GELU_A * x * x * x));
+        float t = tanh_s(MNI_GELU_K * (x + MNI_GELU_A * x * x * x));
         out[i] = 0.5f * x * (1.0f + t);
     }
 }
@@ -157,8 +153,9 @@ static void gelu_bwd_range(float *dinp, const float *inp, const float *dout, siz
 #endif
     for (; i < i1; i++) {
         float x = inp[i];
-        float t = tanh_s(GELU_K * (x + GELU_A * x * x * x));
-        float g = 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * GELU_K * (1.0f + 3.0f * GELU_A * x * x);
+        float t = tanh_s(MNI_GELU_K * (x + MNI_GELU_A * x * x * x));
+        float g = 0.5f * (1.0f + t) +
+                  0.5f * x * (1.0f - t * t) * MNI_GELU_K * (1.0f + 3.0f * MNI_GELU_A * x * x);
         dinp[i] = g * dout[i];
     }
 }

@@ -40,10 +40,7 @@ int mni_get_threads(void)
 #endif
 }
 
-/* out (N,OC) = res + inp w^T + bias. The own gemm (kern/gemm.c) adds res and bias as it
- * writes each tile; the cblas fallback writes res + bias first and runs sgemm with beta = 1,
- * so neither path spends a pass of its own on them. */
-/* The cblas path of mni_matmul_fwd_res. */
+/* The cblas path of mni_matmul_fwd_res: res + bias written first, then sgemm with beta = 1. */
 static void blas_fwd_res(float *out, const float *inp, const float *w, const float *bias,
                          const float *res, size_t N, size_t C, size_t OC)
 {
@@ -64,6 +61,8 @@ static void blas_fwd_res(float *out, const float *inp, const float *w, const flo
                 (int)C, w, (int)C, beta, out, (int)OC);
 }
 
+/* out (N,OC) = res + inp w^T + bias. The own gemm (kern/gemm.c) adds res and bias as it
+ * writes each tile, the cblas path through beta = 1: neither spends a pass of its own on them. */
 void mni_matmul_fwd_res(float *out, const float *inp, const float *w, const float *bias,
                         const float *res, size_t N, size_t C, size_t OC)
 {
