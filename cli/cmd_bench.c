@@ -14,7 +14,7 @@ int cmd_bench(int argc, char **argv)
     mnemo_model_config_default(&mc);
     mc.vocab = 256;
     int B = 8, steps = 10, warmup = 2, threads = 2;
-    const char *attn = "dense";
+    const char *attn = "dense", *optim = "adamw";
     const struct opt opts[] = {
         {"n_layer", OPT_INT, &mc.n_layer, "transformer blocks"},
         {"d_model", OPT_INT, &mc.d_model, "model width"},
@@ -26,6 +26,8 @@ int cmd_bench(int argc, char **argv)
         {"steps", OPT_INT, &steps, "timed steps (the median is reported)"},
         {"warmup", OPT_INT, &warmup, "untimed steps first"},
         {"threads", OPT_INT, &threads, "threads"},
+        {"optimizer", OPT_STR, &optim,
+         "adamw, or muon (then AdamW is measured too, in the same run, as the baseline)"},
     };
     const char *pos[1];
     int n_pos;
@@ -33,14 +35,22 @@ int cmd_bench(int argc, char **argv)
     if (threads < 1) cli_die("bench", "--threads must be >= 1");
     mc.attn_kind = mnemo_attn_kind_from_name(attn);
     if (mc.attn_kind < 0) cli_die("bench", "--attn '%s': unknown attention kind", attn);
+    const int opt = mnemo_optimizer_from_name(optim);
+    if (opt < 0) cli_die("bench", "--optimizer '%s': expected adamw or muon", optim);
     mnemo_set_threads(threads);
     double sg = mnemo_bench_sgemm(1024, 5);
-    struct mnemo_bench_result r;
-    enum mnemo_status st = mnemo_bench_train(&mc, B, mc.n_ctx, steps, warmup, &r);
-    if (st != MNEMO_OK) cli_fail("bench", st, "benchmark failed");
     printf("bench: L=%d d=%d H=%d T=%d B=%d V=%d, %s attention, %d threads\n", mc.n_layer,
            mc.d_model, mc.n_head, mc.n_ctx, B, mc.vocab, attn, threads);
-    printf("  %.0f tokens/s | %.1f ms/step | %.1f GFLOP/s model | sgemm %.1f GFLOP/s | MFU %.1f%%\n",
-           r.tokens_per_s, r.step_s * 1e3, r.achieved_gflops, sg, 100.0 * r.achieved_gflops / sg);
+    struct mnemo_bench_result r[2];
+    for (int o = MNEMO_OPT_ADAMW; o <= opt; o++) {
+        enum mnemo_status st = mnemo_bench_train_opt(&mc, B, mc.n_ctx, steps, warmup, o, &r[o]);
+        if (st != MNEMO_OK) cli_fail("bench", st, "benchmark failed");
+        printf("  %-5s %.0f tokens/s | %.1f ms/step | %.1f GFLOP/s model | sgemm %.1f GFLOP/s | "
+               "MFU %.1f%%\n", mnemo_optimizer_name(o), r[o].tokens_per_s, r[o].step_s * 1e3,
+               r[o].achieved_gflops, sg, 100.0 * r[o].achieved_gflops / sg);
+    }
+    if (opt == MNEMO_OPT_MUON)
+        printf("  muon step / adamw step: %.3f (the update's cost, same run)\n",
+               r[MNEMO_OPT_MUON].step_s / r[MNEMO_OPT_ADAMW].step_s);
     return 0;
 }

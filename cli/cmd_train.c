@@ -68,7 +68,7 @@ int cmd_train(int argc, char **argv)
     struct mnemo_train_config tc;
     mnemo_model_config_default(&mc);
     mnemo_train_config_default(&tc);
-    const char *pos = "rope", *attn = "dense", *init = NULL;
+    const char *pos = "rope", *attn = "dense", *init = NULL, *optim = "adamw";
     tc.out_dir = "runs/default";
     int print_every = 10;
     const struct opt opts[] = {
@@ -91,7 +91,10 @@ int cmd_train(int argc, char **argv)
         {"warmup", OPT_INT, &tc.warmup, "linear warmup steps"},
         {"lr", OPT_FLOAT, &tc.lr, "peak learning rate"},
         {"lr_min", OPT_FLOAT, &tc.lr_min, "final learning rate (cosine decay)"},
-        {"weight_decay", OPT_FLOAT, &tc.weight_decay, "AdamW weight decay on matrices"},
+        {"optimizer", OPT_STR, &optim,
+         "adamw, or muon (Muon on the blocks' weight matrices, AdamW on the rest)"},
+        {"momentum", OPT_FLOAT, &tc.momentum, "Muon's Nesterov momentum"},
+        {"weight_decay", OPT_FLOAT, &tc.weight_decay, "decoupled weight decay on matrices"},
         {"beta1", OPT_FLOAT, &tc.beta1, "AdamW beta1"},
         {"beta2", OPT_FLOAT, &tc.beta2, "AdamW beta2"},
         {"eps", OPT_FLOAT, &tc.eps, "AdamW epsilon"},
@@ -115,6 +118,8 @@ int cmd_train(int argc, char **argv)
     if (!strcmp(pos, "rope")) mc.pos = MNEMO_POS_ROPE;
     else if (!strcmp(pos, "learned")) mc.pos = MNEMO_POS_LEARNED;
     else cli_die("train", "--pos '%s': expected rope or learned", pos);
+    tc.optimizer = mnemo_optimizer_from_name(optim);
+    if (tc.optimizer < 0) cli_die("train", "--optimizer '%s': expected adamw or muon", optim);
     mc.attn_kind = mnemo_attn_kind_from_name(attn);
     if (mc.attn_kind < 0) cli_die("train", "--attn '%s': unknown attention kind", attn);
     if (cli_mkdir_p(tc.out_dir) != 0)

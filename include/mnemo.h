@@ -163,7 +163,18 @@ struct mnemo_train_config {
                               * When on, model.safetensors (and the model when mnemo_train
                               * returns) holds the average; the raw weights go to the train
                               * state. Step t uses min(ema, (1+t)/(10+t)). */
+    int optimizer;           /* enum mnemo_optimizer */
+    float momentum;          /* Muon's (Nesterov) momentum; AdamW uses beta1/beta2 */
 };
+
+enum mnemo_optimizer {
+    MNEMO_OPT_ADAMW = 0, /* AdamW on every tensor */
+    MNEMO_OPT_MUON = 1,  /* Muon on the blocks' weight matrices, AdamW on the rest */
+    MNEMO_OPT_COUNT
+};
+/* "adamw" / "muon" (NULL for an unknown value), and the reverse (-1 for an unknown name). */
+MNEMO_API const char *mnemo_optimizer_name(int opt);
+MNEMO_API int mnemo_optimizer_from_name(const char *name);
 
 MNEMO_API void mnemo_train_config_default(struct mnemo_train_config *tc);
 
@@ -246,7 +257,7 @@ MNEMO_API enum mnemo_status mnemo_prepare_text(const unsigned char *text, size_t
 /* ---- benchmarks ------------------------------------------------------------------------------ */
 
 struct mnemo_bench_result {
-    double tokens_per_s;    /* training tokens per second (forward, backward, clip, AdamW) */
+    double tokens_per_s;    /* training tokens per second (forward, backward, clip, update) */
     double step_s;          /* seconds per step (median) */
     double flops_per_token; /* model FLOPs per trained token (6N + attention, no recompute) */
     double achieved_gflops; /* flops_per_token * tokens_per_s / 1e9 */
@@ -255,6 +266,10 @@ struct mnemo_bench_result {
 MNEMO_API enum mnemo_status mnemo_bench_train(const struct mnemo_model_config *cfg, int B, int T,
                                               int steps, int warmup,
                                               struct mnemo_bench_result *res);
+/* The same with the given optimizer (enum mnemo_optimizer; mnemo_bench_train uses AdamW). */
+MNEMO_API enum mnemo_status mnemo_bench_train_opt(const struct mnemo_model_config *cfg, int B,
+                                                  int T, int steps, int warmup, int optimizer,
+                                                  struct mnemo_bench_result *res);
 /* sgemm GFLOP/s on square n x n x n products with the current threads (the MFU baseline). */
 MNEMO_API double mnemo_bench_sgemm(int n, int reps);
 

@@ -30,6 +30,13 @@ static double flops_per_token(const struct mnemo_model_config *c, int T)
 enum mnemo_status mnemo_bench_train(const struct mnemo_model_config *cfg, int B, int T, int steps,
                                     int warmup, struct mnemo_bench_result *res)
 {
+    return mnemo_bench_train_opt(cfg, B, T, steps, warmup, MNEMO_OPT_ADAMW, res);
+}
+
+enum mnemo_status mnemo_bench_train_opt(const struct mnemo_model_config *cfg, int B, int T,
+                                        int steps, int warmup, int optimizer,
+                                        struct mnemo_bench_result *res)
+{
     memset(res, 0, sizeof(*res));
     if (steps < 1 || warmup < 0 || B < 1 || T < 1)
         return mni_err(MNEMO_ERR_ARG, "bench: steps, B, T must be >= 1");
@@ -39,12 +46,20 @@ enum mnemo_status mnemo_bench_train(const struct mnemo_model_config *cfg, int B,
     mnemo_model_init(m, 1);
     struct mnemo_train_config tc;
     mnemo_train_config_default(&tc);
+    tc.optimizer = optimizer;
+    if (!mnemo_optimizer_name(optimizer)) {
+        mnemo_model_free(m);
+        return mni_err(MNEMO_ERR_ARG, "bench: unknown optimizer %d", optimizer);
+    }
+    const int threads = mni_get_threads();
+    const size_t nwork = mni_optim_work_floats(m, &tc, threads);
     size_t N = (size_t)B * T;
     uint16_t *x = mni_alloc(N * 2 * sizeof(uint16_t));
     float *am = mni_alloc(mni_mul(m->n_params, sizeof(float)));
     float *av = mni_alloc(mni_mul(m->n_params, sizeof(float)));
     double *times = mni_alloc((size_t)steps * sizeof(double));
-    if (!x || !am || !av || !times || mni_model_alloc_grads(m) != MNEMO_OK) {
+    float *work = nwork ? mni_alloc(mni_mul(nwork, sizeof(float))) : NULL;
+    if (!x || !am || !av || !times || (nwork && !work) || mni_model_alloc_grads(m) != MNEMO_OK) {
         st = mni_err(MNEMO_ERR_NOMEM, "bench: out of memory");
         goto out;
     }
@@ -58,7 +73,7 @@ enum mnemo_status mnemo_bench_train(const struct mnemo_model_config *cfg, int B,
         if ((st = mnemo_model_forward(m, x, x + N, B, T, &loss))) goto out;
         if ((st = mnemo_model_backward(m, 1.0f))) goto out;
         double gn = mni_grad_norm(m);
-        mni_adamw_step(m, am, av, s, 1e-4f, gn > 1.0 ? (float)(1.0 / gn) : 1.0f, &tc);
+        mni_optim_step(m, am, av, work, threads, s, 1e-4f, gn > 1.0 ? (float)(1.0 / gn) : 1.0f, &tc);
         if (s >= warmup) times[s - warmup] = mni_now() - t0;
     }
     qsort(times, (size_t)steps, sizeof(double), cmp_double);
@@ -71,6 +86,7 @@ out:
     mni_free(am);
     mni_free(av);
     mni_free(times);
+    mni_free(work);
     mnemo_model_free(m);
     return st;
 }

@@ -49,6 +49,8 @@ void mnemo_train_config_default(struct mnemo_train_config *tc)
     tc->eval_windows = 64;
     tc->ckpt_every = 500;
     tc->seed = 1337;
+    tc->optimizer = MNEMO_OPT_ADAMW;
+    tc->momentum = 0.95f;
 }
 
 static enum mnemo_status check_train_config(const struct mnemo_train_config *tc, int n_ctx)
@@ -75,6 +77,10 @@ static enum mnemo_status check_train_config(const struct mnemo_train_config *tc,
     if (!(tc->grad_clip >= 0)) return mni_err(MNEMO_ERR_ARG, "grad_clip = %g: must be >= 0", (double)tc->grad_clip);
     if (!(tc->ema >= 0.0f && tc->ema < 1.0f))
         return mni_err(MNEMO_ERR_ARG, "ema = %g: must be in [0, 1) (0 = off)", (double)tc->ema);
+    if (!mnemo_optimizer_name(tc->optimizer))
+        return mni_err(MNEMO_ERR_ARG, "optimizer = %d: unknown (adamw or muon)", tc->optimizer);
+    if (!(tc->momentum >= 0.0f && tc->momentum < 1.0f))
+        return mni_err(MNEMO_ERR_ARG, "momentum = %g: must be in [0, 1)", (double)tc->momentum);
     if (tc->eval_every < 0 || tc->ckpt_every < 0 || tc->eval_windows < 0)
         return mni_err(MNEMO_ERR_ARG, "eval_every, eval_windows and ckpt_every must be >= 0");
     if (tc->threads < 0) return mni_err(MNEMO_ERR_ARG, "threads = %d: must be >= 0", tc->threads);
@@ -163,7 +169,9 @@ enum mnemo_status mnemo_eval_file(struct mnemo_model *m, const char *path, int T
 struct trainer {
     struct mnemo_model *m;
     const struct mnemo_train_config *tc;
-    float *adam_m, *adam_v; /* (n_params) */
+    float *adam_m, *adam_v; /* (n_params); Muon's momentum is in adam_m */
+    float *opt_work;        /* the optimizer's scratch (Muon), for opt_threads threads */
+    int opt_threads;
     float *ema;             /* (n_params) the average of the weights, or NULL (tc->ema == 0) */
     int ema_live;           /* ema holds the average and the model the trained weights */
     int step;               /* optimizer steps done */
@@ -179,7 +187,9 @@ static enum mnemo_status save_all(struct trainer *t, double val_loss)
     snprintf(vl, sizeof(vl), "%.9g", val_loss);
     char ema[32];
     snprintf(ema, sizeof(ema), "%.9g", t->tc->ema > 0 ? (double)t->tc->ema : 0.0);
-    const char *extra[] = {"train.step", step, "train.val_loss", vl, "train.ema", ema};
+    const char *opt = mnemo_optimizer_name(t->tc->optimizer);
+    const char *extra[] = {"train.step", step, "train.val_loss", vl, "train.optimizer", opt,
+                           "train.ema", ema};
     /* The state first: if the model write then fails, the pair on disk is the old model with
      * a newer state, which load_state refuses (the model's train.step must equal the state's). */
     snprintf(ep, sizeof(ep), "%llu", (unsigned long long)t->ld.pos.epoch);
@@ -189,7 +199,8 @@ static enum mnemo_status save_all(struct trainer *t, double val_loss)
     snprintf(bt, sizeof(bt), "%d,%d,%d", t->tc->batch, t->ld.T, t->tc->grad_accum);
     const char *kv[] = {"mnemo.format", "1", "kind", "train_state", "step", step,
                         "data.epoch", ep, "data.index", ix, "seed", seed,
-                        "n_params", np, "batch,seq,grad_accum", bt, "ema", ema};
+                        "n_params", np, "batch,seq,grad_accum", bt, "ema", ema,
+                        "optimizer", opt};
     struct mni_st_tensor ts[3] = {
         {.name = "adam.m", .dtype = MNI_ST_F32, .ndim = 1, .shape = {t->m->n_params}, .data = t->adam_m},
         {.name = "adam.v", .dtype = MNI_ST_F32, .ndim = 1, .shape = {t->m->n_params}, .data = t->adam_v},
@@ -200,11 +211,12 @@ static enum mnemo_status save_all(struct trainer *t, double val_loss)
     if (st != MNEMO_OK) return st;
     /* the model file gets the average: swapped in for the write, and back (exact) */
     if (t->ema) mni_swap_floats(t->m->params, t->ema, t->m->n_params);
-    st = mni_model_save_ex(t->m, t->model_path, extra, t->ema ? 3 : 2);
+    st = mni_model_save_ex(t->m, t->model_path, extra, t->ema ? 4 : 3);
     if (t->ema) mni_swap_floats(t->m->params, t->ema, t->m->n_params);
     if (st == MNEMO_OK) { /* the model in memory is now the one on disk */
         mni_model_set_meta(t->m, "train.step", step);
         mni_model_set_meta(t->m, "train.val_loss", vl);
+        mni_model_set_meta(t->m, "train.optimizer", opt);
         if (t->ema) mni_model_set_meta(t->m, "train.ema", ema);
     }
     return st;
@@ -278,6 +290,14 @@ static enum mnemo_status load_state(struct trainer *t)
     if (strcmp(saved_ema ? saved_ema : "0", ema) != 0) {
         st = mni_err(MNEMO_ERR_ARG, "resume: the run was trained with ema = %s, not %s: an exact "
                      "resume needs the same", saved_ema ? saved_ema : "0", ema);
+        goto out;
+    }
+    /* states written before the optimizer choice existed are AdamW's */
+    const char *saved_opt = mni_st_meta(f, "optimizer");
+    const char *opt = mnemo_optimizer_name(t->tc->optimizer);
+    if (strcmp(saved_opt ? saved_opt : "adamw", opt) != 0) {
+        st = mni_err(MNEMO_ERR_ARG, "resume: the run was trained with optimizer %s, not %s: an "
+                     "exact resume needs the same", saved_opt ? saved_opt : "adamw", opt);
         goto out;
     }
     size_t shape[1] = {t->m->n_params};
@@ -367,7 +387,10 @@ enum mnemo_status mnemo_train(struct mnemo_model *m, const struct mnemo_train_co
     t.adam_v = mni_alloc(mni_mul(m->n_params, sizeof(float)));
     x = mni_alloc(mni_mul((size_t)B * T, 2 * sizeof(uint16_t)));
     if (tc->ema > 0) t.ema = mni_alloc(mni_mul(m->n_params, sizeof(float)));
-    if (!t.adam_m || !t.adam_v || !x || (tc->ema > 0 && !t.ema)) {
+    t.opt_threads = mni_get_threads();
+    size_t work = mni_optim_work_floats(m, tc, t.opt_threads);
+    if (work) t.opt_work = mni_alloc(mni_mul(work, sizeof(float)));
+    if (!t.adam_m || !t.adam_v || !x || (tc->ema > 0 && !t.ema) || (work && !t.opt_work)) {
         st = mni_err(MNEMO_ERR_NOMEM, "out of memory for the optimizer state");
         goto out;
     }
@@ -420,7 +443,7 @@ enum mnemo_status mnemo_train(struct mnemo_model *m, const struct mnemo_train_co
             goto numeric;
         }
         float clip = (tc->grad_clip > 0 && gn > tc->grad_clip) ? (float)(tc->grad_clip / gn) : 1.0f;
-        mni_adamw_step(m, t.adam_m, t.adam_v, t.step, lr, clip, tc);
+        mni_optim_step(m, t.adam_m, t.adam_v, t.opt_work, t.opt_threads, t.step, lr, clip, tc);
         t.step++;
         if (t.ema) mni_ema_update(t.ema, m->params, m->n_params, mni_ema_decay_at(tc->ema, t.step));
 
@@ -490,6 +513,7 @@ out:
     mni_free(t.adam_m);
     mni_free(t.adam_v);
     mni_free(t.ema);
+    mni_free(t.opt_work);
     mni_free(x);
     return st;
 }

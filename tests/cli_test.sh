@@ -53,6 +53,15 @@ expect_ok "generate" "$MNEMO" generate --model "$W/run/model.safetensors" --prom
 expect_ok "generate greedy" "$MNEMO" generate --model "$W/run/model.safetensors" --n 100 --temperature 0
 expect_ok "info" "$MNEMO" info "$W/run/model.safetensors"
 grep -q "train.step *6" "$W/out" || bad "info: no train.step 6"
+expect_ok "train --optimizer muon" "$MNEMO" train --train "$W/data/train.bin" --out "$W/run_mu" \
+    "${TINY[@]}" --steps 3 --optimizer muon
+expect_ok "info muon" "$MNEMO" info "$W/run_mu/model.safetensors"
+grep -q "train.optimizer *muon" "$W/out" || bad "info: no train.optimizer muon"
+expect_fail "resume with another optimizer" "optimizer muon, not adamw" "$MNEMO" train \
+    --train "$W/data/train.bin" --out "$W/run_mu" "${TINY[@]}" --steps 5 --resume
+expect_ok "bench --optimizer muon" "$MNEMO" bench --n_layer 1 --d_model 32 --n_head 2 --n_ctx 32 \
+    --batch 2 --steps 1 --warmup 0 --threads 1 --optimizer muon
+grep -q "muon step / adamw step" "$W/out" || bad "bench --optimizer muon: no ratio line"
 expect_ok "help" "$MNEMO" --help
 for c in prepare train eval generate info bench; do expect_ok "$c --help" "$MNEMO" $c --help; done
 
@@ -74,6 +83,8 @@ expect_fail "impossible config" "n_head" "$MNEMO" train --train "$W/data/train.b
 expect_fail "zero layers" "n_layer" "$MNEMO" train --train "$W/data/train.bin" --out "$W/r3" --n_layer 0
 expect_fail "negative lr" "lr" "$MNEMO" train --train "$W/data/train.bin" --out "$W/r3" "${TINY[@]}" --lr -1
 expect_fail "ema out of range" "ema = 1: must be in" "$MNEMO" train --train "$W/data/train.bin" --out "$W/r3" "${TINY[@]}" --ema 1
+expect_fail "bad optimizer" "expected adamw or muon" "$MNEMO" train --train "$W/data/train.bin" --out "$W/r3" --optimizer sgd
+expect_fail "momentum out of range" "momentum = 1.5: must be in" "$MNEMO" train --train "$W/data/train.bin" --out "$W/r3" "${TINY[@]}" --optimizer muon --momentum 1.5
 expect_fail "seq > n_ctx" "seq" "$MNEMO" train --train "$W/data/train.bin" --out "$W/r3" "${TINY[@]}" --seq 64
 expect_fail "bad pos" "rope or learned" "$MNEMO" train --train "$W/data/train.bin" --pos sinus
 expect_fail "bad attn" "unknown attention kind" "$MNEMO" train --train "$W/data/train.bin" --attn magic

@@ -9,3 +9,7 @@ foreach(pos rope learned)
            COMMAND bash -c "set -e; d=ref_${pos}; $<TARGET_FILE:ref_dump> --out \$d --pos ${pos}; /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/ref/check_ref.py \$d")
   set_tests_properties(ref_model_${pos} PROPERTIES ENVIRONMENT "OMP_NUM_THREADS=2")
 endforeach()
+# The same with the Muon optimizer (the 10 training steps then check Muon against the reference's).
+add_test(NAME ref_model_muon
+         COMMAND bash -c "set -e; d=ref_muon; $<TARGET_FILE:ref_dump> --out \$d --optimizer muon; /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/ref/check_ref.py \$d")
+set_tests_properties(ref_model_muon PROPERTIES ENVIRONMENT "OMP_NUM_THREADS=2")

@@ -3,11 +3,11 @@
  *
  * Builds a small random model, writes it as a checkpoint, and writes what mnemo computes on a
  * fixed batch: logits, loss, every parameter gradient, and the losses of 10 training steps
- * (forward, backward, global-norm clipping, AdamW with constant lr) on that same batch. An
+ * (forward, backward, global-norm clipping, AdamW or Muon with constant lr) on that same batch. An
  * independent PyTorch implementation loads the checkpoint and must reproduce all of it.
  * Protocol: docs/internals/reference-tests.md.
  *
- * usage: ref_dump --out DIR [--pos rope|learned]
+ * usage: ref_dump --out DIR [--pos rope|learned] [--optimizer adamw|muon]
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,13 +28,14 @@ static void die(const char *what)
 
 int main(int argc, char **argv)
 {
-    const char *out = NULL, *pos = "rope";
+    const char *out = NULL, *pos = "rope", *optim = "adamw";
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--out")) out = argv[i + 1];
         else if (!strcmp(argv[i], "--pos")) pos = argv[i + 1];
+        else if (!strcmp(argv[i], "--optimizer")) optim = argv[i + 1];
     }
-    if (!out) {
-        fprintf(stderr, "usage: ref_dump --out DIR [--pos rope|learned]\n");
+    if (!out || mnemo_optimizer_from_name(optim) < 0) {
+        fprintf(stderr, "usage: ref_dump --out DIR [--pos rope|learned] [--optimizer adamw|muon]\n");
         return 2;
     }
     mkdir(out, 0777);
@@ -94,6 +95,9 @@ int main(int argc, char **argv)
     tc.eps = 1e-8f;
     tc.weight_decay = 0.1f;
     tc.grad_clip = 1.0f;
+    tc.optimizer = mnemo_optimizer_from_name(optim);
+    tc.momentum = 0.9f;
+    float *work = malloc((mni_optim_work_floats(m, &tc, 2) + 1) * sizeof(float));
     float *am = calloc(m->n_params, sizeof(float)), *av = calloc(m->n_params, sizeof(float));
     float step_losses[STEPS];
     int clipped = 0;
@@ -104,7 +108,7 @@ int main(int argc, char **argv)
         double gn = mni_grad_norm(m);
         float clip = gn > tc.grad_clip ? (float)(tc.grad_clip / gn) : 1.0f;
         clipped += clip < 1.0f;
-        mni_adamw_step(m, am, av, s, tc.lr, clip, &tc);
+        mni_optim_step(m, am, av, work, 2, s, tc.lr, clip, &tc);
     }
 
     /* the dump: inputs, outputs, gradients of the initial model, step losses */
@@ -133,7 +137,7 @@ int main(int argc, char **argv)
             n++;
         }
     }
-    char lr[32], b1[32], b2[32], eps[32], wd[32], gc[32], st[32];
+    char lr[32], b1[32], b2[32], eps[32], wd[32], gc[32], st[32], mo[32];
     snprintf(lr, sizeof(lr), "%.9g", (double)tc.lr);
     snprintf(b1, sizeof(b1), "%.9g", (double)tc.beta1);
     snprintf(b2, sizeof(b2), "%.9g", (double)tc.beta2);
@@ -141,18 +145,20 @@ int main(int argc, char **argv)
     snprintf(wd, sizeof(wd), "%.9g", (double)tc.weight_decay);
     snprintf(gc, sizeof(gc), "%.9g", (double)tc.grad_clip);
     snprintf(st, sizeof(st), "%d", STEPS);
+    snprintf(mo, sizeof(mo), "%.9g", (double)tc.momentum);
     const char *kv[] = {"lr", lr, "beta1", b1, "beta2", b2, "eps", eps, "weight_decay", wd,
-                        "grad_clip", gc, "steps", st};
+                        "grad_clip", gc, "steps", st, "optimizer", optim, "momentum", mo};
     snprintf(path, sizeof(path), "%s/dump.safetensors", out);
-    if (mni_st_write(path, t, n, kv, 7) != MNEMO_OK) die("write dump");
-    printf("ref_dump: %s positions, loss %.6f, %d of %d steps clipped, wrote %s\n", pos,
-           (double)loss, clipped, STEPS, path);
+    if (mni_st_write(path, t, n, kv, 9) != MNEMO_OK) die("write dump");
+    printf("ref_dump: %s positions, %s, loss %.6f, %d of %d steps clipped, wrote %s\n", pos,
+           optim, (double)loss, clipped, STEPS, path);
     free(t);
     free(names);
     free(logits);
     free(grads0);
     free(am);
     free(av);
+    free(work);
     mnemo_model_free(m);
     return 0;
 }

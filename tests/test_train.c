@@ -151,13 +151,13 @@ static void train_cfg(struct mnemo_train_config *tc, const char *out, char *tr, 
     tc->ckpt_every = 0;
 }
 
-static void test_loss_falls(void **s)
+static void loss_falls(int optimizer, const char *dir)
 {
-    (void)s;
     struct mnemo_model *m = small_model();
     struct mnemo_train_config tc;
     char tr[512], va[512];
-    train_cfg(&tc, make_dir("run_fall"), tr, va);
+    train_cfg(&tc, make_dir(dir), tr, va);
+    tc.optimizer = optimizer;
     struct mnemo_eval_result before, after;
     assert_int_equal(mnemo_eval_file(m, va, 0, 0, 4, 0, &before), MNEMO_OK);
     assert_int_equal(mnemo_train(m, &tc, NULL, NULL), MNEMO_OK);
@@ -166,6 +166,18 @@ static void test_loss_falls(void **s)
     assert_true(before.loss > 5.0);   /* ~ln(257) at init */
     assert_true(after.loss < 1.0);    /* a repeated sentence is easy */
     mnemo_model_free(m);
+}
+
+static void test_loss_falls(void **s)
+{
+    (void)s;
+    loss_falls(MNEMO_OPT_ADAMW, "run_fall");
+}
+
+static void test_loss_falls_muon(void **s)
+{
+    (void)s;
+    loss_falls(MNEMO_OPT_MUON, "run_fall_muon");
 }
 
 /* Sliding-window evaluation against a direct computation: each window through the forward,
@@ -235,21 +247,22 @@ static int stop_after(const struct mnemo_train_event *ev, void *user)
     return ev->kind == MNEMO_TRAIN_EV_STEP && ev->step >= *(int *)user;
 }
 
-static void test_exact_resume(void **s)
+static void exact_resume(int optimizer, const char *dir_a, const char *dir_b_name)
 {
-    (void)s;
     char tr[512], va[512], path[600];
     struct mnemo_train_config tc;
     /* uninterrupted: 12 steps */
     struct mnemo_model *a = small_model();
-    train_cfg(&tc, make_dir("run_a"), tr, va);
+    train_cfg(&tc, make_dir(dir_a), tr, va);
+    tc.optimizer = optimizer;
     tc.max_steps = 12;
     tc.ckpt_every = 5;
     assert_int_equal(mnemo_train(a, &tc, NULL, NULL), MNEMO_OK);
     /* the same run stopped after 7 steps (as Ctrl-C would), then resumed from disk */
     struct mnemo_model *b = small_model();
-    const char *dir_b = make_dir("run_b");
+    const char *dir_b = make_dir(dir_b_name);
     train_cfg(&tc, dir_b, tr, va);
+    tc.optimizer = optimizer;
     tc.max_steps = 12;
     tc.ckpt_every = 5;
     int stop_at = 7;
@@ -262,9 +275,14 @@ static void test_exact_resume(void **s)
     assert_int_equal(mnemo_train(b, &tc, NULL, NULL), MNEMO_OK);
     assert_int_equal(a->n_params, b->n_params);
     assert_memory_equal(a->params, b->params, a->n_params * sizeof(float));
-    /* resuming a finished run is refused; so is a changed batch */
+    assert_string_equal(mnemo_model_meta(b, "train.optimizer"), mnemo_optimizer_name(optimizer));
+    /* resuming a finished run is refused; so are another optimizer and a changed batch */
     assert_int_equal(mnemo_train(b, &tc, NULL, NULL), MNEMO_ERR_ARG);
     tc.max_steps = 20;
+    tc.optimizer = !optimizer;
+    assert_int_equal(mnemo_train(b, &tc, NULL, NULL), MNEMO_ERR_ARG);
+    assert_non_null(strstr(mnemo_last_error(), "optimizer"));
+    tc.optimizer = optimizer;
     tc.batch = 5;
     assert_int_equal(mnemo_train(b, &tc, NULL, NULL), MNEMO_ERR_ARG);
     assert_non_null(strstr(mnemo_last_error(), "exact resume"));
@@ -278,6 +296,18 @@ static void test_exact_resume(void **s)
     assert_non_null(strstr(mnemo_last_error(), "do not belong together"));
     mnemo_model_free(b);
     mnemo_model_free(a);
+}
+
+static void test_exact_resume(void **s)
+{
+    (void)s;
+    exact_resume(MNEMO_OPT_ADAMW, "run_a", "run_b");
+}
+
+static void test_exact_resume_muon(void **s)
+{
+    (void)s;
+    exact_resume(MNEMO_OPT_MUON, "run_mu_a", "run_mu_b");
 }
 
 /* Weight averaging: the average is checked against one computed here, step by step, from the
@@ -396,6 +426,13 @@ static void test_bad_train_config(void **s)
     tc.lr = -1;
     assert_int_equal(mnemo_train(m, &tc, NULL, NULL), MNEMO_ERR_ARG);
     train_cfg(&tc, make_dir("run_bad"), tr, va);
+    tc.optimizer = MNEMO_OPT_COUNT;
+    assert_int_equal(mnemo_train(m, &tc, NULL, NULL), MNEMO_ERR_ARG);
+    train_cfg(&tc, make_dir("run_bad"), tr, va);
+    tc.optimizer = MNEMO_OPT_MUON;
+    tc.momentum = 1.0f;
+    assert_int_equal(mnemo_train(m, &tc, NULL, NULL), MNEMO_ERR_ARG);
+    train_cfg(&tc, make_dir("run_bad"), tr, va);
     tc.seq = 1000; /* > n_ctx */
     assert_int_equal(mnemo_train(m, &tc, NULL, NULL), MNEMO_ERR_ARG);
     train_cfg(&tc, make_dir("run_bad"), tr, va);
@@ -418,8 +455,10 @@ int main(void)
         cmocka_unit_test(test_token_file),
         cmocka_unit_test(test_loader),
         cmocka_unit_test(test_loss_falls),
+        cmocka_unit_test(test_loss_falls_muon),
         cmocka_unit_test(test_eval_stride),
         cmocka_unit_test(test_exact_resume),
+        cmocka_unit_test(test_exact_resume_muon),
         cmocka_unit_test(test_ema),
         cmocka_unit_test(test_bad_train_config),
     };

@@ -70,6 +70,14 @@ def _parse_hp(meta, path):
             raise InputError("%s: metadata %s=%r is not a number" % (path, k, meta[k])) from None
         if not math.isfinite(hp[k]):
             raise InputError("%s: metadata %s=%r is not finite" % (path, k, meta[k]))
+    # optional (dumps written before Muon existed are AdamW's)
+    hp["optimizer"] = meta.get("optimizer", "adamw")
+    if hp["optimizer"] not in ("adamw", "muon"):
+        raise InputError("%s: metadata optimizer=%r is not adamw or muon" % (path, hp["optimizer"]))
+    try:
+        hp["momentum"] = float(meta.get("momentum", "0.95"))
+    except ValueError:
+        raise InputError("%s: metadata momentum=%r is not a number" % (path, meta["momentum"])) from None
     if hp["steps"] < 1:
         raise InputError("%s: metadata steps=%d must be >= 1" % (path, hp["steps"]))
     return hp
@@ -150,9 +158,9 @@ def run(d, out=sys.stdout):
         return 2
 
     rep = Report(out)
-    out.write("check_ref: %s pos=%s L=%d C=%d NH=%d V=%d Vp=%d B=%d T=%d steps=%d\n"
+    out.write("check_ref: %s pos=%s L=%d C=%d NH=%d V=%d Vp=%d B=%d T=%d steps=%d (%s)\n"
               % (d, cfg.pos, cfg.n_layer, cfg.d_model, cfg.n_head, cfg.vocab,
-                 cfg.vocab_padded, x.shape[0], x.shape[1], hp["steps"]))
+                 cfg.vocab_padded, x.shape[0], x.shape[1], hp["steps"], hp["optimizer"]))
     probs = R.check_tensor_set(cfg, ckpt)
     rep.line("checkpoint tensors", not probs,
              "; ".join(probs) if probs else "%d tensors as expected" % len(ckpt))
@@ -186,7 +194,8 @@ def run(d, out=sys.stdout):
     S = hp["steps"]
     model = R.model_from_tensors(cfg, ckpt, torch.float64)
     want_steps = R.train_losses(model, x, y, S, hp["lr"], hp["beta1"], hp["beta2"], hp["eps"],
-                                hp["weight_decay"], hp["grad_clip"])
+                                hp["weight_decay"], hp["grad_clip"], hp["optimizer"],
+                                hp["momentum"])
     rep.compare("step_losses", dump.get("step_losses"), torch.tensor(want_steps),
                 TOL["step_losses"])
     sl = dump.get("step_losses")

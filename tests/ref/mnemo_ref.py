@@ -11,7 +11,7 @@ The model: a decoder-only pre-norm GPT.
     loss = mean cross-entropy over the first V logit columns
 Parameter names are exactly the checkpoint tensor names (nn.Linear layout: out x in).
 
-Also here: AdamW and gradient clipping as the C trainer does them (weight decay only on
+Also here: AdamW and Muon and gradient clipping as the C trainer does them (weight decay only on
 parameters with ndim >= 2), a random checkpoint builder, and the checkpoint metadata codec.
 """
 
@@ -363,14 +363,60 @@ class AdamW:
             p.sub_(self.lr * (m / c1) / ((v / c2).sqrt() + self.eps))
 
 
-def train_losses(model, x, y, steps, lr, beta1, beta2, eps, weight_decay, grad_clip, **fault):
+def newton_schulz5(g):
+    """The quintic Newton-Schulz iteration of Muon: X = G / ||G||_F, then five times
+    X <- a X + (b A + c A^2) X with A = X X^T, on the transpose when G is tall."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    tall = g.shape[0] > g.shape[1]
+    x = g.t() if tall else g
+    x = x / (x.norm() + 1e-7)
+    for _ in range(5):
+        A = x @ x.t()
+        x = a * x + (b * A + c * (A @ A)) @ x
+    return x.t() if tall else x
+
+
+class Muon:
+    """Muon on the blocks' linear weights (attn.qkv as three square matrices q, k, v, attn.proj,
+    mlp.fc, mlp.proj): Nesterov momentum buf = mu buf + g, update g + mu buf orthogonalised by
+    newton_schulz5 and scaled by 0.2 sqrt(max(rows, cols)), decoupled weight decay; AdamW on
+    every other parameter."""
+
+    MATRICES = (".attn.qkv.weight", ".attn.proj.weight", ".mlp.fc.weight", ".mlp.proj.weight")
+
+    def __init__(self, named_params, lr, momentum, beta1, beta2, eps, weight_decay):
+        named = list(named_params)
+        self.mats = [p for n, p in named if n.endswith(self.MATRICES)]
+        self.splits = [3 if n.endswith(".attn.qkv.weight") else 1
+                       for n, p in named if n.endswith(self.MATRICES)]
+        rest = [p for n, p in named if not n.endswith(self.MATRICES)]
+        self.adamw = AdamW(rest, lr, beta1, beta2, eps, weight_decay)
+        self.lr, self.mu, self.wd = lr, momentum, weight_decay
+        self.buf = [torch.zeros_like(p) for p in self.mats]
+
+    @torch.no_grad()
+    def step(self):
+        self.adamw.step()
+        for p, buf, k in zip(self.mats, self.buf, self.splits):
+            buf.mul_(self.mu).add_(p.grad)
+            upd = p.grad + self.mu * buf
+            for blk_p, blk_u in zip(p.chunk(k, 0), upd.chunk(k, 0)):
+                o = newton_schulz5(blk_u) * (0.2 * math.sqrt(max(blk_u.shape)))
+                blk_p.mul_(1.0 - self.lr * self.wd).sub_(self.lr * o)
+
+
+def train_losses(model, x, y, steps, lr, beta1, beta2, eps, weight_decay, grad_clip,
+                 optimizer="adamw", momentum=0.95, **fault):
     """Run `steps` training steps on the same batch; returns the list of losses, loss i being
     computed before update i. Keyword faults (bias_correction, decay_all, no_clip) are for the
     self-test."""
     params = list(model.parameters())
-    opt = AdamW(params, lr, beta1, beta2, eps, weight_decay,
-                bias_correction=fault.get("bias_correction", True),
-                decay_all=fault.get("decay_all", False))
+    if optimizer == "muon":
+        opt = Muon(model.named_parameters(), lr, momentum, beta1, beta2, eps, weight_decay)
+    else:
+        opt = AdamW(params, lr, beta1, beta2, eps, weight_decay,
+                    bias_correction=fault.get("bias_correction", True),
+                    decay_all=fault.get("decay_all", False))
     losses = []
     for _ in range(steps):
         for p in params:

@@ -1,0 +1,226 @@
+/*
+ * test_optim.c -- the optimizers: Newton-Schulz against a naive double-precision reference and
+ * its orthogonalising effect, and one Muon step of a whole model against a naive step (Muon on
+ * the blocks' matrices, q/k/v as separate blocks; AdamW, bit for bit, on everything else).
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model.h"
+#include "optim.h"
+#include "testutil.h"
+
+/* The quintic iteration written out directly: full Gram and full products, in double. */
+static void ns_naive(float *Xf, int r, int c)
+{
+    const double qa = 3.4445, qb = -4.7750, qc = 2.0315;
+    const int tall = r > c, k = tall ? c : r;
+    double *X = malloc(sizeof(double) * r * c), *Y = malloc(sizeof(double) * r * c);
+    double *G = malloc(sizeof(double) * k * k), *P = malloc(sizeof(double) * k * k);
+    double ss = 0;
+    for (int i = 0; i < r * c; i++) ss += (double)Xf[i] * Xf[i];
+    for (int i = 0; i < r * c; i++) X[i] = Xf[i] / (sqrt(ss) + 1e-7);
+    for (int it = 0; it < 5; it++) {
+        for (int i = 0; i < k; i++)
+            for (int j = 0; j < k; j++) {
+                double s = 0;
+                if (!tall)
+                    for (int t = 0; t < c; t++) s += X[i * c + t] * X[j * c + t];
+                else
+                    for (int t = 0; t < r; t++) s += X[t * c + i] * X[t * c + j];
+                G[i * k + j] = s;
+            }
+        for (int i = 0; i < k; i++)
+            for (int j = 0; j < k; j++) {
+                double s = 0;
+                for (int t = 0; t < k; t++) s += G[i * k + t] * G[t * k + j];
+                P[i * k + j] = qb * G[i * k + j] + qc * s;
+            }
+        for (int i = 0; i < r; i++)
+            for (int j = 0; j < c; j++) {
+                double s = 0;
+                if (!tall)
+                    for (int t = 0; t < k; t++) s += P[i * k + t] * X[t * c + j];
+                else
+                    for (int t = 0; t < k; t++) s += X[i * c + t] * P[t * k + j];
+                Y[i * c + j] = qa * X[i * c + j] + s;
+            }
+        memcpy(X, Y, sizeof(double) * r * c);
+    }
+    for (int i = 0; i < r * c; i++) Xf[i] = (float)X[i];
+    free(X);
+    free(Y);
+    free(G);
+    free(P);
+}
+
+static void test_newton_schulz(void **s)
+{
+    (void)s;
+    const int shapes[][2] = {{16, 64}, {64, 16}, {32, 32}, {24, 96}, {96, 24}, {5, 7}};
+    for (size_t t = 0; t < sizeof(shapes) / sizeof(shapes[0]); t++) {
+        const int r = shapes[t][0], c = shapes[t][1], k = r < c ? r : c;
+        float *x = malloc(sizeof(float) * r * c), *want = malloc(sizeof(float) * r * c);
+        float *work = malloc(sizeof(float) * mni_newton_schulz_work(r, c));
+        tu_fill_normal(x, (size_t)r * c, 3.0f, 100 + t);
+        memcpy(want, x, sizeof(float) * r * c);
+        mni_newton_schulz(x, r, c, work);
+        ns_naive(want, r, c);
+        char label[64];
+        snprintf(label, sizeof(label), "newton-schulz %dx%d", r, c);
+        TU_ASSERT_CLOSE(label, x, want, (size_t)r * c, 1e-5f, 1e-3f);
+        /* orthogonalising: the k x k Gram matrix of the result is near the identity (a random
+         * matrix wider than tall by 4x has no tiny singular values) */
+        if (r * 4 == c || c * 4 == r) {
+            double diag_lo = 1e9, diag_hi = 0, off = 0;
+            for (int i = 0; i < k; i++)
+                for (int j = 0; j < k; j++) {
+                    double g = 0;
+                    for (int u = 0; u < (r > c ? r : c); u++)
+                        g += r < c ? (double)x[i * c + u] * x[j * c + u]
+                                   : (double)x[u * c + i] * x[u * c + j];
+                    if (i == j) diag_lo = fmin(diag_lo, g), diag_hi = fmax(diag_hi, g);
+                    else off = fmax(off, fabs(g));
+                }
+            printf("%s: Gram diagonal in [%.3f, %.3f], largest off-diagonal %.3f\n", label,
+                   diag_lo, diag_hi, off);
+            assert_true(diag_lo > 0.45 && diag_hi < 1.3 && off < 0.3);
+        }
+        free(x);
+        free(want);
+        free(work);
+    }
+}
+
+/* One Muon (+ AdamW) step on a small model against a naive one. */
+static void test_muon_step(void **s)
+{
+    (void)s;
+    const int L = 2, C = 16;
+    struct mnemo_model *m = tu_model(L, C, 2, 8, 40, MNEMO_POS_ROPE, 7);
+    assert_int_equal(mni_model_alloc_grads(m), MNEMO_OK);
+    const size_t n = m->n_params;
+    float *am = malloc(n * sizeof(float)), *av = malloc(n * sizeof(float));
+    tu_fill_normal(m->grads, n, 0.5f, 11);
+    tu_fill_normal(am, n, 0.1f, 12);
+    tu_fill_uniform(av, n, 0.0f, 0.01f, 13);
+    struct mnemo_train_config tc;
+    mnemo_train_config_default(&tc);
+    tc.optimizer = MNEMO_OPT_MUON;
+    tc.momentum = 0.9f;
+    tc.weight_decay = 0.1f;
+    const float lr = 0.02f, clip = 0.5f;
+    const int t = 3;
+
+    /* the naive step: AdamW on a copy (every tensor), Muon by hand on the matrices */
+    float *p0 = malloc(n * sizeof(float)), *g0 = malloc(n * sizeof(float));
+    float *want_p = malloc(n * sizeof(float)), *want_m = malloc(n * sizeof(float));
+    float *want_v = malloc(n * sizeof(float)), *m0 = malloc(n * sizeof(float));
+    float *v0 = malloc(n * sizeof(float));
+    memcpy(p0, m->params, n * sizeof(float));
+    memcpy(g0, m->grads, n * sizeof(float));
+    memcpy(want_m, am, n * sizeof(float));
+    memcpy(want_v, av, n * sizeof(float));
+    memcpy(m0, am, n * sizeof(float));
+    memcpy(v0, av, n * sizeof(float));
+    mni_adamw_step(m, want_m, want_v, t, lr, clip, &tc);
+    memcpy(want_p, m->params, n * sizeof(float));
+    int checked = 0;
+    for (int id = 0; id < MNI_P_COUNT; id++) {
+        if (!mni_muon_param(id)) continue;
+        const struct mni_param_info *pi = &m->pinfo[id];
+        const int blocks = id == MNI_P_QKVW ? 3 : 1, r = (int)pi->d0 / blocks, c = (int)pi->d1;
+        for (int l = 0; l < L; l++)
+            for (int b = 0; b < blocks; b++) {
+                size_t o = pi->offset + l * pi->numel + (size_t)b * r * c;
+                float *X = malloc(sizeof(float) * r * c);
+                for (int i = 0; i < r * c; i++) {
+                    float g = g0[o + i] * clip;
+                    want_m[o + i] = tc.momentum * m0[o + i] + g;
+                    want_v[o + i] = v0[o + i]; /* untouched */
+                    X[i] = g + tc.momentum * want_m[o + i];
+                }
+                ns_naive(X, r, c);
+                float sc = 0.2f * sqrtf((float)(r > c ? r : c));
+                for (int i = 0; i < r * c; i++)
+                    want_p[o + i] = (1 - lr * tc.weight_decay) * p0[o + i] - lr * sc * X[i];
+                free(X);
+                checked++;
+            }
+    }
+    assert_int_equal(checked, 6 * L);
+
+    memcpy(m->params, p0, n * sizeof(float));
+    memcpy(m->grads, g0, n * sizeof(float));
+    float *work = malloc(mni_optim_work_floats(m, &tc, 2) * sizeof(float));
+    mni_optim_step(m, am, av, work, 2, t, lr, clip, &tc);
+    for (int id = 0; id < MNI_P_COUNT; id++) {
+        const struct mni_param_info *pi = &m->pinfo[id];
+        size_t o = pi->offset, k = pi->numel * (pi->per_layer ? (size_t)L : 1);
+        if (!k) continue;
+        if (mni_muon_param(id)) {
+            TU_ASSERT_CLOSE(pi->name, m->params + o, want_p + o, k, 1e-6f, 1e-5f);
+            TU_ASSERT_CLOSE(pi->name, am + o, want_m + o, k, 0.0f, 1e-6f);
+            assert_memory_equal(av + o, want_v + o, k * sizeof(float));
+        } else { /* AdamW's own update, exactly */
+            assert_memory_equal(m->params + o, want_p + o, k * sizeof(float));
+            assert_memory_equal(am + o, want_m + o, k * sizeof(float));
+            assert_memory_equal(av + o, want_v + o, k * sizeof(float));
+        }
+    }
+    /* with AdamW chosen, the step is mni_adamw_step exactly */
+    tc.optimizer = MNEMO_OPT_ADAMW;
+    memcpy(m->params, p0, n * sizeof(float));
+    memcpy(m->grads, g0, n * sizeof(float));
+    memcpy(am, m0, n * sizeof(float));
+    memcpy(av, v0, n * sizeof(float));
+    assert_int_equal(mni_optim_work_floats(m, &tc, 2), 0);
+    mni_optim_step(m, am, av, NULL, 2, t, lr, clip, &tc);
+    float *pa = malloc(n * sizeof(float));
+    memcpy(pa, m->params, n * sizeof(float));
+    memcpy(m->params, p0, n * sizeof(float));
+    memcpy(m->grads, g0, n * sizeof(float));
+    float *am2 = malloc(n * sizeof(float)), *av2 = malloc(n * sizeof(float));
+    tu_fill_normal(am2, n, 0.1f, 12);
+    tu_fill_uniform(av2, n, 0.0f, 0.01f, 13);
+    mni_adamw_step(m, am2, av2, t, lr, clip, &tc);
+    assert_memory_equal(pa, m->params, n * sizeof(float));
+    free(am2);
+    free(av2);
+    free(pa);
+    free(work);
+    free(p0);
+    free(g0);
+    free(want_p);
+    free(want_m);
+    free(want_v);
+    free(m0);
+    free(v0);
+    free(am);
+    free(av);
+    mnemo_model_free(m);
+}
+
+static void test_optimizer_names(void **s)
+{
+    (void)s;
+    assert_string_equal(mnemo_optimizer_name(MNEMO_OPT_ADAMW), "adamw");
+    assert_string_equal(mnemo_optimizer_name(MNEMO_OPT_MUON), "muon");
+    assert_null(mnemo_optimizer_name(MNEMO_OPT_COUNT));
+    assert_null(mnemo_optimizer_name(-1));
+    assert_int_equal(mnemo_optimizer_from_name("muon"), MNEMO_OPT_MUON);
+    assert_int_equal(mnemo_optimizer_from_name("sgd"), -1);
+    assert_int_equal(mnemo_optimizer_from_name(NULL), -1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_newton_schulz),
+        cmocka_unit_test(test_muon_step),
+        cmocka_unit_test(test_optimizer_names),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
