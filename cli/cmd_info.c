@@ -27,7 +27,7 @@ int cmd_info(int argc, char **argv)
     const char *keys[] = {"train.step", "train.val_loss", "train.optimizer", "train.ema"};
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
         const char *v = mnemo_model_meta(m, keys[i]);
-        if (v) printf("%-12s %s\n", keys[i], v);
+        if (v) printf("%-15s %s\n", keys[i], v);
     }
     mnemo_model_free(m);
     return 0;

@@ -167,11 +167,18 @@ static size_t muon_work_per_thread(const struct mnemo_model *m)
     return 4 * C * C + mni_newton_schulz_work(4 * (int)C, (int)C);
 }
 
+/* Threads that can have a matrix: no more than the 6 L matrices. */
+static int muon_threads(const struct mnemo_model *m, int threads)
+{
+    const int nt = 6 * m->cfg.n_layer;
+    return threads < 1 ? 1 : threads > nt ? nt : threads;
+}
+
 size_t mni_optim_work_floats(const struct mnemo_model *m, const struct mnemo_train_config *tc,
                              int threads)
 {
     if (tc->optimizer != MNEMO_OPT_MUON) return 0;
-    return (size_t)(threads > 0 ? threads : 1) * muon_work_per_thread(m);
+    return (size_t)muon_threads(m, threads) * muon_work_per_thread(m);
 }
 
 void mni_optim_step(struct mnemo_model *m, float *adam_m, float *adam_v, float *work,
@@ -186,7 +193,7 @@ void mni_optim_step(struct mnemo_model *m, float *adam_m, float *adam_v, float *
     adamw_tensors(m, adam_m, adam_v, t, lr, tc, 1);
     const int nt = 6 * m->cfg.n_layer;
     const size_t per = muon_work_per_thread(m);
-    if (threads < 1) threads = 1;
+    threads = muon_threads(m, threads);
     /* one matrix per thread at a time; BLAS inside a parallel region runs on the calling thread
      * only (docs/internals/threading.md) */
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)

@@ -97,6 +97,7 @@ int main(int argc, char **argv)
     tc.grad_clip = 1.0f;
     tc.optimizer = mnemo_optimizer_from_name(optim);
     tc.momentum = 0.9f;
+    if (tc.optimizer == MNEMO_OPT_MUON) tc.weight_decay = 5.0f; /* so that its decay shows in 10 steps */
     float *work = malloc((mni_optim_work_floats(m, &tc, 2) + 1) * sizeof(float));
     float *am = calloc(m->n_params, sizeof(float)), *av = calloc(m->n_params, sizeof(float));
     float step_losses[STEPS];

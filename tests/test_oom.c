@@ -216,6 +216,9 @@ static void step_train_eval(struct run *r, struct mnemo_model *m)
     tc.ckpt_every = 0;
     begin(r);
     ok(r, "train", mnemo_train(m, &tc, NULL, NULL));
+    tc.optimizer = MNEMO_OPT_MUON; /* its scratch is one more allocation */
+    begin(r);
+    ok(r, "train (muon)", mnemo_train(m, &tc, NULL, NULL));
 
     struct mnemo_eval_result res;
     begin(r);

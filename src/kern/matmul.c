@@ -1,7 +1,8 @@
 /*
  * matmul.c -- the linear layer y = x W^T + b through cblas (OpenBLAS), W in nn.Linear layout
- * (OC, C), and its naive reference. Every BLAS call of the library lives in this file; the
- * products with the weight on the right go to the own gemm first (kern/gemm.c).
+ * (OC, C), and its naive reference. Every BLAS call of the layers lives in this file (the
+ * other is Muon's Newton-Schulz in src/optim.c); the products with the weight on the right go
+ * to the own gemm first (kern/gemm.c).
  */
 #include <cblas.h>
 #include <string.h>
