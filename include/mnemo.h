@@ -58,6 +58,7 @@ enum mnemo_pos {
 
 enum mnemo_attn_kind {
     MNEMO_ATTN_KIND_DENSE = 0, /* causal softmax attention, tiled with online softmax */
+    MNEMO_ATTN_KIND_SELECTIVE = 1, /* Selective Attention: head 0's logits vote a penalty F */
     MNEMO_ATTN_KIND_COUNT
 };
 

@@ -13,6 +13,7 @@
 
 /* ---- the kinds (one ops object per file, listed in registry.c) ----------------------------- */
 extern const struct mnemo_attn_ops mni_attn_dense;
+extern const struct mnemo_attn_ops mni_attn_selective;
 
 /* ---- dense: shared layout ----------------------------------------------------------------- */
 
@@ -67,5 +68,44 @@ void mni_dense_ref_step(const struct mnemo_attn_cfg *cfg, void *state,
                         float *out,       // (n,NH,HS)
                         const float *qkv, // (n,3,NH,HS)
                         int n, void *scratch);
+
+/* ---- selective: shared layout -------------------------------------------------------------- */
+
+/* Saved activations of one forward call (io->act), each section 64-byte aligned:
+ *   q, k, v (B,NH,T,HS)  rotated q (unscaled), rotated k, v
+ *   lse     (B,NH,T)     natural log of each row's softmax denominator (logits z - F)
+ *   fsum    (B,T)        double: each key column's total vote over the window
+ *   cs      (T,HS/2,2)   the RoPE table (empty if cfg->rope == 0) */
+struct mni_sel_act {
+    size_t q, k, v, lse, fsum, cs, total;
+};
+void mni_sel_act_layout(struct mni_sel_act *lay, const struct mnemo_attn_cfg *cfg, int B, int T);
+struct mni_sel_view {
+    float *q, *k, *v, *lse;
+    double *fsum;
+    float *cs; /* NULL without RoPE */
+};
+void mni_sel_act_view(struct mni_sel_view *vw, const struct mnemo_attn_cfg *cfg, int B, int T,
+                      void *act);
+
+/* Streaming state: header, then k (NH,n_ctx,HS) rotated, v (NH,n_ctx,HS), F (n_ctx) doubles:
+ * the penalty each cached key carries for the next query. */
+struct mni_sel_state {
+    int64_t count;
+    int64_t n_ctx;
+};
+size_t mni_sel_state_hdr_bytes(void);
+void mni_sel_state_view(const struct mnemo_attn_cfg *cfg, void *state, float **k, float **v,
+                        double **F);
+
+/* The naive references (selective_ref.c): double precision, the penalty written in its closed
+ * form F[i,j] = sum_{j<k<i, j>=1} relu(z_0[k,j]) with full T x T matrices (tests only). Forward
+ * writes the fast path's act layout; backward reads neither act nor out. */
+size_t mni_sel_ref_scratch_bytes(const struct mnemo_attn_cfg *cfg, int B, int T);
+size_t mni_sel_ref_step_scratch_bytes(const struct mnemo_attn_cfg *cfg, int n);
+enum mnemo_status mni_sel_ref_forward(const struct mnemo_attn_cfg *cfg, struct mnemo_attn_io *io);
+enum mnemo_status mni_sel_ref_backward(const struct mnemo_attn_cfg *cfg, struct mnemo_attn_io *io);
+void mni_sel_ref_step(const struct mnemo_attn_cfg *cfg, void *state, float *out,
+                      const float *qkv, int n, void *scratch);
 
 #endif /* MNI_ATTN_INT_H */

@@ -10,8 +10,9 @@
 
 static const struct mnemo_attn_ops *const registry[MNEMO_ATTN_KIND_COUNT] = {
     [MNEMO_ATTN_KIND_DENSE] = &mni_attn_dense,
+    [MNEMO_ATTN_KIND_SELECTIVE] = &mni_attn_selective,
 };
-_Static_assert(MNEMO_ATTN_KIND_COUNT == 1, "a new attention kind needs a line in registry[]");
+_Static_assert(MNEMO_ATTN_KIND_COUNT == 2, "a new attention kind needs a line in registry[]");
 
 const struct mnemo_attn_ops *mnemo_attn_ops_get(int kind)
 {

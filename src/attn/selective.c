@@ -1,0 +1,588 @@
+/*
+ * selective.c -- the Selective Attention kind (Leviathan, Kalman, Matias 2024; the spec is
+ * ../shared/papers/selective-attention.md): causal softmax attention whose logits, in every
+ * head, are lowered by a penalty F that earlier tokens vote with head 0's logits.
+ *
+ * Math (per window b; z_h[i,j] = q_h,i . k_h,j / sqrt(HS) with q, k rotated by RoPE when on):
+ *     vote_k(j) = relu(z_0[k,j])  for 1 <= j < k   (BOS = column 0 and self never voted)
+ *     F[i,j]    = sum_{k < i} vote_k(j)            (a vote counts from the next query on)
+ *     o_h,i     = sum_{j<=i} softmax_j(z_h[i,j] - F[i,j]) v_h,j
+ * One F per layer, shared by all heads; head 0 both votes and attends.
+ *
+ * Tiling (O(T) extra memory, never a T x T matrix): a task owns one window and walks its
+ * queries in strips of QS rows, in order. Per key column it carries the running sum of the
+ * votes of all earlier rows (carry[j], double), so a strip's F tile is carry plus the votes of
+ * the strip's earlier rows; the strip then does, per head, an exact row softmax over its QS x i1
+ * score tile. The final carry (every column's total vote) is saved, and backward walks the
+ * strips in reverse: it recovers each strip's starting carry by subtracting the strip's votes
+ * (double, so F comes back to the float it was), recomputes the tiles, and carries the reverse
+ * sum of dF down the queries for the selection gradient:
+ *     dL_h = P_h (dP_h - D_h),  dF = -sum_h dL_h,  G[k,j] = sum_{i>k} dF[i,j],
+ *     dz_0[k,j] += G[k,j] [1 <= j < k] [z_0[k,j] > 0]
+ * so gradient flows through the selection into head 0's q and k, as in the paper's sketch.
+ *
+ * Threads: windows are the tasks (schedule(dynamic)); a task's tiles are its own slice of the
+ * scratch, every output has one writer, and the summation order is fixed: deterministic for any
+ * thread count. The matrix products are plain loops written so that the compiler vectorises
+ * the innermost one (keys or head dimensions contiguous). Layouts: attn_int.h; the naive
+ * reference: selective_ref.c; notes: docs/internals/attention.md.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "attn/attn_int.h"
+#include "kern/kern.h"
+#include "mni.h"
+
+#define QS 16 /* query rows per strip */
+
+/* ---- layouts ------------------------------------------------------------------------------- */
+
+void mni_sel_act_layout(struct mni_sel_act *lay, const struct mnemo_attn_cfg *cfg, int B, int T)
+{
+    size_t rows = mni_mul(mni_mul((size_t)B, (size_t)cfg->n_head), (size_t)T);
+    size_t head = mni_align64(mni_mul(mni_mul(rows, (size_t)cfg->head_dim), sizeof(float)));
+    size_t o = 0;
+    lay->q = o;
+    o = mni_add(o, head);
+    lay->k = o;
+    o = mni_add(o, head);
+    lay->v = o;
+    o = mni_add(o, head);
+    lay->lse = o;
+    o = mni_add(o, mni_align64(mni_mul(rows, sizeof(float))));
+    lay->fsum = o;
+    o = mni_add(o, mni_align64(mni_mul(mni_mul((size_t)B, (size_t)T), sizeof(double))));
+    lay->cs = o;
+    if (cfg->rope) o = mni_add(o, mni_align64(mni_mul((size_t)T * (size_t)cfg->head_dim, sizeof(float))));
+    lay->total = o;
+}
+
+void mni_sel_act_view(struct mni_sel_view *vw, const struct mnemo_attn_cfg *cfg, int B, int T,
+                      void *act)
+{
+    struct mni_sel_act lay;
+    mni_sel_act_layout(&lay, cfg, B, T);
+    char *a = act;
+    vw->q = (float *)(a + lay.q);
+    vw->k = (float *)(a + lay.k);
+    vw->v = (float *)(a + lay.v);
+    vw->lse = (float *)(a + lay.lse);
+    vw->fsum = (double *)(a + lay.fsum);
+    vw->cs = cfg->rope ? (float *)(a + lay.cs) : NULL;
+}
+
+size_t mni_sel_state_hdr_bytes(void) { return mni_align64(sizeof(struct mni_sel_state)); }
+
+/* Per-window scratch of the fast path (floats unless noted), 64-byte aligned slices:
+ *   kt     (NH,HS,T)  transposed keys of the window
+ *   z0, f, p, dp      (QS,T) tiles
+ *   dq                (QS,NH,HS)
+ *   carry, rcarry     (T) doubles */
+struct win_lay {
+    size_t kt, z0, f, p, dp, dq, carry, rcarry, total;
+};
+
+static void win_layout(struct win_lay *w, const struct mnemo_attn_cfg *cfg, int T)
+{
+    size_t NH = (size_t)cfg->n_head, HS = (size_t)cfg->head_dim, t = (size_t)T;
+    size_t heads = mni_align64(mni_mul(mni_mul(NH * HS, t), sizeof(float)));
+    size_t tile = mni_align64(mni_mul((size_t)QS * sizeof(float), t));
+    size_t o = 0;
+    w->kt = o;
+    o = mni_add(o, heads);
+    w->z0 = o;
+    o = mni_add(o, tile);
+    w->f = o;
+    o = mni_add(o, tile);
+    w->p = o;
+    o = mni_add(o, tile);
+    w->dp = o;
+    o = mni_add(o, tile);
+    w->dq = o;
+    o = mni_add(o, mni_align64((size_t)QS * NH * HS * sizeof(float)));
+    w->carry = o;
+    o = mni_add(o, mni_align64(mni_mul(t, sizeof(double))));
+    w->rcarry = o;
+    o = mni_add(o, mni_align64(mni_mul(t, sizeof(double))));
+    w->total = o;
+}
+
+/* ---- the kind's slots ---------------------------------------------------------------------- */
+
+static enum mnemo_status sel_validate(const struct mnemo_attn_cfg *cfg)
+{
+    if (!cfg) return mni_err(MNEMO_ERR_ARG, "selective: cfg is NULL");
+    if (cfg->kind != MNEMO_ATTN_KIND_SELECTIVE)
+        return mni_err(MNEMO_ERR_ARG, "selective: kind must be %d (selective), got %d",
+                       MNEMO_ATTN_KIND_SELECTIVE, cfg->kind);
+    if (cfg->n_head < 1)
+        return mni_err(MNEMO_ERR_ARG, "selective: n_head must be >= 1, got %d", cfg->n_head);
+    if (cfg->head_dim < 2 || cfg->head_dim > 256 || cfg->head_dim % 2)
+        return mni_err(MNEMO_ERR_ARG, "selective: head_dim must be even and in [2, 256], got %d",
+                       cfg->head_dim);
+    if (cfg->n_ctx < 1)
+        return mni_err(MNEMO_ERR_ARG, "selective: n_ctx must be >= 1, got %d", cfg->n_ctx);
+    if (cfg->rope && !(cfg->rope_theta > 1.0f && isfinite(cfg->rope_theta)))
+        return mni_err(MNEMO_ERR_ARG, "selective: rope_theta must be finite and > 1, got %g",
+                       (double)cfg->rope_theta);
+    return MNEMO_OK;
+}
+
+static size_t sel_n_params(const struct mnemo_attn_cfg *cfg)
+{
+    (void)cfg;
+    return 0;
+}
+
+static size_t sel_act_bytes(const struct mnemo_attn_cfg *cfg, int B, int T)
+{
+    struct mni_sel_act lay;
+    mni_sel_act_layout(&lay, cfg, B, T);
+    return lay.total;
+}
+
+/* The fast path's scratch is per window (O(B T)); the reference's is O(T^2) and is declared only
+ * when the reference is asked for (tests), so a training run never holds a T x T buffer. */
+static size_t sel_scratch_bytes(const struct mnemo_attn_cfg *cfg, int B, int T)
+{
+    if (cfg->use_ref) return mni_sel_ref_scratch_bytes(cfg, B, T);
+    struct win_lay w;
+    win_layout(&w, cfg, T);
+    return mni_mul((size_t)B, w.total);
+}
+
+static enum mnemo_status check_io(const struct mnemo_attn_cfg *cfg,
+                                  const struct mnemo_attn_io *io, int backward)
+{
+    enum mnemo_status st = sel_validate(cfg);
+    if (st != MNEMO_OK) return st;
+    if (!io) return mni_err(MNEMO_ERR_ARG, "selective: io is NULL");
+    if (io->B < 1 || io->T < 1)
+        return mni_err(MNEMO_ERR_ARG, "selective: B and T must be >= 1, got B=%d T=%d", io->B, io->T);
+    if (!io->qkv || !io->out || !io->act || !io->scratch)
+        return mni_err(MNEMO_ERR_ARG, "selective: qkv, out, act and scratch are required");
+    if (backward && (!io->dout || !io->dqkv))
+        return mni_err(MNEMO_ERR_ARG, "selective: backward needs dout and dqkv");
+    return MNEMO_OK;
+}
+
+/* S[r][j] = scale * q_r . k_j for the rows r < nq and keys j <= i0 + r, from the transposed
+ * keys kt (HS, T); entries beyond the diagonal are left alone. */
+static void scores(float *S, int T, const float *q, int HS, const float *kt, int i0, int nq,
+                   float scale)
+{
+    for (int r = 0; r < nq; r++) {
+        float *s = S + (size_t)r * T;
+        const int nk = i0 + r + 1;
+        const float *qr = q + (size_t)r * HS;
+        for (int j = 0; j < nk; j++) s[j] = 0.0f;
+        for (int d = 0; d < HS; d++) {
+            const float a = qr[d], *kd = kt + (size_t)d * T;
+            for (int j = 0; j < nk; j++) s[j] += a * kd[j];
+        }
+        for (int j = 0; j < nk; j++) s[j] *= scale;
+    }
+}
+
+/* The strip's F tile from the carry at the strip start: F[r][j] = carry[j] + the votes of the
+ * strip's rows before r; returns with carry[j] advanced past the strip. Column 0 never moves. */
+static void f_tile(float *F, int T, const float *z0, double *carry, int i0, int nq)
+{
+    const int nk = i0 + nq;
+    for (int j = 0; j < nk; j++) {
+        double f = carry[j];
+        for (int r = 0; r < nq; r++) {
+            const int i = i0 + r;
+            if (j > i) continue;
+            F[(size_t)r * T + j] = (float)f;
+            if (j >= 1 && j < i) {
+                const float z = z0[(size_t)r * T + j];
+                if (z > 0.0f) f += z;
+            }
+        }
+        carry[j] = f;
+    }
+}
+
+/* The votes of the strip's rows for column j (what f_tile adds to carry[j], in its order). */
+static double strip_votes(const float *z0, int T, int j, int i0, int nq)
+{
+    double v = 0;
+    for (int r = 0; r < nq; r++) {
+        const int i = i0 + r;
+        if (j >= 1 && j < i) {
+            const float z = z0[(size_t)r * T + j];
+            if (z > 0.0f) v += z;
+        }
+    }
+    return v;
+}
+
+/* Rotates (cfg->rope) and re-lays one window's q, k, v into the act layout (NH,T,HS). */
+static void load_window(const struct mnemo_attn_cfg *cfg, const float *qkv, int T, float *q,
+                        float *k, float *v, const float *cs)
+{
+    const int NH = cfg->n_head, HS = cfg->head_dim;
+    const size_t C = (size_t)NH * HS;
+    for (int t = 0; t < T; t++) {
+        const float *x = qkv + (size_t)t * 3 * C;
+        for (int h = 0; h < NH; h++) {
+            size_t o = ((size_t)h * T + t) * HS;
+            memcpy(q + o, x + (size_t)h * HS, (size_t)HS * sizeof(float));
+            memcpy(k + o, x + C + (size_t)h * HS, (size_t)HS * sizeof(float));
+            memcpy(v + o, x + 2 * C + (size_t)h * HS, (size_t)HS * sizeof(float));
+            if (cs) {
+                mni_rope_apply(q + o, cs + (size_t)t * HS, HS, +1);
+                mni_rope_apply(k + o, cs + (size_t)t * HS, HS, +1);
+            }
+        }
+    }
+}
+
+static void transpose(float *dst, const float *src, int T, int HS)
+{
+    for (int t = 0; t < T; t++)
+        for (int d = 0; d < HS; d++) dst[(size_t)d * T + t] = src[(size_t)t * HS + d];
+}
+
+static enum mnemo_status sel_forward(const struct mnemo_attn_cfg *cfg, struct mnemo_attn_io *io)
+{
+    enum mnemo_status st = check_io(cfg, io, 0);
+    if (st != MNEMO_OK) return st;
+    if (cfg->use_ref) return mni_sel_ref_forward(cfg, io);
+    const int B = io->B, T = io->T, NH = cfg->n_head, HS = cfg->head_dim;
+    const size_t C = (size_t)NH * HS, TH = (size_t)T * HS;
+    const float scale = (float)(1.0 / sqrt((double)HS));
+    struct mni_sel_view vw;
+    mni_sel_act_view(&vw, cfg, B, T, io->act);
+    if (vw.cs) mni_rope_table(vw.cs, T, HS, cfg->rope_theta);
+    struct win_lay wl;
+    win_layout(&wl, cfg, T);
+
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int b = 0; b < B; b++) {
+        char *w = (char *)io->scratch + (size_t)b * wl.total;
+        float *kt = (float *)(w + wl.kt), *z0 = (float *)(w + wl.z0), *F = (float *)(w + wl.f);
+        float *S = (float *)(w + wl.p);
+        const size_t bh = (size_t)b * NH;
+        float *q = vw.q + bh * TH, *k = vw.k + bh * TH, *v = vw.v + bh * TH;
+        double *carry = vw.fsum + (size_t)b * T;
+        load_window(cfg, io->qkv + (size_t)b * T * 3 * C, T, q, k, v, vw.cs);
+        for (int h = 0; h < NH; h++) transpose(kt + (size_t)h * TH, k + (size_t)h * TH, T, HS);
+        for (int j = 0; j < T; j++) carry[j] = 0.0;
+        for (int i0 = 0; i0 < T; i0 += QS) {
+            const int nq = T - i0 < QS ? T - i0 : QS;
+            scores(z0, T, q + (size_t)i0 * HS, HS, kt, i0, nq, scale);
+            f_tile(F, T, z0, carry, i0, nq);
+            for (int h = 0; h < NH; h++) {
+                const float *Sh = z0;
+                if (h) {
+                    scores(S, T, q + (size_t)h * TH + (size_t)i0 * HS, HS, kt + (size_t)h * TH,
+                           i0, nq, scale);
+                    Sh = S;
+                }
+                for (int r = 0; r < nq; r++) {
+                    const int i = i0 + r, nk = i + 1;
+                    const float *s = Sh + (size_t)r * T, *f = F + (size_t)r * T;
+                    float *p = S + (size_t)r * T; /* in place for h > 0; z0 is kept */
+                    float m = -INFINITY;
+                    for (int j = 0; j < nk; j++) m = fmaxf(m, s[j] - f[j]);
+                    float l = 0.0f;
+                    for (int j = 0; j < nk; j++) {
+                        p[j] = expf(s[j] - f[j] - m);
+                        l += p[j];
+                    }
+                    float *o = io->out + ((size_t)b * T + i) * C + (size_t)h * HS;
+                    const float *vh = v + (size_t)h * TH;
+                    for (int d = 0; d < HS; d++) o[d] = 0.0f;
+                    for (int j = 0; j < nk; j++) {
+                        const float pj = p[j], *vj = vh + (size_t)j * HS;
+                        for (int d = 0; d < HS; d++) o[d] += pj * vj[d];
+                    }
+                    const float il = 1.0f / l;
+                    for (int d = 0; d < HS; d++) o[d] *= il;
+                    vw.lse[(bh + h) * T + i] = m + logf(l);
+                }
+            }
+        }
+    }
+    return MNEMO_OK;
+}
+
+static enum mnemo_status sel_backward(const struct mnemo_attn_cfg *cfg, struct mnemo_attn_io *io)
+{
+    enum mnemo_status st = check_io(cfg, io, 1);
+    if (st != MNEMO_OK) return st;
+    if (cfg->use_ref) return mni_sel_ref_backward(cfg, io);
+    const int B = io->B, T = io->T, NH = cfg->n_head, HS = cfg->head_dim;
+    const size_t C = (size_t)NH * HS, TH = (size_t)T * HS;
+    const float scale = (float)(1.0 / sqrt((double)HS));
+    struct mni_sel_view vw;
+    mni_sel_act_view(&vw, cfg, B, T, io->act);
+    struct win_lay wl;
+    win_layout(&wl, cfg, T);
+
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int b = 0; b < B; b++) {
+        char *w = (char *)io->scratch + (size_t)b * wl.total;
+        float *kt = (float *)(w + wl.kt);
+        float *z0 = (float *)(w + wl.z0), *F = (float *)(w + wl.f);
+        float *P = (float *)(w + wl.p), *dP = (float *)(w + wl.dp), *dq = (float *)(w + wl.dq);
+        double *carry = (double *)(w + wl.carry), *rcarry = (double *)(w + wl.rcarry);
+        const size_t bh = (size_t)b * NH;
+        const float *q = vw.q + bh * TH, *k = vw.k + bh * TH, *v = vw.v + bh * TH;
+        const float *dout = io->dout + (size_t)b * T * C, *out = io->out + (size_t)b * T * C;
+        float *dqkv = io->dqkv + (size_t)b * T * 3 * C;
+        for (int h = 0; h < NH; h++) transpose(kt + (size_t)h * TH, k + (size_t)h * TH, T, HS);
+        for (int j = 0; j < T; j++) {
+            carry[j] = vw.fsum[(size_t)b * T + j]; /* every column's total vote */
+            rcarry[j] = 0.0;
+        }
+        /* dk, dv accumulate (rotated space) in the window's own slots of dqkv */
+        for (int t = 0; t < T; t++) memset(dqkv + (size_t)t * 3 * C + C, 0, 2 * C * sizeof(float));
+        const int last = ((T - 1) / QS) * QS;
+        for (int i0 = last; i0 >= 0; i0 -= QS) {
+            const int nq = T - i0 < QS ? T - i0 : QS, nk = i0 + nq;
+            scores(z0, T, q + (size_t)i0 * HS, HS, kt, i0, nq, scale);
+            for (int j = 0; j < nk; j++) carry[j] -= strip_votes(z0, T, j, i0, nq);
+            /* the strip's F tile from its starting carry (carry itself stays at the start,
+             * which is the end of the strip before it) */
+            for (int j = 0; j < nk; j++) {
+                double f = carry[j];
+                for (int r = 0; r < nq; r++) {
+                    const int i = i0 + r;
+                    if (j > i) continue;
+                    F[(size_t)r * T + j] = (float)f;
+                    if (j >= 1 && j < i) {
+                        const float z = z0[(size_t)r * T + j];
+                        if (z > 0.0f) f += z;
+                    }
+                }
+            }
+            memset(dq, 0, (size_t)QS * C * sizeof(float));
+            float *dF = dP; /* dF = -sum_h dL_h over the strip, gathered across the heads */
+            for (int r = 0; r < nq; r++)
+                for (int j = 0; j < nk; j++) dF[(size_t)r * T + j] = 0.0f;
+            for (int h = 0; h < NH; h++) {
+                const float *qh = q + (size_t)h * TH, *kh = k + (size_t)h * TH;
+                const float *Sh = z0;
+                if (h) {
+                    scores(P, T, qh + (size_t)i0 * HS, HS, kt + (size_t)h * TH, i0, nq, scale);
+                    Sh = P;
+                }
+                for (int r = 0; r < nq; r++) {
+                    const int i = i0 + r, nk_r = i + 1;
+                    const float *s = Sh + (size_t)r * T, *f = F + (size_t)r * T;
+                    const float lse = vw.lse[(bh + h) * T + i];
+                    const float *doi = dout + (size_t)i * C + (size_t)h * HS;
+                    const float *oi = out + (size_t)i * C + (size_t)h * HS;
+                    float Di = 0.0f;
+                    for (int d = 0; d < HS; d++) Di += doi[d] * oi[d];
+                    /* P (over the scores, in place when h > 0; z0 is kept for the selection) */
+                    float *p = P + (size_t)r * T;
+                    for (int j = 0; j < nk_r; j++) p[j] = expf(s[j] - f[j] - lse);
+                    /* dP_j = dO_i . v_j, dL = P (dP - D) over P, dv_j += P_ij dO_i, dF -= dL */
+                    for (int j = 0; j < nk_r; j++) {
+                        float acc = 0.0f;
+                        const float *vj = v + (size_t)h * TH + (size_t)j * HS;
+                        for (int d = 0; d < HS; d++) acc += doi[d] * vj[d];
+                            const float pj = p[j], dl = pj * (acc - Di);
+                            float *dvj = dqkv + (size_t)j * 3 * C + 2 * C + (size_t)h * HS;
+                        for (int d = 0; d < HS; d++) dvj[d] += pj * doi[d];
+                        p[j] = dl;
+                        dF[(size_t)r * T + j] -= dl;
+                    }
+                    /* dq_i += scale sum_j dL_ij k_j ; dk_j += scale dL_ij q_i */
+                    float *dqi = dq + ((size_t)r * NH + h) * HS;
+                    const float *qi = qh + (size_t)i * HS;
+                    for (int j = 0; j < nk_r; j++) {
+                        const float g = p[j] * scale, *kj = kh + (size_t)j * HS;
+                        float *dkj = dqkv + (size_t)j * 3 * C + C + (size_t)h * HS;
+                        for (int d = 0; d < HS; d++) {
+                            dqi[d] += g * kj[d];
+                            dkj[d] += g * qi[d];
+                        }
+                    }
+                }
+            }
+            /* the selection: G[r][j] = sum of dF over later rows; dz0 = G where a vote was cast */
+            const float *q0 = q, *k0 = k;
+            for (int j = 1; j < nk; j++) {
+                double g = rcarry[j];
+                for (int r = nq - 1; r >= 0; r--) {
+                    const int i = i0 + r;
+                    if (j > i) continue;
+                    const float z = z0[(size_t)r * T + j];
+                    if (j < i && z > 0.0f && g != 0.0) {
+                        const float gz = (float)g * scale;
+                        float *dq0 = dq + (size_t)r * NH * HS;
+                        float *dk0 = dqkv + (size_t)j * 3 * C + C;
+                        const float *k0j = k0 + (size_t)j * HS, *q0i = q0 + (size_t)i * HS;
+                        for (int d = 0; d < HS; d++) {
+                            dq0[d] += gz * k0j[d];
+                            dk0[d] += gz * q0i[d];
+                        }
+                    }
+                    g += dF[(size_t)r * T + j];
+                }
+                rcarry[j] = g;
+            }
+            /* the strip's dq rows are complete: rotate back into dqkv */
+            for (int r = 0; r < nq; r++) {
+                const int i = i0 + r;
+                for (int h = 0; h < NH; h++) {
+                    float *src = dq + ((size_t)r * NH + h) * HS;
+                    if (vw.cs) mni_rope_apply(src, vw.cs + (size_t)i * HS, HS, -1);
+                    memcpy(dqkv + (size_t)i * 3 * C + (size_t)h * HS, src, (size_t)HS * sizeof(float));
+                }
+            }
+        }
+        if (vw.cs)
+            for (int t = 0; t < T; t++)
+                for (int h = 0; h < NH; h++)
+                    mni_rope_apply(dqkv + (size_t)t * 3 * C + C + (size_t)h * HS,
+                                   vw.cs + (size_t)t * HS, HS, -1);
+    }
+    return MNEMO_OK;
+}
+
+/* ---- streaming ----------------------------------------------------------------------------- */
+
+static size_t sel_state_bytes(const struct mnemo_attn_cfg *cfg)
+{
+    size_t n = (size_t)cfg->n_ctx;
+    size_t kv = mni_align64(mni_mul(mni_mul((size_t)cfg->n_head * (size_t)cfg->head_dim, n), sizeof(float)));
+    return mni_add(mni_add(mni_sel_state_hdr_bytes(), mni_mul(2, kv)), mni_mul(n, sizeof(double)));
+}
+
+void mni_sel_state_view(const struct mnemo_attn_cfg *cfg, void *state, float **k, float **v,
+                        double **F)
+{
+    size_t n = (size_t)cfg->n_ctx;
+    size_t kv = mni_align64((size_t)cfg->n_head * (size_t)cfg->head_dim * n * sizeof(float));
+    char *s = (char *)state + mni_sel_state_hdr_bytes();
+    *k = (float *)s;
+    *v = (float *)(s + kv);
+    *F = (double *)(s + 2 * kv);
+}
+
+static void sel_state_init(const struct mnemo_attn_cfg *cfg, void *state)
+{
+    struct mni_sel_state *st = state;
+    st->count = 0;
+    st->n_ctx = cfg->n_ctx;
+}
+
+/* scratch: the rotated queries of one token (NH,HS), one row of scores (n_ctx), and the RoPE
+ * factors of one position (HS); the reference needs its own. */
+static size_t sel_step_scratch_bytes(const struct mnemo_attn_cfg *cfg, int n)
+{
+    (void)n;
+    if (cfg->use_ref) return mni_sel_ref_step_scratch_bytes(cfg, n);
+    size_t f = (size_t)cfg->n_head * (size_t)cfg->head_dim + (size_t)cfg->n_ctx + (size_t)cfg->head_dim;
+    return mni_mul(f, sizeof(float));
+}
+
+/* Token by token, in the order of the spec (§5): the new key enters with F = 0, every head
+ * attends with the current F, then the token's head-0 logits vote for the keys before it. */
+static enum mnemo_status sel_step(const struct mnemo_attn_cfg *cfg, void *state,
+                                  const float *params, float *out, const float *qkv, int n,
+                                  void *scratch)
+{
+    (void)params;
+    enum mnemo_status rc = sel_validate(cfg);
+    if (rc != MNEMO_OK) return rc;
+    if (!state || !out || !qkv || !scratch)
+        return mni_err(MNEMO_ERR_ARG, "selective: step needs state, out, qkv and scratch buffers");
+    if (n < 1) return mni_err(MNEMO_ERR_ARG, "selective: step needs n >= 1 tokens, got %d", n);
+    struct mni_sel_state *st = state;
+    if (st->n_ctx != cfg->n_ctx || st->count < 0 || st->count > st->n_ctx)
+        return mni_err(MNEMO_ERR_ARG,
+                       "selective: state not initialised for this cfg (n_ctx %lld vs %d, count %lld)",
+                       (long long)st->n_ctx, cfg->n_ctx, (long long)st->count);
+    if (st->count + n > st->n_ctx)
+        return mni_err(MNEMO_ERR_FULL, "selective: KV cache full: %lld tokens held + %d new > n_ctx %d",
+                       (long long)st->count, n, cfg->n_ctx);
+    if (cfg->use_ref) {
+        mni_sel_ref_step(cfg, state, out, qkv, n, scratch);
+        return MNEMO_OK;
+    }
+    const int NH = cfg->n_head, HS = cfg->head_dim;
+    const size_t C = (size_t)NH * HS, n_ctx = (size_t)cfg->n_ctx;
+    const float scale = (float)(1.0 / sqrt((double)HS));
+    float *kc, *vc;
+    double *F;
+    mni_sel_state_view(cfg, state, &kc, &vc, &F);
+    float *qr = scratch, *row = qr + C, *cs = row + n_ctx;
+    for (int t = 0; t < n; t++) {
+        const int pos = (int)st->count;
+        const float *x = qkv + (size_t)t * 3 * C;
+        if (cfg->rope)
+            for (int i = 0; i < HS / 2; i++) mni_rope_cs(&cs[2 * i], &cs[2 * i + 1], pos, i, HS, cfg->rope_theta);
+        for (int h = 0; h < NH; h++) {
+            float *kr = kc + ((size_t)h * n_ctx + pos) * HS, *vr = vc + ((size_t)h * n_ctx + pos) * HS;
+            memcpy(qr + (size_t)h * HS, x + (size_t)h * HS, (size_t)HS * sizeof(float));
+            memcpy(kr, x + C + (size_t)h * HS, (size_t)HS * sizeof(float));
+            memcpy(vr, x + 2 * C + (size_t)h * HS, (size_t)HS * sizeof(float));
+            if (cfg->rope) {
+                mni_rope_apply(qr + (size_t)h * HS, cs, HS, +1);
+                mni_rope_apply(kr, cs, HS, +1);
+            }
+        }
+        F[pos] = 0.0;
+        for (int h = 0; h < NH; h++) {
+            const float *qh = qr + (size_t)h * HS, *kh = kc + (size_t)h * n_ctx * HS;
+            const float *vh = vc + (size_t)h * n_ctx * HS;
+            float m = -INFINITY, l = 0.0f;
+            for (int j = 0; j <= pos; j++) {
+                float acc = 0.0f;
+                for (int d = 0; d < HS; d++) acc += qh[d] * kh[(size_t)j * HS + d];
+                row[j] = acc * scale - (float)F[j];
+                m = fmaxf(m, row[j]);
+            }
+            for (int j = 0; j <= pos; j++) {
+                row[j] = expf(row[j] - m);
+                l += row[j];
+            }
+            float *o = out + (size_t)t * C + (size_t)h * HS;
+            for (int d = 0; d < HS; d++) o[d] = 0.0f;
+            for (int j = 0; j <= pos; j++)
+                for (int d = 0; d < HS; d++) o[d] += row[j] * vh[(size_t)j * HS + d];
+            const float il = 1.0f / l;
+            for (int d = 0; d < HS; d++) o[d] *= il;
+        }
+        /* this token's vote, for the queries after it */
+        for (int j = 1; j < pos; j++) {
+            float acc = 0.0f;
+            for (int d = 0; d < HS; d++) acc += qr[d] * kc[(size_t)j * HS + d];
+            const float z = acc * scale;
+            if (z > 0.0f) F[j] += z;
+        }
+        st->count++;
+    }
+    return MNEMO_OK;
+}
+
+static size_t sel_state_live_bytes(const struct mnemo_attn_cfg *cfg, const void *state)
+{
+    const struct mni_sel_state *st = state;
+    size_t per = 2 * (size_t)cfg->n_head * (size_t)cfg->head_dim * sizeof(float) + sizeof(double);
+    return mni_add(mni_sel_state_hdr_bytes(), mni_mul((size_t)st->count, per));
+}
+
+const struct mnemo_attn_ops mni_attn_selective = {
+    .api_version = MNEMO_ATTN_API_VERSION,
+    .name = "selective",
+    .validate = sel_validate,
+    .n_params = sel_n_params,
+    .act_bytes = sel_act_bytes,
+    .scratch_bytes = sel_scratch_bytes,
+    .forward = sel_forward,
+    .backward = sel_backward,
+    .state_bytes = sel_state_bytes,
+    .step_scratch_bytes = sel_step_scratch_bytes,
+    .state_init = sel_state_init,
+    .step = sel_step,
+    .state_live_bytes = sel_state_live_bytes,
+};

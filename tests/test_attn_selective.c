@@ -1,0 +1,314 @@
+/*
+ * test_attn_selective.c -- the Selective Attention kind: the tiled path against the naive
+ * reference (forward and backward, with and without RoPE, strips with tails, one head or
+ * several), the reference's gradients against finite differences (through the selection into
+ * head 0's q and k), the kind against the dense kind when head 0 casts no vote, the penalty's
+ * effect on a hand-made case, and the streaming session against the training forward.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "attn/attn_int.h"
+#include "mnemo_attn.h"
+#include "testutil.h"
+
+#define FD_TOL 2e-3
+
+static const struct mnemo_attn_ops *OPS = &mni_attn_selective;
+
+static struct mnemo_attn_cfg make_cfg(int kind, int NH, int HS, int n_ctx, int rope, int use_ref)
+{
+    struct mnemo_attn_cfg c;
+    memset(&c, 0, sizeof(c));
+    c.kind = kind;
+    c.n_head = NH;
+    c.head_dim = HS;
+    c.n_ctx = n_ctx;
+    c.rope = rope;
+    c.rope_theta = 10000.0f;
+    c.use_ref = use_ref;
+    return c;
+}
+
+struct bufs {
+    int B, T;
+    size_t nqkv, nout;
+    float *qkv, *out, *dout, *dqkv;
+    void *act, *scratch;
+};
+
+static void bufs_init(struct bufs *b, const struct mnemo_attn_ops *ops,
+                      const struct mnemo_attn_cfg *cfg, int B, int T)
+{
+    b->B = B, b->T = T;
+    b->nout = (size_t)B * T * cfg->n_head * cfg->head_dim;
+    b->nqkv = 3 * b->nout;
+    b->qkv = mni_alloc(b->nqkv * sizeof(float));
+    b->dqkv = mni_alloc(b->nqkv * sizeof(float));
+    b->out = mni_alloc(b->nout * sizeof(float));
+    b->dout = mni_alloc(b->nout * sizeof(float));
+    b->act = mni_alloc(ops->act_bytes(cfg, B, T));
+    b->scratch = mni_alloc(ops->scratch_bytes(cfg, B, T));
+    assert_true(b->qkv && b->dqkv && b->out && b->dout && b->act && b->scratch);
+}
+
+static void bufs_free(struct bufs *b)
+{
+    mni_free(b->qkv), mni_free(b->dqkv), mni_free(b->out), mni_free(b->dout);
+    mni_free(b->act), mni_free(b->scratch);
+}
+
+static struct mnemo_attn_io io_of(struct bufs *b)
+{
+    struct mnemo_attn_io io;
+    memset(&io, 0, sizeof(io));
+    io.B = b->B, io.T = b->T;
+    io.qkv = b->qkv, io.out = b->out, io.dout = b->dout, io.dqkv = b->dqkv;
+    io.act = b->act, io.scratch = b->scratch;
+    return io;
+}
+
+static void run(const struct mnemo_attn_ops *ops, const struct mnemo_attn_cfg *cfg, struct bufs *b,
+                int backward)
+{
+    struct mnemo_attn_io io = io_of(b);
+    enum mnemo_status st = backward ? ops->backward(cfg, &io) : ops->forward(cfg, &io);
+    if (st != MNEMO_OK) fail_msg("%s: %s", backward ? "backward" : "forward", mnemo_last_error());
+}
+
+static void test_registry_and_validate(void **s)
+{
+    (void)s;
+    assert_ptr_equal(mnemo_attn_ops_get(MNEMO_ATTN_KIND_SELECTIVE), &mni_attn_selective);
+    assert_string_equal(mnemo_attn_kind_name(MNEMO_ATTN_KIND_SELECTIVE), "selective");
+    assert_int_equal(mnemo_attn_kind_from_name("selective"), MNEMO_ATTN_KIND_SELECTIVE);
+    struct mnemo_attn_cfg c = make_cfg(MNEMO_ATTN_KIND_SELECTIVE, 2, 8, 16, 1, 0);
+    assert_int_equal(OPS->validate(&c), MNEMO_OK);
+    c.head_dim = 7;
+    assert_int_equal(OPS->validate(&c), MNEMO_ERR_ARG);
+    c = make_cfg(MNEMO_ATTN_KIND_DENSE, 2, 8, 16, 1, 0);
+    assert_int_equal(OPS->validate(&c), MNEMO_ERR_ARG);
+    assert_int_equal(OPS->n_params(&c), 0);
+}
+
+/* Shapes: strips with tails (T not a multiple of 16), one head (head 0 votes and is the only
+ * one attending), several heads, RoPE on and off, odd head widths. */
+struct shape {
+    int B, T, NH, HS, rope;
+};
+static const struct shape shapes[] = {
+    {2, 37, 3, 8, 1}, {1, 16, 1, 4, 0}, {3, 50, 2, 6, 1}, {1, 5, 4, 2, 0}, {2, 64, 4, 32, 1},
+};
+
+static void test_fast_vs_ref(void **s)
+{
+    (void)s;
+    for (size_t c = 0; c < sizeof(shapes) / sizeof(shapes[0]); c++) {
+        const struct shape *sh = &shapes[c];
+        struct mnemo_attn_cfg cf = make_cfg(MNEMO_ATTN_KIND_SELECTIVE, sh->NH, sh->HS, sh->T, sh->rope, 0);
+        struct mnemo_attn_cfg cr = cf;
+        cr.use_ref = 1;
+        struct bufs f, r;
+        bufs_init(&f, OPS, &cf, sh->B, sh->T);
+        bufs_init(&r, OPS, &cr, sh->B, sh->T);
+        /* scale 2: head-0 logits of a few units, so many votes are cast and F matters */
+        tu_fill_normal(f.qkv, f.nqkv, 2.0f, 100 + c);
+        tu_fill_normal(f.dout, f.nout, 1.0f, 200 + c);
+        memcpy(r.qkv, f.qkv, f.nqkv * sizeof(float));
+        memcpy(r.dout, f.dout, f.nout * sizeof(float));
+        run(OPS, &cf, &f, 0);
+        run(OPS, &cr, &r, 0);
+        double ef = tu_rel_max_err(f.out, r.out, f.nout);
+        run(OPS, &cf, &f, 1);
+        run(OPS, &cr, &r, 1);
+        double eb = tu_rel_max_err(f.dqkv, r.dqkv, f.nqkv);
+        print_message("fast/ref  B=%d T=%d NH=%d HS=%d rope=%d: forward %.2e, backward %.2e\n",
+                      sh->B, sh->T, sh->NH, sh->HS, sh->rope, ef, eb);
+        assert_true(ef < 2e-5);
+        assert_true(eb < 1e-4);
+        bufs_free(&f);
+        bufs_free(&r);
+    }
+}
+
+static double loss_of(const struct mnemo_attn_cfg *cfg, struct bufs *b)
+{
+    run(OPS, cfg, b, 0);
+    double L = 0;
+    for (size_t i = 0; i < b->nout; i++) L += (double)b->out[i] * b->dout[i];
+    return L;
+}
+
+/* Every entry of qkv perturbed (Richardson-combined central differences), the reference path. */
+static void check_fd(int B, int T, int NH, int HS, int rope, uint64_t seed)
+{
+    struct mnemo_attn_cfg cfg = make_cfg(MNEMO_ATTN_KIND_SELECTIVE, NH, HS, T, rope, 1);
+    struct bufs b;
+    bufs_init(&b, OPS, &cfg, B, T);
+    tu_fill_normal(b.qkv, b.nqkv, 1.5f, seed);
+    tu_fill_normal(b.dout, b.nout, 1.0f, seed + 1);
+    run(OPS, &cfg, &b, 0);
+    run(OPS, &cfg, &b, 1);
+    double worst = 0;
+    int skipped = 0;
+    for (size_t i = 0; i < b.nqkv; i++) {
+        const float x = b.qkv[i];
+        double cd[2];
+        for (int k = 0; k < 2; k++) {
+            b.qkv[i] = x + (k + 1) * 1e-2f;
+            float xp = b.qkv[i];
+            double Lp = loss_of(&cfg, &b);
+            b.qkv[i] = x - (k + 1) * 1e-2f;
+            float xm = b.qkv[i];
+            double Lm = loss_of(&cfg, &b);
+            cd[k] = (Lp - Lm) / ((double)xp - xm);
+        }
+        b.qkv[i] = x;
+        /* a ReLU kink inside the stencil makes the two differences disagree: skip those */
+        if (fabs(cd[0] - cd[1]) > 2e-3 * (1e-2 + fabs(cd[0]))) {
+            skipped++;
+            continue;
+        }
+        double fd = (4 * cd[0] - cd[1]) / 3, an = b.dqkv[i];
+        double err = fabs(fd - an) / (1e-2 + fabs(an));
+        if (err > FD_TOL)
+            fail_msg("qkv[%zu] (B=%d T=%d NH=%d HS=%d rope=%d): analytic %.7g, fd %.7g", i, B, T,
+                     NH, HS, rope, an, fd);
+        worst = err > worst ? err : worst;
+    }
+    print_message("fd        B=%d T=%d NH=%d HS=%d rope=%d: worst rel err %.2e (%d of %zu at a kink)\n",
+                  B, T, NH, HS, rope, worst, skipped, b.nqkv);
+    assert_true(skipped * 10 < (int)b.nqkv);
+    bufs_free(&b);
+}
+
+static void test_ref_vs_fd(void **s)
+{
+    (void)s;
+    check_fd(1, 7, 2, 4, 1, 11);
+    check_fd(2, 6, 1, 6, 0, 12);
+    check_fd(1, 8, 3, 2, 1, 13);
+}
+
+/* With q of head 0 zero, no vote is ever cast (relu(0) = 0): F = 0 and every head is plain
+ * causal attention, so the kind must equal the dense kind (an independent implementation);
+ * head 0's own output is then uniform attention. */
+static void test_no_votes_is_dense(void **s)
+{
+    (void)s;
+    const int B = 2, T = 40, NH = 3, HS = 8;
+    for (int use_ref = 0; use_ref < 2; use_ref++) {
+        struct mnemo_attn_cfg cs = make_cfg(MNEMO_ATTN_KIND_SELECTIVE, NH, HS, T, 1, use_ref);
+        struct mnemo_attn_cfg cd = make_cfg(MNEMO_ATTN_KIND_DENSE, NH, HS, T, 1, 0);
+        struct bufs a, d;
+        bufs_init(&a, OPS, &cs, B, T);
+        bufs_init(&d, &mni_attn_dense, &cd, B, T);
+        tu_fill_normal(a.qkv, a.nqkv, 2.0f, 7);
+        for (int t = 0; t < B * T; t++) memset(a.qkv + (size_t)t * 3 * NH * HS, 0, HS * sizeof(float));
+        memcpy(d.qkv, a.qkv, a.nqkv * sizeof(float));
+        run(OPS, &cs, &a, 0);
+        run(&mni_attn_dense, &cd, &d, 0);
+        double e = tu_rel_max_err(a.out, d.out, a.nout);
+        print_message("no votes = dense (ref=%d): max rel err %.2e\n", use_ref, e);
+        assert_true(e < 1e-5);
+        /* and with votes the two differ */
+        tu_fill_normal(a.qkv, a.nqkv, 2.0f, 7);
+        memcpy(d.qkv, a.qkv, a.nqkv * sizeof(float));
+        run(OPS, &cs, &a, 0);
+        run(&mni_attn_dense, &cd, &d, 0);
+        assert_true(tu_rel_max_err(a.out, d.out, a.nout) > 1e-2);
+        bufs_free(&a);
+        bufs_free(&d);
+    }
+}
+
+/* A hand-made window (NH = 1, HS = 2, no RoPE, T = 4): k_j = (1, 0) for every j, q_i = (s_i, 0),
+ * so z[i,j] = s_i / sqrt(2) for every j <= i and the votes are known in closed form. Token 3 may
+ * only see F[3,1] = relu(z[2,1]) = s_2 / sqrt(2); the other keys are unpenalised. With values
+ * v_j = (j, 0), the output of query 3 is a softmax of logits (z3 - F[3,j]) over j = 0..3. */
+static void test_hand_case(void **s)
+{
+    (void)s;
+    const int T = 4, HS = 2;
+    const float sq[4] = {0.7f, -1.0f, 3.0f, 0.5f};
+    for (int use_ref = 0; use_ref < 2; use_ref++) {
+        struct mnemo_attn_cfg c = make_cfg(MNEMO_ATTN_KIND_SELECTIVE, 1, HS, T, 0, use_ref);
+        struct bufs b;
+        bufs_init(&b, OPS, &c, 1, T);
+        memset(b.qkv, 0, b.nqkv * sizeof(float));
+        for (int t = 0; t < T; t++) {
+            b.qkv[t * 6 + 0] = sq[t]; /* q */
+            b.qkv[t * 6 + 2] = 1.0f;  /* k */
+            b.qkv[t * 6 + 4] = (float)t; /* v */
+        }
+        run(OPS, &c, &b, 0);
+        const double z3 = sq[3] / sqrt(2.0), F31 = sq[2] / sqrt(2.0);
+        double w[4] = {exp(z3), exp(z3 - F31), exp(z3), exp(z3)}, l = 0, o = 0;
+        for (int j = 0; j < 4; j++) l += w[j], o += j * w[j];
+        print_message("hand case (ref=%d): out %.6f, want %.6f\n", use_ref, b.out[3 * HS], o / l);
+        assert_true(fabs(b.out[3 * HS] - o / l) < 1e-5);
+        /* query 2 sees no penalty at all: F[2,1] would need a vote of a token between 1 and 2 */
+        double o2 = (0 + 1 + 2) / 3.0;
+        assert_true(fabs(b.out[2 * HS] - o2) < 1e-5);
+        bufs_free(&b);
+    }
+}
+
+/* The session, token by token and in chunks, against the training forward. */
+static void session_case(int T, int NH, int HS, int rope, int use_ref)
+{
+    struct mnemo_attn_cfg cfg = make_cfg(MNEMO_ATTN_KIND_SELECTIVE, NH, HS, T, rope, use_ref);
+    struct bufs b;
+    bufs_init(&b, OPS, &cfg, 1, T);
+    tu_fill_normal(b.qkv, b.nqkv, 2.0f, 40 + T);
+    run(OPS, &cfg, &b, 0);
+    const size_t C = (size_t)NH * HS;
+    const int chunks[][4] = {{1, 1, 1, 1}, {3, 7, 1, 16}};
+    for (int k = 0; k < 2; k++) {
+        void *st = mni_alloc(OPS->state_bytes(&cfg));
+        void *scratch = mni_alloc(OPS->step_scratch_bytes(&cfg, 16));
+        float *out = mni_alloc((size_t)T * C * sizeof(float));
+        memset(st, 0xff, OPS->state_bytes(&cfg));
+        OPS->state_init(&cfg, st);
+        int t = 0, c = 0;
+        while (t < T) {
+            int n = chunks[k][c++ % 4];
+            if (n > T - t) n = T - t;
+            enum mnemo_status rc = OPS->step(&cfg, st, NULL, out + (size_t)t * C,
+                                             b.qkv + (size_t)t * 3 * C, n, scratch);
+            if (rc != MNEMO_OK) fail_msg("step at %d: %s", t, mnemo_last_error());
+            t += n;
+            assert_true(OPS->state_live_bytes(&cfg, st) <= OPS->state_bytes(&cfg));
+        }
+        /* full: one more token is refused */
+        assert_int_equal(OPS->step(&cfg, st, NULL, out, b.qkv, 1, scratch), MNEMO_ERR_FULL);
+        double err = tu_rel_max_err(out, b.out, (size_t)T * C);
+        print_message("session   T=%d NH=%d HS=%d rope=%d ref=%d %s: max rel err %.2e\n", T, NH,
+                      HS, rope, use_ref, k ? "chunks" : "by 1", err);
+        assert_true(err < 1e-5);
+        mni_free(st), mni_free(scratch), mni_free(out);
+    }
+    bufs_free(&b);
+}
+
+static void test_session_equals_forward(void **s)
+{
+    (void)s;
+    session_case(45, 3, 8, 1, 0);
+    session_case(45, 3, 8, 1, 1);
+    session_case(20, 1, 4, 0, 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_registry_and_validate),
+        cmocka_unit_test(test_fast_vs_ref),
+        cmocka_unit_test(test_ref_vs_fd),
+        cmocka_unit_test(test_no_votes_is_dense),
+        cmocka_unit_test(test_hand_case),
+        cmocka_unit_test(test_session_equals_forward),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
