@@ -21,7 +21,7 @@ int cmd_bench(int argc, char **argv)
         {"n_head", OPT_INT, &mc.n_head, "attention heads"},
         {"n_ctx", OPT_INT, &mc.n_ctx, "window length T"},
         {"vocab", OPT_INT, &mc.vocab, "vocabulary"},
-        {"attn", OPT_STR, &attn, "attention kind"},
+        {"attn", OPT_STR, &attn, "attention kind: dense or selective"},
         {"batch", OPT_INT, &B, "windows per step"},
         {"steps", OPT_INT, &steps, "timed steps (the median is reported)"},
         {"warmup", OPT_INT, &warmup, "untimed steps first"},

@@ -83,7 +83,7 @@ int cmd_train(int argc, char **argv)
         {"n_ctx", OPT_INT, &mc.n_ctx, "context (training window) length"},
         {"pos", OPT_STR, &pos, "positions: rope or learned"},
         {"rope_theta", OPT_FLOAT, &mc.rope_theta, "RoPE base"},
-        {"attn", OPT_STR, &attn, "attention kind: dense"},
+        {"attn", OPT_STR, &attn, "attention kind: dense or selective"},
         {"batch", OPT_INT, &tc.batch, "windows per micro-batch"},
         {"seq", OPT_INT, &tc.seq, "window length (0 = n_ctx)"},
         {"grad_accum", OPT_INT, &tc.grad_accum, "micro-batches per optimizer step"},

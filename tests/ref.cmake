@@ -13,3 +13,8 @@ endforeach()
 add_test(NAME ref_model_muon
          COMMAND bash -c "set -e; d=ref_muon; $<TARGET_FILE:ref_dump> --out \$d --optimizer muon; /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/ref/check_ref.py \$d")
 set_tests_properties(ref_model_muon PROPERTIES ENVIRONMENT "OMP_NUM_THREADS=2")
+# Selective Attention (the selection gradient flows into head 0's q and k; the reference builds
+# the penalty as the paper's sketch does, with T x T tensors).
+add_test(NAME ref_model_selective
+         COMMAND bash -c "set -e; d=ref_selective; $<TARGET_FILE:ref_dump> --out \$d --attn selective; /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/ref/check_ref.py \$d")
+set_tests_properties(ref_model_selective PROPERTIES ENVIRONMENT "OMP_NUM_THREADS=2")

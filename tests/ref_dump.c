@@ -7,7 +7,7 @@
  * independent PyTorch implementation loads the checkpoint and must reproduce all of it.
  * Protocol: docs/internals/reference-tests.md.
  *
- * usage: ref_dump --out DIR [--pos rope|learned] [--optimizer adamw|muon]
+ * usage: ref_dump --out DIR [--pos rope|learned] [--optimizer adamw|muon] [--attn dense|selective]
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,14 +28,16 @@ static void die(const char *what)
 
 int main(int argc, char **argv)
 {
-    const char *out = NULL, *pos = "rope", *optim = "adamw";
+    const char *out = NULL, *pos = "rope", *optim = "adamw", *attn = "dense";
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--out")) out = argv[i + 1];
         else if (!strcmp(argv[i], "--pos")) pos = argv[i + 1];
         else if (!strcmp(argv[i], "--optimizer")) optim = argv[i + 1];
+        else if (!strcmp(argv[i], "--attn")) attn = argv[i + 1];
     }
-    if (!out || mnemo_optimizer_from_name(optim) < 0) {
-        fprintf(stderr, "usage: ref_dump --out DIR [--pos rope|learned] [--optimizer adamw|muon]\n");
+    if (!out || mnemo_optimizer_from_name(optim) < 0 || mnemo_attn_kind_from_name(attn) < 0) {
+        fprintf(stderr, "usage: ref_dump --out DIR [--pos rope|learned] [--optimizer adamw|muon] "
+                        "[--attn dense|selective]\n");
         return 2;
     }
     mkdir(out, 0777);
@@ -46,6 +48,7 @@ int main(int argc, char **argv)
     c.n_head = 4;
     c.n_ctx = 32;
     c.pos = strcmp(pos, "learned") ? MNEMO_POS_ROPE : MNEMO_POS_LEARNED;
+    c.attn_kind = mnemo_attn_kind_from_name(attn);
     struct mnemo_model *m;
     if (mnemo_model_create(&m, &c) != MNEMO_OK) die("create");
     mnemo_model_init(m, 42);
@@ -151,8 +154,8 @@ int main(int argc, char **argv)
                         "grad_clip", gc, "steps", st, "optimizer", optim, "momentum", mo};
     snprintf(path, sizeof(path), "%s/dump.safetensors", out);
     if (mni_st_write(path, t, n, kv, 9) != MNEMO_OK) die("write dump");
-    printf("ref_dump: %s positions, %s, loss %.6f, %d of %d steps clipped, wrote %s\n", pos,
-           optim, (double)loss, clipped, STEPS, path);
+    printf("ref_dump: %s positions, %s attention, %s, loss %.6f, %d of %d steps clipped, wrote %s\n",
+           pos, attn, optim, (double)loss, clipped, STEPS, path);
     free(t);
     free(names);
     free(logits);

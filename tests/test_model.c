@@ -10,9 +10,20 @@
 #include "model.h"
 #include "testutil.h"
 
-static struct mnemo_model *tiny(int pos, uint64_t seed)
+static struct mnemo_model *tiny(int pos, uint64_t seed, int kind)
 {
-    struct mnemo_model *m = tu_model(2, 16, 2, 12, 29, pos, seed);
+    struct mnemo_model_config c;
+    mnemo_model_config_default(&c);
+    c.n_layer = 2;
+    c.d_model = 16;
+    c.n_head = 2;
+    c.n_ctx = 12;
+    c.vocab = 29;
+    c.pos = pos;
+    c.attn_kind = kind;
+    struct mnemo_model *m;
+    assert_int_equal(mnemo_model_create(&m, &c), MNEMO_OK);
+    mnemo_model_init(m, seed);
     /* larger random weights than GPT-2 init so that every path carries signal, and non-zero
      * biases / LN params so their gradients are checked meaningfully */
     struct mni_rng r;
@@ -30,9 +41,9 @@ static void tokens(uint16_t *t, size_t n, int V, uint64_t seed)
 
 /* B*T = 14 rows runs the linear layers through cblas, 36 through the own gemm with its fused
  * bias/residual/GELU epilogues (kern/gemm.c takes products of 32 rows and more). */
-static void check_grads(int pos, int B, int T)
+static void check_grads(int pos, int B, int T, int kind)
 {
-    struct mnemo_model *m = tiny(pos, 5);
+    struct mnemo_model *m = tiny(pos, 5, kind);
     uint16_t x[36], y[36];
     assert_true(B * T <= 36);
     tokens(x, (size_t)(B * T), 29, 1);
@@ -70,13 +81,14 @@ static void check_grads(int pos, int B, int T)
     mnemo_model_free(m);
 }
 
-static void test_grads_rope(void **s) { (void)s; check_grads(MNEMO_POS_ROPE, 2, 7); }
-static void test_grads_learned(void **s) { (void)s; check_grads(MNEMO_POS_LEARNED, 2, 7); }
-static void test_grads_own_gemm(void **s) { (void)s; check_grads(MNEMO_POS_ROPE, 3, 12); }
+static void test_grads_rope(void **s) { (void)s; check_grads(MNEMO_POS_ROPE, 2, 7, MNEMO_ATTN_KIND_DENSE); }
+static void test_grads_learned(void **s) { (void)s; check_grads(MNEMO_POS_LEARNED, 2, 7, MNEMO_ATTN_KIND_DENSE); }
+static void test_grads_own_gemm(void **s) { (void)s; check_grads(MNEMO_POS_ROPE, 3, 12, MNEMO_ATTN_KIND_DENSE); }
+static void test_grads_selective(void **s) { (void)s; check_grads(MNEMO_POS_ROPE, 3, 12, MNEMO_ATTN_KIND_SELECTIVE); }
 
-static void check_session(int pos)
+static void check_session(int pos, int kind)
 {
-    struct mnemo_model *m = tiny(pos, 7);
+    struct mnemo_model *m = tiny(pos, 7, kind);
     const int T = 12, Vp = m->cfg.vocab_padded;
     uint16_t x[12];
     tokens(x, 12, 29, 3);
@@ -109,13 +121,14 @@ static void check_session(int pos)
     mnemo_model_free(m);
 }
 
-static void test_session_rope(void **s) { (void)s; check_session(MNEMO_POS_ROPE); }
-static void test_session_learned(void **s) { (void)s; check_session(MNEMO_POS_LEARNED); }
+static void test_session_rope(void **s) { (void)s; check_session(MNEMO_POS_ROPE, MNEMO_ATTN_KIND_DENSE); }
+static void test_session_learned(void **s) { (void)s; check_session(MNEMO_POS_LEARNED, MNEMO_ATTN_KIND_DENSE); }
+static void test_session_selective(void **s) { (void)s; check_session(MNEMO_POS_ROPE, MNEMO_ATTN_KIND_SELECTIVE); }
 
 static void test_bad_tokens(void **s)
 {
     (void)s;
-    struct mnemo_model *m = tiny(MNEMO_POS_ROPE, 1);
+    struct mnemo_model *m = tiny(MNEMO_POS_ROPE, 1, MNEMO_ATTN_KIND_DENSE);
     uint16_t x[4] = {1, 2, 29, 3}, y[4] = {1, 2, 3, 4};
     assert_int_equal(mnemo_model_forward(m, x, y, 1, 4, NULL), MNEMO_ERR_ARG);
     assert_non_null(strstr(mnemo_last_error(), "out of range"));
@@ -175,7 +188,7 @@ static void test_checkpoint_roundtrip(void **s)
 {
     (void)s;
     for (int pos = 0; pos < MNEMO_POS_COUNT; pos++) {
-        struct mnemo_model *m = tiny(pos, 3), *m2;
+        struct mnemo_model *m = tiny(pos, 3, MNEMO_ATTN_KIND_DENSE), *m2;
         const char *path = tu_tmp_path("model.safetensors");
         assert_int_equal(mnemo_model_save(m, path), MNEMO_OK);
         assert_int_equal(mnemo_model_load(&m2, path), MNEMO_OK);
@@ -222,7 +235,9 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_grads_rope),      cmocka_unit_test(test_grads_learned),
         cmocka_unit_test(test_grads_own_gemm),
+        cmocka_unit_test(test_grads_selective),
         cmocka_unit_test(test_session_rope),    cmocka_unit_test(test_session_learned),
+        cmocka_unit_test(test_session_selective),
         cmocka_unit_test(test_bad_tokens),      cmocka_unit_test(test_bad_config),
         cmocka_unit_test(test_odd_shapes),
         cmocka_unit_test(test_checkpoint_roundtrip),

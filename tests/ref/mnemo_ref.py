@@ -27,7 +27,7 @@ import torch.nn.functional as F
 import st_io
 
 FORMAT_VERSION = "1"
-KNOWN_ATTN_KINDS = ("dense",)
+KNOWN_ATTN_KINDS = ("dense", "selective")
 KNOWN_POS = ("rope", "learned")
 LN_EPS = 1e-5
 META_KEYS = ("mnemo.format", "n_layer", "d_model", "n_head", "n_ctx", "vocab", "vocab_padded",
@@ -160,8 +160,22 @@ def apply_rope(x, cos, sin):
     return torch.cat((x1 * c - x2 * s, x1 * s + x2 * c), dim=-1)
 
 
+def selection_penalty(att0):
+    """Selective Attention's penalty F (B,T,T) from head 0's scaled, causally masked logits
+    att0 (B,T,T) (-inf above the diagonal), as the paper's sketch builds it: relu, BOS column
+    and self never penalised, shifted one query down, summed down the query axis."""
+    T = att0.shape[-1]
+    keep = torch.ones(T, T, dtype=att0.dtype, device=att0.device)
+    keep[:, 0] = 0                                   # do not mask <BOS>
+    keep.fill_diagonal_(0)                           # do not mask self
+    s = torch.relu(att0) * keep                      # only positive selection (-inf -> 0)
+    s = torch.cat((torch.zeros_like(s[:, :1]), s[:, :-1]), dim=1)  # strictly in the future
+    return torch.cumsum(s, dim=1)                    # accumulate
+
+
 class Attention(nn.Module):
-    """Dense causal softmax attention with fused qkv and output projections."""
+    """Causal softmax attention with fused qkv and output projections; with attn_kind
+    "selective", every head's logits are lowered by selection_penalty of head 0's."""
 
     def __init__(self, cfg):
         super().__init__()
@@ -193,6 +207,8 @@ class Attention(nn.Module):
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))             # (B,NH,T,HS)
         att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(HS))      # (B,NH,T,T)
         att = att.masked_fill(~self.mask(T, a.device), float("-inf"))
+        if self.cfg.attn_kind == "selective":
+            att = att - selection_penalty(att[:, 0])[:, None]
         att = torch.softmax(att, dim=-1)
         y = (att @ v).transpose(1, 2).reshape(B, T, C)               # heads concatenated
         return self.proj(y)

@@ -315,7 +315,7 @@ def make_case(d, cfg, B, T, fault=None, seed=1):
     if fault == "ckpt_wrong_shape":
         ckpt["blocks.0.mlp.fc.bias"] = np.zeros(5, np.float32)
     if fault == "bad_attn_kind":
-        meta["attn_kind"] = "selective"
+        meta["attn_kind"] = "no-such-kind"
     if fault == "bad_token":
         dump["x"][0, 0] = cfg.vocab
     if fault == "bad_hp":
