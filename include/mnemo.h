@@ -220,6 +220,19 @@ struct mnemo_session;
  * max_chunk tokens at a time (chunked prefill); all memory is allocated here, once. */
 MNEMO_API enum mnemo_status mnemo_session_create(struct mnemo_session **out, struct mnemo_model *m,
                                                  int max_chunk);
+/* Options of a session beyond the chunk size: context pruning, for kinds that support it
+ * (selective); the dense kind refuses any. */
+struct mnemo_session_config {
+    int max_chunk;       /* largest feed */
+    const int *budgets;  /* per layer: cache slots K_l (n_layer entries, copied; 0 = none for
+                          * that layer), or NULL for none. Over budget, the key with the largest
+                          * penalty is evicted: memory stays bounded whatever the stream length */
+    float threshold;     /* evict cached keys whose penalty reaches it (0 = off) */
+};
+MNEMO_API void mnemo_session_config_default(struct mnemo_session_config *sc);
+MNEMO_API enum mnemo_status mnemo_session_create_ex(struct mnemo_session **out,
+                                                    struct mnemo_model *m,
+                                                    const struct mnemo_session_config *sc);
 MNEMO_API void mnemo_session_free(struct mnemo_session *s);
 /* Forgets every token fed so far. */
 MNEMO_API void mnemo_session_reset(struct mnemo_session *s);

@@ -34,6 +34,10 @@ struct mnemo_attn_cfg {
     float rope_theta; /* RoPE base */
     int use_ref;      /* 1: run the naive reference path (tests, debugging) */
     /* appended by later kinds; zero means "default" for every appended field */
+    int budget;       /* selective: cache slots of step()'s state; when full, the key with the
+                       * largest penalty is evicted (never the first token, never the new one).
+                       * 0 = no budget (n_ctx slots, full at n_ctx) */
+    float threshold;  /* selective: evict cached keys whose penalty reaches it (0 = off) */
 };
 
 /* Buffers of one forward or backward call over B windows of T tokens. */

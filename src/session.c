@@ -13,8 +13,9 @@ struct mnemo_session {
     struct mnemo_model *m;  /* borrowed */
     int max_chunk;
     int pos;                /* tokens fed so far */
-    size_t state_bytes;     /* per layer, 64-byte rounded */
-    unsigned char *state;   /* (L, state_bytes) */
+    struct mnemo_attn_cfg *acfg; /* (L) the model's attention cfg with each layer's budget */
+    size_t *state_off;      /* (L+1) byte offsets of the layers' states, 64-byte rounded */
+    unsigned char *state;   /* all layers' states */
     void *step_scratch;
     float *slab;
     struct mni_layer_acts a; /* (max_chunk) buffers shared by all layers */
@@ -44,28 +45,74 @@ static void carve_session(struct mnemo_session *s, struct mni_carver *c, size_t 
     s->positions = (int *)mni_carve(c, N);
 }
 
+void mnemo_session_config_default(struct mnemo_session_config *sc)
+{
+    memset(sc, 0, sizeof(*sc));
+    sc->max_chunk = 64;
+}
+
 enum mnemo_status mnemo_session_create(struct mnemo_session **out, struct mnemo_model *m,
                                        int max_chunk)
 {
+    struct mnemo_session_config sc;
+    mnemo_session_config_default(&sc);
+    sc.max_chunk = max_chunk;
+    return mnemo_session_create_ex(out, m, &sc);
+}
+
+enum mnemo_status mnemo_session_create_ex(struct mnemo_session **out, struct mnemo_model *m,
+                                          const struct mnemo_session_config *sc)
+{
     *out = NULL;
+    const int max_chunk = sc->max_chunk;
     if (max_chunk < 1 || max_chunk > 1 << 16)
         return mni_err(MNEMO_ERR_ARG, "session chunk %d must be in [1, 65536]", max_chunk);
-    struct mnemo_session *s = mni_alloc(sizeof(*s));
-    if (!s) return mni_err(MNEMO_ERR_NOMEM, "out of memory for the session");
-    s->m = m;
-    s->max_chunk = max_chunk;
     const size_t L = (size_t)m->cfg.n_layer, C = (size_t)m->cfg.d_model, N = (size_t)max_chunk;
     const size_t Vp = (size_t)m->cfg.vocab_padded;
-    s->state_bytes = mni_align64(m->attn->state_bytes(&m->acfg));
-    s->state = mni_alloc(mni_mul(s->state_bytes, L));
-    s->step_scratch = mni_alloc(m->attn->step_scratch_bytes(&m->acfg, max_chunk));
+    /* each layer's cfg: the model's, with its budget and the threshold; validated by the kind */
+    struct mnemo_attn_cfg *acfg = mni_alloc(mni_mul(L, sizeof(*acfg)));
+    size_t *off = mni_alloc(mni_mul(L + 1, sizeof(size_t)));
+    if (!acfg || !off) {
+        mni_free(acfg);
+        mni_free(off);
+        return mni_err(MNEMO_ERR_NOMEM, "out of memory for the session");
+    }
+    size_t scratch = 0;
+    off[0] = 0;
+    for (size_t l = 0; l < L; l++) {
+        acfg[l] = m->acfg;
+        acfg[l].budget = sc->budgets ? sc->budgets[l] : 0;
+        acfg[l].threshold = sc->threshold;
+        enum mnemo_status st = m->attn->validate(&acfg[l]);
+        if (st != MNEMO_OK) {
+            mni_free(acfg);
+            mni_free(off);
+            return st;
+        }
+        off[l + 1] = mni_add(off[l], mni_align64(m->attn->state_bytes(&acfg[l])));
+        size_t k = m->attn->step_scratch_bytes(&acfg[l], max_chunk);
+        scratch = k > scratch ? k : scratch;
+    }
+    struct mnemo_session *s = mni_alloc(sizeof(*s));
+    if (!s) {
+        mni_free(acfg);
+        mni_free(off);
+        return mni_err(MNEMO_ERR_NOMEM, "out of memory for the session");
+    }
+    memset(s, 0, sizeof(*s));
+    s->m = m;
+    s->max_chunk = max_chunk;
+    s->acfg = acfg;
+    s->state_off = off;
+    s->state = mni_alloc(off[L]);
+    s->step_scratch = mni_alloc(scratch);
     struct mni_carver count = {NULL, 0};
     carve_session(s, &count, N, C, Vp);
     s->slab = mni_alloc(mni_mul(count.used, sizeof(float)));
     if (!s->state || !s->step_scratch || !s->slab) {
-        size_t state_bytes = s->state_bytes; // read before the free
+        size_t state_bytes = off[L]; // read before the free
         mnemo_session_free(s);
-        return mni_err(MNEMO_ERR_NOMEM, "out of memory for the session state (%zu bytes per layer)",
+        return mni_err(MNEMO_ERR_NOMEM, "out of memory for the session state (%zu bytes)",
                        state_bytes);
     }
     struct mni_carver c = {s->slab, 0};
@@ -80,6 +127,8 @@ void mnemo_session_free(struct mnemo_session *s)
 {
     if (!s) return;
     mni_free(s->state);
+    mni_free(s->acfg);
+    mni_free(s->state_off);
     mni_free(s->step_scratch);
     mni_free(s->slab);
     mni_free(s);
@@ -88,7 +137,7 @@ void mnemo_session_free(struct mnemo_session *s)
 void mnemo_session_reset(struct mnemo_session *s)
 {
     for (int l = 0; l < s->m->cfg.n_layer; l++)
-        s->m->attn->state_init(&s->m->acfg, s->state + (size_t)l * s->state_bytes);
+        s->m->attn->state_init(&s->acfg[l], s->state + s->state_off[l]);
     s->pos = 0;
 }
 
@@ -102,7 +151,7 @@ static enum mnemo_status step_attn(void *vctx, struct mni_layer_acts *a, int l)
     struct step_ctx *c = vctx;
     struct mnemo_session *s = c->s;
     struct mnemo_model *m = s->m;
-    return m->attn->step(&m->acfg, s->state + (size_t)l * s->state_bytes,
+    return m->attn->step(&s->acfg[l], s->state + s->state_off[l],
                          mni_model_param(m, MNI_P_ATTNX, l), a->atty, a->qkv, c->n,
                          s->step_scratch);
 }
@@ -147,11 +196,11 @@ size_t mnemo_session_live_bytes(const struct mnemo_session *s)
 {
     size_t b = 0;
     for (int l = 0; l < s->m->cfg.n_layer; l++)
-        b += s->m->attn->state_live_bytes(&s->m->acfg, s->state + (size_t)l * s->state_bytes);
+        b += s->m->attn->state_live_bytes(&s->acfg[l], s->state + s->state_off[l]);
     return b;
 }
 
 size_t mnemo_session_state_bytes(const struct mnemo_session *s)
 {
-    return s->state_bytes * (size_t)s->m->cfg.n_layer;
+    return s->state_off[s->m->cfg.n_layer];
 }

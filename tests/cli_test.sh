@@ -62,6 +62,14 @@ expect_fail "resume with another optimizer" "optimizer muon, not adamw" "$MNEMO"
 expect_ok "bench --optimizer muon" "$MNEMO" bench --n_layer 1 --d_model 32 --n_head 2 --n_ctx 32 \
     --batch 2 --steps 1 --warmup 0 --threads 1 --optimizer muon
 grep -q "muon step / adamw step" "$W/out" || bad "bench --optimizer muon: no ratio line"
+expect_ok "train --attn selective" "$MNEMO" train --train "$W/data/train.bin" --out "$W/run_sel" \
+    "${TINY[@]}" --steps 3 --attn selective
+expect_ok "generate --budget" "$MNEMO" generate --model "$W/run_sel/model.safetensors" --n 100 --budget 4
+grep -q "attention state" "$W/err" || bad "generate --budget: no state line"
+expect_fail "budget with dense" "pruning needs the selective kind" "$MNEMO" generate \
+    --model "$W/run/model.safetensors" --n 5 --budget 4
+expect_fail "budget of 1" "budget must be 0" "$MNEMO" generate --model "$W/run_sel/model.safetensors" \
+    --n 5 --budget 1
 expect_ok "help" "$MNEMO" --help
 for c in prepare train eval generate info bench; do expect_ok "$c --help" "$MNEMO" $c --help; done
 

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "attn/attn_int.h"
+#include "kern/kern.h"
 #include "mnemo_attn.h"
 #include "testutil.h"
 
@@ -300,6 +301,165 @@ static void test_session_equals_forward(void **s)
     session_case(20, 1, 4, 0, 0);
 }
 
+
+/* ---- pruning ----------------------------------------------------------------------------------- */
+
+/* Naive rotated q, k (double) of a stream at positions 0..T-1, and z_h[i,j]. */
+static void rot_pos(double *x, int pos, int HS, int rope)
+{
+    if (!rope) return;
+    for (int i = 0; i < HS / 2; i++) {
+        float cf, sf;
+        mni_rope_cs(&cf, &sf, pos, i, HS, 10000.0f);
+        double x0 = x[i], x1 = x[i + HS / 2];
+        x[i] = x0 * cf - x1 * sf;
+        x[i + HS / 2] = x0 * sf + x1 * cf;
+    }
+}
+
+static double zval(const float *qkv, int NH, int HS, int rope, int h, int i, int j)
+{
+    const size_t C = (size_t)NH * HS;
+    double q[64], k[64], s = 0;
+    for (int d = 0; d < HS; d++) {
+        q[d] = qkv[(size_t)i * 3 * C + (size_t)h * HS + d];
+        k[d] = qkv[(size_t)j * 3 * C + C + (size_t)h * HS + d];
+    }
+    rot_pos(q, i, HS, rope);
+    rot_pos(k, j, HS, rope);
+    for (int d = 0; d < HS; d++) s += q[d] * k[d];
+    return s / sqrt((double)HS);
+}
+
+/* Streams T tokens one at a time through a state with the given budget/threshold, records
+ * which keys are live when each token attends, checks the pruning rules against penalties
+ * computed here in closed form, and checks every output against a naive selective attention
+ * with the evicted keys masked out. Returns the number of evictions. */
+static int pruned_case(int T, int NH, int HS, int rope, int budget, float tau, int use_ref,
+                       uint64_t seed)
+{
+    struct mnemo_attn_cfg cfg = make_cfg(MNEMO_ATTN_KIND_SELECTIVE, NH, HS, 16, rope, use_ref);
+    cfg.budget = budget;
+    cfg.threshold = tau;
+    assert_int_equal(OPS->validate(&cfg), MNEMO_OK);
+    const size_t C = (size_t)NH * HS;
+    float *qkv = mni_alloc((size_t)T * 3 * C * sizeof(float)), *out = mni_alloc((size_t)T * C * sizeof(float));
+    double *F = mni_alloc((size_t)T * T * sizeof(double)); /* closed form, unpruned */
+    unsigned char *live = mni_alloc((size_t)T * T);
+    void *st = mni_alloc(OPS->state_bytes(&cfg)), *scratch = mni_alloc(OPS->step_scratch_bytes(&cfg, 1));
+    assert_true(qkv && out && F && live && st && scratch);
+    tu_fill_normal(qkv, (size_t)T * 3 * C, 2.0f, seed);
+    for (int i = 0; i < T; i++)
+        for (int j = 0; j < T; j++) {
+            double f = 0;
+            for (int k = j + 1; k < i && j >= 1; k++) f += fmax(0.0, zval(qkv, NH, HS, rope, 0, k, j));
+            F[(size_t)i * T + j] = f;
+        }
+    OPS->state_init(&cfg, st);
+    struct mni_sel_slots sl;
+    mni_sel_state_view(&cfg, st, &sl);
+    const struct mni_sel_state *hdr = st;
+    memset(live, 0, (size_t)T * T);
+    for (int i = 0; i < T; i++) {
+        unsigned char before[64] = {0};
+        for (int64_t u = 0; u < hdr->used; u++) before[sl.pos[u]] = 1;
+        if (OPS->step(&cfg, st, NULL, out + (size_t)i * C, qkv + (size_t)i * 3 * C, 1, scratch) != MNEMO_OK)
+            fail_msg("step %d: %s", i, mnemo_last_error());
+        for (int64_t u = 0; u < hdr->used; u++) live[(size_t)i * T + sl.pos[u]] = 1;
+        /* the rules: the first token and the new one stay; at most `budget` keys; with a
+         * threshold no survivor (but those two) has reached it; a budget eviction took a key
+         * with the largest penalty */
+        assert_true(live[(size_t)i * T + 0] && live[(size_t)i * T + i]);
+        if (budget) assert_true(hdr->used <= budget);
+        double fmax_gone = -1, fmax_kept = -1;
+        for (int j = 1; j < i; j++) {
+            double f = F[(size_t)i * T + j];
+            if (tau > 0 && live[(size_t)i * T + j]) assert_true(f < tau);
+            if (!before[j]) continue;
+            if (live[(size_t)i * T + j]) fmax_kept = fmax(fmax_kept, f);
+            else if (!(tau > 0 && f >= tau)) fmax_gone = fmax(fmax_gone, f);
+        }
+        if (fmax_gone >= 0) assert_true(fmax_gone >= fmax_kept - 1e-5);
+    }
+    /* every output against naive attention over the keys that were live */
+    double worst = 0;
+    for (int i = 0; i < T; i++)
+        for (int h = 0; h < NH; h++) {
+            double m = -INFINITY, l = 0, w[64];
+            for (int j = 0; j <= i; j++) {
+                w[j] = live[(size_t)i * T + j] ? zval(qkv, NH, HS, rope, h, i, j) - F[(size_t)i * T + j] : -INFINITY;
+                m = fmax(m, w[j]);
+            }
+            for (int j = 0; j <= i; j++) l += (w[j] = exp(w[j] - m));
+            for (int d = 0; d < HS; d++) {
+                double o = 0;
+                for (int j = 0; j <= i; j++) o += w[j] / l * qkv[(size_t)j * 3 * C + 2 * C + (size_t)h * HS + d];
+                worst = fmax(worst, fabs(o - out[((size_t)i * NH + h) * HS + d]) / (1 + fabs(o)));
+            }
+        }
+    int ev = (int)hdr->evicted;
+    print_message("pruned    T=%d NH=%d budget=%d tau=%g ref=%d: %d evicted, max err %.2e\n", T, NH,
+                  budget, (double)tau, use_ref, ev, worst);
+    assert_true(worst < 2e-5);
+    assert_true(OPS->state_live_bytes(&cfg, st) <= OPS->state_bytes(&cfg));
+    mni_free(qkv), mni_free(out), mni_free(F), mni_free(live), mni_free(st), mni_free(scratch);
+    return ev;
+}
+
+static void test_pruning(void **s)
+{
+    (void)s;
+    for (int use_ref = 0; use_ref < 2; use_ref++) {
+        /* a budget far below the stream (and the stream past n_ctx = 16) */
+        assert_int_equal(pruned_case(40, 3, 8, 1, 6, 0.0f, use_ref, 5), 40 - 6);
+        assert_int_equal(pruned_case(30, 1, 4, 0, 2, 0.0f, use_ref, 6), 30 - 2);
+        /* a threshold alone, and with a budget */
+        assert_true(pruned_case(16, 2, 8, 1, 0, 1.0f, use_ref, 7) > 0);
+        assert_true(pruned_case(40, 2, 8, 1, 8, 0.5f, use_ref, 8) >= 40 - 8);
+    }
+}
+
+/* Budgets at least as long as the stream, or a threshold nothing reaches: nothing is evicted
+ * and the outputs equal the unpruned session's bit for bit. */
+static void test_pruning_inactive_is_exact(void **s)
+{
+    (void)s;
+    const int T = 16, NH = 2, HS = 8;
+    for (int use_ref = 0; use_ref < 2; use_ref++) {
+        struct mnemo_attn_cfg plain = make_cfg(MNEMO_ATTN_KIND_SELECTIVE, NH, HS, T, 1, use_ref);
+        struct mnemo_attn_cfg cfgs[3] = {plain, plain, plain};
+        cfgs[0].budget = T;
+        cfgs[1].budget = 3 * T;
+        cfgs[2].threshold = 1e30f;
+        const size_t C = (size_t)NH * HS;
+        float *qkv = mni_alloc((size_t)T * 3 * C * sizeof(float));
+        float *want = mni_alloc((size_t)T * C * sizeof(float)), *got = mni_alloc((size_t)T * C * sizeof(float));
+        tu_fill_normal(qkv, (size_t)T * 3 * C, 2.0f, 9);
+        for (int k = -1; k < 3; k++) {
+            const struct mnemo_attn_cfg *c = k < 0 ? &plain : &cfgs[k];
+            void *st = mni_alloc(OPS->state_bytes(c)), *scr = mni_alloc(OPS->step_scratch_bytes(c, 1));
+            OPS->state_init(c, st);
+            for (int i = 0; i < T; i++)
+                assert_int_equal(OPS->step(c, st, NULL, (k < 0 ? want : got) + (size_t)i * C,
+                                           qkv + (size_t)i * 3 * C, 1, scr), MNEMO_OK);
+            assert_int_equal(((struct mni_sel_state *)st)->evicted, 0);
+            if (k >= 0) assert_memory_equal(got, want, (size_t)T * C * sizeof(float));
+            mni_free(st), mni_free(scr);
+        }
+        mni_free(qkv), mni_free(want), mni_free(got);
+    }
+    /* bad settings */
+    struct mnemo_attn_cfg c = make_cfg(MNEMO_ATTN_KIND_SELECTIVE, NH, HS, T, 1, 0);
+    c.budget = 1;
+    assert_int_equal(OPS->validate(&c), MNEMO_ERR_ARG);
+    c.budget = 0;
+    c.threshold = -1;
+    assert_int_equal(OPS->validate(&c), MNEMO_ERR_ARG);
+    struct mnemo_attn_cfg d = make_cfg(MNEMO_ATTN_KIND_DENSE, NH, HS, T, 1, 0);
+    d.budget = 4;
+    assert_int_equal(mni_attn_dense.validate(&d), MNEMO_ERR_ARG);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -309,6 +469,8 @@ int main(void)
         cmocka_unit_test(test_no_votes_is_dense),
         cmocka_unit_test(test_hand_case),
         cmocka_unit_test(test_session_equals_forward),
+        cmocka_unit_test(test_pruning),
+        cmocka_unit_test(test_pruning_inactive_is_exact),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

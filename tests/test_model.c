@@ -125,6 +125,57 @@ static void test_session_rope(void **s) { (void)s; check_session(MNEMO_POS_ROPE,
 static void test_session_learned(void **s) { (void)s; check_session(MNEMO_POS_LEARNED, MNEMO_ATTN_KIND_DENSE); }
 static void test_session_selective(void **s) { (void)s; check_session(MNEMO_POS_ROPE, MNEMO_ATTN_KIND_SELECTIVE); }
 
+/* Context pruning through the session: budgets no shorter than the stream change nothing (bit
+ * for bit); small budgets stream past n_ctx in bounded memory; the dense kind refuses budgets. */
+static void test_session_budgets(void **s)
+{
+    (void)s;
+    struct mnemo_model *m = tiny(MNEMO_POS_ROPE, 7, MNEMO_ATTN_KIND_SELECTIVE);
+    const int T = 12, Vp = m->cfg.vocab_padded;
+    uint16_t x[60];
+    tokens(x, 60, 29, 4);
+    struct mnemo_session *a, *b;
+    struct mnemo_session_config sc;
+    mnemo_session_config_default(&sc);
+    sc.max_chunk = 1;
+    assert_int_equal(mnemo_session_create_ex(&a, m, &sc), MNEMO_OK);
+    const int wide[2] = {T, 2 * T};
+    sc.budgets = wide;
+    assert_int_equal(mnemo_session_create_ex(&b, m, &sc), MNEMO_OK);
+    for (int t = 0; t < T; t++) {
+        const float *la, *lb;
+        assert_int_equal(mnemo_session_feed(a, x + t, 1, &la), MNEMO_OK);
+        float keep[64];
+        memcpy(keep, la, (size_t)Vp * sizeof(float));
+        assert_int_equal(mnemo_session_feed(b, x + t, 1, &lb), MNEMO_OK);
+        assert_memory_equal(keep, lb, (size_t)Vp * sizeof(float));
+    }
+    mnemo_session_free(b);
+    /* small budgets: 60 tokens through a model with n_ctx 12 */
+    const int small[2] = {4, 3};
+    sc.budgets = small;
+    assert_int_equal(mnemo_session_create_ex(&b, m, &sc), MNEMO_OK);
+    assert_true(mnemo_session_state_bytes(b) < mnemo_session_state_bytes(a) / 2);
+    for (int t = 0; t < 60; t++) {
+        const float *lg;
+        assert_int_equal(mnemo_session_feed(b, x + t, 1, &lg), MNEMO_OK);
+        for (int v = 0; v < m->cfg.vocab; v++) assert_true(isfinite(lg[v]));
+        assert_true(mnemo_session_live_bytes(b) <= mnemo_session_state_bytes(b));
+    }
+    assert_int_equal(mnemo_session_pos(b), 60);
+    mnemo_session_free(b);
+    mnemo_session_free(a);
+    const int bad[2] = {1, 4};
+    sc.budgets = bad;
+    assert_int_equal(mnemo_session_create_ex(&b, m, &sc), MNEMO_ERR_ARG);
+    mnemo_model_free(m);
+    m = tiny(MNEMO_POS_ROPE, 7, MNEMO_ATTN_KIND_DENSE);
+    sc.budgets = small;
+    assert_int_equal(mnemo_session_create_ex(&b, m, &sc), MNEMO_ERR_ARG);
+    assert_non_null(strstr(mnemo_last_error(), "selective"));
+    mnemo_model_free(m);
+}
+
 static void test_bad_tokens(void **s)
 {
     (void)s;
@@ -238,6 +289,7 @@ int main(void)
         cmocka_unit_test(test_grads_selective),
         cmocka_unit_test(test_session_rope),    cmocka_unit_test(test_session_learned),
         cmocka_unit_test(test_session_selective),
+        cmocka_unit_test(test_session_budgets),
         cmocka_unit_test(test_bad_tokens),      cmocka_unit_test(test_bad_config),
         cmocka_unit_test(test_odd_shapes),
         cmocka_unit_test(test_checkpoint_roundtrip),

@@ -88,15 +88,27 @@ struct mni_sel_view {
 void mni_sel_act_view(struct mni_sel_view *vw, const struct mnemo_attn_cfg *cfg, int B, int T,
                       void *act);
 
-/* Streaming state: header, then k (NH,n_ctx,HS) rotated, v (NH,n_ctx,HS), F (n_ctx) doubles:
- * the penalty each cached key carries for the next query. */
+/* Streaming state: a fixed block of S slots (S = budget, or n_ctx without one), reused: header,
+ * then k (NH,S,HS) rotated, v (NH,S,HS), F (S) doubles (the penalty each cached key carries for
+ * the next query), pos (S) int64 (the key's position in the stream). Slots 0..used-1 are live,
+ * in no particular order (an eviction moves the last slot into the freed one). */
 struct mni_sel_state {
-    int64_t count;
-    int64_t n_ctx;
+    int64_t count;   /* tokens fed; the next token gets position count */
+    int64_t n_ctx;   /* copied from the cfg at state_init (checked by step) */
+    int64_t slots;   /* S */
+    int64_t used;    /* live slots */
+    int64_t evicted; /* keys evicted so far */
 };
 size_t mni_sel_state_hdr_bytes(void);
-void mni_sel_state_view(const struct mnemo_attn_cfg *cfg, void *state, float **k, float **v,
-                        double **F);
+struct mni_sel_slots {
+    float *k, *v;
+    double *F;
+    int64_t *pos;
+};
+void mni_sel_state_view(const struct mnemo_attn_cfg *cfg, void *state, struct mni_sel_slots *sl);
+/* Frees a slot for a new key by the pruning rules (threshold, then budget) and returns its
+ * index, or -1 when the state is full and may not evict (no budget). */
+int64_t mni_sel_make_room(const struct mnemo_attn_cfg *cfg, void *state);
 
 /* The naive references (selective_ref.c): double precision, the penalty written in its closed
  * form F[i,j] = sum_{j<k<i, j>=1} relu(z_0[k,j]) with full T x T matrices (tests only). Forward

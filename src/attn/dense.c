@@ -631,6 +631,9 @@ static enum mnemo_status dense_validate(const struct mnemo_attn_cfg *cfg)
     if (cfg->rope && !(cfg->rope_theta > 1.0f && isfinite(cfg->rope_theta)))
         return mni_err(MNEMO_ERR_ARG, "dense: rope_theta must be finite and > 1, got %g",
                        (double)cfg->rope_theta);
+    if (cfg->budget != 0 || cfg->threshold != 0.0f)
+        return mni_err(MNEMO_ERR_ARG, "dense: the cache cannot be pruned (budget %d, threshold %g): "
+                       "pruning needs the selective kind", cfg->budget, (double)cfg->threshold);
     return MNEMO_OK;
 }
 

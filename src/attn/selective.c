@@ -126,6 +126,12 @@ static enum mnemo_status sel_validate(const struct mnemo_attn_cfg *cfg)
     if (cfg->rope && !(cfg->rope_theta > 1.0f && isfinite(cfg->rope_theta)))
         return mni_err(MNEMO_ERR_ARG, "selective: rope_theta must be finite and > 1, got %g",
                        (double)cfg->rope_theta);
+    if (cfg->budget < 0 || cfg->budget == 1)
+        return mni_err(MNEMO_ERR_ARG, "selective: budget must be 0 (none) or >= 2 (the first token "
+                       "and the new one), got %d", cfg->budget);
+    if (!(cfg->threshold >= 0.0f && isfinite(cfg->threshold)))
+        return mni_err(MNEMO_ERR_ARG, "selective: threshold must be >= 0 (0 = off), got %g",
+                       (double)cfg->threshold);
     return MNEMO_OK;
 }
 
@@ -449,22 +455,32 @@ static enum mnemo_status sel_backward(const struct mnemo_attn_cfg *cfg, struct m
 
 /* ---- streaming ----------------------------------------------------------------------------- */
 
-static size_t sel_state_bytes(const struct mnemo_attn_cfg *cfg)
+static int64_t n_slots(const struct mnemo_attn_cfg *cfg)
 {
-    size_t n = (size_t)cfg->n_ctx;
-    size_t kv = mni_align64(mni_mul(mni_mul((size_t)cfg->n_head * (size_t)cfg->head_dim, n), sizeof(float)));
-    return mni_add(mni_add(mni_sel_state_hdr_bytes(), mni_mul(2, kv)), mni_mul(n, sizeof(double)));
+    return cfg->budget > 0 ? cfg->budget : cfg->n_ctx;
 }
 
-void mni_sel_state_view(const struct mnemo_attn_cfg *cfg, void *state, float **k, float **v,
-                        double **F)
+static size_t kv_bytes(const struct mnemo_attn_cfg *cfg)
 {
-    size_t n = (size_t)cfg->n_ctx;
-    size_t kv = mni_align64((size_t)cfg->n_head * (size_t)cfg->head_dim * n * sizeof(float));
+    return mni_align64(mni_mul(mni_mul((size_t)cfg->n_head * (size_t)cfg->head_dim,
+                                       (size_t)n_slots(cfg)), sizeof(float)));
+}
+
+static size_t sel_state_bytes(const struct mnemo_attn_cfg *cfg)
+{
+    size_t S = (size_t)n_slots(cfg);
+    return mni_add(mni_add(mni_sel_state_hdr_bytes(), mni_mul(2, kv_bytes(cfg))),
+                   mni_mul(S, sizeof(double) + sizeof(int64_t)));
+}
+
+void mni_sel_state_view(const struct mnemo_attn_cfg *cfg, void *state, struct mni_sel_slots *sl)
+{
+    const size_t kv = kv_bytes(cfg), S = (size_t)n_slots(cfg);
     char *s = (char *)state + mni_sel_state_hdr_bytes();
-    *k = (float *)s;
-    *v = (float *)(s + kv);
-    *F = (double *)(s + 2 * kv);
+    sl->k = (float *)s;
+    sl->v = (float *)(s + kv);
+    sl->F = (double *)(s + 2 * kv);
+    sl->pos = (int64_t *)(s + 2 * kv + S * sizeof(double));
 }
 
 static void sel_state_init(const struct mnemo_attn_cfg *cfg, void *state)
@@ -472,20 +488,63 @@ static void sel_state_init(const struct mnemo_attn_cfg *cfg, void *state)
     struct mni_sel_state *st = state;
     st->count = 0;
     st->n_ctx = cfg->n_ctx;
+    st->slots = n_slots(cfg);
+    st->used = 0;
+    st->evicted = 0;
 }
 
-/* scratch: the rotated queries of one token (NH,HS), one row of scores (n_ctx), and the RoPE
+/* Moves the last live slot into slot i (which is being freed). */
+static void drop_slot(const struct mnemo_attn_cfg *cfg, struct mni_sel_state *st,
+                      const struct mni_sel_slots *sl, int64_t i)
+{
+    const size_t NH = (size_t)cfg->n_head, HS = (size_t)cfg->head_dim, S = (size_t)st->slots;
+    const int64_t last = --st->used;
+    st->evicted++;
+    if (i == last) return;
+    for (size_t h = 0; h < NH; h++) {
+        memcpy(sl->k + (h * S + (size_t)i) * HS, sl->k + (h * S + (size_t)last) * HS, HS * sizeof(float));
+        memcpy(sl->v + (h * S + (size_t)i) * HS, sl->v + (h * S + (size_t)last) * HS, HS * sizeof(float));
+    }
+    sl->F[i] = sl->F[last];
+    sl->pos[i] = sl->pos[last];
+}
+
+/* The pruning rules, before a new key enters: with a threshold, every cached key (not the
+ * first token) whose penalty reached it goes; then, if the block is still full and there is a
+ * budget, the key with the largest penalty goes (not the first token; ties: the oldest). */
+int64_t mni_sel_make_room(const struct mnemo_attn_cfg *cfg, void *state)
+{
+    struct mni_sel_state *st = state;
+    struct mni_sel_slots sl;
+    mni_sel_state_view(cfg, state, &sl);
+    if (cfg->threshold > 0)
+        for (int64_t i = st->used - 1; i >= 0; i--)
+            if (sl.pos[i] != 0 && sl.F[i] >= (double)cfg->threshold) drop_slot(cfg, st, &sl, i);
+    if (st->used < st->slots) return st->used++;
+    if (cfg->budget <= 0) return -1;
+    int64_t worst = -1;
+    for (int64_t i = 0; i < st->used; i++) {
+        if (sl.pos[i] == 0) continue;
+        if (worst < 0 || sl.F[i] > sl.F[worst] || (sl.F[i] == sl.F[worst] && sl.pos[i] < sl.pos[worst]))
+            worst = i;
+    }
+    drop_slot(cfg, st, &sl, worst); /* budget >= 2: a candidate exists */
+    return st->used++;
+}
+
+/* scratch: the rotated queries of one token (NH,HS), one row of scores (slots), and the RoPE
  * factors of one position (HS); the reference needs its own. */
 static size_t sel_step_scratch_bytes(const struct mnemo_attn_cfg *cfg, int n)
 {
     (void)n;
     if (cfg->use_ref) return mni_sel_ref_step_scratch_bytes(cfg, n);
-    size_t f = (size_t)cfg->n_head * (size_t)cfg->head_dim + (size_t)cfg->n_ctx + (size_t)cfg->head_dim;
+    size_t f = (size_t)cfg->n_head * (size_t)cfg->head_dim + (size_t)n_slots(cfg) + (size_t)cfg->head_dim;
     return mni_mul(f, sizeof(float));
 }
 
-/* Token by token, in the order of the spec (§5): the new key enters with F = 0, every head
- * attends with the current F, then the token's head-0 logits vote for the keys before it. */
+/* Token by token, in the order of the spec (§5): room is made by the pruning rules, the new key
+ * enters with F = 0, every head attends over the live slots with their current F, then the
+ * token's head-0 logits vote for the keys before it. */
 static enum mnemo_status sel_step(const struct mnemo_attn_cfg *cfg, void *state,
                                   const float *params, float *out, const float *qkv, int n,
                                   void *scratch)
@@ -497,31 +556,32 @@ static enum mnemo_status sel_step(const struct mnemo_attn_cfg *cfg, void *state,
         return mni_err(MNEMO_ERR_ARG, "selective: step needs state, out, qkv and scratch buffers");
     if (n < 1) return mni_err(MNEMO_ERR_ARG, "selective: step needs n >= 1 tokens, got %d", n);
     struct mni_sel_state *st = state;
-    if (st->n_ctx != cfg->n_ctx || st->count < 0 || st->count > st->n_ctx)
-        return mni_err(MNEMO_ERR_ARG,
-                       "selective: state not initialised for this cfg (n_ctx %lld vs %d, count %lld)",
-                       (long long)st->n_ctx, cfg->n_ctx, (long long)st->count);
-    if (st->count + n > st->n_ctx)
-        return mni_err(MNEMO_ERR_FULL, "selective: KV cache full: %lld tokens held + %d new > n_ctx %d",
+    if (st->n_ctx != cfg->n_ctx || st->slots != n_slots(cfg) || st->used < 0 ||
+        st->used > st->slots || st->count < st->used)
+        return mni_err(MNEMO_ERR_ARG, "selective: state not initialised for this cfg");
+    if (cfg->budget <= 0 && st->count + n > st->n_ctx)
+        return mni_err(MNEMO_ERR_FULL, "selective: KV cache full: %lld tokens held + %d new > n_ctx %d "
+                       "(a budget prunes the cache instead)",
                        (long long)st->count, n, cfg->n_ctx);
     if (cfg->use_ref) {
         mni_sel_ref_step(cfg, state, out, qkv, n, scratch);
         return MNEMO_OK;
     }
     const int NH = cfg->n_head, HS = cfg->head_dim;
-    const size_t C = (size_t)NH * HS, n_ctx = (size_t)cfg->n_ctx;
+    const size_t C = (size_t)NH * HS, S = (size_t)st->slots;
     const float scale = (float)(1.0 / sqrt((double)HS));
-    float *kc, *vc;
-    double *F;
-    mni_sel_state_view(cfg, state, &kc, &vc, &F);
-    float *qr = scratch, *row = qr + C, *cs = row + n_ctx;
+    struct mni_sel_slots sl;
+    mni_sel_state_view(cfg, state, &sl);
+    float *qr = scratch, *row = qr + C, *cs = row + S;
     for (int t = 0; t < n; t++) {
-        const int pos = (int)st->count;
+        const int64_t pos = st->count, slot = mni_sel_make_room(cfg, state);
         const float *x = qkv + (size_t)t * 3 * C;
         if (cfg->rope)
-            for (int i = 0; i < HS / 2; i++) mni_rope_cs(&cs[2 * i], &cs[2 * i + 1], pos, i, HS, cfg->rope_theta);
+            for (int i = 0; i < HS / 2; i++)
+                mni_rope_cs(&cs[2 * i], &cs[2 * i + 1], (int)pos, i, HS, cfg->rope_theta);
         for (int h = 0; h < NH; h++) {
-            float *kr = kc + ((size_t)h * n_ctx + pos) * HS, *vr = vc + ((size_t)h * n_ctx + pos) * HS;
+            float *kr = sl.k + ((size_t)h * S + (size_t)slot) * HS;
+            float *vr = sl.v + ((size_t)h * S + (size_t)slot) * HS;
             memcpy(qr + (size_t)h * HS, x + (size_t)h * HS, (size_t)HS * sizeof(float));
             memcpy(kr, x + C + (size_t)h * HS, (size_t)HS * sizeof(float));
             memcpy(vr, x + 2 * C + (size_t)h * HS, (size_t)HS * sizeof(float));
@@ -530,34 +590,37 @@ static enum mnemo_status sel_step(const struct mnemo_attn_cfg *cfg, void *state,
                 mni_rope_apply(kr, cs, HS, +1);
             }
         }
-        F[pos] = 0.0;
+        sl.F[slot] = 0.0;
+        sl.pos[slot] = pos;
+        const int64_t live = st->used;
         for (int h = 0; h < NH; h++) {
-            const float *qh = qr + (size_t)h * HS, *kh = kc + (size_t)h * n_ctx * HS;
-            const float *vh = vc + (size_t)h * n_ctx * HS;
+            const float *qh = qr + (size_t)h * HS, *kh = sl.k + (size_t)h * S * HS;
+            const float *vh = sl.v + (size_t)h * S * HS;
             float m = -INFINITY, l = 0.0f;
-            for (int j = 0; j <= pos; j++) {
+            for (int64_t j = 0; j < live; j++) {
                 float acc = 0.0f;
                 for (int d = 0; d < HS; d++) acc += qh[d] * kh[(size_t)j * HS + d];
-                row[j] = acc * scale - (float)F[j];
+                row[j] = acc * scale - (float)sl.F[j];
                 m = fmaxf(m, row[j]);
             }
-            for (int j = 0; j <= pos; j++) {
+            for (int64_t j = 0; j < live; j++) {
                 row[j] = expf(row[j] - m);
                 l += row[j];
             }
             float *o = out + (size_t)t * C + (size_t)h * HS;
             for (int d = 0; d < HS; d++) o[d] = 0.0f;
-            for (int j = 0; j <= pos; j++)
+            for (int64_t j = 0; j < live; j++)
                 for (int d = 0; d < HS; d++) o[d] += row[j] * vh[(size_t)j * HS + d];
             const float il = 1.0f / l;
             for (int d = 0; d < HS; d++) o[d] *= il;
         }
-        /* this token's vote, for the queries after it */
-        for (int j = 1; j < pos; j++) {
+        /* this token's vote, for the queries after it: every cached key 1 <= pos_j < pos */
+        for (int64_t j = 0; j < live; j++) {
+            if (sl.pos[j] < 1 || sl.pos[j] >= pos) continue;
             float acc = 0.0f;
-            for (int d = 0; d < HS; d++) acc += qr[d] * kc[(size_t)j * HS + d];
+            for (int d = 0; d < HS; d++) acc += qr[d] * sl.k[(size_t)j * HS + d];
             const float z = acc * scale;
-            if (z > 0.0f) F[j] += z;
+            if (z > 0.0f) sl.F[j] += z;
         }
         st->count++;
     }
@@ -567,8 +630,9 @@ static enum mnemo_status sel_step(const struct mnemo_attn_cfg *cfg, void *state,
 static size_t sel_state_live_bytes(const struct mnemo_attn_cfg *cfg, const void *state)
 {
     const struct mni_sel_state *st = state;
-    size_t per = 2 * (size_t)cfg->n_head * (size_t)cfg->head_dim * sizeof(float) + sizeof(double);
-    return mni_add(mni_sel_state_hdr_bytes(), mni_mul((size_t)st->count, per));
+    size_t per = 2 * (size_t)cfg->n_head * (size_t)cfg->head_dim * sizeof(float) + sizeof(double) +
+                 sizeof(int64_t);
+    return mni_add(mni_sel_state_hdr_bytes(), mni_mul((size_t)st->used, per));
 }
 
 const struct mnemo_attn_ops mni_attn_selective = {

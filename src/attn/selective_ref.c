@@ -222,63 +222,69 @@ enum mnemo_status mni_sel_ref_backward(const struct mnemo_attn_cfg *cfg, struct 
     return MNEMO_OK;
 }
 
-/* doubles: rq (NH,HS), row (n_ctx) */
+/* doubles: rq (NH,HS), row (slots) */
 size_t mni_sel_ref_step_scratch_bytes(const struct mnemo_attn_cfg *cfg, int n)
 {
     (void)n;
-    return mni_mul((size_t)cfg->n_head * cfg->head_dim + (size_t)cfg->n_ctx, sizeof(double));
+    size_t S = (size_t)(cfg->budget > 0 ? cfg->budget : cfg->n_ctx);
+    return mni_mul((size_t)cfg->n_head * cfg->head_dim + S, sizeof(double));
 }
 
+/* The same slots and pruning rules as the fast step (mni_sel_make_room), the arithmetic in
+ * double. */
 void mni_sel_ref_step(const struct mnemo_attn_cfg *cfg, void *state, float *out,
                       const float *qkv, int n, void *scratch)
 {
     const int NH = cfg->n_head, HS = cfg->head_dim;
-    const size_t C = (size_t)NH * HS, n_ctx = (size_t)cfg->n_ctx;
+    const size_t C = (size_t)NH * HS;
     const double scale = 1.0 / sqrt((double)HS);
     struct mni_sel_state *st = state;
-    float *kc, *vc;
-    double *F;
-    mni_sel_state_view(cfg, state, &kc, &vc, &F);
+    const size_t S = (size_t)st->slots;
+    struct mni_sel_slots sl;
+    mni_sel_state_view(cfg, state, &sl);
     double *rq = scratch, *row = rq + C, kr[256];
     for (int t = 0; t < n; t++) {
-        const int pos = (int)st->count;
+        const int64_t pos = st->count, slot = mni_sel_make_room(cfg, state);
         const float *x = qkv + (size_t)t * 3 * C;
         for (int h = 0; h < NH; h++) {
             for (int d = 0; d < HS; d++) {
                 rq[(size_t)h * HS + d] = x[(size_t)h * HS + d];
                 kr[d] = x[C + (size_t)h * HS + d];
             }
-            rot_d(rq + (size_t)h * HS, pos, cfg, +1);
-            rot_d(kr, pos, cfg, +1);
+            rot_d(rq + (size_t)h * HS, (int)pos, cfg, +1);
+            rot_d(kr, (int)pos, cfg, +1);
             for (int d = 0; d < HS; d++) {
-                kc[((size_t)h * n_ctx + pos) * HS + d] = (float)kr[d];
-                vc[((size_t)h * n_ctx + pos) * HS + d] = x[2 * C + (size_t)h * HS + d];
+                sl.k[((size_t)h * S + (size_t)slot) * HS + d] = (float)kr[d];
+                sl.v[((size_t)h * S + (size_t)slot) * HS + d] = x[2 * C + (size_t)h * HS + d];
             }
         }
-        F[pos] = 0;
+        sl.F[slot] = 0;
+        sl.pos[slot] = pos;
+        const int64_t live = st->used;
         for (int h = 0; h < NH; h++) {
-            const float *kh = kc + (size_t)h * n_ctx * HS, *vh = vc + (size_t)h * n_ctx * HS;
+            const float *kh = sl.k + (size_t)h * S * HS, *vh = sl.v + (size_t)h * S * HS;
             double m = -INFINITY, l = 0;
-            for (int j = 0; j <= pos; j++) {
+            for (int64_t j = 0; j < live; j++) {
                 double s = 0;
                 for (int d = 0; d < HS; d++) s += rq[(size_t)h * HS + d] * kh[(size_t)j * HS + d];
-                row[j] = s * scale - F[j];
+                row[j] = s * scale - sl.F[j];
                 m = fmax(m, row[j]);
             }
-            for (int j = 0; j <= pos; j++) {
+            for (int64_t j = 0; j < live; j++) {
                 row[j] = exp(row[j] - m);
                 l += row[j];
             }
             for (int d = 0; d < HS; d++) {
                 double acc = 0;
-                for (int j = 0; j <= pos; j++) acc += row[j] * vh[(size_t)j * HS + d];
+                for (int64_t j = 0; j < live; j++) acc += row[j] * vh[(size_t)j * HS + d];
                 out[(size_t)t * C + (size_t)h * HS + d] = (float)(acc / l);
             }
         }
-        for (int j = 1; j < pos; j++) {
+        for (int64_t j = 0; j < live; j++) {
+            if (sl.pos[j] < 1 || sl.pos[j] >= pos) continue;
             double s = 0;
-            for (int d = 0; d < HS; d++) s += rq[d] * kc[(size_t)j * HS + d];
-            F[j] += fmax(0.0, s * scale);
+            for (int d = 0; d < HS; d++) s += rq[d] * sl.k[(size_t)j * HS + d];
+            sl.F[j] += fmax(0.0, s * scale);
         }
         st->count++;
     }
