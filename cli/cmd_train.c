@@ -46,8 +46,10 @@ static int on_event(const struct mnemo_train_event *ev, void *user)
         if (ev->step % p->every == 0 || ev->step == ev->max_steps || ev->step == 1) {
             cli_fmt_duration(el, sizeof(el), ev->elapsed_s);
             cli_fmt_duration(eta, sizeof(eta), ev->eta_s);
-            fprintf(stderr, "step %6d/%d | loss %.4f | lr %.2e | norm %.3f | %7.0f tok/s | %s elapsed | eta %s\n",
-                    ev->step, ev->max_steps, (double)ev->loss, (double)ev->lr,
+            char mem[32] = "";
+            if (ev->mem_loss > 0) snprintf(mem, sizeof(mem), " | mem %.3f", ev->mem_loss);
+            fprintf(stderr, "step %6d/%d | loss %.4f%s | lr %.2e | norm %.3f | %7.0f tok/s | %s elapsed | eta %s\n",
+                    ev->step, ev->max_steps, (double)ev->loss, mem, (double)ev->lr,
                     (double)ev->grad_norm, ev->tokens_per_s, el, eta);
         }
         break;
@@ -99,6 +101,9 @@ int cmd_train(int argc, char **argv)
         {"beta2", OPT_FLOAT, &tc.beta2, "AdamW beta2"},
         {"eps", OPT_FLOAT, &tc.eps, "AdamW epsilon"},
         {"grad_clip", OPT_FLOAT, &tc.grad_clip, "clip the global gradient norm (0 = off)"},
+        {"mem_eps", OPT_FLOAT, &tc.mem_eps,
+         "selective attention: weight of the memory loss (0 = off; the paper's 0.1)"},
+        {"mem_tau", OPT_FLOAT, &tc.mem_tau, "selective attention: the memory loss's tau (0 = 1)"},
         {"ema", OPT_FLOAT, &tc.ema,
          "keep an exponential moving average of the weights with this decay, e.g. 0.999 "
          "(0 = off); the checkpoint and validation use the average"},

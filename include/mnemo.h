@@ -112,6 +112,15 @@ MNEMO_API const float *mnemo_model_logits(const struct mnemo_model *m);
  * grad_scale are ADDED to the gradient buffer (gradient accumulation). */
 MNEMO_API enum mnemo_status mnemo_model_backward(struct mnemo_model *m, float grad_scale);
 MNEMO_API void mnemo_model_zero_grad(struct mnemo_model *m);
+/* Selective attention's memory loss (Leviathan et al.): with eps > 0, forward also computes
+ * L_mem = mean over windows of sum_l max_i M_i^l / (n_layer T), M_i = (i + 1) -
+ * sum_{j<=i} min(F[i,j], tau) / tau (the soft count of keys query i still needs), and backward
+ * adds the gradient of eps * L_mem; *loss stays the cross-entropy. tau 0 means 1. eps = 0 turns
+ * it off. MNEMO_ERR_ARG for kinds without it (dense) or negative values. */
+MNEMO_API enum mnemo_status mnemo_model_set_memory_loss(struct mnemo_model *m, float eps,
+                                                        float tau);
+/* L_mem of the last forward (0 when off). */
+MNEMO_API double mnemo_model_memory_loss(const struct mnemo_model *m);
 
 /* ---- checkpoints ---------------------------------------------------------------------------- */
 
@@ -166,6 +175,8 @@ struct mnemo_train_config {
                               * state. Step t uses min(ema, (1+t)/(10+t)). */
     int optimizer;           /* enum mnemo_optimizer */
     float momentum;          /* Muon's (Nesterov) momentum; AdamW uses beta1/beta2 */
+    float mem_eps, mem_tau;  /* selective attention's memory loss (mnemo_model_set_memory_loss):
+                              * weight (0 = off) and tau (0 = 1) */
 };
 
 enum mnemo_optimizer {
@@ -200,6 +211,7 @@ struct mnemo_train_event {
     double val_loss;     /* EVAL: nats per token */
     double val_bpb;
     const char *path;    /* CKPT: the checkpoint written */
+    double mem_loss;     /* STEP: the memory loss L_mem of the step (0 when off) */
 };
 
 /* Called after every event; a non-zero return stops training after writing a checkpoint. */

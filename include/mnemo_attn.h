@@ -38,6 +38,9 @@ struct mnemo_attn_cfg {
                        * largest penalty is evicted (never the first token, never the new one).
                        * 0 = no budget (n_ctx slots, full at n_ctx) */
     float threshold;  /* selective: evict cached keys whose penalty reaches it (0 = off) */
+    float mem_eps;    /* selective, training: weight of the memory loss (0 = off); the kind
+                       * then reports aux_loss and takes its gradient through aux_grad */
+    float mem_tau;    /* selective: the memory loss's tau (0 = 1) */
 };
 
 /* Buffers of one forward or backward call over B windows of T tokens. */
@@ -51,6 +54,10 @@ struct mnemo_attn_io {
     float *dparams;       /* their gradients, accumulated (+=) */
     void *act;            /* this layer's saved activations: written by forward, read by backward */
     void *scratch;        /* workspace shared by all layers */
+    /* appended */
+    double aux_loss;      /* forward output: the kind's auxiliary loss term for this layer
+                           * (selective with mem_eps: sum over windows of max_i M_i), else 0 */
+    float aux_grad;       /* backward input: d(objective) / d(aux_loss) */
 };
 
 struct mnemo_attn_ops {

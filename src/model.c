@@ -353,7 +353,28 @@ static enum mnemo_status train_attn(void *vctx, struct mni_layer_acts *a, int l)
     io.params = mni_model_param(m, MNI_P_ATTNX, l);
     io.act = a->attn_act;
     io.scratch = m->attn_scratch;
-    return m->attn->forward(&m->acfg, &io);
+    enum mnemo_status st = m->attn->forward(&m->acfg, &io);
+    m->aux_sum += io.aux_loss;
+    return st;
+}
+
+enum mnemo_status mnemo_model_set_memory_loss(struct mnemo_model *m, float eps, float tau)
+{
+    struct mnemo_attn_cfg c = m->acfg;
+    c.mem_eps = eps;
+    c.mem_tau = tau;
+    if (eps != 0.0f && m->cfg.attn_kind == MNEMO_ATTN_KIND_DENSE)
+        return mni_err(MNEMO_ERR_ARG, "the memory loss needs the selective attention kind");
+    enum mnemo_status st = m->attn->validate(&c);
+    if (st != MNEMO_OK) return st;
+    m->acfg = c;
+    return MNEMO_OK;
+}
+
+double mnemo_model_memory_loss(const struct mnemo_model *m)
+{
+    if (m->acfg.mem_eps <= 0 || m->cur_B < 1) return 0;
+    return m->aux_sum / ((double)m->cfg.n_layer * m->cur_T * m->cur_B);
 }
 
 static enum mnemo_status check_tokens(const uint16_t *tok, size_t N, int T, int V,
@@ -392,6 +413,7 @@ enum mnemo_status mnemo_model_forward(struct mnemo_model *m, const uint16_t *inp
         for (size_t i = 0; i < N; i++) pos[i] = (int)(i % (size_t)T);
     }
     mni_embed(m, m->layers[0].res, inputs, pos, N);
+    m->aux_sum = 0;
     struct train_attn_ctx ctx = {m, B, T};
     for (int l = 0; l < m->cfg.n_layer; l++) {
         float *next = l + 1 < m->cfg.n_layer ? m->layers[l + 1].res : m->res_final;
@@ -460,6 +482,8 @@ enum mnemo_status mnemo_model_backward(struct mnemo_model *m, float grad_scale)
         io.dparams = grad_of(m, MNI_P_ATTNX, l);
         io.act = a->attn_act;
         io.scratch = m->attn_scratch;
+        /* objective = xent + eps * aux_sum / (L T B): d/d(aux of this layer) */
+        io.aux_grad = grad_scale * m->acfg.mem_eps / ((float)L * (float)T * (float)B);
         st = m->attn->backward(&m->acfg, &io);
         if (st != MNEMO_OK) return st;
         mni_matmul_bwd(m->dtmp, grad_of(m, MNI_P_QKVW, l), grad_of(m, MNI_P_QKVB, l), m->dqkv,

@@ -88,6 +88,7 @@ struct mnemo_model {
     float *losses;     /* (B,T) */
     uint16_t *inputs, *targets; /* (B,T) copies of the last forward's tokens */
     int have_targets;
+    double aux_sum;    /* the kinds' aux_loss summed over the layers in the last forward */
     /* backward buffers, reused across layers */
     float *dres, *dtmp, *dqkv, *datty, *dfch;
     void *attn_scratch;

@@ -77,6 +77,9 @@ static enum mnemo_status check_train_config(const struct mnemo_train_config *tc,
     if (!(tc->grad_clip >= 0)) return mni_err(MNEMO_ERR_ARG, "grad_clip = %g: must be >= 0", (double)tc->grad_clip);
     if (!(tc->ema >= 0.0f && tc->ema < 1.0f))
         return mni_err(MNEMO_ERR_ARG, "ema = %g: must be in [0, 1) (0 = off)", (double)tc->ema);
+    if (!(tc->mem_eps >= 0 && isfinite(tc->mem_eps)) || !(tc->mem_tau >= 0 && isfinite(tc->mem_tau)))
+        return mni_err(MNEMO_ERR_ARG, "mem_eps = %g, mem_tau = %g: must be >= 0", (double)tc->mem_eps,
+                       (double)tc->mem_tau);
     if (!mnemo_optimizer_name(tc->optimizer))
         return mni_err(MNEMO_ERR_ARG, "optimizer = %d: unknown (adamw or muon)", tc->optimizer);
     if (!(tc->momentum >= 0.0f && tc->momentum < 1.0f))
@@ -367,6 +370,7 @@ enum mnemo_status mnemo_train(struct mnemo_model *m, const struct mnemo_train_co
     snprintf(t.state_path, sizeof(t.state_path), "%s/train_state.safetensors", tc->out_dir);
     snprintf(t.log_path, sizeof(t.log_path), "%s/log.jsonl", tc->out_dir);
 
+    if ((st = mnemo_model_set_memory_loss(m, tc->mem_eps, tc->mem_tau))) return st;
     if ((st = mni_tokens_read(&train, tc->train_path))) goto out;
     if (tc->val_path && (st = mni_tokens_read(&val, tc->val_path))) goto out;
     if (train.vocab > m->cfg.vocab || (val.tok && val.vocab > m->cfg.vocab)) {
@@ -425,13 +429,14 @@ enum mnemo_status mnemo_train(struct mnemo_model *m, const struct mnemo_train_co
     while (!stop && t.step < tc->max_steps) {
         float lr = lr_at(tc, t.step);
         mnemo_model_zero_grad(m);
-        double loss_sum = 0;
+        double loss_sum = 0, mem_sum = 0;
         for (int a = 0; a < tc->grad_accum; a++) {
             mni_loader_next(&t.ld, x, y, B);
             float loss;
             if ((st = mnemo_model_forward(m, x, y, B, T, &loss))) goto numeric;
             if ((st = mnemo_model_backward(m, 1.0f / (float)tc->grad_accum))) goto out;
             loss_sum += loss;
+            mem_sum += mnemo_model_memory_loss(m);
         }
         float loss = (float)(loss_sum / tc->grad_accum);
         if ((st = mni_comm_allreduce_mean(&comm, m->grads, m->n_params)) ||
@@ -455,13 +460,14 @@ enum mnemo_status mnemo_train(struct mnemo_model *m, const struct mnemo_train_co
         ev.loss = loss;
         ev.lr = lr;
         ev.grad_norm = (float)gn;
+        ev.mem_loss = mem_sum / tc->grad_accum;
         ev.tokens_per_s = (double)B * T * tc->grad_accum / (now > t_last ? now - t_last : 1e-9);
         ev.elapsed_s = now - t0;
         ev.eta_s = (now - t0) / (t.step - first) * (tc->max_steps - t.step);
         t_last = now;
         log_line(&t, "{\"type\":\"step\",\"step\":%d,\"loss\":%.6f,\"lr\":%.6g,\"grad_norm\":%.5g,"
-                 "\"tokens_per_s\":%.1f,\"elapsed_s\":%.3f}",
-                 t.step, loss, lr, gn, ev.tokens_per_s, ev.elapsed_s);
+                 "\"tokens_per_s\":%.1f,\"elapsed_s\":%.3f,\"mem_loss\":%.6g}",
+                 t.step, loss, lr, gn, ev.tokens_per_s, ev.elapsed_s, ev.mem_loss);
         if (cb && cb(&ev, user)) stop = 1;
 
         int last = t.step == tc->max_steps || stop;
@@ -503,6 +509,7 @@ numeric:
                      why, t.step + 1, tc->out_dir);
     }
 out:
+    mnemo_model_set_memory_loss(m, 0.0f, 0.0f); /* a training option, not the model's */
     /* the caller gets the model that was saved, on every path: with ema, the average */
     if (t.ema_live) memcpy(m->params, t.ema, m->n_params * sizeof(float));
     mni_comm_free(&comm);

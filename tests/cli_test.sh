@@ -64,6 +64,12 @@ expect_ok "bench --optimizer muon" "$MNEMO" bench --n_layer 1 --d_model 32 --n_h
 grep -q "muon step / adamw step" "$W/out" || bad "bench --optimizer muon: no ratio line"
 expect_ok "train --attn selective" "$MNEMO" train --train "$W/data/train.bin" --out "$W/run_sel" \
     "${TINY[@]}" --steps 3 --attn selective
+expect_ok "train --mem_eps" "$MNEMO" train --train "$W/data/train.bin" --out "$W/run_mem" \
+    "${TINY[@]}" --steps 2 --attn selective --mem_eps 0.1 --print_every 1
+grep -q "| mem " "$W/err" || bad "train --mem_eps: no memory loss in the progress line"
+grep -q '"mem_loss":0.[0-9]*[1-9]' "$W/run_mem/log.jsonl" || bad "train --mem_eps: no mem_loss in the log"
+expect_fail "memory loss with dense" "needs the selective attention kind" "$MNEMO" train \
+    --train "$W/data/train.bin" --out "$W/r3" "${TINY[@]}" --mem_eps 0.1
 expect_ok "generate --budget" "$MNEMO" generate --model "$W/run_sel/model.safetensors" --n 100 --budget 4
 grep -q "attention state" "$W/err" || bad "generate --budget: no state line"
 expect_fail "budget with dense" "pruning needs the selective kind" "$MNEMO" generate \

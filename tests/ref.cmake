@@ -18,3 +18,7 @@ set_tests_properties(ref_model_muon PROPERTIES ENVIRONMENT "OMP_NUM_THREADS=2")
 add_test(NAME ref_model_selective
          COMMAND bash -c "set -e; d=ref_selective; $<TARGET_FILE:ref_dump> --out \$d --attn selective; /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/ref/check_ref.py \$d")
 set_tests_properties(ref_model_selective PROPERTIES ENVIRONMENT "OMP_NUM_THREADS=2")
+# ... and with the memory loss (eps 0.5, tau 2): the gradients and the 10 steps are the objective's.
+add_test(NAME ref_model_selective_mem
+         COMMAND bash -c "set -e; d=ref_selective_mem; $<TARGET_FILE:ref_dump> --out \$d --attn selective --mem_eps 0.5; /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/ref/check_ref.py \$d")
+set_tests_properties(ref_model_selective_mem PROPERTIES ENVIRONMENT "OMP_NUM_THREADS=2")

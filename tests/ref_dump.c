@@ -8,6 +8,7 @@
  * Protocol: docs/internals/reference-tests.md.
  *
  * usage: ref_dump --out DIR [--pos rope|learned] [--optimizer adamw|muon] [--attn dense|selective]
+ *                 [--mem_eps X] (selective's memory loss, tau 2)
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,11 +30,13 @@ static void die(const char *what)
 int main(int argc, char **argv)
 {
     const char *out = NULL, *pos = "rope", *optim = "adamw", *attn = "dense";
+    float mem_eps = 0.0f;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--out")) out = argv[i + 1];
         else if (!strcmp(argv[i], "--pos")) pos = argv[i + 1];
         else if (!strcmp(argv[i], "--optimizer")) optim = argv[i + 1];
         else if (!strcmp(argv[i], "--attn")) attn = argv[i + 1];
+        else if (!strcmp(argv[i], "--mem_eps")) mem_eps = strtof(argv[i + 1], NULL);
     }
     if (!out || mnemo_optimizer_from_name(optim) < 0 || mnemo_attn_kind_from_name(attn) < 0) {
         fprintf(stderr, "usage: ref_dump --out DIR [--pos rope|learned] [--optimizer adamw|muon] "
@@ -52,6 +55,7 @@ int main(int argc, char **argv)
     struct mnemo_model *m;
     if (mnemo_model_create(&m, &c) != MNEMO_OK) die("create");
     mnemo_model_init(m, 42);
+    if (mem_eps > 0 && mnemo_model_set_memory_loss(m, mem_eps, 2.0f) != MNEMO_OK) die("memory loss");
     /* perturb everything (biases, LayerNorm gains, ...) so that every gradient is exercised */
     struct mni_rng r;
     mni_rng_seed(&r, 4242);
@@ -141,7 +145,7 @@ int main(int argc, char **argv)
             n++;
         }
     }
-    char lr[32], b1[32], b2[32], eps[32], wd[32], gc[32], st[32], mo[32];
+    char lr[32], b1[32], b2[32], eps[32], wd[32], gc[32], st[32], mo[32], me[32];
     snprintf(lr, sizeof(lr), "%.9g", (double)tc.lr);
     snprintf(b1, sizeof(b1), "%.9g", (double)tc.beta1);
     snprintf(b2, sizeof(b2), "%.9g", (double)tc.beta2);
@@ -150,10 +154,12 @@ int main(int argc, char **argv)
     snprintf(gc, sizeof(gc), "%.9g", (double)tc.grad_clip);
     snprintf(st, sizeof(st), "%d", STEPS);
     snprintf(mo, sizeof(mo), "%.9g", (double)tc.momentum);
+    snprintf(me, sizeof(me), "%.9g", (double)mem_eps);
     const char *kv[] = {"lr", lr, "beta1", b1, "beta2", b2, "eps", eps, "weight_decay", wd,
-                        "grad_clip", gc, "steps", st, "optimizer", optim, "momentum", mo};
+                        "grad_clip", gc, "steps", st, "optimizer", optim, "momentum", mo,
+                        "mem_eps", me, "mem_tau", "2"};
     snprintf(path, sizeof(path), "%s/dump.safetensors", out);
-    if (mni_st_write(path, t, n, kv, 9) != MNEMO_OK) die("write dump");
+    if (mni_st_write(path, t, n, kv, 11) != MNEMO_OK) die("write dump");
     printf("ref_dump: %s positions, %s attention, %s, loss %.6f, %d of %d steps clipped, wrote %s\n",
            pos, attn, optim, (double)loss, clipped, STEPS, path);
     free(t);

@@ -70,12 +70,18 @@ static struct mnemo_attn_io io_of(struct bufs *b)
     return io;
 }
 
+/* The weight of the memory loss in the tests' objective sum(out * dout) + AUX_W * aux_loss. */
+#define AUX_W 0.37f
+static double last_aux;
+
 static void run(const struct mnemo_attn_ops *ops, const struct mnemo_attn_cfg *cfg, struct bufs *b,
                 int backward)
 {
     struct mnemo_attn_io io = io_of(b);
+    io.aux_grad = AUX_W;
     enum mnemo_status st = backward ? ops->backward(cfg, &io) : ops->forward(cfg, &io);
     if (st != MNEMO_OK) fail_msg("%s: %s", backward ? "backward" : "forward", mnemo_last_error());
+    if (!backward) last_aux = io.aux_loss;
 }
 
 static void test_registry_and_validate(void **s)
@@ -102,12 +108,13 @@ static const struct shape shapes[] = {
     {2, 37, 3, 8, 1}, {1, 16, 1, 4, 0}, {3, 50, 2, 6, 1}, {1, 5, 4, 2, 0}, {2, 64, 4, 32, 1},
 };
 
-static void test_fast_vs_ref(void **s)
+static void fast_vs_ref(float mem_eps, float mem_tau)
 {
-    (void)s;
     for (size_t c = 0; c < sizeof(shapes) / sizeof(shapes[0]); c++) {
         const struct shape *sh = &shapes[c];
         struct mnemo_attn_cfg cf = make_cfg(MNEMO_ATTN_KIND_SELECTIVE, sh->NH, sh->HS, sh->T, sh->rope, 0);
+        cf.mem_eps = mem_eps;
+        cf.mem_tau = mem_tau;
         struct mnemo_attn_cfg cr = cf;
         cr.use_ref = 1;
         struct bufs f, r;
@@ -119,13 +126,18 @@ static void test_fast_vs_ref(void **s)
         memcpy(r.qkv, f.qkv, f.nqkv * sizeof(float));
         memcpy(r.dout, f.dout, f.nout * sizeof(float));
         run(OPS, &cf, &f, 0);
+        const double aux_f = last_aux;
         run(OPS, &cr, &r, 0);
         double ef = tu_rel_max_err(f.out, r.out, f.nout);
+        assert_true(fabs(aux_f - last_aux) <= 1e-5 * (1 + fabs(last_aux)));
+        if (mem_eps > 0) assert_true(last_aux > 0);
+        else assert_true(aux_f == 0 && last_aux == 0);
         run(OPS, &cf, &f, 1);
         run(OPS, &cr, &r, 1);
         double eb = tu_rel_max_err(f.dqkv, r.dqkv, f.nqkv);
-        print_message("fast/ref  B=%d T=%d NH=%d HS=%d rope=%d: forward %.2e, backward %.2e\n",
-                      sh->B, sh->T, sh->NH, sh->HS, sh->rope, ef, eb);
+        print_message("fast/ref  B=%d T=%d NH=%d HS=%d rope=%d mem=%g: forward %.2e, backward %.2e, "
+                      "aux %.4f\n", sh->B, sh->T, sh->NH, sh->HS, sh->rope, (double)mem_eps, ef, eb,
+                      last_aux);
         assert_true(ef < 2e-5);
         assert_true(eb < 1e-4);
         bufs_free(&f);
@@ -133,18 +145,34 @@ static void test_fast_vs_ref(void **s)
     }
 }
 
+static void test_fast_vs_ref(void **s)
+{
+    (void)s;
+    fast_vs_ref(0.0f, 0.0f);
+}
+
+/* With the memory loss: its value and its gradient (weight AUX_W) on top of the attention's;
+ * tau 3 so that some penalties are above it and some below. */
+static void test_fast_vs_ref_memory(void **s)
+{
+    (void)s;
+    fast_vs_ref(0.1f, 3.0f);
+}
+
 static double loss_of(const struct mnemo_attn_cfg *cfg, struct bufs *b)
 {
     run(OPS, cfg, b, 0);
-    double L = 0;
+    double L = AUX_W * last_aux;
     for (size_t i = 0; i < b->nout; i++) L += (double)b->out[i] * b->dout[i];
     return L;
 }
 
 /* Every entry of qkv perturbed (Richardson-combined central differences), the reference path. */
-static void check_fd(int B, int T, int NH, int HS, int rope, uint64_t seed)
+static void check_fd(int B, int T, int NH, int HS, int rope, uint64_t seed, float mem_eps)
 {
     struct mnemo_attn_cfg cfg = make_cfg(MNEMO_ATTN_KIND_SELECTIVE, NH, HS, T, rope, 1);
+    cfg.mem_eps = mem_eps;
+    cfg.mem_tau = 2.0f;
     struct bufs b;
     bufs_init(&b, OPS, &cfg, B, T);
     tu_fill_normal(b.qkv, b.nqkv, 1.5f, seed);
@@ -178,8 +206,8 @@ static void check_fd(int B, int T, int NH, int HS, int rope, uint64_t seed)
                      NH, HS, rope, an, fd);
         worst = err > worst ? err : worst;
     }
-    print_message("fd        B=%d T=%d NH=%d HS=%d rope=%d: worst rel err %.2e (%d of %zu at a kink)\n",
-                  B, T, NH, HS, rope, worst, skipped, b.nqkv);
+    print_message("fd        B=%d T=%d NH=%d HS=%d rope=%d mem=%g: worst rel err %.2e (%d of %zu at a kink)\n",
+                  B, T, NH, HS, rope, (double)mem_eps, worst, skipped, b.nqkv);
     assert_true(skipped * 10 < (int)b.nqkv);
     bufs_free(&b);
 }
@@ -187,9 +215,12 @@ static void check_fd(int B, int T, int NH, int HS, int rope, uint64_t seed)
 static void test_ref_vs_fd(void **s)
 {
     (void)s;
-    check_fd(1, 7, 2, 4, 1, 11);
-    check_fd(2, 6, 1, 6, 0, 12);
-    check_fd(1, 8, 3, 2, 1, 13);
+    check_fd(1, 7, 2, 4, 1, 11, 0.0f);
+    check_fd(2, 6, 1, 6, 0, 12, 0.0f);
+    check_fd(1, 8, 3, 2, 1, 13, 0.0f);
+    /* the memory loss's gradient (its max row and the clamp at tau are kinks too) */
+    check_fd(1, 7, 2, 4, 1, 14, 0.1f);
+    check_fd(2, 8, 1, 6, 0, 15, 0.1f);
 }
 
 /* With q of head 0 zero, no vote is ever cast (relu(0) = 0): F = 0 and every head is plain
@@ -252,6 +283,14 @@ static void test_hand_case(void **s)
         /* query 2 sees no penalty at all: F[2,1] would need a vote of a token between 1 and 2 */
         double o2 = (0 + 1 + 2) / 3.0;
         assert_true(fabs(b.out[2 * HS] - o2) < 1e-5);
+        /* the memory loss (tau 1): M_0..M_3 = 1, 2, 3, 4 - min(F[3,1], 1) = 3: max 3 */
+        c.mem_eps = 0.1f;
+        run(OPS, &c, &b, 0);
+        assert_true(fabs(last_aux - 3.0) < 1e-6);
+        /* tau 3 > F[3,1] = 2.12: M_3 = 4 - 2.12 / 3 = 3.29 */
+        c.mem_tau = 3.0f;
+        run(OPS, &c, &b, 0);
+        assert_true(fabs(last_aux - (4.0 - F31 / 3.0)) < 1e-5);
         bufs_free(&b);
     }
 }
@@ -465,6 +504,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_registry_and_validate),
         cmocka_unit_test(test_fast_vs_ref),
+        cmocka_unit_test(test_fast_vs_ref_memory),
         cmocka_unit_test(test_ref_vs_fd),
         cmocka_unit_test(test_no_votes_is_dense),
         cmocka_unit_test(test_hand_case),

@@ -75,14 +75,17 @@ void mni_dense_ref_step(const struct mnemo_attn_cfg *cfg, void *state,
  *   q, k, v (B,NH,T,HS)  rotated q (unscaled), rotated k, v
  *   lse     (B,NH,T)     natural log of each row's softmax denominator (logits z - F)
  *   fsum    (B,T)        double: each key column's total vote over the window
+ *   mval    (B)          double: the memory loss's max_i M_i of each window (mem_eps > 0)
+ *   mrow    (B)          int32: the row i that attains it (the first one)
  *   cs      (T,HS/2,2)   the RoPE table (empty if cfg->rope == 0) */
 struct mni_sel_act {
-    size_t q, k, v, lse, fsum, cs, total;
+    size_t q, k, v, lse, fsum, mval, mrow, cs, total;
 };
 void mni_sel_act_layout(struct mni_sel_act *lay, const struct mnemo_attn_cfg *cfg, int B, int T);
 struct mni_sel_view {
     float *q, *k, *v, *lse;
-    double *fsum;
+    double *fsum, *mval;
+    int32_t *mrow;
     float *cs; /* NULL without RoPE */
 };
 void mni_sel_act_view(struct mni_sel_view *vw, const struct mnemo_attn_cfg *cfg, int B, int T,
@@ -109,6 +112,9 @@ void mni_sel_state_view(const struct mnemo_attn_cfg *cfg, void *state, struct mn
 /* Frees a slot for a new key by the pruning rules (threshold, then budget) and returns its
  * index, or -1 when the state is full and may not evict (no budget). */
 int64_t mni_sel_make_room(const struct mnemo_attn_cfg *cfg, void *state);
+
+/* The memory loss's tau (cfg->mem_tau, 0 meaning 1). */
+double mni_sel_tau(const struct mnemo_attn_cfg *cfg);
 
 /* The naive references (selective_ref.c): double precision, the penalty written in its closed
  * form F[i,j] = sum_{j<k<i, j>=1} relu(z_0[k,j]) with full T x T matrices (tests only). Forward

@@ -53,6 +53,10 @@ void mni_sel_act_layout(struct mni_sel_act *lay, const struct mnemo_attn_cfg *cf
     o = mni_add(o, mni_align64(mni_mul(rows, sizeof(float))));
     lay->fsum = o;
     o = mni_add(o, mni_align64(mni_mul(mni_mul((size_t)B, (size_t)T), sizeof(double))));
+    lay->mval = o;
+    o = mni_add(o, mni_align64(mni_mul((size_t)B, sizeof(double))));
+    lay->mrow = o;
+    o = mni_add(o, mni_align64(mni_mul((size_t)B, sizeof(int32_t))));
     lay->cs = o;
     if (cfg->rope) o = mni_add(o, mni_align64(mni_mul((size_t)T * (size_t)cfg->head_dim, sizeof(float))));
     lay->total = o;
@@ -69,6 +73,8 @@ void mni_sel_act_view(struct mni_sel_view *vw, const struct mnemo_attn_cfg *cfg,
     vw->v = (float *)(a + lay.v);
     vw->lse = (float *)(a + lay.lse);
     vw->fsum = (double *)(a + lay.fsum);
+    vw->mval = (double *)(a + lay.mval);
+    vw->mrow = (int32_t *)(a + lay.mrow);
     vw->cs = cfg->rope ? (float *)(a + lay.cs) : NULL;
 }
 
@@ -132,6 +138,10 @@ static enum mnemo_status sel_validate(const struct mnemo_attn_cfg *cfg)
     if (!(cfg->threshold >= 0.0f && isfinite(cfg->threshold)))
         return mni_err(MNEMO_ERR_ARG, "selective: threshold must be >= 0 (0 = off), got %g",
                        (double)cfg->threshold);
+    if (!(cfg->mem_eps >= 0.0f && isfinite(cfg->mem_eps)) ||
+        !(cfg->mem_tau >= 0.0f && isfinite(cfg->mem_tau)))
+        return mni_err(MNEMO_ERR_ARG, "selective: mem_eps and mem_tau must be >= 0, got %g and %g",
+                       (double)cfg->mem_eps, (double)cfg->mem_tau);
     return MNEMO_OK;
 }
 
@@ -225,6 +235,29 @@ static double strip_votes(const float *z0, int T, int j, int i0, int nq)
     return v;
 }
 
+/* The memory loss's tau (0 means 1). */
+double mni_sel_tau(const struct mnemo_attn_cfg *cfg)
+{
+    return cfg->mem_tau > 0 ? (double)cfg->mem_tau : 1.0;
+}
+
+/* M_i = (i + 1) - sum_{j <= i} min(F[i,j], tau) / tau for the strip's rows: keeps the largest
+ * (the first on ties) in *best, *best_row. */
+static void memory_rows(const float *F, int T, int i0, int nq, double tau, double *best,
+                        int32_t *best_row)
+{
+    for (int r = 0; r < nq; r++) {
+        const int i = i0 + r;
+        double s = 0;
+        for (int j = 0; j <= i; j++) s += fmin((double)F[(size_t)r * T + j], tau);
+        const double M = (double)(i + 1) - s / tau;
+        if (M > *best) {
+            *best = M;
+            *best_row = i;
+        }
+    }
+}
+
 /* Rotates (cfg->rope) and re-lays one window's q, k, v into the act layout (NH,T,HS). */
 static void load_window(const struct mnemo_attn_cfg *cfg, const float *qkv, int T, float *q,
                         float *k, float *v, const float *cs)
@@ -277,10 +310,13 @@ static enum mnemo_status sel_forward(const struct mnemo_attn_cfg *cfg, struct mn
         load_window(cfg, io->qkv + (size_t)b * T * 3 * C, T, q, k, v, vw.cs);
         for (int h = 0; h < NH; h++) transpose(kt + (size_t)h * TH, k + (size_t)h * TH, T, HS);
         for (int j = 0; j < T; j++) carry[j] = 0.0;
+        double mbest = -INFINITY;
+        int32_t mrow = 0;
         for (int i0 = 0; i0 < T; i0 += QS) {
             const int nq = T - i0 < QS ? T - i0 : QS;
             scores(z0, T, q + (size_t)i0 * HS, HS, kt, i0, nq, scale);
             f_tile(F, T, z0, carry, i0, nq);
+            if (cfg->mem_eps > 0) memory_rows(F, T, i0, nq, mni_sel_tau(cfg), &mbest, &mrow);
             for (int h = 0; h < NH; h++) {
                 const float *Sh = z0;
                 if (h) {
@@ -312,7 +348,11 @@ static enum mnemo_status sel_forward(const struct mnemo_attn_cfg *cfg, struct mn
                 }
             }
         }
+        vw.mval[b] = cfg->mem_eps > 0 ? mbest : 0.0;
+        vw.mrow[b] = mrow;
     }
+    io->aux_loss = 0;
+    for (int b = 0; b < B && cfg->mem_eps > 0; b++) io->aux_loss += vw.mval[b];
     return MNEMO_OK;
 }
 
@@ -411,6 +451,15 @@ static enum mnemo_status sel_backward(const struct mnemo_attn_cfg *cfg, struct m
                         }
                     }
                 }
+            }
+            /* the memory loss: max_i M_i of this window is attained at row mrow, where
+             * dM/dF[i,j] = -1/tau for every F[i,j] < tau */
+            const int ir = vw.mrow[b];
+            if (cfg->mem_eps > 0 && io->aux_grad != 0.0f && ir >= i0 && ir < i0 + nq) {
+                const float tau = (float)mni_sel_tau(cfg), g = -io->aux_grad / tau;
+                const int r = ir - i0;
+                for (int j = 0; j <= ir; j++)
+                    if (F[(size_t)r * T + j] < tau) dF[(size_t)r * T + j] += g;
             }
             /* the selection: G[r][j] = sum of dF over later rows; dz0 = G where a vote was cast */
             const float *q0 = q, *k0 = k;

@@ -10,7 +10,10 @@
  *
  * backward (dO given): dP, D_i = sum_j P_ij dP_ij (from its definition), dL = P (dP - D),
  * dF = -sum_h dL_h, and for 1 <= j < k with z_0[k,j] > 0: dz_0[k,j] += sum_{i > k} dF[i,j]
- * (a triple loop, no running sums). Serial; the tests use small T.
+ * (a triple loop, no running sums). With the memory loss (mem_eps > 0): per window
+ * M_i = (i + 1) - sum_{j<=i} min(F[i,j], tau) / tau, aux = max_i M_i (first row on ties), and
+ * backward adds aux_grad * dM/dF = -aux_grad / tau to dF[i*,j] wherever F[i*,j] < tau.
+ * Serial; the tests use small T.
  */
 #include <math.h>
 #include <string.h>
@@ -125,6 +128,7 @@ enum mnemo_status mni_sel_ref_forward(const struct mnemo_attn_cfg *cfg, struct m
     if (vw.cs) mni_rope_table(vw.cs, T, HS, cfg->rope_theta);
     struct ref_bufs r;
     ref_bufs(&r, cfg, T, io->scratch);
+    io->aux_loss = 0;
     for (int b = 0; b < B; b++) {
         const float *qkv = io->qkv + (size_t)b * T * 3 * C;
         ref_prepare(cfg, qkv, T, &r);
@@ -152,6 +156,18 @@ enum mnemo_status mni_sel_ref_forward(const struct mnemo_attn_cfg *cfg, struct m
             for (int k = j + 1; k < T && j >= 1; k++) f += fmax(0.0, r.z0[(size_t)k * T + j]);
             vw.fsum[(size_t)b * T + j] = f;
         }
+        double best = -INFINITY;
+        int32_t row = 0;
+        const double tau = mni_sel_tau(cfg);
+        for (int i = 0; i < T && cfg->mem_eps > 0; i++) {
+            double s = 0;
+            for (int j = 0; j <= i; j++) s += fmin(r.F[(size_t)i * T + j], tau);
+            const double M = (double)(i + 1) - s / tau;
+            if (M > best) best = M, row = i;
+        }
+        vw.mval[b] = cfg->mem_eps > 0 ? best : 0.0;
+        vw.mrow[b] = row;
+        io->aux_loss += vw.mval[b];
     }
     return MNEMO_OK;
 }
@@ -194,6 +210,20 @@ enum mnemo_status mni_sel_ref_backward(const struct mnemo_attn_cfg *cfg, struct 
                     }
                 }
             }
+        }
+        /* the memory loss: its max row, recomputed here from F (not read from act) */
+        if (cfg->mem_eps > 0 && io->aux_grad != 0.0f) {
+            const double tau = mni_sel_tau(cfg);
+            double best = -INFINITY;
+            int row = 0;
+            for (int i = 0; i < T; i++) {
+                double s = 0;
+                for (int j = 0; j <= i; j++) s += fmin(r.F[(size_t)i * T + j], tau);
+                const double M = (double)(i + 1) - s / tau;
+                if (M > best) best = M, row = i;
+            }
+            for (int j = 0; j <= row; j++)
+                if (r.F[(size_t)row * T + j] < tau) r.dF[(size_t)row * T + j] -= io->aux_grad / tau;
         }
         /* the selection: F[i,j] = sum_{j<k<i} relu(z0[k,j])  =>  dz0[k,j] = sum_{i>k} dF[i,j] */
         for (int k = 0; k < T; k++)

@@ -78,6 +78,11 @@ def _parse_hp(meta, path):
         hp["momentum"] = float(meta.get("momentum", "0.95"))
     except ValueError:
         raise InputError("%s: metadata momentum=%r is not a number" % (path, meta["momentum"])) from None
+    try:
+        hp["mem_eps"] = float(meta.get("mem_eps", "0"))
+        hp["mem_tau"] = float(meta.get("mem_tau", "1"))
+    except ValueError:
+        raise InputError("%s: metadata mem_eps/mem_tau is not a number" % path) from None
     if hp["steps"] < 1:
         raise InputError("%s: metadata steps=%d must be >= 1" % (path, hp["steps"]))
     return hp
@@ -171,7 +176,8 @@ def run(d, out=sys.stdout):
     torch.manual_seed(0)
     model = R.model_from_tensors(cfg, ckpt, torch.float64)
     logits, loss = model(x, y)
-    loss.backward()
+    # the gradients are the objective's: with the memory loss, cross-entropy + eps * L_mem
+    (loss + hp["mem_eps"] * model.memory_loss(hp["mem_tau"]) if hp["mem_eps"] else loss).backward()
     V = cfg.vocab
 
     got_logits = dump.get("logits")
@@ -195,7 +201,7 @@ def run(d, out=sys.stdout):
     model = R.model_from_tensors(cfg, ckpt, torch.float64)
     want_steps = R.train_losses(model, x, y, S, hp["lr"], hp["beta1"], hp["beta2"], hp["eps"],
                                 hp["weight_decay"], hp["grad_clip"], hp["optimizer"],
-                                hp["momentum"])
+                                hp["momentum"], hp["mem_eps"], hp["mem_tau"])
     rep.compare("step_losses", dump.get("step_losses"), torch.tensor(want_steps),
                 TOL["step_losses"])
     sl = dump.get("step_losses")

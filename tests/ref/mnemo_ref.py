@@ -208,7 +208,8 @@ class Attention(nn.Module):
         att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(HS))      # (B,NH,T,T)
         att = att.masked_fill(~self.mask(T, a.device), float("-inf"))
         if self.cfg.attn_kind == "selective":
-            att = att - selection_penalty(att[:, 0])[:, None]
+            self.penalty = selection_penalty(att[:, 0])              # (B,T,T), kept for the
+            att = att - self.penalty[:, None]                         # memory loss
         att = torch.softmax(att, dim=-1)
         y = (att @ v).transpose(1, 2).reshape(B, T, C)               # heads concatenated
         return self.proj(y)
@@ -262,6 +263,19 @@ class MnemoRef(nn.Module):
         """Mean cross-entropy over B*T positions, softmax over the first V columns only."""
         V = self.cfg.vocab
         return F.cross_entropy(logits[..., :V].reshape(-1, V), y.reshape(-1))
+
+    def memory_loss(self, tau):
+        """Selective attention's memory loss of the last forward: per window
+        sum_l max_i M_i / (L T), M_i = (i + 1) - sum_j min(F[i,j], tau) / tau (F = 0 above the
+        diagonal), averaged over the windows."""
+        total = 0
+        for blk in self.blocks:
+            Fp = blk.attn.penalty                                    # (B,T,T)
+            T = Fp.shape[-1]
+            count = torch.arange(1, T + 1, dtype=Fp.dtype, device=Fp.device)
+            M = count - torch.clamp(Fp, max=tau).sum(-1) / tau       # (B,T)
+            total = total + M.max(dim=-1).values                     # (B)
+        return (total / (len(self.blocks) * T)).mean()
 
     def forward(self, x, y=None):
         B, T = x.shape
@@ -422,7 +436,7 @@ class Muon:
 
 
 def train_losses(model, x, y, steps, lr, beta1, beta2, eps, weight_decay, grad_clip,
-                 optimizer="adamw", momentum=0.95, **fault):
+                 optimizer="adamw", momentum=0.95, mem_eps=0.0, mem_tau=1.0, **fault):
     """Run `steps` training steps on the same batch; returns the list of losses, loss i being
     computed before update i. Keyword faults (bias_correction, decay_all, no_clip) are for the
     self-test."""
@@ -439,7 +453,7 @@ def train_losses(model, x, y, steps, lr, beta1, beta2, eps, weight_decay, grad_c
             p.grad = None
         _, loss = model(x, y)
         losses.append(loss.item())
-        loss.backward()
+        (loss + mem_eps * model.memory_loss(mem_tau) if mem_eps else loss).backward()
         if not fault.get("no_clip", False):
             clip_grad_norm(params, grad_clip)
         opt.step()
