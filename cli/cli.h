@@ -40,6 +40,11 @@ int cli_mkdir_p(const char *path);
 /* "1:02:03" or "2:03" */
 void cli_fmt_duration(char *buf, size_t n, double seconds);
 
+/* Per-layer cache budgets from --budgets LIST, --budget K or the checkpoint's prune.budgets
+ * (unless no_prune); NULL for none. *from names the source. Caller frees. */
+int *cli_budgets(const char *cmd, const struct mnemo_model *m, const char *list, int all,
+                 int no_prune, const char **from);
+int cmd_prune_search(int argc, char **argv);
 int cmd_prepare(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);

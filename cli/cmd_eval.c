@@ -2,13 +2,16 @@
  * cmd_eval.c -- mnemo eval: loss, perplexity and bits per byte of a checkpoint on a token file.
  */
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "cli.h"
 
 int cmd_eval(int argc, char **argv)
 {
     const char *model = NULL, *data = NULL;
-    int seq = 0, stride = 0, batch = 8, threads = 0;
+    int seq = 0, stride = 0, batch = 8, threads = 0, budget = 0, no_prune = 0;
+    const char *budget_list = NULL;
+    float threshold = 0.0f;
     uint64_t max_windows = 0;
     const struct opt opts[] = {
         {"model", OPT_STR, &model, "checkpoint (model.safetensors)"},
@@ -20,6 +23,12 @@ int cmd_eval(int argc, char **argv)
         {"batch", OPT_INT, &batch, "windows per forward pass"},
         {"max_windows", OPT_U64, &max_windows, "score at most this many windows (0 = all)"},
         {"threads", OPT_INT, &threads, "threads (0 = default)"},
+        {"budgets", OPT_STR, &budget_list,
+         "selective attention: per-layer cache budgets K1,K2,... (streams each window through a "
+         "pruning session); default: the checkpoint's prune.budgets, if any"},
+        {"budget", OPT_INT, &budget, "selective attention: the same budget for every layer"},
+        {"threshold", OPT_FLOAT, &threshold, "selective attention: evict keys whose penalty reaches this"},
+        {"no_prune", OPT_BOOL, &no_prune, "ignore the checkpoint's prune.budgets"},
     };
     const char *pos[2];
     int n_pos;
@@ -33,9 +42,29 @@ int cmd_eval(int argc, char **argv)
     enum mnemo_status st = mnemo_model_load(&m, model);
     if (st != MNEMO_OK) cli_fail("eval", st, "cannot load the checkpoint");
     struct mnemo_eval_result r;
-    st = mnemo_eval_file(m, data, seq, stride, batch, max_windows, &r);
-    if (st != MNEMO_OK) cli_fail("eval", st, "evaluation failed");
+    const char *from;
+    int *budgets = cli_budgets("eval", m, budget_list, budget, no_prune, &from);
     int win = seq ? seq : mnemo_model_get_config(m)->n_ctx;
+    if (budgets || threshold > 0) {
+        if (stride && stride != win) cli_die("eval", "--stride: pruned evaluation scores disjoint windows");
+        st = mnemo_eval_file_pruned(m, data, seq, budgets, threshold, max_windows, &r);
+        if (st != MNEMO_OK) cli_fail("eval", st, "pruned evaluation failed");
+        const int L = mnemo_model_get_config(m)->n_layer;
+        long total = 0;
+        printf("pruned: budgets from %s:", from ? from : "none");
+        for (int l = 0; budgets && l < L; l++) {
+            int k = budgets[l] && budgets[l] < win ? budgets[l] : win;
+            printf("%s%d", l ? "," : " ", budgets[l]);
+            total += k;
+        }
+        if (budgets) printf(" | KV memory %.2fx smaller than the full window (L*T / sum K)", (double)L * win / (double)total);
+        if (threshold > 0) printf(" | threshold %g", (double)threshold);
+        printf("\n");
+        free(budgets);
+    } else {
+        st = mnemo_eval_file(m, data, seq, stride, batch, max_windows, &r);
+        if (st != MNEMO_OK) cli_fail("eval", st, "evaluation failed");
+    }
     printf("eval: %s on %s (windows of %d, stride %d): %llu tokens | loss %.4f nats/token | "
            "perplexity %.3f | %.4f bits/byte\n",
            model, data, win, stride ? stride : win, (unsigned long long)r.tokens, r.loss, r.ppl,

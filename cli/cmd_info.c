@@ -24,10 +24,11 @@ int cmd_info(int argc, char **argv)
     printf("positions    %s", c->pos == MNEMO_POS_ROPE ? "rope" : "learned");
     if (c->pos == MNEMO_POS_ROPE) printf(" (theta %g)", (double)c->rope_theta);
     printf("\nattention    %s\n", mnemo_attn_kind_name(c->attn_kind));
-    const char *keys[] = {"train.step", "train.val_loss", "train.optimizer", "train.ema"};
+    const char *keys[] = {"train.step", "train.val_loss", "train.optimizer", "train.ema",
+                          "prune.budgets", "prune.target_loss"};
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
         const char *v = mnemo_model_meta(m, keys[i]);
-        if (v) printf("%-15s %s\n", keys[i], v);
+        if (v) printf("%-17s %s\n", keys[i], v);
     }
     mnemo_model_free(m);
     return 0;

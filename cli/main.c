@@ -15,6 +15,7 @@ static const struct {
     {"train", cmd_train, "train a model (JSON config + flags), with validation and checkpoints"},
     {"eval", cmd_eval, "loss, perplexity and bits per byte of a checkpoint on a token file"},
     {"generate", cmd_generate, "stream text from a checkpoint (prompt, temperature, top-k/p)"},
+    {"prune-search", cmd_prune_search, "per-layer KV-cache budgets for a selective-attention checkpoint"},
     {"info", cmd_info, "summarise a checkpoint"},
     {"bench", cmd_bench, "measure training throughput and MFU on this machine"},
 };
@@ -24,7 +25,7 @@ static void usage(FILE *f) /* --help */
     fprintf(f, "usage: mnemo COMMAND [options]   (mnemo COMMAND --help for its options)\n\n"
                "commands:\n");
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
+        fprintf(f, "  %-13s %s\n", commands[i].name, commands[i].help);
     fprintf(f, "\nmnemo %d.%d.%d\n", MNEMO_VERSION_MAJOR, MNEMO_VERSION_MINOR, MNEMO_VERSION_PATCH);
 }
 

@@ -96,6 +96,12 @@ MNEMO_API size_t mnemo_model_n_params(const struct mnemo_model *m);
 /* Metadata value that the loaded checkpoint carried besides the config (e.g. "train.step"),
  * or NULL. */
 MNEMO_API const char *mnemo_model_meta(const struct mnemo_model *m, const char *key);
+/* Sets a metadata pair carried with the model (keys "train.*" or "prune.*"); written by
+ * mnemo_model_save_meta. MNEMO_ERR_ARG for other keys or values over 127 bytes. */
+MNEMO_API enum mnemo_status mnemo_model_set_meta(struct mnemo_model *m, const char *key,
+                                                 const char *value);
+/* mnemo_model_save, plus every carried metadata pair. */
+MNEMO_API enum mnemo_status mnemo_model_save_meta(const struct mnemo_model *m, const char *path);
 /* Threads for BLAS and OpenMP (n >= 1). */
 MNEMO_API void mnemo_set_threads(int n);
 
@@ -223,6 +229,26 @@ typedef int (*mnemo_train_cb)(const struct mnemo_train_event *ev, void *user);
  * stops with MNEMO_ERR_NUMERIC and leaves the last good checkpoint in place. */
 MNEMO_API enum mnemo_status mnemo_train(struct mnemo_model *m, const struct mnemo_train_config *tc,
                                         mnemo_train_cb cb, void *user);
+
+/* ---- context pruning (selective attention) --------------------------------------------------- */
+
+/* Scores the token file like mnemo_eval_file with disjoint windows of T tokens (0 = n_ctx), but
+ * streams each window through a session that keeps at most budgets[l] keys in layer l (NULL =
+ * no budget) and evicts keys whose penalty reaches threshold (0 = off). */
+MNEMO_API enum mnemo_status mnemo_eval_file_pruned(struct mnemo_model *m, const char *path, int T,
+                                                   const int *budgets, float threshold,
+                                                   uint64_t max_windows,
+                                                   struct mnemo_eval_result *res);
+/* Called after the starting point and after every committed change: the budgets so far and
+ * their pruned loss (nats per token). */
+typedef void (*mnemo_prune_cb)(const int *budgets, int n_layer, double loss, void *user);
+/* Greedy per-layer budget search: from K_l = T, repeatedly shrinks the one layer (K_l <-
+ * floor(factor K_l), at least 2) whose shrinking keeps the pruned loss lowest, while it stays
+ * <= target_loss; budgets (n_layer) receives the result. Needs selective attention. */
+MNEMO_API enum mnemo_status mnemo_prune_search(struct mnemo_model *m, const char *path, int T,
+                                               double target_loss, float factor,
+                                               uint64_t max_windows, int *budgets,
+                                               mnemo_prune_cb cb, void *user);
 
 /* ---- streaming session ---------------------------------------------------------------------- */
 

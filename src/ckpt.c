@@ -210,7 +210,8 @@ enum mnemo_status mnemo_model_load(struct mnemo_model **out, const char *path)
     for (size_t i = 0; i < mni_st_meta_count(f) && m->n_meta < 16; i++) {
         const char *k, *v;
         mni_st_meta_at(f, i, &k, &v);
-        if (strncmp(k, "train.", 6) != 0) continue; /* the config has its own fields */
+        /* the config has its own fields; train.* and prune.* are carried along */
+        if (strncmp(k, "train.", 6) != 0 && strncmp(k, "prune.", 6) != 0) continue;
         snprintf(m->meta[m->n_meta][0], 128, "%s", k);
         snprintf(m->meta[m->n_meta][1], 128, "%s", v);
         m->n_meta++;
@@ -241,4 +242,27 @@ void mni_model_set_meta(struct mnemo_model *m, const char *key, const char *valu
     }
     snprintf(m->meta[i][0], 128, "%s", key);
     snprintf(m->meta[i][1], 128, "%s", value);
+}
+
+enum mnemo_status mnemo_model_set_meta(struct mnemo_model *m, const char *key, const char *value)
+{
+    if (!key || !value || (strncmp(key, "train.", 6) && strncmp(key, "prune.", 6)))
+        return mni_err(MNEMO_ERR_ARG, "metadata key '%s': only train.* and prune.* are carried",
+                       key ? key : "(null)");
+    if (strlen(key) > 127 || strlen(value) > 127)
+        return mni_err(MNEMO_ERR_ARG, "metadata '%s': key and value must be at most 127 bytes", key);
+    if (m->n_meta == 16 && !mnemo_model_meta(m, key))
+        return mni_err(MNEMO_ERR_ARG, "metadata '%s': at most 16 pairs are carried", key);
+    mni_model_set_meta(m, key, value);
+    return MNEMO_OK;
+}
+
+enum mnemo_status mnemo_model_save_meta(const struct mnemo_model *m, const char *path)
+{
+    const char *kv[32];
+    for (int i = 0; i < m->n_meta; i++) {
+        kv[2 * i] = m->meta[i][0];
+        kv[2 * i + 1] = m->meta[i][1];
+    }
+    return mni_model_save_ex(m, path, kv, (size_t)m->n_meta);
 }

@@ -72,12 +72,26 @@ expect_fail "memory loss with dense" "needs the selective attention kind" "$MNEM
     --train "$W/data/train.bin" --out "$W/r3" "${TINY[@]}" --mem_eps 0.1
 expect_ok "generate --budget" "$MNEMO" generate --model "$W/run_sel/model.safetensors" --n 100 --budget 4
 grep -q "attention state" "$W/err" || bad "generate --budget: no state line"
+cp "$W/run_sel/model.safetensors" "$W/sel.safetensors"
+expect_ok "prune-search" "$MNEMO" prune-search --model "$W/sel.safetensors" --data "$W/data/val.bin" \
+    --max_windows 2 --factor 0.5 --tolerance 0.5 --threads 1
+grep -q "written to" "$W/out" || bad "prune-search: no result line"
+expect_ok "info prune" "$MNEMO" info "$W/sel.safetensors"
+grep -q "prune.budgets" "$W/out" || bad "info: no prune.budgets after prune-search"
+expect_ok "eval with saved budgets" "$MNEMO" eval --model "$W/sel.safetensors" --data "$W/data/val.bin"
+grep -q "budgets from the checkpoint" "$W/out" || bad "eval: did not use the checkpoint's budgets"
+expect_ok "eval --no_prune" "$MNEMO" eval --model "$W/sel.safetensors" --data "$W/data/val.bin" --no_prune
+grep -q "pruned" "$W/out" && bad "eval --no_prune: still pruned"
+expect_fail "bad --budgets" "comma-separated integers" "$MNEMO" eval --model "$W/sel.safetensors" \
+    --data "$W/data/val.bin" --budgets 4,x
+expect_fail "prune-search on dense" "needs a model with selective attention" "$MNEMO" prune-search \
+    --model "$W/run/model.safetensors" --data "$W/data/val.bin" --max_windows 1
 expect_fail "budget with dense" "pruning needs the selective kind" "$MNEMO" generate \
     --model "$W/run/model.safetensors" --n 5 --budget 4
 expect_fail "budget of 1" "budget must be 0" "$MNEMO" generate --model "$W/run_sel/model.safetensors" \
     --n 5 --budget 1
 expect_ok "help" "$MNEMO" --help
-for c in prepare train eval generate info bench; do expect_ok "$c --help" "$MNEMO" $c --help; done
+for c in prepare train eval generate info bench prune-search; do expect_ok "$c --help" "$MNEMO" $c --help; done
 
 # --- bad input -----------------------------------------------------------------------------------
 CK="$W/run/model.safetensors"

@@ -449,6 +449,66 @@ static void test_bad_train_config(void **s)
     mnemo_model_free(m);
 }
 
+
+/* Pruned evaluation and the budget search on a small selective model trained briefly. */
+static int n_rounds;
+static void count_round(const int *b, int L, double loss, void *user)
+{
+    (void)b, (void)L, (void)loss, (void)user;
+    n_rounds++;
+}
+
+static void test_pruned_eval_and_search(void **s)
+{
+    (void)s;
+    struct mnemo_model_config c;
+    mnemo_model_config_default(&c);
+    c.n_layer = 2;
+    c.d_model = 32;
+    c.n_head = 2;
+    c.n_ctx = 32;
+    c.vocab = MNEMO_TOK_VOCAB;
+    c.attn_kind = MNEMO_ATTN_KIND_SELECTIVE;
+    struct mnemo_model *m;
+    assert_int_equal(mnemo_model_create(&m, &c), MNEMO_OK);
+    mnemo_model_init(m, 3);
+    struct mnemo_train_config tc;
+    char tr[512], va[512];
+    train_cfg(&tc, make_dir("run_prune"), tr, va);
+    tc.max_steps = 30;
+    tc.mem_eps = 0.1f;
+    assert_int_equal(mnemo_train(m, &tc, NULL, NULL), MNEMO_OK);
+    /* budgets as long as the window: the session's loss is the batched forward's */
+    struct mnemo_eval_result full, pr;
+    assert_int_equal(mnemo_eval_file(m, va, 0, 0, 4, 0, &full), MNEMO_OK);
+    const int wide[2] = {32, 32};
+    assert_int_equal(mnemo_eval_file_pruned(m, va, 0, wide, 0.0f, 0, &pr), MNEMO_OK);
+    printf("unpruned %.6f, through the session %.6f\n", full.loss, pr.loss);
+    assert_int_equal(pr.tokens, full.tokens);
+    assert_true(fabs(pr.loss - full.loss) < 1e-4 * full.loss);
+    /* tight budgets cost something */
+    const int tight[2] = {2, 2};
+    assert_int_equal(mnemo_eval_file_pruned(m, va, 0, tight, 0.0f, 0, &pr), MNEMO_OK);
+    assert_true(pr.loss > full.loss);
+    /* the search: the result keeps the loss within the target, and shrank something */
+    int b[2];
+    const double target = full.loss * 1.05;
+    n_rounds = 0;
+    assert_int_equal(mnemo_prune_search(m, va, 0, target, 0.5f, 0, b, count_round, NULL), MNEMO_OK);
+    printf("budgets %d,%d after %d rounds\n", b[0], b[1], n_rounds);
+    assert_true(b[0] >= 2 && b[0] <= 32 && b[1] >= 2 && b[1] <= 32 && b[0] + b[1] < 64);
+    assert_int_equal(n_rounds, 1 + (int)(log2(32.0 / b[0]) + 0.5) + (int)(log2(32.0 / b[1]) + 0.5));
+    assert_int_equal(mnemo_eval_file_pruned(m, va, 0, b, 0.0f, 0, &pr), MNEMO_OK);
+    assert_true(pr.loss <= target);
+    /* refusals: a target below the unpruned loss, a bad factor, a dense model */
+    assert_int_equal(mnemo_prune_search(m, va, 0, full.loss * 0.5, 0.5f, 0, b, NULL, NULL), MNEMO_ERR_ARG);
+    assert_int_equal(mnemo_prune_search(m, va, 0, target, 1.5f, 0, b, NULL, NULL), MNEMO_ERR_ARG);
+    mnemo_model_free(m);
+    m = small_model();
+    assert_int_equal(mnemo_prune_search(m, va, 0, target, 0.5f, 0, b, NULL, NULL), MNEMO_ERR_ARG);
+    mnemo_model_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -461,6 +521,7 @@ int main(void)
         cmocka_unit_test(test_exact_resume_muon),
         cmocka_unit_test(test_ema),
         cmocka_unit_test(test_bad_train_config),
+        cmocka_unit_test(test_pruned_eval_and_search),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,54 @@
+/*
+ * budgets.c -- which per-layer cache budgets a command uses: --budgets K1,K2,... (one per
+ * layer), else --budget K (every layer), else the checkpoint's "prune.budgets" (written by
+ * mnemo prune-search) unless --no_prune, else none.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+/* Parses "K1,K2,..." (exactly L non-negative integers) into out; 0 on success. */
+static int parse_list(const char *s, int L, int *out)
+{
+    for (int l = 0; l < L; l++) {
+        char *end;
+        errno = 0;
+        long v = strtol(s, &end, 10);
+        if (errno || end == s || v < 0 || v > 1 << 30) return -1;
+        out[l] = (int)v;
+        if (l + 1 < L) {
+            if (*end != ',') return -1;
+            s = end + 1;
+        } else if (*end) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int *cli_budgets(const char *cmd, const struct mnemo_model *m, const char *list, int all,
+                 int no_prune, const char **from)
+{
+    const int L = mnemo_model_get_config(m)->n_layer;
+    const char *saved = mnemo_model_meta(m, "prune.budgets");
+    *from = NULL;
+    if (!list && !all && (no_prune || !saved)) return NULL;
+    int *b = calloc((size_t)L, sizeof(int));
+    if (!b) cli_die(cmd, "out of memory");
+    if (list) {
+        if (parse_list(list, L, b))
+            cli_die(cmd, "--budgets '%s': expected %d comma-separated integers (one per layer)", list, L);
+        *from = "--budgets";
+    } else if (all) {
+        for (int l = 0; l < L; l++) b[l] = all;
+        *from = "--budget";
+    } else {
+        if (parse_list(saved, L, b))
+            cli_die(cmd, "the checkpoint's prune.budgets '%s' is not %d integers", saved, L);
+        *from = "the checkpoint (prune.budgets)";
+    }
+    return b;
+}

@@ -1,0 +1,155 @@
+/*
+ * prune.c -- evaluation through a pruning session, and the search for per-layer cache budgets
+ * (Selective Attention, issue 3; spec ../shared/papers/selective-attention.md §5).
+ *
+ * Pruned evaluation streams each validation window (BOS + T-1 tokens, disjoint, as the
+ * training-time validation) through a fresh session whose layers keep at most K_l keys, and
+ * scores every prediction from the session's logits: the perplexity the pruned cache really
+ * gives, not a mask simulated in a batched forward.
+ *
+ * The search is the spec's greedy default: start with K_l = T everywhere; in each round try
+ * K_l <- floor(factor K_l) (at least 2) for every layer on its own, measure the pruned loss,
+ * and commit the one layer change with the lowest loss if it stays within the target; stop
+ * when no layer can shrink. The result is written into the checkpoint's metadata
+ * ("prune.budgets"), where eval and generate find it.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "data.h"
+#include "kern/kern.h"
+#include "mni.h"
+#include "model.h"
+
+static enum mnemo_status eval_pruned_tokens(struct mnemo_model *m, const uint16_t *tok, uint64_t n,
+                                            int T, const int *budgets, float threshold,
+                                            uint64_t max_windows, struct mnemo_eval_result *r)
+{
+    memset(r, 0, sizeof(*r));
+    uint64_t nw = mni_eval_windows(n, T, T);
+    if (nw == 0)
+        return mni_err(MNEMO_ERR_ARG, "the evaluation data has %llu tokens, fewer than one window of %d",
+                       (unsigned long long)n, T);
+    if (max_windows && max_windows < nw) nw = max_windows;
+    const int chunk = T < 64 ? T : 64;
+    struct mnemo_session_config sc;
+    mnemo_session_config_default(&sc);
+    sc.max_chunk = chunk;
+    sc.budgets = budgets;
+    sc.threshold = threshold;
+    struct mnemo_session *s;
+    enum mnemo_status st = mnemo_session_create_ex(&s, m, &sc);
+    if (st != MNEMO_OK) return st;
+    uint16_t *x = mni_alloc((size_t)T * 2 * sizeof(uint16_t));
+    float *losses = mni_alloc((size_t)chunk * sizeof(float));
+    if (!x || !losses) {
+        mni_free(x);
+        mni_free(losses);
+        mnemo_session_free(s);
+        return mni_err(MNEMO_ERR_NOMEM, "out of memory for the pruned evaluation");
+    }
+    uint16_t *y = x + T;
+    double sum = 0;
+    for (uint64_t w = 0; w < nw && st == MNEMO_OK; w++) {
+        mni_eval_window(tok, w, T, T, x, y);
+        mnemo_session_reset(s);
+        for (int t = 0; t < T && st == MNEMO_OK; t += chunk) {
+            const int k = T - t < chunk ? T - t : chunk;
+            const float *lg;
+            st = mnemo_session_feed(s, x + t, k, &lg);
+            if (st == MNEMO_OK)
+                sum += mni_xent_fwd_bwd(NULL, losses, lg, y + t, 0.0f, (size_t)k,
+                                        (size_t)m->cfg.vocab, (size_t)m->cfg.vocab_padded);
+        }
+    }
+    mni_free(x);
+    mni_free(losses);
+    mnemo_session_free(s);
+    if (st != MNEMO_OK) return st;
+    r->tokens = nw * (uint64_t)T;
+    r->loss = sum / (double)r->tokens;
+    if (!isfinite(r->loss)) return mni_err(MNEMO_ERR_NUMERIC, "the loss is not finite (%g)", r->loss);
+    r->bpb = r->loss / MNI_LN2;
+    r->ppl = exp(r->loss);
+    return MNEMO_OK;
+}
+
+static enum mnemo_status check_window(const struct mnemo_model *m, int *T)
+{
+    if (*T == 0) *T = m->cfg.n_ctx;
+    if (*T < 1 || *T > m->cfg.n_ctx)
+        return mni_err(MNEMO_ERR_ARG, "pruned evaluation: window %d must be in [1, n_ctx = %d]", *T,
+                       m->cfg.n_ctx);
+    return MNEMO_OK;
+}
+
+enum mnemo_status mnemo_eval_file_pruned(struct mnemo_model *m, const char *path, int T,
+                                         const int *budgets, float threshold,
+                                         uint64_t max_windows, struct mnemo_eval_result *res)
+{
+    enum mnemo_status st = check_window(m, &T);
+    if (st != MNEMO_OK) return st;
+    struct mni_tokens tk;
+    if ((st = mni_tokens_read(&tk, path)) != MNEMO_OK) return st;
+    if (tk.vocab > m->cfg.vocab)
+        st = mni_err(MNEMO_ERR_ARG, "'%s' has vocabulary %d, larger than the model's %d", path,
+                     tk.vocab, m->cfg.vocab);
+    else
+        st = eval_pruned_tokens(m, tk.tok, tk.n, T, budgets, threshold, max_windows, res);
+    mni_tokens_free(&tk);
+    return st;
+}
+
+enum mnemo_status mnemo_prune_search(struct mnemo_model *m, const char *path, int T,
+                                     double target_loss, float factor, uint64_t max_windows,
+                                     int *budgets, mnemo_prune_cb cb, void *user)
+{
+    enum mnemo_status st = check_window(m, &T);
+    if (st != MNEMO_OK) return st;
+    if (m->cfg.attn_kind != MNEMO_ATTN_KIND_SELECTIVE)
+        return mni_err(MNEMO_ERR_ARG, "prune-search needs a model with selective attention");
+    if (!(factor > 0 && factor < 1))
+        return mni_err(MNEMO_ERR_ARG, "prune-search: factor %g must be in (0, 1)", (double)factor);
+    if (!(target_loss > 0) || !isfinite(target_loss))
+        return mni_err(MNEMO_ERR_ARG, "prune-search: the target loss must be positive");
+    struct mni_tokens tk;
+    if ((st = mni_tokens_read(&tk, path)) != MNEMO_OK) return st;
+    const int L = m->cfg.n_layer;
+    int *trial = mni_alloc((size_t)L * sizeof(int));
+    if (!trial) {
+        mni_tokens_free(&tk);
+        return mni_err(MNEMO_ERR_NOMEM, "out of memory");
+    }
+    for (int l = 0; l < L; l++) budgets[l] = T;
+    struct mnemo_eval_result r;
+    st = eval_pruned_tokens(m, tk.tok, tk.n, T, budgets, 0.0f, max_windows, &r);
+    if (st == MNEMO_OK && cb) cb(budgets, L, r.loss, user);
+    if (st == MNEMO_OK && r.loss > target_loss)
+        st = mni_err(MNEMO_ERR_ARG, "prune-search: unpruned, the model's loss %.4f is already above "
+                     "the target %.4f: nothing to prune to", r.loss, target_loss);
+    while (st == MNEMO_OK) {
+        int best_l = -1, best_k = 0;
+        double best = INFINITY;
+        for (int l = 0; l < L && st == MNEMO_OK; l++) {
+            int k = (int)floorf(factor * (float)budgets[l]);
+            if (k >= budgets[l]) k = budgets[l] - 1;
+            if (k < 2) continue;
+            memcpy(trial, budgets, (size_t)L * sizeof(int));
+            trial[l] = k;
+            st = eval_pruned_tokens(m, tk.tok, tk.n, T, trial, 0.0f, max_windows, &r);
+            if (st == MNEMO_OK && r.loss <= target_loss && r.loss < best) {
+                best = r.loss;
+                best_l = l;
+                best_k = k;
+            }
+        }
+        if (st != MNEMO_OK || best_l < 0) break;
+        budgets[best_l] = best_k;
+        if (cb) cb(budgets, L, best, user);
+    }
+    mni_free(trial);
+    mni_tokens_free(&tk);
+    return st;
+}
