@@ -52,5 +52,14 @@ int cmd_bench(int argc, char **argv)
     if (opt == MNEMO_OPT_MUON)
         printf("  muon step / adamw step: %.3f (the update's cost, same run)\n",
                r[MNEMO_OPT_MUON].step_s / r[MNEMO_OPT_ADAMW].step_s);
+    if (mc.attn_kind != MNEMO_ATTN_KIND_DENSE) { /* the dense kind as the baseline, same run */
+        struct mnemo_model_config dc = mc;
+        dc.attn_kind = MNEMO_ATTN_KIND_DENSE;
+        struct mnemo_bench_result rd;
+        enum mnemo_status st = mnemo_bench_train_opt(&dc, B, dc.n_ctx, steps, warmup, opt, &rd);
+        if (st != MNEMO_OK) cli_fail("bench", st, "dense baseline failed");
+        printf("  dense %.0f tokens/s | %.1f ms/step (baseline)\n", rd.tokens_per_s, rd.step_s * 1e3);
+        printf("  %s step / dense step: %.3f (same run)\n", attn, r[opt].step_s / rd.step_s);
+    }
     return 0;
 }

@@ -32,6 +32,7 @@
 
 #include "attn/attn_int.h"
 #include "kern/kern.h"
+#include "kern/vmath.h"
 #include "mni.h"
 
 #define QS 16 /* query rows per strip */
@@ -81,12 +82,13 @@ void mni_sel_act_view(struct mni_sel_view *vw, const struct mnemo_attn_cfg *cfg,
 size_t mni_sel_state_hdr_bytes(void) { return mni_align64(sizeof(struct mni_sel_state)); }
 
 /* Per-window scratch of the fast path (floats unless noted), 64-byte aligned slices:
- *   kt     (NH,HS,T)  transposed keys of the window
+ *   kt, vt (NH,HS,T)  transposed keys and values of the window
+ *   dl     (QS,T)     the strip's dP, then dL, of one head
  *   z0, f, p, dp      (QS,T) tiles
  *   dq                (QS,NH,HS)
  *   carry, rcarry     (T) doubles */
 struct win_lay {
-    size_t kt, z0, f, p, dp, dq, carry, rcarry, total;
+    size_t kt, vt, dl, z0, f, p, dp, dq, carry, rcarry, total;
 };
 
 static void win_layout(struct win_lay *w, const struct mnemo_attn_cfg *cfg, int T)
@@ -97,6 +99,10 @@ static void win_layout(struct win_lay *w, const struct mnemo_attn_cfg *cfg, int 
     size_t o = 0;
     w->kt = o;
     o = mni_add(o, heads);
+    w->vt = o;
+    o = mni_add(o, heads);
+    w->dl = o;
+    o = mni_add(o, tile);
     w->z0 = o;
     o = mni_add(o, tile);
     w->f = o;
@@ -185,17 +191,55 @@ static enum mnemo_status check_io(const struct mnemo_attn_cfg *cfg,
 
 /* S[r][j] = scale * q_r . k_j for the rows r < nq and keys j <= i0 + r, from the transposed
  * keys kt (HS, T); entries beyond the diagonal are left alone. */
-static void scores(float *S, int T, const float *q, int HS, const float *kt, int i0, int nq,
-                   float scale)
+static void scores(float *S, int T, const float *q, size_t ldq, int HS, const float *kt, int i0,
+                   int nq, float scale)
 {
-    for (int r = 0; r < nq; r++) {
+    int r = 0;
+#if MNI_HAVE_AVX2
+    /* 4 rows x 16 keys in 8 accumulators; each sum runs over d in order with one FMA per term,
+     * as the scalar loop below does, so both give the same bits */
+    for (; r + 4 <= nq; r += 4) {
+        const int nk = i0 + r + 4; /* the block's last row sees keys 0 .. i0+r+3 */
+        int j = 0;
+        for (; j + 16 <= nk; j += 16) {
+            __m256 acc[4][2];
+            for (int u = 0; u < 4; u++) acc[u][0] = acc[u][1] = _mm256_setzero_ps();
+            for (int d = 0; d < HS; d++) {
+                const float *kd = kt + (size_t)d * T + j;
+                const __m256 k0 = _mm256_loadu_ps(kd), k1 = _mm256_loadu_ps(kd + 8);
+                for (int u = 0; u < 4; u++) {
+                    const __m256 a = _mm256_set1_ps(q[(size_t)(r + u) * ldq + d]);
+                    acc[u][0] = _mm256_fmadd_ps(a, k0, acc[u][0]);
+                    acc[u][1] = _mm256_fmadd_ps(a, k1, acc[u][1]);
+                }
+            }
+            const __m256 sc = _mm256_set1_ps(scale);
+            for (int u = 0; u < 4; u++) {
+                float *s = S + (size_t)(r + u) * T + j;
+                _mm256_storeu_ps(s, _mm256_mul_ps(acc[u][0], sc));
+                _mm256_storeu_ps(s + 8, _mm256_mul_ps(acc[u][1], sc));
+            }
+        }
+        for (int u = 0; u < 4; u++) { /* the tail keys, row by row */
+            float *s = S + (size_t)(r + u) * T;
+            const float *qr = q + (size_t)(r + u) * ldq;
+            const int nku = i0 + r + u + 1;
+            for (int jj = j; jj < nku; jj++) {
+                float acc = 0.0f;
+                for (int d = 0; d < HS; d++) acc = fmaf(qr[d], kt[(size_t)d * T + jj], acc);
+                s[jj] = acc * scale;
+            }
+        }
+    }
+#endif
+    for (; r < nq; r++) {
         float *s = S + (size_t)r * T;
         const int nk = i0 + r + 1;
-        const float *qr = q + (size_t)r * HS;
+        const float *qr = q + (size_t)r * ldq;
         for (int j = 0; j < nk; j++) s[j] = 0.0f;
         for (int d = 0; d < HS; d++) {
             const float a = qr[d], *kd = kt + (size_t)d * T;
-            for (int j = 0; j < nk; j++) s[j] += a * kd[j];
+            for (int j = 0; j < nk; j++) s[j] = fmaf(a, kd[j], s[j]);
         }
         for (int j = 0; j < nk; j++) s[j] *= scale;
     }
@@ -233,6 +277,75 @@ static double strip_votes(const float *z0, int T, int j, int i0, int nq)
         }
     }
     return v;
+}
+
+/* out[0..HS) += scale * sum_{r0 <= r < nr} w[r * ldw] * X[r * ldx + 0..HS): one column of a
+ * tile times a block of rows, the HS sums kept in registers (HS a multiple of 8, at most 64,
+ * with AVX2; plain loops otherwise). */
+static void wsum_rows(float *out, const float *w, size_t ldw, const float *X, size_t ldx, int r0,
+                      int nr, int HS, float scale)
+{
+    if (r0 >= nr) return;
+#if MNI_HAVE_AVX2
+    if (HS % 8 == 0 && HS <= 64) {
+        const int nv = HS / 8;
+        __m256 acc[8];
+        for (int v = 0; v < nv; v++) acc[v] = _mm256_setzero_ps();
+        for (int r = r0; r < nr; r++) {
+            const __m256 a = _mm256_set1_ps(w[(size_t)r * ldw]);
+            const float *x = X + (size_t)r * ldx;
+            for (int v = 0; v < nv; v++) acc[v] = _mm256_fmadd_ps(a, _mm256_loadu_ps(x + 8 * v), acc[v]);
+        }
+        const __m256 sc = _mm256_set1_ps(scale);
+        for (int v = 0; v < nv; v++)
+            _mm256_storeu_ps(out + 8 * v, _mm256_fmadd_ps(sc, acc[v], _mm256_loadu_ps(out + 8 * v)));
+        return;
+    }
+#endif
+    for (int d = 0; d < HS; d++) {
+        float acc = 0.0f;
+        for (int r = r0; r < nr; r++) acc = fmaf(w[(size_t)r * ldw], X[(size_t)r * ldx + d], acc);
+        out[d] = fmaf(scale, acc, out[d]);
+    }
+}
+
+/* max_j (s[j] - f[j]) over j < n (n >= 1). */
+static float row_max(const float *s, const float *f, int n)
+{
+    int j = 0;
+    float m = -INFINITY;
+#if MNI_HAVE_AVX2
+    __m256 vm = _mm256_set1_ps(-INFINITY);
+    for (; j + 8 <= n; j += 8)
+        vm = _mm256_max_ps(vm, _mm256_sub_ps(_mm256_loadu_ps(s + j), _mm256_loadu_ps(f + j)));
+    m = mni_hmax_ps(vm);
+#endif
+    for (; j < n; j++) m = s[j] - f[j] > m ? s[j] - f[j] : m;
+    return m;
+}
+
+/* p[j] = exp(s[j] - f[j] - sub) for j < n (the project's polynomial exp, vectorised where AVX2
+ * is available; the tail and the fallback use the same polynomial); returns sum_j p[j]. */
+static float exp_row(float *p, const float *s, const float *f, float sub, int n)
+{
+    int j = 0;
+    float sum = 0.0f;
+#if MNI_HAVE_AVX2
+    __m256 acc = _mm256_setzero_ps();
+    const __m256 vs = _mm256_set1_ps(sub);
+    for (; j + 8 <= n; j += 8) {
+        __m256 x = _mm256_sub_ps(_mm256_sub_ps(_mm256_loadu_ps(s + j), _mm256_loadu_ps(f + j)), vs);
+        __m256 e = mni_exp_ps(x);
+        _mm256_storeu_ps(p + j, e);
+        acc = _mm256_add_ps(acc, e);
+    }
+    sum = mni_hsum_ps(acc);
+#endif
+    for (; j < n; j++) {
+        p[j] = mni_expf(s[j] - f[j] - sub);
+        sum += p[j];
+    }
+    return sum;
 }
 
 /* The memory loss's tau (0 means 1). */
@@ -314,13 +427,13 @@ static enum mnemo_status sel_forward(const struct mnemo_attn_cfg *cfg, struct mn
         int32_t mrow = 0;
         for (int i0 = 0; i0 < T; i0 += QS) {
             const int nq = T - i0 < QS ? T - i0 : QS;
-            scores(z0, T, q + (size_t)i0 * HS, HS, kt, i0, nq, scale);
+            scores(z0, T, q + (size_t)i0 * HS, (size_t)HS, HS, kt, i0, nq, scale);
             f_tile(F, T, z0, carry, i0, nq);
             if (cfg->mem_eps > 0) memory_rows(F, T, i0, nq, mni_sel_tau(cfg), &mbest, &mrow);
             for (int h = 0; h < NH; h++) {
                 const float *Sh = z0;
                 if (h) {
-                    scores(S, T, q + (size_t)h * TH + (size_t)i0 * HS, HS, kt + (size_t)h * TH,
+                    scores(S, T, q + (size_t)h * TH + (size_t)i0 * HS, (size_t)HS, HS, kt + (size_t)h * TH,
                            i0, nq, scale);
                     Sh = S;
                 }
@@ -328,22 +441,11 @@ static enum mnemo_status sel_forward(const struct mnemo_attn_cfg *cfg, struct mn
                     const int i = i0 + r, nk = i + 1;
                     const float *s = Sh + (size_t)r * T, *f = F + (size_t)r * T;
                     float *p = S + (size_t)r * T; /* in place for h > 0; z0 is kept */
-                    float m = -INFINITY;
-                    for (int j = 0; j < nk; j++) m = fmaxf(m, s[j] - f[j]);
-                    float l = 0.0f;
-                    for (int j = 0; j < nk; j++) {
-                        p[j] = expf(s[j] - f[j] - m);
-                        l += p[j];
-                    }
+                    const float m = row_max(s, f, nk);
+                    const float l = exp_row(p, s, f, m, nk);
                     float *o = io->out + ((size_t)b * T + i) * C + (size_t)h * HS;
-                    const float *vh = v + (size_t)h * TH;
                     for (int d = 0; d < HS; d++) o[d] = 0.0f;
-                    for (int j = 0; j < nk; j++) {
-                        const float pj = p[j], *vj = vh + (size_t)j * HS;
-                        for (int d = 0; d < HS; d++) o[d] += pj * vj[d];
-                    }
-                    const float il = 1.0f / l;
-                    for (int d = 0; d < HS; d++) o[d] *= il;
+                    wsum_rows(o, p, 1, v + (size_t)h * TH, (size_t)HS, 0, nk, HS, 1.0f / l);
                     vw.lse[(bh + h) * T + i] = m + logf(l);
                 }
             }
@@ -372,7 +474,8 @@ static enum mnemo_status sel_backward(const struct mnemo_attn_cfg *cfg, struct m
 #pragma omp parallel for schedule(dynamic, 1)
     for (int b = 0; b < B; b++) {
         char *w = (char *)io->scratch + (size_t)b * wl.total;
-        float *kt = (float *)(w + wl.kt);
+        float *kt = (float *)(w + wl.kt), *vt = (float *)(w + wl.vt);
+        float *DL = (float *)(w + wl.dl);
         float *z0 = (float *)(w + wl.z0), *F = (float *)(w + wl.f);
         float *P = (float *)(w + wl.p), *dP = (float *)(w + wl.dp), *dq = (float *)(w + wl.dq);
         double *carry = (double *)(w + wl.carry), *rcarry = (double *)(w + wl.rcarry);
@@ -380,7 +483,10 @@ static enum mnemo_status sel_backward(const struct mnemo_attn_cfg *cfg, struct m
         const float *q = vw.q + bh * TH, *k = vw.k + bh * TH, *v = vw.v + bh * TH;
         const float *dout = io->dout + (size_t)b * T * C, *out = io->out + (size_t)b * T * C;
         float *dqkv = io->dqkv + (size_t)b * T * 3 * C;
-        for (int h = 0; h < NH; h++) transpose(kt + (size_t)h * TH, k + (size_t)h * TH, T, HS);
+        for (int h = 0; h < NH; h++) {
+            transpose(kt + (size_t)h * TH, k + (size_t)h * TH, T, HS);
+            transpose(vt + (size_t)h * TH, v + (size_t)h * TH, T, HS);
+        }
         for (int j = 0; j < T; j++) {
             carry[j] = vw.fsum[(size_t)b * T + j]; /* every column's total vote */
             rcarry[j] = 0.0;
@@ -390,7 +496,7 @@ static enum mnemo_status sel_backward(const struct mnemo_attn_cfg *cfg, struct m
         const int last = ((T - 1) / QS) * QS;
         for (int i0 = last; i0 >= 0; i0 -= QS) {
             const int nq = T - i0 < QS ? T - i0 : QS, nk = i0 + nq;
-            scores(z0, T, q + (size_t)i0 * HS, HS, kt, i0, nq, scale);
+            scores(z0, T, q + (size_t)i0 * HS, (size_t)HS, HS, kt, i0, nq, scale);
             for (int j = 0; j < nk; j++) carry[j] -= strip_votes(z0, T, j, i0, nq);
             /* the strip's F tile from its starting carry (carry itself stays at the start,
              * which is the end of the strip before it) */
@@ -414,9 +520,12 @@ static enum mnemo_status sel_backward(const struct mnemo_attn_cfg *cfg, struct m
                 const float *qh = q + (size_t)h * TH, *kh = k + (size_t)h * TH;
                 const float *Sh = z0;
                 if (h) {
-                    scores(P, T, qh + (size_t)i0 * HS, HS, kt + (size_t)h * TH, i0, nq, scale);
+                    scores(P, T, qh + (size_t)i0 * HS, (size_t)HS, HS, kt + (size_t)h * TH, i0, nq, scale);
                     Sh = P;
                 }
+                /* dP_ij = dO_i . v_j for the strip, over the transposed values */
+                scores(DL, T, dout + (size_t)i0 * C + (size_t)h * HS, C, HS, vt + (size_t)h * TH,
+                       i0, nq, 1.0f);
                 for (int r = 0; r < nq; r++) {
                     const int i = i0 + r, nk_r = i + 1;
                     const float *s = Sh + (size_t)r * T, *f = F + (size_t)r * T;
@@ -427,29 +536,25 @@ static enum mnemo_status sel_backward(const struct mnemo_attn_cfg *cfg, struct m
                     for (int d = 0; d < HS; d++) Di += doi[d] * oi[d];
                     /* P (over the scores, in place when h > 0; z0 is kept for the selection) */
                     float *p = P + (size_t)r * T;
-                    for (int j = 0; j < nk_r; j++) p[j] = expf(s[j] - f[j] - lse);
-                    /* dP_j = dO_i . v_j, dL = P (dP - D) over P, dv_j += P_ij dO_i, dF -= dL */
+                    exp_row(p, s, f, lse, nk_r);
+                    /* dL = P (dP - D) over the dP tile; dF -= dL */
+                    float *dl = DL + (size_t)r * T, *dFr = dF + (size_t)r * T;
                     for (int j = 0; j < nk_r; j++) {
-                        float acc = 0.0f;
-                        const float *vj = v + (size_t)h * TH + (size_t)j * HS;
-                        for (int d = 0; d < HS; d++) acc += doi[d] * vj[d];
-                            const float pj = p[j], dl = pj * (acc - Di);
-                            float *dvj = dqkv + (size_t)j * 3 * C + 2 * C + (size_t)h * HS;
-                        for (int d = 0; d < HS; d++) dvj[d] += pj * doi[d];
-                        p[j] = dl;
-                        dF[(size_t)r * T + j] -= dl;
+                        dl[j] = p[j] * (dl[j] - Di);
+                        dFr[j] -= dl[j];
                     }
-                    /* dq_i += scale sum_j dL_ij k_j ; dk_j += scale dL_ij q_i */
-                    float *dqi = dq + ((size_t)r * NH + h) * HS;
-                    const float *qi = qh + (size_t)i * HS;
-                    for (int j = 0; j < nk_r; j++) {
-                        const float g = p[j] * scale, *kj = kh + (size_t)j * HS;
-                        float *dkj = dqkv + (size_t)j * 3 * C + C + (size_t)h * HS;
-                        for (int d = 0; d < HS; d++) {
-                            dqi[d] += g * kj[d];
-                            dkj[d] += g * qi[d];
-                        }
-                    }
+                    /* dq_i = scale sum_j dL_ij k_j */
+                    wsum_rows(dq + ((size_t)r * NH + h) * HS, dl, 1, kh, (size_t)HS, 0, nk_r, HS, scale);
+                }
+                /* per key j (rows at or after it): dv_j += sum_i P_ij dO_i, dk_j += scale
+                 * sum_i dL_ij q_i */
+                for (int j = 0; j < nk; j++) {
+                    const int r0 = j > i0 ? j - i0 : 0;
+                    float *dkj = dqkv + (size_t)j * 3 * C + C + (size_t)h * HS;
+                    wsum_rows(dkj + C, P + j, (size_t)T, dout + (size_t)i0 * C + (size_t)h * HS, C,
+                              r0, nq, HS, 1.0f);
+                    wsum_rows(dkj, DL + j, (size_t)T, qh + (size_t)i0 * HS, (size_t)HS, r0, nq, HS,
+                              scale);
                 }
             }
             /* the memory loss: max_i M_i of this window is attained at row mrow, where
@@ -462,26 +567,28 @@ static enum mnemo_status sel_backward(const struct mnemo_attn_cfg *cfg, struct m
                     if (F[(size_t)r * T + j] < tau) dF[(size_t)r * T + j] += g;
             }
             /* the selection: G[r][j] = sum of dF over later rows; dz0 = G where a vote was cast */
-            const float *q0 = q, *k0 = k;
+            /* dz0 (in the P tile, free now) = G where a vote was cast, 0 elsewhere */
+            float *dZ = P;
+            for (int r = 0; r < nq; r++) dZ[(size_t)r * T] = 0.0f;
             for (int j = 1; j < nk; j++) {
                 double g = rcarry[j];
                 for (int r = nq - 1; r >= 0; r--) {
                     const int i = i0 + r;
                     if (j > i) continue;
                     const float z = z0[(size_t)r * T + j];
-                    if (j < i && z > 0.0f && g != 0.0) {
-                        const float gz = (float)g * scale;
-                        float *dq0 = dq + (size_t)r * NH * HS;
-                        float *dk0 = dqkv + (size_t)j * 3 * C + C;
-                        const float *k0j = k0 + (size_t)j * HS, *q0i = q0 + (size_t)i * HS;
-                        for (int d = 0; d < HS; d++) {
-                            dq0[d] += gz * k0j[d];
-                            dk0[d] += gz * q0i[d];
-                        }
-                    }
+                    dZ[(size_t)r * T + j] = j < i && z > 0.0f ? (float)g : 0.0f;
                     g += dF[(size_t)r * T + j];
                 }
                 rcarry[j] = g;
+            }
+            /* into head 0: dq0_i += scale sum_j dz0_ij k0_j, dk0_j += scale sum_i dz0_ij q0_i */
+            for (int r = 0; r < nq; r++)
+                wsum_rows(dq + (size_t)r * NH * HS, dZ + (size_t)r * T, 1, k, (size_t)HS, 0,
+                          i0 + r + 1, HS, scale);
+            for (int j = 1; j < nk; j++) {
+                const int r0 = j > i0 ? j - i0 : 0;
+                wsum_rows(dqkv + (size_t)j * 3 * C + C, dZ + j, (size_t)T, q + (size_t)i0 * HS,
+                          (size_t)HS, r0, nq, HS, scale);
             }
             /* the strip's dq rows are complete: rotate back into dqkv */
             for (int r = 0; r < nq; r++) {
@@ -648,12 +755,12 @@ static enum mnemo_status sel_step(const struct mnemo_attn_cfg *cfg, void *state,
             float m = -INFINITY, l = 0.0f;
             for (int64_t j = 0; j < live; j++) {
                 float acc = 0.0f;
-                for (int d = 0; d < HS; d++) acc += qh[d] * kh[(size_t)j * HS + d];
+                for (int d = 0; d < HS; d++) acc = fmaf(qh[d], kh[(size_t)j * HS + d], acc);
                 row[j] = acc * scale - (float)sl.F[j];
                 m = fmaxf(m, row[j]);
             }
             for (int64_t j = 0; j < live; j++) {
-                row[j] = expf(row[j] - m);
+                row[j] = mni_expf(row[j] - m);
                 l += row[j];
             }
             float *o = out + (size_t)t * C + (size_t)h * HS;
@@ -667,7 +774,7 @@ static enum mnemo_status sel_step(const struct mnemo_attn_cfg *cfg, void *state,
         for (int64_t j = 0; j < live; j++) {
             if (sl.pos[j] < 1 || sl.pos[j] >= pos) continue;
             float acc = 0.0f;
-            for (int d = 0; d < HS; d++) acc += qr[d] * sl.k[(size_t)j * HS + d];
+            for (int d = 0; d < HS; d++) acc = fmaf(qr[d], sl.k[(size_t)j * HS + d], acc);
             const float z = acc * scale;
             if (z > 0.0f) sl.F[j] += z;
         }
