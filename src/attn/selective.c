@@ -86,9 +86,9 @@ size_t mni_sel_state_hdr_bytes(void) { return mni_align64(sizeof(struct mni_sel_
  *   dl     (QS,T)     the strip's dP, then dL, of one head
  *   z0, f, p, dp      (QS,T) tiles
  *   dq                (QS,NH,HS)
- *   carry, rcarry     (T) doubles */
+ *   carry, rcarry, ctmp (T) doubles */
 struct win_lay {
-    size_t kt, vt, dl, z0, f, p, dp, dq, carry, rcarry, total;
+    size_t kt, vt, dl, z0, f, p, dp, dq, carry, rcarry, ctmp, total;
 };
 
 static void win_layout(struct win_lay *w, const struct mnemo_attn_cfg *cfg, int T)
@@ -116,6 +116,8 @@ static void win_layout(struct win_lay *w, const struct mnemo_attn_cfg *cfg, int 
     w->carry = o;
     o = mni_add(o, mni_align64(mni_mul(t, sizeof(double))));
     w->rcarry = o;
+    o = mni_add(o, mni_align64(mni_mul(t, sizeof(double))));
+    w->ctmp = o;
     o = mni_add(o, mni_align64(mni_mul(t, sizeof(double))));
     w->total = o;
 }
@@ -249,34 +251,15 @@ static void scores(float *S, int T, const float *q, size_t ldq, int HS, const fl
  * strip's rows before r; returns with carry[j] advanced past the strip. Column 0 never moves. */
 static void f_tile(float *F, int T, const float *z0, double *carry, int i0, int nq)
 {
-    const int nk = i0 + nq;
-    for (int j = 0; j < nk; j++) {
-        double f = carry[j];
-        for (int r = 0; r < nq; r++) {
-            const int i = i0 + r;
-            if (j > i) continue;
-            F[(size_t)r * T + j] = (float)f;
-            if (j >= 1 && j < i) {
-                const float z = z0[(size_t)r * T + j];
-                if (z > 0.0f) f += z;
-            }
-        }
-        carry[j] = f;
-    }
-}
-
-/* The votes of the strip's rows for column j (what f_tile adds to carry[j], in its order). */
-static double strip_votes(const float *z0, int T, int j, int i0, int nq)
-{
-    double v = 0;
+    /* row by row, so that the loops over keys vectorise; each column still adds its votes in
+     * row order (adding a zero vote changes nothing) */
     for (int r = 0; r < nq; r++) {
         const int i = i0 + r;
-        if (j >= 1 && j < i) {
-            const float z = z0[(size_t)r * T + j];
-            if (z > 0.0f) v += z;
-        }
+        float *Fr = F + (size_t)r * T;
+        const float *zr = z0 + (size_t)r * T;
+        for (int j = 0; j <= i; j++) Fr[j] = (float)carry[j];
+        for (int j = 1; j < i; j++) carry[j] += zr[j] > 0.0f ? zr[j] : 0.0f;
     }
-    return v;
 }
 
 /* out[0..HS) += scale * sum_{r0 <= r < nr} w[r * ldw] * X[r * ldx + 0..HS): one column of a
@@ -479,6 +462,7 @@ static enum mnemo_status sel_backward(const struct mnemo_attn_cfg *cfg, struct m
         float *z0 = (float *)(w + wl.z0), *F = (float *)(w + wl.f);
         float *P = (float *)(w + wl.p), *dP = (float *)(w + wl.dp), *dq = (float *)(w + wl.dq);
         double *carry = (double *)(w + wl.carry), *rcarry = (double *)(w + wl.rcarry);
+        double *ctmp = (double *)(w + wl.ctmp);
         const size_t bh = (size_t)b * NH;
         const float *q = vw.q + bh * TH, *k = vw.k + bh * TH, *v = vw.v + bh * TH;
         const float *dout = io->dout + (size_t)b * T * C, *out = io->out + (size_t)b * T * C;
@@ -497,21 +481,14 @@ static enum mnemo_status sel_backward(const struct mnemo_attn_cfg *cfg, struct m
         for (int i0 = last; i0 >= 0; i0 -= QS) {
             const int nq = T - i0 < QS ? T - i0 : QS, nk = i0 + nq;
             scores(z0, T, q + (size_t)i0 * HS, (size_t)HS, HS, kt, i0, nq, scale);
-            for (int j = 0; j < nk; j++) carry[j] -= strip_votes(z0, T, j, i0, nq);
-            /* the strip's F tile from its starting carry (carry itself stays at the start,
-             * which is the end of the strip before it) */
-            for (int j = 0; j < nk; j++) {
-                double f = carry[j];
-                for (int r = 0; r < nq; r++) {
-                    const int i = i0 + r;
-                    if (j > i) continue;
-                    F[(size_t)r * T + j] = (float)f;
-                    if (j >= 1 && j < i) {
-                        const float z = z0[(size_t)r * T + j];
-                        if (z > 0.0f) f += z;
-                    }
-                }
+            /* the strip's starting carry: its end minus the strip's votes (carry then stays at
+             * the start, which is the end of the strip before it); the F tile from a copy */
+            for (int r = nq - 1; r >= 0; r--) {
+                const float *zr = z0 + (size_t)r * T;
+                for (int j = 1; j < i0 + r; j++) carry[j] -= zr[j] > 0.0f ? zr[j] : 0.0f;
             }
+            memcpy(ctmp, carry, (size_t)nk * sizeof(double));
+            f_tile(F, T, z0, ctmp, i0, nq);
             memset(dq, 0, (size_t)QS * C * sizeof(float));
             float *dF = dP; /* dF = -sum_h dL_h over the strip, gathered across the heads */
             for (int r = 0; r < nq; r++)
@@ -548,13 +525,12 @@ static enum mnemo_status sel_backward(const struct mnemo_attn_cfg *cfg, struct m
                 }
                 /* per key j (rows at or after it): dv_j += sum_i P_ij dO_i, dk_j += scale
                  * sum_i dL_ij q_i */
+                const float *dO0 = dout + (size_t)i0 * C + (size_t)h * HS, *q0 = qh + (size_t)i0 * HS;
                 for (int j = 0; j < nk; j++) {
                     const int r0 = j > i0 ? j - i0 : 0;
                     float *dkj = dqkv + (size_t)j * 3 * C + C + (size_t)h * HS;
-                    wsum_rows(dkj + C, P + j, (size_t)T, dout + (size_t)i0 * C + (size_t)h * HS, C,
-                              r0, nq, HS, 1.0f);
-                    wsum_rows(dkj, DL + j, (size_t)T, qh + (size_t)i0 * HS, (size_t)HS, r0, nq, HS,
-                              scale);
+                    wsum_rows(dkj + C, P + j, (size_t)T, dO0, C, r0, nq, HS, 1.0f);
+                    wsum_rows(dkj, DL + j, (size_t)T, q0, (size_t)HS, r0, nq, HS, scale);
                 }
             }
             /* the memory loss: max_i M_i of this window is attained at row mrow, where
@@ -569,17 +545,13 @@ static enum mnemo_status sel_backward(const struct mnemo_attn_cfg *cfg, struct m
             /* the selection: G[r][j] = sum of dF over later rows; dz0 = G where a vote was cast */
             /* dz0 (in the P tile, free now) = G where a vote was cast, 0 elsewhere */
             float *dZ = P;
-            for (int r = 0; r < nq; r++) dZ[(size_t)r * T] = 0.0f;
-            for (int j = 1; j < nk; j++) {
-                double g = rcarry[j];
-                for (int r = nq - 1; r >= 0; r--) {
-                    const int i = i0 + r;
-                    if (j > i) continue;
-                    const float z = z0[(size_t)r * T + j];
-                    dZ[(size_t)r * T + j] = j < i && z > 0.0f ? (float)g : 0.0f;
-                    g += dF[(size_t)r * T + j];
-                }
-                rcarry[j] = g;
+            for (int r = nq - 1; r >= 0; r--) { /* row by row from the last: per column in order */
+                const int i = i0 + r;
+                float *dz = dZ + (size_t)r * T;
+                const float *zr = z0 + (size_t)r * T, *dfr = dF + (size_t)r * T;
+                dz[0] = 0.0f;
+                for (int j = 1; j <= i; j++) dz[j] = j < i && zr[j] > 0.0f ? (float)rcarry[j] : 0.0f;
+                for (int j = 1; j <= i; j++) rcarry[j] += dfr[j];
             }
             /* into head 0: dq0_i += scale sum_j dz0_ij k0_j, dk0_j += scale sum_i dz0_ij q0_i */
             for (int r = 0; r < nq; r++)
