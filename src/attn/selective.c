@@ -292,6 +292,40 @@ static void wsum_rows(float *out, const float *w, size_t ldw, const float *X, si
     }
 }
 
+/* wsum_rows for two adjacent tile columns (keys j, j + 1, outputs out and out + ldo) over the
+ * rows r0 <= r < nr, each X row loaded once for both (8 accumulators at head dim 32: no spills).
+ * Rows before key j + 1 must hold a zero in column j + 1 (the caller zeroes past the diagonal). */
+static void wsum_cols2(float *out, size_t ldo, const float *w, size_t ldw, const float *X,
+                       size_t ldx, int r0, int nr, int HS, float scale)
+{
+#if MNI_HAVE_AVX2
+    if (HS % 8 == 0 && HS <= 32) {
+        if (r0 >= nr) return;
+        const int nv = HS / 8;
+        __m256 a0[4], a1[4];
+        for (int v = 0; v < nv; v++) a0[v] = a1[v] = _mm256_setzero_ps();
+        for (int r = r0; r < nr; r++) {
+            const float *x = X + (size_t)r * ldx, *wr = w + (size_t)r * ldw;
+            const __m256 w0 = _mm256_set1_ps(wr[0]), w1 = _mm256_set1_ps(wr[1]);
+            for (int v = 0; v < nv; v++) {
+                const __m256 xv = _mm256_loadu_ps(x + 8 * v);
+                a0[v] = _mm256_fmadd_ps(w0, xv, a0[v]);
+                a1[v] = _mm256_fmadd_ps(w1, xv, a1[v]);
+            }
+        }
+        const __m256 sc = _mm256_set1_ps(scale);
+        for (int v = 0; v < nv; v++) {
+            _mm256_storeu_ps(out + 8 * v, _mm256_fmadd_ps(sc, a0[v], _mm256_loadu_ps(out + 8 * v)));
+            _mm256_storeu_ps(out + ldo + 8 * v,
+                             _mm256_fmadd_ps(sc, a1[v], _mm256_loadu_ps(out + ldo + 8 * v)));
+        }
+        return;
+    }
+#endif
+    wsum_rows(out, w, ldw, X, ldx, r0, nr, HS, scale);
+    wsum_rows(out + ldo, w + 1, ldw, X, ldx, r0, nr, HS, scale);
+}
+
 /* max_j (s[j] - f[j]) over j < n (n >= 1). */
 static float row_max(const float *s, const float *f, int n)
 {
@@ -514,6 +548,7 @@ static enum mnemo_status sel_backward(const struct mnemo_attn_cfg *cfg, struct m
                     /* P (over the scores, in place when h > 0; z0 is kept for the selection) */
                     float *p = P + (size_t)r * T;
                     exp_row(p, s, f, lse, nk_r);
+                    if (nk_r < T) p[nk_r] = DL[(size_t)r * T + nk_r] = 0.0f; /* for wsum_cols2 */
                     /* dL = P (dP - D) over the dP tile; dF -= dL */
                     float *dl = DL + (size_t)r * T, *dFr = dF + (size_t)r * T;
                     for (int j = 0; j < nk_r; j++) {
@@ -526,7 +561,14 @@ static enum mnemo_status sel_backward(const struct mnemo_attn_cfg *cfg, struct m
                 /* per key j (rows at or after it): dv_j += sum_i P_ij dO_i, dk_j += scale
                  * sum_i dL_ij q_i */
                 const float *dO0 = dout + (size_t)i0 * C + (size_t)h * HS, *q0 = qh + (size_t)i0 * HS;
-                for (int j = 0; j < nk; j++) {
+                int j = 0;
+                for (; j + 2 <= nk; j += 2) {
+                    const int r0 = j > i0 ? j - i0 : 0;
+                    float *dkj = dqkv + (size_t)j * 3 * C + C + (size_t)h * HS;
+                    wsum_cols2(dkj + C, 3 * C, P + j, (size_t)T, dO0, C, r0, nq, HS, 1.0f);
+                    wsum_cols2(dkj, 3 * C, DL + j, (size_t)T, q0, (size_t)HS, r0, nq, HS, scale);
+                }
+                for (; j < nk; j++) {
                     const int r0 = j > i0 ? j - i0 : 0;
                     float *dkj = dqkv + (size_t)j * 3 * C + C + (size_t)h * HS;
                     wsum_rows(dkj + C, P + j, (size_t)T, dO0, C, r0, nq, HS, 1.0f);
