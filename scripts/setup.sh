@@ -3,14 +3,17 @@
 # the compiler and CMake, OpenBLAS (both the pthread build, which provides the headers, and the
 # OpenMP build that mnemo links), cJSON, cmocka, the KJV text, and Python 3 with PyTorch (CPU)
 # and numpy for the reference tests. Safe to run again.
-# usage: scripts/setup.sh [--main]   (--main: only what the main job needs, no test packages)
+# usage: scripts/setup.sh [--main | --experiments]
+#   --main: only what the main job needs, no test packages
+#   --experiments: the main job's packages plus Python 3 with matplotlib (experiments/*.sh plots)
 set -euo pipefail
 
 pkgs=(build-essential cmake pkg-config libopenblas-dev libopenblas0-openmp libcjson-dev bible-kjv)
 case "${1:-}" in
     --main) ;;
+    --experiments) pkgs+=(python3 python3-matplotlib) ;;
     "") pkgs+=(libcmocka-dev python3 python3-numpy python3-torch) ;;
-    *) echo "usage: scripts/setup.sh [--main]" >&2; exit 2 ;;
+    *) echo "usage: scripts/setup.sh [--main | --experiments]" >&2; exit 2 ;;
 esac
 
 missing=()
