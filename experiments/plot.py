@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """plot.py -- draws an experiment's JSON Lines results as a PNG (matplotlib, Agg backend).
 
-usage: experiments/plot.py quality RESULTS.jsonl OUT.png
+usage: experiments/plot.py quality|memory RESULTS.jsonl OUT.png
   quality: one line per run {"ctx", "model", "steps": [...], "val_bpb": [...], ...};
            validation bits per byte against steps, one panel per context length.
+  memory:  one line per context {"ctx", "budgets", "reduction", "dense_bpb",
+           "selective_pruned_bpb", ...}; the KV-memory reduction per context, and the budgets.
 """
 import json
 import sys
@@ -30,8 +32,31 @@ def quality(rows, out):
     fig.savefig(out, dpi=110)
 
 
+def memory(rows, out):
+    rows = sorted(rows, key=lambda r: r["ctx"])
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    xs = [str(r["ctx"]) for r in rows]
+    a1.bar(xs, [r["reduction"] for r in rows])
+    for x, r in zip(xs, rows):
+        a1.text(x, r["reduction"], "%.1fx\n(%s)" % (r["reduction"], r.get("target", "baseline")),
+                ha="center", va="bottom")
+    a1.set_xlabel("context")
+    a1.set_ylabel("KV memory reduction (L T / sum K)")
+    a1.set_title("pruned selective: KV memory reduction at its target")
+    for r in rows:
+        a2.plot(range(len(r["budgets"])), r["budgets"], marker="o", label="context %d" % r["ctx"])
+    a2.set_xlabel("layer")
+    a2.set_xticks(range(max(len(r["budgets"]) for r in rows)))
+    a2.set_ylabel("budget K_l (keys kept)")
+    a2.set_yscale("log")
+    a2.legend()
+    a2.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+
+
 def main():
-    if len(sys.argv) != 4 or sys.argv[1] not in ("quality",):
+    if len(sys.argv) != 4 or sys.argv[1] not in ("quality", "memory"):
         sys.stderr.write(__doc__)
         return 2
     try:
@@ -43,7 +68,7 @@ def main():
     if not rows:
         sys.stderr.write("plot.py: %s has no results\n" % sys.argv[2])
         return 1
-    quality(rows, sys.argv[3])
+    (quality if sys.argv[1] == "quality" else memory)(rows, sys.argv[3])
     print("plot.py: wrote %s" % sys.argv[3])
     return 0
 
