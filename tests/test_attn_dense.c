@@ -37,55 +37,17 @@ static struct mnemo_attn_cfg make_cfg(int NH, int HS, int n_ctx, int rope, int u
     return c;
 }
 
-/* All buffers of one (B,T) problem, sized through the kind's declarations. */
-struct bufs {
-    int B, T;
-    size_t nqkv, nout;
-    float *qkv, *out, *dout, *dqkv;
-    void *act, *scratch;
-};
 
-static void bufs_init(struct bufs *b, const struct mnemo_attn_cfg *cfg, int B, int T)
+static void forward_ok(const struct mnemo_attn_cfg *cfg, struct tu_attn_bufs *b)
 {
-    const struct mnemo_attn_ops *ops = &mni_attn_dense;
-    b->B = B, b->T = T;
-    b->nout = (size_t)B * T * cfg->n_head * cfg->head_dim;
-    b->nqkv = 3 * b->nout;
-    b->qkv = mni_alloc(b->nqkv * sizeof(float));
-    b->dqkv = mni_alloc(b->nqkv * sizeof(float));
-    b->out = mni_alloc(b->nout * sizeof(float));
-    b->dout = mni_alloc(b->nout * sizeof(float));
-    b->act = mni_alloc(ops->act_bytes(cfg, B, T));
-    b->scratch = mni_alloc(ops->scratch_bytes(cfg, B, T));
-    assert_true(b->qkv && b->dqkv && b->out && b->dout && b->act && b->scratch);
-}
-
-static void bufs_free(struct bufs *b)
-{
-    mni_free(b->qkv), mni_free(b->dqkv), mni_free(b->out), mni_free(b->dout);
-    mni_free(b->act), mni_free(b->scratch);
-}
-
-static struct mnemo_attn_io io_of(struct bufs *b)
-{
-    struct mnemo_attn_io io;
-    memset(&io, 0, sizeof(io));
-    io.B = b->B, io.T = b->T;
-    io.qkv = b->qkv, io.out = b->out, io.dout = b->dout, io.dqkv = b->dqkv;
-    io.act = b->act, io.scratch = b->scratch;
-    return io;
-}
-
-static void forward_ok(const struct mnemo_attn_cfg *cfg, struct bufs *b)
-{
-    struct mnemo_attn_io io = io_of(b);
+    struct mnemo_attn_io io = tu_attn_io(b);
     enum mnemo_status st = mni_attn_dense.forward(cfg, &io);
     if (st != MNEMO_OK) fail_msg("forward: %s", mnemo_last_error());
 }
 
-static void backward_ok(const struct mnemo_attn_cfg *cfg, struct bufs *b)
+static void backward_ok(const struct mnemo_attn_cfg *cfg, struct tu_attn_bufs *b)
 {
-    struct mnemo_attn_io io = io_of(b);
+    struct mnemo_attn_io io = tu_attn_io(b);
     enum mnemo_status st = mni_attn_dense.backward(cfg, &io);
     if (st != MNEMO_OK) fail_msg("backward: %s", mnemo_last_error());
 }
@@ -145,20 +107,20 @@ static void test_validate(void **state)
 
     // bad io: an error, never a crash
     c = make_cfg(2, 16, 32, 1, 0);
-    struct bufs b;
-    bufs_init(&b, &c, 1, 8);
-    struct mnemo_attn_io io = io_of(&b);
+    struct tu_attn_bufs b;
+    tu_attn_bufs_init(&b, &mni_attn_dense, &c, 1, 8);
+    struct mnemo_attn_io io = tu_attn_io(&b);
     io.T = 0;
     assert_int_equal(mni_attn_dense.forward(&c, &io), MNEMO_ERR_ARG);
-    io = io_of(&b), io.qkv = NULL;
+    io = tu_attn_io(&b), io.qkv = NULL;
     assert_int_equal(mni_attn_dense.forward(&c, &io), MNEMO_ERR_ARG);
-    io = io_of(&b), io.dout = NULL;
+    io = tu_attn_io(&b), io.dout = NULL;
     assert_int_equal(mni_attn_dense.backward(&c, &io), MNEMO_ERR_ARG);
     assert_int_equal(mni_attn_dense.forward(&c, NULL), MNEMO_ERR_ARG);
     c.head_dim = 15;
-    io = io_of(&b);
+    io = tu_attn_io(&b);
     assert_int_equal(mni_attn_dense.forward(&c, &io), MNEMO_ERR_ARG);
-    bufs_free(&b);
+    tu_attn_bufs_free(&b);
 }
 
 /* Declared memory is linear in T (never T x T) and the state is bounded by n_ctx. */
@@ -212,9 +174,9 @@ static void test_forward_vs_ref(void **state)
         struct mnemo_attn_cfg fast = make_cfg(s->NH, s->HS, s->T, s->rope, 0);
         struct mnemo_attn_cfg ref = fast;
         ref.use_ref = 1;
-        struct bufs f, r;
-        bufs_init(&f, &fast, s->B, s->T);
-        bufs_init(&r, &ref, s->B, s->T);
+        struct tu_attn_bufs f, r;
+        tu_attn_bufs_init(&f, &mni_attn_dense, &fast, s->B, s->T);
+        tu_attn_bufs_init(&r, &mni_attn_dense, &ref, s->B, s->T);
         tu_fill_normal(f.qkv, f.nqkv, s->scale, 100 + k);
         memcpy(r.qkv, f.qkv, f.nqkv * sizeof(float));
         forward_ok(&fast, &f);
@@ -236,7 +198,7 @@ static void test_forward_vs_ref(void **state)
         // lse is a logarithm: compare in absolute terms
         TU_ASSERT_CLOSE("lse", (const float *)((char *)f.act + lay.lse),
                         (const float *)((char *)r.act + lay.lse), nl, 2e-5f, 1e-6f);
-        bufs_free(&f), bufs_free(&r);
+        tu_attn_bufs_free(&f), tu_attn_bufs_free(&r);
     }
 }
 
@@ -292,9 +254,9 @@ static void test_backward_vs_ref(void **state)
         struct mnemo_attn_cfg fast = make_cfg(s->NH, s->HS, s->T, s->rope, 0);
         struct mnemo_attn_cfg ref = fast;
         ref.use_ref = 1;
-        struct bufs f, r;
-        bufs_init(&f, &fast, s->B, s->T);
-        bufs_init(&r, &ref, s->B, s->T);
+        struct tu_attn_bufs f, r;
+        tu_attn_bufs_init(&f, &mni_attn_dense, &fast, s->B, s->T);
+        tu_attn_bufs_init(&r, &mni_attn_dense, &ref, s->B, s->T);
         tu_fill_normal(r.qkv, r.nqkv, s->scale, 200 + k);
         tu_fill_normal(r.dout, r.nout, 1.0f, 300 + k);
         tu_fill_normal(r.dqkv, r.nqkv, 100.0f, 2); // garbage: backward must overwrite
@@ -320,7 +282,7 @@ static void test_backward_vs_ref(void **state)
         memcpy(f.out, r.out, f.nout * sizeof(float));
         backward_ok(&fast, &f);
         assert_true(dqkv_err(s, f.dqkv, r.dqkv) < 2e-5);
-        bufs_free(&f), bufs_free(&r);
+        tu_attn_bufs_free(&f), tu_attn_bufs_free(&r);
     }
 }
 
@@ -332,7 +294,7 @@ static void test_backward_vs_ref(void **state)
 
 /* loss = sum(out * w) in double, w fixed: its gradient with respect to out is w, which is
  * what backward receives as dout. */
-static double loss_of(const struct mnemo_attn_cfg *cfg, struct bufs *b, const float *w)
+static double loss_of(const struct mnemo_attn_cfg *cfg, struct tu_attn_bufs *b, const float *w)
 {
     forward_ok(cfg, b);
     double L = 0;
@@ -345,8 +307,8 @@ static double loss_of(const struct mnemo_attn_cfg *cfg, struct bufs *b, const fl
 static void check_fd(int B, int T, int NH, int HS, int rope, uint64_t seed)
 {
     struct mnemo_attn_cfg cfg = make_cfg(NH, HS, T, rope, 1);
-    struct bufs b;
-    bufs_init(&b, &cfg, B, T);
+    struct tu_attn_bufs b;
+    tu_attn_bufs_init(&b, &mni_attn_dense, &cfg, B, T);
     tu_fill_normal(b.qkv, b.nqkv, 1.0f, seed);
     tu_fill_normal(b.dout, b.nout, 1.0f, seed + 1); // loss = sum(out * dout)
     forward_ok(&cfg, &b);
@@ -375,7 +337,7 @@ static void check_fd(int B, int T, int NH, int HS, int rope, uint64_t seed)
     }
     print_message("fd        B=%d T=%d NH=%d HS=%d rope=%d: worst rel err %.2e\n", B, T, NH, HS,
                   rope, worst);
-    bufs_free(&b);
+    tu_attn_bufs_free(&b);
 }
 
 /* Small shapes (the reference is O(T^2 HS) per forward, and there are 2 * 2 * |qkv| of them):
@@ -392,8 +354,8 @@ static void test_ref_backward_vs_fd(void **state)
 static void test_fd_detects_a_fault(void **state)
 {
     struct mnemo_attn_cfg cfg = make_cfg(1, 4, 4, 1, 1);
-    struct bufs b;
-    bufs_init(&b, &cfg, 1, 4);
+    struct tu_attn_bufs b;
+    tu_attn_bufs_init(&b, &mni_attn_dense, &cfg, 1, 4);
     tu_fill_normal(b.qkv, b.nqkv, 1.0f, 5);
     tu_fill_normal(b.dout, b.nout, 1.0f, 6);
     forward_ok(&cfg, &b);
@@ -407,7 +369,7 @@ static void test_fd_detects_a_fault(void **state)
     double Lm = loss_of(&cfg, &b, b.dout);
     double fd = (Lp - Lm) / 2e-2;
     assert_true(fabs(fd - an) / (1e-2 + fabs(an)) > FD_TOL);
-    bufs_free(&b);
+    tu_attn_bufs_free(&b);
 }
 
 /* ---- determinism and causality --------------------------------------------------------------- */
@@ -417,8 +379,8 @@ static void test_deterministic_and_causal(void **state)
     // B*NH = 4 heads: the single-pass backward with 1 and with 2 threads (one writer per head,
     // same order), and the forward always, give bit-identical results
     struct mnemo_attn_cfg cfg = make_cfg(2, 64, 150, 1, 0);
-    struct bufs b;
-    bufs_init(&b, &cfg, 2, 150);
+    struct tu_attn_bufs b;
+    tu_attn_bufs_init(&b, &mni_attn_dense, &cfg, 2, 150);
     tu_fill_normal(b.qkv, b.nqkv, 1.0f, 21);
     tu_fill_normal(b.dout, b.nout, 1.0f, 22);
     float *out1 = mni_alloc(b.nout * sizeof(float)), *d1 = mni_alloc(b.nqkv * sizeof(float));
@@ -448,7 +410,7 @@ static void test_deterministic_and_causal(void **state)
         assert_memory_not_equal(out1 + o + 100 * C, b.out + o + 100 * C, C * sizeof(float));
     }
     mni_free(out1), mni_free(d1);
-    bufs_free(&b);
+    tu_attn_bufs_free(&b);
 }
 
 /* ---- sessions -------------------------------------------------------------------------------- */
@@ -493,8 +455,8 @@ static void session_equals(const struct mnemo_attn_cfg *cfg, int T, const float 
 static void session_case(int T, int NH, int HS, int rope, int use_ref)
 {
     struct mnemo_attn_cfg cfg = make_cfg(NH, HS, T, rope, use_ref);
-    struct bufs b;
-    bufs_init(&b, &cfg, 1, T);
+    struct tu_attn_bufs b;
+    tu_attn_bufs_init(&b, &mni_attn_dense, &cfg, 1, T);
     tu_fill_normal(b.qkv, b.nqkv, 1.5f, 40 + T);
     forward_ok(&cfg, &b);
     char label[64];
@@ -508,7 +470,7 @@ static void session_case(int T, int NH, int HS, int rope, int use_ref)
     const int all[] = {T};
     snprintf(label, sizeof(label), "T=%d HS=%d ref=%d whole", T, HS, use_ref);
     session_equals(&cfg, T, b.qkv, b.out, all, 1, label);
-    bufs_free(&b);
+    tu_attn_bufs_free(&b);
 }
 
 static void test_session_equals_forward(void **state)

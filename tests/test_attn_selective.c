@@ -32,52 +32,15 @@ static struct mnemo_attn_cfg make_cfg(int kind, int NH, int HS, int n_ctx, int r
     return c;
 }
 
-struct bufs {
-    int B, T;
-    size_t nqkv, nout;
-    float *qkv, *out, *dout, *dqkv;
-    void *act, *scratch;
-};
-
-static void bufs_init(struct bufs *b, const struct mnemo_attn_ops *ops,
-                      const struct mnemo_attn_cfg *cfg, int B, int T)
-{
-    b->B = B, b->T = T;
-    b->nout = (size_t)B * T * cfg->n_head * cfg->head_dim;
-    b->nqkv = 3 * b->nout;
-    b->qkv = mni_alloc(b->nqkv * sizeof(float));
-    b->dqkv = mni_alloc(b->nqkv * sizeof(float));
-    b->out = mni_alloc(b->nout * sizeof(float));
-    b->dout = mni_alloc(b->nout * sizeof(float));
-    b->act = mni_alloc(ops->act_bytes(cfg, B, T));
-    b->scratch = mni_alloc(ops->scratch_bytes(cfg, B, T));
-    assert_true(b->qkv && b->dqkv && b->out && b->dout && b->act && b->scratch);
-}
-
-static void bufs_free(struct bufs *b)
-{
-    mni_free(b->qkv), mni_free(b->dqkv), mni_free(b->out), mni_free(b->dout);
-    mni_free(b->act), mni_free(b->scratch);
-}
-
-static struct mnemo_attn_io io_of(struct bufs *b)
-{
-    struct mnemo_attn_io io;
-    memset(&io, 0, sizeof(io));
-    io.B = b->B, io.T = b->T;
-    io.qkv = b->qkv, io.out = b->out, io.dout = b->dout, io.dqkv = b->dqkv;
-    io.act = b->act, io.scratch = b->scratch;
-    return io;
-}
 
 /* The weight of the memory loss in the tests' objective sum(out * dout) + AUX_W * aux_loss. */
 #define AUX_W 0.37f
 static double last_aux;
 
-static void run(const struct mnemo_attn_ops *ops, const struct mnemo_attn_cfg *cfg, struct bufs *b,
+static void run(const struct mnemo_attn_ops *ops, const struct mnemo_attn_cfg *cfg, struct tu_attn_bufs *b,
                 int backward)
 {
-    struct mnemo_attn_io io = io_of(b);
+    struct mnemo_attn_io io = tu_attn_io(b);
     io.aux_grad = AUX_W;
     enum mnemo_status st = backward ? ops->backward(cfg, &io) : ops->forward(cfg, &io);
     if (st != MNEMO_OK) fail_msg("%s: %s", backward ? "backward" : "forward", mnemo_last_error());
@@ -117,9 +80,9 @@ static void fast_vs_ref(float mem_eps, float mem_tau)
         cf.mem_tau = mem_tau;
         struct mnemo_attn_cfg cr = cf;
         cr.use_ref = 1;
-        struct bufs f, r;
-        bufs_init(&f, OPS, &cf, sh->B, sh->T);
-        bufs_init(&r, OPS, &cr, sh->B, sh->T);
+        struct tu_attn_bufs f, r;
+        tu_attn_bufs_init(&f, OPS, &cf, sh->B, sh->T);
+        tu_attn_bufs_init(&r, OPS, &cr, sh->B, sh->T);
         /* scale 2: head-0 logits of a few units, so many votes are cast and F matters */
         tu_fill_normal(f.qkv, f.nqkv, 2.0f, 100 + c);
         tu_fill_normal(f.dout, f.nout, 1.0f, 200 + c);
@@ -140,8 +103,8 @@ static void fast_vs_ref(float mem_eps, float mem_tau)
                       last_aux);
         assert_true(ef < 2e-5);
         assert_true(eb < 1e-4);
-        bufs_free(&f);
-        bufs_free(&r);
+        tu_attn_bufs_free(&f);
+        tu_attn_bufs_free(&r);
     }
 }
 
@@ -159,7 +122,7 @@ static void test_fast_vs_ref_memory(void **s)
     fast_vs_ref(0.1f, 3.0f);
 }
 
-static double loss_of(const struct mnemo_attn_cfg *cfg, struct bufs *b)
+static double loss_of(const struct mnemo_attn_cfg *cfg, struct tu_attn_bufs *b)
 {
     run(OPS, cfg, b, 0);
     double L = AUX_W * last_aux;
@@ -173,8 +136,8 @@ static void check_fd(int B, int T, int NH, int HS, int rope, uint64_t seed, floa
     struct mnemo_attn_cfg cfg = make_cfg(MNEMO_ATTN_KIND_SELECTIVE, NH, HS, T, rope, 1);
     cfg.mem_eps = mem_eps;
     cfg.mem_tau = 2.0f;
-    struct bufs b;
-    bufs_init(&b, OPS, &cfg, B, T);
+    struct tu_attn_bufs b;
+    tu_attn_bufs_init(&b, OPS, &cfg, B, T);
     tu_fill_normal(b.qkv, b.nqkv, 1.5f, seed);
     tu_fill_normal(b.dout, b.nout, 1.0f, seed + 1);
     run(OPS, &cfg, &b, 0);
@@ -209,7 +172,7 @@ static void check_fd(int B, int T, int NH, int HS, int rope, uint64_t seed, floa
     print_message("fd        B=%d T=%d NH=%d HS=%d rope=%d mem=%g: worst rel err %.2e (%d of %zu at a kink)\n",
                   B, T, NH, HS, rope, (double)mem_eps, worst, skipped, b.nqkv);
     assert_true(skipped * 10 < (int)b.nqkv);
-    bufs_free(&b);
+    tu_attn_bufs_free(&b);
 }
 
 static void test_ref_vs_fd(void **s)
@@ -233,9 +196,9 @@ static void test_no_votes_is_dense(void **s)
     for (int use_ref = 0; use_ref < 2; use_ref++) {
         struct mnemo_attn_cfg cs = make_cfg(MNEMO_ATTN_KIND_SELECTIVE, NH, HS, T, 1, use_ref);
         struct mnemo_attn_cfg cd = make_cfg(MNEMO_ATTN_KIND_DENSE, NH, HS, T, 1, 0);
-        struct bufs a, d;
-        bufs_init(&a, OPS, &cs, B, T);
-        bufs_init(&d, &mni_attn_dense, &cd, B, T);
+        struct tu_attn_bufs a, d;
+        tu_attn_bufs_init(&a, OPS, &cs, B, T);
+        tu_attn_bufs_init(&d, &mni_attn_dense, &cd, B, T);
         tu_fill_normal(a.qkv, a.nqkv, 2.0f, 7);
         for (int t = 0; t < B * T; t++) memset(a.qkv + (size_t)t * 3 * NH * HS, 0, HS * sizeof(float));
         memcpy(d.qkv, a.qkv, a.nqkv * sizeof(float));
@@ -250,8 +213,8 @@ static void test_no_votes_is_dense(void **s)
         run(OPS, &cs, &a, 0);
         run(&mni_attn_dense, &cd, &d, 0);
         assert_true(tu_rel_max_err(a.out, d.out, a.nout) > 1e-2);
-        bufs_free(&a);
-        bufs_free(&d);
+        tu_attn_bufs_free(&a);
+        tu_attn_bufs_free(&d);
     }
 }
 
@@ -266,8 +229,8 @@ static void test_hand_case(void **s)
     const float sq[4] = {0.7f, -1.0f, 3.0f, 0.5f};
     for (int use_ref = 0; use_ref < 2; use_ref++) {
         struct mnemo_attn_cfg c = make_cfg(MNEMO_ATTN_KIND_SELECTIVE, 1, HS, T, 0, use_ref);
-        struct bufs b;
-        bufs_init(&b, OPS, &c, 1, T);
+        struct tu_attn_bufs b;
+        tu_attn_bufs_init(&b, OPS, &c, 1, T);
         memset(b.qkv, 0, b.nqkv * sizeof(float));
         for (int t = 0; t < T; t++) {
             b.qkv[t * 6 + 0] = sq[t]; /* q */
@@ -291,7 +254,7 @@ static void test_hand_case(void **s)
         c.mem_tau = 3.0f;
         run(OPS, &c, &b, 0);
         assert_true(fabs(last_aux - (4.0 - F31 / 3.0)) < 1e-5);
-        bufs_free(&b);
+        tu_attn_bufs_free(&b);
     }
 }
 
@@ -299,8 +262,8 @@ static void test_hand_case(void **s)
 static void session_case(int T, int NH, int HS, int rope, int use_ref)
 {
     struct mnemo_attn_cfg cfg = make_cfg(MNEMO_ATTN_KIND_SELECTIVE, NH, HS, T, rope, use_ref);
-    struct bufs b;
-    bufs_init(&b, OPS, &cfg, 1, T);
+    struct tu_attn_bufs b;
+    tu_attn_bufs_init(&b, OPS, &cfg, 1, T);
     tu_fill_normal(b.qkv, b.nqkv, 2.0f, 40 + T);
     run(OPS, &cfg, &b, 0);
     const size_t C = (size_t)NH * HS;
@@ -329,7 +292,7 @@ static void session_case(int T, int NH, int HS, int rope, int use_ref)
         assert_true(err < 1e-5);
         mni_free(st), mni_free(scratch), mni_free(out);
     }
-    bufs_free(&b);
+    tu_attn_bufs_free(&b);
 }
 
 static void test_session_equals_forward(void **s)

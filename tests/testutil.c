@@ -4,6 +4,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <string.h>
 #include <unistd.h>
 
 void tu_fill_normal(float *x, size_t n, float scale, uint64_t seed)
@@ -75,4 +76,35 @@ struct mnemo_model *tu_model(int L, int C, int NH, int T, int V, int pos, uint64
     assert_int_equal(mnemo_model_create(&m, &c), MNEMO_OK);
     mnemo_model_init(m, seed);
     return m;
+}
+
+void tu_attn_bufs_init(struct tu_attn_bufs *b, const struct mnemo_attn_ops *ops,
+                       const struct mnemo_attn_cfg *cfg, int B, int T)
+{
+    b->B = B, b->T = T;
+    b->nout = (size_t)B * T * cfg->n_head * cfg->head_dim;
+    b->nqkv = 3 * b->nout;
+    b->qkv = mni_alloc(b->nqkv * sizeof(float));
+    b->dqkv = mni_alloc(b->nqkv * sizeof(float));
+    b->out = mni_alloc(b->nout * sizeof(float));
+    b->dout = mni_alloc(b->nout * sizeof(float));
+    b->act = mni_alloc(ops->act_bytes(cfg, B, T));
+    b->scratch = mni_alloc(ops->scratch_bytes(cfg, B, T));
+    assert_true(b->qkv && b->dqkv && b->out && b->dout && b->act && b->scratch);
+}
+
+void tu_attn_bufs_free(struct tu_attn_bufs *b)
+{
+    mni_free(b->qkv), mni_free(b->dqkv), mni_free(b->out), mni_free(b->dout);
+    mni_free(b->act), mni_free(b->scratch);
+}
+
+struct mnemo_attn_io tu_attn_io(struct tu_attn_bufs *b)
+{
+    struct mnemo_attn_io io;
+    memset(&io, 0, sizeof(io));
+    io.B = b->B, io.T = b->T;
+    io.qkv = b->qkv, io.out = b->out, io.dout = b->dout, io.dqkv = b->dqkv;
+    io.act = b->act, io.scratch = b->scratch;
+    return io;
 }

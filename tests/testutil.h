@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include "mni.h"
+#include "mnemo_attn.h"
 
 void tu_fill_normal(float *x, size_t n, float scale, uint64_t seed);
 void tu_fill_uniform(float *x, size_t n, float lo, float hi, uint64_t seed);
@@ -25,6 +26,20 @@ double tu_rel_max_err(const float *got, const float *want, size_t n);
 struct mnemo_model *tu_model(int L, int C, int NH, int T, int V, int pos, uint64_t seed);
 /* Temporary file path inside the build tree (unique per process), caller frees nothing. */
 const char *tu_tmp_path(const char *name);
+
+/* All buffers of one attention problem (B windows of T tokens), sized through the kind's own
+ * declarations (act_bytes, scratch_bytes). */
+struct tu_attn_bufs {
+    int B, T;
+    size_t nqkv, nout;
+    float *qkv, *out, *dout, *dqkv;
+    void *act, *scratch;
+};
+void tu_attn_bufs_init(struct tu_attn_bufs *b, const struct mnemo_attn_ops *ops,
+                       const struct mnemo_attn_cfg *cfg, int B, int T);
+void tu_attn_bufs_free(struct tu_attn_bufs *b);
+/* An io over b's buffers (params, dparams NULL). */
+struct mnemo_attn_io tu_attn_io(struct tu_attn_bufs *b);
 
 #define TU_ASSERT_CLOSE(label, got, want, n, atol, rtol)                                        \
     assert_true(tu_close((label), (got), (want), (n), (atol), (rtol)))
