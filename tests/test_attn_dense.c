@@ -37,7 +37,6 @@ static struct mnemo_attn_cfg make_cfg(int NH, int HS, int n_ctx, int rope, int u
     return c;
 }
 
-
 static void forward_ok(const struct mnemo_attn_cfg *cfg, struct tu_attn_bufs *b)
 {
     struct mnemo_attn_io io = tu_attn_io(b);

@@ -32,7 +32,6 @@ static struct mnemo_attn_cfg make_cfg(int kind, int NH, int HS, int n_ctx, int r
     return c;
 }
 
-
 /* The weight of the memory loss in the tests' objective sum(out * dout) + AUX_W * aux_loss. */
 #define AUX_W 0.37f
 static double last_aux;
@@ -302,7 +301,6 @@ static void test_session_equals_forward(void **s)
     session_case(45, 3, 8, 1, 1);
     session_case(20, 1, 4, 0, 0);
 }
-
 
 /* ---- pruning ----------------------------------------------------------------------------------- */
 
