@@ -20,7 +20,14 @@ out=runs/exp/memory
 mkdir -p "$out"
 [ -x build/mnemo ] || { echo "selective_memory: build first (cmake --build build)" >&2; exit 1; }
 [ -s data/kjv/val.bin ] || { echo "selective_memory: no data/kjv (run scripts/main.sh or mnemo prepare)" >&2; exit 1; }
-: >"$out/results.jsonl"
+# results of other contexts (earlier invocations) are kept; the contexts run now are replaced
+touch "$out/results.jsonl"
+/usr/bin/python3 - "$out/results.jsonl" "${ctxs[@]}" <<'PY'
+import json, sys
+path, run = sys.argv[1], {int(c) for c in sys.argv[2:]}
+keep = [l for l in open(path) if l.strip() and json.loads(l)["ctx"] not in run]
+open(path, "w").writelines(keep)
+PY
 train() { # name kind ctx [extra flags]
     local name=$1 kind=$2 ctx=$3
     shift 3
