@@ -124,6 +124,16 @@ out:
     return st;
 }
 
+enum mnemo_status mni_tokens_read_for(struct mni_tokens *out, const char *path, int vocab)
+{
+    enum mnemo_status st = mni_tokens_read(out, path);
+    if (st != MNEMO_OK || out->vocab <= vocab) return st;
+    st = mni_err(MNEMO_ERR_ARG, "'%s' has vocabulary %d, larger than the model's %d", path,
+                 out->vocab, vocab);
+    mni_tokens_free(out);
+    return st;
+}
+
 void mni_tokens_free(struct mni_tokens *t)
 {
     mni_free(t->tok);

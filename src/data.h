@@ -36,6 +36,9 @@ enum mnemo_status mni_tokens_write(const char *path, const uint16_t *tok, uint64
 /* Reads and validates a token file (header, exact size, every id < vocab). */
 enum mnemo_status mni_tokens_read(struct mni_tokens *out, const char *path);
 void mni_tokens_free(struct mni_tokens *t);
+/* mni_tokens_read, refusing (MNEMO_ERR_ARG, nothing held) a file whose vocabulary is larger than
+ * the model's vocab. */
+enum mnemo_status mni_tokens_read_for(struct mni_tokens *out, const char *path, int vocab);
 
 /* Position of the loader, all that an exact resume needs besides the seed. */
 struct mni_loader_pos {

@@ -92,12 +92,8 @@ enum mnemo_status mnemo_eval_file_pruned(struct mnemo_model *m, const char *path
     enum mnemo_status st = check_window(m, &T);
     if (st != MNEMO_OK) return st;
     struct mni_tokens tk;
-    if ((st = mni_tokens_read(&tk, path)) != MNEMO_OK) return st;
-    if (tk.vocab > m->cfg.vocab)
-        st = mni_err(MNEMO_ERR_ARG, "'%s' has vocabulary %d, larger than the model's %d", path,
-                     tk.vocab, m->cfg.vocab);
-    else
-        st = eval_pruned_tokens(m, tk.tok, tk.n, T, budgets, threshold, max_windows, res);
+    if ((st = mni_tokens_read_for(&tk, path, m->cfg.vocab)) != MNEMO_OK) return st;
+    st = eval_pruned_tokens(m, tk.tok, tk.n, T, budgets, threshold, max_windows, res);
     mni_tokens_free(&tk);
     return st;
 }
@@ -115,7 +111,7 @@ enum mnemo_status mnemo_prune_search(struct mnemo_model *m, const char *path, in
     if (!(target_loss > 0) || !isfinite(target_loss))
         return mni_err(MNEMO_ERR_ARG, "prune-search: the target loss must be positive");
     struct mni_tokens tk;
-    if ((st = mni_tokens_read(&tk, path)) != MNEMO_OK) return st;
+    if ((st = mni_tokens_read_for(&tk, path, m->cfg.vocab)) != MNEMO_OK) return st;
     const int L = m->cfg.n_layer;
     int *trial = mni_alloc((size_t)L * sizeof(int));
     if (!trial) {

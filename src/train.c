@@ -156,13 +156,9 @@ enum mnemo_status mnemo_eval_file(struct mnemo_model *m, const char *path, int T
     if (stride < 1 || stride > T)
         return mni_err(MNEMO_ERR_ARG, "eval: stride %d must be in [1, window = %d]", stride, T);
     struct mni_tokens tk;
-    enum mnemo_status st = mni_tokens_read(&tk, path);
+    enum mnemo_status st = mni_tokens_read_for(&tk, path, m->cfg.vocab);
     if (st != MNEMO_OK) return st;
-    if (tk.vocab > m->cfg.vocab)
-        st = mni_err(MNEMO_ERR_ARG, "'%s' has vocabulary %d, larger than the model's %d", path,
-                     tk.vocab, m->cfg.vocab);
-    else
-        st = eval_tokens(m, tk.tok, tk.n, T, stride, B, max_windows, res);
+    st = eval_tokens(m, tk.tok, tk.n, T, stride, B, max_windows, res);
     mni_tokens_free(&tk);
     return st;
 }
