@@ -40,7 +40,9 @@ int cmd_prune_search(int argc, char **argv)
         {"tolerance", OPT_FLOAT, &tolerance,
          "target: the model's own unpruned loss times (1 + tolerance) (default 0.01 without "
          "--baseline)"},
-        {"factor", OPT_FLOAT, &factor, "each step shrinks one layer's budget by this factor"},
+        {"factor", OPT_FLOAT, &factor,
+         "after bisecting a budget shared by all layers, each step shrinks one layer's budget by "
+         "this factor"},
         {"max_windows", OPT_U64, &max_windows, "validation windows per measurement (0 = all)"},
         {"seq", OPT_INT, &seq, "window length (0 = the model's n_ctx)"},
         {"out", OPT_STR, &out, "write the checkpoint with the budgets here (default: --model, in place)"},

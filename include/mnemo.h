@@ -146,9 +146,9 @@ struct mnemo_eval_result {
 };
 
 /* Scores the token file at path in windows of T tokens (each starting with BOS), B at a time,
- * at most max_windows windows (0 = all). Windows start stride tokens apart; the first scores all
- * its predictions, each later one its last stride, so every scored token after the first window
- * sees at least T - stride tokens of context. T = 0 means n_ctx; stride = 0 means T (disjoint
+ * at most max_windows windows (0 = all; fewer are spread evenly over the file). Windows start
+ * stride tokens apart; the first scores all its predictions, each later one its last stride, so
+ * every scored token after the first window sees at least T - stride tokens of context. T = 0 means n_ctx; stride = 0 means T (disjoint
  * windows, every token scored once). */
 MNEMO_API enum mnemo_status mnemo_eval_file(struct mnemo_model *m, const char *path, int T,
                                             int stride, int B, uint64_t max_windows,
@@ -242,9 +242,11 @@ MNEMO_API enum mnemo_status mnemo_eval_file_pruned(struct mnemo_model *m, const 
 /* Called after the starting point and after every committed change: the budgets so far and
  * their pruned loss (nats per token). */
 typedef void (*mnemo_prune_cb)(const int *budgets, int n_layer, double loss, void *user);
-/* Greedy per-layer budget search: from K_l = T, repeatedly shrinks the one layer (K_l <-
- * floor(factor K_l), at least 2) whose shrinking keeps the pruned loss lowest, while it stays
- * <= target_loss; budgets (n_layer) receives the result. Needs selective attention. */
+/* Budget search in two phases. First the smallest budget K shared by all layers whose pruned
+ * loss stays <= target_loss (bisection over K in [2, T]); then, from there, greedy per-layer:
+ * repeatedly shrink the one layer (K_l <- floor(factor K_l), at least 2) whose shrinking keeps
+ * the pruned loss lowest, while it stays <= target_loss. budgets (n_layer) receives the result.
+ * Needs selective attention. */
 MNEMO_API enum mnemo_status mnemo_prune_search(struct mnemo_model *m, const char *path, int T,
                                                double target_loss, float factor,
                                                uint64_t max_windows, int *budgets,

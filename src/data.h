@@ -72,6 +72,12 @@ void mni_loader_free(struct mni_loader *ld);
 /* Evaluation windows of T tokens starting S apart from 0 (S <= T; no shuffling): how many fit
  * in n tokens, and the i-th one (x = [BOS, t_s..t_{s+T-2}], y = t_s..t_{s+T-1}, s = i*S). */
 uint64_t mni_eval_windows(uint64_t n, int T, int S);
+/* The j-th of `used` windows spread evenly over all `all` of them (j when used == all), so
+ * that a capped evaluation samples the whole split, not its beginning. */
+static inline uint64_t mni_eval_pick(uint64_t j, uint64_t used, uint64_t all)
+{
+    return used >= all ? j : (uint64_t)((unsigned __int128)j * all / used);
+}
 void mni_eval_window(const uint16_t *tok, uint64_t i, int T, int S, uint16_t *x, uint16_t *y);
 
 #endif /* MNI_DATA_H */

@@ -116,6 +116,7 @@ static enum mnemo_status eval_tokens(struct mnemo_model *m, const uint16_t *tok,
     if (nw == 0)
         return mni_err(MNEMO_ERR_ARG, "the evaluation data has %llu tokens, fewer than one window of %d",
                        (unsigned long long)n, T);
+    const uint64_t all = nw;
     if (max_windows && max_windows < nw) nw = max_windows;
     uint16_t *x = mni_alloc((size_t)B * T * sizeof(uint16_t) * 2);
     if (!x) return mni_err(MNEMO_ERR_NOMEM, "out of memory for evaluation batches");
@@ -126,10 +127,11 @@ static enum mnemo_status eval_tokens(struct mnemo_model *m, const uint16_t *tok,
     for (uint64_t w = 0; w < nw && st == MNEMO_OK; w += (uint64_t)B) {
         int b = (int)((nw - w) < (uint64_t)B ? nw - w : (uint64_t)B);
         for (int i = 0; i < b; i++)
-            mni_eval_window(tok, w + (uint64_t)i, T, S, x + (size_t)i * T, y + (size_t)i * T);
+            mni_eval_window(tok, mni_eval_pick(w + (uint64_t)i, nw, all), T, S,
+                            x + (size_t)i * T, y + (size_t)i * T);
         st = mnemo_model_forward(m, x, y, b, T, NULL);
         for (int i = 0; i < b && st == MNEMO_OK; i++) {
-            int from = w + (uint64_t)i == 0 ? 0 : T - S;
+            int from = mni_eval_pick(w + (uint64_t)i, nw, all) == 0 ? 0 : T - S;
             const float *l = m->losses + (size_t)i * T;
             for (int t = from; t < T; t++) sum += l[t];
             scored += (uint64_t)(T - from);
