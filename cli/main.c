@@ -16,6 +16,7 @@ static const struct {
     {"eval", cmd_eval, "loss, perplexity and bits per byte of a checkpoint on a token file"},
     {"generate", cmd_generate, "stream text from a checkpoint (prompt, temperature, top-k/p)"},
     {"prune-search", cmd_prune_search, "per-layer KV-cache budgets for a selective-attention checkpoint"},
+    {"answer", cmd_answer, "accuracy on prompt/answer tasks (greedy answers through a session)"},
     {"info", cmd_info, "summarise a checkpoint"},
     {"bench", cmd_bench, "measure training throughput and MFU on this machine"},
 };

@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
 """plot.py -- draws an experiment's JSON Lines results as a PNG (matplotlib, Agg backend).
 
-usage: experiments/plot.py quality|memory RESULTS.jsonl OUT.png
+usage: experiments/plot.py quality|memory|varassign|decode RESULTS.jsonl OUT.png
   quality: one line per run {"ctx", "model", "steps": [...], "val_bpb": [...], ...};
            validation bits per byte against steps, one panel per context length.
   memory:  one line per context {"ctx", "budgets", "reduction", "dense_bpb",
            "selective_pruned_bpb", ...}; the KV-memory reduction per context, and the budgets.
+  varassign: one line per (model, budget) {"attn", "budget" (0 = unpruned), "accuracy",
+           "by_group": {...}}; accuracy against the selective model's cache budget, dense as a line.
+  decode:  bench_decode --out lines {"tokens", "dense_tok_s", "dense_live_bytes", "pruned_tok_s",
+           "pruned_live_bytes", "budget"}; tokens/s and live KV bytes against stream length.
 """
 import json
 import sys
@@ -55,8 +59,68 @@ def memory(rows, out):
     fig.savefig(out, dpi=110)
 
 
+def varassign(rows, out):
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    sel = sorted((r for r in rows if r["attn"] == "selective" and r["budget"] > 0),
+                 key=lambda r: r["budget"])
+    a1.plot([r["budget"] for r in sel], [100 * r["accuracy"] for r in sel], marker="o",
+            label="selective, cache pruned to K keys per layer")
+    styles = {"dense": ("C1", "--"), "selective": ("C0", ":")}
+    for r in rows:
+        if r["budget"] == 0:
+            c, ls = styles.get(r["attn"], ("C2", "-."))
+            a1.axhline(100 * r["accuracy"], color=c, ls=ls,
+                       label="%s, whole context (%.1f%%)" % (r["attn"], 100 * r["accuracy"]))
+    a1.axhline(10, color="grey", lw=0.8, label="chance (10%)")
+    a1.set_xscale("log", base=2)
+    a1.set_xlabel("selective: keys kept per layer (K)")
+    a1.set_ylabel("accuracy (%)")
+    a1.set_ylim(0, 102)
+    a1.set_title("Variable Assignment, 1,000 held-out tasks")
+    a1.grid(alpha=0.3)
+    a1.legend(fontsize=8)
+    full = [r for r in rows if r["budget"] == 0]
+    groups = sorted({g for r in full for g in r["by_group"]})
+    w = 0.8 / max(len(full), 1)
+    for i, r in enumerate(full):
+        a2.bar([j + i * w for j in range(len(groups))], [100 * r["by_group"].get(g, 0) for g in groups],
+               width=w, label=r["attn"])
+    a2.set_xticks([j + w * (len(full) - 1) / 2 for j in range(len(groups))])
+    a2.set_xticklabels(groups)
+    a2.set_ylabel("accuracy (%)")
+    a2.set_title("by length of the example (whole context)")
+    a2.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+
+
+def decode(rows, out):
+    rows = sorted(rows, key=lambda r: r["tokens"])
+    x = [r["tokens"] for r in rows]
+    k = rows[0]["budget"]
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    a1.plot(x, [r["dense_tok_s"] for r in rows], marker="o", label="dense (every key)")
+    a1.plot(x, [r["pruned_tok_s"] for r in rows], marker="o", label="selective, %d keys per layer" % k)
+    a2.plot(x, [r["dense_live_bytes"] / 1024 for r in rows], marker="o", label="dense")
+    a2.plot(x, [r["pruned_live_bytes"] / 1024 for r in rows], marker="o", label="selective, pruned")
+    for a in (a1, a2):
+        a.set_xscale("log", base=2)
+        a.set_xlabel("tokens streamed")
+        a.grid(alpha=0.3)
+        a.legend()
+    a1.set_ylabel("decode tokens/s (one token per step)")
+    a1.set_ylim(bottom=0)
+    a2.set_yscale("log")
+    a2.set_ylabel("live attention state (KiB)")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+
+
+PLOTS = {"quality": quality, "memory": memory, "varassign": varassign, "decode": decode}
+
+
 def main():
-    if len(sys.argv) != 4 or sys.argv[1] not in ("quality", "memory"):
+    if len(sys.argv) != 4 or sys.argv[1] not in PLOTS:
         sys.stderr.write(__doc__)
         return 2
     try:
@@ -68,7 +132,7 @@ def main():
     if not rows:
         sys.stderr.write("plot.py: %s has no results\n" % sys.argv[2])
         return 1
-    (quality if sys.argv[1] == "quality" else memory)(rows, sys.argv[3])
+    PLOTS[sys.argv[1]](rows, sys.argv[3])
     print("plot.py: wrote %s" % sys.argv[3])
     return 0
 

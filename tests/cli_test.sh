@@ -90,8 +90,32 @@ expect_fail "budget with dense" "pruning needs the selective kind" "$MNEMO" gene
     --model "$W/run/model.safetensors" --n 5 --budget 4
 expect_fail "budget of 1" "budget must be 0" "$MNEMO" generate --model "$W/run_sel/model.safetensors" \
     --n 5 --budget 1
+# answer: a task whose answer is the greedy continuation generate prints must be right
+expect_ok "generate greedy 6" "$MNEMO" generate --model "$W/run/model.safetensors" --prompt "In the" \
+    --n 6 --temperature 0
+cont=$(tail -c +7 "$W/out" | head -c 6)
+/usr/bin/python3 -c 'import json, sys
+print(json.dumps({"prompt": "In the", "answer": sys.argv[1], "group": "greedy"}))
+print(json.dumps({"prompt": "In the", "answer": "\u00ff", "group": "wrong"}))
+print(json.dumps({"prompt": "In the beginning " * 4, "answer": "G"}))' "$cont" >"$W/tasks.jsonl"
+expect_ok "answer" "$MNEMO" answer --model "$W/run/model.safetensors" --tasks "$W/tasks.jsonl" \
+    --out "$W/answers.jsonl"
+grep -q "greedy *1 / 1" "$W/out" || bad "answer: the greedy continuation was not judged correct"
+grep -q "wrong *0 / 1" "$W/out" || bad "answer: a wrong answer was judged correct"
+grep -q "1 prompts cut to fit" "$W/out" || bad "answer: a prompt longer than n_ctx was not cut"
+[ "$(grep -c '"correct"' "$W/answers.jsonl")" = 3 ] || bad "answer --out: not one result per task"
+expect_ok "answer --budget" "$MNEMO" answer --model "$W/run_sel/model.safetensors" --tasks "$W/tasks.jsonl" --budget 4
+grep -q "prompts cut" "$W/out" && bad "answer --budget: a pruned session should take the whole prompt"
+echo '{"prompt": "x"}' >"$W/bad_tasks.jsonl"
+expect_fail "answer without answer" "bad_tasks.jsonl:1: expected a JSON object" "$MNEMO" answer \
+    --model "$W/run/model.safetensors" --tasks "$W/bad_tasks.jsonl"
+: >"$W/empty.jsonl"
+expect_fail "answer, no tasks" "holds no tasks" "$MNEMO" answer --model "$W/run/model.safetensors" \
+    --tasks "$W/empty.jsonl"
+expect_fail "answer, no file" "cannot open" "$MNEMO" answer --model "$W/run/model.safetensors" \
+    --tasks "$W/nonexistent.jsonl"
 expect_ok "help" "$MNEMO" --help
-for c in prepare train eval generate info bench prune-search; do expect_ok "$c --help" "$MNEMO" $c --help; done
+for c in prepare train eval generate info bench prune-search answer; do expect_ok "$c --help" "$MNEMO" $c --help; done
 
 # --- bad input -----------------------------------------------------------------------------------
 CK="$W/run/model.safetensors"

@@ -1,0 +1,249 @@
+/*
+ * cmd_answer.c -- mnemo answer: accuracy of a checkpoint on prompt/answer tasks (synthetic
+ * tasks such as Variable Assignment, or pass-key retrieval).
+ *
+ * Each line of the task file is a JSON object {"prompt": TEXT, "answer": TEXT, "group": TEXT}
+ * (group optional). The prompt goes through a session after BOS, the answer's length in bytes
+ * is decoded greedily (argmax over the 256 bytes), and the task counts as correct when every
+ * byte matches. Accuracy is printed overall and per group, in the order groups first appear.
+ *
+ * A prompt the session cannot hold (a dense cache is full at n_ctx) is cut to its last
+ * n_ctx - |answer| bytes and fed again: the model answers from the part that fits, which is
+ * what "inside its window" means for a kind without unbounded streaming. Such tasks are
+ * counted and marked in the results ("cut": true).
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli.h"
+
+struct group {
+    char *name;
+    long right, total;
+};
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Feeds tok[0..n) in chunks; the logits of the last token are left in *last. */
+static enum mnemo_status feed(struct mnemo_session *s, const uint16_t *tok, size_t n, int chunk,
+                              int Vp, const float **last)
+{
+    for (size_t i = 0; i < n; i += (size_t)chunk) {
+        int k = n - i < (size_t)chunk ? (int)(n - i) : chunk;
+        const float *lg;
+        enum mnemo_status st = mnemo_session_feed(s, tok + i, k, &lg);
+        if (st != MNEMO_OK) return st;
+        *last = lg + (size_t)(k - 1) * Vp;
+    }
+    return MNEMO_OK;
+}
+
+static int argmax_byte(const float *lg)
+{
+    int best = 0;
+    for (int v = 1; v < 256; v++)
+        if (lg[v] > lg[best]) best = v;
+    return best;
+}
+
+/* Answers one task: BOS + prompt through the session (cut to fit if the session is full),
+ * then |answer| greedy bytes into got. *cut is set when the prompt had to be cut. */
+static enum mnemo_status answer_one(struct mnemo_session *s, const struct mnemo_model_config *c,
+                                    int chunk, uint16_t *tok, const char *prompt, size_t np,
+                                    size_t na, char *got, int *cut)
+{
+    const int Vp = c->vocab_padded;
+    const float *lg = NULL;
+    size_t from = 0;
+    *cut = 0;
+    for (;;) {
+        tok[0] = MNEMO_TOK_BOS;
+        for (size_t i = from; i < np; i++) tok[1 + i - from] = (unsigned char)prompt[i];
+        mnemo_session_reset(s);
+        enum mnemo_status st = feed(s, tok, 1 + np - from, chunk, Vp, &lg);
+        if (st == MNEMO_ERR_FULL && !*cut && na < (size_t)c->n_ctx) {
+            /* BOS + the kept prompt + the answer's first na - 1 bytes must fit in n_ctx */
+            from = np - ((size_t)c->n_ctx - na < np ? (size_t)c->n_ctx - na : np);
+            *cut = 1;
+            continue;
+        }
+        if (st != MNEMO_OK) return st;
+        break;
+    }
+    for (size_t j = 0; j < na; j++) {
+        int t = argmax_byte(lg);
+        got[j] = (char)t;
+        if (j + 1 == na) break;
+        uint16_t tk = (uint16_t)t;
+        const float *row;
+        enum mnemo_status st = mnemo_session_feed(s, &tk, 1, &row);
+        if (st != MNEMO_OK) return st;
+        lg = row;
+    }
+    got[na] = 0;
+    return MNEMO_OK;
+}
+
+static struct group *find_group(struct group **gs, int *n, const char *name)
+{
+    for (int i = 0; i < *n; i++)
+        if (!strcmp((*gs)[i].name, name)) return &(*gs)[i];
+    struct group *g = realloc(*gs, (size_t)(*n + 1) * sizeof(**gs));
+    if (!g) cli_die("answer", "out of memory");
+    *gs = g;
+    g += (*n)++;
+    g->name = strdup(name);
+    if (!g->name) cli_die("answer", "out of memory");
+    g->right = g->total = 0;
+    return g;
+}
+
+int cmd_answer(int argc, char **argv)
+{
+    const char *model = NULL, *tasks = NULL, *out = NULL, *budget_list = NULL;
+    int threads = 0, budget = 0, no_prune = 0, chunk = 256;
+    float threshold = 0.0f;
+    uint64_t max_tasks = 0;
+    const struct opt opts[] = {
+        {"model", OPT_STR, &model, "checkpoint (model.safetensors)"},
+        {"tasks", OPT_STR, &tasks,
+         "JSON Lines file, one task per line: {\"prompt\": TEXT, \"answer\": TEXT, \"group\": TEXT}"},
+        {"out", OPT_STR, &out, "write one JSON result per task here"},
+        {"max_tasks", OPT_U64, &max_tasks, "answer at most this many tasks (0 = all)"},
+        {"chunk", OPT_INT, &chunk, "prompt tokens fed per session call"},
+        {"threads", OPT_INT, &threads, "threads (0 = default)"},
+        {"budget", OPT_INT, &budget,
+         "selective attention: keep at most this many keys per layer (0 = off)"},
+        {"budgets", OPT_STR, &budget_list,
+         "selective attention: per-layer budgets K1,K2,... (default: the checkpoint's "
+         "prune.budgets, if any)"},
+        {"threshold", OPT_FLOAT, &threshold,
+         "selective attention: evict keys whose penalty reaches this (0 = off)"},
+        {"no_prune", OPT_BOOL, &no_prune, "ignore the checkpoint's prune.budgets"},
+    };
+    const char *pos[1];
+    int n_pos;
+    cli_parse("answer", "--model CKPT --tasks FILE.jsonl [--out RESULTS.jsonl]", argc, argv, opts,
+              sizeof(opts) / sizeof(opts[0]), pos, &n_pos, 0);
+    if (!model) cli_die("answer", "no checkpoint: give --model FILE");
+    if (!tasks) cli_die("answer", "no tasks: give --tasks FILE (JSON Lines with prompt and answer)");
+    if (threads < 0) cli_die("answer", "--threads must be >= 0");
+    if (chunk < 1) cli_die("answer", "--chunk must be >= 1");
+    if (budget < 0 || budget == 1) cli_die("answer", "--budget must be 0 (off) or >= 2");
+    if (threshold < 0) cli_die("answer", "--threshold must be >= 0");
+    if (threads > 0) mnemo_set_threads(threads);
+    FILE *in = fopen(tasks, "r");
+    if (!in) cli_die("answer", "cannot open '%s'", tasks);
+    FILE *res = NULL;
+    if (out && !(res = fopen(out, "w"))) cli_die("answer", "cannot write '%s'", out);
+
+    struct mnemo_model *m;
+    enum mnemo_status st = mnemo_model_load(&m, model);
+    if (st != MNEMO_OK) cli_fail("answer", st, "cannot load the checkpoint");
+    const struct mnemo_model_config *c = mnemo_model_get_config(m);
+    const char *from = NULL;
+    int *budgets = cli_budgets("answer", m, budget_list, budget, no_prune, &from);
+    struct mnemo_session_config sc;
+    mnemo_session_config_default(&sc);
+    sc.max_chunk = chunk;
+    sc.budgets = budgets;
+    sc.threshold = threshold;
+    struct mnemo_session *s;
+    if ((st = mnemo_session_create_ex(&s, m, &sc)) != MNEMO_OK)
+        cli_fail("answer", st, "cannot start a session");
+    if (from) fprintf(stderr, "answer: cache budgets from %s\n", from);
+
+    struct group *gs = NULL;
+    int ng = 0;
+    long n_cut = 0, n_done = 0, lineno = 0;
+    char *line = NULL, *got = NULL;
+    uint16_t *tok = NULL;
+    size_t cap_line = 0, cap_tok = 0, cap_got = 0;
+    double t0 = now_s(), last_report = t0;
+    ssize_t len;
+    while ((len = getline(&line, &cap_line, in)) > 0 && (!max_tasks || (uint64_t)n_done < max_tasks)) {
+        lineno++;
+        if (strspn(line, " \t\r\n") == (size_t)len) continue; /* blank line */
+        cJSON *o = cJSON_Parse(line);
+        const cJSON *p = cJSON_GetObjectItemCaseSensitive(o, "prompt");
+        const cJSON *a = cJSON_GetObjectItemCaseSensitive(o, "answer");
+        const cJSON *g = cJSON_GetObjectItemCaseSensitive(o, "group");
+        if (!cJSON_IsObject(o) || !cJSON_IsString(p) || !cJSON_IsString(a) || !a->valuestring[0] ||
+            (g && !cJSON_IsString(g)))
+            cli_die("answer", "%s:%ld: expected a JSON object with string fields \"prompt\" and "
+                    "\"answer\" (non-empty), and optionally \"group\"", tasks, lineno);
+        const size_t np = strlen(p->valuestring), na = strlen(a->valuestring);
+        if (np + 1 > cap_tok) {
+            cap_tok = 2 * (np + 1);
+            free(tok);
+            if (!(tok = malloc(cap_tok * sizeof(uint16_t)))) cli_die("answer", "out of memory");
+        }
+        if (na + 1 > cap_got) {
+            cap_got = na + 1;
+            free(got);
+            if (!(got = malloc(cap_got))) cli_die("answer", "out of memory");
+        }
+        int cut;
+        st = answer_one(s, c, chunk, tok, p->valuestring, np, na, got, &cut);
+        if (st != MNEMO_OK) cli_fail("answer", st, "cannot answer a task");
+        const int ok = !memcmp(got, a->valuestring, na);
+        struct group *gr = find_group(&gs, &ng, g ? g->valuestring : "all");
+        gr->right += ok;
+        gr->total++;
+        n_cut += cut;
+        n_done++;
+        if (res) {
+            cJSON *r = cJSON_CreateObject();
+            cJSON_AddNumberToObject(r, "line", (double)lineno);
+            cJSON_AddStringToObject(r, "group", gr->name);
+            cJSON_AddNumberToObject(r, "prompt_bytes", (double)np);
+            cJSON_AddStringToObject(r, "answer", a->valuestring);
+            cJSON_AddStringToObject(r, "got", got);
+            cJSON_AddBoolToObject(r, "correct", ok);
+            cJSON_AddBoolToObject(r, "cut", cut);
+            char *txt = cJSON_PrintUnformatted(r);
+            if (!txt) cli_die("answer", "out of memory");
+            fprintf(res, "%s\n", txt);
+            cJSON_free(txt);
+            cJSON_Delete(r);
+        }
+        cJSON_Delete(o);
+        double t = now_s();
+        if (t - last_report > 5) {
+            fprintf(stderr, "answer: %ld tasks, %.1f s\n", n_done, t - t0);
+            last_report = t;
+        }
+    }
+    if (ferror(in)) cli_die("answer", "error reading '%s'", tasks);
+    if (n_done == 0) cli_die("answer", "'%s' holds no tasks", tasks);
+    fclose(in);
+    if (res && fclose(res) != 0) cli_die("answer", "cannot write '%s'", out);
+    long right = 0;
+    for (int i = 0; i < ng; i++) right += gs[i].right;
+    if (ng > 1 || strcmp(gs[0].name, "all"))
+        for (int i = 0; i < ng; i++)
+            printf("  %-24s %5ld / %-5ld %6.1f%%\n", gs[i].name, gs[i].right, gs[i].total,
+                   100.0 * (double)gs[i].right / (double)gs[i].total);
+    printf("answer: %s on %s: %ld / %ld correct (%.1f%%)", model, tasks, right, n_done,
+           100.0 * (double)right / (double)n_done);
+    if (n_cut) printf(", %ld prompts cut to fit the context of %d", n_cut, c->n_ctx);
+    printf(" | %.1f s\n", now_s() - t0);
+    for (int i = 0; i < ng; i++) free(gs[i].name);
+    free(gs);
+    free(line);
+    free(tok);
+    free(got);
+    free(budgets);
+    mnemo_session_free(s);
+    mnemo_model_free(m);
+    return 0;
+}
