@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""Pass-key retrieval in the format of the Infini-attention paper (App. B; spec
+../shared/papers/infini-attention.md section 6.2), as byte text for mnemo.
+
+    There is an important info hidden inside a lot of irrelevant text. Find it and memorize
+    them. I will quiz you about the important information there. + FILLER * x + NEEDLE +
+    FILLER * y + " What is the pass key? The pass key is"
+
+with FILLER = " The grass is green. The sky is blue. The sun is yellow. Here we go. There and
+back again." and NEEDLE = " The pass key is KEY. Remember it. KEY is the pass key."; the
+answer is " KEY" (KEY a random 5-digit number). The prompt's length in bytes (= tokens for
+the byte tokenizer) is the requested length rounded down to whole fillers; x / (x + y) is the
+depth: start 0, middle 0.5, end 1 (the needle right before the question).
+
+    passkey.py tasks OUT.jsonl [--lengths 1024,4096,...] [--depths start,middle,end] [--n 10]
+    passkey.py train OUT.txt --bytes N [--max_len 4096] [--min_len 256]
+
+`tasks` writes JSON Lines for `mnemo answer` (group "LENGTH depth"); `train` writes a stream of
+whole examples (prompt + answer, one per line) of random lengths and depths.
+"""
+import argparse
+import json
+import random
+
+PREFIX = ("There is an important info hidden inside a lot of irrelevant text. Find it and "
+          "memorize them. I will quiz you about the important information there.")
+FILLER = " The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
+QUESTION = " What is the pass key? The pass key is"
+DEPTHS = {"start": 0.0, "middle": 0.5, "end": 1.0}
+
+
+def needle(key):
+    return f" The pass key is {key}. Remember it. {key} is the pass key."
+
+
+def example(rng, length, depth):
+    """(prompt, answer) of at most `length` bytes (at least the fixed parts)."""
+    key = rng.randrange(10000, 100000)
+    fixed = len(PREFIX) + len(needle(key)) + len(QUESTION)
+    n_fill = max(0, (length - fixed) // len(FILLER))
+    x = round(depth * n_fill)
+    prompt = PREFIX + FILLER * x + needle(key) + FILLER * (n_fill - x) + QUESTION
+    return prompt, f" {key}"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", choices=["tasks", "train"])
+    ap.add_argument("out")
+    ap.add_argument("--lengths", default="1024,4096,16384,65536,262144,1048576",
+                    help="tasks: prompt lengths in bytes")
+    ap.add_argument("--depths", default="start,middle,end", help="tasks: needle depths")
+    ap.add_argument("--n", type=int, default=10, help="tasks: per length and depth")
+    ap.add_argument("--bytes", type=int, default=8_000_000, help="train: bytes of text")
+    ap.add_argument("--min_len", type=int, default=256, help="train: shortest example")
+    ap.add_argument("--max_len", type=int, default=4096, help="train: longest example")
+    ap.add_argument("--seed", type=int, default=1)
+    a = ap.parse_args()
+    rng = random.Random(a.seed)
+    with open(a.out, "w") as f:
+        if a.what == "tasks":
+            depths = a.depths.split(",")
+            bad = [d for d in depths if d not in DEPTHS]
+            if bad:
+                ap.error("unknown depth %s (choose from %s)" % (bad[0], ",".join(DEPTHS)))
+            for length in (int(s) for s in a.lengths.split(",")):
+                for d in depths:
+                    for _ in range(a.n):
+                        prompt, ans = example(rng, length, DEPTHS[d])
+                        f.write(json.dumps({"prompt": prompt, "answer": ans,
+                                            "group": "%d %s" % (length, d)}) + "\n")
+        else:
+            written = 0
+            while written < a.bytes:
+                prompt, ans = example(rng, rng.randint(a.min_len, a.max_len), rng.random())
+                f.write(prompt + ans + "\n")
+                written += len(prompt) + len(ans) + 1
+
+
+if __name__ == "__main__":
+    main()
