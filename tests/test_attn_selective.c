@@ -68,6 +68,7 @@ struct shape {
 };
 static const struct shape shapes[] = {
     {2, 37, 3, 8, 1}, {1, 16, 1, 4, 0}, {3, 50, 2, 6, 1}, {1, 5, 4, 2, 0}, {2, 64, 4, 32, 1},
+    {1, 45, 2, 24, 1}, /* head dim 24: the products in blocks of 16 and then 8 columns */
 };
 
 static void fast_vs_ref(float mem_eps, float mem_tau)

@@ -192,43 +192,57 @@ static enum mnemo_status check_io(const struct mnemo_attn_cfg *cfg,
 }
 
 /* S[r][j] = scale * q_r . k_j for the rows r < nq and keys j <= i0 + r, from the transposed
- * keys kt (HS, T); entries beyond the diagonal are left alone. */
+ * keys kt (HS, T); entries beyond the diagonal are left alone (or hold scores: callers ignore
+ * them). */
+#if MNI_HAVE_AVX2
+/* 4 rows x W keys (W = 8 or 24: 4 or 12 accumulators) at keys j..j+W of the rows q (ldq). Each
+ * sum runs over d in order with one FMA per term, as the scalar loop does: the same bits. */
+static inline __attribute__((always_inline)) void scores_block(float *S, int T, const float *q,
+                                                               size_t ldq, int HS, const float *kt,
+                                                               int j, float scale, const int W)
+{
+    __m256 acc[4][3];
+    for (int u = 0; u < 4; u++) acc[u][0] = acc[u][1] = acc[u][2] = _mm256_setzero_ps();
+    for (int d = 0; d < HS; d++) {
+        const float *kd = kt + (size_t)d * T + j;
+        const __m256 k0 = _mm256_loadu_ps(kd);
+        const __m256 k1 = W == 24 ? _mm256_loadu_ps(kd + 8) : k0;
+        const __m256 k2 = W == 24 ? _mm256_loadu_ps(kd + 16) : k0;
+        for (int u = 0; u < 4; u++) {
+            const __m256 a = _mm256_set1_ps(q[(size_t)u * ldq + d]);
+            acc[u][0] = _mm256_fmadd_ps(a, k0, acc[u][0]);
+            if (W == 24) {
+                acc[u][1] = _mm256_fmadd_ps(a, k1, acc[u][1]);
+                acc[u][2] = _mm256_fmadd_ps(a, k2, acc[u][2]);
+            }
+        }
+    }
+    const __m256 sc = _mm256_set1_ps(scale);
+    for (int u = 0; u < 4; u++)
+        for (int v = 0; v < W / 8; v++)
+            _mm256_storeu_ps(S + (size_t)u * T + j + 8 * v, _mm256_mul_ps(acc[u][v], sc));
+}
+#endif
+
 static void scores(float *S, int T, const float *q, size_t ldq, int HS, const float *kt, int i0,
                    int nq, float scale)
 {
     int r = 0;
 #if MNI_HAVE_AVX2
-    /* 4 rows x 16 keys in 8 accumulators; each sum runs over d in order with one FMA per term,
-     * as the scalar loop below does, so both give the same bits */
     for (; r + 4 <= nq; r += 4) {
         const int nk = i0 + r + 4; /* the block's last row sees keys 0 .. i0+r+3 */
+        const float *qr = q + (size_t)r * ldq;
+        float *Sr = S + (size_t)r * T;
         int j = 0;
-        for (; j + 16 <= nk; j += 16) {
-            __m256 acc[4][2];
-            for (int u = 0; u < 4; u++) acc[u][0] = acc[u][1] = _mm256_setzero_ps();
-            for (int d = 0; d < HS; d++) {
-                const float *kd = kt + (size_t)d * T + j;
-                const __m256 k0 = _mm256_loadu_ps(kd), k1 = _mm256_loadu_ps(kd + 8);
-                for (int u = 0; u < 4; u++) {
-                    const __m256 a = _mm256_set1_ps(q[(size_t)(r + u) * ldq + d]);
-                    acc[u][0] = _mm256_fmadd_ps(a, k0, acc[u][0]);
-                    acc[u][1] = _mm256_fmadd_ps(a, k1, acc[u][1]);
-                }
-            }
-            const __m256 sc = _mm256_set1_ps(scale);
-            for (int u = 0; u < 4; u++) {
-                float *s = S + (size_t)(r + u) * T + j;
-                _mm256_storeu_ps(s, _mm256_mul_ps(acc[u][0], sc));
-                _mm256_storeu_ps(s + 8, _mm256_mul_ps(acc[u][1], sc));
-            }
-        }
+        for (; j + 24 <= nk; j += 24) scores_block(Sr, T, qr, ldq, HS, kt, j, scale, 24);
+        for (; j + 8 <= nk; j += 8) scores_block(Sr, T, qr, ldq, HS, kt, j, scale, 8);
         for (int u = 0; u < 4; u++) { /* the tail keys, row by row */
-            float *s = S + (size_t)(r + u) * T;
-            const float *qr = q + (size_t)(r + u) * ldq;
+            float *s = Sr + (size_t)u * T;
+            const float *qu = qr + (size_t)u * ldq;
             const int nku = i0 + r + u + 1;
             for (int jj = j; jj < nku; jj++) {
                 float acc = 0.0f;
-                for (int d = 0; d < HS; d++) acc = fmaf(qr[d], kt[(size_t)d * T + jj], acc);
+                for (int d = 0; d < HS; d++) acc = fmaf(qu[d], kt[(size_t)d * T + jj], acc);
                 s[jj] = acc * scale;
             }
         }
@@ -247,6 +261,62 @@ static void scores(float *S, int T, const float *q, size_t ldq, int HS, const fl
     }
 }
 
+/* The carries are per key column in double; the loops below run along a row of keys, four
+ * columns to a vector. Every column still sees its own operations in the same order as a plain
+ * loop would do them, so the vector and scalar forms give the same bits. relu is max(z, 0) with
+ * z first: MAXPS returns the second operand for a NaN, as the scalar compare does. */
+
+/* c[j] += relu(z[j]) (or -= when sub) for j0 <= j < j1. */
+static void vote_acc(double *c, const float *z, int j0, int j1, int sub)
+{
+    int j = j0;
+#if MNI_HAVE_AVX2
+    const __m128 zero = _mm_setzero_ps();
+    for (; j + 4 <= j1; j += 4) {
+        const __m256d v = _mm256_cvtps_pd(_mm_max_ps(_mm_loadu_ps(z + j), zero));
+        const __m256d cv = _mm256_loadu_pd(c + j);
+        _mm256_storeu_pd(c + j, sub ? _mm256_sub_pd(cv, v) : _mm256_add_pd(cv, v));
+    }
+#endif
+    for (; j < j1; j++) {
+        const float v = z[j] > 0.0f ? z[j] : 0.0f;
+        c[j] = sub ? c[j] - v : c[j] + v;
+    }
+}
+
+/* f[j] = (float)c[j] for j < n. */
+static void to_float(float *f, const double *c, int n)
+{
+    int j = 0;
+#if MNI_HAVE_AVX2
+    for (; j + 4 <= n; j += 4) _mm_storeu_ps(f + j, _mm256_cvtpd_ps(_mm256_loadu_pd(c + j)));
+#endif
+    for (; j < n; j++) f[j] = (float)c[j];
+}
+
+/* The selection gradient of row i: dz[j] = (float)g[j] where row i voted for key j (1 <= j < i,
+ * z[j] > 0), else 0, for j <= i; then g[j] += df[j] for 1 <= j <= i (g: the reverse carry). */
+static void sel_grad_row(float *dz, double *g, const float *z, const float *df, int i)
+{
+    dz[0] = 0.0f;
+    int j = 1;
+#if MNI_HAVE_AVX2
+    const __m128 zero = _mm_setzero_ps();
+    for (; j + 4 <= i; j += 4) {
+        const __m128 voted = _mm_cmp_ps(_mm_loadu_ps(z + j), zero, _CMP_GT_OQ);
+        _mm_storeu_ps(dz + j, _mm_and_ps(voted, _mm256_cvtpd_ps(_mm256_loadu_pd(g + j))));
+    }
+#endif
+    for (; j < i; j++) dz[j] = z[j] > 0.0f ? (float)g[j] : 0.0f;
+    if (i > 0) dz[i] = 0.0f;
+    j = 1;
+#if MNI_HAVE_AVX2
+    for (; j + 4 <= i + 1; j += 4)
+        _mm256_storeu_pd(g + j, _mm256_add_pd(_mm256_loadu_pd(g + j), _mm256_cvtps_pd(_mm_loadu_ps(df + j))));
+#endif
+    for (; j <= i; j++) g[j] += df[j];
+}
+
 /* The strip's F tile from the carry at the strip start: F[r][j] = carry[j] + the votes of the
  * strip's rows before r; returns with carry[j] advanced past the strip. Column 0 never moves. */
 static void f_tile(float *F, int T, const float *z0, double *carry, int i0, int nq)
@@ -255,75 +325,93 @@ static void f_tile(float *F, int T, const float *z0, double *carry, int i0, int 
      * row order (adding a zero vote changes nothing) */
     for (int r = 0; r < nq; r++) {
         const int i = i0 + r;
-        float *Fr = F + (size_t)r * T;
-        const float *zr = z0 + (size_t)r * T;
-        for (int j = 0; j <= i; j++) Fr[j] = (float)carry[j];
-        for (int j = 1; j < i; j++) carry[j] += zr[j] > 0.0f ? zr[j] : 0.0f;
+        to_float(F + (size_t)r * T, carry, i + 1);
+        vote_acc(carry, z0 + (size_t)r * T, 1, i, 0);
     }
 }
 
-/* out[0..HS) += scale * sum_{r0 <= r < nr} w[r * ldw] * X[r * ldx + 0..HS): one column of a
- * tile times a block of rows, the HS sums kept in registers (HS a multiple of 8, at most 64,
- * with AVX2; plain loops otherwise). */
-static void wsum_rows(float *out, const float *w, size_t ldw, const float *X, size_t ldx, int r0,
-                      int nr, int HS, float scale)
-{
-    if (r0 >= nr) return;
+/* ---- the strip's products ------------------------------------------------------------------
+ * Every product of a strip is C (M,N) = alpha * A (M,K) . B (K,N) with N = HS columns, A a tile
+ * (or its transpose) and B rows of q, k, v or dO:
+ *     forward  O = P V (per-row alpha = 1/l)         backward  dq += scale dL K, dq0 += scale dZ K0
+ *     backward dV += P^T dO, dK += scale dL^T Q, dK0 += scale dZ^T Q0
+ * A is addressed with two strides, A[m * a_ms + k * a_ks], so one kernel does both A and A^T.
+ * Each output's sum runs over k in order with one FMA per term from zero, then
+ * C = fma(alpha, sum, C) (or fma(alpha, sum, 0) when overwriting): the same bits as a plain
+ * loop in that order. Causality is carried by zeros: the callers zero the tiles past each row's
+ * diagonal, and a zero term leaves a sum unchanged. */
+
 #if MNI_HAVE_AVX2
-    if (HS % 8 == 0 && HS <= 64) {
-        const int nv = HS / 8;
-        __m256 acc[8];
-        for (int v = 0; v < nv; v++) acc[v] = _mm256_setzero_ps();
-        for (int r = r0; r < nr; r++) {
-            const __m256 a = _mm256_set1_ps(w[(size_t)r * ldw]);
-            const float *x = X + (size_t)r * ldx;
-            for (int v = 0; v < nv; v++) acc[v] = _mm256_fmadd_ps(a, _mm256_loadu_ps(x + 8 * v), acc[v]);
+/* R (<= 6) rows x W (16 or 8) columns in 2R or R accumulators; R and W are constants after
+ * inlining (mm's switch), so the loops unroll and the accumulators stay in registers. */
+static inline __attribute__((always_inline)) void mm_block(float *C, size_t ldc, const float *A,
+                                                           size_t a_ms, size_t a_ks,
+                                                           const float *B, size_t ldb, int K,
+                                                           const float *alpha, float alpha1,
+                                                           int accumulate, const int R, const int W)
+{
+    __m256 acc[6][2];
+    for (int u = 0; u < R; u++) acc[u][0] = acc[u][1] = _mm256_setzero_ps();
+    for (int k = 0; k < K; k++) {
+        const float *b = B + (size_t)k * ldb;
+        const __m256 b0 = _mm256_loadu_ps(b);
+        const __m256 b1 = W == 16 ? _mm256_loadu_ps(b + 8) : b0;
+        const float *a = A + (size_t)k * a_ks;
+        for (int u = 0; u < R; u++) {
+            const __m256 av = _mm256_set1_ps(a[(size_t)u * a_ms]);
+            acc[u][0] = _mm256_fmadd_ps(av, b0, acc[u][0]);
+            if (W == 16) acc[u][1] = _mm256_fmadd_ps(av, b1, acc[u][1]);
         }
-        const __m256 sc = _mm256_set1_ps(scale);
-        for (int v = 0; v < nv; v++)
-            _mm256_storeu_ps(out + 8 * v, _mm256_fmadd_ps(sc, acc[v], _mm256_loadu_ps(out + 8 * v)));
-        return;
     }
-#endif
-    for (int d = 0; d < HS; d++) {
-        float acc = 0.0f;
-        for (int r = r0; r < nr; r++) acc = fmaf(w[(size_t)r * ldw], X[(size_t)r * ldx + d], acc);
-        out[d] = fmaf(scale, acc, out[d]);
+    for (int u = 0; u < R; u++) {
+        const __m256 al = _mm256_set1_ps(alpha ? alpha[u] : alpha1);
+        float *c = C + (size_t)u * ldc;
+        for (int v = 0; v < W / 8; v++) {
+            const __m256 prev = accumulate ? _mm256_loadu_ps(c + 8 * v) : _mm256_setzero_ps();
+            _mm256_storeu_ps(c + 8 * v, _mm256_fmadd_ps(al, acc[u][v], prev));
+        }
     }
 }
+#endif
 
-/* wsum_rows for two adjacent tile columns (keys j, j + 1, outputs out and out + ldo) over the
- * rows r0 <= r < nr, each X row loaded once for both (8 accumulators at head dim 32: no spills).
- * Rows before key j + 1 must hold a zero in column j + 1 (the caller zeroes past the diagonal). */
-static void wsum_cols2(float *out, size_t ldo, const float *w, size_t ldw, const float *X,
-                       size_t ldx, int r0, int nr, int HS, float scale)
+/* C[m][0..N) = fma(alpha_m, sum_k A[m*a_ms + k*a_ks] B[k*ldb + 0..N), accumulate ? C : 0) for
+ * m < M; alpha_m = alpha[m] if alpha, else alpha1. */
+static void mm(float *C, size_t ldc, const float *A, size_t a_ms, size_t a_ks, const float *B,
+               size_t ldb, int M, int K, int N, const float *alpha, float alpha1, int accumulate)
 {
 #if MNI_HAVE_AVX2
-    if (HS % 8 == 0 && HS <= 32) {
-        if (r0 >= nr) return;
-        const int nv = HS / 8;
-        __m256 a0[4], a1[4];
-        for (int v = 0; v < nv; v++) a0[v] = a1[v] = _mm256_setzero_ps();
-        for (int r = r0; r < nr; r++) {
-            const float *x = X + (size_t)r * ldx, *wr = w + (size_t)r * ldw;
-            const __m256 w0 = _mm256_set1_ps(wr[0]), w1 = _mm256_set1_ps(wr[1]);
-            for (int v = 0; v < nv; v++) {
-                const __m256 xv = _mm256_loadu_ps(x + 8 * v);
-                a0[v] = _mm256_fmadd_ps(w0, xv, a0[v]);
-                a1[v] = _mm256_fmadd_ps(w1, xv, a1[v]);
+    if (N % 8 == 0) {
+        for (int m = 0; m < M; m += 6) {
+            const int R = M - m < 6 ? M - m : 6;
+            float *Cm = C + (size_t)m * ldc;
+            const float *Am = A + (size_t)m * a_ms, *al = alpha ? alpha + m : NULL;
+            for (int c = 0; c < N; c += 16) {
+#define MM_CASE(r)                                                                                    \
+    case r:                                                                                           \
+        if (N - c >= 16)                                                                              \
+            mm_block(Cm + c, ldc, Am, a_ms, a_ks, B + c, ldb, K, al, alpha1, accumulate, r, 16);      \
+        else                                                                                          \
+            mm_block(Cm + c, ldc, Am, a_ms, a_ks, B + c, ldb, K, al, alpha1, accumulate, r, 8);       \
+        break;
+                switch (R) {
+                    MM_CASE(1) MM_CASE(2) MM_CASE(3) MM_CASE(4) MM_CASE(5) MM_CASE(6)
+                }
+#undef MM_CASE
             }
         }
-        const __m256 sc = _mm256_set1_ps(scale);
-        for (int v = 0; v < nv; v++) {
-            _mm256_storeu_ps(out + 8 * v, _mm256_fmadd_ps(sc, a0[v], _mm256_loadu_ps(out + 8 * v)));
-            _mm256_storeu_ps(out + ldo + 8 * v,
-                             _mm256_fmadd_ps(sc, a1[v], _mm256_loadu_ps(out + ldo + 8 * v)));
-        }
         return;
     }
 #endif
-    wsum_rows(out, w, ldw, X, ldx, r0, nr, HS, scale);
-    wsum_rows(out + ldo, w + 1, ldw, X, ldx, r0, nr, HS, scale);
+    for (int m = 0; m < M; m++) {
+        const float al = alpha ? alpha[m] : alpha1;
+        for (int n = 0; n < N; n++) {
+            float acc = 0.0f;
+            for (int k = 0; k < K; k++)
+                acc = fmaf(A[(size_t)m * a_ms + (size_t)k * a_ks], B[(size_t)k * ldb + n], acc);
+            float *c = C + (size_t)m * ldc + n;
+            *c = fmaf(al, acc, accumulate ? *c : 0.0f);
+        }
+    }
 }
 
 /* max_j (s[j] - f[j]) over j < n (n >= 1). */
@@ -454,17 +542,20 @@ static enum mnemo_status sel_forward(const struct mnemo_attn_cfg *cfg, struct mn
                            i0, nq, scale);
                     Sh = S;
                 }
+                float il[QS];
                 for (int r = 0; r < nq; r++) {
                     const int i = i0 + r, nk = i + 1;
                     const float *s = Sh + (size_t)r * T, *f = F + (size_t)r * T;
                     float *p = S + (size_t)r * T; /* in place for h > 0; z0 is kept */
                     const float m = row_max(s, f, nk);
                     const float l = exp_row(p, s, f, m, nk);
-                    float *o = io->out + ((size_t)b * T + i) * C + (size_t)h * HS;
-                    for (int d = 0; d < HS; d++) o[d] = 0.0f;
-                    wsum_rows(o, p, 1, v + (size_t)h * TH, (size_t)HS, 0, nk, HS, 1.0f / l);
+                    for (int j = nk; j < i0 + nq; j++) p[j] = 0.0f; /* past the diagonal */
+                    il[r] = 1.0f / l;
                     vw.lse[(bh + h) * T + i] = m + logf(l);
                 }
+                /* O = P V over the strip's keys 0 .. i0 + nq - 1, row r scaled by 1 / l_r */
+                mm(io->out + ((size_t)b * T + i0) * C + (size_t)h * HS, C, S, (size_t)T, 1,
+                   v + (size_t)h * TH, (size_t)HS, nq, i0 + nq, HS, il, 0.0f, 0);
             }
         }
         vw.mval[b] = cfg->mem_eps > 0 ? mbest : 0.0;
@@ -519,7 +610,7 @@ static enum mnemo_status sel_backward(const struct mnemo_attn_cfg *cfg, struct m
              * the start, which is the end of the strip before it); the F tile from a copy */
             for (int r = nq - 1; r >= 0; r--) {
                 const float *zr = z0 + (size_t)r * T;
-                for (int j = 1; j < i0 + r; j++) carry[j] -= zr[j] > 0.0f ? zr[j] : 0.0f;
+                vote_acc(carry, zr, 1, i0 + r, 1);
             }
             memcpy(ctmp, carry, (size_t)nk * sizeof(double));
             f_tile(F, T, z0, ctmp, i0, nq);
@@ -548,32 +639,21 @@ static enum mnemo_status sel_backward(const struct mnemo_attn_cfg *cfg, struct m
                     /* P (over the scores, in place when h > 0; z0 is kept for the selection) */
                     float *p = P + (size_t)r * T;
                     exp_row(p, s, f, lse, nk_r);
-                    if (nk_r < T) p[nk_r] = DL[(size_t)r * T + nk_r] = 0.0f; /* for wsum_cols2 */
                     /* dL = P (dP - D) over the dP tile; dF -= dL */
                     float *dl = DL + (size_t)r * T, *dFr = dF + (size_t)r * T;
                     for (int j = 0; j < nk_r; j++) {
                         dl[j] = p[j] * (dl[j] - Di);
                         dFr[j] -= dl[j];
                     }
-                    /* dq_i = scale sum_j dL_ij k_j */
-                    wsum_rows(dq + ((size_t)r * NH + h) * HS, dl, 1, kh, (size_t)HS, 0, nk_r, HS, scale);
+                    for (int j = nk_r; j < nk; j++) p[j] = dl[j] = 0.0f; /* past the diagonal */
                 }
-                /* per key j (rows at or after it): dv_j += sum_i P_ij dO_i, dk_j += scale
-                 * sum_i dL_ij q_i */
+                /* dq_i += scale sum_j dL_ij k_j; per key j: dv_j += sum_i P_ij dO_i and
+                 * dk_j += scale sum_i dL_ij q_i (the zeros past the diagonal keep it causal) */
                 const float *dO0 = dout + (size_t)i0 * C + (size_t)h * HS, *q0 = qh + (size_t)i0 * HS;
-                int j = 0;
-                for (; j + 2 <= nk; j += 2) {
-                    const int r0 = j > i0 ? j - i0 : 0;
-                    float *dkj = dqkv + (size_t)j * 3 * C + C + (size_t)h * HS;
-                    wsum_cols2(dkj + C, 3 * C, P + j, (size_t)T, dO0, C, r0, nq, HS, 1.0f);
-                    wsum_cols2(dkj, 3 * C, DL + j, (size_t)T, q0, (size_t)HS, r0, nq, HS, scale);
-                }
-                for (; j < nk; j++) {
-                    const int r0 = j > i0 ? j - i0 : 0;
-                    float *dkj = dqkv + (size_t)j * 3 * C + C + (size_t)h * HS;
-                    wsum_rows(dkj + C, P + j, (size_t)T, dO0, C, r0, nq, HS, 1.0f);
-                    wsum_rows(dkj, DL + j, (size_t)T, q0, (size_t)HS, r0, nq, HS, scale);
-                }
+                float *dk0 = dqkv + C + (size_t)h * HS;
+                mm(dq + (size_t)h * HS, C, DL, (size_t)T, 1, kh, (size_t)HS, nq, nk, HS, NULL, scale, 1);
+                mm(dk0 + C, 3 * C, P, 1, (size_t)T, dO0, C, nk, nq, HS, NULL, 1.0f, 1);
+                mm(dk0, 3 * C, DL, 1, (size_t)T, q0, (size_t)HS, nk, nq, HS, NULL, scale, 1);
             }
             /* the memory loss: max_i M_i of this window is attained at row mrow, where
              * dM/dF[i,j] = -1/tau for every F[i,j] < tau */
@@ -590,20 +670,15 @@ static enum mnemo_status sel_backward(const struct mnemo_attn_cfg *cfg, struct m
             for (int r = nq - 1; r >= 0; r--) { /* row by row from the last: per column in order */
                 const int i = i0 + r;
                 float *dz = dZ + (size_t)r * T;
-                const float *zr = z0 + (size_t)r * T, *dfr = dF + (size_t)r * T;
-                dz[0] = 0.0f;
-                for (int j = 1; j <= i; j++) dz[j] = j < i && zr[j] > 0.0f ? (float)rcarry[j] : 0.0f;
-                for (int j = 1; j <= i; j++) rcarry[j] += dfr[j];
+                sel_grad_row(dz, rcarry, z0 + (size_t)r * T, dF + (size_t)r * T, i);
+                for (int j = i + 1; j < nk; j++) dz[j] = 0.0f;
             }
-            /* into head 0: dq0_i += scale sum_j dz0_ij k0_j, dk0_j += scale sum_i dz0_ij q0_i */
-            for (int r = 0; r < nq; r++)
-                wsum_rows(dq + (size_t)r * NH * HS, dZ + (size_t)r * T, 1, k, (size_t)HS, 0,
-                          i0 + r + 1, HS, scale);
-            for (int j = 1; j < nk; j++) {
-                const int r0 = j > i0 ? j - i0 : 0;
-                wsum_rows(dqkv + (size_t)j * 3 * C + C, dZ + j, (size_t)T, q + (size_t)i0 * HS,
-                          (size_t)HS, r0, nq, HS, scale);
-            }
+            /* into head 0: dq0_i += scale sum_j dz0_ij k0_j, dk0_j += scale sum_i dz0_ij q0_i
+             * (keys from 1: column 0 never votes) */
+            mm(dq, C, dZ, (size_t)T, 1, k, (size_t)HS, nq, nk, HS, NULL, scale, 1);
+            if (nk > 1)
+                mm(dqkv + 3 * C + C, 3 * C, dZ + 1, 1, (size_t)T, q + (size_t)i0 * HS, (size_t)HS,
+                   nk - 1, nq, HS, NULL, scale, 1);
             /* the strip's dq rows are complete: rotate back into dqkv */
             for (int r = 0; r < nq; r++) {
                 const int i = i0 + r;
