@@ -38,23 +38,40 @@ def quality(rows, out):
 
 def memory(rows, out):
     rows = sorted(rows, key=lambda r: r["ctx"])
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(15, 4.2))
     xs = [str(r["ctx"]) for r in rows]
     a1.bar(xs, [r["reduction"] for r in rows])
     for x, r in zip(xs, rows):
         a1.text(x, r["reduction"], "%.1fx\n(%s)" % (r["reduction"], r.get("target", "baseline")),
                 ha="center", va="bottom")
+    a1.axhline(16, color="grey", ls="--", lw=0.8, label="16x (the paper, context 512)")
+    a1.set_ylim(0, 1.25 * max(r["reduction"] for r in rows))
     a1.set_xlabel("context")
     a1.set_ylabel("KV memory reduction (L T / sum K)")
-    a1.set_title("pruned selective: KV memory reduction at its target")
+    a1.set_title("pruned selective: KV memory reduction")
+    a1.legend(loc="upper left", fontsize=8)
     for r in rows:
         a2.plot(range(len(r["budgets"])), r["budgets"], marker="o", label="context %d" % r["ctx"])
     a2.set_xlabel("layer")
     a2.set_xticks(range(max(len(r["budgets"]) for r in rows)))
     a2.set_ylabel("budget K_l (keys kept)")
-    a2.set_yscale("log")
+    a2.set_ylim(0, 1.2 * max(max(r["budgets"]) for r in rows))
+    a2.set_title("per-layer budgets found by prune-search")
     a2.legend()
     a2.grid(alpha=0.3)
+    w = 0.27
+    for i, (key, label) in enumerate([("dense_bpb", "dense"), ("selective_bpb", "selective + memory loss"),
+                                      ("selective_pruned_bpb", "selective, pruned")]):
+        a3.bar([j + (i - 1) * w for j in range(len(rows))], [r[key] for r in rows], width=w, label=label)
+    lo = min(min(r["dense_bpb"], r["selective_bpb"], r["selective_pruned_bpb"]) for r in rows)
+    hi = max(max(r["dense_bpb"], r["selective_bpb"], r["selective_pruned_bpb"]) for r in rows)
+    a3.set_ylim(lo - 0.03, hi + 0.03)
+    a3.set_xticks(range(len(rows)))
+    a3.set_xticklabels(xs)
+    a3.set_xlabel("context")
+    a3.set_ylabel("validation bits per byte (whole split)")
+    a3.set_title("quality at that reduction")
+    a3.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
 
