@@ -59,8 +59,20 @@ enum mnemo_pos {
 enum mnemo_attn_kind {
     MNEMO_ATTN_KIND_DENSE = 0, /* causal softmax attention, tiled with online softmax */
     MNEMO_ATTN_KIND_SELECTIVE = 1, /* Selective Attention: head 0's logits vote a penalty F */
+    MNEMO_ATTN_KIND_INFINI = 2, /* Infini-attention: local attention per segment + a
+                                 * compressive memory per head, mixed by a learned gate */
     MNEMO_ATTN_KIND_COUNT
 };
+
+/* How Infini-attention writes a finished segment into its memory (paper Eq. 8 and 9). */
+enum mnemo_mem_update {
+    MNEMO_MEM_LINEAR = 0, /* M += sigma(K)^T V */
+    MNEMO_MEM_DELTA = 1,  /* M += sigma(K)^T (V - sigma(K) M / sigma(K) z) */
+    MNEMO_MEM_COUNT
+};
+/* "linear" / "delta" (NULL for an unknown value), and the reverse (-1 for an unknown name). */
+MNEMO_API const char *mnemo_mem_update_name(int rule);
+MNEMO_API int mnemo_mem_update_from_name(const char *name);
 
 struct mnemo_model_config {
     int n_layer;       /* number of transformer blocks */
