@@ -84,6 +84,9 @@ struct mnemo_model_config {
     int pos;           /* enum mnemo_pos */
     float rope_theta;  /* RoPE base, 10000 */
     int attn_kind;     /* enum mnemo_attn_kind */
+    /* appended; 0 means the default, and kinds that do not use a field require 0 */
+    int attn_segment;    /* infini: segment length N (0 = n_ctx), 1 <= N <= n_ctx */
+    int attn_mem_update; /* infini: enum mnemo_mem_update */
 };
 
 MNEMO_API void mnemo_model_config_default(struct mnemo_model_config *cfg);
