@@ -198,6 +198,9 @@ struct mnemo_train_config {
     float momentum;          /* Muon's (Nesterov) momentum; AdamW uses beta1/beta2 */
     float mem_eps, mem_tau;  /* selective attention's memory loss (mnemo_model_set_memory_loss):
                               * weight (0 = off) and tau (0 = 1) */
+    float gate_lr_mult;      /* learning-rate multiplier of the attention kinds' own parameters
+                              * (Infini-attention's gates), which also take no weight decay;
+                              * > 0, default 30 (docs/internals/infini.md) */
 };
 
 enum mnemo_optimizer {
