@@ -144,6 +144,23 @@ static void test_grads_memory_loss(void **s)
     mnemo_model_free(m);
 }
 
+/* Feeds x (T tokens) to s in chunks of `chunk`, checking every chunk's logits against want
+ * (T, Vp) and the session's live bytes against its bound. */
+static void feed_and_compare(struct mnemo_session *s, const uint16_t *x, int T, int chunk,
+                             const float *want, int Vp)
+{
+    for (int t = 0; t < T; t += chunk) {
+        int k = T - t < chunk ? T - t : chunk;
+        const float *lg;
+        assert_int_equal(mnemo_session_feed(s, x + t, k, &lg), MNEMO_OK);
+        char label[64];
+        snprintf(label, sizeof(label), "session logits t=%d chunk=%d", t, chunk);
+        TU_ASSERT_CLOSE(label, lg, want + (size_t)t * Vp, (size_t)k * Vp, 1e-4f, 1e-4f);
+        assert_true(mnemo_session_live_bytes(s) <= mnemo_session_state_bytes(s));
+    }
+    assert_int_equal(mnemo_session_pos(s), T);
+}
+
 static void check_session(int pos, int kind)
 {
     struct mnemo_model *m = tiny(pos, 7, kind);
@@ -156,17 +173,8 @@ static void check_session(int pos, int kind)
     for (int chunk = 1; chunk <= 5; chunk += 4) {
         struct mnemo_session *s;
         assert_int_equal(mnemo_session_create(&s, m, chunk), MNEMO_OK);
-        for (int t = 0; t < T; t += chunk) {
-            int k = T - t < chunk ? T - t : chunk;
-            const float *lg;
-            assert_int_equal(mnemo_session_feed(s, x + t, k, &lg), MNEMO_OK);
-            char label[64];
-            snprintf(label, sizeof(label), "session logits t=%d chunk=%d", t, chunk);
-            TU_ASSERT_CLOSE(label, lg, want + (size_t)t * Vp, (size_t)k * Vp, 1e-4f, 1e-4f);
-        }
-        assert_int_equal(mnemo_session_pos(s), T);
+        feed_and_compare(s, x, T, chunk, want, Vp);
         assert_true(mnemo_session_live_bytes(s) > 0);
-        assert_true(mnemo_session_live_bytes(s) <= mnemo_session_state_bytes(s));
         /* the context is full now */
         const float *lg;
         assert_int_equal(mnemo_session_feed(s, x, 1, &lg), MNEMO_ERR_FULL);
@@ -207,16 +215,7 @@ static void test_session_infini(void **s)
         for (int chunk = 1; chunk <= 7; chunk += 3) {
             struct mnemo_session *ss;
             assert_int_equal(mnemo_session_create(&ss, m, chunk), MNEMO_OK);
-            for (int t = 0; t < T; t += chunk) {
-                int k = T - t < chunk ? T - t : chunk;
-                const float *lg;
-                assert_int_equal(mnemo_session_feed(ss, x + t, k, &lg), MNEMO_OK);
-                char label[64];
-                snprintf(label, sizeof(label), "infini session t=%d chunk=%d", t, chunk);
-                TU_ASSERT_CLOSE(label, lg, want + (size_t)t * Vp, (size_t)k * Vp, 1e-4f, 1e-4f);
-                assert_true(mnemo_session_live_bytes(ss) <= mnemo_session_state_bytes(ss));
-            }
-            assert_int_equal(mnemo_session_pos(ss), T);
+            feed_and_compare(ss, x, T, chunk, want, Vp);
             mnemo_session_free(ss);
         }
         mni_free(want);
@@ -349,6 +348,36 @@ static void test_bad_config(void **s)
     assert_int_equal(mnemo_model_create(&m, &c), MNEMO_ERR_ARG);
 }
 
+/* The whole file at path (caller frees with mni_free); *size receives its length. */
+static unsigned char *slurp(const char *path, long *size)
+{
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    *size = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *buf = mni_alloc((size_t)*size);
+    assert_int_equal(fread(buf, 1, (size_t)*size, f), (size_t)*size);
+    fclose(f);
+    return buf;
+}
+
+/* Writes the size bytes of buf as a checkpoint and expects loading it to fail as a format error
+ * with a message. */
+static void expect_format_error(const unsigned char *buf, size_t size)
+{
+    const char *bad = tu_tmp_path("bad.safetensors");
+    FILE *f = fopen(bad, "wb");
+    assert_non_null(f);
+    fwrite(buf, 1, size, f);
+    fclose(f);
+    struct mnemo_model *m2;
+    assert_int_equal(mnemo_model_load(&m2, bad), MNEMO_ERR_FORMAT);
+    assert_null(m2);
+    printf("expected error: %s\n", mnemo_last_error());
+    remove(bad);
+}
+
 /* The infini kind's settings travel in the checkpoint; a bad value there is a format error. */
 static void test_checkpoint_infini(void **s)
 {
@@ -368,13 +397,8 @@ static void test_checkpoint_infini(void **s)
                             pi->numel * (pi->per_layer ? 2 : 1) * sizeof(float));
     }
     mnemo_model_free(m2);
-    FILE *f = fopen(path, "rb");
-    fseek(f, 0, SEEK_END);
-    long size = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *buf = mni_alloc((size_t)size);
-    assert_int_equal(fread(buf, 1, (size_t)size, f), (size_t)size);
-    fclose(f);
+    long size;
+    unsigned char *buf = slurp(path, &size);
     /* same-length edits of the header: an unknown rule, a segment that is not a number */
     const char *edits[][2] = {{"\"attn_mem_update\":\"delta\"", "\"attn_mem_update\":\"delts\""},
                               {"\"attn_segment\":\"5\"", "\"attn_segment\":\"x\""}};
@@ -384,13 +408,7 @@ static void test_checkpoint_infini(void **s)
         char *hit = strstr((char *)hdr + 8, edits[e][0]);
         assert_non_null(hit);
         memcpy(hit, edits[e][1], strlen(edits[e][1]));
-        const char *cut = tu_tmp_path("bad.safetensors");
-        f = fopen(cut, "wb");
-        fwrite(hdr, 1, (size_t)size, f);
-        fclose(f);
-        assert_int_equal(mnemo_model_load(&m2, cut), MNEMO_ERR_FORMAT);
-        printf("expected error: %s\n", mnemo_last_error());
-        remove(cut);
+        expect_format_error(hdr, (size_t)size);
         mni_free(hdr);
     }
     remove(path);
@@ -411,13 +429,9 @@ static void test_checkpoint_roundtrip(void **s)
         assert_memory_equal(m->params, m2->params, m->n_params * sizeof(float));
         mnemo_model_free(m2);
         /* truncated: every cut point must fail cleanly */
-        FILE *f = fopen(path, "rb");
-        fseek(f, 0, SEEK_END);
-        long size = ftell(f);
-        fseek(f, 0, SEEK_SET);
-        unsigned char *buf = mni_alloc((size_t)size);
-        assert_int_equal(fread(buf, 1, (size_t)size, f), (size_t)size);
-        fclose(f);
+        long size;
+        unsigned char *buf = slurp(path, &size);
+        FILE *f;
         const char *cut = tu_tmp_path("cut.safetensors");
         for (long k = 0; k < size; k += size / 97 + 1) {
             f = fopen(cut, "wb");
@@ -430,11 +444,7 @@ static void test_checkpoint_roundtrip(void **s)
         unsigned char *hit = (unsigned char *)strstr((char *)buf + 8, "\"d_model\":\"16\"");
         assert_non_null(hit);
         hit[12] = '2'; /* 16 -> 12 */
-        f = fopen(cut, "wb");
-        fwrite(buf, 1, (size_t)size, f);
-        fclose(f);
-        assert_int_equal(mnemo_model_load(&m2, cut), MNEMO_ERR_FORMAT);
-        printf("expected error: %s\n", mnemo_last_error());
+        expect_format_error(buf, (size_t)size);
         remove(cut);
         remove(path);
         mni_free(buf);

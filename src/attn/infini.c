@@ -265,6 +265,37 @@ static enum mnemo_status check_io(const struct mnemo_attn_cfg *cfg,
     return MNEMO_OK;
 }
 
+/* The local attention of every segment, forward (adot receives A_dot) or backward (dadot is
+ * dA_dot; every row of io->dqkv is overwritten): the dense kind's calls of local_call, each on its
+ * own slice of qkv, adot, act. */
+static enum mnemo_status run_local(const struct mnemo_attn_cfg *cfg, const struct mnemo_attn_io *io,
+                                   float *adot, const float *dadot, void *scratch, int backward)
+{
+    const int B = io->B, T = io->T, N = mni_inf_segment(cfg);
+    const size_t C = (size_t)cfg->n_head * cfg->head_dim;
+    struct mnemo_attn_cfg d;
+    mni_inf_dense_cfg(&d, cfg);
+    for (int i = 0, nc = n_local_calls(B, T, N); i < nc; i++) {
+        struct local_call lc;
+        local_call(&lc, &d, B, T, N, i);
+        struct mnemo_attn_io dio = {0};
+        dio.B = lc.B;
+        dio.T = lc.T;
+        dio.qkv = io->qkv + lc.row * 3 * C;
+        dio.out = adot + lc.row * C;
+        dio.act = (char *)io->act + lc.act;
+        dio.scratch = scratch;
+        if (backward) {
+            dio.dout = dadot + lc.row * C;
+            dio.dqkv = io->dqkv + lc.row * 3 * C;
+        }
+        enum mnemo_status st = backward ? mni_attn_dense.backward(&d, &dio)
+                                        : mni_attn_dense.forward(&d, &dio);
+        if (st != MNEMO_OK) return st;
+    }
+    return MNEMO_OK;
+}
+
 /* ---- forward ------------------------------------------------------------------------------- */
 
 static enum mnemo_status inf_forward(const struct mnemo_attn_cfg *cfg, struct mnemo_attn_io *io)
@@ -286,20 +317,7 @@ static enum mnemo_status inf_forward(const struct mnemo_attn_cfg *cfg, struct mn
     float *zs = (float *)(act + lay.z);      // (B,NH,S,HS)
 
     // A_dot of every segment: the dense kind over windows of N tokens
-    struct mnemo_attn_cfg d;
-    mni_inf_dense_cfg(&d, cfg);
-    for (int i = 0, nc = n_local_calls(B, T, N); i < nc; i++) {
-        struct local_call lc;
-        local_call(&lc, &d, B, T, N, i);
-        struct mnemo_attn_io dio = {0};
-        dio.B = lc.B;
-        dio.T = lc.T;
-        dio.qkv = io->qkv + lc.row * 3 * C;
-        dio.out = adot + lc.row * C;
-        dio.act = act + lc.act;
-        dio.scratch = io->scratch;
-        if ((st = mni_attn_dense.forward(&d, &dio)) != MNEMO_OK) return st;
-    }
+    if ((st = run_local(cfg, io, adot, NULL, io->scratch, 0)) != MNEMO_OK) return st;
     // the memory: one task per (window, head), segments in order
 #pragma omp parallel for schedule(dynamic, 1)
     for (long bh = 0; bh < (long)B * NH; bh++) {
@@ -450,22 +468,7 @@ static enum mnemo_status inf_backward(const struct mnemo_attn_cfg *cfg, struct m
         }
     }
     // the local attention's backward writes every row of dqkv
-    struct mnemo_attn_cfg d;
-    mni_inf_dense_cfg(&d, cfg);
-    for (int i = 0, nc = n_local_calls(B, T, N); i < nc; i++) {
-        struct local_call lc;
-        local_call(&lc, &d, B, T, N, i);
-        struct mnemo_attn_io dio = {0};
-        dio.B = lc.B;
-        dio.T = lc.T;
-        dio.qkv = io->qkv + lc.row * 3 * C;
-        dio.out = (float *)adot + lc.row * C; // dense backward only reads it
-        dio.dout = dadot + lc.row * C;
-        dio.dqkv = io->dqkv + lc.row * 3 * C;
-        dio.act = act + lc.act;
-        dio.scratch = scr + lay.dense;
-        if ((st = mni_attn_dense.backward(&d, &dio)) != MNEMO_OK) return st;
-    }
+    if ((st = run_local(cfg, io, (float *)adot, dadot, scr + lay.dense, 1)) != MNEMO_OK) return st;
     // the memory path, segments in reverse, adding to the rows of dqkv
 #pragma omp parallel for schedule(dynamic, 1)
     for (long bh = 0; bh < (long)B * NH; bh++) {

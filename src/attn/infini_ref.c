@@ -27,15 +27,7 @@ static double dphi_d(double x) { return x > 0 ? 1 : exp(x); }
 /* Rotates x (HS) to position pos (sign -1: back), with the factors every RoPE path uses. */
 static void rot_d(double *x, int pos, const struct mnemo_attn_cfg *cfg, int sign)
 {
-    if (!cfg->rope) return;
-    const int HS = cfg->head_dim, half = HS / 2;
-    for (int i = 0; i < half; i++) {
-        float cf, sf;
-        mni_rope_cs(&cf, &sf, pos, i, HS, cfg->rope_theta);
-        const double c = cf, s = sign * (double)sf, x0 = x[i], x1 = x[i + half];
-        x[i] = x0 * c - x1 * s;
-        x[i + half] = x0 * s + x1 * c;
-    }
+    if (cfg->rope) mni_rope_apply_d(x, pos, cfg->head_dim, cfg->rope_theta, sign);
 }
 
 /* Per-head buffers (doubles): q, k, v, rq, rk, ad, dA, dq, dk, dv (T,HS); Ms (S,HS,HS),
