@@ -24,6 +24,11 @@ int cmd_info(int argc, char **argv)
     printf("positions    %s", c->pos == MNEMO_POS_ROPE ? "rope" : "learned");
     if (c->pos == MNEMO_POS_ROPE) printf(" (theta %g)", (double)c->rope_theta);
     printf("\nattention    %s\n", mnemo_attn_kind_name(c->attn_kind));
+    if (c->attn_kind == MNEMO_ATTN_KIND_INFINI) {
+        printf("segment      %d%s\n", c->attn_segment ? c->attn_segment : c->n_ctx,
+               c->attn_segment ? "" : " (n_ctx)");
+        printf("mem update   %s\n", mnemo_mem_update_name(c->attn_mem_update));
+    }
     const char *keys[] = {"train.step", "train.val_loss", "train.optimizer", "train.ema",
                           "prune.budgets", "prune.target_loss"};
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {

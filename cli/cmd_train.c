@@ -38,6 +38,10 @@ static int on_event(const struct mnemo_train_event *ev, void *user)
                 "attention, %.2fM parameters\n", c->n_layer, c->d_model, c->n_head, c->n_ctx,
                 c->pos == MNEMO_POS_ROPE ? "rope" : "learned", mnemo_attn_kind_name(c->attn_kind),
                 (double)mnemo_model_n_params(p->m) / 1e6);
+        if (c->attn_kind == MNEMO_ATTN_KIND_INFINI)
+            fprintf(stderr, "infini: segment %d, %s memory update\n",
+                    c->attn_segment ? c->attn_segment : c->n_ctx,
+                    mnemo_mem_update_name(c->attn_mem_update));
         fprintf(stderr, "train: starting at step %d of %d\n", ev->step, ev->max_steps);
         break;
     }
@@ -70,7 +74,7 @@ int cmd_train(int argc, char **argv)
     struct mnemo_train_config tc;
     mnemo_model_config_default(&mc);
     mnemo_train_config_default(&tc);
-    const char *pos = "rope", *attn = "dense", *init = NULL, *optim = "adamw";
+    const char *pos = "rope", *attn = "dense", *init = NULL, *optim = "adamw", *mem_update = NULL;
     tc.out_dir = "runs/default";
     int print_every = 10;
     const struct opt opts[] = {
@@ -85,7 +89,14 @@ int cmd_train(int argc, char **argv)
         {"n_ctx", OPT_INT, &mc.n_ctx, "context (training window) length"},
         {"pos", OPT_STR, &pos, "positions: rope or learned"},
         {"rope_theta", OPT_FLOAT, &mc.rope_theta, "RoPE base"},
-        {"attn", OPT_STR, &attn, "attention kind: dense or selective"},
+        {"attn", OPT_STR, &attn, "attention kind: dense, selective or infini"},
+        {"segment", OPT_INT, &mc.attn_segment,
+         "infini: segment length N, 1 <= N <= n_ctx (0 = n_ctx); local attention inside a "
+         "segment, the compressive memory across them"},
+        {"mem_update", OPT_STR, &mem_update, "infini: memory update rule, linear or delta"},
+        {"gate_lr_mult", OPT_FLOAT, &tc.gate_lr_mult,
+         "learning-rate multiplier of the attention kind's own parameters (infini's gates; no "
+         "weight decay on them)"},
         {"batch", OPT_INT, &tc.batch, "windows per micro-batch"},
         {"seq", OPT_INT, &tc.seq, "window length (0 = n_ctx)"},
         {"grad_accum", OPT_INT, &tc.grad_accum, "micro-batches per optimizer step"},
@@ -126,7 +137,15 @@ int cmd_train(int argc, char **argv)
     tc.optimizer = mnemo_optimizer_from_name(optim);
     if (tc.optimizer < 0) cli_die("train", "--optimizer '%s': expected adamw or muon", optim);
     mc.attn_kind = mnemo_attn_kind_from_name(attn);
-    if (mc.attn_kind < 0) cli_die("train", "--attn '%s': unknown attention kind", attn);
+    if (mc.attn_kind < 0)
+        cli_die("train", "--attn '%s': unknown attention kind (dense, selective or infini)", attn);
+    if (mem_update) {
+        mc.attn_mem_update = mnemo_mem_update_from_name(mem_update);
+        if (mc.attn_mem_update < 0)
+            cli_die("train", "--mem_update '%s': expected linear or delta", mem_update);
+    }
+    if ((mc.attn_segment || mem_update) && mc.attn_kind != MNEMO_ATTN_KIND_INFINI)
+        cli_die("train", "--segment and --mem_update need --attn infini");
     if (cli_mkdir_p(tc.out_dir) != 0)
         cli_die("train", "cannot create '%s': %s", tc.out_dir, strerror(errno));
 

@@ -59,8 +59,20 @@ enum mnemo_pos {
 enum mnemo_attn_kind {
     MNEMO_ATTN_KIND_DENSE = 0, /* causal softmax attention, tiled with online softmax */
     MNEMO_ATTN_KIND_SELECTIVE = 1, /* Selective Attention: head 0's logits vote a penalty F */
+    MNEMO_ATTN_KIND_INFINI = 2, /* Infini-attention: local attention per segment + a
+                                 * compressive memory per head, mixed by a learned gate */
     MNEMO_ATTN_KIND_COUNT
 };
+
+/* How Infini-attention writes a finished segment into its memory (paper Eq. 8 and 9). */
+enum mnemo_mem_update {
+    MNEMO_MEM_LINEAR = 0, /* M += sigma(K)^T V */
+    MNEMO_MEM_DELTA = 1,  /* M += sigma(K)^T (V - sigma(K) M / sigma(K) z) */
+    MNEMO_MEM_COUNT
+};
+/* "linear" / "delta" (NULL for an unknown value), and the reverse (-1 for an unknown name). */
+MNEMO_API const char *mnemo_mem_update_name(int rule);
+MNEMO_API int mnemo_mem_update_from_name(const char *name);
 
 struct mnemo_model_config {
     int n_layer;       /* number of transformer blocks */
@@ -72,6 +84,9 @@ struct mnemo_model_config {
     int pos;           /* enum mnemo_pos */
     float rope_theta;  /* RoPE base, 10000 */
     int attn_kind;     /* enum mnemo_attn_kind */
+    /* appended; 0 means the default, and kinds that do not use a field require 0 */
+    int attn_segment;    /* infini: segment length N (0 = n_ctx), 1 <= N <= n_ctx */
+    int attn_mem_update; /* infini: enum mnemo_mem_update */
 };
 
 MNEMO_API void mnemo_model_config_default(struct mnemo_model_config *cfg);
@@ -183,6 +198,9 @@ struct mnemo_train_config {
     float momentum;          /* Muon's (Nesterov) momentum; AdamW uses beta1/beta2 */
     float mem_eps, mem_tau;  /* selective attention's memory loss (mnemo_model_set_memory_loss):
                               * weight (0 = off) and tau (0 = 1) */
+    float gate_lr_mult;      /* learning-rate multiplier of the attention kinds' own parameters
+                              * (Infini-attention's gates), which also take no weight decay;
+                              * > 0, default 30 (docs/internals/infini.md) */
 };
 
 enum mnemo_optimizer {

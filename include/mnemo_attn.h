@@ -41,6 +41,9 @@ struct mnemo_attn_cfg {
     float mem_eps;    /* selective, training: weight of the memory loss (0 = off); the kind
                        * then reports aux_loss and takes its gradient through aux_grad */
     float mem_tau;    /* selective: the memory loss's tau (0 = 1) */
+    int segment;      /* infini: segment length N (0 = n_ctx); local attention stays inside a
+                       * segment, the memory carries everything before it */
+    int mem_update;   /* infini: enum mnemo_mem_update (0 = linear) */
 };
 
 /* Buffers of one forward or backward call over B windows of T tokens. */

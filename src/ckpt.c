@@ -50,6 +50,10 @@ static size_t config_meta(const struct mnemo_model_config *c, const char **kv, c
     PUT("pos", "%s", pos_name(c->pos));
     PUT("rope_theta", "%.9g", (double)c->rope_theta);
     PUT("attn_kind", "%s", mnemo_attn_kind_name(c->attn_kind));
+    if (c->attn_kind == MNEMO_ATTN_KIND_INFINI) { /* only the kind that has them writes them */
+        PUT("attn_segment", "%d", c->attn_segment);
+        PUT("attn_mem_update", "%s", mnemo_mem_update_name(c->attn_mem_update));
+    }
     PUT("tokenizer", "%s", "bytes+bos");
 #undef PUT
     return n;
@@ -148,6 +152,15 @@ enum mnemo_status mni_ckpt_read_config(const struct mni_st_file *f, const char *
         return mni_err(MNEMO_ERR_FORMAT, "checkpoint '%s': unknown attention kind '%s'", path,
                        kind ? kind : "(missing)");
     c->attn_kind = mnemo_attn_kind_from_name(kind);
+    /* optional (absent: 0, the default; a kind without them must not carry them) */
+    if (mni_st_meta(f, "attn_segment") &&
+        (st = meta_int(f, path, "attn_segment", 0, 1 << 30, &c->attn_segment)))
+        return st;
+    const char *rule = mni_st_meta(f, "attn_mem_update");
+    if (rule && mnemo_mem_update_from_name(rule) < 0)
+        return mni_err(MNEMO_ERR_FORMAT, "checkpoint '%s': metadata attn_mem_update = '%s' "
+                       "(expected linear or delta)", path, rule);
+    if (rule) c->attn_mem_update = mnemo_mem_update_from_name(rule);
     char *end = NULL;
     c->rope_theta = theta ? strtof(theta, &end) : NAN;
     if (!theta || end == theta || *end || !(c->rope_theta > 0))

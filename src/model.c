@@ -46,6 +46,8 @@ static void attn_cfg_from(struct mnemo_attn_cfg *a, const struct mnemo_model_con
     a->n_ctx = cfg->n_ctx;
     a->rope = cfg->pos == MNEMO_POS_ROPE;
     a->rope_theta = cfg->rope_theta;
+    a->segment = cfg->attn_segment;
+    a->mem_update = cfg->attn_mem_update;
 }
 
 enum mnemo_status mnemo_model_config_check(const struct mnemo_model_config *cfg)
@@ -71,6 +73,10 @@ enum mnemo_status mnemo_model_config_check(const struct mnemo_model_config *cfg)
                        (double)cfg->rope_theta);
     const struct mnemo_attn_ops *ops = mnemo_attn_ops_get(cfg->attn_kind);
     if (!ops) return mni_err(MNEMO_ERR_ARG, "attn_kind = %d: unknown attention kind", cfg->attn_kind);
+    if (cfg->attn_kind != MNEMO_ATTN_KIND_INFINI && (cfg->attn_segment || cfg->attn_mem_update))
+        return mni_err(MNEMO_ERR_ARG, "attn_segment = %d, attn_mem_update = %d: segments and the "
+                       "memory update belong to the infini attention kind, not %s",
+                       cfg->attn_segment, cfg->attn_mem_update, mnemo_attn_kind_name(cfg->attn_kind));
     struct mnemo_attn_cfg a;
     attn_cfg_from(&a, cfg);
     return ops->validate(&a);

@@ -51,6 +51,7 @@ void mnemo_train_config_default(struct mnemo_train_config *tc)
     tc->seed = 1337;
     tc->optimizer = MNEMO_OPT_ADAMW;
     tc->momentum = 0.95f;
+    tc->gate_lr_mult = 30.0f; /* the spec's default (infini-attention.md §3) */
 }
 
 static enum mnemo_status check_train_config(const struct mnemo_train_config *tc, int n_ctx)
@@ -80,6 +81,9 @@ static enum mnemo_status check_train_config(const struct mnemo_train_config *tc,
     if (!(tc->mem_eps >= 0 && isfinite(tc->mem_eps)) || !(tc->mem_tau >= 0 && isfinite(tc->mem_tau)))
         return mni_err(MNEMO_ERR_ARG, "mem_eps = %g, mem_tau = %g: must be >= 0", (double)tc->mem_eps,
                        (double)tc->mem_tau);
+    if (!(tc->gate_lr_mult > 0 && isfinite(tc->gate_lr_mult)))
+        return mni_err(MNEMO_ERR_ARG, "gate_lr_mult = %g: must be a positive number",
+                       (double)tc->gate_lr_mult);
     if (!mnemo_optimizer_name(tc->optimizer))
         return mni_err(MNEMO_ERR_ARG, "optimizer = %d: unknown (adamw or muon)", tc->optimizer);
     if (!(tc->momentum >= 0.0f && tc->momentum < 1.0f))

@@ -68,6 +68,21 @@ expect_ok "train --mem_eps" "$MNEMO" train --train "$W/data/train.bin" --out "$W
     "${TINY[@]}" --steps 2 --attn selective --mem_eps 0.1 --print_every 1
 grep -q "| mem " "$W/err" || bad "train --mem_eps: no memory loss in the progress line"
 grep -q '"mem_loss":0.[0-9]*[1-9]' "$W/run_mem/log.jsonl" || bad "train --mem_eps: no mem_loss in the log"
+expect_ok "train --attn infini" "$MNEMO" train --train "$W/data/train.bin" --out "$W/run_inf" \
+    "${TINY[@]}" --steps 3 --attn infini --segment 8 --mem_update delta --gate_lr_mult 10
+grep -q "infini: segment 8, delta memory update" "$W/err" || bad "train --attn infini: no segment line"
+expect_ok "info infini" "$MNEMO" info "$W/run_inf/model.safetensors"
+grep -q "segment *8" "$W/out" && grep -q "mem update *delta" "$W/out" || bad "info: no infini settings"
+expect_ok "generate infini past n_ctx" "$MNEMO" generate --model "$W/run_inf/model.safetensors" \
+    --n 80 --temperature 0
+expect_fail "bad --mem_update" "expected linear or delta" "$MNEMO" train --train "$W/data/train.bin" \
+    --out "$W/r3" --attn infini --mem_update hebbian
+expect_fail "--segment with dense" "need --attn infini" "$MNEMO" train --train "$W/data/train.bin" \
+    --out "$W/r3" --segment 8
+expect_fail "--segment > n_ctx" "segment must be in" "$MNEMO" train --train "$W/data/train.bin" \
+    --out "$W/r3" "${TINY[@]}" --attn infini --segment 33
+expect_fail "bad --gate_lr_mult" "gate_lr_mult" "$MNEMO" train --train "$W/data/train.bin" \
+    --out "$W/r3" "${TINY[@]}" --attn infini --gate_lr_mult 0
 expect_fail "memory loss with dense" "needs the selective attention kind" "$MNEMO" train \
     --train "$W/data/train.bin" --out "$W/r3" "${TINY[@]}" --mem_eps 0.1
 expect_ok "generate --budget" "$MNEMO" generate --model "$W/run_sel/model.safetensors" --n 100 --budget 4

@@ -22,3 +22,10 @@ set_tests_properties(ref_model_selective PROPERTIES ENVIRONMENT "OMP_NUM_THREADS
 add_test(NAME ref_model_selective_mem
          COMMAND bash -c "set -e; d=ref_selective_mem; $<TARGET_FILE:ref_dump> --out \$d --attn selective --mem_eps 0.5; /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/ref/check_ref.py \$d")
 set_tests_properties(ref_model_selective_mem PROPERTIES ENVIRONMENT "OMP_NUM_THREADS=2")
+# Infini-attention, linear and delta rules: segments of 8 in windows of 32 (4 segments, so the
+# gradients run through the memory three times) and the gates at their own learning rate.
+foreach(rule linear delta)
+  add_test(NAME ref_model_infini_${rule}
+           COMMAND bash -c "set -e; d=ref_infini_${rule}; $<TARGET_FILE:ref_dump> --out \$d --attn infini --segment 8 --mem_update ${rule}; /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/ref/check_ref.py \$d")
+  set_tests_properties(ref_model_infini_${rule} PROPERTIES ENVIRONMENT "OMP_NUM_THREADS=2")
+endforeach()

@@ -7,8 +7,10 @@
  * independent PyTorch implementation loads the checkpoint and must reproduce all of it.
  * Protocol: docs/internals/reference-tests.md.
  *
- * usage: ref_dump --out DIR [--pos rope|learned] [--optimizer adamw|muon] [--attn dense|selective]
- *                 [--mem_eps X] (selective's memory loss, tau 2)
+ * usage: ref_dump --out DIR [--pos rope|learned] [--optimizer adamw|muon]
+ *                 [--attn dense|selective|infini] [--mem_eps X] (selective's memory loss, tau 2)
+ *                 [--segment N] [--mem_update linear|delta] (infini; the gates train at the
+ *                 default gate_lr_mult)
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,18 +31,22 @@ static void die(const char *what)
 
 int main(int argc, char **argv)
 {
-    const char *out = NULL, *pos = "rope", *optim = "adamw", *attn = "dense";
+    const char *out = NULL, *pos = "rope", *optim = "adamw", *attn = "dense", *rule = "linear";
     float mem_eps = 0.0f;
+    int segment = 0;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--out")) out = argv[i + 1];
         else if (!strcmp(argv[i], "--pos")) pos = argv[i + 1];
         else if (!strcmp(argv[i], "--optimizer")) optim = argv[i + 1];
         else if (!strcmp(argv[i], "--attn")) attn = argv[i + 1];
         else if (!strcmp(argv[i], "--mem_eps")) mem_eps = strtof(argv[i + 1], NULL);
+        else if (!strcmp(argv[i], "--segment")) segment = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--mem_update")) rule = argv[i + 1];
     }
-    if (!out || mnemo_optimizer_from_name(optim) < 0 || mnemo_attn_kind_from_name(attn) < 0) {
+    if (!out || mnemo_optimizer_from_name(optim) < 0 || mnemo_attn_kind_from_name(attn) < 0 ||
+        mnemo_mem_update_from_name(rule) < 0) {
         fprintf(stderr, "usage: ref_dump --out DIR [--pos rope|learned] [--optimizer adamw|muon] "
-                        "[--attn dense|selective]\n");
+                        "[--attn dense|selective|infini] [--segment N] [--mem_update linear|delta]\n");
         return 2;
     }
     mkdir(out, 0777);
@@ -52,6 +58,10 @@ int main(int argc, char **argv)
     c.n_ctx = 32;
     c.pos = strcmp(pos, "learned") ? MNEMO_POS_ROPE : MNEMO_POS_LEARNED;
     c.attn_kind = mnemo_attn_kind_from_name(attn);
+    if (c.attn_kind == MNEMO_ATTN_KIND_INFINI) {
+        c.attn_segment = segment;
+        c.attn_mem_update = mnemo_mem_update_from_name(rule);
+    }
     struct mnemo_model *m;
     if (mnemo_model_create(&m, &c) != MNEMO_OK) die("create");
     mnemo_model_init(m, 42);
@@ -145,7 +155,7 @@ int main(int argc, char **argv)
             n++;
         }
     }
-    char lr[32], b1[32], b2[32], eps[32], wd[32], gc[32], st[32], mo[32], me[32];
+    char lr[32], b1[32], b2[32], eps[32], wd[32], gc[32], st[32], mo[32], me[32], gm[32];
     snprintf(lr, sizeof(lr), "%.9g", (double)tc.lr);
     snprintf(b1, sizeof(b1), "%.9g", (double)tc.beta1);
     snprintf(b2, sizeof(b2), "%.9g", (double)tc.beta2);
@@ -155,11 +165,12 @@ int main(int argc, char **argv)
     snprintf(st, sizeof(st), "%d", STEPS);
     snprintf(mo, sizeof(mo), "%.9g", (double)tc.momentum);
     snprintf(me, sizeof(me), "%.9g", (double)mem_eps);
+    snprintf(gm, sizeof(gm), "%.9g", (double)tc.gate_lr_mult);
     const char *kv[] = {"lr", lr, "beta1", b1, "beta2", b2, "eps", eps, "weight_decay", wd,
                         "grad_clip", gc, "steps", st, "optimizer", optim, "momentum", mo,
-                        "mem_eps", me, "mem_tau", "2"};
+                        "mem_eps", me, "mem_tau", "2", "gate_lr_mult", gm};
     snprintf(path, sizeof(path), "%s/dump.safetensors", out);
-    if (mni_st_write(path, t, n, kv, 11) != MNEMO_OK) die("write dump");
+    if (mni_st_write(path, t, n, kv, 12) != MNEMO_OK) die("write dump");
     printf("ref_dump: %s positions, %s attention, %s, loss %.6f, %d of %d steps clipped, wrote %s\n",
            pos, attn, optim, (double)loss, clipped, STEPS, path);
     free(t);

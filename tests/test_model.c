@@ -1,7 +1,8 @@
 /*
  * test_model.c -- the whole model: finite-difference gradients of every parameter tensor,
  * session (token by token and chunked) equals the training forward, checkpoints round-trip,
- * bad configs and token ids are refused with a message.
+ * bad configs and token ids are refused with a message. Infini-attention models run with
+ * segments of 5 tokens (windows of 7 and 12: short last segments).
  */
 #include <math.h>
 #include <stdio.h>
@@ -10,17 +11,23 @@
 #include "model.h"
 #include "testutil.h"
 
-static struct mnemo_model *tiny(int pos, uint64_t seed, int kind)
+static int tiny_mem_update; /* the infini kind's update rule for tiny() */
+
+static struct mnemo_model *tiny_ctx(int pos, uint64_t seed, int kind, int n_ctx)
 {
     struct mnemo_model_config c;
     mnemo_model_config_default(&c);
     c.n_layer = 2;
     c.d_model = 16;
     c.n_head = 2;
-    c.n_ctx = 12;
+    c.n_ctx = n_ctx;
     c.vocab = 29;
     c.pos = pos;
     c.attn_kind = kind;
+    if (kind == MNEMO_ATTN_KIND_INFINI) {
+        c.attn_segment = 5;
+        c.attn_mem_update = tiny_mem_update;
+    }
     struct mnemo_model *m;
     assert_int_equal(mnemo_model_create(&m, &c), MNEMO_OK);
     mnemo_model_init(m, seed);
@@ -30,6 +37,11 @@ static struct mnemo_model *tiny(int pos, uint64_t seed, int kind)
     mni_rng_seed(&r, seed + 99);
     for (size_t i = 0; i < m->n_params; i++) m->params[i] += 0.2f * mni_rng_normal(&r);
     return m;
+}
+
+static struct mnemo_model *tiny(int pos, uint64_t seed, int kind)
+{
+    return tiny_ctx(pos, seed, kind, 12);
 }
 
 static void tokens(uint16_t *t, size_t n, int V, uint64_t seed)
@@ -109,6 +121,16 @@ static void test_grads_rope(void **s) { (void)s; check_grads(MNEMO_POS_ROPE, 2, 
 static void test_grads_learned(void **s) { (void)s; check_grads(MNEMO_POS_LEARNED, 2, 7, MNEMO_ATTN_KIND_DENSE); }
 static void test_grads_own_gemm(void **s) { (void)s; check_grads(MNEMO_POS_ROPE, 3, 12, MNEMO_ATTN_KIND_DENSE); }
 static void test_grads_selective(void **s) { (void)s; check_grads(MNEMO_POS_ROPE, 3, 12, MNEMO_ATTN_KIND_SELECTIVE); }
+/* the gates (blocks.l.attn.kind, one per head) are among the checked tensors */
+static void test_grads_infini(void **s)
+{
+    (void)s;
+    for (tiny_mem_update = 0; tiny_mem_update < MNEMO_MEM_COUNT; tiny_mem_update++) {
+        check_grads(MNEMO_POS_ROPE, 3, 12, MNEMO_ATTN_KIND_INFINI);
+        check_grads(MNEMO_POS_ROPE, 2, 7, MNEMO_ATTN_KIND_INFINI);
+    }
+    tiny_mem_update = 0;
+}
 /* eps 1 so that the memory loss's share of each gradient is well above the tolerance */
 static void test_grads_memory_loss(void **s)
 {
@@ -120,6 +142,23 @@ static void test_grads_memory_loss(void **s)
     m = tiny(MNEMO_POS_ROPE, 5, MNEMO_ATTN_KIND_SELECTIVE);
     assert_int_equal(mnemo_model_set_memory_loss(m, -1.0f, 1.0f), MNEMO_ERR_ARG);
     mnemo_model_free(m);
+}
+
+/* Feeds x (T tokens) to s in chunks of `chunk`, checking every chunk's logits against want
+ * (T, Vp) and the session's live bytes against its bound. */
+static void feed_and_compare(struct mnemo_session *s, const uint16_t *x, int T, int chunk,
+                             const float *want, int Vp)
+{
+    for (int t = 0; t < T; t += chunk) {
+        int k = T - t < chunk ? T - t : chunk;
+        const float *lg;
+        assert_int_equal(mnemo_session_feed(s, x + t, k, &lg), MNEMO_OK);
+        char label[64];
+        snprintf(label, sizeof(label), "session logits t=%d chunk=%d", t, chunk);
+        TU_ASSERT_CLOSE(label, lg, want + (size_t)t * Vp, (size_t)k * Vp, 1e-4f, 1e-4f);
+        assert_true(mnemo_session_live_bytes(s) <= mnemo_session_state_bytes(s));
+    }
+    assert_int_equal(mnemo_session_pos(s), T);
 }
 
 static void check_session(int pos, int kind)
@@ -134,17 +173,8 @@ static void check_session(int pos, int kind)
     for (int chunk = 1; chunk <= 5; chunk += 4) {
         struct mnemo_session *s;
         assert_int_equal(mnemo_session_create(&s, m, chunk), MNEMO_OK);
-        for (int t = 0; t < T; t += chunk) {
-            int k = T - t < chunk ? T - t : chunk;
-            const float *lg;
-            assert_int_equal(mnemo_session_feed(s, x + t, k, &lg), MNEMO_OK);
-            char label[64];
-            snprintf(label, sizeof(label), "session logits t=%d chunk=%d", t, chunk);
-            TU_ASSERT_CLOSE(label, lg, want + (size_t)t * Vp, (size_t)k * Vp, 1e-4f, 1e-4f);
-        }
-        assert_int_equal(mnemo_session_pos(s), T);
+        feed_and_compare(s, x, T, chunk, want, Vp);
         assert_true(mnemo_session_live_bytes(s) > 0);
-        assert_true(mnemo_session_live_bytes(s) <= mnemo_session_state_bytes(s));
         /* the context is full now */
         const float *lg;
         assert_int_equal(mnemo_session_feed(s, x, 1, &lg), MNEMO_ERR_FULL);
@@ -160,6 +190,40 @@ static void check_session(int pos, int kind)
 static void test_session_rope(void **s) { (void)s; check_session(MNEMO_POS_ROPE, MNEMO_ATTN_KIND_DENSE); }
 static void test_session_learned(void **s) { (void)s; check_session(MNEMO_POS_LEARNED, MNEMO_ATTN_KIND_DENSE); }
 static void test_session_selective(void **s) { (void)s; check_session(MNEMO_POS_ROPE, MNEMO_ATTN_KIND_SELECTIVE); }
+
+/* Infini-attention: the session equals the training forward token by token and in chunks that
+ * cross segment boundaries, and it goes on past n_ctx (never full) -- there it is checked
+ * against the forward of a model with the same weights and a longer n_ctx (the kind depends on
+ * the segment length only). State bytes stay bounded. */
+static void test_session_infini(void **s)
+{
+    (void)s;
+    for (tiny_mem_update = 0; tiny_mem_update < MNEMO_MEM_COUNT; tiny_mem_update++) {
+        struct mnemo_model *m = tiny(MNEMO_POS_ROPE, 7, MNEMO_ATTN_KIND_INFINI);
+        struct mnemo_model *big = tiny_ctx(MNEMO_POS_ROPE, 7, MNEMO_ATTN_KIND_INFINI, 48);
+        assert_int_equal(m->n_params, big->n_params);
+        memcpy(big->params, m->params, m->n_params * sizeof(float));
+        const int T = 48, Vp = m->cfg.vocab_padded;
+        uint16_t x[48];
+        tokens(x, 48, 29, 3);
+        assert_int_equal(mnemo_model_forward(big, x, NULL, 1, T, NULL), MNEMO_OK);
+        float *want = mni_alloc((size_t)T * Vp * sizeof(float));
+        memcpy(want, mnemo_model_logits(big), (size_t)T * Vp * sizeof(float));
+        /* the first n_ctx tokens also against the model's own forward */
+        assert_int_equal(mnemo_model_forward(m, x, NULL, 1, 12, NULL), MNEMO_OK);
+        TU_ASSERT_CLOSE("n_ctx forward", mnemo_model_logits(m), want, (size_t)12 * Vp, 1e-5f, 1e-5f);
+        for (int chunk = 1; chunk <= 7; chunk += 3) {
+            struct mnemo_session *ss;
+            assert_int_equal(mnemo_session_create(&ss, m, chunk), MNEMO_OK);
+            feed_and_compare(ss, x, T, chunk, want, Vp);
+            mnemo_session_free(ss);
+        }
+        mni_free(want);
+        mnemo_model_free(big);
+        mnemo_model_free(m);
+    }
+    tiny_mem_update = 0;
+}
 
 /* Context pruning through the session: budgets no shorter than the stream change nothing (bit
  * for bit); small budgets stream past n_ctx in bounded memory; the dense kind refuses budgets. */
@@ -269,6 +333,87 @@ static void test_bad_config(void **s)
     mnemo_model_config_default(&c);
     c.rope_theta = -1;
     assert_int_equal(mnemo_model_create(&m, &c), MNEMO_ERR_ARG);
+    /* segments belong to the infini kind, and must fit in n_ctx */
+    mnemo_model_config_default(&c);
+    c.attn_segment = 16;
+    assert_int_equal(mnemo_model_create(&m, &c), MNEMO_ERR_ARG);
+    assert_non_null(strstr(mnemo_last_error(), "infini"));
+    c.attn_kind = MNEMO_ATTN_KIND_INFINI;
+    assert_int_equal(mnemo_model_create(&m, &c), MNEMO_OK);
+    mnemo_model_free(m);
+    c.attn_segment = c.n_ctx + 1;
+    assert_int_equal(mnemo_model_create(&m, &c), MNEMO_ERR_ARG);
+    c.attn_segment = 0;
+    c.attn_mem_update = 5;
+    assert_int_equal(mnemo_model_create(&m, &c), MNEMO_ERR_ARG);
+}
+
+/* The whole file at path (caller frees with mni_free); *size receives its length. */
+static unsigned char *slurp(const char *path, long *size)
+{
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    *size = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *buf = mni_alloc((size_t)*size);
+    assert_int_equal(fread(buf, 1, (size_t)*size, f), (size_t)*size);
+    fclose(f);
+    return buf;
+}
+
+/* Writes the size bytes of buf as a checkpoint and expects loading it to fail as a format error
+ * with a message. */
+static void expect_format_error(const unsigned char *buf, size_t size)
+{
+    const char *bad = tu_tmp_path("bad.safetensors");
+    FILE *f = fopen(bad, "wb");
+    assert_non_null(f);
+    fwrite(buf, 1, size, f);
+    fclose(f);
+    struct mnemo_model *m2;
+    assert_int_equal(mnemo_model_load(&m2, bad), MNEMO_ERR_FORMAT);
+    assert_null(m2);
+    printf("expected error: %s\n", mnemo_last_error());
+    remove(bad);
+}
+
+/* The infini kind's settings travel in the checkpoint; a bad value there is a format error. */
+static void test_checkpoint_infini(void **s)
+{
+    (void)s;
+    tiny_mem_update = MNEMO_MEM_DELTA;
+    struct mnemo_model *m = tiny(MNEMO_POS_ROPE, 3, MNEMO_ATTN_KIND_INFINI), *m2;
+    tiny_mem_update = 0;
+    const char *path = tu_tmp_path("infini.safetensors");
+    assert_int_equal(mnemo_model_save(m, path), MNEMO_OK);
+    assert_int_equal(mnemo_model_load(&m2, path), MNEMO_OK);
+    assert_memory_equal(&m->cfg, &m2->cfg, sizeof(m->cfg));
+    assert_int_equal(m2->cfg.attn_segment, 5);
+    assert_int_equal(m2->cfg.attn_mem_update, MNEMO_MEM_DELTA);
+    for (int id = 0; id < MNI_P_COUNT; id++) { /* tensor by tensor: tiny() fills the padding too */
+        const struct mni_param_info *pi = &m->pinfo[id];
+        assert_memory_equal(m->params + pi->offset, m2->params + pi->offset,
+                            pi->numel * (pi->per_layer ? 2 : 1) * sizeof(float));
+    }
+    mnemo_model_free(m2);
+    long size;
+    unsigned char *buf = slurp(path, &size);
+    /* same-length edits of the header: an unknown rule, a segment that is not a number */
+    const char *edits[][2] = {{"\"attn_mem_update\":\"delta\"", "\"attn_mem_update\":\"delts\""},
+                              {"\"attn_segment\":\"5\"", "\"attn_segment\":\"x\""}};
+    for (int e = 0; e < 2; e++) {
+        unsigned char *hdr = mni_alloc((size_t)size);
+        memcpy(hdr, buf, (size_t)size);
+        char *hit = strstr((char *)hdr + 8, edits[e][0]);
+        assert_non_null(hit);
+        memcpy(hit, edits[e][1], strlen(edits[e][1]));
+        expect_format_error(hdr, (size_t)size);
+        mni_free(hdr);
+    }
+    remove(path);
+    mni_free(buf);
+    mnemo_model_free(m);
 }
 
 static void test_checkpoint_roundtrip(void **s)
@@ -284,13 +429,9 @@ static void test_checkpoint_roundtrip(void **s)
         assert_memory_equal(m->params, m2->params, m->n_params * sizeof(float));
         mnemo_model_free(m2);
         /* truncated: every cut point must fail cleanly */
-        FILE *f = fopen(path, "rb");
-        fseek(f, 0, SEEK_END);
-        long size = ftell(f);
-        fseek(f, 0, SEEK_SET);
-        unsigned char *buf = mni_alloc((size_t)size);
-        assert_int_equal(fread(buf, 1, (size_t)size, f), (size_t)size);
-        fclose(f);
+        long size;
+        unsigned char *buf = slurp(path, &size);
+        FILE *f;
         const char *cut = tu_tmp_path("cut.safetensors");
         for (long k = 0; k < size; k += size / 97 + 1) {
             f = fopen(cut, "wb");
@@ -303,11 +444,7 @@ static void test_checkpoint_roundtrip(void **s)
         unsigned char *hit = (unsigned char *)strstr((char *)buf + 8, "\"d_model\":\"16\"");
         assert_non_null(hit);
         hit[12] = '2'; /* 16 -> 12 */
-        f = fopen(cut, "wb");
-        fwrite(buf, 1, (size_t)size, f);
-        fclose(f);
-        assert_int_equal(mnemo_model_load(&m2, cut), MNEMO_ERR_FORMAT);
-        printf("expected error: %s\n", mnemo_last_error());
+        expect_format_error(buf, (size_t)size);
         remove(cut);
         remove(path);
         mni_free(buf);
@@ -324,6 +461,9 @@ int main(void)
         cmocka_unit_test(test_grads_own_gemm),
         cmocka_unit_test(test_grads_selective),
         cmocka_unit_test(test_grads_memory_loss),
+        cmocka_unit_test(test_grads_infini),
+        cmocka_unit_test(test_session_infini),
+        cmocka_unit_test(test_checkpoint_infini),
         cmocka_unit_test(test_session_rope),    cmocka_unit_test(test_session_learned),
         cmocka_unit_test(test_session_selective),
         cmocka_unit_test(test_session_budgets),

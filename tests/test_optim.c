@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kern/kern.h"
 #include "model.h"
 #include "optim.h"
 #include "testutil.h"
@@ -203,6 +204,62 @@ static void test_muon_step(void **s)
     mnemo_model_free(m);
 }
 
+/* The attention kind's own parameters (Infini-attention's gates) step with lr * gate_lr_mult and
+ * no weight decay, under AdamW and under Muon (which leaves them to AdamW); the other tensors are
+ * unchanged by the multiplier. Checked against mni_adamw_ref with those settings. */
+static void test_gate_group(void **s)
+{
+    (void)s;
+    struct mnemo_model_config c;
+    mnemo_model_config_default(&c);
+    c.n_layer = 2, c.d_model = 16, c.n_head = 4, c.n_ctx = 8, c.vocab = 40;
+    c.attn_kind = MNEMO_ATTN_KIND_INFINI;
+    struct mnemo_model *m;
+    assert_int_equal(mnemo_model_create(&m, &c), MNEMO_OK);
+    mnemo_model_init(m, 3);
+    assert_int_equal(mni_model_alloc_grads(m), MNEMO_OK);
+    const struct mni_param_info *gi = &m->pinfo[MNI_P_ATTNX];
+    assert_int_equal(gi->numel, 4); /* one gate per head and layer */
+    const size_t n = m->n_params, go = gi->offset, gn = 2 * gi->numel;
+    tu_fill_normal(m->params + go, gn, 1.0f, 5); /* gates away from 0, so decay would show */
+    tu_fill_normal(m->grads, n, 0.5f, 6);
+    float *p0 = malloc(n * sizeof(float)), *am = calloc(n, sizeof(float)), *av = calloc(n, sizeof(float));
+    memcpy(p0, m->params, n * sizeof(float));
+    struct mnemo_train_config tc;
+    mnemo_train_config_default(&tc);
+    assert_true(tc.gate_lr_mult == 30.0f);
+    tc.weight_decay = 0.5f;
+    const float lr = 0.01f;
+    const float bc1 = 1.0f - tc.beta1, bc2 = 1.0f - tc.beta2; /* t = 0 */
+    for (int opt = 0; opt < MNEMO_OPT_COUNT; opt++) {
+        tc.optimizer = opt;
+        memcpy(m->params, p0, n * sizeof(float));
+        memset(am, 0, n * sizeof(float)), memset(av, 0, n * sizeof(float));
+        float *work = malloc((mni_optim_work_floats(m, &tc, 1) + 1) * sizeof(float));
+        mni_optim_step(m, am, av, work, 1, 0, lr, 1.0f, &tc);
+        float want[8], wm[8] = {0}, wv[8] = {0};
+        memcpy(want, p0 + go, gn * sizeof(float));
+        mni_adamw_ref(want, wm, wv, m->grads + go, gn, lr * 30.0f, tc.beta1, tc.beta2, tc.eps, 0.0f,
+                      bc1, bc2);
+        TU_ASSERT_CLOSE("gates", m->params + go, want, gn, 1e-6f, 1e-5f);
+        /* a bias (AdamW, no decay, plain lr) is not affected by the multiplier */
+        const struct mni_param_info *bi = &m->pinfo[MNI_P_LN1B];
+        float wb[32], bm[32] = {0}, bv[32] = {0};
+        memcpy(wb, p0 + bi->offset, 32 * sizeof(float));
+        mni_adamw_ref(wb, bm, bv, m->grads + bi->offset, 32, lr, tc.beta1, tc.beta2, tc.eps, 0.0f,
+                      bc1, bc2);
+        TU_ASSERT_CLOSE("ln1 bias", m->params + bi->offset, wb, 32, 1e-6f, 1e-5f);
+        free(work);
+    }
+    /* a bad multiplier is refused by mnemo_train's config check */
+    tc.gate_lr_mult = 0.0f;
+    tc.train_path = "x", tc.out_dir = ".";
+    assert_int_equal(mnemo_train(m, &tc, NULL, NULL), MNEMO_ERR_ARG);
+    assert_non_null(strstr(mnemo_last_error(), "gate_lr_mult"));
+    free(p0), free(am), free(av);
+    mnemo_model_free(m);
+}
+
 static void test_optimizer_names(void **s)
 {
     (void)s;
@@ -220,6 +277,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_newton_schulz),
         cmocka_unit_test(test_muon_step),
+        cmocka_unit_test(test_gate_group),
         cmocka_unit_test(test_optimizer_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -14,6 +14,7 @@
 /* ---- the kinds (one ops object per file, listed in registry.c) ----------------------------- */
 extern const struct mnemo_attn_ops mni_attn_dense;
 extern const struct mnemo_attn_ops mni_attn_selective;
+extern const struct mnemo_attn_ops mni_attn_infini;
 
 /* ---- dense: shared layout ----------------------------------------------------------------- */
 
@@ -125,5 +126,52 @@ enum mnemo_status mni_sel_ref_forward(const struct mnemo_attn_cfg *cfg, struct m
 enum mnemo_status mni_sel_ref_backward(const struct mnemo_attn_cfg *cfg, struct mnemo_attn_io *io);
 void mni_sel_ref_step(const struct mnemo_attn_cfg *cfg, void *state, float *out,
                       const float *qkv, int n, void *scratch);
+
+/* ---- infini: shared layout ---------------------------------------------------------------- */
+
+/* The segment length N of a cfg (cfg->segment, 0 meaning n_ctx). */
+static inline int mni_inf_segment(const struct mnemo_attn_cfg *cfg)
+{
+    return cfg->segment > 0 ? cfg->segment : cfg->n_ctx;
+}
+/* The denominator guard of the memory read-out: sigma(q).z is clamped to at least this
+ * (fp32; the spec's default, docs/internals/infini.md). */
+#define MNI_INF_DEN_EPS 1e-6f
+
+/* The dense cfg of the local attention inside one segment: the same heads and RoPE, a window
+ * of N tokens (so RoPE positions are those within the segment, 0..N-1). */
+void mni_inf_dense_cfg(struct mnemo_attn_cfg *d, const struct mnemo_attn_cfg *cfg);
+
+/* Streaming state, each section 64-byte aligned:
+ *   header  struct mni_inf_state
+ *   M       (NH,HS,HS) fp32  memory entering the current segment
+ *   z       (NH,HS)    fp32  its normaliser
+ *   k       (NH,N,HS)  unrotated keys of the current segment (they are folded into M at its end)
+ *   v       (NH,N,HS)  values of the current segment
+ *   dense   a dense-kind state with n_ctx = N: the current segment's rotated keys and values,
+ *           for the local attention (the fast path only; the reference reads k and v)
+ * Nothing depends on the stream length: a session runs forever in this many bytes. */
+struct mni_inf_state {
+    int64_t count;   /* tokens fed */
+    int64_t in_seg;  /* tokens of the current segment, 0 <= in_seg < N */
+    int64_t n_seg;   /* segments folded into M so far (0: the memory is empty, not read) */
+    int64_t segment; /* N, copied from the cfg at state_init (checked by step) */
+};
+struct mni_inf_view {
+    struct mni_inf_state *hdr;
+    float *M, *z, *k, *v;
+    void *dense;
+};
+void mni_inf_state_view(const struct mnemo_attn_cfg *cfg, void *state, struct mni_inf_view *vw);
+
+/* The naive references (infini_ref.c): double precision, plain loops, written from the spec's
+ * equations; forward and backward read and write neither act nor (backward) out. step uses the
+ * state layout above without its dense part. */
+size_t mni_inf_ref_scratch_bytes(const struct mnemo_attn_cfg *cfg, int B, int T);
+size_t mni_inf_ref_step_scratch_bytes(const struct mnemo_attn_cfg *cfg, int n);
+enum mnemo_status mni_inf_ref_forward(const struct mnemo_attn_cfg *cfg, struct mnemo_attn_io *io);
+enum mnemo_status mni_inf_ref_backward(const struct mnemo_attn_cfg *cfg, struct mnemo_attn_io *io);
+void mni_inf_ref_step(const struct mnemo_attn_cfg *cfg, void *state, const float *params,
+                      float *out, const float *qkv, int n, void *scratch);
 
 #endif /* MNI_ATTN_INT_H */

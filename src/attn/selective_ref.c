@@ -24,15 +24,7 @@
 
 static void rot_d(double *x, int pos, const struct mnemo_attn_cfg *cfg, int sign)
 {
-    if (!cfg->rope) return;
-    const int HS = cfg->head_dim, half = HS / 2;
-    for (int i = 0; i < half; i++) {
-        float cf, sf;
-        mni_rope_cs(&cf, &sf, pos, i, HS, cfg->rope_theta);
-        const double c = cf, s = sign * (double)sf, x0 = x[i], x1 = x[i + half];
-        x[i] = x0 * c - x1 * s;
-        x[i + half] = x0 * s + x1 * c;
-    }
+    if (cfg->rope) mni_rope_apply_d(x, pos, cfg->head_dim, cfg->rope_theta, sign);
 }
 
 /* doubles: rq, rk, dq, dk, dv (NH,T,HS); z0, F, dF (T,T); prow, dprow (T) */

@@ -103,6 +103,9 @@ void mni_rope_table(float *cs, int n_pos, int HS, float theta);
 /* Rotates one head vector x (HS) by the table row cs (HS/2, 2). sign=+1 forward, -1 inverse
  * (the transpose, used by backward). */
 void mni_rope_apply(float *x, const float *cs_row, int HS, int sign);
+/* The same rotation of a double vector x (HS) to position pos, with mni_rope_cs's factors: the
+ * attention kinds' naive references. */
+void mni_rope_apply_d(double *x, int pos, int HS, float theta, int sign);
 
 /* ---- AdamW (decoupled weight decay) ------------------------------------------------------- */
 /* One update of n parameters. wd is applied as p -= lr*wd*p (0 to skip). bc1, bc2 are the

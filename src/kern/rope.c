@@ -154,6 +154,18 @@ void mni_rope_table(float *cs, int n_pos, int HS, float theta)
     }
 }
 
+void mni_rope_apply_d(double *x, int pos, int HS, float theta, int sign)
+{
+    const int half = HS / 2;
+    for (int i = 0; i < half; i++) {
+        float cf, sf;
+        mni_rope_cs(&cf, &sf, pos, i, HS, theta);
+        const double c = cf, s = (sign < 0 ? -1.0 : 1.0) * sf, x0 = x[i], x1 = x[i + half];
+        x[i] = x0 * c - x1 * s;
+        x[i + half] = x0 * s + x1 * c;
+    }
+}
+
 void mni_rope_apply(float *x, const float *cs_row, int HS, int sign)
 {
     int half = HS / 2;

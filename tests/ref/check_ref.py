@@ -83,6 +83,10 @@ def _parse_hp(meta, path):
         hp["mem_tau"] = float(meta.get("mem_tau", "1"))
     except ValueError:
         raise InputError("%s: metadata mem_eps/mem_tau is not a number" % path) from None
+    try:
+        hp["gate_lr_mult"] = float(meta.get("gate_lr_mult", "1"))
+    except ValueError:
+        raise InputError("%s: metadata gate_lr_mult is not a number" % path) from None
     if hp["steps"] < 1:
         raise InputError("%s: metadata steps=%d must be >= 1" % (path, hp["steps"]))
     return hp
@@ -163,9 +167,12 @@ def run(d, out=sys.stdout):
         return 2
 
     rep = Report(out)
-    out.write("check_ref: %s pos=%s L=%d C=%d NH=%d V=%d Vp=%d B=%d T=%d steps=%d (%s)\n"
-              % (d, cfg.pos, cfg.n_layer, cfg.d_model, cfg.n_head, cfg.vocab,
+    out.write("check_ref: %s pos=%s attn=%s L=%d C=%d NH=%d V=%d Vp=%d B=%d T=%d steps=%d (%s)\n"
+              % (d, cfg.pos, cfg.attn_kind, cfg.n_layer, cfg.d_model, cfg.n_head, cfg.vocab,
                  cfg.vocab_padded, x.shape[0], x.shape[1], hp["steps"], hp["optimizer"]))
+    if cfg.attn_kind == "infini":
+        out.write("check_ref: infini segment %d, %s memory update, gate lr x %g\n"
+                  % (cfg.segment or cfg.n_ctx, cfg.mem_update, hp["gate_lr_mult"]))
     probs = R.check_tensor_set(cfg, ckpt)
     rep.line("checkpoint tensors", not probs,
              "; ".join(probs) if probs else "%d tensors as expected" % len(ckpt))
@@ -201,7 +208,8 @@ def run(d, out=sys.stdout):
     model = R.model_from_tensors(cfg, ckpt, torch.float64)
     want_steps = R.train_losses(model, x, y, S, hp["lr"], hp["beta1"], hp["beta2"], hp["eps"],
                                 hp["weight_decay"], hp["grad_clip"], hp["optimizer"],
-                                hp["momentum"], hp["mem_eps"], hp["mem_tau"])
+                                hp["momentum"], hp["mem_eps"], hp["mem_tau"],
+                                hp["gate_lr_mult"])
     rep.compare("step_losses", dump.get("step_losses"), torch.tensor(want_steps),
                 TOL["step_losses"])
     sl = dump.get("step_losses")

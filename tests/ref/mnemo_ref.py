@@ -1,4 +1,5 @@
-"""mnemo_ref -- an independent PyTorch reference of the mnemo model (dense attention).
+"""mnemo_ref -- an independent PyTorch reference of the mnemo model (dense, selective and
+infini attention).
 
 Written from the model specification (docs/internals/reference-tests.md), not from the C code,
 so that the C forward, backward and optimizer can be checked against it. It runs in any torch
@@ -11,8 +12,15 @@ The model: a decoder-only pre-norm GPT.
     loss = mean cross-entropy over the first V logit columns
 Parameter names are exactly the checkpoint tensor names (nn.Linear layout: out x in).
 
+Infini-attention (attn_kind "infini") is written from the paper's equations
+(shared/papers/infini-attention.md): a Python loop over the segments of the window, each with
+causal softmax attention over its own tokens (RoPE at positions within the segment) and a
+compressive memory read with sigma(Q) = ELU(Q) + 1 before and written after the segment, on Q, K
+without positions; one gate logit per head ("blocks.l.attn.kind"), sigmoid-mixed.
+
 Also here: AdamW and Muon and gradient clipping as the C trainer does them (weight decay only on
-parameters with ndim >= 2), a random checkpoint builder, and the checkpoint metadata codec.
+parameters with ndim >= 2; the attention kinds' own parameters at lr * gate_lr_mult), a random
+checkpoint builder, and the checkpoint metadata codec.
 """
 
 import math
@@ -27,7 +35,9 @@ import torch.nn.functional as F
 import st_io
 
 FORMAT_VERSION = "1"
-KNOWN_ATTN_KINDS = ("dense", "selective")
+KNOWN_ATTN_KINDS = ("dense", "selective", "infini")
+KNOWN_MEM_UPDATES = ("linear", "delta")
+MEM_DEN_EPS = 1e-6          # infini: the read-out's denominator is clamped to at least this
 KNOWN_POS = ("rope", "learned")
 LN_EPS = 1e-5
 META_KEYS = ("mnemo.format", "n_layer", "d_model", "n_head", "n_ctx", "vocab", "vocab_padded",
@@ -49,6 +59,8 @@ class Config:
     pos: str = "rope"
     rope_theta: float = 10000.0
     attn_kind: str = "dense"
+    segment: int = 0            # infini: segment length (0 = n_ctx)
+    mem_update: str = "linear"  # infini: linear or delta
 
     def check(self):
         """Raise RefError naming the first impossible field."""
@@ -65,6 +77,13 @@ class Config:
         if self.attn_kind not in KNOWN_ATTN_KINDS:
             raise RefError("config: unknown attn_kind %r (this reference knows: %s)"
                            % (self.attn_kind, ", ".join(KNOWN_ATTN_KINDS)))
+        if self.attn_kind == "infini":
+            if not 0 <= self.segment <= self.n_ctx:
+                raise RefError("config: segment %d must be in [0, n_ctx]" % self.segment)
+            if self.mem_update not in KNOWN_MEM_UPDATES:
+                raise RefError("config: unknown mem_update %r" % self.mem_update)
+        elif self.segment or self.mem_update != "linear":
+            raise RefError("config: segment and mem_update are infini's only")
         if self.pos == "rope" and (self.d_model // self.n_head) % 2:
             raise RefError("config: rope needs an even head size (got %d)"
                            % (self.d_model // self.n_head))
@@ -78,7 +97,9 @@ class Config:
                 "d_model": str(self.d_model), "n_head": str(self.n_head),
                 "n_ctx": str(self.n_ctx), "vocab": str(self.vocab),
                 "vocab_padded": str(self.vocab_padded), "pos": self.pos,
-                "rope_theta": repr(float(self.rope_theta)), "attn_kind": self.attn_kind}
+                "rope_theta": repr(float(self.rope_theta)), "attn_kind": self.attn_kind,
+                **({"attn_segment": str(self.segment), "attn_mem_update": self.mem_update}
+                   if self.attn_kind == "infini" else {})}
 
     @staticmethod
     def from_meta(meta):
@@ -104,7 +125,13 @@ class Config:
         except ValueError:
             raise RefError("checkpoint metadata rope_theta=%r is not a number"
                            % meta["rope_theta"]) from None
+        try:
+            segment = int(meta.get("attn_segment", "0"))
+        except ValueError:
+            raise RefError("checkpoint metadata attn_segment=%r is not an integer"
+                           % meta["attn_segment"]) from None
         return Config(pos=meta["pos"], rope_theta=theta, attn_kind=meta["attn_kind"],
+                      segment=segment, mem_update=meta.get("attn_mem_update", "linear"),
                       **ints).check()
 
 
@@ -123,6 +150,8 @@ def param_shapes(cfg):
         s[p + "attn.qkv.bias"] = (3 * C,)
         s[p + "attn.proj.weight"] = (C, C)
         s[p + "attn.proj.bias"] = (C,)
+        if cfg.attn_kind == "infini":
+            s[p + "attn.kind"] = (cfg.n_head,)     # the gate logits, one per head
         s[p + "ln2.weight"] = (C,)
         s[p + "ln2.bias"] = (C,)
         s[p + "mlp.fc.weight"] = (4 * C, C)
@@ -183,12 +212,55 @@ class Attention(nn.Module):
         C = cfg.d_model
         self.qkv = nn.Linear(C, 3 * C)
         self.proj = nn.Linear(C, C)
+        if cfg.attn_kind == "infini":
+            self.kind = nn.Parameter(torch.zeros(cfg.n_head))   # gate logits beta
 
     def rope(self, x):
         """x (B,T,NH,HS) -> rotated x; a method so tests can swap the convention."""
         T, HS = x.shape[1], x.shape[3]
         cos, sin = rope_tables(T, HS, self.cfg.rope_theta)
         return apply_rope(x, cos, sin)
+
+    def infini(self, q, k, v):
+        """Infini-attention over q, k, v (B,T,NH,HS) without positions -> (B,T,NH,HS).
+
+        Per segment s (N tokens, the last one possibly shorter), per head:
+          A_dot = softmax(rope(Q) rope(K)^T / sqrt(HS) + causal) V   within the segment, RoPE
+                  at positions 0..n-1 of the segment
+          A_mem = sigma(Q) M / max(sigma(Q) z, eps),  sigma = ELU + 1
+          A     = sigmoid(beta) A_mem + (1 - sigmoid(beta)) A_dot,   A = A_dot in segment 0
+          M    += sigma(K)^T (V, or V - sigma(K) M / max(sigma(K) z, eps) for delta and s >= 1)
+          z    += sum over the segment of sigma(K)
+        """
+        B, T, NH, HS = q.shape
+        N = self.cfg.segment or self.cfg.n_ctx
+        g = torch.sigmoid(self.kind)[None, :, None, None]           # (1,NH,1,1)
+        sig = lambda x: F.elu(x) + 1                                # noqa: E731
+        M = q.new_zeros(B, NH, HS, HS)
+        z = q.new_zeros(B, NH, HS, 1)
+        outs = []
+        for s0 in range(0, T, N):
+            qs, ks, vs = (t[:, s0:s0 + N] for t in (q, k, v))       # (B,n,NH,HS)
+            n = qs.shape[1]
+            qr, kr = (self.rope(qs), self.rope(ks)) if self.cfg.pos == "rope" else (qs, ks)
+            qr, kr, vh = (t.transpose(1, 2) for t in (qr, kr, vs))  # (B,NH,n,HS)
+            att = (qr @ kr.transpose(-2, -1)) / math.sqrt(HS)
+            att = att.masked_fill(~self.mask(n, q.device), float("-inf"))
+            a_dot = torch.softmax(att, dim=-1) @ vh
+            sq, sk = sig(qs).transpose(1, 2), sig(ks).transpose(1, 2)   # (B,NH,n,HS)
+            if s0 == 0:
+                a = a_dot
+            else:
+                a_mem = (sq @ M) / (sq @ z).clamp_min(MEM_DEN_EPS)
+                a = g * a_mem + (1 - g) * a_dot
+            outs.append(a)
+            if self.cfg.mem_update == "delta" and s0 > 0:
+                u = vh - (sk @ M) / (sk @ z).clamp_min(MEM_DEN_EPS)
+            else:
+                u = vh
+            M = M + sk.transpose(-2, -1) @ u
+            z = z + sk.sum(dim=-2)[..., None]
+        return torch.cat(outs, dim=2).transpose(1, 2)               # (B,T,NH,HS)
 
     def mask(self, T, device):
         """(T,T) bool, True where query t may see key s (s <= t)."""
@@ -202,6 +274,8 @@ class Attention(nn.Module):
         q = qkv[..., 0:C].reshape(B, T, NH, HS)
         k = qkv[..., C:2 * C].reshape(B, T, NH, HS)
         v = qkv[..., 2 * C:3 * C].reshape(B, T, NH, HS)
+        if self.cfg.attn_kind == "infini":
+            return self.proj(self.infini(q, k, v).reshape(B, T, C))
         if self.cfg.pos == "rope":
             q, k = self.rope(q), self.rope(k)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))             # (B,NH,T,HS)
@@ -393,6 +467,25 @@ class AdamW:
             p.sub_(self.lr * (m / c1) / ((v / c2).sqrt() + self.eps))
 
 
+class GroupedAdamW:
+    """AdamW with the attention kinds' own parameters (names ending in ".attn.kind": infini's
+    gates) in a group of their own at lr * gate_lr_mult (no weight decay: they are vectors)."""
+
+    def __init__(self, named_params, lr, beta1, beta2, eps, weight_decay, gate_lr_mult=1.0,
+                 **fault):
+        named = list(named_params)
+        gates = [p for n, p in named if n.endswith(".attn.kind")]
+        rest = [p for n, p in named if not n.endswith(".attn.kind")]
+        self.groups = [AdamW(rest, lr, beta1, beta2, eps, weight_decay, **fault)]
+        if gates:
+            self.groups.append(AdamW(gates, lr * gate_lr_mult, beta1, beta2, eps, weight_decay,
+                                     **fault))
+
+    def step(self):
+        for g in self.groups:
+            g.step()
+
+
 def newton_schulz5(g):
     """The quintic Newton-Schulz iteration of Muon: X = G / ||G||_F, then five times
     X <- a X + (b A + c A^2) X with A = X X^T, on the transpose when G is tall."""
@@ -414,13 +507,14 @@ class Muon:
 
     MATRICES = (".attn.qkv.weight", ".attn.proj.weight", ".mlp.fc.weight", ".mlp.proj.weight")
 
-    def __init__(self, named_params, lr, momentum, beta1, beta2, eps, weight_decay):
+    def __init__(self, named_params, lr, momentum, beta1, beta2, eps, weight_decay,
+                 gate_lr_mult=1.0):
         named = list(named_params)
         self.mats = [p for n, p in named if n.endswith(self.MATRICES)]
         self.splits = [3 if n.endswith(".attn.qkv.weight") else 1
                        for n, p in named if n.endswith(self.MATRICES)]
-        rest = [p for n, p in named if not n.endswith(self.MATRICES)]
-        self.adamw = AdamW(rest, lr, beta1, beta2, eps, weight_decay)
+        rest = [(n, p) for n, p in named if not n.endswith(self.MATRICES)]
+        self.adamw = GroupedAdamW(rest, lr, beta1, beta2, eps, weight_decay, gate_lr_mult)
         self.lr, self.mu, self.wd = lr, momentum, weight_decay
         self.buf = [torch.zeros_like(p) for p in self.mats]
 
@@ -436,17 +530,19 @@ class Muon:
 
 
 def train_losses(model, x, y, steps, lr, beta1, beta2, eps, weight_decay, grad_clip,
-                 optimizer="adamw", momentum=0.95, mem_eps=0.0, mem_tau=1.0, **fault):
+                 optimizer="adamw", momentum=0.95, mem_eps=0.0, mem_tau=1.0, gate_lr_mult=1.0,
+                 **fault):
     """Run `steps` training steps on the same batch; returns the list of losses, loss i being
     computed before update i. Keyword faults (bias_correction, decay_all, no_clip) are for the
     self-test."""
     params = list(model.parameters())
     if optimizer == "muon":
-        opt = Muon(model.named_parameters(), lr, momentum, beta1, beta2, eps, weight_decay)
+        opt = Muon(model.named_parameters(), lr, momentum, beta1, beta2, eps, weight_decay,
+                   gate_lr_mult)
     else:
-        opt = AdamW(params, lr, beta1, beta2, eps, weight_decay,
-                    bias_correction=fault.get("bias_correction", True),
-                    decay_all=fault.get("decay_all", False))
+        opt = GroupedAdamW(model.named_parameters(), lr, beta1, beta2, eps, weight_decay,
+                           gate_lr_mult, bias_correction=fault.get("bias_correction", True),
+                           decay_all=fault.get("decay_all", False))
     losses = []
     for _ in range(steps):
         for p in params:
