@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """plot.py -- draws an experiment's JSON Lines results as a PNG (matplotlib, Agg backend).
 
-usage: experiments/plot.py quality|memory|varassign|decode RESULTS.jsonl OUT.png
+usage: experiments/plot.py quality|memory|varassign|decode|infini_lm RESULTS.jsonl OUT.png
   quality: one line per run {"ctx", "model", "steps": [...], "val_bpb": [...], ...};
            validation bits per byte against steps, one panel per context length.
   memory:  one line per context {"ctx", "budgets", "reduction", "dense_bpb",
@@ -10,6 +10,8 @@ usage: experiments/plot.py quality|memory|varassign|decode RESULTS.jsonl OUT.png
            "by_group": {...}}; accuracy against the selective model's cache budget, dense as a line.
   decode:  bench_decode --out lines {"tokens", "dense_tok_s", "dense_live_bytes", "pruned_tok_s",
            "pruned_live_bytes", "budget"}; tokens/s and live KV bytes against stream length.
+  infini_lm: one line per model {"model", "val_bpb", "stream_bpb", "state_bytes",
+           "compression_vs_full_kv"}; bits per byte and the attention state's size.
 """
 import json
 import sys
@@ -133,7 +135,35 @@ def decode(rows, out):
     fig.savefig(out, dpi=110)
 
 
-PLOTS = {"quality": quality, "memory": memory, "varassign": varassign, "decode": decode}
+def infini_lm(rows, out):
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+    names = [r["model"] for r in rows]
+    x = range(len(rows))
+    a1.bar([i - 0.2 for i in x], [r["val_bpb"] for r in rows], width=0.4, label="windows (each model's T)")
+    a1.bar([i + 0.2 for i in x], [r["stream_bpb"] or 0 for r in rows], width=0.4,
+           label="the whole split as one stream")
+    vals = [v for r in rows for v in (r["val_bpb"], r["stream_bpb"]) if v]
+    a1.set_ylim(min(vals) - 0.05, max(vals) + 0.05)
+    a1.set_xticks(list(x))
+    a1.set_xticklabels(names)
+    a1.set_ylabel("validation bits per byte")
+    a1.set_title("KJV: infini (T 512, segments of 64) vs dense (T 64)")
+    a1.legend(fontsize=8)
+    a2.bar(list(x), [r["state_bytes"] / 1024 for r in rows])
+    for i, r in zip(x, rows):
+        a2.text(i, r["state_bytes"] / 1024, "%.0f KiB\n%.1fx < full KV over 512" %
+                (r["state_bytes"] / 1024, r["compression_vs_full_kv"]), ha="center", va="bottom", fontsize=8)
+    a2.set_xticks(list(x))
+    a2.set_xticklabels(names)
+    a2.set_ylabel("attention state (KiB, all layers)")
+    a2.set_ylim(0, 1.3 * max(r["state_bytes"] / 1024 for r in rows))
+    a2.set_title("streaming state, any stream length")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+
+
+PLOTS = {"quality": quality, "memory": memory, "varassign": varassign, "decode": decode,
+         "infini_lm": infini_lm}
 
 
 def main():
