@@ -4,9 +4,12 @@
  * of each), so that a loaded machine moves both sides alike.
  *
  * usage: bench_kinds [--B 8] [--T 256] [--NH 4] [--HS 32] [--reps 20] [--threads 2] [--rope 1]
+ *                    [--segment 64] [--delta 0|1]
  *
  * The attention layer alone, as the model calls it (qkv in, per-head outputs out, saved
- * activations, workspace); random inputs. Kinds take their default settings.
+ * activations, workspace); random inputs. Kinds take their default settings, except infini's
+ * segment length (--segment, default T/4: the memory is read in three segments of four) and
+ * update rule (--delta 1: linear + delta).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,12 +27,16 @@ struct kind_run {
 };
 
 static int setup(struct kind_run *k, int kind, int B, int T, int NH, int HS, int rope,
-                 const float *qkv, const float *dout)
+                 int segment, int delta, const float *qkv, const float *dout)
 {
     memset(k, 0, sizeof(*k));
     k->ops = mnemo_attn_ops_get(kind);
     k->cfg = (struct mnemo_attn_cfg){.kind = kind, .n_head = NH, .head_dim = HS, .n_ctx = T,
                                      .rope = rope, .rope_theta = 10000.0f};
+    if (kind == MNEMO_ATTN_KIND_INFINI) {
+        k->cfg.segment = segment;
+        k->cfg.mem_update = delta ? MNEMO_MEM_DELTA : MNEMO_MEM_LINEAR;
+    }
     if (k->ops->validate(&k->cfg) != MNEMO_OK) {
         fprintf(stderr, "bench_kinds: %s: %s\n", k->ops->name, mnemo_last_error());
         return -1;
@@ -52,7 +59,7 @@ static int setup(struct kind_run *k, int kind, int B, int T, int NH, int HS, int
 
 int main(int argc, char **argv)
 {
-    int B = 8, T = 256, NH = 4, HS = 32, reps = 20, threads = 2, rope = 1;
+    int B = 8, T = 256, NH = 4, HS = 32, reps = 20, threads = 2, rope = 1, segment = 0, delta = 0;
     for (int i = 1; i < argc; i++) {
         int *p = NULL;
         if (!strcmp(argv[i], "--B")) p = &B;
@@ -62,6 +69,8 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--reps")) p = &reps;
         else if (!strcmp(argv[i], "--threads")) p = &threads;
         else if (!strcmp(argv[i], "--rope")) p = &rope;
+        else if (!strcmp(argv[i], "--segment")) p = &segment;
+        else if (!strcmp(argv[i], "--delta")) p = &delta;
         if (!p || i + 1 == argc) {
             fprintf(stderr, "bench_kinds: unknown option or missing value '%s' (see the file's header)\n", argv[i]);
             return 2;
@@ -72,6 +81,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_kinds: B, T, NH, reps, threads must be >= 1 and HS >= 2\n");
         return 2;
     }
+    if (segment == 0) segment = T / 4 > 0 ? T / 4 : 1;
     mnemo_set_threads(threads);
     size_t n_out = (size_t)B * T * NH * HS;
     float *qkv = mni_alloc(3 * n_out * sizeof(float)), *dout = mni_alloc(n_out * sizeof(float));
@@ -83,7 +93,7 @@ int main(int argc, char **argv)
     struct kind_run runs[MNEMO_ATTN_KIND_COUNT];
     int n = 0;
     for (int kind = 0; kind < MNEMO_ATTN_KIND_COUNT; kind++)
-        if (setup(&runs[n], kind, B, T, NH, HS, rope, qkv, dout) == 0) n++;
+        if (setup(&runs[n], kind, B, T, NH, HS, rope, segment, delta, qkv, dout) == 0) n++;
     /* interleaved: rep r of every kind before rep r + 1 of any */
     for (int r = 0; r < reps + 1; r++) {
         for (int k = 0; k < n; k++) {
@@ -104,8 +114,9 @@ int main(int argc, char **argv)
             if (t2 - t0 < kr->both) kr->both = t2 - t0;
         }
     }
-    printf("bench_kinds: B=%d T=%d NH=%d HS=%d rope=%d, %d thread(s), best of %d interleaved reps\n",
-           B, T, NH, HS, rope, threads, reps);
+    printf("bench_kinds: B=%d T=%d NH=%d HS=%d rope=%d, %d thread(s), best of %d interleaved reps; "
+           "infini: segment %d, %s\n", B, T, NH, HS, rope, threads, reps, segment,
+           delta ? "linear + delta" : "linear");
     printf("  %-10s | %10s %10s | %12s %12s\n", "kind", "fwd ms", "fwd+bwd ms", "fwd / dense",
            "f+b / dense");
     for (int k = 0; k < n; k++)
