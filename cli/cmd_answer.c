@@ -55,42 +55,40 @@ static int argmax_byte(const float *lg)
     return best;
 }
 
-/* Answers one task: BOS + prompt through the session (cut to fit if the session is full),
- * then |answer| greedy bytes into got. *cut is set when the prompt had to be cut. */
+/* BOS + prompt[from..np) through the session, then na greedy bytes into got. */
+static enum mnemo_status run_task(struct mnemo_session *s, int Vp, int chunk, uint16_t *tok,
+                                  const char *prompt, size_t from, size_t np, size_t na, char *got)
+{
+    tok[0] = MNEMO_TOK_BOS;
+    for (size_t i = from; i < np; i++) tok[1 + i - from] = (unsigned char)prompt[i];
+    mnemo_session_reset(s);
+    const float *lg = NULL;
+    enum mnemo_status st = feed(s, tok, 1 + np - from, chunk, Vp, &lg);
+    for (size_t j = 0; st == MNEMO_OK && j < na; j++) {
+        int t = argmax_byte(lg);
+        got[j] = (char)t;
+        if (j + 1 < na) {
+            uint16_t tk = (uint16_t)t;
+            st = mnemo_session_feed(s, &tk, 1, &lg);
+        }
+    }
+    got[na] = 0;
+    return st;
+}
+
+/* Answers one task. When the session fills up (a dense cache at n_ctx), the prompt is cut to
+ * its last n_ctx - na bytes, so that BOS, the kept prompt and the answer's first na - 1 bytes
+ * fit, and the task is run again; *cut tells. */
 static enum mnemo_status answer_one(struct mnemo_session *s, const struct mnemo_model_config *c,
                                     int chunk, uint16_t *tok, const char *prompt, size_t np,
                                     size_t na, char *got, int *cut)
 {
-    const int Vp = c->vocab_padded;
-    const float *lg = NULL;
-    size_t from = 0;
     *cut = 0;
-    for (;;) {
-        tok[0] = MNEMO_TOK_BOS;
-        for (size_t i = from; i < np; i++) tok[1 + i - from] = (unsigned char)prompt[i];
-        mnemo_session_reset(s);
-        enum mnemo_status st = feed(s, tok, 1 + np - from, chunk, Vp, &lg);
-        if (st == MNEMO_ERR_FULL && !*cut && na < (size_t)c->n_ctx) {
-            /* BOS + the kept prompt + the answer's first na - 1 bytes must fit in n_ctx */
-            from = np - ((size_t)c->n_ctx - na < np ? (size_t)c->n_ctx - na : np);
-            *cut = 1;
-            continue;
-        }
-        if (st != MNEMO_OK) return st;
-        break;
-    }
-    for (size_t j = 0; j < na; j++) {
-        int t = argmax_byte(lg);
-        got[j] = (char)t;
-        if (j + 1 == na) break;
-        uint16_t tk = (uint16_t)t;
-        const float *row;
-        enum mnemo_status st = mnemo_session_feed(s, &tk, 1, &row);
-        if (st != MNEMO_OK) return st;
-        lg = row;
-    }
-    got[na] = 0;
-    return MNEMO_OK;
+    enum mnemo_status st = run_task(s, c->vocab_padded, chunk, tok, prompt, 0, np, na, got);
+    if (st != MNEMO_ERR_FULL || na >= (size_t)c->n_ctx) return st;
+    const size_t keep = (size_t)c->n_ctx - na < np ? (size_t)c->n_ctx - na : np;
+    *cut = 1;
+    return run_task(s, c->vocab_padded, chunk, tok, prompt, np - keep, np, na, got);
 }
 
 static struct group *find_group(struct group **gs, int *n, const char *name)

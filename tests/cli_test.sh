@@ -112,13 +112,15 @@ cont=$(tail -c +7 "$W/out" | head -c 6)
 /usr/bin/python3 -c 'import json, sys
 print(json.dumps({"prompt": "In the", "answer": sys.argv[1], "group": "greedy"}))
 print(json.dumps({"prompt": "In the", "answer": "\u00ff", "group": "wrong"}))
-print(json.dumps({"prompt": "In the beginning " * 4, "answer": "G"}))' "$cont" >"$W/tasks.jsonl"
+print(json.dumps({"prompt": "In the beginning " * 4, "answer": "G"}))
+print(json.dumps({"prompt": "x" * 29, "answer": "abcdef"}))' "$cont" >"$W/tasks.jsonl"
 expect_ok "answer" "$MNEMO" answer --model "$W/run/model.safetensors" --tasks "$W/tasks.jsonl" \
     --out "$W/answers.jsonl"
 grep -q "greedy *1 / 1" "$W/out" || bad "answer: the greedy continuation was not judged correct"
 grep -q "wrong *0 / 1" "$W/out" || bad "answer: a wrong answer was judged correct"
-grep -q "1 prompts cut to fit" "$W/out" || bad "answer: a prompt longer than n_ctx was not cut"
-[ "$(grep -c '"correct"' "$W/answers.jsonl")" = 3 ] || bad "answer --out: not one result per task"
+# the third prompt is longer than n_ctx (32); the fourth fits, but not with its answer
+grep -q "2 prompts cut to fit" "$W/out" || bad "answer: prompts longer than n_ctx were not cut"
+[ "$(grep -c '"correct"' "$W/answers.jsonl")" = 4 ] || bad "answer --out: not one result per task"
 expect_ok "answer --budget" "$MNEMO" answer --model "$W/run_sel/model.safetensors" --tasks "$W/tasks.jsonl" --budget 4
 grep -q "prompts cut" "$W/out" && bad "answer --budget: a pruned session should take the whole prompt"
 echo '{"prompt": "x"}' >"$W/bad_tasks.jsonl"
