@@ -5,20 +5,23 @@
 # accuracy of their greedy answers on 1,000 held-out tasks with `mnemo answer` -- the selective
 # model also with its cache pruned to K keys per layer (K = 4 ... 64), which is where the task
 # shows what selection is for: the answer needs one assignment, the rest can be dropped.
-# Writes runs/exp/varassign/results.jsonl and varassign.png.
-# usage: experiments/selective_varassign.sh [STEPS]   (default 1500)
+# Writes runs/exp/varassign/results.jsonl and varassign.png (or $VA_OUT/...).
+# usage: [VA_OUT=DIR] experiments/selective_varassign.sh [STEPS [GENERATOR OPTIONS...]]
+#   (default 1500 steps; options of experiments/varassign.py, e.g. --max_vars 4 --max_assign 16)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 steps=${1:-1500}
-out=runs/exp/varassign
+shift || true
+gen=("$@")
+out=${VA_OUT:-runs/exp/varassign}
 mkdir -p "$out/data"
 ./scripts/setup.sh --experiments >/dev/null
 [ -x build/mnemo ] || { echo "selective_varassign: build first (cmake --build build)" >&2; exit 1; }
 if [ ! -s "$out/data/train.bin" ]; then
-    /usr/bin/python3 experiments/varassign.py train "$out/data/text.txt" --bytes 4000000 --seed 1
+    /usr/bin/python3 experiments/varassign.py train "$out/data/text.txt" --bytes 4000000 --seed 1 "${gen[@]}"
     ./build/mnemo prepare --out "$out/data" "$out/data/text.txt"
 fi
-/usr/bin/python3 experiments/varassign.py tasks "$out/tasks.jsonl" --n 1000 --seed 2
+/usr/bin/python3 experiments/varassign.py tasks "$out/tasks.jsonl" --n 1000 --seed 2 "${gen[@]}"
 : >"$out/results.jsonl"
 for kind in dense selective; do
     if [ ! -s "$out/$kind/model.safetensors" ]; then
