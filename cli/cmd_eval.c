@@ -21,7 +21,7 @@ int cmd_eval(int argc, char **argv)
          "tokens between window starts; a later window scores only its last stride tokens "
          "(0 = the window length: disjoint windows)"},
         {"batch", OPT_INT, &batch, "windows per forward pass"},
-        {"max_windows", OPT_U64, &max_windows, "score at most this many windows (0 = all)"},
+        {"max_windows", OPT_U64, &max_windows, "score at most this many windows, spread over the file (0 = all)"},
         {"threads", OPT_INT, &threads, "threads (0 = default)"},
         {"budgets", OPT_STR, &budget_list,
          "selective attention: per-layer cache budgets K1,K2,... (streams each window through a "

@@ -43,7 +43,8 @@ int cmd_prune_search(int argc, char **argv)
         {"factor", OPT_FLOAT, &factor,
          "after bisecting a budget shared by all layers, each step shrinks one layer's budget by "
          "this factor"},
-        {"max_windows", OPT_U64, &max_windows, "validation windows per measurement (0 = all)"},
+        {"max_windows", OPT_U64, &max_windows,
+         "validation windows per measurement, spread over the split (0 = all)"},
         {"seq", OPT_INT, &seq, "window length (0 = the model's n_ctx)"},
         {"out", OPT_STR, &out, "write the checkpoint with the budgets here (default: --model, in place)"},
         {"threads", OPT_INT, &threads, "threads (0 = default)"},

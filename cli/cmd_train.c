@@ -119,7 +119,8 @@ int cmd_train(int argc, char **argv)
          "keep an exponential moving average of the weights with this decay, e.g. 0.999 "
          "(0 = off); the checkpoint and validation use the average"},
         {"eval_every", OPT_INT, &tc.eval_every, "steps between validations (0 = at the end)"},
-        {"eval_windows", OPT_INT, &tc.eval_windows, "windows per periodic validation (0 = all)"},
+        {"eval_windows", OPT_INT, &tc.eval_windows,
+         "windows per periodic validation, spread over the split (0 = all)"},
         {"ckpt_every", OPT_INT, &tc.ckpt_every, "steps between checkpoints (0 = at the end)"},
         {"seed", OPT_U64, &tc.seed, "random seed (initialisation and data order)"},
         {"threads", OPT_INT, &tc.threads, "threads (0 = OMP_NUM_THREADS or all cores)"},

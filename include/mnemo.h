@@ -185,7 +185,7 @@ struct mnemo_train_config {
     float beta1, beta2, eps;
     float grad_clip;         /* global L2 norm clip; 0 = off */
     int eval_every;          /* steps between validations (0 = only at the end) */
-    int eval_windows;        /* windows per periodic validation (0 = all) */
+    int eval_windows;        /* windows per periodic validation, spread over the split (0 = all) */
     int ckpt_every;          /* steps between checkpoints (0 = only at the end) */
     uint64_t seed;           /* data order (and initialisation, done by the caller) */
     int threads;             /* 0 = keep the current setting */
