@@ -92,8 +92,10 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < n_out; i++) dout[i] = mni_rng_normal(&rng);
     struct kind_run runs[MNEMO_ATTN_KIND_COUNT];
     int n = 0;
-    for (int kind = 0; kind < MNEMO_ATTN_KIND_COUNT; kind++)
+    for (int kind = 0; kind < MNEMO_ATTN_KIND_COUNT; kind++) {
         if (setup(&runs[n], kind, B, T, NH, HS, rope, segment, delta, qkv, dout) == 0) n++;
+        else if (kind == MNEMO_ATTN_KIND_DENSE) return 1; /* the baseline of every ratio */
+    }
     /* interleaved: rep r of every kind before rep r + 1 of any */
     for (int r = 0; r < reps + 1; r++) {
         for (int k = 0; k < n; k++) {

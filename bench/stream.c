@@ -80,12 +80,21 @@ int main(int argc, char **argv)
     }
     const struct mnemo_model_config *c = mnemo_model_get_config(m);
     struct mni_tokens tk;
-    if (mni_tokens_read_for(&tk, data, c->vocab) != MNEMO_OK || tk.n < 2) {
-        fprintf(stderr, "bench_stream: %s\n", tk.n < 2 ? "the data is too short" : mnemo_last_error());
+    if (mni_tokens_read_for(&tk, data, c->vocab) != MNEMO_OK) {
+        fprintf(stderr, "bench_stream: %s\n", mnemo_last_error());
+        return 1;
+    }
+    if (tk.n < 2) {
+        fprintf(stderr, "bench_stream: '%s' holds fewer than 2 tokens\n", data);
         return 1;
     }
     if (len == 0) len = (long)tk.n;
     int *budgets = calloc((size_t)c->n_layer, sizeof(int));
+    uint16_t *x = malloc((size_t)chunk * sizeof(uint16_t));
+    if (!budgets || !x) {
+        fprintf(stderr, "bench_stream: out of memory\n");
+        return 1;
+    }
     for (int l = 0; l < c->n_layer; l++) budgets[l] = budget;
     struct mnemo_session_config sc;
     mnemo_session_config_default(&sc);
@@ -106,7 +115,6 @@ int main(int argc, char **argv)
            threads, budget ? ", with a budget" : "");
     printf("  %9s | %9s | %8s | %10s | %12s | %12s\n", "tokens", "tok/s", "bits/B", "RSS KiB",
            "state KiB", "state bound");
-    uint16_t *x = malloc((size_t)chunk * sizeof(uint16_t));
     const int Vp = c->vocab_padded, V = c->vocab;
     long pos = 0, mark = 10000, since = 0;
     uint64_t src = 0; /* next token of the file to feed */

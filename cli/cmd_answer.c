@@ -91,6 +91,23 @@ static enum mnemo_status answer_one(struct mnemo_session *s, const struct mnemo_
     return run_task(s, c->vocab_padded, chunk, tok, prompt, np - keep, np, na, got);
 }
 
+/* The answer bytes as UTF-8 text for the JSON results: bytes from 0x80 up are read as Latin-1
+ * (U+0080..U+00FF), a zero byte as U+FFFD; out holds 3 * n + 1 bytes. */
+static void bytes_to_utf8(char *out, const char *in, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        const unsigned char b = (unsigned char)in[i];
+        if (b == 0) {
+            *out++ = (char)0xEF, *out++ = (char)0xBF, *out++ = (char)0xBD;
+        } else if (b < 0x80) {
+            *out++ = (char)b;
+        } else {
+            *out++ = (char)(0xC0 | (b >> 6)), *out++ = (char)(0x80 | (b & 0x3F));
+        }
+    }
+    *out = 0;
+}
+
 static struct group *find_group(struct group **gs, int *n, const char *name)
 {
     for (int i = 0; i < *n; i++)
@@ -163,7 +180,7 @@ int cmd_answer(int argc, char **argv)
     struct group *gs = NULL;
     int ng = 0;
     long n_cut = 0, n_done = 0, lineno = 0;
-    char *line = NULL, *got = NULL;
+    char *line = NULL, *got = NULL, *got_text = NULL;
     uint16_t *tok = NULL;
     size_t cap_line = 0, cap_tok = 0, cap_got = 0;
     double t0 = now_s(), last_report = t0;
@@ -185,10 +202,12 @@ int cmd_answer(int argc, char **argv)
             free(tok);
             if (!(tok = malloc(cap_tok * sizeof(uint16_t)))) cli_die("answer", "out of memory");
         }
-        if (na + 1 > cap_got) {
-            cap_got = na + 1;
+        if (3 * na + 1 > cap_got) { /* got, then its UTF-8 form for the results */
+            cap_got = 3 * na + 1;
             free(got);
-            if (!(got = malloc(cap_got))) cli_die("answer", "out of memory");
+            free(got_text);
+            if (!(got = malloc(cap_got)) || !(got_text = malloc(cap_got)))
+                cli_die("answer", "out of memory");
         }
         int cut;
         st = answer_one(s, c, chunk, tok, p->valuestring, np, na, got, &cut);
@@ -205,7 +224,8 @@ int cmd_answer(int argc, char **argv)
             cJSON_AddStringToObject(r, "group", gr->name);
             cJSON_AddNumberToObject(r, "prompt_bytes", (double)np);
             cJSON_AddStringToObject(r, "answer", a->valuestring);
-            cJSON_AddStringToObject(r, "got", got);
+            bytes_to_utf8(got_text, got, na);
+            cJSON_AddStringToObject(r, "got", got_text);
             cJSON_AddBoolToObject(r, "correct", ok);
             cJSON_AddBoolToObject(r, "cut", cut);
             char *txt = cJSON_PrintUnformatted(r);
@@ -240,6 +260,7 @@ int cmd_answer(int argc, char **argv)
     free(line);
     free(tok);
     free(got);
+    free(got_text);
     free(budgets);
     mnemo_session_free(s);
     mnemo_model_free(m);

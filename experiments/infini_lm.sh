@@ -27,8 +27,9 @@ for spec in "dense_t$N dense $N" "infini_linear infini $T linear" "infini_delta 
     if [ ! -s "$out/$name/model.safetensors" ]; then
         echo "== $name ($steps steps)"
         ./build/mnemo train --config configs/kjv.json "${flags[@]}" --steps "$steps" \
-            --warmup $((steps / 20)) --eval_every $((steps / 10)) --ckpt_every 0 \
-            --print_every $((steps / 5)) --out "$out/$name" 2>&1 | grep -E "^(step|eval)" | tail -2
+            --warmup $((steps / 20)) --eval_every $(((steps + 9) / 10)) --ckpt_every 0 \
+            --print_every $(((steps + 4) / 5)) --out "$out/$name" 2>&1 | grep -E "^(step|eval|mnemo)" | tail -2
+        [ -s "$out/$name/model.safetensors" ] || { echo "infini_lm: training $name failed" >&2; exit 1; }
     else
         echo "== $name: reusing"
     fi
@@ -45,8 +46,8 @@ rows = [json.loads(l) for l in open('$out/stream_$name.jsonl')]
 print(sum(r['bpb'] * (r['tokens'] - p) for r, p in zip(rows, [0] + [r['tokens'] for r in rows])) / rows[-1]['tokens'], rows[-1]['state_bytes'])")
     else
         ./build/bench/bench_stream --model "$out/$name/model.safetensors" --data data/kjv/val.bin \
-            --len "$ctx" | tail -1 >"$out/stream_$name.txt" || true
-        state=$(awk '{print int($NF * 1024)}' "$out/stream_$name.txt")
+            --len "$ctx" --out "$out/stream_$name.jsonl" >/dev/null
+        state=$(/usr/bin/python3 -c "import json; print(json.loads(open('$out/stream_$name.jsonl').readline())['state_bytes'])")
     fi
     /usr/bin/python3 - "$name" "$kind" "$ctx" "$rule" "$ev" "$stream_bpb" "$state" "$out/$name/log.jsonl" \
         >>"$out/results.jsonl" <<'PY'

@@ -35,7 +35,8 @@ train() { # name kind ctx [extra flags]
     echo "== $name ($steps steps)"
     ./build/mnemo train --config configs/kjv.json --attn "$kind" --n_ctx "$ctx" \
         --batch $((2048 / ctx)) --steps "$steps" --warmup $((steps / 20)) --eval_every 0 \
-        --ckpt_every 0 --print_every "$steps" --out "$out/$name" "$@" 2>&1 | grep -E "^eval" | tail -1
+        --ckpt_every 0 --print_every "$steps" --out "$out/$name" "$@" 2>&1 | grep -E "^(eval|mnemo)" | tail -1
+    [ -s "$out/$name/model.safetensors" ] || { echo "selective_memory: training $name failed" >&2; exit 1; }
 }
 for ctx in "${ctxs[@]}"; do
     train "dense_t$ctx" dense "$ctx"

@@ -15,8 +15,8 @@ irrelevant: a model that can forget them needs a handful of entries, not the who
     (both take --min_vars, --max_vars, --min_assign, --max_assign; train also --query_frac)
 
 Per example (the spec's defaults, scaled to fit a context of 256 bytes): V in 3..10 variables
-drawn from a-z, values 0-9, A in 8..40 assignments (uniform), every variable assigned at least
-once, in random order. Training examples also carry queries in the middle ("k=?1;", one statement
+drawn from a-z, values 0-9, A drawn in 8..40 (uniform) and max(A, V) assignments, every
+variable assigned at least once, in random order. Training examples also carry queries in the middle ("k=?1;", one statement
 in four), so that every example teaches the task several times; evaluation tasks have only the
 final query, whose answer is the task's answer. Groups: the number of assignments.
 """
@@ -31,9 +31,9 @@ QUERY_FRAC = 0.25
 
 
 def example(rng, with_queries, a):
-    """(text before the answer, answer): the statements, then 'x=?'."""
+    """(text before the answer, answer, number of assignments): the statements, then 'x=?'."""
     names = rng.sample(string.ascii_lowercase, rng.randint(a.min_vars, a.max_vars))
-    n_assign = rng.randint(a.min_assign, a.max_assign)  # at least len(names): each is assigned
+    n_assign = rng.randint(a.min_assign, a.max_assign)  # below len(names): one each, no more
     value = {}
     parts = []
     order = names + [rng.choice(names) for _ in range(n_assign - len(names))]
@@ -61,8 +61,10 @@ def main():
     ap.add_argument("--max_assign", type=int, default=MAX_ASSIGN)
     ap.add_argument("--query_frac", type=float, default=QUERY_FRAC, help="train: queries per statement")
     a = ap.parse_args()
-    if not (1 <= a.min_vars <= a.max_vars <= 26 and 1 <= a.min_assign <= a.max_assign and 0 <= a.query_frac < 1):
-        ap.error("need 1 <= min_vars <= max_vars <= 26, 1 <= min_assign <= max_assign, 0 <= query_frac < 1")
+    if not (1 <= a.min_vars <= a.max_vars <= 26 and 1 <= a.min_assign and
+            a.min_assign + 2 <= a.max_assign and 0 <= a.query_frac < 1):
+        ap.error("need 1 <= min_vars <= max_vars <= 26, 1 <= min_assign <= max_assign - 2 "
+                 "(three length groups), 0 <= query_frac < 1")
     groups = [(a.min_assign + i * (a.max_assign - a.min_assign + 1) // 3,
                a.min_assign + (i + 1) * (a.max_assign - a.min_assign + 1) // 3 - 1) for i in range(3)]
     if (a.min_assign, a.max_assign) == (MIN_ASSIGN, MAX_ASSIGN):

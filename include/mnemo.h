@@ -201,6 +201,10 @@ struct mnemo_train_config {
     float gate_lr_mult;      /* learning-rate multiplier of the attention kinds' own parameters
                               * (Infini-attention's gates), which also take no weight decay;
                               * > 0, default 30 (docs/internals/infini.md) */
+    int doc_windows;         /* 1: every training window starts at a document's beginning (the
+                              * stream's start or just after a newline, byte 10), for data of one
+                              * example per line; 0: windows at T-aligned positions from a random
+                              * offset per epoch */
 };
 
 enum mnemo_optimizer {
@@ -261,7 +265,8 @@ MNEMO_API enum mnemo_status mnemo_eval_file_pruned(struct mnemo_model *m, const 
  * their pruned loss (nats per token). */
 typedef void (*mnemo_prune_cb)(const int *budgets, int n_layer, double loss, void *user);
 /* Budget search in two phases. First the smallest budget K shared by all layers whose pruned
- * loss stays <= target_loss (bisection over K in [2, T]); then, from there, greedy per-layer:
+ * loss stays <= target_loss (bisection over K in [2, T], which assumes the loss does not rise as
+ * K grows; otherwise it finds a boundary, not the minimum); then, from there, greedy per-layer:
  * repeatedly shrink the one layer (K_l <- floor(factor K_l), at least 2) whose shrinking keeps
  * the pruned loss lowest, while it stays <= target_loss. budgets (n_layer) receives the result.
  * Needs selective attention. */

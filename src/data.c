@@ -146,11 +146,17 @@ static enum mnemo_status build_epoch(struct mni_loader *ld)
 {
     struct mni_rng rng;
     mni_rng_seed(&rng, ld->seed * 0x9e3779b97f4a7c15ULL + ld->pos.epoch + 1);
-    ld->offset = mni_rng_below(&rng, (uint64_t)ld->T);
-    uint64_t n_win = (ld->n - ld->offset) / (uint64_t)ld->T;
-    if (n_win == 0) { /* the stream is shorter than offset + T: fall back to offset 0 */
+    uint64_t n_win;
+    if (ld->starts) {
         ld->offset = 0;
-        n_win = ld->n / (uint64_t)ld->T;
+        n_win = ld->n_starts;
+    } else {
+        ld->offset = mni_rng_below(&rng, (uint64_t)ld->T);
+        n_win = (ld->n - ld->offset) / (uint64_t)ld->T;
+        if (n_win == 0) { /* the stream is shorter than offset + T: fall back to offset 0 */
+            ld->offset = 0;
+            n_win = ld->n / (uint64_t)ld->T;
+        }
     }
     /* this rank's windows: i = rank, rank + world, ... */
     uint64_t mine = n_win > (uint64_t)ld->rank ? (n_win - 1 - (uint64_t)ld->rank) / (uint64_t)ld->world + 1 : 0;
@@ -198,6 +204,39 @@ enum mnemo_status mni_loader_init(struct mni_loader *ld, const uint16_t *tok, ui
     return build_epoch(ld);
 }
 
+enum mnemo_status mni_loader_init_docs(struct mni_loader *ld, const uint16_t *tok, uint64_t n,
+                                       int T, uint64_t seed, int rank, int world, uint16_t sep)
+{
+    memset(ld, 0, sizeof(*ld));
+    if (T < 1 || world < 1 || rank < 0 || rank >= world)
+        return mni_err(MNEMO_ERR_ARG, "loader: bad T = %d or rank %d of %d", T, rank, world);
+    uint64_t count = 0; /* documents that leave room for a window: starts s with s + T <= n */
+    for (uint64_t p = 0; p + (uint64_t)T <= n; p++)
+        count += p == 0 || tok[p - 1] == sep;
+    if (count < (uint64_t)world)
+        return mni_err(MNEMO_ERR_ARG, "the training data has %llu document starts with %d tokens "
+                       "after them (windows start after token %u), fewer than one per process",
+                       (unsigned long long)count, T, (unsigned)sep);
+    if (count > UINT32_MAX) return mni_err(MNEMO_ERR_ARG, "the training data has too many documents");
+    ld->starts = mni_alloc(mni_mul((size_t)count, sizeof(uint64_t)));
+    ld->order = mni_alloc(mni_mul((size_t)(count / (uint64_t)world + 1), sizeof(uint32_t)));
+    if (!ld->starts || !ld->order) {
+        mni_loader_free(ld);
+        return mni_err(MNEMO_ERR_NOMEM, "out of memory for the document starts");
+    }
+    for (uint64_t p = 0, k = 0; p + (uint64_t)T <= n; p++)
+        if (p == 0 || tok[p - 1] == sep) ld->starts[k++] = p;
+    ld->n_starts = count;
+    ld->cap_order = count / (uint64_t)world + 1;
+    ld->tok = tok;
+    ld->n = n;
+    ld->T = T;
+    ld->seed = seed;
+    ld->rank = rank;
+    ld->world = world;
+    return build_epoch(ld);
+}
+
 enum mnemo_status mni_loader_seek(struct mni_loader *ld, struct mni_loader_pos pos)
 {
     ld->pos = pos;
@@ -218,7 +257,8 @@ void mni_loader_next(struct mni_loader *ld, uint16_t *x, uint16_t *y, int B)
             enum mnemo_status st = build_epoch(ld);
             MNEMO_ASSERT(st == MNEMO_OK); /* capacity was reserved in init: cannot fail */
         }
-        uint64_t s = ld->offset + (uint64_t)ld->order[ld->pos.index++] * (uint64_t)T;
+        const uint32_t w = ld->order[ld->pos.index++];
+        uint64_t s = ld->starts ? ld->starts[w] : ld->offset + (uint64_t)w * (uint64_t)T;
         uint16_t *xb = x + (size_t)b * T, *yb = y + (size_t)b * T;
         xb[0] = MNI_TOK_BOS;
         memcpy(xb + 1, ld->tok + s, (size_t)(T - 1) * sizeof(uint16_t));
@@ -229,6 +269,7 @@ void mni_loader_next(struct mni_loader *ld, uint16_t *x, uint16_t *y, int B)
 void mni_loader_free(struct mni_loader *ld)
 {
     mni_free(ld->order);
+    mni_free(ld->starts);
     memset(ld, 0, sizeof(*ld));
 }
 

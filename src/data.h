@@ -58,11 +58,22 @@ struct mni_loader {
     uint32_t *order;     /* (n_order) window indices */
     uint64_t n_order;
     uint64_t cap_order;
+    /* document mode (mni_loader_init_docs): the candidate window starts, one per document;
+     * order then indexes this list and offset stays 0 */
+    uint64_t *starts;    /* (n_starts), NULL in the default mode */
+    uint64_t n_starts;
 };
 
 /* The stream must hold at least T + 1 tokens (MNEMO_ERR_ARG otherwise). */
 enum mnemo_status mni_loader_init(struct mni_loader *ld, const uint16_t *tok, uint64_t n, int T,
                                   uint64_t seed, int rank, int world);
+/* Document mode, for data of one example per line (synthetic tasks, pass keys): every window
+ * starts at the beginning of a document -- position 0 or just after a token equal to sep -- and
+ * runs T tokens from there (into the next documents when the document is shorter). Each
+ * document with T tokens left in the stream starts one window per epoch, in a shuffled order.
+ * MNEMO_ERR_ARG if no document leaves room for a window. */
+enum mnemo_status mni_loader_init_docs(struct mni_loader *ld, const uint16_t *tok, uint64_t n,
+                                       int T, uint64_t seed, int rank, int world, uint16_t sep);
 /* Moves to a saved position (rebuilding that epoch's order). */
 enum mnemo_status mni_loader_seek(struct mni_loader *ld, struct mni_loader_pos pos);
 /* Fills x, y (B,T) with the next B windows. */

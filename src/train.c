@@ -86,6 +86,8 @@ static enum mnemo_status check_train_config(const struct mnemo_train_config *tc,
                        (double)tc->gate_lr_mult);
     if (!mnemo_optimizer_name(tc->optimizer))
         return mni_err(MNEMO_ERR_ARG, "optimizer = %d: unknown (adamw or muon)", tc->optimizer);
+    if (tc->doc_windows != 0 && tc->doc_windows != 1)
+        return mni_err(MNEMO_ERR_ARG, "doc_windows = %d: must be 0 or 1", tc->doc_windows);
     if (!(tc->momentum >= 0.0f && tc->momentum < 1.0f))
         return mni_err(MNEMO_ERR_ARG, "momentum = %g: must be in [0, 1)", (double)tc->momentum);
     if (tc->eval_every < 0 || tc->ckpt_every < 0 || tc->eval_windows < 0)
@@ -205,7 +207,7 @@ static enum mnemo_status save_all(struct trainer *t, double val_loss)
     const char *kv[] = {"mnemo.format", "1", "kind", "train_state", "step", step,
                         "data.epoch", ep, "data.index", ix, "seed", seed,
                         "n_params", np, "batch,seq,grad_accum", bt, "ema", ema,
-                        "optimizer", opt};
+                        "optimizer", opt, "data.doc_windows", t->tc->doc_windows ? "1" : "0"};
     struct mni_st_tensor ts[3] = {
         {.name = "adam.m", .dtype = MNI_ST_F32, .ndim = 1, .shape = {t->m->n_params}, .data = t->adam_m},
         {.name = "adam.v", .dtype = MNI_ST_F32, .ndim = 1, .shape = {t->m->n_params}, .data = t->adam_v},
@@ -297,6 +299,13 @@ static enum mnemo_status load_state(struct trainer *t)
                      "resume needs the same", saved_ema ? saved_ema : "0", ema);
         goto out;
     }
+    /* the data order depends on the window mode; states written before it existed had none */
+    const char *saved_doc = mni_st_meta(f, "data.doc_windows");
+    if (strcmp(saved_doc ? saved_doc : "0", t->tc->doc_windows ? "1" : "0") != 0) {
+        st = mni_err(MNEMO_ERR_ARG, "resume: the run was trained %s doc_windows: an exact resume "
+                     "needs the same", t->tc->doc_windows ? "without" : "with");
+        goto out;
+    }
     /* states written before the optimizer choice existed are AdamW's */
     const char *saved_opt = mni_st_meta(f, "optimizer");
     const char *opt = mnemo_optimizer_name(t->tc->optimizer);
@@ -386,8 +395,10 @@ enum mnemo_status mnemo_train(struct mnemo_model *m, const struct mnemo_train_co
         goto out;
     }
     if ((st = mni_comm_init(&comm))) goto out;
-    if ((st = mni_loader_init(&t.ld, train.tok, train.n, T, tc->seed, comm.rank, comm.world)))
-        goto out;
+    st = tc->doc_windows
+             ? mni_loader_init_docs(&t.ld, train.tok, train.n, T, tc->seed, comm.rank, comm.world, 10)
+             : mni_loader_init(&t.ld, train.tok, train.n, T, tc->seed, comm.rank, comm.world);
+    if (st != MNEMO_OK) goto out;
     if ((st = mni_model_alloc_grads(m))) goto out;
     t.adam_m = mni_alloc(mni_mul(m->n_params, sizeof(float)));
     t.adam_v = mni_alloc(mni_mul(m->n_params, sizeof(float)));

@@ -62,6 +62,12 @@ expect_fail "resume with another optimizer" "optimizer muon, not adamw" "$MNEMO"
 expect_ok "bench --optimizer muon" "$MNEMO" bench --n_layer 1 --d_model 32 --n_head 2 --n_ctx 32 \
     --batch 2 --steps 1 --warmup 0 --threads 1 --optimizer muon
 grep -q "muon step / adamw step" "$W/out" || bad "bench --optimizer muon: no ratio line"
+expect_ok "train --doc_windows" "$MNEMO" train --train "$W/data/train.bin" --out "$W/run_doc" \
+    "${TINY[@]}" --steps 2 --ckpt_every 1 --doc_windows
+expect_fail "resume without --doc_windows" "trained with doc_windows" "$MNEMO" train \
+    --train "$W/data/train.bin" --out "$W/run_doc" "${TINY[@]}" --steps 4 --resume
+expect_ok "resume with --doc_windows" "$MNEMO" train --train "$W/data/train.bin" --out "$W/run_doc" \
+    "${TINY[@]}" --steps 4 --resume --doc_windows
 expect_ok "train --attn selective" "$MNEMO" train --train "$W/data/train.bin" --out "$W/run_sel" \
     "${TINY[@]}" --steps 3 --attn selective
 expect_ok "train --mem_eps" "$MNEMO" train --train "$W/data/train.bin" --out "$W/run_mem" \

@@ -112,6 +112,59 @@ static void test_loader(void **s)
     assert_int_equal(mni_loader_init(&a, tok, 10, T, 42, 0, 1), MNEMO_ERR_ARG);
 }
 
+/* Document mode: windows start at the stream's start or right after a separator, every such
+ * start with T tokens after it once per epoch, in an order that a seek reproduces. */
+static void test_loader_docs(void **s)
+{
+    (void)s;
+    enum { N = 600, SEP = 10, T = 16, B = 4 };
+    uint16_t tok[N];
+    struct mni_rng rng;
+    mni_rng_seed(&rng, 5);
+    int n_docs = 0; /* documents of 1..40 tokens, each ended by SEP */
+    for (int i = 0; i < N;) {
+        int len = 1 + (int)mni_rng_below(&rng, 40);
+        for (int k = 0; k < len && i < N; k++) tok[i++] = (uint16_t)(32 + mni_rng_below(&rng, 50));
+        if (i < N) tok[i++] = SEP;
+    }
+    uint64_t want = 0; /* starts with room for a window */
+    for (int p = 0; p + T <= N; p++) want += p == 0 || tok[p - 1] == SEP;
+    struct mni_loader a, b;
+    assert_int_equal(mni_loader_init_docs(&a, tok, N, T, 7, 0, 1, SEP), MNEMO_OK);
+    assert_int_equal(a.n_starts, want);
+    assert_int_equal(a.n_order, want);
+    /* one epoch: every window at a document start, each start once */
+    uint8_t seen[N] = {0};
+    uint16_t x[B * T], y[B * T];
+    for (uint64_t k = 0; k < want; k++) {
+        mni_loader_next(&a, x, y, 1);
+        const uint64_t st = a.starts[a.order[k]];
+        assert_true(st == 0 || tok[st - 1] == SEP);
+        assert_int_equal(seen[st], 0);
+        seen[st] = 1;
+        assert_int_equal(x[0], MNI_TOK_BOS);
+        assert_memory_equal(y, tok + st, T * sizeof(uint16_t));
+        assert_memory_equal(x + 1, tok + st, (T - 1) * sizeof(uint16_t));
+        n_docs++;
+    }
+    assert_int_equal(a.pos.index, want);
+    /* the next epoch, and a seek into it */
+    mni_loader_next(&a, x, y, B);
+    struct mni_loader_pos pos = a.pos;
+    uint16_t x2[B * T], y2[B * T];
+    mni_loader_next(&a, x, y, B);
+    assert_int_equal(mni_loader_init_docs(&b, tok, N, T, 7, 0, 1, SEP), MNEMO_OK);
+    assert_int_equal(mni_loader_seek(&b, pos), MNEMO_OK);
+    mni_loader_next(&b, x2, y2, B);
+    assert_memory_equal(x, x2, sizeof(x));
+    assert_memory_equal(y, y2, sizeof(y));
+    mni_loader_free(&a);
+    mni_loader_free(&b);
+    /* no separator and a stream shorter than a window: no room */
+    assert_int_equal(mni_loader_init_docs(&a, tok, T - 1, T, 7, 0, 1, SEP), MNEMO_ERR_ARG);
+    assert_true(n_docs > 10);
+}
+
 /* A small learnable corpus: a repeated sentence. */
 static const char *corpus_dir(void)
 {
@@ -534,6 +587,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_token_file),
         cmocka_unit_test(test_loader),
+        cmocka_unit_test(test_loader_docs),
         cmocka_unit_test(test_loss_falls),
         cmocka_unit_test(test_loss_falls_muon),
         cmocka_unit_test(test_eval_stride),

@@ -23,8 +23,8 @@
  *
  * Threads: windows are the tasks (schedule(dynamic)); a task's tiles are its own slice of the
  * scratch, every output has one writer, and the summation order is fixed: deterministic for any
- * thread count. The matrix products are plain loops written so that the compiler vectorises
- * the innermost one (keys or head dimensions contiguous). Layouts: attn_int.h; the naive
+ * thread count. The products are register-blocked AVX2 kernels (scores_block, mm) with plain-loop
+ * fallbacks that sum in the same order. Layouts: attn_int.h; the naive
  * reference: selective_ref.c; notes: docs/internals/attention.md.
  */
 #include <math.h>
@@ -339,7 +339,8 @@ static void f_tile(float *F, int T, const float *z0, double *carry, int i0, int 
  * Each output's sum runs over k in order with one FMA per term from zero, then
  * C = fma(alpha, sum, C) (or fma(alpha, sum, 0) when overwriting): the same bits as a plain
  * loop in that order. Causality is carried by zeros: the callers zero the tiles past each row's
- * diagonal, and a zero term leaves a sum unchanged. */
+ * diagonal, and a zero term leaves a sum unchanged -- for finite operands: a NaN or infinity in
+ * a later key of the strip (a run that has already diverged) would now reach earlier rows too. */
 
 #if MNI_HAVE_AVX2
 /* R (<= 6) rows x W (16 or 8) columns in 2R or R accumulators; R and W are constants after
