@@ -16,11 +16,18 @@ gen=("$@")
 out=${VA_OUT:-runs/exp/varassign}
 mkdir -p "$out/data"
 ./scripts/setup.sh --experiments >/dev/null
+# models and data in $out were made with the generator options recorded there: refuse others
+opts="${gen[*]:-}"
+if [ -e "$out/options.txt" ] && [ "$(cat "$out/options.txt")" != "$opts" ]; then
+    echo "selective_varassign: $out was made with options '$(cat "$out/options.txt")', not '$opts' (set VA_OUT)" >&2
+    exit 1
+fi
 [ -x build/mnemo ] || { echo "selective_varassign: build first (cmake --build build)" >&2; exit 1; }
 if [ ! -s "$out/data/train.bin" ]; then
     /usr/bin/python3 experiments/varassign.py train "$out/data/text.txt" --bytes 4000000 --seed 1 "${gen[@]}"
     ./build/mnemo prepare --out "$out/data" "$out/data/text.txt"
 fi
+echo "$opts" >"$out/options.txt"
 /usr/bin/python3 experiments/varassign.py tasks "$out/tasks.jsonl" --n 1000 --seed 2 "${gen[@]}"
 : >"$out/results.jsonl"
 for kind in dense selective; do
@@ -28,8 +35,9 @@ for kind in dense selective; do
         echo "== $kind ($steps steps)"
         ./build/mnemo train --config configs/kjv.json --train "$out/data/train.bin" \
             --val "$out/data/val.bin" --attn "$kind" --steps "$steps" --warmup $((steps / 20)) \
-            --eval_every $((steps / 10)) --ckpt_every 0 --print_every $((steps / 5)) \
-            --out "$out/$kind" 2>&1 | grep -E "^(step|eval)" | tail -2
+            --eval_every $(((steps + 9) / 10)) --ckpt_every 0 --print_every $(((steps + 4) / 5)) \
+            --out "$out/$kind" 2>&1 | grep -E "^(step|eval|mnemo)" | tail -2
+        [ -s "$out/$kind/model.safetensors" ] || { echo "selective_varassign: training $kind failed" >&2; exit 1; }
     else
         echo "== $kind: reusing"
     fi
