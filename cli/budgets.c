@@ -1,7 +1,8 @@
 /*
- * budgets.c -- which per-layer cache budgets a command uses: --budgets K1,K2,... (one per
- * layer), else --budget K (every layer), else the checkpoint's "prune.budgets" (written by
- * mnemo prune-search) unless --no_prune, else none.
+ * budgets.c -- session helpers shared by generate, eval and answer: which per-layer cache
+ * budgets a command uses (--budgets K1,K2,... (one per layer), else --budget K (every layer),
+ * else the checkpoint's "prune.budgets" written by mnemo prune-search, unless --no_prune, else
+ * none), and feeding a prompt in chunks.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -51,4 +52,17 @@ int *cli_budgets(const char *cmd, const struct mnemo_model *m, const char *list,
         *from = "the checkpoint (prune.budgets)";
     }
     return b;
+}
+
+enum mnemo_status cli_feed(struct mnemo_session *s, const uint16_t *tok, size_t n, int chunk,
+                           int Vp, const float **last)
+{
+    for (size_t i = 0; i < n; i += (size_t)chunk) {
+        const int k = n - i < (size_t)chunk ? (int)(n - i) : chunk;
+        const float *lg;
+        enum mnemo_status st = mnemo_session_feed(s, tok + i, k, &lg);
+        if (st != MNEMO_OK) return st;
+        *last = lg + (size_t)(k - 1) * (size_t)Vp;
+    }
+    return MNEMO_OK;
 }

@@ -44,6 +44,10 @@ void cli_fmt_duration(char *buf, size_t n, double seconds);
  * (unless no_prune); NULL for none. *from names the source. Caller frees. */
 int *cli_budgets(const char *cmd, const struct mnemo_model *m, const char *list, int all,
                  int no_prune, const char **from);
+/* Feeds tok[0..n) through the session in chunks of at most chunk tokens; *last receives the
+ * logits (Vp) of the last token. The session's status on failure (e.g. MNEMO_ERR_FULL). */
+enum mnemo_status cli_feed(struct mnemo_session *s, const uint16_t *tok, size_t n, int chunk,
+                           int Vp, const float **last);
 int cmd_prune_search(int argc, char **argv);
 int cmd_prepare(int argc, char **argv);
 int cmd_train(int argc, char **argv);

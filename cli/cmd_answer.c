@@ -33,20 +33,6 @@ static double now_s(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* Feeds tok[0..n) in chunks; the logits of the last token are left in *last. */
-static enum mnemo_status feed(struct mnemo_session *s, const uint16_t *tok, size_t n, int chunk,
-                              int Vp, const float **last)
-{
-    for (size_t i = 0; i < n; i += (size_t)chunk) {
-        int k = n - i < (size_t)chunk ? (int)(n - i) : chunk;
-        const float *lg;
-        enum mnemo_status st = mnemo_session_feed(s, tok + i, k, &lg);
-        if (st != MNEMO_OK) return st;
-        *last = lg + (size_t)(k - 1) * Vp;
-    }
-    return MNEMO_OK;
-}
-
 static int argmax_byte(const float *lg)
 {
     int best = 0;
@@ -63,7 +49,7 @@ static enum mnemo_status run_task(struct mnemo_session *s, int Vp, int chunk, ui
     for (size_t i = from; i < np; i++) tok[1 + i - from] = (unsigned char)prompt[i];
     mnemo_session_reset(s);
     const float *lg = NULL;
-    enum mnemo_status st = feed(s, tok, 1 + np - from, chunk, Vp, &lg);
+    enum mnemo_status st = cli_feed(s, tok, 1 + np - from, chunk, Vp, &lg);
     for (size_t j = 0; st == MNEMO_OK && j < na; j++) {
         int t = argmax_byte(lg);
         got[j] = (char)t;

@@ -8,20 +8,6 @@
 
 #include "cli.h"
 
-/* Feeds tok[0..n) in chunks; the logits of the last token are left in *last. */
-static enum mnemo_status feed_all(struct mnemo_session *s, const uint16_t *tok, int n, int chunk,
-                                  int Vp, const float **last)
-{
-    for (int i = 0; i < n; i += chunk) {
-        int k = n - i < chunk ? n - i : chunk;
-        const float *lg;
-        enum mnemo_status st = mnemo_session_feed(s, tok + i, k, &lg);
-        if (st != MNEMO_OK) return st;
-        *last = lg + (size_t)(k - 1) * Vp;
-    }
-    return MNEMO_OK;
-}
-
 int cmd_generate(int argc, char **argv)
 {
     const char *model = NULL, *prompt = "";
@@ -96,7 +82,7 @@ int cmd_generate(int argc, char **argv)
         memmove(hist, hist + nh - keep, keep * sizeof(uint16_t));
         nh = keep;
     }
-    if ((st = feed_all(s, hist, (int)nh, chunk, Vp, &last)) != MNEMO_OK) cli_fail("generate", st, "prompt");
+    if ((st = cli_feed(s, hist, nh, chunk, Vp, &last)) != MNEMO_OK) cli_fail("generate", st, "prompt");
     fwrite(prompt, 1, plen, stdout);
     fflush(stdout);
     uint64_t rng = seed;
@@ -115,7 +101,7 @@ int cmd_generate(int argc, char **argv)
             mnemo_session_reset(s);
             uint16_t *tail = hist + nh - k;
             tail[-1] = MNEMO_TOK_BOS;
-            st = feed_all(s, tail - 1, (int)k + 1, chunk, Vp, &last);
+            st = cli_feed(s, tail - 1, k + 1, chunk, Vp, &last);
         } else {
             last = lg;
         }
