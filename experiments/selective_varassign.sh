@@ -6,8 +6,9 @@
 # model also with its cache pruned to K keys per layer (K = 4 ... 64), which is where the task
 # shows what selection is for: the answer needs one assignment, the rest can be dropped.
 # Writes runs/exp/varassign/results.jsonl and varassign.png (or $VA_OUT/...).
-# usage: [VA_OUT=DIR] experiments/selective_varassign.sh [STEPS [GENERATOR OPTIONS...]]
-#   (default 1500 steps; options of experiments/varassign.py, e.g. --max_vars 4 --max_assign 16)
+# usage: [VA_OUT=DIR] [VA_TRAIN="--doc_windows"] experiments/selective_varassign.sh [STEPS [GENERATOR OPTIONS...]]
+#   (default 1500 steps; options of experiments/varassign.py, e.g. --max_vars 4 --max_assign 16;
+#   VA_TRAIN: extra flags for mnemo train)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 steps=${1:-1500}
@@ -17,7 +18,8 @@ out=${VA_OUT:-runs/exp/varassign}
 mkdir -p "$out/data"
 ./scripts/setup.sh --experiments >/dev/null
 # models and data in $out were made with the generator options recorded there: refuse others
-opts="${gen[*]:-}"
+read -r -a train_flags <<<"${VA_TRAIN:-}"
+opts="${gen[*]:-}${VA_TRAIN:+ | train: $VA_TRAIN}"
 if [ -e "$out/options.txt" ] && [ "$(cat "$out/options.txt")" != "$opts" ]; then
     echo "selective_varassign: $out was made with options '$(cat "$out/options.txt")', not '$opts' (set VA_OUT)" >&2
     exit 1
@@ -36,7 +38,7 @@ for kind in dense selective; do
         ./build/mnemo train --config configs/kjv.json --train "$out/data/train.bin" \
             --val "$out/data/val.bin" --attn "$kind" --steps "$steps" --warmup $((steps / 20)) \
             --eval_every $(((steps + 9) / 10)) --ckpt_every 0 --print_every $(((steps + 4) / 5)) \
-            --out "$out/$kind" 2>&1 | grep -E "^(step|eval|mnemo)" | tail -2
+            --out "$out/$kind" "${train_flags[@]}" 2>&1 | grep -E "^(step|eval|mnemo)" | tail -2
         [ -s "$out/$kind/model.safetensors" ] || { echo "selective_varassign: training $kind failed" >&2; exit 1; }
     else
         echo "== $kind: reusing"
