@@ -73,9 +73,11 @@ static void make_st(const char *path, const char *json, uint64_t hlen, size_t da
 /* Number of "<path>.tmp.*" files left in the (current) directory of the relative path. */
 static int count_tmp(const char *path)
 {
-    char prefix[600];
-    snprintf(prefix, sizeof(prefix), "%s.tmp.", path);
-    DIR *d = opendir(".");
+    char prefix[700], dir[700];
+    const char *slash = strrchr(path, '/');
+    snprintf(prefix, sizeof(prefix), "%s.tmp.", slash ? slash + 1 : path);
+    snprintf(dir, sizeof(dir), "%.*s", slash ? (int)(slash - path) : 1, slash ? path : ".");
+    DIR *d = opendir(dir);
     assert_non_null(d);
     int k = 0;
     for (struct dirent *de; (de = readdir(d)) != NULL;)

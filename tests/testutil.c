@@ -1,9 +1,11 @@
 /* testutil.c -- see testutil.h. */
-#define _POSIX_C_SOURCE 200809L
+#define _XOPEN_SOURCE 700 /* nftw */
 #include "testutil.h"
 
+#include <ftw.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -53,12 +55,40 @@ double tu_rel_max_err(const float *got, const float *want, size_t n)
     return maxd / (maxw > 1e-30 ? maxw : 1e-30);
 }
 
+/* The test's files live in one fresh directory under $TMPDIR (or /tmp), removed at exit unless
+ * MNEMO_KEEP_TEST_FILES is set (to look at them after a failure). */
+static char tu_base[600];
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb, (void)flag, (void)ftw;
+    return remove(path);
+}
+
+static void tu_cleanup(void)
+{
+    if (getenv("MNEMO_KEEP_TEST_FILES")) {
+        fprintf(stderr, "test files kept in %s\n", tu_base);
+        return;
+    }
+    nftw(tu_base, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 const char *tu_tmp_path(const char *name)
 {
-    static char buf[4][512];
+    static char buf[4][700];
     static int k;
+    if (!tu_base[0]) {
+        const char *t = getenv("TMPDIR");
+        snprintf(tu_base, sizeof(tu_base), "%s/mnemo_test_XXXXXX", t && *t ? t : "/tmp");
+        if (!mkdtemp(tu_base)) {
+            perror("mnemo tests: mkdtemp");
+            abort();
+        }
+        atexit(tu_cleanup);
+    }
     k = (k + 1) % 4;
-    snprintf(buf[k], sizeof(buf[k]), "mnemo_test_%ld_%s", (long)getpid(), name);
+    snprintf(buf[k], sizeof(buf[k]), "%s/%s", tu_base, name);
     return buf[k];
 }
 
