@@ -30,9 +30,14 @@ static int parse_list(const char *s, int L, int *out)
     return 0;
 }
 
-int *cli_budgets(const char *cmd, const struct mnemo_model *m, const char *list, int all,
-                 int no_prune, const char **from)
+int *cli_budgets(const char *cmd, const struct mnemo_model *m, const struct cli_prune *p,
+                 const char **from)
 {
+    const char *list = p->list;
+    const int all = p->budget, no_prune = p->no_prune;
+    if (all < 0 || all == 1)
+        cli_die(cmd, "--budget must be 0 (off) or >= 2 (the first token and the new one)");
+    if (!(p->threshold >= 0)) cli_die(cmd, "--threshold must be >= 0");
     const int L = mnemo_model_get_config(m)->n_layer;
     const char *saved = mnemo_model_meta(m, "prune.budgets");
     *from = NULL;

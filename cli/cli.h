@@ -40,10 +40,28 @@ int cli_mkdir_p(const char *path);
 /* "1:02:03" or "2:03" */
 void cli_fmt_duration(char *buf, size_t n, double seconds);
 
+/* The context-pruning options of the commands that run a session (eval, generate, answer). */
+struct cli_prune {
+    int budget;        /* --budget K: every layer (0 = off) */
+    const char *list;  /* --budgets K1,K2,...: one per layer */
+    float threshold;   /* --threshold: evict keys whose penalty reaches it (0 = off) */
+    int no_prune;      /* --no_prune: ignore the checkpoint's prune.budgets */
+};
+#define CLI_PRUNE_OPTS(p)                                                                           \
+    {"budget", OPT_INT, &(p).budget,                                                                \
+     "selective attention: keep at most this many keys per layer, evicting the most penalised "     \
+     "(0 = off); a stream may then run past n_ctx"},                                                \
+        {"budgets", OPT_STR, &(p).list,                                                             \
+         "selective attention: per-layer budgets K1,K2,... (default: the checkpoint's "             \
+         "prune.budgets, if any)"},                                                                 \
+        {"threshold", OPT_FLOAT, &(p).threshold,                                                    \
+         "selective attention: evict keys whose penalty reaches this (0 = off)"},                   \
+        {"no_prune", OPT_BOOL, &(p).no_prune, "ignore the checkpoint's prune.budgets"}
 /* Per-layer cache budgets from --budgets LIST, --budget K or the checkpoint's prune.budgets
- * (unless no_prune); NULL for none. *from names the source. Caller frees. */
-int *cli_budgets(const char *cmd, const struct mnemo_model *m, const char *list, int all,
-                 int no_prune, const char **from);
+ * (unless --no_prune); NULL for none. *from names the source. Dies on a bad --budget,
+ * --budgets or --threshold. Caller frees. */
+int *cli_budgets(const char *cmd, const struct mnemo_model *m, const struct cli_prune *p,
+                 const char **from);
 /* Feeds tok[0..n) through the session in chunks of at most chunk tokens; *last receives the
  * logits (Vp) of the last token. The session's status on failure (e.g. MNEMO_ERR_FULL). */
 enum mnemo_status cli_feed(struct mnemo_session *s, const uint16_t *tok, size_t n, int chunk,

@@ -110,9 +110,9 @@ static struct group *find_group(struct group **gs, int *n, const char *name)
 
 int cmd_answer(int argc, char **argv)
 {
-    const char *model = NULL, *tasks = NULL, *out = NULL, *budget_list = NULL;
-    int threads = 0, budget = 0, no_prune = 0, chunk = 256;
-    float threshold = 0.0f;
+    const char *model = NULL, *tasks = NULL, *out = NULL;
+    int threads = 0, chunk = 256;
+    struct cli_prune pr = {0};
     uint64_t max_tasks = 0;
     const struct opt opts[] = {
         {"model", OPT_STR, &model, "checkpoint (model.safetensors)"},
@@ -122,14 +122,7 @@ int cmd_answer(int argc, char **argv)
         {"max_tasks", OPT_U64, &max_tasks, "answer at most this many tasks (0 = all)"},
         {"chunk", OPT_INT, &chunk, "prompt tokens fed per session call"},
         {"threads", OPT_INT, &threads, "threads (0 = default)"},
-        {"budget", OPT_INT, &budget,
-         "selective attention: keep at most this many keys per layer (0 = off)"},
-        {"budgets", OPT_STR, &budget_list,
-         "selective attention: per-layer budgets K1,K2,... (default: the checkpoint's "
-         "prune.budgets, if any)"},
-        {"threshold", OPT_FLOAT, &threshold,
-         "selective attention: evict keys whose penalty reaches this (0 = off)"},
-        {"no_prune", OPT_BOOL, &no_prune, "ignore the checkpoint's prune.budgets"},
+        CLI_PRUNE_OPTS(pr),
     };
     const char *pos[1];
     int n_pos;
@@ -139,8 +132,6 @@ int cmd_answer(int argc, char **argv)
     if (!tasks) cli_die("answer", "no tasks: give --tasks FILE (JSON Lines with prompt and answer)");
     if (threads < 0) cli_die("answer", "--threads must be >= 0");
     if (chunk < 1) cli_die("answer", "--chunk must be >= 1");
-    if (budget < 0 || budget == 1) cli_die("answer", "--budget must be 0 (off) or >= 2");
-    if (threshold < 0) cli_die("answer", "--threshold must be >= 0");
     if (threads > 0) mnemo_set_threads(threads);
     FILE *in = fopen(tasks, "r");
     if (!in) cli_die("answer", "cannot open '%s'", tasks);
@@ -152,12 +143,12 @@ int cmd_answer(int argc, char **argv)
     if (st != MNEMO_OK) cli_fail("answer", st, "cannot load the checkpoint");
     const struct mnemo_model_config *c = mnemo_model_get_config(m);
     const char *from = NULL;
-    int *budgets = cli_budgets("answer", m, budget_list, budget, no_prune, &from);
+    int *budgets = cli_budgets("answer", m, &pr, &from);
     struct mnemo_session_config sc;
     mnemo_session_config_default(&sc);
     sc.max_chunk = chunk;
     sc.budgets = budgets;
-    sc.threshold = threshold;
+    sc.threshold = pr.threshold;
     struct mnemo_session *s;
     if ((st = mnemo_session_create_ex(&s, m, &sc)) != MNEMO_OK)
         cli_fail("answer", st, "cannot start a session");

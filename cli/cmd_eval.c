@@ -9,9 +9,8 @@
 int cmd_eval(int argc, char **argv)
 {
     const char *model = NULL, *data = NULL;
-    int seq = 0, stride = 0, batch = 8, threads = 0, budget = 0, no_prune = 0;
-    const char *budget_list = NULL;
-    float threshold = 0.0f;
+    int seq = 0, stride = 0, batch = 8, threads = 0;
+    struct cli_prune pr = {0};
     uint64_t max_windows = 0;
     const struct opt opts[] = {
         {"model", OPT_STR, &model, "checkpoint (model.safetensors)"},
@@ -21,14 +20,11 @@ int cmd_eval(int argc, char **argv)
          "tokens between window starts; a later window scores only its last stride tokens "
          "(0 = the window length: disjoint windows)"},
         {"batch", OPT_INT, &batch, "windows per forward pass"},
-        {"max_windows", OPT_U64, &max_windows, "score at most this many windows, spread over the file (0 = all)"},
+        {"max_windows", OPT_U64, &max_windows,
+         "score at most this many windows, spread over the file (0 = all)"},
         {"threads", OPT_INT, &threads, "threads (0 = default)"},
-        {"budgets", OPT_STR, &budget_list,
-         "selective attention: per-layer cache budgets K1,K2,... (streams each window through a "
-         "pruning session); default: the checkpoint's prune.budgets, if any"},
-        {"budget", OPT_INT, &budget, "selective attention: the same budget for every layer"},
-        {"threshold", OPT_FLOAT, &threshold, "selective attention: evict keys whose penalty reaches this"},
-        {"no_prune", OPT_BOOL, &no_prune, "ignore the checkpoint's prune.budgets"},
+        /* with budgets or a threshold, each window streams through a pruning session */
+        CLI_PRUNE_OPTS(pr),
     };
     const char *pos[2];
     int n_pos;
@@ -43,11 +39,11 @@ int cmd_eval(int argc, char **argv)
     if (st != MNEMO_OK) cli_fail("eval", st, "cannot load the checkpoint");
     struct mnemo_eval_result r;
     const char *from;
-    int *budgets = cli_budgets("eval", m, budget_list, budget, no_prune, &from);
+    int *budgets = cli_budgets("eval", m, &pr, &from);
     int win = seq ? seq : mnemo_model_get_config(m)->n_ctx;
-    if (budgets || threshold > 0) {
+    if (budgets || pr.threshold > 0) {
         if (stride && stride != win) cli_die("eval", "--stride: pruned evaluation scores disjoint windows");
-        st = mnemo_eval_file_pruned(m, data, seq, budgets, threshold, max_windows, &r);
+        st = mnemo_eval_file_pruned(m, data, seq, budgets, pr.threshold, max_windows, &r);
         if (st != MNEMO_OK) cli_fail("eval", st, "pruned evaluation failed");
         const int L = mnemo_model_get_config(m)->n_layer;
         long total = 0;
@@ -58,7 +54,7 @@ int cmd_eval(int argc, char **argv)
             total += k;
         }
         if (budgets) printf(" | KV memory %.2fx smaller than the full window (L*T / sum K)", (double)L * win / (double)total);
-        if (threshold > 0) printf(" | threshold %g", (double)threshold);
+        if (pr.threshold > 0) printf(" | threshold %g", (double)pr.threshold);
         printf("\n");
         free(budgets);
     } else {

@@ -11,9 +11,8 @@
 int cmd_generate(int argc, char **argv)
 {
     const char *model = NULL, *prompt = "";
-    int n_tokens = 256, threads = 0, budget = 0, no_prune = 0;
-    const char *budget_list = NULL;
-    float threshold = 0.0f;
+    int n_tokens = 256, threads = 0;
+    struct cli_prune pr = {0};
     uint64_t seed = 1;
     struct mnemo_sampler_config sc = {0.8f, 0, 0.95f};
     const struct opt opts[] = {
@@ -25,15 +24,7 @@ int cmd_generate(int argc, char **argv)
         {"top_p", OPT_FLOAT, &sc.top_p, "nucleus sampling mass (1 = off)"},
         {"seed", OPT_U64, &seed, "random seed"},
         {"threads", OPT_INT, &threads, "threads (0 = default)"},
-        {"budget", OPT_INT, &budget,
-         "selective attention: keep at most this many keys per layer, evicting the most "
-         "penalised (0 = off); the stream may then run past n_ctx"},
-        {"budgets", OPT_STR, &budget_list,
-         "selective attention: per-layer budgets K1,K2,... (default: the checkpoint's "
-         "prune.budgets, if any)"},
-        {"threshold", OPT_FLOAT, &threshold,
-         "selective attention: evict keys whose penalty reaches this (0 = off)"},
-        {"no_prune", OPT_BOOL, &no_prune, "ignore the checkpoint's prune.budgets"},
+        CLI_PRUNE_OPTS(pr),
     };
     const char *pos[1];
     int n_pos;
@@ -45,7 +36,6 @@ int cmd_generate(int argc, char **argv)
     if (sc.top_k < 0) cli_die("generate", "--top_k must be >= 0");
     if (!(sc.top_p > 0 && sc.top_p <= 1)) cli_die("generate", "--top_p must be in (0, 1]");
     if (threads < 0) cli_die("generate", "--threads must be >= 0");
-    if (budget < 0) cli_die("generate", "--budget must be >= 0");
     if (threads > 0) mnemo_set_threads(threads);
     struct mnemo_model *m;
     enum mnemo_status st = mnemo_model_load(&m, model);
@@ -56,9 +46,9 @@ int cmd_generate(int argc, char **argv)
     struct mnemo_session_config scfg;
     mnemo_session_config_default(&scfg);
     scfg.max_chunk = chunk;
-    scfg.threshold = threshold;
+    scfg.threshold = pr.threshold;
     const char *from;
-    int *budgets = cli_budgets("generate", m, budget_list, budget, no_prune, &from);
+    int *budgets = cli_budgets("generate", m, &pr, &from);
     scfg.budgets = budgets;
     if ((st = mnemo_session_create_ex(&s, m, &scfg)) != MNEMO_OK)
         cli_fail("generate", st, "cannot start a session");
@@ -108,7 +98,7 @@ int cmd_generate(int argc, char **argv)
         if (st != MNEMO_OK) cli_fail("generate", st, "generation failed");
     }
     putchar('\n');
-    if (pruned || threshold > 0)
+    if (pruned || pr.threshold > 0)
         fprintf(stderr, "generate: %d tokens streamed; attention state %zu bytes live, %zu bytes "
                 "allocated\n", mnemo_session_pos(s), mnemo_session_live_bytes(s),
                 mnemo_session_state_bytes(s));
