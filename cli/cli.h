@@ -47,16 +47,16 @@ struct cli_prune {
     float threshold;   /* --threshold: evict keys whose penalty reaches it (0 = off) */
     int no_prune;      /* --no_prune: ignore the checkpoint's prune.budgets */
 };
-#define CLI_PRUNE_OPTS(p)                                                                           \
-    {"budget", OPT_INT, &(p).budget,                                                                \
-     "selective attention: keep at most this many keys per layer, evicting the most penalised "     \
-     "(0 = off); a stream may then run past n_ctx"},                                                \
-        {"budgets", OPT_STR, &(p).list,                                                             \
-         "selective attention: per-layer budgets K1,K2,... (default: the checkpoint's "             \
-         "prune.budgets, if any)"},                                                                 \
-        {"threshold", OPT_FLOAT, &(p).threshold,                                                    \
-         "selective attention: evict keys whose penalty reaches this (0 = off)"},                   \
-        {"no_prune", OPT_BOOL, &(p).no_prune, "ignore the checkpoint's prune.budgets"}
+#define CLI_PRUNE_OPTS(p) \
+    {"budget", OPT_INT, &(p).budget, \
+     "selective attention: keep at most this many keys per layer, evicting the most penalised " \
+     "(0 = off); a stream may then run past n_ctx"}, \
+    {"budgets", OPT_STR, &(p).list, \
+     "selective attention: per-layer budgets K1,K2,... (default: the checkpoint's " \
+     "prune.budgets, if any)"}, \
+    {"threshold", OPT_FLOAT, &(p).threshold, \
+     "selective attention: evict keys whose penalty reaches this (0 = off)"}, \
+    {"no_prune", OPT_BOOL, &(p).no_prune, "ignore the checkpoint's prune.budgets"}
 /* Per-layer cache budgets from --budgets LIST, --budget K or the checkpoint's prune.budgets
  * (unless --no_prune); NULL for none. *from names the source. Dies on a bad --budget,
  * --budgets or --threshold. Caller frees. */

@@ -117,7 +117,8 @@ int cmd_answer(int argc, char **argv)
     const struct opt opts[] = {
         {"model", OPT_STR, &model, "checkpoint (model.safetensors)"},
         {"tasks", OPT_STR, &tasks,
-         "JSON Lines file, one task per line: {\"prompt\": TEXT, \"answer\": TEXT, \"group\": TEXT}"},
+         "JSON Lines file, one task per line: "
+         "{\"prompt\": TEXT, \"answer\": TEXT, \"group\": TEXT}"},
         {"out", OPT_STR, &out, "write one JSON result per task here"},
         {"max_tasks", OPT_U64, &max_tasks, "answer at most this many tasks (0 = all)"},
         {"chunk", OPT_INT, &chunk, "prompt tokens fed per session call"},
@@ -129,7 +130,8 @@ int cmd_answer(int argc, char **argv)
     cli_parse("answer", "--model CKPT --tasks FILE.jsonl [--out RESULTS.jsonl]", argc, argv, opts,
               sizeof(opts) / sizeof(opts[0]), pos, &n_pos, 0);
     if (!model) cli_die("answer", "no checkpoint: give --model FILE");
-    if (!tasks) cli_die("answer", "no tasks: give --tasks FILE (JSON Lines with prompt and answer)");
+    if (!tasks)
+        cli_die("answer", "no tasks: give --tasks FILE (JSON Lines with prompt and answer)");
     if (threads < 0) cli_die("answer", "--threads must be >= 0");
     if (chunk < 1) cli_die("answer", "--chunk must be >= 1");
     if (threads > 0) mnemo_set_threads(threads);
@@ -162,7 +164,8 @@ int cmd_answer(int argc, char **argv)
     size_t cap_line = 0, cap_tok = 0, cap_got = 0;
     double t0 = now_s(), last_report = t0;
     ssize_t len;
-    while ((len = getline(&line, &cap_line, in)) > 0 && (!max_tasks || (uint64_t)n_done < max_tasks)) {
+    while ((len = getline(&line, &cap_line, in)) > 0 &&
+           (!max_tasks || (uint64_t)n_done < max_tasks)) {
         lineno++;
         if (strspn(line, " \t\r\n") == (size_t)len) continue; /* blank line */
         cJSON *o = cJSON_Parse(line);
