@@ -62,13 +62,16 @@ static void test_registry_and_validate(void **s)
 }
 
 /* Shapes: strips with tails (T not a multiple of 16), one head (head 0 votes and is the only
- * one attending), several heads, RoPE on and off, odd head widths. */
+ * one attending), several heads, RoPE on and off, odd head widths; windows longer than a key
+ * block of the fast path (64 keys), so that the online softmax rescales across blocks and the
+ * carries cross block edges (T 150: a partial last block, T 192: whole blocks). */
 struct shape {
     int B, T, NH, HS, rope;
 };
 static const struct shape shapes[] = {
     {2, 37, 3, 8, 1}, {1, 16, 1, 4, 0}, {3, 50, 2, 6, 1}, {1, 5, 4, 2, 0}, {2, 64, 4, 32, 1},
     {1, 45, 2, 24, 1}, /* head dim 24: the products in blocks of 16 and then 8 columns */
+    {2, 150, 3, 16, 1}, {1, 192, 2, 8, 0},
 };
 
 static void fast_vs_ref(float mem_eps, float mem_tau)
@@ -301,6 +304,7 @@ static void test_session_equals_forward(void **s)
     session_case(45, 3, 8, 1, 0);
     session_case(45, 3, 8, 1, 1);
     session_case(20, 1, 4, 0, 0);
+    session_case(150, 2, 8, 1, 0); /* several key blocks */
 }
 
 /* ---- pruning ----------------------------------------------------------------------------------- */
