@@ -10,13 +10,15 @@
  * One F per layer, shared by all heads; head 0 both votes and attends.
  *
  * Tiling (O(T) extra memory, never a T x T matrix): a task owns one window and walks its
- * queries in strips of QS rows, in order. Per key column it carries the running sum of the
- * votes of all earlier rows (carry[j], double), so a strip's F tile is carry plus the votes of
- * the strip's earlier rows; the strip then does, per head, an exact row softmax over its QS x i1
- * score tile. The final carry (every column's total vote) is saved, and backward walks the
- * strips in reverse: it recovers each strip's starting carry by subtracting the strip's votes
- * (double, so F comes back to the float it was), recomputes the tiles, and carries the reverse
- * sum of dF down the queries for the selection gradient:
+ * queries in strips of QS rows, in order, and each strip walks its keys in blocks of KB (tiles
+ * of QS x KB that stay in L1, as the dense kind's FlashAttention tiles do). Per key column it
+ * carries the running sum of the votes of all earlier rows (carry[j], double), so a block's F
+ * tile is carry plus the votes of the strip's earlier rows; every head then takes the block into
+ * an online softmax (running max and sum per row, the output rescaled when the max grows). The
+ * final carry (every column's total vote) is saved, and backward walks the strips in reverse and
+ * the keys in the same blocks: it recovers a block's starting carry by subtracting the strip's
+ * votes (double, so F comes back to the float it was), recomputes the tiles with the saved
+ * log-sum-exp, and carries the reverse sum of dF down the queries for the selection gradient:
  *     dL_h = P_h (dP_h - D_h),  dF = -sum_h dL_h,  G[k,j] = sum_{i>k} dF[i,j],
  *     dz_0[k,j] += G[k,j] [1 <= j < k] [z_0[k,j] > 0]
  * so gradient flows through the selection into head 0's q and k, as in the paper's sketch.
@@ -35,8 +37,14 @@
 #include "kern/vmath.h"
 #include "mni.h"
 
-#define QS 16 /* query rows per strip */
+#ifndef QS
+#define QS 32 /* query rows per strip */
+#endif
 
+#ifndef KB
+#define KB 96 /* keys per block: a strip's tiles are QS x KB (12 KiB) */
+#endif
+_Static_assert(KB % QS == 0, "a strip's diagonal must fall in one key block");
 /* ---- layouts ------------------------------------------------------------------------------- */
 
 void mni_sel_act_layout(struct mni_sel_act *lay, const struct mnemo_attn_cfg *cfg, int B, int T)
@@ -82,20 +90,23 @@ void mni_sel_act_view(struct mni_sel_view *vw, const struct mnemo_attn_cfg *cfg,
 size_t mni_sel_state_hdr_bytes(void) { return mni_align64(sizeof(struct mni_sel_state)); }
 
 /* Per-window scratch of the fast path (floats unless noted), 64-byte aligned slices:
- *   kt, vt (NH,HS,T)  transposed keys and values of the window
- *   dl     (QS,T)     the strip's dP, then dL, of one head
- *   z0, f, p, dp      (QS,T) tiles
- *   dq                (QS,NH,HS)
- *   carry, rcarry, ctmp (T) doubles */
+ *   kt, vt (NH,nblk,HS,KB)  keys and values of the window, transposed block by block of KB keys
+ *   dl, z0, f, p, dp (QS,KB)  a strip's tiles over one key block (dl: dP, then dL, of one head)
+ *   dq     (QS,NH,HS)       the strip's dq rows
+ *   mx, l, dd (NH,QS)       per head and row: the running max and sum (forward), D (backward)
+ *   carry, rcarry (T), ctmp (KB), msum (QS)  doubles */
 struct win_lay {
-    size_t kt, vt, dl, z0, f, p, dp, dq, carry, rcarry, ctmp, total;
+    size_t kt, vt, dl, z0, f, p, dp, dq, mx, l, dd, carry, rcarry, ctmp, msum, total;
 };
+
+static int n_blocks(int T) { return (T + KB - 1) / KB; }
 
 static void win_layout(struct win_lay *w, const struct mnemo_attn_cfg *cfg, int T)
 {
     size_t NH = (size_t)cfg->n_head, HS = (size_t)cfg->head_dim, t = (size_t)T;
-    size_t heads = mni_align64(mni_mul(mni_mul(NH * HS, t), sizeof(float)));
-    size_t tile = mni_align64(mni_mul((size_t)QS * sizeof(float), t));
+    size_t heads = mni_align64(mni_mul(mni_mul(NH * HS, (size_t)n_blocks(T) * KB), sizeof(float)));
+    size_t tile = mni_align64((size_t)QS * KB * sizeof(float));
+    size_t rows = mni_align64(mni_mul(NH * QS, sizeof(float)));
     size_t o = 0;
     w->kt = o;
     o = mni_add(o, heads);
@@ -112,13 +123,21 @@ static void win_layout(struct win_lay *w, const struct mnemo_attn_cfg *cfg, int 
     w->dp = o;
     o = mni_add(o, tile);
     w->dq = o;
-    o = mni_add(o, mni_align64((size_t)QS * NH * HS * sizeof(float)));
+    o = mni_add(o, mni_align64(mni_mul((size_t)QS * NH * HS, sizeof(float))));
+    w->mx = o;
+    o = mni_add(o, rows);
+    w->l = o;
+    o = mni_add(o, rows);
+    w->dd = o;
+    o = mni_add(o, rows);
     w->carry = o;
     o = mni_add(o, mni_align64(mni_mul(t, sizeof(double))));
     w->rcarry = o;
     o = mni_add(o, mni_align64(mni_mul(t, sizeof(double))));
     w->ctmp = o;
-    o = mni_add(o, mni_align64(mni_mul(t, sizeof(double))));
+    o = mni_add(o, mni_align64((size_t)KB * sizeof(double)));
+    w->msum = o;
+    o = mni_add(o, mni_align64((size_t)QS * sizeof(double)));
     w->total = o;
 }
 
@@ -191,20 +210,21 @@ static enum mnemo_status check_io(const struct mnemo_attn_cfg *cfg,
     return MNEMO_OK;
 }
 
-/* S[r][j] = scale * q_r . k_j for the rows r < nq and keys j <= i0 + r, from the transposed
- * keys kt (HS, T); entries beyond the diagonal are left alone (or hold scores: callers ignore
- * them). */
+/* S[r][j] = scale * q_r . k_(j0+j) over one key block at j0 (the tile S and the block's
+ * transposed keys kt (HS,KB) both have row stride KB), for the rows r < nq and the keys
+ * j < min(nk, d0 + r + 1), d0 = i0 - j0 (row r is query i0 + r: keys up to its diagonal);
+ * entries beyond a row's last key are left alone (or hold scores: callers ignore them). */
 #if MNI_HAVE_AVX2
 /* 4 rows x W keys (W = 8 or 24: 4 or 12 accumulators) at keys j..j+W of the rows q (ldq). Each
  * sum runs over d in order with one FMA per term, as the scalar loop does: the same bits. */
-static inline __attribute__((always_inline)) void scores_block(float *S, int T, const float *q,
+static inline __attribute__((always_inline)) void scores_block(float *S, const float *q,
                                                                size_t ldq, int HS, const float *kt,
                                                                int j, float scale, const int W)
 {
     __m256 acc[4][3];
     for (int u = 0; u < 4; u++) acc[u][0] = acc[u][1] = acc[u][2] = _mm256_setzero_ps();
     for (int d = 0; d < HS; d++) {
-        const float *kd = kt + (size_t)d * T + j;
+        const float *kd = kt + (size_t)d * KB + j;
         const __m256 k0 = _mm256_loadu_ps(kd);
         const __m256 k1 = W == 24 ? _mm256_loadu_ps(kd + 8) : k0;
         const __m256 k2 = W == 24 ? _mm256_loadu_ps(kd + 16) : k0;
@@ -220,44 +240,47 @@ static inline __attribute__((always_inline)) void scores_block(float *S, int T, 
     const __m256 sc = _mm256_set1_ps(scale);
     for (int u = 0; u < 4; u++)
         for (int v = 0; v < W / 8; v++)
-            _mm256_storeu_ps(S + (size_t)u * T + j + 8 * v, _mm256_mul_ps(acc[u][v], sc));
+            _mm256_storeu_ps(S + (size_t)u * KB + j + 8 * v, _mm256_mul_ps(acc[u][v], sc));
 }
 #endif
 
-static void scores(float *S, int T, const float *q, size_t ldq, int HS, const float *kt, int i0,
-                   int nq, float scale)
+/* the keys of row r in a block of nk keys whose diagonal offset is d0 (see scores) */
+static inline int row_keys(int d0, int r, int nk) { return d0 + r + 1 < nk ? d0 + r + 1 : nk; }
+
+static void scores(float *S, const float *q, size_t ldq, int HS, const float *kt, int d0, int nq,
+                   int nk, float scale)
 {
     int r = 0;
 #if MNI_HAVE_AVX2
     for (; r + 4 <= nq; r += 4) {
-        const int nk = i0 + r + 4; /* the block's last row sees keys 0 .. i0+r+3 */
+        const int nk4 = row_keys(d0, r + 3, nk); /* the block's last row sees the most keys */
         const float *qr = q + (size_t)r * ldq;
-        float *Sr = S + (size_t)r * T;
+        float *Sr = S + (size_t)r * KB;
         int j = 0;
-        for (; j + 24 <= nk; j += 24) scores_block(Sr, T, qr, ldq, HS, kt, j, scale, 24);
-        for (; j + 8 <= nk; j += 8) scores_block(Sr, T, qr, ldq, HS, kt, j, scale, 8);
+        for (; j + 24 <= nk4; j += 24) scores_block(Sr, qr, ldq, HS, kt, j, scale, 24);
+        for (; j + 8 <= nk4; j += 8) scores_block(Sr, qr, ldq, HS, kt, j, scale, 8);
         for (int u = 0; u < 4; u++) { /* the tail keys, row by row */
-            float *s = Sr + (size_t)u * T;
+            float *s = Sr + (size_t)u * KB;
             const float *qu = qr + (size_t)u * ldq;
-            const int nku = i0 + r + u + 1;
+            const int nku = row_keys(d0, r + u, nk);
             for (int jj = j; jj < nku; jj++) {
                 float acc = 0.0f;
-                for (int d = 0; d < HS; d++) acc = fmaf(qu[d], kt[(size_t)d * T + jj], acc);
+                for (int d = 0; d < HS; d++) acc = fmaf(qu[d], kt[(size_t)d * KB + jj], acc);
                 s[jj] = acc * scale;
             }
         }
     }
 #endif
     for (; r < nq; r++) {
-        float *s = S + (size_t)r * T;
-        const int nk = i0 + r + 1;
+        float *s = S + (size_t)r * KB;
+        const int n = row_keys(d0, r, nk);
         const float *qr = q + (size_t)r * ldq;
-        for (int j = 0; j < nk; j++) s[j] = 0.0f;
+        for (int j = 0; j < n; j++) s[j] = 0.0f;
         for (int d = 0; d < HS; d++) {
-            const float a = qr[d], *kd = kt + (size_t)d * T;
-            for (int j = 0; j < nk; j++) s[j] = fmaf(a, kd[j], s[j]);
+            const float a = qr[d], *kd = kt + (size_t)d * KB;
+            for (int j = 0; j < n; j++) s[j] = fmaf(a, kd[j], s[j]);
         }
-        for (int j = 0; j < nk; j++) s[j] *= scale;
+        for (int j = 0; j < n; j++) s[j] *= scale;
     }
 }
 
@@ -294,39 +317,47 @@ static void to_float(float *f, const double *c, int n)
     for (; j < n; j++) f[j] = (float)c[j];
 }
 
-/* The selection gradient of row i: dz[j] = (float)g[j] where row i voted for key j (1 <= j < i,
- * z[j] > 0), else 0, for j <= i; then g[j] += df[j] for 1 <= j <= i (g: the reverse carry). */
-static void sel_grad_row(float *dz, double *g, const float *z, const float *df, int i)
+/* Within a key block at j0, row i = j0 + d0 + r votes for the columns [lo, hi): the keys
+ * 1 <= j < i (never BOS, never itself). */
+static inline int vote_lo(int j0) { return j0 == 0 ? 1 : 0; }
+static inline int vote_hi(int d0, int r, int nk) { return d0 + r < nk ? d0 + r : nk; }
+
+/* The selection gradient of row i = j0 + d0 + r over a key block at j0 (n = row_keys keys):
+ * dz[j] = (float)g[j] where row i voted for key j0 + j (z[j] > 0), else 0; then g[j] += df[j]
+ * for the keys 1 <= j0 + j <= i (g: the reverse carry at j0). */
+static void sel_grad_row(float *dz, double *g, const float *z, const float *df, int j0, int d0,
+                         int r, int n)
 {
-    dz[0] = 0.0f;
-    int j = 1;
+    const int lo = vote_lo(j0), hi = vote_hi(d0, r, n);
+    int j = 0;
+    for (; j < lo; j++) dz[j] = 0.0f;
 #if MNI_HAVE_AVX2
     const __m128 zero = _mm_setzero_ps();
-    for (; j + 4 <= i; j += 4) {
+    for (; j + 4 <= hi; j += 4) {
         const __m128 voted = _mm_cmp_ps(_mm_loadu_ps(z + j), zero, _CMP_GT_OQ);
         _mm_storeu_ps(dz + j, _mm_and_ps(voted, _mm256_cvtpd_ps(_mm256_loadu_pd(g + j))));
     }
 #endif
-    for (; j < i; j++) dz[j] = z[j] > 0.0f ? (float)g[j] : 0.0f;
-    if (i > 0) dz[i] = 0.0f;
-    j = 1;
+    for (; j < hi; j++) dz[j] = z[j] > 0.0f ? (float)g[j] : 0.0f;
+    for (; j < n; j++) dz[j] = 0.0f; /* the diagonal */
+    j = lo;
 #if MNI_HAVE_AVX2
-    for (; j + 4 <= i + 1; j += 4)
+    for (; j + 4 <= n; j += 4)
         _mm256_storeu_pd(g + j, _mm256_add_pd(_mm256_loadu_pd(g + j), _mm256_cvtps_pd(_mm_loadu_ps(df + j))));
 #endif
-    for (; j <= i; j++) g[j] += df[j];
+    for (; j < n; j++) g[j] += df[j];
 }
 
-/* The strip's F tile from the carry at the strip start: F[r][j] = carry[j] + the votes of the
- * strip's rows before r; returns with carry[j] advanced past the strip. Column 0 never moves. */
-static void f_tile(float *F, int T, const float *z0, double *carry, int i0, int nq)
+/* A strip's F tile over a key block at j0 (nk keys, diagonal offset d0) from the carry at the
+ * strip start (c: the carry at j0): F[r][j] = c[j] + the votes of the strip's rows before r, up
+ * to row r's diagonal; returns with c advanced past the strip. Column 0 never moves. */
+static void f_block(float *F, const float *z0, double *c, int j0, int d0, int nq, int nk)
 {
     /* row by row, so that the loops over keys vectorise; each column still adds its votes in
      * row order (adding a zero vote changes nothing) */
     for (int r = 0; r < nq; r++) {
-        const int i = i0 + r;
-        to_float(F + (size_t)r * T, carry, i + 1);
-        vote_acc(carry, z0 + (size_t)r * T, 1, i, 0);
+        to_float(F + (size_t)r * KB, c, row_keys(d0, r, nk));
+        vote_acc(c, z0 + (size_t)r * KB, vote_lo(j0), vote_hi(d0, r, nk), 0);
     }
 }
 
@@ -460,16 +491,24 @@ double mni_sel_tau(const struct mnemo_attn_cfg *cfg)
     return cfg->mem_tau > 0 ? (double)cfg->mem_tau : 1.0;
 }
 
-/* M_i = (i + 1) - sum_{j <= i} min(F[i,j], tau) / tau for the strip's rows: keeps the largest
- * (the first on ties) in *best, *best_row. */
-static void memory_rows(const float *F, int T, int i0, int nq, double tau, double *best,
+/* Adds min(F[i,j], tau) over a key block (the keys up to each row's diagonal, in order) to s[r],
+ * the sum of the row's blocks so far. */
+static void memory_block(double *s, const float *F, int d0, int nq, int nk, double tau)
+{
+    for (int r = 0; r < nq; r++) {
+        const int n = row_keys(d0, r, nk);
+        for (int j = 0; j < n; j++) s[r] += fmin((double)F[(size_t)r * KB + j], tau);
+    }
+}
+
+/* M_i = (i + 1) - sum_{j <= i} min(F[i,j], tau) / tau for the strip's rows (s: memory_block's
+ * sums): keeps the largest (the first on ties) in *best, *best_row. */
+static void memory_rows(const double *s, int i0, int nq, double tau, double *best,
                         int32_t *best_row)
 {
     for (int r = 0; r < nq; r++) {
         const int i = i0 + r;
-        double s = 0;
-        for (int j = 0; j <= i; j++) s += fmin((double)F[(size_t)r * T + j], tau);
-        const double M = (double)(i + 1) - s / tau;
+        const double M = (double)(i + 1) - s[r] / tau;
         if (M > *best) {
             *best = M;
             *best_row = i;
@@ -498,10 +537,47 @@ static void load_window(const struct mnemo_attn_cfg *cfg, const float *qkv, int 
     }
 }
 
-static void transpose(float *dst, const float *src, int T, int HS)
+/* dst (nblk,HS,KB) = src (T,HS) transposed block by block of KB keys (the last block's columns
+ * past T are left alone: no loop reads them). */
+static void transpose_blocks(float *dst, const float *src, int T, int HS)
 {
-    for (int t = 0; t < T; t++)
-        for (int d = 0; d < HS; d++) dst[(size_t)d * T + t] = src[(size_t)t * HS + d];
+    for (int t = 0; t < T; t++) {
+        float *col = dst + (size_t)(t / KB) * HS * KB + t % KB;
+        for (int d = 0; d < HS; d++) col[(size_t)d * KB] = src[(size_t)t * HS + d];
+    }
+}
+
+/* The online softmax over one key block of a strip, one head (FlashAttention's running max and
+ * sum): P[r][j] = exp(S - F - m_r) with m_r the row's max over the blocks so far, l_r their sum
+ * of P; when a block raises m_r, the row's sum and its unnormalised output O_r (HS floats, row
+ * stride ldo) are scaled by exp(m_old - m_new). first: the strip's first block, where m, l start
+ * (and O is overwritten by the caller). P may be S (in place); entries past a row's diagonal
+ * are zeroed up to the block's last key. */
+static void online_block(float *O, size_t ldo, float *P, const float *S, const float *F, float *m,
+                         float *l, int d0, int nq, int nk, int HS, int first)
+{
+    for (int r = 0; r < nq; r++) {
+        const int n = row_keys(d0, r, nk);
+        const float *s = S + (size_t)r * KB, *f = F + (size_t)r * KB;
+        float *p = P + (size_t)r * KB;
+        const float mb = row_max(s, f, n);
+        if (first) {
+            m[r] = mb;
+            l[r] = exp_row(p, s, f, mb, n);
+        } else {
+            const float mn = mb > m[r] ? mb : m[r];
+            const float sum = exp_row(p, s, f, mn, n);
+            if (mn > m[r]) {
+                const float a = mni_expf(m[r] - mn);
+                float *o = O + (size_t)r * ldo;
+                for (int d = 0; d < HS; d++) o[d] *= a;
+                l[r] *= a;
+                m[r] = mn;
+            }
+            l[r] += sum;
+        }
+        for (int j = n; j < nk; j++) p[j] = 0.0f;
+    }
 }
 
 static enum mnemo_status sel_forward(const struct mnemo_attn_cfg *cfg, struct mnemo_attn_io *io)
@@ -511,7 +587,9 @@ static enum mnemo_status sel_forward(const struct mnemo_attn_cfg *cfg, struct mn
     if (cfg->use_ref) return mni_sel_ref_forward(cfg, io);
     const int B = io->B, T = io->T, NH = cfg->n_head, HS = cfg->head_dim;
     const size_t C = (size_t)NH * HS, TH = (size_t)T * HS;
+    const size_t TB = (size_t)n_blocks(T) * HS * KB; /* one head's keys in blocks */
     const float scale = (float)(1.0 / sqrt((double)HS));
+    const double tau = mni_sel_tau(cfg);
     struct mni_sel_view vw;
     mni_sel_act_view(&vw, cfg, B, T, io->act);
     if (vw.cs) mni_rope_table(vw.cs, T, HS, cfg->rope_theta);
@@ -522,42 +600,48 @@ static enum mnemo_status sel_forward(const struct mnemo_attn_cfg *cfg, struct mn
     for (int b = 0; b < B; b++) {
         char *w = (char *)io->scratch + (size_t)b * wl.total;
         float *kt = (float *)(w + wl.kt), *z0 = (float *)(w + wl.z0), *F = (float *)(w + wl.f);
-        float *S = (float *)(w + wl.p);
+        float *S = (float *)(w + wl.p), *mx = (float *)(w + wl.mx), *ls = (float *)(w + wl.l);
+        double *msum = (double *)(w + wl.msum);
         const size_t bh = (size_t)b * NH;
         float *q = vw.q + bh * TH, *k = vw.k + bh * TH, *v = vw.v + bh * TH;
         double *carry = vw.fsum + (size_t)b * T;
         load_window(cfg, io->qkv + (size_t)b * T * 3 * C, T, q, k, v, vw.cs);
-        for (int h = 0; h < NH; h++) transpose(kt + (size_t)h * TH, k + (size_t)h * TH, T, HS);
+        for (int h = 0; h < NH; h++) transpose_blocks(kt + (size_t)h * TB, k + (size_t)h * TH, T, HS);
         for (int j = 0; j < T; j++) carry[j] = 0.0;
         double mbest = -INFINITY;
         int32_t mrow = 0;
         for (int i0 = 0; i0 < T; i0 += QS) {
-            const int nq = T - i0 < QS ? T - i0 : QS;
-            scores(z0, T, q + (size_t)i0 * HS, (size_t)HS, HS, kt, i0, nq, scale);
-            f_tile(F, T, z0, carry, i0, nq);
-            if (cfg->mem_eps > 0) memory_rows(F, T, i0, nq, mni_sel_tau(cfg), &mbest, &mrow);
-            for (int h = 0; h < NH; h++) {
-                const float *Sh = z0;
-                if (h) {
-                    scores(S, T, q + (size_t)h * TH + (size_t)i0 * HS, (size_t)HS, HS, kt + (size_t)h * TH,
-                           i0, nq, scale);
-                    Sh = S;
+            const int nq = T - i0 < QS ? T - i0 : QS, nk = i0 + nq;
+            float *o = io->out + ((size_t)b * T + i0) * C; /* the strip's rows (nq, C) */
+            for (int r = 0; r < nq; r++) msum[r] = 0.0;
+            for (int j0 = 0; j0 < nk; j0 += KB) { /* key blocks; only the last one is diagonal */
+                const int nb = nk - j0 < KB ? nk - j0 : KB, d0 = i0 - j0;
+                const float *ktb = kt + (size_t)(j0 / KB) * HS * KB;
+                scores(z0, q + (size_t)i0 * HS, (size_t)HS, HS, ktb, d0, nq, nb, scale);
+                f_block(F, z0, carry + j0, j0, d0, nq, nb);
+                if (cfg->mem_eps > 0) memory_block(msum, F, d0, nq, nb, tau);
+                for (int h = 0; h < NH; h++) {
+                    const float *Sh = z0;
+                    if (h) {
+                        scores(S, q + (size_t)h * TH + (size_t)i0 * HS, (size_t)HS, HS,
+                               ktb + (size_t)h * TB, d0, nq, nb, scale);
+                        Sh = S;
+                    }
+                    /* P (in place for h > 0; z0 is kept), then O (+)= P V over the block */
+                    online_block(o + (size_t)h * HS, C, S, Sh, F, mx + (size_t)h * QS,
+                                 ls + (size_t)h * QS, d0, nq, nb, HS, j0 == 0);
+                    mm(o + (size_t)h * HS, C, S, KB, 1, v + (size_t)h * TH + (size_t)j0 * HS,
+                       (size_t)HS, nq, nb, HS, NULL, 1.0f, j0 > 0);
                 }
-                float il[QS];
-                for (int r = 0; r < nq; r++) {
-                    const int i = i0 + r, nk = i + 1;
-                    const float *s = Sh + (size_t)r * T, *f = F + (size_t)r * T;
-                    float *p = S + (size_t)r * T; /* in place for h > 0; z0 is kept */
-                    const float m = row_max(s, f, nk);
-                    const float l = exp_row(p, s, f, m, nk);
-                    for (int j = nk; j < i0 + nq; j++) p[j] = 0.0f; /* past the diagonal */
-                    il[r] = 1.0f / l;
-                    vw.lse[(bh + h) * T + i] = m + logf(l);
-                }
-                /* O = P V over the strip's keys 0 .. i0 + nq - 1, row r scaled by 1 / l_r */
-                mm(io->out + ((size_t)b * T + i0) * C + (size_t)h * HS, C, S, (size_t)T, 1,
-                   v + (size_t)h * TH, (size_t)HS, nq, i0 + nq, HS, il, 0.0f, 0);
             }
+            for (int h = 0; h < NH; h++)
+                for (int r = 0; r < nq; r++) {
+                    const float l = ls[(size_t)h * QS + r], il = 1.0f / l;
+                    float *orow = o + (size_t)r * C + (size_t)h * HS;
+                    for (int d = 0; d < HS; d++) orow[d] *= il;
+                    vw.lse[(bh + h) * T + i0 + r] = mx[(size_t)h * QS + r] + logf(l);
+                }
+            if (cfg->mem_eps > 0) memory_rows(msum, i0, nq, tau, &mbest, &mrow);
         }
         vw.mval[b] = cfg->mem_eps > 0 ? mbest : 0.0;
         vw.mrow[b] = mrow;
@@ -574,6 +658,7 @@ static enum mnemo_status sel_backward(const struct mnemo_attn_cfg *cfg, struct m
     if (cfg->use_ref) return mni_sel_ref_backward(cfg, io);
     const int B = io->B, T = io->T, NH = cfg->n_head, HS = cfg->head_dim;
     const size_t C = (size_t)NH * HS, TH = (size_t)T * HS;
+    const size_t TB = (size_t)n_blocks(T) * HS * KB; /* one head's keys in blocks */
     const float scale = (float)(1.0 / sqrt((double)HS));
     struct mni_sel_view vw;
     mni_sel_act_view(&vw, cfg, B, T, io->act);
@@ -586,7 +671,8 @@ static enum mnemo_status sel_backward(const struct mnemo_attn_cfg *cfg, struct m
         float *kt = (float *)(w + wl.kt), *vt = (float *)(w + wl.vt);
         float *DL = (float *)(w + wl.dl);
         float *z0 = (float *)(w + wl.z0), *F = (float *)(w + wl.f);
-        float *P = (float *)(w + wl.p), *dP = (float *)(w + wl.dp), *dq = (float *)(w + wl.dq);
+        float *P = (float *)(w + wl.p), *dF = (float *)(w + wl.dp), *dq = (float *)(w + wl.dq);
+        float *D = (float *)(w + wl.dd);
         double *carry = (double *)(w + wl.carry), *rcarry = (double *)(w + wl.rcarry);
         double *ctmp = (double *)(w + wl.ctmp);
         const size_t bh = (size_t)b * NH;
@@ -594,8 +680,8 @@ static enum mnemo_status sel_backward(const struct mnemo_attn_cfg *cfg, struct m
         const float *dout = io->dout + (size_t)b * T * C, *out = io->out + (size_t)b * T * C;
         float *dqkv = io->dqkv + (size_t)b * T * 3 * C;
         for (int h = 0; h < NH; h++) {
-            transpose(kt + (size_t)h * TH, k + (size_t)h * TH, T, HS);
-            transpose(vt + (size_t)h * TH, v + (size_t)h * TH, T, HS);
+            transpose_blocks(kt + (size_t)h * TB, k + (size_t)h * TH, T, HS);
+            transpose_blocks(vt + (size_t)h * TB, v + (size_t)h * TH, T, HS);
         }
         for (int j = 0; j < T; j++) {
             carry[j] = vw.fsum[(size_t)b * T + j]; /* every column's total vote */
@@ -606,80 +692,93 @@ static enum mnemo_status sel_backward(const struct mnemo_attn_cfg *cfg, struct m
         const int last = ((T - 1) / QS) * QS;
         for (int i0 = last; i0 >= 0; i0 -= QS) {
             const int nq = T - i0 < QS ? T - i0 : QS, nk = i0 + nq;
-            scores(z0, T, q + (size_t)i0 * HS, (size_t)HS, HS, kt, i0, nq, scale);
-            /* the strip's starting carry: its end minus the strip's votes (carry then stays at
-             * the start, which is the end of the strip before it); the F tile from a copy */
-            for (int r = nq - 1; r >= 0; r--) {
-                const float *zr = z0 + (size_t)r * T;
-                vote_acc(carry, zr, 1, i0 + r, 1);
-            }
-            memcpy(ctmp, carry, (size_t)nk * sizeof(double));
-            f_tile(F, T, z0, ctmp, i0, nq);
             memset(dq, 0, (size_t)QS * C * sizeof(float));
-            float *dF = dP; /* dF = -sum_h dL_h over the strip, gathered across the heads */
-            for (int r = 0; r < nq; r++)
-                for (int j = 0; j < nk; j++) dF[(size_t)r * T + j] = 0.0f;
-            for (int h = 0; h < NH; h++) {
-                const float *qh = q + (size_t)h * TH, *kh = k + (size_t)h * TH;
-                const float *Sh = z0;
-                if (h) {
-                    scores(P, T, qh + (size_t)i0 * HS, (size_t)HS, HS, kt + (size_t)h * TH, i0, nq, scale);
-                    Sh = P;
-                }
-                /* dP_ij = dO_i . v_j for the strip, over the transposed values */
-                scores(DL, T, dout + (size_t)i0 * C + (size_t)h * HS, C, HS, vt + (size_t)h * TH,
-                       i0, nq, 1.0f);
+            for (int h = 0; h < NH; h++) /* D_i = dO_i . o_i */
                 for (int r = 0; r < nq; r++) {
-                    const int i = i0 + r, nk_r = i + 1;
-                    const float *s = Sh + (size_t)r * T, *f = F + (size_t)r * T;
-                    const float lse = vw.lse[(bh + h) * T + i];
-                    const float *doi = dout + (size_t)i * C + (size_t)h * HS;
-                    const float *oi = out + (size_t)i * C + (size_t)h * HS;
+                    const float *doi = dout + (size_t)(i0 + r) * C + (size_t)h * HS;
+                    const float *oi = out + (size_t)(i0 + r) * C + (size_t)h * HS;
                     float Di = 0.0f;
                     for (int d = 0; d < HS; d++) Di += doi[d] * oi[d];
-                    /* P (over the scores, in place when h > 0; z0 is kept for the selection) */
-                    float *p = P + (size_t)r * T;
-                    exp_row(p, s, f, lse, nk_r);
-                    /* dL = P (dP - D) over the dP tile; dF -= dL */
-                    float *dl = DL + (size_t)r * T, *dFr = dF + (size_t)r * T;
-                    for (int j = 0; j < nk_r; j++) {
-                        dl[j] = p[j] * (dl[j] - Di);
-                        dFr[j] -= dl[j];
-                    }
-                    for (int j = nk_r; j < nk; j++) p[j] = dl[j] = 0.0f; /* past the diagonal */
+                    D[(size_t)h * QS + r] = Di;
                 }
-                /* dq_i += scale sum_j dL_ij k_j; per key j: dv_j += sum_i P_ij dO_i and
-                 * dk_j += scale sum_i dL_ij q_i (the zeros past the diagonal keep it causal) */
-                const float *dO0 = dout + (size_t)i0 * C + (size_t)h * HS, *q0 = qh + (size_t)i0 * HS;
-                float *dk0 = dqkv + C + (size_t)h * HS;
-                mm(dq + (size_t)h * HS, C, DL, (size_t)T, 1, kh, (size_t)HS, nq, nk, HS, NULL, scale, 1);
-                mm(dk0 + C, 3 * C, P, 1, (size_t)T, dO0, C, nk, nq, HS, NULL, 1.0f, 1);
-                mm(dk0, 3 * C, DL, 1, (size_t)T, q0, (size_t)HS, nk, nq, HS, NULL, scale, 1);
+            for (int j0 = 0; j0 < nk; j0 += KB) {
+                const int nb = nk - j0 < KB ? nk - j0 : KB, d0 = i0 - j0;
+                const float *ktb = kt + (size_t)(j0 / KB) * HS * KB;
+                const float *vtb = vt + (size_t)(j0 / KB) * HS * KB;
+                scores(z0, q + (size_t)i0 * HS, (size_t)HS, HS, ktb, d0, nq, nb, scale);
+                /* the strip's starting carry over the block: its end minus the strip's votes
+                 * (carry then stays at the start, which is the end of the strip before it); the
+                 * F tile from a copy */
+                for (int r = nq - 1; r >= 0; r--)
+                    vote_acc(carry + j0, z0 + (size_t)r * KB, vote_lo(j0), vote_hi(d0, r, nb), 1);
+                memcpy(ctmp, carry + j0, (size_t)nb * sizeof(double));
+                f_block(F, z0, ctmp, j0, d0, nq, nb);
+                /* dF = -sum_h dL_h over the block, gathered across the heads */
+                for (int r = 0; r < nq; r++)
+                    for (int j = 0; j < nb; j++) dF[(size_t)r * KB + j] = 0.0f;
+                for (int h = 0; h < NH; h++) {
+                    const float *qh = q + (size_t)h * TH, *kh = k + (size_t)h * TH;
+                    const float *Sh = z0;
+                    if (h) {
+                        scores(P, qh + (size_t)i0 * HS, (size_t)HS, HS, ktb + (size_t)h * TB, d0,
+                               nq, nb, scale);
+                        Sh = P;
+                    }
+                    /* dP_ij = dO_i . v_j over the block, from the transposed values */
+                    scores(DL, dout + (size_t)i0 * C + (size_t)h * HS, C, HS, vtb + (size_t)h * TB,
+                           d0, nq, nb, 1.0f);
+                    for (int r = 0; r < nq; r++) {
+                        const int n = row_keys(d0, r, nb);
+                        const float *s = Sh + (size_t)r * KB, *f = F + (size_t)r * KB;
+                        const float lse = vw.lse[(bh + h) * T + i0 + r], Di = D[(size_t)h * QS + r];
+                        /* P (over the scores, in place when h > 0; z0 is kept for the selection) */
+                        float *p = P + (size_t)r * KB;
+                        exp_row(p, s, f, lse, n);
+                        /* dL = P (dP - D) over the dP tile; dF -= dL */
+                        float *dl = DL + (size_t)r * KB, *dFr = dF + (size_t)r * KB;
+                        for (int j = 0; j < n; j++) {
+                            dl[j] = p[j] * (dl[j] - Di);
+                            dFr[j] -= dl[j];
+                        }
+                        for (int j = n; j < nb; j++) p[j] = dl[j] = 0.0f; /* past the diagonal */
+                    }
+                    /* dq_i += scale sum_j dL_ij k_j; per key j: dv_j += sum_i P_ij dO_i and
+                     * dk_j += scale sum_i dL_ij q_i (the zeros past the diagonal keep it causal) */
+                    const float *dO0 = dout + (size_t)i0 * C + (size_t)h * HS, *q0 = qh + (size_t)i0 * HS;
+                    float *dkb = dqkv + (size_t)j0 * 3 * C + C + (size_t)h * HS;
+                    mm(dq + (size_t)h * HS, C, DL, KB, 1, kh + (size_t)j0 * HS, (size_t)HS, nq, nb, HS,
+                       NULL, scale, 1);
+                    mm(dkb + C, 3 * C, P, 1, KB, dO0, C, nb, nq, HS, NULL, 1.0f, 1);
+                    mm(dkb, 3 * C, DL, 1, KB, q0, (size_t)HS, nb, nq, HS, NULL, scale, 1);
+                }
+                /* the memory loss: max_i M_i of this window is attained at row mrow, where
+                 * dM/dF[i,j] = -1/tau for every F[i,j] < tau */
+                const int ir = vw.mrow[b];
+                if (cfg->mem_eps > 0 && io->aux_grad != 0.0f && ir >= i0 && ir < nk) {
+                    const float tau = (float)mni_sel_tau(cfg), g = -io->aux_grad / tau;
+                    const int r = ir - i0, n = row_keys(d0, r, nb);
+                    for (int j = 0; j < n; j++)
+                        if (F[(size_t)r * KB + j] < tau) dF[(size_t)r * KB + j] += g;
+                }
+                /* the selection: dz0 (in the P tile, free now) = G where a vote was cast, 0
+                 * elsewhere, with G[r][j] = the sum of dF over later rows (the reverse carry),
+                 * row by row from the last: per column in order */
+                float *dZ = P;
+                for (int r = nq - 1; r >= 0; r--) {
+                    const int n = row_keys(d0, r, nb);
+                    float *dz = dZ + (size_t)r * KB;
+                    sel_grad_row(dz, rcarry + j0, z0 + (size_t)r * KB, dF + (size_t)r * KB, j0, d0,
+                                 r, n);
+                    for (int j = n; j < nb; j++) dz[j] = 0.0f;
+                }
+                /* into head 0: dq0_i += scale sum_j dz0_ij k0_j, dk0_j += scale sum_i dz0_ij q0_i
+                 * (keys from 1: column 0 never votes) */
+                mm(dq, C, dZ, KB, 1, k + (size_t)j0 * HS, (size_t)HS, nq, nb, HS, NULL, scale, 1);
+                const int lo = vote_lo(j0);
+                if (nb > lo)
+                    mm(dqkv + (size_t)(j0 + lo) * 3 * C + C, 3 * C, dZ + lo, 1, KB,
+                       q + (size_t)i0 * HS, (size_t)HS, nb - lo, nq, HS, NULL, scale, 1);
             }
-            /* the memory loss: max_i M_i of this window is attained at row mrow, where
-             * dM/dF[i,j] = -1/tau for every F[i,j] < tau */
-            const int ir = vw.mrow[b];
-            if (cfg->mem_eps > 0 && io->aux_grad != 0.0f && ir >= i0 && ir < i0 + nq) {
-                const float tau = (float)mni_sel_tau(cfg), g = -io->aux_grad / tau;
-                const int r = ir - i0;
-                for (int j = 0; j <= ir; j++)
-                    if (F[(size_t)r * T + j] < tau) dF[(size_t)r * T + j] += g;
-            }
-            /* the selection: G[r][j] = sum of dF over later rows; dz0 = G where a vote was cast */
-            /* dz0 (in the P tile, free now) = G where a vote was cast, 0 elsewhere */
-            float *dZ = P;
-            for (int r = nq - 1; r >= 0; r--) { /* row by row from the last: per column in order */
-                const int i = i0 + r;
-                float *dz = dZ + (size_t)r * T;
-                sel_grad_row(dz, rcarry, z0 + (size_t)r * T, dF + (size_t)r * T, i);
-                for (int j = i + 1; j < nk; j++) dz[j] = 0.0f;
-            }
-            /* into head 0: dq0_i += scale sum_j dz0_ij k0_j, dk0_j += scale sum_i dz0_ij q0_i
-             * (keys from 1: column 0 never votes) */
-            mm(dq, C, dZ, (size_t)T, 1, k, (size_t)HS, nq, nk, HS, NULL, scale, 1);
-            if (nk > 1)
-                mm(dqkv + 3 * C + C, 3 * C, dZ + 1, 1, (size_t)T, q + (size_t)i0 * HS, (size_t)HS,
-                   nk - 1, nq, HS, NULL, scale, 1);
             /* the strip's dq rows are complete: rotate back into dqkv */
             for (int r = 0; r < nq; r++) {
                 const int i = i0 + r;
