@@ -47,27 +47,29 @@
 _Static_assert(KB % QS == 0, "a strip's diagonal must fall in one key block");
 /* ---- layouts ------------------------------------------------------------------------------- */
 
+/* The offset of a slice of n bytes (callers round n to 64) at the end of a layout that has reached
+ * *o; *o moves past it. */
+static size_t slice(size_t *o, size_t n)
+{
+    const size_t at = *o;
+    *o = mni_add(*o, n);
+    return at;
+}
+
 void mni_sel_act_layout(struct mni_sel_act *lay, const struct mnemo_attn_cfg *cfg, int B, int T)
 {
     size_t rows = mni_mul(mni_mul((size_t)B, (size_t)cfg->n_head), (size_t)T);
     size_t head = mni_align64(mni_mul(mni_mul(rows, (size_t)cfg->head_dim), sizeof(float)));
     size_t o = 0;
-    lay->q = o;
-    o = mni_add(o, head);
-    lay->k = o;
-    o = mni_add(o, head);
-    lay->v = o;
-    o = mni_add(o, head);
-    lay->lse = o;
-    o = mni_add(o, mni_align64(mni_mul(rows, sizeof(float))));
-    lay->fsum = o;
-    o = mni_add(o, mni_align64(mni_mul(mni_mul((size_t)B, (size_t)T), sizeof(double))));
-    lay->mval = o;
-    o = mni_add(o, mni_align64(mni_mul((size_t)B, sizeof(double))));
-    lay->mrow = o;
-    o = mni_add(o, mni_align64(mni_mul((size_t)B, sizeof(int32_t))));
-    lay->cs = o;
-    if (cfg->rope) o = mni_add(o, mni_align64(mni_mul((size_t)T * (size_t)cfg->head_dim, sizeof(float))));
+    lay->q = slice(&o, head);
+    lay->k = slice(&o, head);
+    lay->v = slice(&o, head);
+    lay->lse = slice(&o, mni_align64(mni_mul(rows, sizeof(float))));
+    lay->fsum = slice(&o, mni_align64(mni_mul(mni_mul((size_t)B, (size_t)T), sizeof(double))));
+    lay->mval = slice(&o, mni_align64(mni_mul((size_t)B, sizeof(double))));
+    lay->mrow = slice(&o, mni_align64(mni_mul((size_t)B, sizeof(int32_t))));
+    size_t cs = mni_align64(mni_mul((size_t)T * (size_t)cfg->head_dim, sizeof(float)));
+    lay->cs = slice(&o, cfg->rope ? cs : 0);
     lay->total = o;
 }
 
@@ -107,37 +109,23 @@ static void win_layout(struct win_lay *w, const struct mnemo_attn_cfg *cfg, int 
     size_t heads = mni_align64(mni_mul(mni_mul(NH * HS, (size_t)n_blocks(T) * KB), sizeof(float)));
     size_t tile = mni_align64((size_t)QS * KB * sizeof(float));
     size_t rows = mni_align64(mni_mul(NH * QS, sizeof(float)));
+    size_t carry = mni_align64(mni_mul(t, sizeof(double)));
     size_t o = 0;
-    w->kt = o;
-    o = mni_add(o, heads);
-    w->vt = o;
-    o = mni_add(o, heads);
-    w->dl = o;
-    o = mni_add(o, tile);
-    w->z0 = o;
-    o = mni_add(o, tile);
-    w->f = o;
-    o = mni_add(o, tile);
-    w->p = o;
-    o = mni_add(o, tile);
-    w->dp = o;
-    o = mni_add(o, tile);
-    w->dq = o;
-    o = mni_add(o, mni_align64(mni_mul((size_t)QS * NH * HS, sizeof(float))));
-    w->mx = o;
-    o = mni_add(o, rows);
-    w->l = o;
-    o = mni_add(o, rows);
-    w->dd = o;
-    o = mni_add(o, rows);
-    w->carry = o;
-    o = mni_add(o, mni_align64(mni_mul(t, sizeof(double))));
-    w->rcarry = o;
-    o = mni_add(o, mni_align64(mni_mul(t, sizeof(double))));
-    w->ctmp = o;
-    o = mni_add(o, mni_align64((size_t)KB * sizeof(double)));
-    w->msum = o;
-    o = mni_add(o, mni_align64((size_t)QS * sizeof(double)));
+    w->kt = slice(&o, heads);
+    w->vt = slice(&o, heads);
+    w->dl = slice(&o, tile);
+    w->z0 = slice(&o, tile);
+    w->f = slice(&o, tile);
+    w->p = slice(&o, tile);
+    w->dp = slice(&o, tile);
+    w->dq = slice(&o, mni_align64(mni_mul((size_t)QS * NH * HS, sizeof(float))));
+    w->mx = slice(&o, rows);
+    w->l = slice(&o, rows);
+    w->dd = slice(&o, rows);
+    w->carry = slice(&o, carry);
+    w->rcarry = slice(&o, carry);
+    w->ctmp = slice(&o, mni_align64((size_t)KB * sizeof(double)));
+    w->msum = slice(&o, mni_align64((size_t)QS * sizeof(double)));
     w->total = o;
 }
 
@@ -618,7 +606,8 @@ static enum mnemo_status sel_forward(const struct mnemo_attn_cfg *cfg, struct mn
         float *q = vw.q + bh * TH, *k = vw.k + bh * TH, *v = vw.v + bh * TH;
         double *carry = vw.fsum + (size_t)b * T;
         load_window(cfg, io->qkv + (size_t)b * T * 3 * C, T, q, k, v, vw.cs);
-        for (int h = 0; h < NH; h++) transpose_blocks(kt + (size_t)h * TB, k + (size_t)h * TH, T, HS);
+        for (int h = 0; h < NH; h++)
+            transpose_blocks(kt + (size_t)h * TB, k + (size_t)h * TH, T, HS);
         for (int j = 0; j < T; j++) carry[j] = 0.0;
         double mbest = -INFINITY;
         int32_t mrow = 0;
