@@ -98,7 +98,9 @@ int cmd_train(int argc, char **argv)
          "learning-rate multiplier of the attention kind's own parameters (infini's gates; no "
          "weight decay on them)"},
         {"batch", OPT_INT, &tc.batch, "windows per micro-batch"},
-        {"seq", OPT_INT, &tc.seq, "window length (0 = n_ctx)"},
+        {"seq", OPT_INT, &tc.seq,
+         "window length (0 = n_ctx); with --init it may exceed the checkpoint's n_ctx (RoPE "
+         "positions), which then becomes --seq"},
         {"grad_accum", OPT_INT, &tc.grad_accum, "micro-batches per optimizer step"},
         {"steps", OPT_INT, &tc.max_steps, "optimizer steps"},
         {"warmup", OPT_INT, &tc.warmup, "linear warmup steps"},
@@ -160,6 +162,13 @@ int cmd_train(int argc, char **argv)
         if ((st = mnemo_model_load(&m, path)) != MNEMO_OK) cli_fail("train", st, "cannot resume");
     } else if (init) {
         if ((st = mnemo_model_load(&m, init)) != MNEMO_OK) cli_fail("train", st, "cannot load --init");
+        const int old_ctx = mnemo_model_get_config(m)->n_ctx;
+        if (tc.seq > old_ctx) {
+            if ((st = mnemo_model_set_n_ctx(m, tc.seq)) != MNEMO_OK)
+                cli_fail("train", st, "--seq longer than the --init checkpoint's n_ctx");
+            fprintf(stderr, "train: windows of %d tokens (the checkpoint's n_ctx was %d)\n", tc.seq,
+                    old_ctx);
+        }
     } else {
         if ((st = mnemo_model_create(&m, &mc)) != MNEMO_OK) cli_fail("train", st, "bad model config");
         mnemo_model_init(m, tc.seed);

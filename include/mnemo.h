@@ -107,6 +107,12 @@ MNEMO_API void mnemo_model_free(struct mnemo_model *m);
  * zero biases, unit LayerNorm gains. Deterministic for a seed. */
 MNEMO_API void mnemo_model_init(struct mnemo_model *m, uint64_t seed);
 MNEMO_API const struct mnemo_model_config *mnemo_model_get_config(const struct mnemo_model *m);
+/* Changes the longest window of a model with RoPE positions (no parameter depends on it), e.g.
+ * to continue training a checkpoint on longer windows. An infini model whose segment was "the
+ * window" (attn_segment 0) keeps the old length as its segment. MNEMO_ERR_ARG with learned
+ * positions (the position table has n_ctx rows) or an n_ctx out of range. Sessions opened
+ * before keep their size. */
+MNEMO_API enum mnemo_status mnemo_model_set_n_ctx(struct mnemo_model *m, int n_ctx);
 MNEMO_API size_t mnemo_model_n_params(const struct mnemo_model *m);
 /* Metadata value that the loaded checkpoint carried besides the config (e.g. "train.step"),
  * or NULL. */

@@ -161,6 +161,22 @@ static void free_acts(struct mnemo_model *m)
     m->have_targets = 0;
 }
 
+enum mnemo_status mnemo_model_set_n_ctx(struct mnemo_model *m, int n_ctx)
+{
+    if (m->cfg.pos != MNEMO_POS_ROPE)
+        return mni_err(MNEMO_ERR_ARG, "n_ctx: a model with learned positions has a table of "
+                       "n_ctx = %d rows; it cannot change", m->cfg.n_ctx);
+    struct mnemo_model_config cfg = m->cfg;
+    if (cfg.attn_kind == MNEMO_ATTN_KIND_INFINI && cfg.attn_segment == 0) cfg.attn_segment = cfg.n_ctx;
+    cfg.n_ctx = n_ctx;
+    enum mnemo_status st = mnemo_model_config_check(&cfg);
+    if (st != MNEMO_OK) return st;
+    free_acts(m); /* the kind's act and scratch sizes may follow n_ctx */
+    m->cfg = cfg;
+    attn_cfg_from(&m->acfg, &m->cfg);
+    return MNEMO_OK;
+}
+
 void mnemo_model_free(struct mnemo_model *m)
 {
     if (!m) return;

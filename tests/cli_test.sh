@@ -77,6 +77,10 @@ grep -q '"mem_loss":0.[0-9]*[1-9]' "$W/run_mem/log.jsonl" || bad "train --mem_ep
 expect_ok "train --attn infini" "$MNEMO" train --train "$W/data/train.bin" --out "$W/run_inf" \
     "${TINY[@]}" --steps 3 --attn infini --segment 8 --mem_update delta --gate_lr_mult 10
 grep -q "infini: segment 8, delta memory update" "$W/err" || bad "train --attn infini: no segment line"
+expect_ok "train --init on longer windows" "$MNEMO" train --train "$W/data/train.bin" \
+    --out "$W/run_inf64" --init "$W/run_inf/model.safetensors" --seq 64 --batch 2 --steps 2 --threads 1
+grep -q "windows of 64 tokens (the checkpoint's n_ctx was 32)" "$W/err" || bad "--init --seq: no note"
+"$MNEMO" info "$W/run_inf64/model.safetensors" | grep -q "n_ctx *64" || bad "--init --seq: n_ctx not 64"
 expect_ok "info infini" "$MNEMO" info "$W/run_inf/model.safetensors"
 grep -q "segment *8" "$W/out" && grep -q "mem update *delta" "$W/out" || bad "info: no infini settings"
 expect_ok "generate infini past n_ctx" "$MNEMO" generate --model "$W/run_inf/model.safetensors" \
@@ -161,6 +165,10 @@ expect_fail "ema out of range" "ema = 1: must be in" "$MNEMO" train --train "$W/
 expect_fail "bad optimizer" "expected adamw or muon" "$MNEMO" train --train "$W/data/train.bin" --out "$W/r3" --optimizer sgd
 expect_fail "momentum out of range" "momentum = 1.5: must be in" "$MNEMO" train --train "$W/data/train.bin" --out "$W/r3" "${TINY[@]}" --optimizer muon --momentum 1.5
 expect_fail "seq > n_ctx" "seq" "$MNEMO" train --train "$W/data/train.bin" --out "$W/r3" "${TINY[@]}" --seq 64
+expect_ok "train learned" "$MNEMO" train --train "$W/data/train.bin" --out "$W/run_lp" \
+    "${TINY[@]}" --steps 1 --pos learned
+expect_fail "--init learned on longer windows" "learned positions" "$MNEMO" train \
+    --train "$W/data/train.bin" --out "$W/run_lp2" --init "$W/run_lp/model.safetensors" --seq 64
 expect_fail "bad pos" "rope or learned" "$MNEMO" train --train "$W/data/train.bin" --pos sinus
 expect_fail "bad attn" "unknown attention kind" "$MNEMO" train --train "$W/data/train.bin" --attn magic
 expect_fail "missing config" "cannot open config" "$MNEMO" train --config "$W/none.json"

@@ -311,6 +311,48 @@ static void test_odd_shapes(void **s)
     mnemo_model_free(m);
 }
 
+/* A RoPE model's n_ctx can grow (no parameter depends on it): the same windows give the same
+ * bits, longer ones run; learned positions refuse; an infini model whose segment was "the
+ * window" keeps the old length as its segment. */
+static void test_set_n_ctx(void **s)
+{
+    (void)s;
+    uint16_t x[48], y[48];
+    tokens(x, 48, 29, 21);
+    tokens(y, 48, 29, 22);
+    const int kinds[] = {MNEMO_ATTN_KIND_DENSE, MNEMO_ATTN_KIND_SELECTIVE, MNEMO_ATTN_KIND_INFINI};
+    for (int i = 0; i < 3; i++) {
+        struct mnemo_model *m = tiny_ctx(MNEMO_POS_ROPE, 5, kinds[i], 12);
+        float before, after, longer;
+        assert_int_equal(mnemo_model_forward(m, x, y, 4, 12, &before), MNEMO_OK);
+        assert_int_equal(mnemo_model_forward(m, x, y, 2, 24, NULL), MNEMO_ERR_ARG);
+        assert_int_equal(mnemo_model_set_n_ctx(m, 24), MNEMO_OK);
+        assert_int_equal(mnemo_model_get_config(m)->n_ctx, 24);
+        assert_int_equal(mnemo_model_forward(m, x, y, 4, 12, &after), MNEMO_OK);
+        assert_true(before == after);
+        assert_int_equal(mnemo_model_forward(m, x, y, 2, 24, &longer), MNEMO_OK);
+        assert_int_equal(mnemo_model_backward(m, 1.0f), MNEMO_OK);
+        assert_true(isfinite(longer));
+        assert_int_equal(mnemo_model_set_n_ctx(m, 0), MNEMO_ERR_ARG);
+        if (kinds[i] == MNEMO_ATTN_KIND_INFINI) /* segment 5 < 12: unchanged; smaller is refused */
+            assert_int_equal(mnemo_model_set_n_ctx(m, 4), MNEMO_ERR_ARG);
+        mnemo_model_free(m);
+    }
+    struct mnemo_model_config c;
+    mnemo_model_config_default(&c);
+    c.n_layer = 1, c.d_model = 16, c.n_head = 2, c.n_ctx = 12, c.vocab = 29;
+    c.attn_kind = MNEMO_ATTN_KIND_INFINI; /* segment 0 = n_ctx */
+    struct mnemo_model *m;
+    assert_int_equal(mnemo_model_create(&m, &c), MNEMO_OK);
+    assert_int_equal(mnemo_model_set_n_ctx(m, 36), MNEMO_OK);
+    assert_int_equal(mnemo_model_get_config(m)->attn_segment, 12);
+    mnemo_model_free(m);
+    m = tiny(MNEMO_POS_LEARNED, 5, MNEMO_ATTN_KIND_DENSE);
+    assert_int_equal(mnemo_model_set_n_ctx(m, 24), MNEMO_ERR_ARG);
+    assert_int_equal(mnemo_model_get_config(m)->n_ctx, 12);
+    mnemo_model_free(m);
+}
+
 static void test_bad_config(void **s)
 {
     (void)s;
@@ -468,7 +510,7 @@ int main(void)
         cmocka_unit_test(test_session_selective),
         cmocka_unit_test(test_session_budgets),
         cmocka_unit_test(test_bad_tokens),      cmocka_unit_test(test_bad_config),
-        cmocka_unit_test(test_odd_shapes),
+        cmocka_unit_test(test_odd_shapes),      cmocka_unit_test(test_set_n_ctx),
         cmocka_unit_test(test_checkpoint_roundtrip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
