@@ -364,87 +364,11 @@ static void f_block(float *F, const float *z0, double *c, int j0, int d0, int nq
  * (or its transpose) and B rows of q, k, v or dO:
  *     forward  O = P V (per-row alpha = 1/l)         backward  dq += scale dL K, dq0 += scale dZ K0
  *     backward dV += P^T dO, dK += scale dL^T Q, dK0 += scale dZ^T Q0
- * A is addressed with two strides, A[m * a_ms + k * a_ks], so one kernel does both A and A^T.
- * Each output's sum runs over k in order with one FMA per term from zero, then
- * C = fma(alpha, sum, C) (or fma(alpha, sum, 0) when overwriting): the same bits as a plain
- * loop in that order. Causality is carried by zeros: the callers zero the tiles past each row's
- * diagonal, and a zero term leaves a sum unchanged -- for finite operands: a NaN or infinity in
- * a later key of the strip (a run that has already diverged) would now reach earlier rows too. */
-
-#if MNI_HAVE_AVX2
-/* R (<= 6) rows x W (16 or 8) columns in 2R or R accumulators; R and W are constants after
- * inlining (mm's switch), so the loops unroll and the accumulators stay in registers. */
-static inline __attribute__((always_inline)) void mm_block(float *C, size_t ldc, const float *A,
-                                                           size_t a_ms, size_t a_ks,
-                                                           const float *B, size_t ldb, int K,
-                                                           const float *alpha, float alpha1,
-                                                           int accumulate, const int R, const int W)
-{
-    __m256 acc[6][2];
-    for (int u = 0; u < R; u++) acc[u][0] = acc[u][1] = _mm256_setzero_ps();
-    for (int k = 0; k < K; k++) {
-        const float *b = B + (size_t)k * ldb;
-        __m256 b0 = _mm256_loadu_ps(b);
-        __m256 b1 = W == 16 ? _mm256_loadu_ps(b + 8) : b0;
-        PIN(b0);
-        if (W == 16) PIN(b1);
-        const float *a = A + (size_t)k * a_ks;
-        for (int u = 0; u < R; u++) {
-            const __m256 av = _mm256_set1_ps(a[(size_t)u * a_ms]);
-            acc[u][0] = _mm256_fmadd_ps(av, b0, acc[u][0]);
-            if (W == 16) acc[u][1] = _mm256_fmadd_ps(av, b1, acc[u][1]);
-        }
-    }
-    for (int u = 0; u < R; u++) {
-        const __m256 al = _mm256_set1_ps(alpha ? alpha[u] : alpha1);
-        float *c = C + (size_t)u * ldc;
-        for (int v = 0; v < W / 8; v++) {
-            const __m256 prev = accumulate ? _mm256_loadu_ps(c + 8 * v) : _mm256_setzero_ps();
-            _mm256_storeu_ps(c + 8 * v, _mm256_fmadd_ps(al, acc[u][v], prev));
-        }
-    }
-}
-#endif
-
-/* C[m][0..N) = fma(alpha_m, sum_k A[m*a_ms + k*a_ks] B[k*ldb + 0..N), accumulate ? C : 0) for
- * m < M; alpha_m = alpha[m] if alpha, else alpha1. */
-static void mm(float *C, size_t ldc, const float *A, size_t a_ms, size_t a_ks, const float *B,
-               size_t ldb, int M, int K, int N, const float *alpha, float alpha1, int accumulate)
-{
-#if MNI_HAVE_AVX2
-    if (N % 8 == 0) {
-        for (int m = 0; m < M; m += 6) {
-            const int R = M - m < 6 ? M - m : 6;
-            float *Cm = C + (size_t)m * ldc;
-            const float *Am = A + (size_t)m * a_ms, *al = alpha ? alpha + m : NULL;
-            for (int c = 0; c < N; c += 16) {
-#define MM_CASE(r)                                                                                    \
-    case r:                                                                                           \
-        if (N - c >= 16)                                                                              \
-            mm_block(Cm + c, ldc, Am, a_ms, a_ks, B + c, ldb, K, al, alpha1, accumulate, r, 16);      \
-        else                                                                                          \
-            mm_block(Cm + c, ldc, Am, a_ms, a_ks, B + c, ldb, K, al, alpha1, accumulate, r, 8);       \
-        break;
-                switch (R) {
-                    MM_CASE(1) MM_CASE(2) MM_CASE(3) MM_CASE(4) MM_CASE(5) MM_CASE(6)
-                }
-#undef MM_CASE
-            }
-        }
-        return;
-    }
-#endif
-    for (int m = 0; m < M; m++) {
-        const float al = alpha ? alpha[m] : alpha1;
-        for (int n = 0; n < N; n++) {
-            float acc = 0.0f;
-            for (int k = 0; k < K; k++)
-                acc = fmaf(A[(size_t)m * a_ms + (size_t)k * a_ks], B[(size_t)k * ldb + n], acc);
-            float *c = C + (size_t)m * ldc + n;
-            *c = fmaf(al, acc, accumulate ? *c : 0.0f);
-        }
-    }
-}
+ * all by mni_mm (kern/mm.c), which takes A or A^T through two strides and sums each output over
+ * k in order, as a plain loop would. Causality is carried by zeros: the callers zero the tiles
+ * past each row's diagonal, and a zero term leaves a sum unchanged -- for finite operands: a NaN
+ * or infinity in a later key of the strip (a run that has already diverged) would now reach
+ * earlier rows too. */
 
 /* max_j (s[j] - f[j]) over j < n (n >= 1). */
 static float row_max(const float *s, const float *f, int n)
@@ -631,8 +555,8 @@ static enum mnemo_status sel_forward(const struct mnemo_attn_cfg *cfg, struct mn
                     /* P (in place for h > 0; z0 is kept), then O (+)= P V over the block */
                     online_block(o + (size_t)h * HS, C, S, Sh, F, mx + (size_t)h * QS,
                                  ls + (size_t)h * QS, d0, nq, nb, HS, j0 == 0);
-                    mm(o + (size_t)h * HS, C, S, KB, 1, v + (size_t)h * TH + (size_t)j0 * HS,
-                       (size_t)HS, nq, nb, HS, NULL, 1.0f, j0 > 0);
+                    mni_mm(o + (size_t)h * HS, C, S, KB, 1, v + (size_t)h * TH + (size_t)j0 * HS,
+                           (size_t)HS, nq, nb, HS, NULL, 1.0f, j0 > 0);
                 }
             }
             for (int h = 0; h < NH; h++)
@@ -747,10 +671,10 @@ static enum mnemo_status sel_backward(const struct mnemo_attn_cfg *cfg, struct m
                      * dk_j += scale sum_i dL_ij q_i (the zeros past the diagonal keep it causal) */
                     const float *dO0 = dout + (size_t)i0 * C + (size_t)h * HS, *q0 = qh + (size_t)i0 * HS;
                     float *dkb = dqkv + (size_t)j0 * 3 * C + C + (size_t)h * HS;
-                    mm(dq + (size_t)h * HS, C, DL, KB, 1, kh + (size_t)j0 * HS, (size_t)HS, nq, nb, HS,
-                       NULL, scale, 1);
-                    mm(dkb + C, 3 * C, P, 1, KB, dO0, C, nb, nq, HS, NULL, 1.0f, 1);
-                    mm(dkb, 3 * C, DL, 1, KB, q0, (size_t)HS, nb, nq, HS, NULL, scale, 1);
+                    mni_mm(dq + (size_t)h * HS, C, DL, KB, 1, kh + (size_t)j0 * HS, (size_t)HS, nq,
+                           nb, HS, NULL, scale, 1);
+                    mni_mm(dkb + C, 3 * C, P, 1, KB, dO0, C, nb, nq, HS, NULL, 1.0f, 1);
+                    mni_mm(dkb, 3 * C, DL, 1, KB, q0, (size_t)HS, nb, nq, HS, NULL, scale, 1);
                 }
                 /* the memory loss: max_i M_i of this window is attained at row mrow, where
                  * dM/dF[i,j] = -1/tau for every F[i,j] < tau */
@@ -774,11 +698,12 @@ static enum mnemo_status sel_backward(const struct mnemo_attn_cfg *cfg, struct m
                 }
                 /* into head 0: dq0_i += scale sum_j dz0_ij k0_j, dk0_j += scale sum_i dz0_ij q0_i
                  * (keys from 1: column 0 never votes) */
-                mm(dq, C, dZ, KB, 1, k + (size_t)j0 * HS, (size_t)HS, nq, nb, HS, NULL, scale, 1);
+                mni_mm(dq, C, dZ, KB, 1, k + (size_t)j0 * HS, (size_t)HS, nq, nb, HS, NULL, scale,
+                       1);
                 const int lo = vote_lo(j0);
                 if (nb > lo)
-                    mm(dqkv + (size_t)(j0 + lo) * 3 * C + C, 3 * C, dZ + lo, 1, KB,
-                       q + (size_t)i0 * HS, (size_t)HS, nb - lo, nq, HS, NULL, scale, 1);
+                    mni_mm(dqkv + (size_t)(j0 + lo) * 3 * C + C, 3 * C, dZ + lo, 1, KB,
+                           q + (size_t)i0 * HS, (size_t)HS, nb - lo, nq, HS, NULL, scale, 1);
             }
             /* the strip's dq rows are complete: rotate back into dqkv */
             for (int r = 0; r < nq; r++) {

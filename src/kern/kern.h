@@ -62,6 +62,15 @@ struct mni_gemm_epi {
 int mni_gemm(float *C, const float *A, const float *B, int transb, size_t M, size_t N, size_t K,
              const struct mni_gemm_epi *e);
 
+/* ---- small products of attention tiles (kern/mm.c) -----------------------------------------
+ * C[m][0..N) = fma(alpha_m, sum_k A[m*a_ms + k*a_ks] B[k*ldb + 0..N), accumulate ? C : 0) for
+ * m < M, alpha_m = alpha[m] if alpha, else alpha1; each sum over k in order from zero (the
+ * bits of a plain loop, independent of M and of the other rows). A (a_ms = lda, a_ks = 1) or
+ * A^T (a_ms = 1, a_ks = lda) without a copy; B (K,N) row-major with row stride ldb; C row
+ * stride ldc. Vectorised when N % 8 == 0. Serial (callers run it inside their own tasks). */
+void mni_mm(float *C, size_t ldc, const float *A, size_t a_ms, size_t a_ks, const float *B,
+            size_t ldb, int M, int K, int N, const float *alpha, float alpha1, int accumulate);
+
 /* ---- LayerNorm over the last dimension C (eps 1e-5) --------------------------------------- */
 /* out (N,C); mean, rstd (N) saved for backward (may be NULL for inference). */
 void mni_layernorm_fwd(float *out, float *mean, float *rstd, const float *inp,
