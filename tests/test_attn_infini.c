@@ -92,7 +92,8 @@ static void test_registry_and_validate(void **s)
 
 /* Shapes: N dividing T (one dense call for all segments) or not (a short last segment, and a
  * window shorter than N), one segment (no memory read at all), one token per segment (N = 1),
- * T below n_ctx, both rules, RoPE on and off, head widths not a multiple of 8. */
+ * T below n_ctx, both rules, RoPE on and off, head widths not a multiple of 8, and segments
+ * longer than the fast path's blocks of 64 rows (a full and a partial block per segment). */
 struct shape {
     int B, T, n_ctx, NH, HS, N, rope, delta;
 };
@@ -100,6 +101,7 @@ static const struct shape shapes[] = {
     {2, 37, 40, 3, 8, 8, 1, 0},  {2, 37, 40, 3, 8, 8, 1, 1}, {1, 16, 16, 1, 4, 16, 0, 0},
     {2, 48, 48, 2, 16, 12, 1, 1}, {3, 50, 64, 2, 6, 7, 1, 0}, {1, 5, 8, 4, 2, 1, 0, 1},
     {2, 64, 64, 4, 32, 16, 1, 0}, {2, 64, 64, 4, 32, 16, 1, 1}, {1, 9, 32, 2, 8, 20, 1, 1},
+    {1, 300, 300, 2, 8, 130, 1, 1}, {2, 200, 200, 1, 16, 70, 0, 0},
 };
 
 static void fill_beta(int NH, uint64_t seed)
@@ -362,6 +364,7 @@ static void test_session_equals_forward(void **s)
     session_case(20, 6, 3, 8, 1, 1, 1);
     session_case(16, 16, 1, 4, 0, 0, 0);
     session_case(24, 10, 2, 16, 1, 0, 1);
+    session_case(140, 70, 2, 8, 1, 1, 0); // the fold in blocks of 64 rows
 }
 
 /* state_bytes is a function of (NH, HS, N) only: neither n_ctx nor the stream length appears. */

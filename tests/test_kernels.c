@@ -105,6 +105,50 @@ static void test_gemm_own(void **state)
     }
 }
 
+/* mni_mm against a plain fmaf loop in the same order, bit for bit: A and A^T (two strides),
+ * widths on the vector path (multiples of 8, 16-column blocks and an 8-column tail) and off it,
+ * row counts around the 6-row blocks, per-row and scalar alpha, overwrite and accumulate. A row
+ * must not depend on the other rows of the call (the infini session relies on it). */
+static void test_mm(void **state)
+{
+    (void)state;
+    const int shapes[][3] = {{1, 5, 8}, {7, 33, 24}, {13, 64, 32}, {6, 3, 6}, {20, 17, 40}};
+    for (size_t s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++) {
+        const int M = shapes[s][0], K = shapes[s][1], N = shapes[s][2], ldb = N + 3, ldc = N + 5;
+        float *a = fnew((size_t)M * K), *b = fnew((size_t)K * ldb), *al = fnew((size_t)M);
+        float *c = fnew((size_t)M * ldc), *want = fnew((size_t)M * ldc), *c1 = fnew((size_t)ldc);
+        tu_fill_normal(a, (size_t)M * K, 1, 41 + s);
+        tu_fill_normal(b, (size_t)K * ldb, 1, 42 + s);
+        tu_fill_normal(al, (size_t)M, 1, 43 + s);
+        for (int trans = 0; trans < 2; trans++)
+            for (int acc = 0; acc < 2; acc++)
+                for (int pr = 0; pr < 2; pr++) {
+                    /* trans: a holds A^T (K,M), read with a_ms = 1, a_ks = M */
+                    const size_t ms = trans ? 1 : (size_t)K, ks = trans ? (size_t)M : 1;
+                    tu_fill_normal(c, (size_t)M * ldc, 1, 44 + s);
+                    memcpy(want, c, (size_t)M * ldc * sizeof(float));
+                    for (int m = 0; m < M; m++)
+                        for (int n = 0; n < N; n++) {
+                            float sum = 0.0f;
+                            for (int k = 0; k < K; k++)
+                                sum = fmaf(a[m * ms + k * ks], b[(size_t)k * ldb + n], sum);
+                            float *w = want + (size_t)m * ldc + n;
+                            *w = fmaf(pr ? al[m] : 0.7f, sum, acc ? *w : 0.0f);
+                        }
+                    memcpy(c1, c + (size_t)(M - 1) * ldc, (size_t)ldc * sizeof(float));
+                    mni_mm(c, (size_t)ldc, a, ms, ks, b, (size_t)ldb, M, K, N, pr ? al : NULL,
+                           0.7f, acc);
+                    TU_ASSERT_CLOSE("mm", c, want, (size_t)M * ldc, 0, 0);
+                    /* the last row alone (from its contents before the call): the same bits */
+                    mni_mm(c1, (size_t)ldc, a + (size_t)(M - 1) * ms, ms, ks, b, (size_t)ldb, 1,
+                           K, N, pr ? al + M - 1 : NULL, 0.7f, acc);
+                    TU_ASSERT_CLOSE("mm row", c1, want + (size_t)(M - 1) * ldc, (size_t)N, 0, 0);
+                }
+        float *all[] = {a, b, al, c, want, c1};
+        for (size_t i = 0; i < 6; i++) mni_free(all[i]);
+    }
+}
+
 /* The fused GELU entry points against the unfused composition of references, on both paths
  * (N = 5: cblas fallback; N = 70: own gemm). */
 static void test_matmul_gelu(void **state)
@@ -280,7 +324,7 @@ int main(void)
         cmocka_unit_test(test_matmul_fwd_bwd), cmocka_unit_test(test_gemm_own),
         cmocka_unit_test(test_matmul_gelu),    cmocka_unit_test(test_layernorm),
         cmocka_unit_test(test_gelu),           cmocka_unit_test(test_xent),
-        cmocka_unit_test(test_adamw),
+        cmocka_unit_test(test_adamw),          cmocka_unit_test(test_mm),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -16,9 +16,10 @@
  * Forward: the local attention of every segment is the dense kind's forward over windows of N
  * tokens (a segment is a window starting at position 0, so the dense kernels, their RoPE table
  * and their act layout are reused as they are); then one task per (window, head) walks the
- * segments in order, reads the memory, mixes, and folds the segment in. M_s and z_s of every
- * segment are saved in act (fp32), which is the spec's per-segment checkpoint: backward needs
- * no recomputation of the memory.
+ * segments in order, reads the memory, mixes, and folds the segment in, each as a small matrix
+ * product over the segment's rows (up to 64 at a time; kern/mm.c). M_s and z_s of every segment
+ * are saved in act (fp32), which is the spec's per-segment checkpoint: backward needs no
+ * recomputation of the memory (it recomputes sigma(q), sigma(k) and the read-outs).
  * Backward (back-propagation through time over the segments, no truncation): dA splits into
  * dA_dot = (1 - g) dA (dA in segment 0), which goes through the dense backward, and the memory
  * path, walked from the last segment to the first with the carried dM, dz (gradients of the
@@ -44,62 +45,141 @@
 #include <string.h>
 
 #include "attn/attn_int.h"
+#include "kern/kern.h"
+#include "kern/vmath.h"
 #include "mni.h"
 
-#define HS_MAX 256 /* largest head_dim (stack vectors are sized for it), as in the dense kind */
+#define HS_MAX 256 /* largest head_dim, as in the dense kind */
 
-/* ---- the memory, one head -------------------------------------------------------------------- */
+/* ---- the memory, one head, a block of rows at a time --------------------------------------------
+ * Every read and write of the memory is a small product over the rows of one segment (at most
+ * MEM_ROWS at a time) by mni_mm (kern/mm.c), with M (HS,HS) row-major (row i is the value stored
+ * under key feature i):
+ *     read       A = diag(1 / max(P z, eps)) P M              P = sigma(Q_s) or sigma(K_s)
+ *     fold       M' = M + P^T U,  z' = z + colsum(P)
+ *     backward   dU = P dM',  dP = U dM'^T (+ dn M^T),  dM += P^T dn
+ * mni_mm sums every output in a fixed order whatever the number of rows in the call, so a row
+ * read in a chunk of the session equals the same row read in a segment of training, and the
+ * fold of a segment gives the same bits in both. */
 
-static inline float phi(float x) { return x > 0.0f ? x + 1.0f : expf(x); }
-static inline float dphi(float x) { return x > 0.0f ? 1.0f : expf(x); }
+#define MEM_ROWS 64 /* rows per product: the height of the work buffers */
+
+static inline float phi(float x) { return x > 0.0f ? x + 1.0f : mni_expf(x); }
 static inline float gate_of(float beta) { return 1.0f / (1.0f + expf(-beta)); }
 
-/* a (HS) = sigma(x) M / max(sigma(x) . z, eps); px (HS) receives sigma(x). Returns the
- * unclamped denominator. M (HS,HS) row-major: row i is the value stored under key feature i. */
-static float mem_read(float *restrict a, float *restrict px, const float *restrict x,
-                      const float *restrict M, const float *restrict z, int HS)
+static float dot(const float *a, const float *b, int n)
 {
-    float den = 0.0f;
-    for (int i = 0; i < HS; i++) {
-        px[i] = phi(x[i]);
-        den += px[i] * z[i];
+    int i = 0;
+    float s = 0.0f;
+#if MNI_HAVE_AVX2
+    __m256 acc = _mm256_setzero_ps();
+    for (; i + 8 <= n; i += 8)
+        acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
+    s = mni_hsum_ps(acc);
+#endif
+    for (; i < n; i++) s = fmaf(a[i], b[i], s);
+    return s;
+}
+
+/* P (n,HS) = sigma(x) for n rows of x (row stride ldx); sigma's exp is the project's polynomial
+ * (kern/vmath.h), the same in both lanes and tail. If z: den[t] = P_t . z (unclamped) and
+ * inv[t] = 1 / max(den[t], eps). */
+static void phi_rows(float *restrict P, float *restrict den, float *restrict inv, const float *x,
+                     size_t ldx, int n, const float *z, int HS)
+{
+    for (int t = 0; t < n; t++) {
+        const float *xt = x + (size_t)t * ldx;
+        float *pt = P + (size_t)t * HS;
+        int i = 0;
+#if MNI_HAVE_AVX2
+        const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f);
+        for (; i + 8 <= HS; i += 8) {
+            const __m256 v = _mm256_loadu_ps(xt + i);
+            const __m256 pos = _mm256_cmp_ps(v, zero, _CMP_GT_OQ);
+            _mm256_storeu_ps(pt + i, _mm256_blendv_ps(mni_exp_ps(v), _mm256_add_ps(v, one), pos));
+        }
+#endif
+        for (; i < HS; i++) pt[i] = phi(xt[i]);
+        if (z) {
+            den[t] = dot(pt, z, HS);
+            inv[t] = 1.0f / (den[t] > MNI_INF_DEN_EPS ? den[t] : MNI_INF_DEN_EPS);
+        }
     }
-    for (int j = 0; j < HS; j++) a[j] = 0.0f;
-    for (int i = 0; i < HS; i++) {
-        const float w = px[i], *Mi = M + (size_t)i * HS;
-        for (int j = 0; j < HS; j++) a[j] += w * Mi[j];
+}
+
+/* A (n,HS) = sigma(x) M / max(sigma(x) . z, eps) for n <= MEM_ROWS rows of x; P, den, inv as
+ * phi_rows. */
+static void mem_read(float *A, float *P, float *den, float *inv, const float *x, size_t ldx, int n,
+                     const float *M, const float *z, int HS)
+{
+    phi_rows(P, den, inv, x, ldx, n, z, HS);
+    mni_mm(A, (size_t)HS, P, (size_t)HS, 1, M, (size_t)HS, n, HS, HS, inv, 0.0f, 0);
+}
+
+/* d (n) += (or =) colsum: z' = z + sum_t P_t, or dz += sum_t dd_t P_t (w != NULL). */
+static void add_rows(float *restrict d, const float *restrict P, const float *w, int n, int HS)
+{
+    for (int t = 0; t < n; t++) {
+        const float s = w ? w[t] : 1.0f, *pt = P + (size_t)t * HS;
+        for (int i = 0; i < HS; i++) d[i] += s * pt[i];
     }
-    const float inv = 1.0f / (den > MNI_INF_DEN_EPS ? den : MNI_INF_DEN_EPS);
-    for (int j = 0; j < HS; j++) a[j] *= inv;
-    return den;
+}
+
+/* Work buffers of one task (one head of one window, or one head of a session): rows of P, of the
+ * read-out A, of U, of two gradients, per-row den, inv, dd, and the transposes of M and of dM'.
+ * Carved by mni_carve: with base NULL only w->n (floats) is set. */
+struct mem_work {
+    float *p, *a, *u, *d, *g; /* (MEM_ROWS,HS) each */
+    float *den, *inv, *dd;    /* (MEM_ROWS) */
+    float *mt, *dmt;          /* (HS,HS) */
+    size_t n;
+};
+
+static void mem_work(struct mem_work *w, float *base, int HS)
+{
+    struct mni_carver c = {base, 0};
+    const size_t rh = (size_t)MEM_ROWS * HS, hh = (size_t)HS * HS;
+    w->p = mni_carve(&c, rh), w->a = mni_carve(&c, rh), w->u = mni_carve(&c, rh);
+    w->d = mni_carve(&c, rh), w->g = mni_carve(&c, rh);
+    w->den = mni_carve(&c, MEM_ROWS), w->inv = mni_carve(&c, MEM_ROWS);
+    w->dd = mni_carve(&c, MEM_ROWS);
+    w->mt = mni_carve(&c, hh), w->dmt = mni_carve(&c, hh);
+    w->n = c.used;
+}
+
+/* t (HS,HS) = m^T */
+static void transpose(float *restrict t, const float *restrict m, int HS)
+{
+    for (int i = 0; i < HS; i++)
+        for (int j = 0; j < HS; j++) t[(size_t)j * HS + i] = m[(size_t)i * HS + j];
 }
 
 /* Mn = M + sum_t sigma(k_t)^T u_t, zn = z + sum_t sigma(k_t) over n rows of k (stride ldk) and
  * v (stride ldv); u_t = v_t, or with delta v_t - (the memory's read-out at sigma(k_t)). Mn, zn
  * must not alias M, z (the delta rule reads the memory as it was before the segment). Training
- * and step() both fold through here, so a session holds the training forward's memory. */
-static void mem_fold(float *restrict Mn, float *restrict zn, const float *restrict M,
-                     const float *restrict z, const float *k, size_t ldk, const float *v,
-                     size_t ldv, int n, int HS, int delta)
+ * and step() both fold through here, a segment at a time, so a session holds the training
+ * forward's memory bit for bit. */
+static void mem_fold(float *restrict Mn, float *restrict zn, const float *M, const float *z,
+                     const float *k, size_t ldk, const float *v, size_t ldv, int n, int HS,
+                     int delta, const struct mem_work *w)
 {
-    float pk[HS_MAX], u[HS_MAX];
     memcpy(Mn, M, sizeof(float) * (size_t)HS * HS);
     memcpy(zn, z, sizeof(float) * (size_t)HS);
-    for (int t = 0; t < n; t++) {
-        const float *kt = k + (size_t)t * ldk, *vt = v + (size_t)t * ldv;
+    for (int t0 = 0; t0 < n; t0 += MEM_ROWS) {
+        const int r = n - t0 < MEM_ROWS ? n - t0 : MEM_ROWS;
+        const float *kt = k + (size_t)t0 * ldk, *vt = v + (size_t)t0 * ldv, *u = vt;
+        size_t ldu = ldv;
         if (delta) {
-            mem_read(u, pk, kt, M, z, HS);
-            for (int j = 0; j < HS; j++) u[j] = vt[j] - u[j];
+            mem_read(w->a, w->p, w->den, w->inv, kt, ldk, r, M, z, HS);
+            for (int t = 0; t < r; t++)
+                for (int j = 0; j < HS; j++)
+                    w->u[(size_t)t * HS + j] = vt[(size_t)t * ldv + j] - w->a[(size_t)t * HS + j];
+            u = w->u, ldu = (size_t)HS;
         } else {
-            for (int i = 0; i < HS; i++) pk[i] = phi(kt[i]);
-            for (int j = 0; j < HS; j++) u[j] = vt[j];
+            phi_rows(w->p, NULL, NULL, kt, ldk, r, NULL, HS);
         }
-        for (int i = 0; i < HS; i++) {
-            const float w = pk[i];
-            float *Mi = Mn + (size_t)i * HS;
-            zn[i] += w;
-            for (int j = 0; j < HS; j++) Mi[j] += w * u[j];
-        }
+        mni_mm(Mn, (size_t)HS, w->p, 1, (size_t)HS, u, ldu, HS, r, HS, NULL, 1.0f, 1);
+        add_rows(zn, w->p, NULL, r, HS);
     }
 }
 
@@ -163,10 +243,11 @@ static void local_call(struct local_call *lc, const struct mnemo_attn_cfg *dcfg,
  *   dadot  (B,T,NH,HS) dA_dot
  *   dense  the dense backward's scratch (the largest of the calls)
  *   carry  (B,NH,2,HS*HS+HS) the carried dM, dz of each task and their next values
+ *   work   (B,NH) struct mem_work: each task's work buffers (the forward's too)
  *   dbeta  (B,NH) doubles: each task's share of dbeta */
 struct inf_lay {
-    size_t adot, M, z, total;              /* act */
-    size_t dense, carry, dbeta, scr_total; /* scratch (dadot at 0) */
+    size_t adot, M, z, total;                    /* act */
+    size_t dense, carry, work, dbeta, scr_total; /* scratch (dadot at 0) */
 };
 
 static void inf_layout(struct inf_lay *lay, const struct mnemo_attn_cfg *cfg, int B, int T)
@@ -191,7 +272,10 @@ static void inf_layout(struct inf_lay *lay, const struct mnemo_attn_cfg *cfg, in
     lay->total = mni_add(lay->z, mni_align64(mni_mul(mni_mul(BNH, (size_t)S), HS * sizeof(float))));
     lay->dense = rows;
     lay->carry = mni_add(lay->dense, mni_align64(dscr));
-    lay->dbeta = mni_add(lay->carry, mni_align64(mni_mul(BNH, mni_mul(2 * (HS * HS + HS), sizeof(float)))));
+    lay->work = mni_add(lay->carry, mni_align64(mni_mul(BNH, mni_mul(2 * (HS * HS + HS), sizeof(float)))));
+    struct mem_work w;
+    mem_work(&w, NULL, (int)HS);
+    lay->dbeta = mni_add(lay->work, mni_mul(BNH, mni_mul(w.n, sizeof(float))));
     lay->scr_total = mni_add(lay->dbeta, mni_align64(mni_mul(BNH, sizeof(double))));
 }
 
@@ -319,33 +403,37 @@ static enum mnemo_status inf_forward(const struct mnemo_attn_cfg *cfg, struct mn
     // A_dot of every segment: the dense kind over windows of N tokens
     if ((st = run_local(cfg, io, adot, NULL, io->scratch, 0)) != MNEMO_OK) return st;
     // the memory: one task per (window, head), segments in order
+    float *work = (float *)((char *)io->scratch + lay.work);
 #pragma omp parallel for schedule(dynamic, 1)
     for (long bh = 0; bh < (long)B * NH; bh++) {
         const int b = (int)(bh / NH), h = (int)(bh % NH);
         const float g = gate_of(io->params[h]);
         float *Mh = Ms + (size_t)bh * S * HH, *zh = zs + (size_t)bh * S * HS;
-        float am[HS_MAX], pq[HS_MAX];
+        struct mem_work w;
+        mem_work(&w, NULL, HS);
+        mem_work(&w, work + (size_t)bh * w.n, HS);
         memset(Mh, 0, sizeof(float) * HH);
         memset(zh, 0, sizeof(float) * (size_t)HS);
         for (int s = 0; s < S; s++) {
             const int t0 = s * N, n = T - t0 < N ? T - t0 : N;
             const float *M = Mh + (size_t)s * HH, *z = zh + (size_t)s * HS;
-            for (int t = t0; t < t0 + n; t++) {
-                const size_t row = (size_t)b * T + t;
-                float *o = io->out + row * C + (size_t)h * HS;
-                const float *ad = adot + row * C + (size_t)h * HS;
-                if (s == 0) {
-                    memcpy(o, ad, sizeof(float) * (size_t)HS); // empty memory: A_dot alone
-                } else {
-                    mem_read(am, pq, io->qkv + row * 3 * C + (size_t)h * HS, M, z, HS);
-                    mix(o, am, ad, g, HS);
+            const size_t row0 = (size_t)b * T + t0;
+            const float *q0 = io->qkv + row0 * 3 * C + (size_t)h * HS;
+            float *o0 = io->out + row0 * C + (size_t)h * HS;
+            const float *ad0 = adot + row0 * C + (size_t)h * HS;
+            for (int r0 = 0; r0 < n; r0 += MEM_ROWS) {
+                const int r = n - r0 < MEM_ROWS ? n - r0 : MEM_ROWS;
+                if (s > 0) mem_read(w.a, w.p, w.den, w.inv, q0 + (size_t)r0 * 3 * C, 3 * C, r, M, z, HS);
+                for (int t = 0; t < r; t++) {
+                    float *o = o0 + (size_t)(r0 + t) * C;
+                    const float *ad = ad0 + (size_t)(r0 + t) * C;
+                    if (s == 0) memcpy(o, ad, sizeof(float) * (size_t)HS); // empty memory: A_dot
+                    else mix(o, w.a + (size_t)t * HS, ad, g, HS);
                 }
             }
-            if (s + 1 < S) {
-                const float *k0 = io->qkv + ((size_t)b * T + t0) * 3 * C + C + (size_t)h * HS;
-                mem_fold(Mh + (size_t)(s + 1) * HH, zh + (size_t)(s + 1) * HS, M, z, k0, 3 * C,
-                         k0 + C, 3 * C, n, HS, delta && s > 0);
-            }
+            if (s + 1 < S)
+                mem_fold(Mh + (size_t)(s + 1) * HH, zh + (size_t)(s + 1) * HS, M, z, q0 + C, 3 * C,
+                         q0 + 2 * C, 3 * C, n, HS, delta && s > 0, &w);
         }
     }
     return MNEMO_OK;
@@ -353,87 +441,105 @@ static enum mnemo_status inf_forward(const struct mnemo_attn_cfg *cfg, struct mn
 
 /* ---- backward ------------------------------------------------------------------------------ */
 
-/* The fold of one token, backward: dMn, dzn are the gradients of the memory after the fold;
- * dM, dz (which start as copies of them) receive the delta rule's paths into the memory before
- * it. Adds to dk (through sigma) and dv. */
-static void fold_bwd(float *restrict dk, float *restrict dv, float *restrict dM,
-                     float *restrict dz, const float *kt, const float *vt, const float *M,
-                     const float *z, const float *dMn, const float *dzn, int HS, int delta)
+/* dx (n,HS; stride ldx) += G * sigma'(x): sigma'(x) = 1 for x > 0, else e^x = sigma(x) = P. */
+static void add_dphi(float *dx, size_t ldx, const float *G, const float *P, const float *x,
+                     int n, int HS)
 {
-    float pk[HS_MAX], u[HS_MAX], r[HS_MAX], dU[HS_MAX], dpk[HS_MAX];
-    float den = 0.0f;
-    if (delta) {
-        den = mem_read(r, pk, kt, M, z, HS);
-        for (int j = 0; j < HS; j++) u[j] = vt[j] - r[j];
-    } else {
-        for (int i = 0; i < HS; i++) pk[i] = phi(kt[i]);
-        for (int j = 0; j < HS; j++) u[j] = vt[j];
-    }
-    // Mn = M + pk^T u, zn = z + pk: dU = pk dMn, dpk = dMn u + dzn
-    for (int j = 0; j < HS; j++) dU[j] = 0.0f;
-    for (int i = 0; i < HS; i++) {
-        const float w = pk[i], *Di = dMn + (size_t)i * HS;
-        float acc = 0.0f;
-        for (int j = 0; j < HS; j++) {
-            dU[j] += w * Di[j];
-            acc += Di[j] * u[j];
+    for (int t = 0; t < n; t++) {
+        const float *gt = G + (size_t)t * HS, *pt = P + (size_t)t * HS, *xt = x + (size_t)t * ldx;
+        float *d = dx + (size_t)t * ldx;
+        int i = 0;
+#if MNI_HAVE_AVX2
+        const __m256 zero = _mm256_setzero_ps(), one = _mm256_set1_ps(1.0f);
+        for (; i + 8 <= HS; i += 8) {
+            const __m256 pos = _mm256_cmp_ps(_mm256_loadu_ps(xt + i), zero, _CMP_GT_OQ);
+            const __m256 dp = _mm256_blendv_ps(_mm256_loadu_ps(pt + i), one, pos);
+            _mm256_storeu_ps(d + i, _mm256_fmadd_ps(_mm256_loadu_ps(gt + i), dp,
+                                                    _mm256_loadu_ps(d + i)));
         }
-        dpk[i] = acc + dzn[i];
+#endif
+        for (; i < HS; i++) d[i] = fmaf(gt[i], xt[i] > 0.0f ? 1.0f : pt[i], d[i]);
     }
-    for (int j = 0; j < HS; j++) dv[j] += dU[j];
-    if (delta) {
-        // u = v - r, r = n / den', n = pk M, den' = max(pk . z, eps): dr = -dU,
-        // dn = dr / den', dden' = -(dr . r) / den' (0 where the clamp holds)
-        const float dc = den > MNI_INF_DEN_EPS ? den : MNI_INF_DEN_EPS, inv = 1.0f / dc;
-        float dd = 0.0f;
-        for (int j = 0; j < HS; j++) dd += dU[j] * r[j];
-        dd = den > MNI_INF_DEN_EPS ? dd * inv : 0.0f;
-        for (int j = 0; j < HS; j++) r[j] = -dU[j] * inv; // r now holds dn
-        for (int i = 0; i < HS; i++) {
-            const float *Mi = M + (size_t)i * HS;
-            float *dMi = dM + (size_t)i * HS, acc = dd * z[i];
-            const float w = pk[i];
-            for (int j = 0; j < HS; j++) {
-                acc += Mi[j] * r[j];
-                dMi[j] += w * r[j];
-            }
-            dpk[i] += acc;
-            dz[i] += dd * w;
-        }
-    }
-    for (int i = 0; i < HS; i++) dk[i] += dpk[i] * dphi(kt[i]);
 }
 
-/* The read-out of one token, backward (segments s >= 1): o = g A_mem + (1 - g) A_dot with
- * A_mem = pq M / den'. Adds to dq, dM, dz; returns this token's share of dbeta. */
-static double read_bwd(float *restrict dq, float *restrict dM, float *restrict dz,
-                       const float *qt, const float *dA, const float *ad, const float *M,
-                       const float *z, float g, int HS)
+/* One segment of one (window, head) task, backward, MEM_ROWS rows at a time. x, dx: the
+ * segment's first row of this head in qkv, dqkv (row stride 3C: q at 0, k at C, v at 2C); dA, ad:
+ * its first row in dout, adot (stride C). M, z: the memory entering the segment; dMn, dzn: the
+ * gradients of the memory after it; dM, dz: of the memory before it, entering as copies of dMn,
+ * dzn (M_{s+1} = M_s + ...: the identity path) and receiving the rest. fold: the segment was
+ * folded (it is not the window's last), delta: by the delta rule, read: its rows read the memory
+ * (s >= 1). Returns the segment's sum of dA . (A_mem - A_dot), dbeta / (g (1 - g)). */
+static double seg_bwd(float *dx, float *dM, float *dz, const float *x, const float *dA,
+                      const float *ad, size_t C, const float *M, const float *z, const float *dMn,
+                      const float *dzn, int n, int HS, float g, int fold, int delta, int read,
+                      const struct mem_work *w)
 {
-    float am[HS_MAX], pq[HS_MAX], dn[HS_MAX];
-    const float den = mem_read(am, pq, qt, M, z, HS);
-    const float dc = den > MNI_INF_DEN_EPS ? den : MNI_INF_DEN_EPS, inv = 1.0f / dc;
+    const size_t ldx = 3 * C, hs = (size_t)HS;
     double db = 0.0;
-    float dd = 0.0f;
-    for (int j = 0; j < HS; j++) {
-        db += (double)dA[j] * (am[j] - ad[j]);
-        const float dam = g * dA[j];
-        dd += dam * am[j];
-        dn[j] = dam * inv;
-    }
-    dd = den > MNI_INF_DEN_EPS ? -dd * inv : 0.0f;
-    for (int i = 0; i < HS; i++) {
-        const float *Mi = M + (size_t)i * HS;
-        float *dMi = dM + (size_t)i * HS, acc = dd * z[i];
-        const float w = pq[i];
-        for (int j = 0; j < HS; j++) {
-            acc += Mi[j] * dn[j];
-            dMi[j] += w * dn[j];
+    if (fold) transpose(w->dmt, dMn, HS);
+    if (read || delta) transpose(w->mt, M, HS);
+    for (int t0 = 0; t0 < n; t0 += MEM_ROWS) {
+        const int r = n - t0 < MEM_ROWS ? n - t0 : MEM_ROWS;
+        const float *xq = x + (size_t)t0 * ldx, *xk = xq + C, *xv = xq + 2 * C;
+        float *dq = dx + (size_t)t0 * ldx, *dk = dq + C, *dv = dq + 2 * C;
+        if (fold) {
+            const float *u = xv;
+            size_t ldu = ldx;
+            if (delta) {
+                mem_read(w->a, w->p, w->den, w->inv, xk, ldx, r, M, z, HS);
+                for (int t = 0; t < r; t++)
+                    for (int j = 0; j < HS; j++)
+                        w->u[t * hs + j] = xv[t * ldx + j] - w->a[t * hs + j];
+                u = w->u, ldu = hs;
+            } else {
+                phi_rows(w->p, NULL, NULL, xk, ldx, r, NULL, HS);
+            }
+            // M' = M + P^T U, z' = z + colsum P: dU = P dM' (d), dP = U dM'^T + dz' (g)
+            mni_mm(w->d, hs, w->p, hs, 1, dMn, hs, r, HS, HS, NULL, 1.0f, 0);
+            mni_mm(w->g, hs, u, ldu, 1, w->dmt, hs, r, HS, HS, NULL, 1.0f, 0);
+            for (int t = 0; t < r; t++)
+                for (int j = 0; j < HS; j++) {
+                    w->g[t * hs + j] += dzn[j];
+                    dv[t * ldx + j] += w->d[t * hs + j];
+                }
+            if (delta) {
+                // u = v - a, a = P M / den', den' = max(P z, eps): da = -dU, dn = da / den'
+                // (d), dden' = -(da . a) / den' (dd; 0 where the clamp holds)
+                for (int t = 0; t < r; t++) {
+                    const float inv = w->inv[t], dd = dot(w->d + t * hs, w->a + t * hs, HS);
+                    w->dd[t] = w->den[t] > MNI_INF_DEN_EPS ? dd * inv : 0.0f;
+                    for (int j = 0; j < HS; j++) w->d[t * hs + j] *= -inv;
+                }
+                // dP += dn M^T + dd z, dM += P^T dn, dz += sum_t dd_t P_t
+                mni_mm(w->g, hs, w->d, hs, 1, w->mt, hs, r, HS, HS, NULL, 1.0f, 1);
+                for (int t = 0; t < r; t++)
+                    for (int j = 0; j < HS; j++) w->g[t * hs + j] += w->dd[t] * z[j];
+                mni_mm(dM, hs, w->p, 1, hs, w->d, hs, HS, r, HS, NULL, 1.0f, 1);
+                add_rows(dz, w->p, w->dd, r, HS);
+            }
+            add_dphi(dk, ldx, w->g, w->p, xk, r, HS);
         }
-        dz[i] += dd * w;
-        dq[i] += acc * dphi(qt[i]);
+        if (read) {
+            // o = g A_mem + (1 - g) A_dot, A_mem = P M / den': dA_mem = g dA, dn = dA_mem / den'
+            // (d), dden' = -(dA_mem . A_mem) / den' (dd)
+            mem_read(w->a, w->p, w->den, w->inv, xq, ldx, r, M, z, HS);
+            for (int t = 0; t < r; t++) {
+                const float *da = dA + (size_t)(t0 + t) * C, *at = w->a + t * hs;
+                const float inv = w->inv[t], dda = dot(da, at, HS), gi = g * inv;
+                db += (double)dda - (double)dot(da, ad + (size_t)(t0 + t) * C, HS);
+                for (int j = 0; j < HS; j++) w->d[t * hs + j] = gi * da[j];
+                w->dd[t] = w->den[t] > MNI_INF_DEN_EPS ? -g * dda * inv : 0.0f;
+            }
+            // dP = dn M^T + dd z, dM += P^T dn, dz += sum_t dd_t P_t
+            mni_mm(w->g, hs, w->d, hs, 1, w->mt, hs, r, HS, HS, NULL, 1.0f, 0);
+            for (int t = 0; t < r; t++)
+                for (int j = 0; j < HS; j++) w->g[t * hs + j] += w->dd[t] * z[j];
+            add_dphi(dq, ldx, w->g, w->p, xq, r, HS);
+            mni_mm(dM, hs, w->p, 1, hs, w->d, hs, HS, r, HS, NULL, 1.0f, 1);
+            add_rows(dz, w->p, w->dd, r, HS);
+        }
     }
-    return db * (double)g * (1.0 - (double)g);
+    return db;
 }
 
 static enum mnemo_status inf_backward(const struct mnemo_attn_cfg *cfg, struct mnemo_attn_io *io)
@@ -470,6 +576,7 @@ static enum mnemo_status inf_backward(const struct mnemo_attn_cfg *cfg, struct m
     // the local attention's backward writes every row of dqkv
     if ((st = run_local(cfg, io, (float *)adot, dadot, scr + lay.dense, 1)) != MNEMO_OK) return st;
     // the memory path, segments in reverse, adding to the rows of dqkv
+    float *work = (float *)(scr + lay.work);
 #pragma omp parallel for schedule(dynamic, 1)
     for (long bh = 0; bh < (long)B * NH; bh++) {
         const int b = (int)(bh / NH), h = (int)(bh % NH);
@@ -477,28 +584,24 @@ static enum mnemo_status inf_backward(const struct mnemo_attn_cfg *cfg, struct m
         const float *Mh = Ms + (size_t)bh * S * HH, *zh = zs + (size_t)bh * S * HS;
         float *dMn = carry + (size_t)bh * 2 * (HH + HS), *dzn = dMn + HH;
         float *dM = dzn + HS, *dz = dM + HH;
+        struct mem_work w;
+        mem_work(&w, NULL, HS);
+        mem_work(&w, work + (size_t)bh * w.n, HS);
         double db = 0.0;
         memset(dMn, 0, sizeof(float) * (HH + HS)); // nothing reads the memory after the window
         for (int s = S - 1; s >= 0; s--) {
             const int t0 = s * N, n = T - t0 < N ? T - t0 : N;
-            const float *M = Mh + (size_t)s * HH, *z = zh + (size_t)s * HS;
+            const size_t row0 = (size_t)b * T + t0, hoff = (size_t)h * HS;
             memcpy(dM, dMn, sizeof(float) * (HH + HS)); // M_{s+1} = M_s + ...: identity path
-            for (int t = t0; t < t0 + n; t++) {
-                const size_t row = (size_t)b * T + t;
-                const float *x = io->qkv + row * 3 * C + (size_t)h * HS;
-                float *dx = io->dqkv + row * 3 * C + (size_t)h * HS;
-                if (s + 1 < S)
-                    fold_bwd(dx + C, dx + 2 * C, dM, dz, x + C, x + 2 * C, M, z, dMn, dzn, HS,
-                             delta && s > 0);
-                if (s > 0)
-                    db += read_bwd(dx, dM, dz, x, io->dout + row * C + (size_t)h * HS,
-                                   adot + row * C + (size_t)h * HS, M, z, g, HS);
-            }
+            db += seg_bwd(io->dqkv + row0 * 3 * C + hoff, dM, dz, io->qkv + row0 * 3 * C + hoff,
+                          io->dout + row0 * C + hoff, adot + row0 * C + hoff, C,
+                          Mh + (size_t)s * HH, zh + (size_t)s * HS, dMn, dzn, n, HS, g, s + 1 < S,
+                          delta && s > 0, s > 0, &w);
             float *t = dMn;
             dMn = dM, dM = t;
             dzn = dMn + HH, dz = dM + HH;
         }
-        dbeta[bh] = db;
+        dbeta[bh] = db * (double)g * (1.0 - (double)g);
     }
     for (int h = 0; h < NH; h++) {
         double sum = 0.0;
@@ -573,12 +676,17 @@ static size_t inf_state_live_bytes(const struct mnemo_attn_cfg *cfg, const void 
                            mni_attn_dense.state_live_bytes(&d, vw.dense)));
 }
 
-/* Step scratch: adot (n,NH,HS), the folded memory (NH,HS*HS+HS), then the dense step's. */
-static void step_layout(const struct mnemo_attn_cfg *cfg, int n, size_t *mn, size_t *dense)
+/* Step scratch: adot (n,NH,HS), the folded memory (NH,HS*HS+HS), the work buffers of one head
+ * (struct mem_work), then the dense step's. */
+static void step_layout(const struct mnemo_attn_cfg *cfg, int n, size_t *mn, size_t *work,
+                        size_t *dense)
 {
     const size_t NH = (size_t)cfg->n_head, HS = (size_t)cfg->head_dim;
+    struct mem_work w;
+    mem_work(&w, NULL, (int)HS);
     *mn = mni_align64(mni_mul(mni_mul((size_t)n, NH * HS), sizeof(float)));
-    *dense = mni_add(*mn, mni_align64(mni_mul(NH, mni_mul(HS * HS + HS, sizeof(float)))));
+    *work = mni_add(*mn, mni_align64(mni_mul(NH, mni_mul(HS * HS + HS, sizeof(float)))));
+    *dense = mni_add(*work, mni_mul(w.n, sizeof(float)));
 }
 
 static size_t inf_step_scratch_bytes(const struct mnemo_attn_cfg *cfg, int n)
@@ -586,8 +694,8 @@ static size_t inf_step_scratch_bytes(const struct mnemo_attn_cfg *cfg, int n)
     if (n < 1) n = 1;
     if (cfg->use_ref) return mni_inf_ref_step_scratch_bytes(cfg, n);
     const int N = mni_inf_segment(cfg);
-    size_t mn, dense;
-    step_layout(cfg, n, &mn, &dense);
+    size_t mn, work, dense;
+    step_layout(cfg, n, &mn, &work, &dense);
     struct mnemo_attn_cfg d;
     mni_inf_dense_cfg(&d, cfg);
     return mni_add(dense, mni_attn_dense.step_scratch_bytes(&d, n < N ? n : N));
@@ -618,10 +726,12 @@ static enum mnemo_status inf_step(const struct mnemo_attn_cfg *cfg, void *state,
     }
     const int delta = cfg->mem_update == MNEMO_MEM_DELTA;
     const size_t C = (size_t)NH * HS, HH = (size_t)HS * HS, SN = (size_t)N * HS;
-    size_t off_mn, off_dense;
-    step_layout(cfg, n, &off_mn, &off_dense);
+    size_t off_mn, off_work, off_dense;
+    step_layout(cfg, n, &off_mn, &off_work, &off_dense);
     float *adot = scratch;                                    // (n,NH,HS)
     float *Mn = (float *)((char *)scratch + off_mn);          // (NH,HS*HS+HS)
+    struct mem_work w;
+    mem_work(&w, (float *)((char *)scratch + off_work), HS);
     void *dscr = (char *)scratch + off_dense;
     struct mnemo_attn_cfg d;
     mni_inf_dense_cfg(&d, cfg);
@@ -636,14 +746,21 @@ static enum mnemo_status inf_step(const struct mnemo_attn_cfg *cfg, void *state,
             for (int h = 0; h < NH; h++) {
                 memcpy(vw.k + h * SN + slot * HS, x + C + (size_t)h * HS, sizeof(float) * HS);
                 memcpy(vw.v + h * SN + slot * HS, x + 2 * C + (size_t)h * HS, sizeof(float) * HS);
-                float *o = out + (size_t)(t + i) * C + (size_t)h * HS;
-                const float *ad = adot + (size_t)(t + i) * C + (size_t)h * HS;
-                if (hd->n_seg == 0) {
-                    memcpy(o, ad, sizeof(float) * HS);
-                } else {
-                    float am[HS_MAX], pq[HS_MAX];
-                    mem_read(am, pq, x + (size_t)h * HS, vw.M + h * HH, vw.z + (size_t)h * HS, HS);
-                    mix(o, am, ad, gate_of(params[h]), HS);
+            }
+        }
+        // the piece's rows of each head: A_dot alone while the memory is empty, else mixed
+        for (int h = 0; h < NH; h++) {
+            const size_t hoff = (size_t)t * C + (size_t)h * HS;
+            for (int r0 = 0; r0 < piece; r0 += MEM_ROWS) {
+                const int r = piece - r0 < MEM_ROWS ? piece - r0 : MEM_ROWS;
+                if (hd->n_seg > 0)
+                    mem_read(w.a, w.p, w.den, w.inv, qkv + (size_t)(t + r0) * 3 * C + (size_t)h * HS,
+                             3 * C, r, vw.M + h * HH, vw.z + (size_t)h * HS, HS);
+                for (int i = 0; i < r; i++) {
+                    float *o = out + hoff + (size_t)(r0 + i) * C;
+                    const float *ad = adot + hoff + (size_t)(r0 + i) * C;
+                    if (hd->n_seg == 0) memcpy(o, ad, sizeof(float) * HS);
+                    else mix(o, w.a + (size_t)i * HS, ad, gate_of(params[h]), HS);
                 }
             }
         }
@@ -655,7 +772,7 @@ static enum mnemo_status inf_step(const struct mnemo_attn_cfg *cfg, void *state,
             for (int h = 0; h < NH; h++) {
                 float *mh = Mn + (size_t)h * (HH + HS);
                 mem_fold(mh, mh + HH, vw.M + h * HH, vw.z + (size_t)h * HS, vw.k + h * SN,
-                         (size_t)HS, vw.v + h * SN, (size_t)HS, N, HS, delta && hd->n_seg > 0);
+                         (size_t)HS, vw.v + h * SN, (size_t)HS, N, HS, delta && hd->n_seg > 0, &w);
                 memcpy(vw.M + h * HH, mh, sizeof(float) * HH);
                 memcpy(vw.z + (size_t)h * HS, mh + HH, sizeof(float) * HS);
             }
