@@ -62,6 +62,16 @@ struct cli_prune {
  * --budgets or --threshold. Caller frees. */
 int *cli_budgets(const char *cmd, const struct mnemo_model *m, const struct cli_prune *p,
                  const char **from);
+/* The infini options of the commands that build a model (train, bench): --segment into
+ * mc.attn_segment and --mem_update into a name, checked by cli_infini_check. */
+#define CLI_INFINI_OPTS(mc, mem_update) \
+    {"segment", OPT_INT, &(mc).attn_segment, \
+     "infini: segment length N, 1 <= N <= n_ctx (0 = n_ctx); local attention inside a " \
+     "segment, the compressive memory across them"}, \
+    {"mem_update", OPT_STR, &(mem_update), "infini: memory update rule, linear or delta"}
+/* Sets mc->attn_mem_update from mem_update (NULL: the default); dies on an unknown rule, or on
+ * either option without --attn infini. Call after mc->attn_kind is set. */
+void cli_infini_check(const char *cmd, struct mnemo_model_config *mc, const char *mem_update);
 /* Feeds tok[0..n) through the session in chunks of at most chunk tokens; *last receives the
  * logits (Vp) of the last token. The session's status on failure (e.g. MNEMO_ERR_FULL). */
 enum mnemo_status cli_feed(struct mnemo_session *s, const uint16_t *tok, size_t n, int chunk,

@@ -14,14 +14,17 @@ int cmd_bench(int argc, char **argv)
     mnemo_model_config_default(&mc);
     mc.vocab = 256;
     int B = 8, steps = 10, warmup = 2, threads = 2;
-    const char *attn = "dense", *optim = "adamw";
+    const char *attn = "dense", *optim = "adamw", *mem_update = NULL;
     const struct opt opts[] = {
         {"n_layer", OPT_INT, &mc.n_layer, "transformer blocks"},
         {"d_model", OPT_INT, &mc.d_model, "model width"},
         {"n_head", OPT_INT, &mc.n_head, "attention heads"},
         {"n_ctx", OPT_INT, &mc.n_ctx, "window length T"},
         {"vocab", OPT_INT, &mc.vocab, "vocabulary"},
-        {"attn", OPT_STR, &attn, "attention kind: dense or selective"},
+        {"attn", OPT_STR, &attn,
+         "attention kind: dense, selective or infini (a kind other than dense is measured "
+         "beside dense at the same shape, in the same run)"},
+        CLI_INFINI_OPTS(mc, mem_update),
         {"batch", OPT_INT, &B, "windows per step"},
         {"steps", OPT_INT, &steps, "timed steps (the median is reported)"},
         {"warmup", OPT_INT, &warmup, "untimed steps first"},
@@ -35,12 +38,16 @@ int cmd_bench(int argc, char **argv)
     if (threads < 1) cli_die("bench", "--threads must be >= 1");
     mc.attn_kind = mnemo_attn_kind_from_name(attn);
     if (mc.attn_kind < 0) cli_die("bench", "--attn '%s': unknown attention kind", attn);
+    cli_infini_check("bench", &mc, mem_update);
     const int opt = mnemo_optimizer_from_name(optim);
     if (opt < 0) cli_die("bench", "--optimizer '%s': expected adamw or muon", optim);
     mnemo_set_threads(threads);
     double sg = mnemo_bench_sgemm(1024, 5);
     printf("bench: L=%d d=%d H=%d T=%d B=%d V=%d, %s attention, %d threads\n", mc.n_layer,
            mc.d_model, mc.n_head, mc.n_ctx, B, mc.vocab, attn, threads);
+    if (mc.attn_kind == MNEMO_ATTN_KIND_INFINI)
+        printf("  infini: segment %d, %s memory update\n",
+               mc.attn_segment ? mc.attn_segment : mc.n_ctx, mnemo_mem_update_name(mc.attn_mem_update));
     struct mnemo_bench_result r[2];
     for (int o = MNEMO_OPT_ADAMW; o <= opt; o++) {
         enum mnemo_status st = mnemo_bench_train_opt(&mc, B, mc.n_ctx, steps, warmup, o, &r[o]);
@@ -55,11 +62,13 @@ int cmd_bench(int argc, char **argv)
     if (mc.attn_kind != MNEMO_ATTN_KIND_DENSE) { /* the dense kind as the baseline, same run */
         struct mnemo_model_config dc = mc;
         dc.attn_kind = MNEMO_ATTN_KIND_DENSE;
+        dc.attn_segment = 0, dc.attn_mem_update = MNEMO_MEM_LINEAR; /* infini's settings */
         struct mnemo_bench_result rd;
         enum mnemo_status st = mnemo_bench_train_opt(&dc, B, dc.n_ctx, steps, warmup, opt, &rd);
         if (st != MNEMO_OK) cli_fail("bench", st, "dense baseline failed");
         printf("  dense %.0f tokens/s | %.1f ms/step (baseline)\n", rd.tokens_per_s, rd.step_s * 1e3);
-        printf("  %s step / dense step: %.3f (same run)\n", attn, r[opt].step_s / rd.step_s);
+        printf("  %s step / dense step: %.3f, tokens/s ratio %.3f (same run)\n", attn,
+               r[opt].step_s / rd.step_s, r[opt].tokens_per_s / rd.tokens_per_s);
     }
     return 0;
 }

@@ -90,10 +90,7 @@ int cmd_train(int argc, char **argv)
         {"pos", OPT_STR, &pos, "positions: rope or learned"},
         {"rope_theta", OPT_FLOAT, &mc.rope_theta, "RoPE base"},
         {"attn", OPT_STR, &attn, "attention kind: dense, selective or infini"},
-        {"segment", OPT_INT, &mc.attn_segment,
-         "infini: segment length N, 1 <= N <= n_ctx (0 = n_ctx); local attention inside a "
-         "segment, the compressive memory across them"},
-        {"mem_update", OPT_STR, &mem_update, "infini: memory update rule, linear or delta"},
+        CLI_INFINI_OPTS(mc, mem_update),
         {"gate_lr_mult", OPT_FLOAT, &tc.gate_lr_mult,
          "learning-rate multiplier of the attention kind's own parameters (infini's gates; no "
          "weight decay on them)"},
@@ -144,13 +141,7 @@ int cmd_train(int argc, char **argv)
     mc.attn_kind = mnemo_attn_kind_from_name(attn);
     if (mc.attn_kind < 0)
         cli_die("train", "--attn '%s': unknown attention kind (dense, selective or infini)", attn);
-    if (mem_update) {
-        mc.attn_mem_update = mnemo_mem_update_from_name(mem_update);
-        if (mc.attn_mem_update < 0)
-            cli_die("train", "--mem_update '%s': expected linear or delta", mem_update);
-    }
-    if ((mc.attn_segment || mem_update) && mc.attn_kind != MNEMO_ATTN_KIND_INFINI)
-        cli_die("train", "--segment and --mem_update need --attn infini");
+    cli_infini_check("train", &mc, mem_update);
     if (cli_mkdir_p(tc.out_dir) != 0)
         cli_die("train", "cannot create '%s': %s", tc.out_dir, strerror(errno));
 

@@ -255,3 +255,14 @@ void cli_parse(const char *cmd, const char *usage, int argc, char **argv, const 
         }
     }
 }
+
+void cli_infini_check(const char *cmd, struct mnemo_model_config *mc, const char *mem_update)
+{
+    if (mem_update) {
+        mc->attn_mem_update = mnemo_mem_update_from_name(mem_update);
+        if (mc->attn_mem_update < 0)
+            cli_die(cmd, "--mem_update '%s': expected linear or delta", mem_update);
+    }
+    if ((mc->attn_segment || mem_update) && mc->attn_kind != MNEMO_ATTN_KIND_INFINI)
+        cli_die(cmd, "--segment and --mem_update need --attn infini");
+}

@@ -62,6 +62,10 @@ expect_fail "resume with another optimizer" "optimizer muon, not adamw" "$MNEMO"
 expect_ok "bench --optimizer muon" "$MNEMO" bench --n_layer 1 --d_model 32 --n_head 2 --n_ctx 32 \
     --batch 2 --steps 1 --warmup 0 --threads 1 --optimizer muon
 grep -q "muon step / adamw step" "$W/out" || bad "bench --optimizer muon: no ratio line"
+expect_ok "bench --attn infini" "$MNEMO" bench --n_layer 1 --d_model 32 --n_head 2 --n_ctx 32 \
+    --batch 2 --steps 1 --warmup 0 --threads 1 --attn infini --segment 8 --mem_update delta
+grep -q "infini step / dense step" "$W/out" || bad "bench --attn infini: no ratio against dense"
+expect_fail "bench --segment without infini" "need --attn infini" "$MNEMO" bench --segment 8
 expect_ok "train --doc_windows" "$MNEMO" train --train "$W/data/train.bin" --out "$W/run_doc" \
     "${TINY[@]}" --steps 2 --ckpt_every 1 --doc_windows
 expect_fail "resume without --doc_windows" "trained with doc_windows" "$MNEMO" train \
