@@ -47,7 +47,8 @@ int cmd_bench(int argc, char **argv)
            mc.d_model, mc.n_head, mc.n_ctx, B, mc.vocab, attn, threads);
     if (mc.attn_kind == MNEMO_ATTN_KIND_INFINI)
         printf("  infini: segment %d, %s memory update\n",
-               mc.attn_segment ? mc.attn_segment : mc.n_ctx, mnemo_mem_update_name(mc.attn_mem_update));
+               mc.attn_segment ? mc.attn_segment : mc.n_ctx,
+               mnemo_mem_update_name(mc.attn_mem_update));
     struct mnemo_bench_result r[2];
     for (int o = MNEMO_OPT_ADAMW; o <= opt; o++) {
         enum mnemo_status st = mnemo_bench_train_opt(&mc, B, mc.n_ctx, steps, warmup, o, &r[o]);

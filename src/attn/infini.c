@@ -59,14 +59,15 @@
  *     fold       M' = M + P^T U,  z' = z + colsum(P)
  *     backward   dU = P dM',  dP = U dM'^T (+ dn M^T),  dM += P^T dn
  * mni_mm sums every output in a fixed order whatever the number of rows in the call, so a row
- * read in a chunk of the session equals the same row read in a segment of training, and the
- * fold of a segment gives the same bits in both. */
+ * read alone or in a piece by the session equals the same row read in a block in training, and
+ * the fold of a segment gives the same bits in both. */
 
 #define MEM_ROWS 64 /* rows per product: the height of the work buffers */
 
 static inline float phi(float x) { return x > 0.0f ? x + 1.0f : mni_expf(x); }
 static inline float gate_of(float beta) { return 1.0f / (1.0f + expf(-beta)); }
 
+/* a . b: 8 lanes, then the tail. */
 static float dot(const float *a, const float *b, int n)
 {
     int i = 0;
@@ -116,7 +117,8 @@ static void mem_read(float *A, float *P, float *den, float *inv, const float *x,
     mni_mm(A, (size_t)HS, P, (size_t)HS, 1, M, (size_t)HS, n, HS, HS, inv, 0.0f, 0);
 }
 
-/* d (n) += (or =) colsum: z' = z + sum_t P_t, or dz += sum_t dd_t P_t (w != NULL). */
+/* d (HS) += sum_t w_t P_t over n rows of P (w NULL: every w_t = 1): z' = z + colsum(P), or
+ * dz += sum_t dd_t P_t. */
 static void add_rows(float *restrict d, const float *restrict P, const float *w, int n, int HS)
 {
     for (int t = 0; t < n; t++) {
@@ -272,7 +274,8 @@ static void inf_layout(struct inf_lay *lay, const struct mnemo_attn_cfg *cfg, in
     lay->total = mni_add(lay->z, mni_align64(mni_mul(mni_mul(BNH, (size_t)S), HS * sizeof(float))));
     lay->dense = rows;
     lay->carry = mni_add(lay->dense, mni_align64(dscr));
-    lay->work = mni_add(lay->carry, mni_align64(mni_mul(BNH, mni_mul(2 * (HS * HS + HS), sizeof(float)))));
+    const size_t carry = mni_mul(BNH, mni_mul(2 * (HS * HS + HS), sizeof(float)));
+    lay->work = mni_add(lay->carry, mni_align64(carry));
     struct mem_work w;
     mem_work(&w, NULL, (int)HS);
     lay->dbeta = mni_add(lay->work, mni_mul(BNH, mni_mul(w.n, sizeof(float))));
@@ -404,14 +407,16 @@ static enum mnemo_status inf_forward(const struct mnemo_attn_cfg *cfg, struct mn
     if ((st = run_local(cfg, io, adot, NULL, io->scratch, 0)) != MNEMO_OK) return st;
     // the memory: one task per (window, head), segments in order
     float *work = (float *)((char *)io->scratch + lay.work);
+    struct mem_work w0;
+    mem_work(&w0, NULL, HS);
+    const size_t wn = w0.n; // floats per task
 #pragma omp parallel for schedule(dynamic, 1)
     for (long bh = 0; bh < (long)B * NH; bh++) {
         const int b = (int)(bh / NH), h = (int)(bh % NH);
         const float g = gate_of(io->params[h]);
         float *Mh = Ms + (size_t)bh * S * HH, *zh = zs + (size_t)bh * S * HS;
         struct mem_work w;
-        mem_work(&w, NULL, HS);
-        mem_work(&w, work + (size_t)bh * w.n, HS);
+        mem_work(&w, work + (size_t)bh * wn, HS);
         memset(Mh, 0, sizeof(float) * HH);
         memset(zh, 0, sizeof(float) * (size_t)HS);
         for (int s = 0; s < S; s++) {
@@ -423,7 +428,8 @@ static enum mnemo_status inf_forward(const struct mnemo_attn_cfg *cfg, struct mn
             const float *ad0 = adot + row0 * C + (size_t)h * HS;
             for (int r0 = 0; r0 < n; r0 += MEM_ROWS) {
                 const int r = n - r0 < MEM_ROWS ? n - r0 : MEM_ROWS;
-                if (s > 0) mem_read(w.a, w.p, w.den, w.inv, q0 + (size_t)r0 * 3 * C, 3 * C, r, M, z, HS);
+                if (s > 0)
+                    mem_read(w.a, w.p, w.den, w.inv, q0 + (size_t)r0 * 3 * C, 3 * C, r, M, z, HS);
                 for (int t = 0; t < r; t++) {
                     float *o = o0 + (size_t)(r0 + t) * C;
                     const float *ad = ad0 + (size_t)(r0 + t) * C;
@@ -577,6 +583,9 @@ static enum mnemo_status inf_backward(const struct mnemo_attn_cfg *cfg, struct m
     if ((st = run_local(cfg, io, (float *)adot, dadot, scr + lay.dense, 1)) != MNEMO_OK) return st;
     // the memory path, segments in reverse, adding to the rows of dqkv
     float *work = (float *)(scr + lay.work);
+    struct mem_work w0;
+    mem_work(&w0, NULL, HS);
+    const size_t wn = w0.n; // floats per task
 #pragma omp parallel for schedule(dynamic, 1)
     for (long bh = 0; bh < (long)B * NH; bh++) {
         const int b = (int)(bh / NH), h = (int)(bh % NH);
@@ -585,8 +594,7 @@ static enum mnemo_status inf_backward(const struct mnemo_attn_cfg *cfg, struct m
         float *dMn = carry + (size_t)bh * 2 * (HH + HS), *dzn = dMn + HH;
         float *dM = dzn + HS, *dz = dM + HH;
         struct mem_work w;
-        mem_work(&w, NULL, HS);
-        mem_work(&w, work + (size_t)bh * w.n, HS);
+        mem_work(&w, work + (size_t)bh * wn, HS);
         double db = 0.0;
         memset(dMn, 0, sizeof(float) * (HH + HS)); // nothing reads the memory after the window
         for (int s = S - 1; s >= 0; s--) {
@@ -753,9 +761,10 @@ static enum mnemo_status inf_step(const struct mnemo_attn_cfg *cfg, void *state,
             const size_t hoff = (size_t)t * C + (size_t)h * HS;
             for (int r0 = 0; r0 < piece; r0 += MEM_ROWS) {
                 const int r = piece - r0 < MEM_ROWS ? piece - r0 : MEM_ROWS;
+                const float *q = qkv + (size_t)(t + r0) * 3 * C + (size_t)h * HS;
                 if (hd->n_seg > 0)
-                    mem_read(w.a, w.p, w.den, w.inv, qkv + (size_t)(t + r0) * 3 * C + (size_t)h * HS,
-                             3 * C, r, vw.M + h * HH, vw.z + (size_t)h * HS, HS);
+                    mem_read(w.a, w.p, w.den, w.inv, q, 3 * C, r, vw.M + h * HH,
+                             vw.z + (size_t)h * HS, HS);
                 for (int i = 0; i < r; i++) {
                     float *o = out + hoff + (size_t)(r0 + i) * C;
                     const float *ad = adot + hoff + (size_t)(r0 + i) * C;
