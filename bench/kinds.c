@@ -62,6 +62,14 @@ int main(int argc, char **argv)
     int B = 8, T = 256, NH = 4, HS = 32, reps = 20, threads = 2, rope = 1, segment = 0, delta = 0;
     for (int i = 1; i < argc; i++) {
         int *p = NULL;
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            printf("usage: bench_kinds [--B 8] [--T 256] [--NH 4] [--HS 32] [--reps 20]\n"
+                   "                   [--threads 2] [--rope 1] [--segment T/4] [--delta 0|1]\n"
+                   "Every attention kind's layer, forward and forward + backward, best of\n"
+                   "--reps interleaved repetitions, and its ratio to dense in the same run.\n"
+                   "--segment and --delta set infini's segment length and update rule (1: delta).\n");
+            return 0;
+        }
         if (!strcmp(argv[i], "--B")) p = &B;
         else if (!strcmp(argv[i], "--T")) p = &T;
         else if (!strcmp(argv[i], "--NH")) p = &NH;
@@ -72,7 +80,8 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--segment")) p = &segment;
         else if (!strcmp(argv[i], "--delta")) p = &delta;
         if (!p || i + 1 == argc) {
-            fprintf(stderr, "bench_kinds: unknown option or missing value '%s' (see the file's header)\n", argv[i]);
+            fprintf(stderr, "bench_kinds: unknown option or missing value '%s' "
+                            "(see bench_kinds --help)\n", argv[i]);
             return 2;
         }
         *p = atoi(argv[++i]);
