@@ -13,14 +13,24 @@ the byte tokenizer) is the requested length rounded down to whole fillers; x / (
 depth: start 0, middle 0.5, end 1 (the needle right before the question).
 
     passkey.py tasks OUT.jsonl [--lengths 1024,4096,...] [--depths start,middle,end] [--n 10]
-    passkey.py train OUT.txt --bytes N [--max_len 4096] [--min_len 256]
+    passkey.py train OUT.txt --bytes N [--max_len 4096] [--min_len 256] [--window T]
+    passkey.py score ANSWERS.jsonl --model NAME      (appends nothing; prints JSON Lines)
 
 `tasks` writes JSON Lines for `mnemo answer` (group "LENGTH depth"); `train` writes a stream of
-whole examples (prompt + answer, one per line) of random lengths and depths.
+whole examples (prompt + answer, one per line) of random lengths and depths -- with --window T
+each line is padded with spaces after the answer to exactly T bytes with its newline, so that a
+training window of T tokens started at a line (mnemo train --doc_windows) holds exactly one
+example and never the next one's pass key; `score` reads the
+results of `mnemo answer --out` and prints one line per (length, depth): exact-match accuracy
+(all five digits), digit accuracy (the fraction of the key's digits produced in place, the
+spec's reading of the paper's "token-level retrieval accuracy"), and -- to tell retrieving the
+key's digits from putting them in order -- the fraction of the key's digits that the answer
+holds in any order (multiset overlap).
 """
 import argparse
 import json
 import random
+from collections import Counter
 
 PREFIX = ("There is an important info hidden inside a lot of irrelevant text. Find it and "
           "memorize them. I will quiz you about the important information there.")
@@ -43,9 +53,30 @@ def example(rng, length, depth):
     return prompt, f" {key}"
 
 
+def score(path, model):
+    cells = {}
+    with open(path) as f:
+        for line in f:
+            r = json.loads(line)
+            length, depth = r["group"].split()
+            c = cells.setdefault((int(length), depth), [0, 0, 0, 0, 0])
+            want, got = r["answer"].strip(), r["got"].strip()
+            c[0] += r["correct"]
+            c[1] += 1
+            c[2] += sum(a == b for a, b in zip(want, got))
+            c[3] += len(want)
+            c[4] += sum((Counter(want) & Counter(got)).values())
+    order = {d: i for i, d in enumerate(DEPTHS)}
+    for (length, depth), (right, n, digits, total, bag) in sorted(
+            cells.items(), key=lambda kv: (kv[0][0], order[kv[0][1]])):
+        print(json.dumps({"model": model, "length": length, "depth": depth, "n": n,
+                          "accuracy": right / n, "digit_accuracy": digits / total,
+                          "digits_any_order": bag / total}))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["tasks", "train"])
+    ap.add_argument("what", choices=["tasks", "train", "score"])
     ap.add_argument("out")
     ap.add_argument("--lengths", default="1024,4096,16384,65536,262144,1048576",
                     help="tasks: prompt lengths in bytes")
@@ -54,8 +85,14 @@ def main():
     ap.add_argument("--bytes", type=int, default=8_000_000, help="train: bytes of text")
     ap.add_argument("--min_len", type=int, default=256, help="train: shortest example")
     ap.add_argument("--max_len", type=int, default=4096, help="train: longest example")
+    ap.add_argument("--window", type=int, default=0,
+                    help="train: pad each line to this many bytes (0 = no padding); >= max_len + 7")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--model", default="model", help="score: the model's name in the output")
     a = ap.parse_args()
+    if a.what == "score":
+        score(a.out, a.model)
+        return
     rng = random.Random(a.seed)
     with open(a.out, "w") as f:
         if a.what == "tasks":
@@ -70,11 +107,17 @@ def main():
                         f.write(json.dumps({"prompt": prompt, "answer": ans,
                                             "group": "%d %s" % (length, d)}) + "\n")
         else:
+            if a.window and a.window < a.max_len + 7:
+                ap.error("--window %d: must hold the longest example and its answer (>= %d)"
+                         % (a.window, a.max_len + 7))
             written = 0
             while written < a.bytes:
                 prompt, ans = example(rng, rng.randint(a.min_len, a.max_len), rng.random())
-                f.write(prompt + ans + "\n")
-                written += len(prompt) + len(ans) + 1
+                line = prompt + ans
+                if a.window:
+                    line += " " * (a.window - 1 - len(line))
+                f.write(line + "\n")
+                written += len(line) + 1
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """plot.py -- draws an experiment's JSON Lines results as a PNG (matplotlib, Agg backend).
 
-usage: experiments/plot.py quality|memory|varassign|decode|infini_lm RESULTS.jsonl OUT.png
+usage: experiments/plot.py quality|memory|varassign|decode|infini_lm|passkey RESULTS.jsonl OUT.png
   quality: one line per run {"ctx", "model", "steps": [...], "val_bpb": [...], ...};
            validation bits per byte against steps, one panel per context length.
   memory:  one line per context {"ctx", "budgets", "reduction", "dense_bpb",
@@ -12,6 +12,9 @@ usage: experiments/plot.py quality|memory|varassign|decode|infini_lm RESULTS.jso
            "pruned_live_bytes", "budget"}; tokens/s and live KV bytes against stream length.
   infini_lm: one line per model {"model", "val_bpb", "stream_bpb", "state_bytes",
            "compression_vs_full_kv"}; bits per byte and the attention state's size.
+  passkey: one line per (model, length, depth) {"model", "length", "depth", "accuracy",
+           "digit_accuracy", "digits_any_order", "n"}; a heatmap per model of exact-match
+           accuracy (%), depth against prompt length, each cell annotated (digit accuracies below).
 """
 import json
 import sys
@@ -162,8 +165,39 @@ def infini_lm(rows, out):
     fig.savefig(out, dpi=110)
 
 
+def passkey(rows, out):
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    lengths = sorted({r["length"] for r in rows})
+    depths = [d for d in ("start", "middle", "end") if any(r["depth"] == d for r in rows)]
+    fig, axes = plt.subplots(1, len(models), figsize=(1.1 * len(lengths) * len(models) + 2, 3.4),
+                             squeeze=False)
+    for ax, m in zip(axes[0], models):
+        cell = {(r["length"], r["depth"]): r for r in rows if r["model"] == m}
+        grid = [[100 * cell[(n, d)]["accuracy"] if (n, d) in cell else float("nan")
+                 for n in lengths] for d in depths]
+        im = ax.imshow(grid, cmap="RdYlGn", vmin=0, vmax=100, aspect="auto")
+        for i, d in enumerate(depths):
+            for j, n in enumerate(lengths):
+                r = cell.get((n, d))
+                if r:
+                    ax.text(j, i, "%.0f\n%.0f / %.0f" % (100 * r["accuracy"], 100 * r["digit_accuracy"],
+                                                        100 * r.get("digits_any_order", float("nan"))),
+                            ha="center", va="center", fontsize=7)
+        ax.set_xticks(range(len(lengths)))
+        ax.set_xticklabels(["%dK" % (n // 1024) if n < 1 << 20 else "%dM" % (n >> 20)
+                            for n in lengths])
+        ax.set_yticks(range(len(depths)))
+        ax.set_yticklabels(depths)
+        ax.set_xlabel("prompt length (tokens)")
+        ax.set_title(m, fontsize=10)
+    axes[0][0].set_ylabel("pass-key depth")
+    fig.colorbar(im, ax=list(axes[0]), shrink=0.9,
+                 label="exact match %\n(below: digits in place / in any order, %)")
+    fig.savefig(out, dpi=110, bbox_inches="tight")
+
+
 PLOTS = {"quality": quality, "memory": memory, "varassign": varassign, "decode": decode,
-         "infini_lm": infini_lm}
+         "infini_lm": infini_lm, "passkey": passkey}
 
 
 def main():
