@@ -182,7 +182,8 @@ def passkey(rows, out):
                 if r:
                     ax.text(j, i, "%.0f\n%.0f / %.0f" % (100 * r["accuracy"], 100 * r["digit_accuracy"],
                                                         100 * r.get("digits_any_order", float("nan"))),
-                            ha="center", va="center", fontsize=7)
+                            ha="center", va="center", fontsize=7,
+                            color="white" if not 0.2 <= r["accuracy"] <= 0.85 else "black")
         ax.set_xticks(range(len(lengths)))
         ax.set_xticklabels(["%dK" % (n // 1024) if n < 1 << 20 else "%dM" % (n >> 20)
                             for n in lengths])
