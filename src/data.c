@@ -178,24 +178,34 @@ static enum mnemo_status build_epoch(struct mni_loader *ld)
     return MNEMO_OK;
 }
 
-enum mnemo_status mni_loader_init(struct mni_loader *ld, const uint16_t *tok, uint64_t n, int T,
-                                  uint64_t seed, int rank, int world)
+/* The part of both inits that does not depend on the mode: a zeroed loader holding the stream
+ * and its settings, or MNEMO_ERR_ARG. */
+static enum mnemo_status loader_begin(struct mni_loader *ld, const uint16_t *tok, uint64_t n,
+                                      int T, uint64_t seed, int rank, int world)
 {
     memset(ld, 0, sizeof(*ld));
     if (T < 1 || world < 1 || rank < 0 || rank >= world)
         return mni_err(MNEMO_ERR_ARG, "loader: bad T = %d or rank %d of %d", T, rank, world);
-    if (n < (uint64_t)T * (uint64_t)world)
-        return mni_err(MNEMO_ERR_ARG,
-                       "the training data has %llu tokens, fewer than one window of %d per process",
-                       (unsigned long long)n, T);
-    if (n / (uint64_t)T > UINT32_MAX)
-        return mni_err(MNEMO_ERR_ARG, "the training data is too large for the loader");
     ld->tok = tok;
     ld->n = n;
     ld->T = T;
     ld->seed = seed;
     ld->rank = rank;
     ld->world = world;
+    return MNEMO_OK;
+}
+
+enum mnemo_status mni_loader_init(struct mni_loader *ld, const uint16_t *tok, uint64_t n, int T,
+                                  uint64_t seed, int rank, int world)
+{
+    enum mnemo_status st = loader_begin(ld, tok, n, T, seed, rank, world);
+    if (st != MNEMO_OK) return st;
+    if (n < (uint64_t)T * (uint64_t)world)
+        return mni_err(MNEMO_ERR_ARG,
+                       "the training data has %llu tokens, fewer than one window of %d per process",
+                       (unsigned long long)n, T);
+    if (n / (uint64_t)T > UINT32_MAX)
+        return mni_err(MNEMO_ERR_ARG, "the training data is too large for the loader");
     /* room for the largest epoch (offset 0), so that later epochs never allocate */
     uint64_t cap = (n / (uint64_t)T) / (uint64_t)world + 1;
     ld->order = mni_alloc(mni_mul((size_t)cap, sizeof(uint32_t)));
@@ -207,9 +217,8 @@ enum mnemo_status mni_loader_init(struct mni_loader *ld, const uint16_t *tok, ui
 enum mnemo_status mni_loader_init_docs(struct mni_loader *ld, const uint16_t *tok, uint64_t n,
                                        int T, uint64_t seed, int rank, int world, uint16_t sep)
 {
-    memset(ld, 0, sizeof(*ld));
-    if (T < 1 || world < 1 || rank < 0 || rank >= world)
-        return mni_err(MNEMO_ERR_ARG, "loader: bad T = %d or rank %d of %d", T, rank, world);
+    enum mnemo_status st = loader_begin(ld, tok, n, T, seed, rank, world);
+    if (st != MNEMO_OK) return st;
     uint64_t count = 0; /* documents that leave room for a window: starts s with s + T <= n */
     for (uint64_t p = 0; p + (uint64_t)T <= n; p++)
         count += p == 0 || tok[p - 1] == sep;
@@ -228,12 +237,6 @@ enum mnemo_status mni_loader_init_docs(struct mni_loader *ld, const uint16_t *to
         if (p == 0 || tok[p - 1] == sep) ld->starts[k++] = p;
     ld->n_starts = count;
     ld->cap_order = count / (uint64_t)world + 1;
-    ld->tok = tok;
-    ld->n = n;
-    ld->T = T;
-    ld->seed = seed;
-    ld->rank = rank;
-    ld->world = world;
     return build_epoch(ld);
 }
 
