@@ -61,6 +61,11 @@ struct mnemo_attn_io {
     double aux_loss;      /* forward output: the kind's auxiliary loss term for this layer
                            * (selective with mem_eps: sum over windows of max_i M_i), else 0 */
     float aux_grad;       /* backward input: d(objective) / d(aux_loss) */
+    const float *write_w; /* infini, training: (B,S) weight of each segment's memory write
+                           * (S = ceil(T/N)): M += w U-fold, z += w colsum, as if segment s of
+                           * window b occurred w times (exactly so for the linear rule);
+                           * forward and backward must get the same; NULL = every weight 1.
+                           * Other kinds ignore it. */
 };
 
 struct mnemo_attn_ops {

@@ -10,6 +10,7 @@
  */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "attn/attn_int.h"
@@ -39,14 +40,17 @@ static struct mnemo_attn_cfg make_cfg(int NH, int HS, int n_ctx, int seg, int ro
     return c;
 }
 
-/* The gate logits (one per head) and their gradients, beside the tu_attn_bufs. */
+/* The gate logits (one per head) and their gradients, beside the tu_attn_bufs; the write
+ * weights (io.write_w) of the next run(), NULL = none. */
 static float beta[NH_MAX], dbeta[NH_MAX];
+static const float *write_w;
 
 static void run(const struct mnemo_attn_cfg *cfg, struct tu_attn_bufs *b, int backward)
 {
     struct mnemo_attn_io io = tu_attn_io(b);
     io.params = beta;
     io.dparams = dbeta;
+    io.write_w = write_w;
     if (backward) memset(dbeta, 0, sizeof(dbeta));
     enum mnemo_status st = backward ? OPS->backward(cfg, &io) : OPS->forward(cfg, &io);
     if (st != MNEMO_OK) fail_msg("%s: %s", backward ? "backward" : "forward", mnemo_last_error());
@@ -110,11 +114,25 @@ static void fill_beta(int NH, uint64_t seed)
     for (int h = NH; h < NH_MAX; h++) beta[h] = 0.0f;
 }
 
+/* Write weights for B windows of S segments, in [1, e^2.5 = 12.2) (log-uniform). */
+static float *make_write_w(int B, int S, uint64_t seed)
+{
+    float *w = malloc(sizeof(float) * (size_t)B * S);
+    assert_non_null(w);
+    tu_fill_normal(w, (size_t)B * S, 1.0f, seed);
+    for (int i = 0; i < B * S; i++) w[i] = expf(2.5f * (0.5f + 0.5f * erff(w[i] / sqrtf(2.0f))));
+    return w;
+}
+
 static void test_fast_vs_ref(void **s)
 {
     (void)s;
-    for (size_t c = 0; c < sizeof(shapes) / sizeof(shapes[0]); c++) {
-        const struct shape *sh = &shapes[c];
+    for (size_t c = 0; c < 2 * sizeof(shapes) / sizeof(shapes[0]); c++) {
+        const struct shape *sh = &shapes[c / 2];
+        const int weighted = c % 2, S = (sh->T + sh->N - 1) / sh->N;
+        if (weighted && S < 2) continue; // nothing is folded
+        float *ww = weighted ? make_write_w(sh->B, S, 400 + c) : NULL;
+        write_w = ww;
         struct mnemo_attn_cfg cf = make_cfg(sh->NH, sh->HS, sh->n_ctx, sh->N, sh->rope, sh->delta, 0);
         struct mnemo_attn_cfg cr = cf;
         cr.use_ref = 1;
@@ -135,15 +153,18 @@ static void test_fast_vs_ref(void **s)
         run(&cr, &r, 1);
         double eb = tu_rel_max_err(f.dqkv, r.dqkv, f.nqkv);
         double eg = tu_rel_max_err(db_fast, dbeta, (size_t)sh->NH);
-        print_message("fast/ref  B=%d T=%d N=%d NH=%d HS=%d rope=%d %s: forward %.2e, backward "
+        print_message("fast/ref  B=%d T=%d N=%d NH=%d HS=%d rope=%d %s%s: forward %.2e, backward "
                       "%.2e, gates %.2e (dbeta[0] %.4g)\n", sh->B, sh->T, sh->N, sh->NH, sh->HS,
-                      sh->rope, sh->delta ? "delta" : "linear", ef, eb, eg, (double)dbeta[0]);
+                      sh->rope, sh->delta ? "delta" : "linear", weighted ? " weighted" : "", ef,
+                      eb, eg, (double)dbeta[0]);
         assert_true(ef < 2e-5);
         assert_true(eb < 1e-4);
         if (sh->T > sh->N) assert_true(eg < 1e-4); // with one segment the gates are unused
         else assert_true(db_fast[0] == 0.0f && dbeta[0] == 0.0f);
         tu_attn_bufs_free(&f);
         tu_attn_bufs_free(&r);
+        free(ww);
+        write_w = NULL;
     }
 }
 
@@ -211,10 +232,10 @@ static void check_fd(int B, int T, int NH, int HS, int N, int rope, int delta, i
         assert_true(fabs(dbeta_an[h]) > 1e-3); // the gate gradient is really exercised
         worst = fmax(worst, err);
     }
-    print_message("fd        B=%d T=%d N=%d NH=%d HS=%d rope=%d %s%s: worst rel err %.2e, "
+    print_message("fd        B=%d T=%d N=%d NH=%d HS=%d rope=%d %s%s%s: worst rel err %.2e, "
                   "largest earlier-segment grad %.3g\n", B, T, N, NH, HS, rope,
-                  delta ? "delta" : "linear", last_only ? " (loss in last segment)" : "", worst,
-                  early);
+                  delta ? "delta" : "linear", write_w ? " weighted" : "",
+                  last_only ? " (loss in last segment)" : "", worst, early);
     if (last_only) assert_true(early > 1e-2);
     tu_attn_bufs_free(&b);
 }
@@ -227,6 +248,49 @@ static void test_ref_vs_fd(void **s)
     check_fd(2, 8, 1, 6, 4, 0, 1, 0, 13);
     check_fd(1, 9, 2, 4, 3, 1, 0, 1, 14); // BPTT: the loss only in segment 2
     check_fd(1, 9, 2, 4, 3, 0, 1, 1, 15);
+    // with write weights (2 windows x 4 segments)
+    float *ww = make_write_w(2, 4, 16);
+    write_w = ww;
+    check_fd(2, 10, 2, 4, 3, 1, 0, 0, 17);
+    check_fd(2, 10, 2, 4, 3, 1, 1, 0, 18);
+    check_fd(2, 9, 1, 4, 3, 0, 1, 1, 19);
+    write_w = NULL;
+    free(ww);
+}
+
+/* A write weight c means "as if the segment occurred c times": under the linear rule, a window
+ * [A, B, C] with weight 3 on A reads in C exactly what the window [A, A, A, B, C] reads there
+ * (local attention sees only its own segment, at positions within it). Fast path and
+ * reference. (With A alone in memory no weight could show: the read-out is normalised.) */
+static void test_write_weight_is_repetition(void **s)
+{
+    (void)s;
+    const int NH = 2, HS = 8, N = 5;
+    for (int use_ref = 0; use_ref < 2; use_ref++) {
+        struct mnemo_attn_cfg c3 = make_cfg(NH, HS, 5 * N, N, 1, 0, use_ref);
+        struct tu_attn_bufs w3, w5;
+        tu_attn_bufs_init(&w3, OPS, &c3, 1, 3 * N);
+        tu_attn_bufs_init(&w5, OPS, &c3, 1, 5 * N);
+        tu_fill_normal(w3.qkv, w3.nqkv, 1.0f, 31);
+        const size_t seg = (size_t)N * 3 * NH * HS; // floats of qkv per segment
+        for (int k = 0; k < 3; k++) memcpy(w5.qkv + k * seg, w3.qkv, seg * sizeof(float));
+        memcpy(w5.qkv + 3 * seg, w3.qkv + seg, 2 * seg * sizeof(float));
+        fill_beta(NH, 32);
+        const float ww[3] = {3.0f, 1.0f, 1.0f};
+        write_w = ww;
+        run(&c3, &w3, 0);
+        write_w = NULL;
+        run(&c3, &w5, 0);
+        const size_t out_seg = (size_t)N * NH * HS;
+        double e = tu_rel_max_err(w3.out + 2 * out_seg, w5.out + 4 * out_seg, out_seg);
+        print_message("weight 3 = three copies (%s): rel err %.2e\n", use_ref ? "ref" : "fast", e);
+        assert_true(e < 1e-5);
+        // and the weight matters: weight 1 reads something else
+        run(&c3, &w3, 0);
+        assert_true(tu_rel_max_err(w3.out + 2 * out_seg, w5.out + 4 * out_seg, out_seg) > 1e-3);
+        tu_attn_bufs_free(&w3);
+        tu_attn_bufs_free(&w5);
+    }
 }
 
 /* N = 1, one head of width 2, no RoPE: every token is its own segment, so A_dot,t = v_t and the
@@ -388,6 +452,7 @@ int main(void)
         cmocka_unit_test(test_registry_and_validate),
         cmocka_unit_test(test_fast_vs_ref),
         cmocka_unit_test(test_ref_vs_fd),
+        cmocka_unit_test(test_write_weight_is_repetition),
         cmocka_unit_test(test_hand_case),
         cmocka_unit_test(test_closed_gates_are_dense_segments),
         cmocka_unit_test(test_session_equals_forward),

@@ -35,6 +35,10 @@
  * Every task writes its own rows of dqkv (after the dense backward wrote them) and its own
  * partial dbeta; the partials are summed in a fixed order: deterministic for any thread count.
  *
+ * Write weights (training only, io->write_w): segment s of window b is folded with a weight
+ * c = w[b S + s], M_{s+1} = M_s + c sigma(K)^T U, z_{s+1} = z_s + c sum_t sigma(k_t), so dU and
+ * dsigma(k) of the fold carry a factor c; the identity path of M, z does not.
+ *
  * Streaming: the state is M, z and the current segment (its unrotated keys and values, and a
  * dense state of N slots for the local attention): constant in the stream length. When the
  * segment fills it is folded into M by the same code as in training, and a new one starts, so
@@ -156,14 +160,15 @@ static void transpose(float *restrict t, const float *restrict m, int HS)
         for (int j = 0; j < HS; j++) t[(size_t)j * HS + i] = m[(size_t)i * HS + j];
 }
 
-/* Mn = M + sum_t sigma(k_t)^T u_t, zn = z + sum_t sigma(k_t) over n rows of k (stride ldk) and
- * v (stride ldv); u_t = v_t, or with delta v_t - (the memory's read-out at sigma(k_t)). Mn, zn
+/* Mn = M + c sum_t sigma(k_t)^T u_t, zn = z + c sum_t sigma(k_t) over n rows of k (stride ldk)
+ * and v (stride ldv); u_t = v_t, or with delta v_t - (the memory's read-out at sigma(k_t)); c is
+ * the segment's write weight (1 but in training with write weights). Mn, zn
  * must not alias M, z (the delta rule reads the memory as it was before the segment). Training
  * and step() both fold through here, a segment at a time, so a session holds the training
  * forward's memory bit for bit. */
 static void mem_fold(float *restrict Mn, float *restrict zn, const float *M, const float *z,
                      const float *k, size_t ldk, const float *v, size_t ldv, int n, int HS,
-                     int delta, const struct mem_work *w)
+                     int delta, float c, const struct mem_work *w)
 {
     memcpy(Mn, M, sizeof(float) * (size_t)HS * HS);
     memcpy(zn, z, sizeof(float) * (size_t)HS);
@@ -180,8 +185,13 @@ static void mem_fold(float *restrict Mn, float *restrict zn, const float *M, con
         } else {
             phi_rows(w->p, NULL, NULL, kt, ldk, r, NULL, HS);
         }
-        mni_mm(Mn, (size_t)HS, w->p, 1, (size_t)HS, u, ldu, HS, r, HS, NULL, 1.0f, 1);
-        add_rows(zn, w->p, NULL, r, HS);
+        mni_mm(Mn, (size_t)HS, w->p, 1, (size_t)HS, u, ldu, HS, r, HS, NULL, c, 1);
+        if (c == 1.0f) {
+            add_rows(zn, w->p, NULL, r, HS);
+        } else {
+            for (int t = 0; t < r; t++) w->dd[t] = c;
+            add_rows(zn, w->p, w->dd, r, HS);
+        }
     }
 }
 
@@ -439,7 +449,8 @@ static enum mnemo_status inf_forward(const struct mnemo_attn_cfg *cfg, struct mn
             }
             if (s + 1 < S)
                 mem_fold(Mh + (size_t)(s + 1) * HH, zh + (size_t)(s + 1) * HS, M, z, q0 + C, 3 * C,
-                         q0 + 2 * C, 3 * C, n, HS, delta && s > 0, &w);
+                         q0 + 2 * C, 3 * C, n, HS, delta && s > 0,
+                         io->write_w ? io->write_w[(size_t)b * S + s] : 1.0f, &w);
         }
     }
     return MNEMO_OK;
@@ -473,12 +484,12 @@ static void add_dphi(float *dx, size_t ldx, const float *G, const float *P, cons
  * its first row in dout, adot (stride C). M, z: the memory entering the segment; dMn, dzn: the
  * gradients of the memory after it; dM, dz: of the memory before it, entering as copies of dMn,
  * dzn (M_{s+1} = M_s + ...: the identity path) and receiving the rest. fold: the segment was
- * folded (it is not the window's last), delta: by the delta rule, read: its rows read the memory
- * (s >= 1). Returns the segment's sum of dA . (A_mem - A_dot), dbeta / (g (1 - g)). */
+ * folded (it is not the window's last), delta: by the delta rule, c: with the write weight c,
+ * read: its rows read the memory (s >= 1). Returns the segment's sum of dA . (A_mem - A_dot), dbeta / (g (1 - g)). */
 static double seg_bwd(float *dx, float *dM, float *dz, const float *x, const float *dA,
                       const float *ad, size_t C, const float *M, const float *z, const float *dMn,
-                      const float *dzn, int n, int HS, float g, int fold, int delta, int read,
-                      const struct mem_work *w)
+                      const float *dzn, int n, int HS, float g, int fold, int delta, float c,
+                      int read, const struct mem_work *w)
 {
     const size_t ldx = 3 * C, hs = (size_t)HS;
     double db = 0.0;
@@ -500,12 +511,12 @@ static double seg_bwd(float *dx, float *dM, float *dz, const float *x, const flo
             } else {
                 phi_rows(w->p, NULL, NULL, xk, ldx, r, NULL, HS);
             }
-            // M' = M + P^T U, z' = z + colsum P: dU = P dM' (d), dP = U dM'^T + dz' (g)
-            mni_mm(w->d, hs, w->p, hs, 1, dMn, hs, r, HS, HS, NULL, 1.0f, 0);
-            mni_mm(w->g, hs, u, ldu, 1, w->dmt, hs, r, HS, HS, NULL, 1.0f, 0);
+            // M' = M + c P^T U, z' = z + c colsum P: dU = c P dM' (d), dP = c (U dM'^T + dz') (g)
+            mni_mm(w->d, hs, w->p, hs, 1, dMn, hs, r, HS, HS, NULL, c, 0);
+            mni_mm(w->g, hs, u, ldu, 1, w->dmt, hs, r, HS, HS, NULL, c, 0);
             for (int t = 0; t < r; t++)
                 for (int j = 0; j < HS; j++) {
-                    w->g[t * hs + j] += dzn[j];
+                    w->g[t * hs + j] += c * dzn[j];
                     dv[t * ldx + j] += w->d[t * hs + j];
                 }
             if (delta) {
@@ -604,7 +615,8 @@ static enum mnemo_status inf_backward(const struct mnemo_attn_cfg *cfg, struct m
             db += seg_bwd(io->dqkv + row0 * 3 * C + hoff, dM, dz, io->qkv + row0 * 3 * C + hoff,
                           io->dout + row0 * C + hoff, adot + row0 * C + hoff, C,
                           Mh + (size_t)s * HH, zh + (size_t)s * HS, dMn, dzn, n, HS, g, s + 1 < S,
-                          delta && s > 0, s > 0, &w);
+                          delta && s > 0, io->write_w ? io->write_w[(size_t)b * S + s] : 1.0f,
+                          s > 0, &w);
             float *t = dMn;
             dMn = dM, dM = t;
             dzn = dMn + HH, dz = dM + HH;
@@ -781,7 +793,8 @@ static enum mnemo_status inf_step(const struct mnemo_attn_cfg *cfg, void *state,
             for (int h = 0; h < NH; h++) {
                 float *mh = Mn + (size_t)h * (HH + HS);
                 mem_fold(mh, mh + HH, vw.M + h * HH, vw.z + (size_t)h * HS, vw.k + h * SN,
-                         (size_t)HS, vw.v + h * SN, (size_t)HS, N, HS, delta && hd->n_seg > 0, &w);
+                         (size_t)HS, vw.v + h * SN, (size_t)HS, N, HS, delta && hd->n_seg > 0, 1.0f,
+                         &w);
                 memcpy(vw.M + h * HH, mh, sizeof(float) * HH);
                 memcpy(vw.z + (size_t)h * HS, mh + HH, sizeof(float) * HS);
             }

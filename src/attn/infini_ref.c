@@ -9,6 +9,8 @@
  *     (A_t = A_dot,t in segment 0),  M_{s+1} = M_s + sum_t sigma(k_t)^T u_t,
  *     z_{s+1} = z_s + sum_t sigma(k_t),  u_t = v_t or (delta, s >= 1) v_t - sigma(k_t) M_s /
  *     max(sigma(k_t) . z_s, eps).
+ * With write weights (io->write_w, training) segment s's fold is scaled by its weight c:
+ * M_{s+1} = M_s + c sum_t sigma(k_t)^T u_t, z_{s+1} = z_s + c sum_t sigma(k_t).
  * Backward is reverse-mode differentiation of those loops, term by term: the local softmax
  * (dS = P (dP - D)), then the memory from the last segment to the first with dM, dz carried
  * across segments (docs/internals/infini.md writes the terms out). Serial; tests use small
@@ -98,7 +100,7 @@ static double read_d(double *a, double *px, const double *x, const double *M, co
 
 /* Forward of head h of window b into r (and out, if not NULL): local attention, memory. */
 static void ref_head_fwd(const struct mnemo_attn_cfg *cfg, const float *qkv, int T, int h,
-                         double g, struct rbuf *r, float *out)
+                         double g, const float *ww, struct rbuf *r, float *out)
 {
     const int HS = cfg->head_dim, N = mni_inf_segment(cfg), S = (T + N - 1) / N;
     const size_t C = (size_t)cfg->n_head * HS, HH = (size_t)HS * HS;
@@ -152,6 +154,7 @@ static void ref_head_fwd(const struct mnemo_attn_cfg *cfg, const float *qkv, int
         double *Mn = r->Ms + (size_t)(s + 1) * HH, *zn = r->zs + (size_t)(s + 1) * HS;
         memcpy(Mn, M, sizeof(double) * HH);
         memcpy(zn, z, sizeof(double) * (size_t)HS);
+        const double c = ww ? ww[s] : 1.0; // the segment's write weight
         for (int t = t0; t < t1; t++) {
             const double *v = r->v + (size_t)t * HS;
             if (cfg->mem_update == MNEMO_MEM_DELTA && s > 0) {
@@ -162,11 +165,19 @@ static void ref_head_fwd(const struct mnemo_attn_cfg *cfg, const float *qkv, int
                 for (int j = 0; j < HS; j++) u[j] = v[j];
             }
             for (int i = 0; i < HS; i++) {
-                zn[i] += px[i];
-                for (int j = 0; j < HS; j++) Mn[(size_t)i * HS + j] += px[i] * u[j];
+                zn[i] += c * px[i];
+                for (int j = 0; j < HS; j++) Mn[(size_t)i * HS + j] += c * px[i] * u[j];
             }
         }
     }
+}
+
+/* Window b's write weights (S of them), or NULL. */
+static const float *write_w(const struct mnemo_attn_io *io, int b, int T,
+                            const struct mnemo_attn_cfg *cfg)
+{
+    const int N = mni_inf_segment(cfg), S = (T + N - 1) / N;
+    return io->write_w ? io->write_w + (size_t)b * S : NULL;
 }
 
 enum mnemo_status mni_inf_ref_forward(const struct mnemo_attn_cfg *cfg, struct mnemo_attn_io *io)
@@ -178,7 +189,7 @@ enum mnemo_status mni_inf_ref_forward(const struct mnemo_attn_cfg *cfg, struct m
     for (int b = 0; b < io->B; b++)
         for (int h = 0; h < NH; h++)
             ref_head_fwd(cfg, io->qkv + (size_t)b * T * 3 * C, T, h,
-                         1.0 / (1.0 + exp(-(double)io->params[h])), &r,
+                         1.0 / (1.0 + exp(-(double)io->params[h])), write_w(io, b, T, cfg), &r,
                          io->out + (size_t)b * T * C);
     return MNEMO_OK;
 }
@@ -211,11 +222,11 @@ static double read_bwd_d(double *dq, double *dM, double *dz, const double *q, co
     return dg;
 }
 
-/* Backward of the fold of one token: Mn = M + pk^T u, zn = z + pk with the gradients dMn, dzn
- * of Mn, zn; adds to dk, dv, and (delta) to dM, dz. */
+/* Backward of the fold of one token: Mn = M + c pk^T u, zn = z + c pk with the gradients dMn,
+ * dzn of Mn, zn; adds to dk, dv, and (delta) to dM, dz. */
 static void fold_bwd_d(double *dk, double *dv, double *dM, double *dz, const double *k,
                        const double *v, const double *M, const double *z, const double *dMn,
-                       const double *dzn, int delta, int HS, double *w)
+                       const double *dzn, int delta, double c, int HS, double *w)
 {
     double *pk = w, *u = w + HS, *r = w + 2 * HS, *dU = w + 3 * HS, *dpk = w + 4 * HS;
     double den = 0;
@@ -228,12 +239,12 @@ static void fold_bwd_d(double *dk, double *dv, double *dM, double *dz, const dou
     }
     for (int j = 0; j < HS; j++) {
         dU[j] = 0;
-        for (int i = 0; i < HS; i++) dU[j] += pk[i] * dMn[(size_t)i * HS + j];
+        for (int i = 0; i < HS; i++) dU[j] += c * pk[i] * dMn[(size_t)i * HS + j];
         dv[j] += dU[j];
     }
     for (int i = 0; i < HS; i++) {
-        dpk[i] = dzn[i];
-        for (int j = 0; j < HS; j++) dpk[i] += dMn[(size_t)i * HS + j] * u[j];
+        dpk[i] = c * dzn[i];
+        for (int j = 0; j < HS; j++) dpk[i] += c * dMn[(size_t)i * HS + j] * u[j];
     }
     if (delta) {
         // u = v - num / dc with num = pk M, dc = max(pk . z, eps)
@@ -267,7 +278,8 @@ enum mnemo_status mni_inf_ref_backward(const struct mnemo_attn_cfg *cfg, struct 
         for (int h = 0; h < NH; h++) {
             const double g = 1.0 / (1.0 + exp(-(double)io->params[h]));
             const float *qkv = io->qkv + (size_t)b * T * 3 * C;
-            ref_head_fwd(cfg, qkv, T, h, g, &r, NULL);
+            const float *ww = write_w(io, b, T, cfg);
+            ref_head_fwd(cfg, qkv, T, h, g, ww, &r, NULL);
             for (int t = 0; t < T; t++)
                 for (int d = 0; d < HS; d++)
                     r.dA[(size_t)t * HS + d] = io->dout[((size_t)b * T + t) * C + (size_t)h * HS + d];
@@ -319,7 +331,7 @@ enum mnemo_status mni_inf_ref_backward(const struct mnemo_attn_cfg *cfg, struct 
                     const size_t o = (size_t)t * HS;
                     if (s + 1 < S)
                         fold_bwd_d(r.dk + o, r.dv + o, dMs, dzs, r.k + o, r.v + o, M, z, dMn,
-                                   dzn, delta && s > 0, HS, r.w);
+                                   dzn, delta && s > 0, ww ? ww[s] : 1.0, HS, r.w);
                     if (s > 0)
                         dg += read_bwd_d(r.dq + o, dMs, dzs, r.q + o, r.dA + o, r.ad + o, M, z,
                                          g, HS, r.w);
