@@ -23,6 +23,7 @@ struct progress {
     int every;      /* print a step line every this many steps */
     int tty;
     const struct mnemo_model *m;
+    float mem_repeat;
 };
 
 static int on_event(const struct mnemo_train_event *ev, void *user)
@@ -39,9 +40,10 @@ static int on_event(const struct mnemo_train_event *ev, void *user)
                 c->pos == MNEMO_POS_ROPE ? "rope" : "learned", mnemo_attn_kind_name(c->attn_kind),
                 (double)mnemo_model_n_params(p->m) / 1e6);
         if (c->attn_kind == MNEMO_ATTN_KIND_INFINI)
-            fprintf(stderr, "infini: segment %d, %s memory update\n",
+            fprintf(stderr, "infini: segment %d, %s memory update%s\n",
                     c->attn_segment ? c->attn_segment : c->n_ctx,
-                    mnemo_mem_update_name(c->attn_mem_update));
+                    mnemo_mem_update_name(c->attn_mem_update),
+                    p->mem_repeat > 1 ? ", writes weighted by [1, mem_repeat] log-uniform" : "");
         fprintf(stderr, "train: starting at step %d of %d\n", ev->step, ev->max_steps);
         break;
     }
@@ -94,6 +96,9 @@ int cmd_train(int argc, char **argv)
         {"gate_lr_mult", OPT_FLOAT, &tc.gate_lr_mult,
          "learning-rate multiplier of the attention kind's own parameters (infini's gates; no "
          "weight decay on them)"},
+        {"mem_repeat", OPT_FLOAT, &tc.mem_repeat,
+         "infini: weigh each segment's memory write by a random factor in [1, R] (log-uniform), "
+         "as if repeated, to train retrieval for streams far longer than the windows (0 = off)"},
         {"batch", OPT_INT, &tc.batch, "windows per micro-batch"},
         {"seq", OPT_INT, &tc.seq,
          "window length (0 = n_ctx); with --init it may exceed the checkpoint's n_ctx (RoPE "
@@ -164,7 +169,7 @@ int cmd_train(int argc, char **argv)
         if ((st = mnemo_model_create(&m, &mc)) != MNEMO_OK) cli_fail("train", st, "bad model config");
         mnemo_model_init(m, tc.seed);
     }
-    struct progress p = {print_every, isatty(2), m};
+    struct progress p = {print_every, isatty(2), m, tc.mem_repeat};
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = on_sigint;

@@ -146,6 +146,13 @@ MNEMO_API void mnemo_model_zero_grad(struct mnemo_model *m);
  * it off. MNEMO_ERR_ARG for kinds without it (dense) or negative values. */
 MNEMO_API enum mnemo_status mnemo_model_set_memory_loss(struct mnemo_model *m, float eps,
                                                         float tau);
+/* Infini-attention, training: the following forwards and backwards fold segment s of window b
+ * into the memory with weight w[b * S + s] (S = ceil(T / segment)): M += c sigma(K)^T U,
+ * z += c sum sigma(k), as if the segment occurred c times in a row (exactly so for the linear
+ * rule; docs/internals/infini.md). The array stays the caller's; it must hold B * S finite
+ * values > 0 and not change between a forward and its backward. NULL (the default) turns it
+ * off. MNEMO_ERR_ARG for other kinds. */
+MNEMO_API enum mnemo_status mnemo_model_set_write_weights(struct mnemo_model *m, const float *w);
 /* L_mem of the last forward (0 when off). */
 MNEMO_API double mnemo_model_memory_loss(const struct mnemo_model *m);
 
@@ -211,6 +218,11 @@ struct mnemo_train_config {
                               * stream's start or just after a newline, byte 10), for data of one
                               * example per line; 0: windows at T-aligned positions from a random
                               * offset per epoch */
+    float mem_repeat;        /* infini: each training step weighs every segment's memory write
+                              * by a factor drawn log-uniformly from [1, mem_repeat], as if the
+                              * segment had been repeated that often (mnemo_model_set_write_
+                              * weights): retrieval against the dilution of far longer streams
+                              * than the training windows. 0 or 1 = off */
 };
 
 enum mnemo_optimizer {

@@ -375,6 +375,7 @@ static enum mnemo_status train_attn(void *vctx, struct mni_layer_acts *a, int l)
     io.params = mni_model_param(m, MNI_P_ATTNX, l);
     io.act = a->attn_act;
     io.scratch = m->attn_scratch;
+    io.write_w = m->write_w;
     enum mnemo_status st = m->attn->forward(&m->acfg, &io);
     m->aux_sum += io.aux_loss;
     return st;
@@ -390,6 +391,14 @@ enum mnemo_status mnemo_model_set_memory_loss(struct mnemo_model *m, float eps, 
     enum mnemo_status st = m->attn->validate(&c);
     if (st != MNEMO_OK) return st;
     m->acfg = c;
+    return MNEMO_OK;
+}
+
+enum mnemo_status mnemo_model_set_write_weights(struct mnemo_model *m, const float *w)
+{
+    if (w && m->cfg.attn_kind != MNEMO_ATTN_KIND_INFINI)
+        return mni_err(MNEMO_ERR_ARG, "write weights need the infini attention kind");
+    m->write_w = w;
     return MNEMO_OK;
 }
 
@@ -506,6 +515,7 @@ enum mnemo_status mnemo_model_backward(struct mnemo_model *m, float grad_scale)
         io.scratch = m->attn_scratch;
         /* objective = xent + eps * aux_sum / (L T B): d/d(aux of this layer) */
         io.aux_grad = grad_scale * m->acfg.mem_eps / ((float)L * (float)T * (float)B);
+        io.write_w = m->write_w;
         st = m->attn->backward(&m->acfg, &io);
         if (st != MNEMO_OK) return st;
         mni_matmul_bwd(m->dtmp, grad_of(m, MNI_P_QKVW, l), grad_of(m, MNI_P_QKVB, l), m->dqkv,

@@ -89,6 +89,7 @@ struct mnemo_model {
     uint16_t *inputs, *targets; /* (B,T) copies of the last forward's tokens */
     int have_targets;
     double aux_sum;    /* the kinds' aux_loss summed over the layers in the last forward */
+    const float *write_w; /* infini's write weights (mnemo_model_set_write_weights), or NULL */
     /* backward buffers, reused across layers */
     float *dres, *dtmp, *dqkv, *datty, *dfch;
     void *attn_scratch;

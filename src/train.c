@@ -93,7 +93,30 @@ static enum mnemo_status check_train_config(const struct mnemo_train_config *tc,
     if (tc->eval_every < 0 || tc->ckpt_every < 0 || tc->eval_windows < 0)
         return mni_err(MNEMO_ERR_ARG, "eval_every, eval_windows and ckpt_every must be >= 0");
     if (tc->threads < 0) return mni_err(MNEMO_ERR_ARG, "threads = %d: must be >= 0", tc->threads);
+    if (!(tc->mem_repeat == 0 || (tc->mem_repeat >= 1 && tc->mem_repeat <= 1e9f)))
+        return mni_err(MNEMO_ERR_ARG, "mem_repeat = %g: must be in [1, 1e9] (0 = off)",
+                       (double)tc->mem_repeat);
     return MNEMO_OK;
+}
+
+/* Segments per training window of T tokens (infini's write weights; 1 for other kinds). */
+static int write_segments(const struct mnemo_model *m, int T)
+{
+    const int N = m->cfg.attn_segment > 0 ? m->cfg.attn_segment : m->cfg.n_ctx;
+    return (T + N - 1) / N;
+}
+
+/* The write weights of micro-step a of step `step`: n factors log-uniform in [1, mem_repeat],
+ * from a generator seeded by (seed, step, a), so a resumed run draws what the uninterrupted
+ * one would have. */
+static void draw_write_weights(float *w, size_t n, const struct mnemo_train_config *tc, int step,
+                               int a)
+{
+    struct mni_rng r;
+    mni_rng_seed(&r, (uint64_t)tc->seed * 0x9E3779B97F4A7C15ull ^
+                         ((uint64_t)step * (uint64_t)tc->grad_accum + (uint64_t)a + 1));
+    const float lnr = logf(tc->mem_repeat);
+    for (size_t i = 0; i < n; i++) w[i] = expf(lnr * mni_rng_uniform(&r));
 }
 
 /* Learning rate for step s (0-based): linear warmup to lr over `warmup` steps, then cosine to
@@ -382,6 +405,10 @@ enum mnemo_status mnemo_train(struct mnemo_model *m, const struct mnemo_train_co
     snprintf(t.log_path, sizeof(t.log_path), "%s/log.jsonl", tc->out_dir);
 
     if ((st = mnemo_model_set_memory_loss(m, tc->mem_eps, tc->mem_tau))) return st;
+    if (tc->mem_repeat > 1 && m->cfg.attn_kind != MNEMO_ATTN_KIND_INFINI)
+        return mni_err(MNEMO_ERR_ARG, "mem_repeat needs the infini attention kind");
+    const int n_seg = write_segments(m, T);
+    float *write_w = NULL;
     if ((st = mni_tokens_read(&train, tc->train_path))) goto out;
     if (tc->val_path && (st = mni_tokens_read(&val, tc->val_path))) goto out;
     if (train.vocab > m->cfg.vocab || (val.tok && val.vocab > m->cfg.vocab)) {
@@ -403,6 +430,11 @@ enum mnemo_status mnemo_train(struct mnemo_model *m, const struct mnemo_train_co
     t.adam_m = mni_alloc(mni_mul(m->n_params, sizeof(float)));
     t.adam_v = mni_alloc(mni_mul(m->n_params, sizeof(float)));
     x = mni_alloc(mni_mul((size_t)B * T, 2 * sizeof(uint16_t)));
+    if (tc->mem_repeat > 1 &&
+        !(write_w = mni_alloc(mni_mul((size_t)B * n_seg, sizeof(float))))) {
+        st = mni_err(MNEMO_ERR_NOMEM, "out of memory for the write weights");
+        goto out;
+    }
     if (tc->ema > 0) t.ema = mni_alloc(mni_mul(m->n_params, sizeof(float)));
     t.opt_threads = mni_get_threads();
     size_t work = mni_optim_work_floats(m, tc, t.opt_threads);
@@ -446,8 +478,15 @@ enum mnemo_status mnemo_train(struct mnemo_model *m, const struct mnemo_train_co
         for (int a = 0; a < tc->grad_accum; a++) {
             mni_loader_next(&t.ld, x, y, B);
             float loss;
-            if ((st = mnemo_model_forward(m, x, y, B, T, &loss))) goto numeric;
-            if ((st = mnemo_model_backward(m, 1.0f / (float)tc->grad_accum))) goto out;
+            if (write_w) {
+                draw_write_weights(write_w, (size_t)B * n_seg, tc, t.step, a);
+                mnemo_model_set_write_weights(m, write_w);
+            }
+            st = mnemo_model_forward(m, x, y, B, T, &loss);
+            if (st == MNEMO_OK) st = mnemo_model_backward(m, 1.0f / (float)tc->grad_accum);
+            mnemo_model_set_write_weights(m, NULL); /* validation and callers see plain reads */
+            if (st == MNEMO_ERR_NUMERIC) goto numeric;
+            if (st != MNEMO_OK) goto out;
             loss_sum += loss;
             mem_sum += mnemo_model_memory_loss(m);
         }
@@ -523,6 +562,8 @@ numeric:
     }
 out:
     mnemo_model_set_memory_loss(m, 0.0f, 0.0f); /* a training option, not the model's */
+    mnemo_model_set_write_weights(m, NULL);
+    mni_free(write_w);
     /* the caller gets the model that was saved, on every path: with ema, the average */
     if (t.ema_live) memcpy(m->params, t.ema, m->n_params * sizeof(float));
     mni_comm_free(&comm);

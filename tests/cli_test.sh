@@ -81,6 +81,11 @@ grep -q '"mem_loss":0.[0-9]*[1-9]' "$W/run_mem/log.jsonl" || bad "train --mem_ep
 expect_ok "train --attn infini" "$MNEMO" train --train "$W/data/train.bin" --out "$W/run_inf" \
     "${TINY[@]}" --steps 3 --attn infini --segment 8 --mem_update delta --gate_lr_mult 10
 grep -q "infini: segment 8, delta memory update" "$W/err" || bad "train --attn infini: no segment line"
+expect_ok "train infini --mem_repeat" "$MNEMO" train --train "$W/data/train.bin" \
+    --out "$W/run_rep" "${TINY[@]}" --steps 2 --attn infini --segment 8 --mem_repeat 100
+grep -q "writes weighted by \[1, mem_repeat\]" "$W/err" || bad "train --mem_repeat: not announced"
+expect_fail "--mem_repeat with dense" "mem_repeat needs the infini" "$MNEMO" train \
+    --train "$W/data/train.bin" --out "$W/r3" "${TINY[@]}" --mem_repeat 100
 expect_ok "train --init on longer windows" "$MNEMO" train --train "$W/data/train.bin" \
     --out "$W/run_inf64" --init "$W/run_inf/model.safetensors" --seq 64 --batch 2 --steps 2 --threads 1
 grep -q "windows of 64 tokens (the checkpoint's n_ctx was 32)" "$W/err" || bad "--init --seq: no note"

@@ -310,6 +310,19 @@ static int stop_after(const struct mnemo_train_event *ev, void *user)
     return ev->kind == MNEMO_TRAIN_EV_STEP && ev->step >= *(int *)user;
 }
 
+/* Trains *m with tc until step `stop` (as Ctrl-C would stop it), then replaces *m by the
+ * checkpoint in dir and sets tc->resume: ready to resume from disk. */
+static void stop_and_reload(struct mnemo_model **m, struct mnemo_train_config *tc, const char *dir,
+                            int stop)
+{
+    char path[600];
+    assert_int_equal(mnemo_train(*m, tc, stop_after, &stop), MNEMO_OK);
+    mnemo_model_free(*m);
+    snprintf(path, sizeof(path), "%s/model.safetensors", dir);
+    assert_int_equal(mnemo_model_load(m, path), MNEMO_OK);
+    tc->resume = 1;
+}
+
 static void exact_resume(int optimizer, const char *dir_a, const char *dir_b_name)
 {
     char tr[512], va[512], path[600];
@@ -328,13 +341,8 @@ static void exact_resume(int optimizer, const char *dir_a, const char *dir_b_nam
     tc.optimizer = optimizer;
     tc.max_steps = 12;
     tc.ckpt_every = 5;
-    int stop_at = 7;
-    assert_int_equal(mnemo_train(b, &tc, stop_after, &stop_at), MNEMO_OK);
-    mnemo_model_free(b);
-    snprintf(path, sizeof(path), "%s/model.safetensors", dir_b);
-    assert_int_equal(mnemo_model_load(&b, path), MNEMO_OK);
+    stop_and_reload(&b, &tc, dir_b, 7);
     assert_string_equal(mnemo_model_meta(b, "train.step"), "7");
-    tc.resume = 1;
     assert_int_equal(mnemo_train(b, &tc, NULL, NULL), MNEMO_OK);
     assert_int_equal(a->n_params, b->n_params);
     assert_memory_equal(a->params, b->params, a->n_params * sizeof(float));
@@ -437,12 +445,7 @@ static void test_ema(void **s)
     tc.ckpt_every = 5;
     tc.eval_every = 4;
     tc.ema = 0.3f;
-    int stop_at = 7;
-    assert_int_equal(mnemo_train(b, &tc, stop_after, &stop_at), MNEMO_OK);
-    mnemo_model_free(b);
-    snprintf(path, sizeof(path), "%s/model.safetensors", dir_b);
-    assert_int_equal(mnemo_model_load(&b, path), MNEMO_OK);
-    tc.resume = 1;
+    stop_and_reload(&b, &tc, dir_b, 7);
     float avg7[8];
     memcpy(avg7, b->params, sizeof(avg7));
     tc.ema = 0.5f; /* not the run's: refused, and the model still holds the average */
@@ -476,6 +479,77 @@ static void test_ema(void **s)
     tc.ema = -0.1f;
     assert_int_equal(mnemo_train(a, &tc, NULL, NULL), MNEMO_ERR_ARG);
     mni_free(p.want);
+    mnemo_model_free(a);
+}
+
+/* The small model's shape with another attention kind (infini: segments of 8, delta rule). */
+static struct mnemo_model *small_of_kind(int kind, uint64_t seed)
+{
+    struct mnemo_model_config c;
+    mnemo_model_config_default(&c);
+    c.n_layer = 2;
+    c.d_model = 32;
+    c.n_head = 2;
+    c.n_ctx = 32;
+    c.vocab = MNEMO_TOK_VOCAB;
+    c.attn_kind = kind;
+    if (kind == MNEMO_ATTN_KIND_INFINI) {
+        c.attn_segment = 8;
+        c.attn_mem_update = MNEMO_MEM_DELTA;
+    }
+    struct mnemo_model *m;
+    assert_int_equal(mnemo_model_create(&m, &c), MNEMO_OK);
+    mnemo_model_init(m, seed);
+    return m;
+}
+
+static struct mnemo_model *small_infini(void) { return small_of_kind(MNEMO_ATTN_KIND_INFINI, 11); }
+
+/* Training with write weights (mem_repeat): the weights are drawn per step from the seed, so a
+ * resumed run equals the uninterrupted one bit for bit; they change the run (against
+ * mem_repeat 0); they are refused for other kinds and out of range. */
+static void test_mem_repeat(void **s)
+{
+    (void)s;
+    char tr[512], va[512];
+    struct mnemo_train_config tc;
+    struct mnemo_model *a = small_infini(), *plain = small_infini(), *b = small_infini();
+    train_cfg(&tc, make_dir("run_rep_plain"), tr, va);
+    tc.max_steps = 12;
+    assert_int_equal(mnemo_train(plain, &tc, NULL, NULL), MNEMO_OK);
+    train_cfg(&tc, make_dir("run_rep_a"), tr, va);
+    tc.max_steps = 12;
+    tc.mem_repeat = 1000.0f;
+    assert_int_equal(mnemo_train(a, &tc, NULL, NULL), MNEMO_OK);
+    assert_true(memcmp(a->params, plain->params, a->n_params * sizeof(float)) != 0);
+    const char *dir_b = make_dir("run_rep_b");
+    train_cfg(&tc, dir_b, tr, va);
+    tc.max_steps = 12;
+    tc.mem_repeat = 1000.0f;
+    stop_and_reload(&b, &tc, dir_b, 7);
+    assert_int_equal(mnemo_train(b, &tc, NULL, NULL), MNEMO_OK);
+    assert_memory_equal(a->params, b->params, a->n_params * sizeof(float));
+    /* validation after training reads the memory plainly (the weights are a training option) */
+    struct mnemo_eval_result e1, e2;
+    assert_int_equal(mnemo_eval_file(b, va, 0, 0, 4, 0, &e1), MNEMO_OK);
+    assert_int_equal(mnemo_model_set_write_weights(b, NULL), MNEMO_OK);
+    assert_int_equal(mnemo_eval_file(b, va, 0, 0, 4, 0, &e2), MNEMO_OK);
+    assert_true(e1.loss == e2.loss);
+    mnemo_model_free(b);
+    /* refused: another kind, a value below 1 */
+    struct mnemo_model *d = small_model();
+    const float w[4] = {1, 2, 3, 4};
+    assert_int_equal(mnemo_model_set_write_weights(d, w), MNEMO_ERR_ARG);
+    assert_int_equal(mnemo_model_set_write_weights(d, NULL), MNEMO_OK);
+    train_cfg(&tc, make_dir("run_rep_bad"), tr, va);
+    tc.mem_repeat = 8.0f;
+    assert_int_equal(mnemo_train(d, &tc, NULL, NULL), MNEMO_ERR_ARG);
+    assert_non_null(strstr(mnemo_last_error(), "infini"));
+    tc.mem_repeat = 0.5f;
+    assert_int_equal(mnemo_train(a, &tc, NULL, NULL), MNEMO_ERR_ARG);
+    assert_non_null(strstr(mnemo_last_error(), "mem_repeat"));
+    mnemo_model_free(d);
+    mnemo_model_free(plain);
     mnemo_model_free(a);
 }
 
@@ -526,17 +600,7 @@ static void count_round(const int *b, int L, double loss, void *user)
 static void test_pruned_eval_and_search(void **s)
 {
     (void)s;
-    struct mnemo_model_config c;
-    mnemo_model_config_default(&c);
-    c.n_layer = 2;
-    c.d_model = 32;
-    c.n_head = 2;
-    c.n_ctx = 32;
-    c.vocab = MNEMO_TOK_VOCAB;
-    c.attn_kind = MNEMO_ATTN_KIND_SELECTIVE;
-    struct mnemo_model *m;
-    assert_int_equal(mnemo_model_create(&m, &c), MNEMO_OK);
-    mnemo_model_init(m, 3);
+    struct mnemo_model *m = small_of_kind(MNEMO_ATTN_KIND_SELECTIVE, 3);
     struct mnemo_train_config tc;
     char tr[512], va[512];
     train_cfg(&tc, make_dir("run_prune"), tr, va);
@@ -594,6 +658,7 @@ int main(void)
         cmocka_unit_test(test_eval_stride),
         cmocka_unit_test(test_exact_resume),
         cmocka_unit_test(test_exact_resume_muon),
+        cmocka_unit_test(test_mem_repeat),
         cmocka_unit_test(test_ema),
         cmocka_unit_test(test_bad_train_config),
         cmocka_unit_test(test_pruned_eval_and_search),
