@@ -18,12 +18,23 @@ static int cmp_double(const void *a, const void *b)
 }
 
 /* Model FLOPs per trained token: 6 x (multiply-adds of every matmul per token) plus attention's
- * two T x T products (forward 2, backward 4, causal half counted). No recomputation counted. */
+ * two products over the keys a query sees (forward 2, backward 4, causal half counted): all
+ * earlier tokens of the window, or for infini those of the query's segment plus the memory's
+ * read and fold (and the delta rule's read), HS x HS per token and head each. No recomputation
+ * counted. */
 static double flops_per_token(const struct mnemo_model_config *c, int T)
 {
-    double C = c->d_model, L = c->n_layer, Vp = c->vocab_padded;
+    double C = c->d_model, L = c->n_layer, Vp = c->vocab_padded, HS = C / c->n_head;
     double matmul = L * 12.0 * C * C + C * Vp;
-    double attn = L * 2.0 * 2.0 * C * (T + 1) / 2.0; /* forward, per token: QK^T and PV */
+    double keys = (T + 1) / 2.0, mem = 0; /* mean keys per query; memory multiply-adds */
+    if (c->attn_kind == MNEMO_ATTN_KIND_INFINI) {
+        const int N = c->attn_segment > 0 && c->attn_segment < T ? c->attn_segment : T;
+        double sum = 0;
+        for (int t = 0; t < T; t++) sum += t % N + 1;
+        keys = sum / T;
+        if (N < T) mem = L * C * HS * (c->attn_mem_update == MNEMO_MEM_DELTA ? 3.0 : 2.0);
+    }
+    double attn = L * 2.0 * 2.0 * C * keys + 2.0 * mem; /* forward, per token: QK^T and PV */
     return 6.0 * matmul + 3.0 * attn;
 }
 
