@@ -146,6 +146,8 @@ int cmd_train(int argc, char **argv)
     mc.attn_kind = mnemo_attn_kind_from_name(attn);
     if (mc.attn_kind < 0)
         cli_die("train", "--attn '%s': unknown attention kind (dense, selective or infini)", attn);
+    const int new_segment = init && !tc.resume ? mc.attn_segment : 0; /* a change for --init */
+    if (new_segment) mc.attn_segment = 0; /* checked against the checkpoint's kind below */
     cli_infini_check("train", &mc, mem_update);
     if (cli_mkdir_p(tc.out_dir) != 0)
         cli_die("train", "cannot create '%s': %s", tc.out_dir, strerror(errno));
@@ -164,6 +166,14 @@ int cmd_train(int argc, char **argv)
                 cli_fail("train", st, "--seq longer than the --init checkpoint's n_ctx");
             fprintf(stderr, "train: windows of %d tokens (the checkpoint's n_ctx was %d)\n", tc.seq,
                     old_ctx);
+        }
+        const struct mnemo_model_config *c = mnemo_model_get_config(m);
+        const int old_seg = c->attn_segment ? c->attn_segment : c->n_ctx;
+        if (new_segment && new_segment != old_seg) {
+            if ((st = mnemo_model_set_segment(m, new_segment)) != MNEMO_OK)
+                cli_fail("train", st, "--segment for the --init checkpoint");
+            fprintf(stderr, "train: segments of %d tokens (the checkpoint's were %d)\n", new_segment,
+                    old_seg);
         }
     } else {
         if ((st = mnemo_model_create(&m, &mc)) != MNEMO_OK) cli_fail("train", st, "bad model config");

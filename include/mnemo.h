@@ -113,6 +113,10 @@ MNEMO_API const struct mnemo_model_config *mnemo_model_get_config(const struct m
  * positions (the position table has n_ctx rows) or an n_ctx out of range. Sessions opened
  * before keep their size. */
 MNEMO_API enum mnemo_status mnemo_model_set_n_ctx(struct mnemo_model *m, int n_ctx);
+/* Changes an infini model's segment length N (no parameter depends on it; local attention then
+ * spans up to N tokens), e.g. to continue training with longer segments. MNEMO_ERR_ARG for
+ * other kinds or N outside [1, n_ctx]. Sessions opened before keep their segment. */
+MNEMO_API enum mnemo_status mnemo_model_set_segment(struct mnemo_model *m, int segment);
 MNEMO_API size_t mnemo_model_n_params(const struct mnemo_model *m);
 /* Metadata value that the loaded checkpoint carried besides the config (e.g. "train.step"),
  * or NULL. */

@@ -177,6 +177,22 @@ enum mnemo_status mnemo_model_set_n_ctx(struct mnemo_model *m, int n_ctx)
     return MNEMO_OK;
 }
 
+enum mnemo_status mnemo_model_set_segment(struct mnemo_model *m, int segment)
+{
+    if (m->cfg.attn_kind != MNEMO_ATTN_KIND_INFINI)
+        return mni_err(MNEMO_ERR_ARG, "segment: only the infini attention kind has segments");
+    struct mnemo_model_config cfg = m->cfg;
+    cfg.attn_segment = segment;
+    if (segment < 1)
+        return mni_err(MNEMO_ERR_ARG, "segment = %d: must be in [1, n_ctx = %d]", segment, cfg.n_ctx);
+    enum mnemo_status st = mnemo_model_config_check(&cfg);
+    if (st != MNEMO_OK) return st;
+    free_acts(m); /* the kind's act and scratch sizes follow the segment */
+    m->cfg = cfg;
+    attn_cfg_from(&m->acfg, &m->cfg);
+    return MNEMO_OK;
+}
+
 void mnemo_model_free(struct mnemo_model *m)
 {
     if (!m) return;

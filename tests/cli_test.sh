@@ -90,6 +90,12 @@ expect_ok "train --init on longer windows" "$MNEMO" train --train "$W/data/train
     --out "$W/run_inf64" --init "$W/run_inf/model.safetensors" --seq 64 --batch 2 --steps 2 --threads 1
 grep -q "windows of 64 tokens (the checkpoint's n_ctx was 32)" "$W/err" || bad "--init --seq: no note"
 "$MNEMO" info "$W/run_inf64/model.safetensors" | grep -q "n_ctx *64" || bad "--init --seq: n_ctx not 64"
+expect_ok "train --init --segment" "$MNEMO" train --train "$W/data/train.bin" --out "$W/run_inf16" \
+    --init "$W/run_inf/model.safetensors" --segment 16 --batch 2 --steps 2 --threads 1
+grep -q "segments of 16 tokens (the checkpoint's were 8)" "$W/err" || bad "--init --segment: no note"
+"$MNEMO" info "$W/run_inf16/model.safetensors" | grep -q "segment *16" || bad "--init --segment: not 16"
+expect_fail "--init --segment on dense" "only the infini attention kind" "$MNEMO" train \
+    --train "$W/data/train.bin" --out "$W/r3" --init "$W/run/model.safetensors" --segment 16
 expect_ok "info infini" "$MNEMO" info "$W/run_inf/model.safetensors"
 grep -q "segment *8" "$W/out" && grep -q "mem update *delta" "$W/out" || bad "info: no infini settings"
 expect_ok "generate infini past n_ctx" "$MNEMO" generate --model "$W/run_inf/model.safetensors" \

@@ -353,6 +353,37 @@ static void test_set_n_ctx(void **s)
     mnemo_model_free(m);
 }
 
+/* mnemo_model_set_segment: the model then computes what a model built with that segment
+ * computes (the same weights), its backward runs, and bad values or kinds are refused. */
+static void test_set_segment(void **s)
+{
+    (void)s;
+    uint16_t x[48], y[48];
+    tokens(x, 48, 29, 23);
+    tokens(y, 48, 29, 24);
+    struct mnemo_model *m = tiny_ctx(MNEMO_POS_ROPE, 5, MNEMO_ATTN_KIND_INFINI, 24), *w;
+    struct mnemo_model_config c = *mnemo_model_get_config(m);
+    c.attn_segment = 8;
+    assert_int_equal(mnemo_model_create(&w, &c), MNEMO_OK);
+    memcpy(w->params, m->params, m->n_params * sizeof(float));
+    float l5, l8, want;
+    assert_int_equal(mnemo_model_forward(m, x, y, 2, 24, &l5), MNEMO_OK);
+    assert_int_equal(mnemo_model_set_segment(m, 8), MNEMO_OK);
+    assert_int_equal(mnemo_model_get_config(m)->attn_segment, 8);
+    assert_int_equal(mnemo_model_forward(m, x, y, 2, 24, &l8), MNEMO_OK);
+    assert_int_equal(mnemo_model_backward(m, 1.0f), MNEMO_OK);
+    assert_int_equal(mnemo_model_forward(w, x, y, 2, 24, &want), MNEMO_OK);
+    assert_true(l8 == want && l8 != l5);
+    assert_int_equal(mnemo_model_set_segment(m, 0), MNEMO_ERR_ARG);
+    assert_int_equal(mnemo_model_set_segment(m, 25), MNEMO_ERR_ARG);
+    assert_int_equal(mnemo_model_get_config(m)->attn_segment, 8);
+    mnemo_model_free(w);
+    mnemo_model_free(m);
+    m = tiny(MNEMO_POS_ROPE, 5, MNEMO_ATTN_KIND_DENSE);
+    assert_int_equal(mnemo_model_set_segment(m, 4), MNEMO_ERR_ARG);
+    mnemo_model_free(m);
+}
+
 static void test_bad_config(void **s)
 {
     (void)s;
@@ -511,6 +542,7 @@ int main(void)
         cmocka_unit_test(test_session_budgets),
         cmocka_unit_test(test_bad_tokens),      cmocka_unit_test(test_bad_config),
         cmocka_unit_test(test_odd_shapes),      cmocka_unit_test(test_set_n_ctx),
+        cmocka_unit_test(test_set_segment),
         cmocka_unit_test(test_checkpoint_roundtrip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
