@@ -14,6 +14,7 @@ depth: start 0, middle 0.5, end 1 (the needle right before the question).
 
     passkey.py tasks OUT.jsonl [--lengths 1024,4096,...] [--depths start,middle,end] [--n 10]
     passkey.py train OUT.txt --bytes N [--max_len 4096] [--min_len 256] [--window T]
+                     [--edge_frac F]
     passkey.py score ANSWERS.jsonl --model NAME      (appends nothing; prints JSON Lines)
 
 `tasks` writes JSON Lines for `mnemo answer` (group "LENGTH depth"); `train` writes a stream of
@@ -87,6 +88,9 @@ def main():
     ap.add_argument("--max_len", type=int, default=4096, help="train: longest example")
     ap.add_argument("--window", type=int, default=0,
                     help="train: pad each line to this many bytes (0 = no padding); >= max_len + 7")
+    ap.add_argument("--edge_frac", type=float, default=0.0,
+                    help="train: fraction of examples with the needle exactly at the start or the "
+                         "end (half each); the rest at a uniform depth")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--model", default="model", help="score: the model's name in the output")
     a = ap.parse_args()
@@ -112,7 +116,12 @@ def main():
                          % (a.window, a.max_len + 7))
             written = 0
             while written < a.bytes:
-                prompt, ans = example(rng, rng.randint(a.min_len, a.max_len), rng.random())
+                length = rng.randint(a.min_len, a.max_len)
+                if a.edge_frac and rng.random() < a.edge_frac:
+                    depth = float(rng.random() < 0.5)
+                else:
+                    depth = rng.random()
+                prompt, ans = example(rng, length, depth)
                 line = prompt + ans
                 if a.window:
                     line += " " * (a.window - 1 - len(line))
