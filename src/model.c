@@ -161,6 +161,18 @@ static void free_acts(struct mnemo_model *m)
     m->have_targets = 0;
 }
 
+/* Replaces the config of a model by cfg, which changes no parameter (n_ctx, segment), once
+ * cfg passes the checks; the activations are freed (their sizes may follow it). */
+static enum mnemo_status reshape(struct mnemo_model *m, const struct mnemo_model_config *cfg)
+{
+    enum mnemo_status st = mnemo_model_config_check(cfg);
+    if (st != MNEMO_OK) return st;
+    free_acts(m);
+    m->cfg = *cfg;
+    attn_cfg_from(&m->acfg, &m->cfg);
+    return MNEMO_OK;
+}
+
 enum mnemo_status mnemo_model_set_n_ctx(struct mnemo_model *m, int n_ctx)
 {
     if (m->cfg.pos != MNEMO_POS_ROPE)
@@ -169,28 +181,19 @@ enum mnemo_status mnemo_model_set_n_ctx(struct mnemo_model *m, int n_ctx)
     struct mnemo_model_config cfg = m->cfg;
     if (cfg.attn_kind == MNEMO_ATTN_KIND_INFINI && cfg.attn_segment == 0) cfg.attn_segment = cfg.n_ctx;
     cfg.n_ctx = n_ctx;
-    enum mnemo_status st = mnemo_model_config_check(&cfg);
-    if (st != MNEMO_OK) return st;
-    free_acts(m); /* the kind's act and scratch sizes may follow n_ctx */
-    m->cfg = cfg;
-    attn_cfg_from(&m->acfg, &m->cfg);
-    return MNEMO_OK;
+    return reshape(m, &cfg);
 }
 
 enum mnemo_status mnemo_model_set_segment(struct mnemo_model *m, int segment)
 {
     if (m->cfg.attn_kind != MNEMO_ATTN_KIND_INFINI)
         return mni_err(MNEMO_ERR_ARG, "segment: only the infini attention kind has segments");
+    if (segment < 1)
+        return mni_err(MNEMO_ERR_ARG, "segment = %d: must be in [1, n_ctx = %d]", segment,
+                       m->cfg.n_ctx);
     struct mnemo_model_config cfg = m->cfg;
     cfg.attn_segment = segment;
-    if (segment < 1)
-        return mni_err(MNEMO_ERR_ARG, "segment = %d: must be in [1, n_ctx = %d]", segment, cfg.n_ctx);
-    enum mnemo_status st = mnemo_model_config_check(&cfg);
-    if (st != MNEMO_OK) return st;
-    free_acts(m); /* the kind's act and scratch sizes follow the segment */
-    m->cfg = cfg;
-    attn_cfg_from(&m->acfg, &m->cfg);
-    return MNEMO_OK;
+    return reshape(m, &cfg);
 }
 
 void mnemo_model_free(struct mnemo_model *m)
