@@ -121,12 +121,13 @@ static void mem_read(float *A, float *P, float *den, float *inv, const float *x,
     mni_mm(A, (size_t)HS, P, (size_t)HS, 1, M, (size_t)HS, n, HS, HS, inv, 0.0f, 0);
 }
 
-/* d (HS) += sum_t w_t P_t over n rows of P (w NULL: every w_t = 1): z' = z + colsum(P), or
- * dz += sum_t dd_t P_t. */
-static void add_rows(float *restrict d, const float *restrict P, const float *w, int n, int HS)
+/* d (HS) += sum_t c w_t P_t over n rows of P (w NULL: every w_t = 1): z' = z + c colsum(P), or
+ * dz += sum_t dd_t P_t (c = 1). */
+static void add_rows(float *restrict d, const float *restrict P, const float *w, float c, int n,
+                     int HS)
 {
     for (int t = 0; t < n; t++) {
-        const float s = w ? w[t] : 1.0f, *pt = P + (size_t)t * HS;
+        const float s = (w ? w[t] : 1.0f) * c, *pt = P + (size_t)t * HS;
         for (int i = 0; i < HS; i++) d[i] += s * pt[i];
     }
 }
@@ -186,13 +187,14 @@ static void mem_fold(float *restrict Mn, float *restrict zn, const float *M, con
             phi_rows(w->p, NULL, NULL, kt, ldk, r, NULL, HS);
         }
         mni_mm(Mn, (size_t)HS, w->p, 1, (size_t)HS, u, ldu, HS, r, HS, NULL, c, 1);
-        if (c == 1.0f) {
-            add_rows(zn, w->p, NULL, r, HS);
-        } else {
-            for (int t = 0; t < r; t++) w->dd[t] = c;
-            add_rows(zn, w->p, w->dd, r, HS);
-        }
+        add_rows(zn, w->p, NULL, c, r, HS);
     }
+}
+
+/* The write weight of segment s of window b (S segments per window): 1 without weights. */
+static inline float write_weight(const struct mnemo_attn_io *io, int b, int S, int s)
+{
+    return io->write_w ? io->write_w[(size_t)b * S + s] : 1.0f;
 }
 
 /* o = g a_mem + (1 - g) a_dot: the same expression in forward and step. */
@@ -449,8 +451,7 @@ static enum mnemo_status inf_forward(const struct mnemo_attn_cfg *cfg, struct mn
             }
             if (s + 1 < S)
                 mem_fold(Mh + (size_t)(s + 1) * HH, zh + (size_t)(s + 1) * HS, M, z, q0 + C, 3 * C,
-                         q0 + 2 * C, 3 * C, n, HS, delta && s > 0,
-                         io->write_w ? io->write_w[(size_t)b * S + s] : 1.0f, &w);
+                         q0 + 2 * C, 3 * C, n, HS, delta && s > 0, write_weight(io, b, S, s), &w);
         }
     }
     return MNEMO_OK;
@@ -485,7 +486,8 @@ static void add_dphi(float *dx, size_t ldx, const float *G, const float *P, cons
  * gradients of the memory after it; dM, dz: of the memory before it, entering as copies of dMn,
  * dzn (M_{s+1} = M_s + ...: the identity path) and receiving the rest. fold: the segment was
  * folded (it is not the window's last), delta: by the delta rule, c: with the write weight c,
- * read: its rows read the memory (s >= 1). Returns the segment's sum of dA . (A_mem - A_dot), dbeta / (g (1 - g)). */
+ * read: its rows read the memory (s >= 1). Returns the segment's sum of dA . (A_mem - A_dot),
+ * dbeta / (g (1 - g)). */
 static double seg_bwd(float *dx, float *dM, float *dz, const float *x, const float *dA,
                       const float *ad, size_t C, const float *M, const float *z, const float *dMn,
                       const float *dzn, int n, int HS, float g, int fold, int delta, float c,
@@ -532,7 +534,7 @@ static double seg_bwd(float *dx, float *dM, float *dz, const float *x, const flo
                 for (int t = 0; t < r; t++)
                     for (int j = 0; j < HS; j++) w->g[t * hs + j] += w->dd[t] * z[j];
                 mni_mm(dM, hs, w->p, 1, hs, w->d, hs, HS, r, HS, NULL, 1.0f, 1);
-                add_rows(dz, w->p, w->dd, r, HS);
+                add_rows(dz, w->p, w->dd, 1.0f, r, HS);
             }
             add_dphi(dk, ldx, w->g, w->p, xk, r, HS);
         }
@@ -553,7 +555,7 @@ static double seg_bwd(float *dx, float *dM, float *dz, const float *x, const flo
                 for (int j = 0; j < HS; j++) w->g[t * hs + j] += w->dd[t] * z[j];
             add_dphi(dq, ldx, w->g, w->p, xq, r, HS);
             mni_mm(dM, hs, w->p, 1, hs, w->d, hs, HS, r, HS, NULL, 1.0f, 1);
-            add_rows(dz, w->p, w->dd, r, HS);
+            add_rows(dz, w->p, w->dd, 1.0f, r, HS);
         }
     }
     return db;
@@ -615,8 +617,7 @@ static enum mnemo_status inf_backward(const struct mnemo_attn_cfg *cfg, struct m
             db += seg_bwd(io->dqkv + row0 * 3 * C + hoff, dM, dz, io->qkv + row0 * 3 * C + hoff,
                           io->dout + row0 * C + hoff, adot + row0 * C + hoff, C,
                           Mh + (size_t)s * HH, zh + (size_t)s * HS, dMn, dzn, n, HS, g, s + 1 < S,
-                          delta && s > 0, io->write_w ? io->write_w[(size_t)b * S + s] : 1.0f,
-                          s > 0, &w);
+                          delta && s > 0, write_weight(io, b, S, s), s > 0, &w);
             float *t = dMn;
             dMn = dM, dM = t;
             dzn = dMn + HH, dz = dM + HH;
