@@ -374,7 +374,9 @@ static void test_closed_gates_are_dense_segments(void **s)
 /* The session, token by token and in chunks that cross segment boundaries, against the training
  * forward. The stream runs to 3 n_ctx: a kind whose behaviour depends on N only can be checked
  * there against a forward with a longer n_ctx. The state's live bytes go back to the same value
- * at every segment start and never exceed state_bytes. */
+ * at every segment start and never exceed state_bytes; on the fast path the state holds one
+ * segment of keys and values (the dense cache's) beside the memory: its raw copies are one fold
+ * block of at most 64 rows, the memory at most twice (M, z and the segment's partial fold). */
 static void session_case(int n_ctx, int N, int NH, int HS, int rope, int delta, int use_ref)
 {
     const int T = 3 * n_ctx;
@@ -389,6 +391,13 @@ static void session_case(int n_ctx, int N, int NH, int HS, int rope, int delta, 
     const int chunks[][4] = {{1, 1, 1, 1}, {3, 7, 1, 16}};
     for (int k = 0; k < 2; k++) {
         const size_t sb = OPS->state_bytes(&cfg);
+        if (!use_ref) {
+            struct mnemo_attn_cfg d;
+            mni_inf_dense_cfg(&d, &cfg);
+            const size_t mem = (size_t)NH * (HS * HS + HS) * sizeof(float);
+            const size_t raw = 2 * (size_t)NH * (N < 64 ? N : 64) * HS * sizeof(float);
+            assert_true(sb <= mni_attn_dense.state_bytes(&d) + 2 * mem + raw + 8 * 64);
+        }
         void *st = mni_alloc(sb);
         void *scratch = mni_alloc(OPS->step_scratch_bytes(&cfg, 16));
         float *out = mni_alloc((size_t)T * C * sizeof(float));
@@ -429,6 +438,7 @@ static void test_session_equals_forward(void **s)
     session_case(16, 16, 1, 4, 0, 0, 0);
     session_case(24, 10, 2, 16, 1, 0, 1);
     session_case(140, 70, 2, 8, 1, 1, 0); // the fold in blocks of 64 rows
+    session_case(200, 200, 2, 8, 1, 0, 0); // four blocks, the last partial
 }
 
 /* state_bytes is a function of (NH, HS, N) only: neither n_ctx nor the stream length appears. */

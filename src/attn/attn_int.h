@@ -142,14 +142,19 @@ static inline int mni_inf_segment(const struct mnemo_attn_cfg *cfg)
  * of N tokens (so RoPE positions are those within the segment, 0..N-1). */
 void mni_inf_dense_cfg(struct mnemo_attn_cfg *d, const struct mnemo_attn_cfg *cfg);
 
-/* Streaming state, each section 64-byte aligned:
+/* Streaming state, each section 64-byte aligned. The fast path:
  *   header  struct mni_inf_state
- *   M       (NH,HS,HS) fp32  memory entering the current segment
+ *   M       (NH,HS,HS) fp32  memory entering the current segment (what its queries read)
  *   z       (NH,HS)    fp32  its normaliser
- *   k       (NH,N,HS)  unrotated keys of the current segment (they are folded into M at its end)
- *   v       (NH,N,HS)  values of the current segment
+ *   Mn, zn  the same shapes: M, z plus the current segment's complete blocks of R rows (only
+ *           when N > R; else the one block is folded at the segment's end, in step scratch)
+ *   k, v    (NH,R,HS)  unrotated keys and values of the block being filled, R = min(N, 64)
+ *           (the fold's block height: folded block by block as training folds the segment,
+ *           so a session holds the training forward's memory bit for bit)
  *   dense   a dense-kind state with n_ctx = N: the current segment's rotated keys and values,
- *           for the local attention (the fast path only; the reference reads k and v)
+ *           for the local attention
+ * so one segment of keys and values, not two. The reference (cfg->use_ref): header, M, z, and
+ * k, v (NH,N,HS) for the whole segment, folded at its end; Mn, zn and dense are NULL.
  * Nothing depends on the stream length: a session runs forever in this many bytes. */
 struct mni_inf_state {
     int64_t count;   /* tokens fed */
@@ -159,7 +164,8 @@ struct mni_inf_state {
 };
 struct mni_inf_view {
     struct mni_inf_state *hdr;
-    float *M, *z, *k, *v;
+    float *M, *z, *Mn, *zn, *k, *v;
+    int rows; /* rows of k and v per head: R (fast path) or N (reference) */
     void *dense;
 };
 void mni_inf_state_view(const struct mnemo_attn_cfg *cfg, void *state, struct mni_inf_view *vw);

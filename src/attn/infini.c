@@ -161,34 +161,42 @@ static void transpose(float *restrict t, const float *restrict m, int HS)
         for (int j = 0; j < HS; j++) t[(size_t)j * HS + i] = m[(size_t)i * HS + j];
 }
 
+/* One block of the fold: Mn += c sigma(K)^T U, zn += c sum_t sigma(k_t) over r <= MEM_ROWS
+ * rows (U read from the memory M, z as it was before the segment). */
+static void mem_fold_block(float *restrict Mn, float *restrict zn, const float *M, const float *z,
+                           const float *k, size_t ldk, const float *v, size_t ldv, int r, int HS,
+                           int delta, float c, const struct mem_work *w)
+{
+    const float *u = v;
+    size_t ldu = ldv;
+    if (delta) {
+        mem_read(w->a, w->p, w->den, w->inv, k, ldk, r, M, z, HS);
+        for (int t = 0; t < r; t++)
+            for (int j = 0; j < HS; j++)
+                w->u[(size_t)t * HS + j] = v[(size_t)t * ldv + j] - w->a[(size_t)t * HS + j];
+        u = w->u, ldu = (size_t)HS;
+    } else {
+        phi_rows(w->p, NULL, NULL, k, ldk, r, NULL, HS);
+    }
+    mni_mm(Mn, (size_t)HS, w->p, 1, (size_t)HS, u, ldu, HS, r, HS, NULL, c, 1);
+    add_rows(zn, w->p, NULL, c, r, HS);
+}
+
 /* Mn = M + c sum_t sigma(k_t)^T u_t, zn = z + c sum_t sigma(k_t) over n rows of k (stride ldk)
  * and v (stride ldv); u_t = v_t, or with delta v_t - (the memory's read-out at sigma(k_t)); c is
  * the segment's write weight (1 but in training with write weights). Mn, zn
  * must not alias M, z (the delta rule reads the memory as it was before the segment). Training
- * and step() both fold through here, a segment at a time, so a session holds the training
- * forward's memory bit for bit. */
+ * folds a segment at a time, step() the same blocks as their rows arrive, so a session holds
+ * the training forward's memory bit for bit. */
 static void mem_fold(float *restrict Mn, float *restrict zn, const float *M, const float *z,
                      const float *k, size_t ldk, const float *v, size_t ldv, int n, int HS,
                      int delta, float c, const struct mem_work *w)
 {
     memcpy(Mn, M, sizeof(float) * (size_t)HS * HS);
     memcpy(zn, z, sizeof(float) * (size_t)HS);
-    for (int t0 = 0; t0 < n; t0 += MEM_ROWS) {
-        const int r = n - t0 < MEM_ROWS ? n - t0 : MEM_ROWS;
-        const float *kt = k + (size_t)t0 * ldk, *vt = v + (size_t)t0 * ldv, *u = vt;
-        size_t ldu = ldv;
-        if (delta) {
-            mem_read(w->a, w->p, w->den, w->inv, kt, ldk, r, M, z, HS);
-            for (int t = 0; t < r; t++)
-                for (int j = 0; j < HS; j++)
-                    w->u[(size_t)t * HS + j] = vt[(size_t)t * ldv + j] - w->a[(size_t)t * HS + j];
-            u = w->u, ldu = (size_t)HS;
-        } else {
-            phi_rows(w->p, NULL, NULL, kt, ldk, r, NULL, HS);
-        }
-        mni_mm(Mn, (size_t)HS, w->p, 1, (size_t)HS, u, ldu, HS, r, HS, NULL, c, 1);
-        add_rows(zn, w->p, NULL, c, r, HS);
-    }
+    for (int t0 = 0; t0 < n; t0 += MEM_ROWS)
+        mem_fold_block(Mn, zn, M, z, k + (size_t)t0 * ldk, ldk, v + (size_t)t0 * ldv, ldv,
+                       n - t0 < MEM_ROWS ? n - t0 : MEM_ROWS, HS, delta, c, w);
 }
 
 /* The write weight of segment s of window b (S segments per window): 1 without weights. */
@@ -636,37 +644,66 @@ static enum mnemo_status inf_backward(const struct mnemo_attn_cfg *cfg, struct m
 
 static size_t hdr_bytes(void) { return mni_align64(sizeof(struct mni_inf_state)); }
 
-/* Bytes of M, z and of one of the segment's k, v sections. */
-static void state_sizes(const struct mnemo_attn_cfg *cfg, size_t *m, size_t *z, size_t *seg)
+/* Rows of raw k and v the state holds per head: one fold block (fast path), or the whole
+ * segment (the reference). */
+static int raw_rows(const struct mnemo_attn_cfg *cfg)
+{
+    const int N = mni_inf_segment(cfg);
+    return cfg->use_ref || N < MEM_ROWS ? N : MEM_ROWS;
+}
+
+/* Does the state carry Mn, zn? Only when a segment has more than one fold block: else the
+ * block is the segment, folded at its end through the step's scratch. */
+static int has_mn(const struct mnemo_attn_cfg *cfg)
+{
+    return !cfg->use_ref && mni_inf_segment(cfg) > MEM_ROWS;
+}
+
+/* Section offsets of the state (attn_int.h); total is the bound. */
+struct state_lay {
+    size_t M, z, Mn, zn, k, v, dense, total;
+};
+static void state_layout(const struct mnemo_attn_cfg *cfg, struct state_lay *l)
 {
     const size_t NH = (size_t)cfg->n_head, HS = (size_t)cfg->head_dim;
-    *m = mni_align64(mni_mul(mni_mul(NH, HS * HS), sizeof(float)));
-    *z = mni_align64(mni_mul(NH * HS, sizeof(float)));
-    *seg = mni_align64(mni_mul(mni_mul(NH * HS, (size_t)mni_inf_segment(cfg)), sizeof(float)));
+    const size_t m = mni_align64(mni_mul(mni_mul(NH, HS * HS), sizeof(float)));
+    const size_t z = mni_align64(mni_mul(NH * HS, sizeof(float)));
+    const size_t raw = mni_align64(mni_mul(mni_mul(NH * HS, (size_t)raw_rows(cfg)), sizeof(float)));
+    l->M = hdr_bytes();
+    l->z = mni_add(l->M, m);
+    l->Mn = mni_add(l->z, z);
+    l->zn = mni_add(l->Mn, has_mn(cfg) ? m : 0);
+    l->k = mni_add(l->zn, has_mn(cfg) ? z : 0);
+    l->v = mni_add(l->k, raw);
+    l->dense = mni_add(l->v, raw);
+    struct mnemo_attn_cfg d;
+    mni_inf_dense_cfg(&d, cfg);
+    l->total = mni_add(l->dense, cfg->use_ref ? 0 : mni_attn_dense.state_bytes(&d));
 }
 
 void mni_inf_state_view(const struct mnemo_attn_cfg *cfg, void *state, struct mni_inf_view *vw)
 {
-    size_t m, z, seg;
-    state_sizes(cfg, &m, &z, &seg);
+    struct state_lay l;
+    state_layout(cfg, &l);
     char *p = (char *)state;
     vw->hdr = state;
-    vw->M = (float *)(p + hdr_bytes());
-    vw->z = (float *)(p + hdr_bytes() + m);
-    vw->k = (float *)(p + hdr_bytes() + m + z);
-    vw->v = (float *)(p + hdr_bytes() + m + z + seg);
-    vw->dense = p + hdr_bytes() + m + z + 2 * seg;
+    vw->M = (float *)(p + l.M);
+    vw->z = (float *)(p + l.z);
+    vw->Mn = has_mn(cfg) ? (float *)(p + l.Mn) : NULL;
+    vw->zn = has_mn(cfg) ? (float *)(p + l.zn) : NULL;
+    vw->k = (float *)(p + l.k);
+    vw->v = (float *)(p + l.v);
+    vw->rows = raw_rows(cfg);
+    vw->dense = cfg->use_ref ? NULL : p + l.dense;
 }
 
-/* The bound: M, z, one segment of k and v, and the dense state of one segment. */
+/* The bound: M, z (twice for segments of more than one block), the raw k, v rows and the
+ * dense state of one segment. */
 static size_t inf_state_bytes(const struct mnemo_attn_cfg *cfg)
 {
-    size_t m, z, seg;
-    state_sizes(cfg, &m, &z, &seg);
-    struct mnemo_attn_cfg d;
-    mni_inf_dense_cfg(&d, cfg);
-    return mni_add(mni_add(mni_add(hdr_bytes(), m), mni_add(z, mni_mul(2, seg))),
-                   mni_attn_dense.state_bytes(&d));
+    struct state_lay l;
+    state_layout(cfg, &l);
+    return l.total;
 }
 
 static void inf_state_init(const struct mnemo_attn_cfg *cfg, void *state)
@@ -677,28 +714,33 @@ static void inf_state_init(const struct mnemo_attn_cfg *cfg, void *state)
     vw.hdr->segment = mni_inf_segment(cfg);
     memset(vw.M, 0, sizeof(float) * (size_t)cfg->n_head * cfg->head_dim * cfg->head_dim);
     memset(vw.z, 0, sizeof(float) * (size_t)cfg->n_head * cfg->head_dim);
-    struct mnemo_attn_cfg d;
-    mni_inf_dense_cfg(&d, cfg);
-    mni_attn_dense.state_init(&d, vw.dense);
+    if (vw.dense) {
+        struct mnemo_attn_cfg d;
+        mni_inf_dense_cfg(&d, cfg);
+        mni_attn_dense.state_init(&d, vw.dense);
+    }
 }
 
-/* Header, M, z and the tokens of the current segment (its k, v and the dense cache's rows). */
+/* Header, M, z (and Mn, zn), and the tokens held: the raw rows of the block being filled (of the
+ * segment, for the reference) and the dense cache's rows. */
 static size_t inf_state_live_bytes(const struct mnemo_attn_cfg *cfg, const void *state)
 {
-    size_t m, z, seg;
-    state_sizes(cfg, &m, &z, &seg);
-    struct mnemo_attn_cfg d;
-    mni_inf_dense_cfg(&d, cfg);
+    struct state_lay l;
+    state_layout(cfg, &l);
     struct mni_inf_view vw;
     mni_inf_state_view(cfg, (void *)state, &vw);
-    return mni_add(mni_add(mni_add(hdr_bytes(), m), z),
-                   mni_add(mni_mul((size_t)vw.hdr->in_seg,
-                                   2 * (size_t)cfg->n_head * cfg->head_dim * sizeof(float)),
-                           mni_attn_dense.state_live_bytes(&d, vw.dense)));
+    const size_t row = 2 * (size_t)cfg->n_head * cfg->head_dim * sizeof(float);
+    size_t live = mni_add(l.k, mni_mul((size_t)(vw.hdr->in_seg % vw.rows), row));
+    if (vw.dense) {
+        struct mnemo_attn_cfg d;
+        mni_inf_dense_cfg(&d, cfg);
+        live = mni_add(live, mni_attn_dense.state_live_bytes(&d, vw.dense));
+    }
+    return live;
 }
 
-/* Step scratch: adot (n,NH,HS), the folded memory (NH,HS*HS+HS), the work buffers of one head
- * (struct mem_work), then the dense step's. */
+/* Step scratch: adot (n,NH,HS), the fold's Mn (NH,HS,HS) and zn (NH,HS) when the state has no
+ * room for them, the work buffers of one head (struct mem_work), then the dense step's. */
 static void step_layout(const struct mnemo_attn_cfg *cfg, int n, size_t *mn, size_t *work,
                         size_t *dense)
 {
@@ -706,8 +748,8 @@ static void step_layout(const struct mnemo_attn_cfg *cfg, int n, size_t *mn, siz
     struct mem_work w;
     mem_work(&w, NULL, (int)HS);
     *mn = mni_align64(mni_mul(mni_mul((size_t)n, NH * HS), sizeof(float)));
-    *work = mni_add(*mn, mni_align64(mni_mul(NH, mni_mul(HS * HS + HS, sizeof(float)))));
-    *dense = mni_add(*work, mni_mul(w.n, sizeof(float)));
+    *work = mni_add(*mn, has_mn(cfg) ? 0 : mni_align64(mni_mul(NH, mni_mul(HS * HS + HS, sizeof(float)))));
+    *dense = mni_add(*work, mni_align64(mni_mul(w.n, sizeof(float))));
 }
 
 static size_t inf_step_scratch_bytes(const struct mnemo_attn_cfg *cfg, int n)
@@ -723,8 +765,9 @@ static size_t inf_step_scratch_bytes(const struct mnemo_attn_cfg *cfg, int n)
 }
 
 /* Feeds n tokens: each piece that stays inside the current segment attends locally through the
- * dense state (positions within the segment), reads the memory of the earlier segments, and
- * when the segment is complete it is folded into the memory and a new one begins. */
+ * dense state (positions within the segment) and reads the memory of the earlier segments; its
+ * raw k, v rows go to the block buffer, and each complete block is folded into Mn, zn. When the
+ * segment is complete, Mn, zn become the memory and a new segment begins. */
 static enum mnemo_status inf_step(const struct mnemo_attn_cfg *cfg, void *state,
                                   const float *params, float *out, const float *qkv, int n,
                                   void *scratch)
@@ -746,11 +789,14 @@ static enum mnemo_status inf_step(const struct mnemo_attn_cfg *cfg, void *state,
         return MNEMO_OK;
     }
     const int delta = cfg->mem_update == MNEMO_MEM_DELTA;
-    const size_t C = (size_t)NH * HS, HH = (size_t)HS * HS, SN = (size_t)N * HS;
+    const size_t C = (size_t)NH * HS, HH = (size_t)HS * HS;
+    const int R = vw.rows;
+    const size_t RH = (size_t)R * HS;
     size_t off_mn, off_work, off_dense;
     step_layout(cfg, n, &off_mn, &off_work, &off_dense);
-    float *adot = scratch;                                    // (n,NH,HS)
-    float *Mn = (float *)((char *)scratch + off_mn);          // (NH,HS*HS+HS)
+    float *adot = scratch; // (n,NH,HS)
+    float *Mn = vw.Mn ? vw.Mn : (float *)((char *)scratch + off_mn); // (NH,HS,HS)
+    float *zn = vw.Mn ? vw.zn : Mn + (size_t)NH * HH;                 // (NH,HS)
     struct mem_work w;
     mem_work(&w, (float *)((char *)scratch + off_work), HS);
     void *dscr = (char *)scratch + off_dense;
@@ -761,14 +807,6 @@ static enum mnemo_status inf_step(const struct mnemo_attn_cfg *cfg, void *state,
         rc = mni_attn_dense.step(&d, vw.dense, NULL, adot + (size_t)t * C, qkv + (size_t)t * 3 * C,
                                  piece, dscr);
         if (rc != MNEMO_OK) return rc;
-        for (int i = 0; i < piece; i++) {
-            const float *x = qkv + (size_t)(t + i) * 3 * C;
-            const size_t slot = (size_t)hd->in_seg + i;
-            for (int h = 0; h < NH; h++) {
-                memcpy(vw.k + h * SN + slot * HS, x + C + (size_t)h * HS, sizeof(float) * HS);
-                memcpy(vw.v + h * SN + slot * HS, x + 2 * C + (size_t)h * HS, sizeof(float) * HS);
-            }
-        }
         // the piece's rows of each head: A_dot alone while the memory is empty, else mixed
         for (int h = 0; h < NH; h++) {
             const size_t hoff = (size_t)t * C + (size_t)h * HS;
@@ -786,19 +824,35 @@ static enum mnemo_status inf_step(const struct mnemo_attn_cfg *cfg, void *state,
                 }
             }
         }
+        // raw k, v into the block buffer; a complete block (R rows, or the segment's last) is
+        // folded into Mn, zn, which start the segment as a copy of M, z: mem_fold's steps
+        for (int i = 0; i < piece; i++) {
+            const float *x = qkv + (size_t)(t + i) * 3 * C;
+            const int pos = (int)hd->in_seg + i, slot = pos % R;
+            for (int h = 0; h < NH; h++) {
+                memcpy(vw.k + h * RH + (size_t)slot * HS, x + C + (size_t)h * HS, sizeof(float) * HS);
+                memcpy(vw.v + h * RH + (size_t)slot * HS, x + 2 * C + (size_t)h * HS,
+                       sizeof(float) * HS);
+            }
+            if (slot + 1 < R && pos + 1 < N) continue;
+            for (int h = 0; h < NH; h++) {
+                float *Mh = Mn + h * HH, *zh = zn + (size_t)h * HS;
+                if (pos < R) { // the segment's first block
+                    memcpy(Mh, vw.M + h * HH, sizeof(float) * HH);
+                    memcpy(zh, vw.z + (size_t)h * HS, sizeof(float) * HS);
+                }
+                mem_fold_block(Mh, zh, vw.M + h * HH, vw.z + (size_t)h * HS, vw.k + h * RH,
+                               (size_t)HS, vw.v + h * RH, (size_t)HS, slot + 1, HS,
+                               delta && hd->n_seg > 0, 1.0f, &w);
+            }
+        }
         hd->in_seg += piece;
         hd->count += piece;
         t += piece;
         if (hd->in_seg == N) {
-            // the segment is complete: into the memory, and start the next one
-            for (int h = 0; h < NH; h++) {
-                float *mh = Mn + (size_t)h * (HH + HS);
-                mem_fold(mh, mh + HH, vw.M + h * HH, vw.z + (size_t)h * HS, vw.k + h * SN,
-                         (size_t)HS, vw.v + h * SN, (size_t)HS, N, HS, delta && hd->n_seg > 0, 1.0f,
-                         &w);
-                memcpy(vw.M + h * HH, mh, sizeof(float) * HH);
-                memcpy(vw.z + (size_t)h * HS, mh + HH, sizeof(float) * HS);
-            }
+            // the segment is complete: its fold becomes the memory, and the next one starts
+            memcpy(vw.M, Mn, sizeof(float) * NH * HH);
+            memcpy(vw.z, zn, sizeof(float) * (size_t)NH * HS);
             hd->n_seg++;
             hd->in_seg = 0;
             mni_attn_dense.state_init(&d, vw.dense);
