@@ -16,11 +16,20 @@
 #   stage 5:  infini only: stage 4 again on new examples, 2,000 steps, weights in [1, 65536]
 #   stage 6:  infini only: segments of 256 instead of 64 (mnemo train --init --segment), examples
 #             of 242-2,041 bytes (half at the start or end), windows of 2,048, 4 per step, 1,200
-#             steps, weights in [1, 65536]: with segments of 64 a needle of 57 bytes or the answer
+#             steps, weights in [1, 65536]: with segments of 64 a needle of 59 bytes or the answer
 #             often straddles a segment boundary, and a fifth of the alignments then fail
+#   stage 7:  infini only: segments of 512, stage 6's data in another order, 1,200 steps: with
+#             segments of 256 the needle or the answer still straddles a boundary in about 7 % of
+#             the alignments (experiments/passkey_probe.py --scan), with 512 in about 3 %
+#   stage 8:  infini only: examples of 242-1,530 bytes (half at the start or end) led by 0-511
+#             spaces, in half of them as many as put a segment boundary inside the needle or at
+#             the answer (passkey.py train --jitter 512 --boundary_frac 0.5); windows of 2,048,
+#             4 per step, 1,200 steps: without it the examples meet the segments at a few
+#             alignments only (the lengths go by whole filler sentences), and the boundary cases
+#             are rare in training
 # every window starts at an example (mnemo train --doc_windows) and holds no other pass key
-# (stages 2-6 pad each line to the window); Muon at 2e-3, cosine to 2e-4 in stages 1-3, 1e-3 to
-# 1e-4 in stages 4-6.
+# (stages 2-8 pad each line to the window); Muon at 2e-3, cosine to 2e-4 in stages 1-3, 1e-3 to
+# 1e-4 in stages 4-8.
 # The dense model's window grows with the stages to 4,096 (RoPE).
 # Evaluation: greedy answers through a session (`mnemo answer`) for lengths 1K ... 1M and depths
 # start/middle/end; dense sees what fits its window (longer prompts are cut to their tail).
@@ -42,26 +51,35 @@ for m in $models; do
     [ -s "$b/model.safetensors" ] || { echo "passkey: no $b (run experiments/infini_lm.sh first)" >&2; exit 1; }
 done
 
-# data: name, shortest and longest example, line padding, bytes of text, seed, edge fraction
-for spec in "s1 250 255 0 3000000 3 0" "s2 242 1017 1024 8000000 4 0" "s3 242 4089 4096 8000000 5 0" \
-            "s4 242 1017 1024 8000000 6 0.5" "s5 242 1017 1024 8000000 7 0.5" \
-            "s6 242 2041 2048 8000000 8 0.5"; do
+# data: name, shortest and longest example, line padding, bytes of text, seed, edge fraction,
+# jitter (leading spaces, up to one segment), fraction of lines aligned to put a segment
+# boundary in the needle or at the answer
+for spec in "s1 250 255 0 3000000 3 0 0 0" "s2 242 1017 1024 8000000 4 0 0 0" \
+            "s3 242 4089 4096 8000000 5 0 0 0" "s4 242 1017 1024 8000000 6 0.5 0 0" \
+            "s5 242 1017 1024 8000000 7 0.5 0 0" "s6 242 2041 2048 8000000 8 0.5 0 0" \
+            "s8 242 1530 2048 8000000 9 0.5 512 0.5"; do
     set -- $spec
     d=$out/data/$1
     if [ ! -s "$d/train.bin" ]; then
         /usr/bin/python3 experiments/passkey.py train "$d.txt" --bytes "$5" \
-            --min_len "$2" --max_len "$3" --window "$4" --seed "$6" --edge_frac "$7"
+            --min_len "$2" --max_len "$3" --window "$4" --seed "$6" --edge_frac "$7" \
+            --jitter "$8" --boundary_frac "$9"
         ./build/mnemo prepare --out "$d" --val_frac 0.02 "$d.txt" >/dev/null
         rm -f "$d.txt"
     fi
 done
 
 # stage: name, data, window, batch, steps, models, lr, lr_min, write weights (mem_repeat),
-# segment (0: the previous stage's)
-stages=("s1 s1 256 32 600 infini,dense 0.002 0.0002 0 0" "s1b s1 256 32 1500 infini 0.002 0.0002 0 0"
-        "s2 s2 1024 8 800 infini,dense 0.002 0.0002 0 0" "s3 s3 4096 4 400 infini,dense 0.002 0.0002 0 0"
-        "s4 s4 1024 8 1500 infini 0.001 0.0001 16384 0" "s5 s5 1024 8 2000 infini 0.001 0.0001 65536 0"
-        "s6 s6 2048 4 1200 infini 0.001 0.0001 65536 256")
+# segment (0: the previous stage's), seed (data order)
+stages=("s1 s1 256 32 600 infini,dense 0.002 0.0002 0 0 1337"
+        "s1b s1 256 32 1500 infini 0.002 0.0002 0 0 1337"
+        "s2 s2 1024 8 800 infini,dense 0.002 0.0002 0 0 1337"
+        "s3 s3 4096 4 400 infini,dense 0.002 0.0002 0 0 1337"
+        "s4 s4 1024 8 1500 infini 0.001 0.0001 16384 0 1337"
+        "s5 s5 1024 8 2000 infini 0.001 0.0001 65536 0 1337"
+        "s6 s6 2048 4 1200 infini 0.001 0.0001 65536 256 1337"
+        "s7 s6 2048 4 1200 infini 0.001 0.0001 65536 512 2"
+        "s8 s8 2048 4 1200 infini 0.001 0.0001 65536 0 1337")
 declare -A final
 for m in $models; do
     prev=$base/$([ "$m" = infini ] && echo infini_delta || echo dense_t64)/model.safetensors
@@ -74,7 +92,7 @@ for m in $models; do
             ./build/mnemo train --init "$prev" --seq "$3" --batch "$4" --steps "$5" \
                 --train "$out/data/$2/train.bin" --val "$out/data/$2/val.bin" --doc_windows \
                 --optimizer muon --lr "$7" --lr_min "$8" --mem_repeat "$9" --segment "${10}" \
-                --warmup 30 --threads 2 \
+                --seed "${11}" --warmup 30 --threads 2 \
                 --eval_every "$5" --ckpt_every 100 --print_every 50 \
                 --out "$run" 2>&1 | grep -E "^(step|eval)" | tail -2
             [ -s "$run/model.safetensors" ] || { echo "passkey: training $m $1 failed" >&2; exit 1; }

@@ -13,14 +13,17 @@ For each prompt length, at the five positions that predict the key's digits, it 
     position-free memory this does not change with length, so share ~ 1 / (1 + ratio * L / n).
 
     passkey_probe.py MODEL.safetensors [--lengths 1024,4096,16384,65536] [--depth middle]
-                     [--seed 7] [--json]
+                     [--seed 7] [--json] [--scan L [--vary_keys]]
 
 With --scan L, it sweeps instead the needle's and the question's alignment to the segments:
 the prompts of L, L + 90, ..., L + 31 * 90 bytes (one more filler sentence each; 90 = 26 mod 64,
 so the 32 prompts put the question at every even offset of a segment of 64) at each depth, and
 prints per depth how many are answered exactly (every digit the argmax, which is what greedy
 decoding returns) and which are not: prompt length, the question's end and the needle's first
-key copy as offsets within their segments.
+key copy as offsets within their segments. The key is the same in every prompt (the one of
+--seed) unless --vary_keys: a key whose digits repeat is harder when the answer straddles a
+boundary (after one, the local attention holds neither the question nor the digits already
+given, and "what follows 4" may have two answers in the memory).
 """
 import argparse
 import json
@@ -91,16 +94,18 @@ def probe(model, length, depth, seed):
             "layers": records}
 
 
-def scan(model, L0, seed):
+def scan(model, L0, seed, vary_keys):
     N = model.cfg.segment or model.cfg.n_ctx
     for depth in passkey.DEPTHS:
         bad = []
         for k in range(32):
-            r = probe(model, L0 + 90 * k, depth, seed)
+            s = seed + k if vary_keys else seed
+            r = probe(model, L0 + 90 * k, depth, s)
             if not r["exact_argmax"]:
-                prompt, answer = passkey.example(random.Random(seed), L0 + 90 * k, passkey.DEPTHS[depth])
-                bad.append("%d (question end %d, key %d)" % (len(prompt), len(prompt) % N,
-                                                             (prompt.find(answer.strip()) + 1) % N))
+                prompt, answer = passkey.example(random.Random(s), L0 + 90 * k, passkey.DEPTHS[depth])
+                bad.append("%d (question end %d, key %d%s)" % (
+                    len(prompt), len(prompt) % N, (prompt.find(answer.strip()) + 1) % N,
+                    ", " + answer.strip() if vary_keys else ""))
         print("scan %d..%d %-6s exact %2d/32%s" % (L0, L0 + 31 * 90, depth, 32 - len(bad),
                                                     "; not: " + ", ".join(bad) if bad else ""),
               flush=True)
@@ -115,6 +120,9 @@ def main():
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--scan", type=int, default=0, metavar="L",
                     help="sweep 32 alignments from prompts of L bytes (see above)")
+    ap.add_argument("--vary_keys", action="store_true",
+                    help="--scan: a new key for every prompt (seeds SEED, SEED + 1, ...) rather "
+                         "than one key for all")
     a = ap.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     model = mnemo_ref.load_model(a.model, dtype=torch.float32)
@@ -122,7 +130,7 @@ def main():
         sys.exit(f"passkey_probe: {a.model}: attn_kind is {model.cfg.attn_kind}, not infini")
     model.cfg.n_ctx = 1 << 30            # positions are per segment; the window is no limit
     if a.scan:
-        scan(model, a.scan, a.seed)
+        scan(model, a.scan, a.seed, a.vary_keys)
         return
     for L in (int(x) for x in a.lengths.split(",")):
         r = probe(model, L, a.depth, a.seed)
