@@ -128,7 +128,8 @@ int cmd_train(int argc, char **argv)
         {"ckpt_every", OPT_INT, &tc.ckpt_every, "steps between checkpoints (0 = at the end)"},
         {"seed", OPT_U64, &tc.seed, "random seed (initialisation and data order)"},
         {"doc_windows", OPT_BOOL, &tc.doc_windows,
-         "start every training window at the beginning of a line (data of one example per line)"},
+         "start every training and validation window at the beginning of a line (data of one "
+         "example per line)"},
         {"threads", OPT_INT, &tc.threads, "threads (0 = OMP_NUM_THREADS or all cores)"},
         {"print_every", OPT_INT, &print_every, "steps between progress lines"},
     };

@@ -220,8 +220,9 @@ struct mnemo_train_config {
                               * > 0, default 30 (docs/internals/infini.md) */
     int doc_windows;         /* 1: every training window starts at a document's beginning (the
                               * stream's start or just after a newline, byte 10), for data of one
-                              * example per line; 0: windows at T-aligned positions from a random
-                              * offset per epoch */
+                              * example per line, and validation scores the windows at the
+                              * validation split's document starts; 0: windows at T-aligned
+                              * positions from a random offset per epoch */
     float mem_repeat;        /* infini: each training step weighs every segment's memory write
                               * by a factor drawn log-uniformly from [1, mem_repeat], as if the
                               * segment had been repeated that often (mnemo_model_set_write_

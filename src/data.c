@@ -214,14 +214,30 @@ enum mnemo_status mni_loader_init(struct mni_loader *ld, const uint16_t *tok, ui
     return build_epoch(ld);
 }
 
+uint64_t mni_doc_starts(const uint16_t *tok, uint64_t n, int T, uint16_t sep, uint64_t *starts)
+{
+    uint64_t k = 0;
+    for (uint64_t p = 0; p + (uint64_t)T <= n; p++)
+        if (p == 0 || tok[p - 1] == sep) {
+            if (starts) starts[k] = p;
+            k++;
+        }
+    return k;
+}
+
+void mni_window_at(const uint16_t *tok, uint64_t s, int T, uint16_t *x, uint16_t *y)
+{
+    x[0] = MNI_TOK_BOS;
+    memcpy(x + 1, tok + s, (size_t)(T - 1) * sizeof(uint16_t));
+    memcpy(y, tok + s, (size_t)T * sizeof(uint16_t));
+}
+
 enum mnemo_status mni_loader_init_docs(struct mni_loader *ld, const uint16_t *tok, uint64_t n,
                                        int T, uint64_t seed, int rank, int world, uint16_t sep)
 {
     enum mnemo_status st = loader_begin(ld, tok, n, T, seed, rank, world);
     if (st != MNEMO_OK) return st;
-    uint64_t count = 0; /* documents that leave room for a window: starts s with s + T <= n */
-    for (uint64_t p = 0; p + (uint64_t)T <= n; p++)
-        count += p == 0 || tok[p - 1] == sep;
+    const uint64_t count = mni_doc_starts(tok, n, T, sep, NULL);
     if (count < (uint64_t)world)
         return mni_err(MNEMO_ERR_ARG, "the training data has %llu document starts with %d tokens "
                        "after them (windows start after token %u), fewer than one per process",
@@ -233,8 +249,7 @@ enum mnemo_status mni_loader_init_docs(struct mni_loader *ld, const uint16_t *to
         mni_loader_free(ld);
         return mni_err(MNEMO_ERR_NOMEM, "out of memory for the document starts");
     }
-    for (uint64_t p = 0, k = 0; p + (uint64_t)T <= n; p++)
-        if (p == 0 || tok[p - 1] == sep) ld->starts[k++] = p;
+    mni_doc_starts(tok, n, T, sep, ld->starts);
     ld->n_starts = count;
     ld->cap_order = count / (uint64_t)world + 1;
     return build_epoch(ld);
@@ -262,10 +277,7 @@ void mni_loader_next(struct mni_loader *ld, uint16_t *x, uint16_t *y, int B)
         }
         const uint32_t w = ld->order[ld->pos.index++];
         uint64_t s = ld->starts ? ld->starts[w] : ld->offset + (uint64_t)w * (uint64_t)T;
-        uint16_t *xb = x + (size_t)b * T, *yb = y + (size_t)b * T;
-        xb[0] = MNI_TOK_BOS;
-        memcpy(xb + 1, ld->tok + s, (size_t)(T - 1) * sizeof(uint16_t));
-        memcpy(yb, ld->tok + s, (size_t)T * sizeof(uint16_t));
+        mni_window_at(ld->tok, s, T, x + (size_t)b * T, y + (size_t)b * T);
     }
 }
 
@@ -283,8 +295,5 @@ uint64_t mni_eval_windows(uint64_t n, int T, int S)
 
 void mni_eval_window(const uint16_t *tok, uint64_t i, int T, int S, uint16_t *x, uint16_t *y)
 {
-    uint64_t s = i * (uint64_t)S;
-    x[0] = MNI_TOK_BOS;
-    memcpy(x + 1, tok + s, (size_t)(T - 1) * sizeof(uint16_t));
-    memcpy(y, tok + s, (size_t)T * sizeof(uint16_t));
+    mni_window_at(tok, i * (uint64_t)S, T, x, y);
 }

@@ -74,6 +74,11 @@ enum mnemo_status mni_loader_init(struct mni_loader *ld, const uint16_t *tok, ui
  * MNEMO_ERR_ARG if no document leaves room for a window. */
 enum mnemo_status mni_loader_init_docs(struct mni_loader *ld, const uint16_t *tok, uint64_t n,
                                        int T, uint64_t seed, int rank, int world, uint16_t sep);
+/* The document starts of a stream with room for a window: positions p with p + T <= n that are
+ * 0 or follow a token equal to sep. Returns how many; fills starts (if not NULL) with them. */
+uint64_t mni_doc_starts(const uint16_t *tok, uint64_t n, int T, uint16_t sep, uint64_t *starts);
+/* The window of T tokens at s: x = [BOS, t_s..t_{s+T-2}], y = t_s..t_{s+T-1}. */
+void mni_window_at(const uint16_t *tok, uint64_t s, int T, uint16_t *x, uint16_t *y);
 /* Moves to a saved position (rebuilding that epoch's order). */
 enum mnemo_status mni_loader_seek(struct mni_loader *ld, struct mni_loader_pos pos);
 /* Fills x, y (B,T) with the next B windows. */

@@ -135,13 +135,16 @@ static float lr_at(const struct mnemo_train_config *tc, int s)
 
 /* Scores windows of T tokens starting S apart. The first window scores all its T predictions;
  * each later one only its last S, which have at least T - S tokens of context (S = T: disjoint
- * windows, every prediction scored once, with 0..T-1 tokens of context). */
+ * windows, every prediction scored once, with 0..T-1 tokens of context). With starts (n_starts
+ * document starts, training with doc_windows) the windows are those at the starts instead, each
+ * scored whole: validation sees the windows training sees. */
 static enum mnemo_status eval_tokens(struct mnemo_model *m, const uint16_t *tok, uint64_t n,
                                      int T, int S, int B, uint64_t max_windows,
+                                     const uint64_t *starts, uint64_t n_starts,
                                      struct mnemo_eval_result *r)
 {
     memset(r, 0, sizeof(*r));
-    uint64_t nw = mni_eval_windows(n, T, S);
+    uint64_t nw = starts ? n_starts : mni_eval_windows(n, T, S);
     if (nw == 0)
         return mni_err(MNEMO_ERR_ARG, "the evaluation data has %llu tokens, fewer than one window of %d",
                        (unsigned long long)n, T);
@@ -155,12 +158,14 @@ static enum mnemo_status eval_tokens(struct mnemo_model *m, const uint16_t *tok,
     enum mnemo_status st = MNEMO_OK;
     for (uint64_t w = 0; w < nw && st == MNEMO_OK; w += (uint64_t)B) {
         int b = (int)((nw - w) < (uint64_t)B ? nw - w : (uint64_t)B);
-        for (int i = 0; i < b; i++)
-            mni_eval_window(tok, mni_eval_pick(w + (uint64_t)i, nw, all), T, S,
-                            x + (size_t)i * T, y + (size_t)i * T);
+        for (int i = 0; i < b; i++) {
+            const uint64_t k = mni_eval_pick(w + (uint64_t)i, nw, all);
+            if (starts) mni_window_at(tok, starts[k], T, x + (size_t)i * T, y + (size_t)i * T);
+            else mni_eval_window(tok, k, T, S, x + (size_t)i * T, y + (size_t)i * T);
+        }
         st = mnemo_model_forward(m, x, y, b, T, NULL);
         for (int i = 0; i < b && st == MNEMO_OK; i++) {
-            int from = mni_eval_pick(w + (uint64_t)i, nw, all) == 0 ? 0 : T - S;
+            int from = starts || mni_eval_pick(w + (uint64_t)i, nw, all) == 0 ? 0 : T - S;
             const float *l = m->losses + (size_t)i * T;
             for (int t = from; t < T; t++) sum += l[t];
             scored += (uint64_t)(T - from);
@@ -189,7 +194,7 @@ enum mnemo_status mnemo_eval_file(struct mnemo_model *m, const char *path, int T
     struct mni_tokens tk;
     enum mnemo_status st = mni_tokens_read_for(&tk, path, m->cfg.vocab);
     if (st != MNEMO_OK) return st;
-    st = eval_tokens(m, tk.tok, tk.n, T, stride, B, max_windows, res);
+    st = eval_tokens(m, tk.tok, tk.n, T, stride, B, max_windows, NULL, 0, res);
     mni_tokens_free(&tk);
     return st;
 }
@@ -399,6 +404,7 @@ enum mnemo_status mnemo_train(struct mnemo_model *m, const struct mnemo_train_co
     t.m = m;
     t.tc = tc;
     struct mni_tokens train = {0}, val = {0};
+    uint64_t *val_starts = NULL, n_val_starts = 0; /* doc_windows: validation windows */
     uint16_t *x = NULL;
     snprintf(t.model_path, sizeof(t.model_path), "%s/model.safetensors", tc->out_dir);
     snprintf(t.state_path, sizeof(t.state_path), "%s/train_state.safetensors", tc->out_dir);
@@ -420,6 +426,16 @@ enum mnemo_status mnemo_train(struct mnemo_model *m, const struct mnemo_train_co
         st = mni_err(MNEMO_ERR_ARG, "the validation data '%s' has %llu tokens, fewer than one window of %d",
                      tc->val_path, (unsigned long long)val.n, T);
         goto out;
+    }
+    if (val.tok && tc->doc_windows) {
+        /* validate on the windows training sees; position 0 is a start, so there is one */
+        n_val_starts = mni_doc_starts(val.tok, val.n, T, 10, NULL);
+        val_starts = mni_alloc(mni_mul((size_t)n_val_starts, sizeof(uint64_t)));
+        if (!val_starts) {
+            st = mni_err(MNEMO_ERR_NOMEM, "out of memory for the validation document starts");
+            goto out;
+        }
+        mni_doc_starts(val.tok, val.n, T, 10, val_starts);
     }
     if ((st = mni_comm_init(&comm))) goto out;
     st = tc->doc_windows
@@ -527,7 +543,7 @@ enum mnemo_status mnemo_train(struct mnemo_model *m, const struct mnemo_train_co
             struct mnemo_eval_result r;
             uint64_t nwin = last ? 0 : (uint64_t)tc->eval_windows;
             if (t.ema) mni_swap_floats(m->params, t.ema, m->n_params); /* score the average */
-            st = eval_tokens(m, val.tok, val.n, T, T, B, nwin, &r);
+            st = eval_tokens(m, val.tok, val.n, T, T, B, nwin, val_starts, n_val_starts, &r);
             if (t.ema) mni_swap_floats(m->params, t.ema, m->n_params);
             if (st) goto numeric;
             last_val = r.loss;
@@ -564,6 +580,7 @@ out:
     mnemo_model_set_memory_loss(m, 0.0f, 0.0f); /* a training option, not the model's */
     mnemo_model_set_write_weights(m, NULL);
     mni_free(write_w);
+    mni_free(val_starts);
     /* the caller gets the model that was saved, on every path: with ema, the average */
     if (t.ema_live) memcpy(m->params, t.ema, m->n_params * sizeof(float));
     mni_comm_free(&comm);

@@ -305,6 +305,75 @@ static void test_eval_stride(void **s)
     mnemo_model_free(m);
 }
 
+/* With doc_windows, validation scores the windows at the split's document starts (position 0
+ * and after every newline, T tokens left), each whole: the logged loss against a direct
+ * computation of exactly that, and unlike the default disjoint windows. */
+static int keep_val(const struct mnemo_train_event *ev, void *user)
+{
+    if (ev->kind == MNEMO_TRAIN_EV_EVAL) *(double *)user = ev->val_loss;
+    return 0;
+}
+
+static void test_doc_windows_val(void **s)
+{
+    (void)s;
+    const char *dir = make_dir("docs");
+    char text[6000];
+    size_t n = 0;
+    for (int k = 0; n + 80 < sizeof(text); k++) { /* lines of 6..45 bytes */
+        int len = 6 + (k * 7) % 40;
+        for (int i = 0; i < len; i++) text[n++] = (char)('a' + (k + i * i) % 26);
+        text[n++] = '\n';
+    }
+    assert_int_equal(mnemo_prepare_text((const unsigned char *)text, n, dir, 0.3, NULL, NULL), MNEMO_OK);
+    struct mnemo_model *m = small_model();
+    struct mnemo_train_config tc;
+    char tr[512], va[512];
+    train_cfg(&tc, make_dir("run_docval"), tr, va);
+    snprintf(tr, sizeof(tr), "%s/train.bin", dir);
+    snprintf(va, sizeof(va), "%s/val.bin", dir);
+    tc.doc_windows = 1;
+    tc.max_steps = 30;
+    double logged = NAN;
+    assert_int_equal(mnemo_train(m, &tc, keep_val, &logged), MNEMO_OK);
+
+    struct mni_tokens tk;
+    assert_int_equal(mni_tokens_read(&tk, va), MNEMO_OK);
+    const struct mnemo_model_config *cfg = mnemo_model_get_config(m);
+    const int T = cfg->n_ctx;
+    uint16_t x[64], y[64];
+    double sum = 0;
+    uint64_t scored = 0, windows = 0;
+    for (uint64_t p = 0; p + (uint64_t)T <= tk.n; p++) {
+        if (p > 0 && tk.tok[p - 1] != '\n') continue;
+        x[0] = MNI_TOK_BOS;
+        for (int t = 0; t < T; t++) {
+            if (t + 1 < T) x[t + 1] = tk.tok[p + (uint64_t)t];
+            y[t] = tk.tok[p + (uint64_t)t];
+        }
+        assert_int_equal(mnemo_model_forward(m, x, y, 1, T, NULL), MNEMO_OK);
+        const float *z = mnemo_model_logits(m);
+        for (int t = 0; t < T; t++, scored++) {
+            const float *r = z + (size_t)t * (size_t)cfg->vocab_padded;
+            double mx = r[0], se = 0;
+            for (int v = 1; v < cfg->vocab; v++) mx = r[v] > mx ? r[v] : mx;
+            for (int v = 0; v < cfg->vocab; v++) se += exp(r[v] - mx);
+            sum += mx + log(se) - r[y[t]];
+        }
+        windows++;
+    }
+    const double want = sum / (double)scored;
+    struct mnemo_eval_result plain;
+    assert_int_equal(mnemo_eval_file(m, va, T, T, 4, 0, &plain), MNEMO_OK);
+    printf("doc windows %llu: val loss %.6f (direct %.6f; disjoint windows %.6f)\n",
+           (unsigned long long)windows, logged, want, plain.loss);
+    assert_true(windows > 20);
+    assert_true(fabs(logged - want) < 1e-5 * want);
+    assert_true(fabs(logged - plain.loss) > 1e-3);
+    mni_tokens_free(&tk);
+    mnemo_model_free(m);
+}
+
 static int stop_after(const struct mnemo_train_event *ev, void *user)
 {
     return ev->kind == MNEMO_TRAIN_EV_STEP && ev->step >= *(int *)user;
@@ -653,6 +722,7 @@ int main(void)
         cmocka_unit_test(test_token_file),
         cmocka_unit_test(test_loader),
         cmocka_unit_test(test_loader_docs),
+        cmocka_unit_test(test_doc_windows_val),
         cmocka_unit_test(test_loss_falls),
         cmocka_unit_test(test_loss_falls_muon),
         cmocka_unit_test(test_eval_stride),
