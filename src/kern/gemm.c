@@ -23,8 +23,9 @@
  * The pack buffer is per calling thread (a pthread key), grown to the largest product seen
  * and kept: training allocates it in its first step and never again. It is allocated with
  * plain malloc, not through the library's failure-injection hook (mni_alloc): a failure here
- * is absorbed by design, so injecting one would test nothing. mni_gemm returns -1 when it
- * cannot run (no AVX2 at build time, a product too small to be worth packing, a weight larger
+ * is absorbed by design, so injecting one would test nothing. Fewer than MIN_ROWS rows in the
+ * forward layout go to gemm_rows, which packs nothing. mni_gemm returns -1 when it cannot run
+ * (no AVX2 at build time, a backward product too small to be worth packing, a weight larger
  * than MAX_PACK floats -- a large vocabulary's output head --, no memory); the caller then
  * uses cblas (kern/matmul.c), so nothing here can fail a computation. The two paths agree to
  * rounding, not bit for bit (different summation order), and the path depends on the number
@@ -45,7 +46,8 @@
 #define NR 16  /* columns of the micro-tile: two ymm */
 #define KC 256 /* k block: 6 rows of A (6 KB) stay in L1 */
 #define GROUP_BYTES (192 * 1024) /* packed panels swept per pass over the rows: stays in L2 */
-#define MIN_ROWS 32 /* below this the packing of B costs more than it saves: cblas */
+#define MIN_ROWS 32 /* below this the packing of B costs more than it saves: gemm_rows, or
+                     * (the backward layout) cblas */
 #define MAX_PACK ((size_t)1 << 23) /* 32 MB of packed weight at most per thread: beyond, cblas */
 
 /* ---- the per-thread pack buffer ------------------------------------------------------------ */
@@ -222,10 +224,73 @@ static void micro_tile(size_t kc, const float *a, size_t lda, const float *bp, s
     acc[6] = c30, acc[7] = c31, acc[8] = c40, acc[9] = c41, acc[10] = c50, acc[11] = c51;
 }
 
+/* The sum of the 8 lanes of v. */
+static inline float hsum8(__m256 v)
+{
+    __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+    x = _mm_add_ss(x, _mm_movehdup_ps(x));
+    return _mm_cvtss_f32(x);
+}
+
+/* Few rows of A (a decode step, a short chunk), the forward layout (B is (N,K)): no packing --
+ * packing all of B to use it for one row is what makes cblas slow here. Four columns at a time
+ * (four rows of B, in L1 while every row of A passes), each a dot product over k in 8 lanes,
+ * then the epilogue as tile_store applies it (+ res, + bias, GELU). Each element of C has one
+ * writer and a fixed summation order, whatever the thread count. */
+static void gemm_rows(float *C, const float *A, const float *B, size_t M, size_t N, size_t K,
+                      const struct mni_gemm_epi *e)
+{
+    const size_t nb = (N + 3) / 4, K8 = K & ~(size_t)7;
+#pragma omp parallel for schedule(static) if (M * N * K >= ((size_t)1 << 20))
+    for (size_t q = 0; q < nb; q++) {
+        const size_t n0 = q * 4, nr = N - n0 < 4 ? N - n0 : 4;
+        const float *b[4];
+        for (size_t j = 0; j < 4; j++) b[j] = B + (n0 + (j < nr ? j : nr - 1)) * K;
+        for (size_t m = 0; m < M; m++) {
+            const float *a = A + m * K;
+            __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(),
+                   s3 = _mm256_setzero_ps();
+            for (size_t k = 0; k < K8; k += 8) {
+                const __m256 x = _mm256_loadu_ps(a + k);
+                s0 = _mm256_fmadd_ps(x, _mm256_loadu_ps(b[0] + k), s0);
+                s1 = _mm256_fmadd_ps(x, _mm256_loadu_ps(b[1] + k), s1);
+                s2 = _mm256_fmadd_ps(x, _mm256_loadu_ps(b[2] + k), s2);
+                s3 = _mm256_fmadd_ps(x, _mm256_loadu_ps(b[3] + k), s3);
+            }
+            float d[8] = {hsum8(s0), hsum8(s1), hsum8(s2), hsum8(s3), 0, 0, 0, 0};
+            for (size_t k = K8; k < K; k++)
+                for (size_t j = 0; j < 4; j++) d[j] += a[k] * b[j][k];
+            const size_t off = m * N + n0;
+            for (size_t j = 0; j < nr && e; j++) {
+                if (e->res) d[j] += e->res[off + j];
+                if (e->bias) d[j] += e->bias[n0 + j];
+            }
+            if (e && e->gelu_pre) {
+                float p[8] = {0};
+                memcpy(p, e->gelu_pre + off, nr * sizeof(float));
+                _mm256_storeu_ps(d, _mm256_mul_ps(mni_gelu_grad_ps(_mm256_loadu_ps(p)),
+                                                  _mm256_loadu_ps(d)));
+            }
+            memcpy(C + off, d, nr * sizeof(float));
+            if (e && e->gelu_out) {
+                float g[8];
+                _mm256_storeu_ps(g, mni_gelu_ps(_mm256_loadu_ps(d)));
+                memcpy(e->gelu_out + off, g, nr * sizeof(float));
+            }
+        }
+    }
+}
+
 int mni_gemm(float *C, const float *A, const float *B, int transb, size_t M, size_t N, size_t K,
              const struct mni_gemm_epi *e)
 {
-    if (M < MIN_ROWS || N == 0 || K == 0) return -1;
+    if (M == 0 || N == 0 || K == 0) return -1;
+    if (M < MIN_ROWS && transb) {
+        gemm_rows(C, A, B, M, N, K, e);
+        return 0;
+    }
+    if (M < MIN_ROWS) return -1;
     const size_t np = (N + NR - 1) / NR, mt = (M + MR - 1) / MR;
     if (np * NR * K > MAX_PACK) return -1;
     float *bp = pack_get(np * NR * K);
