@@ -161,23 +161,34 @@ static void transpose(float *restrict t, const float *restrict m, int HS)
         for (int j = 0; j < HS; j++) t[(size_t)j * HS + i] = m[(size_t)i * HS + j];
 }
 
+/* What a fold block writes, for r <= MEM_ROWS rows of k (stride ldk) and v (stride ldv):
+ * w->p = sigma(K), and U = V (returned, stride *ldu = ldv) or with delta V - (the read-out of
+ * M, z at sigma(K)) (in w->u, stride HS; w->a, den, inv kept for the backward). */
+static const float *fold_terms(const struct mem_work *w, const float *k, size_t ldk,
+                               const float *v, size_t ldv, int r, const float *M, const float *z,
+                               int HS, int delta, size_t *ldu)
+{
+    *ldu = ldv;
+    if (!delta) {
+        phi_rows(w->p, NULL, NULL, k, ldk, r, NULL, HS);
+        return v;
+    }
+    mem_read(w->a, w->p, w->den, w->inv, k, ldk, r, M, z, HS);
+    for (int t = 0; t < r; t++)
+        for (int j = 0; j < HS; j++)
+            w->u[(size_t)t * HS + j] = v[(size_t)t * ldv + j] - w->a[(size_t)t * HS + j];
+    *ldu = (size_t)HS;
+    return w->u;
+}
+
 /* One block of the fold: Mn += c sigma(K)^T U, zn += c sum_t sigma(k_t) over r <= MEM_ROWS
  * rows (U read from the memory M, z as it was before the segment). */
 static void mem_fold_block(float *restrict Mn, float *restrict zn, const float *M, const float *z,
                            const float *k, size_t ldk, const float *v, size_t ldv, int r, int HS,
                            int delta, float c, const struct mem_work *w)
 {
-    const float *u = v;
-    size_t ldu = ldv;
-    if (delta) {
-        mem_read(w->a, w->p, w->den, w->inv, k, ldk, r, M, z, HS);
-        for (int t = 0; t < r; t++)
-            for (int j = 0; j < HS; j++)
-                w->u[(size_t)t * HS + j] = v[(size_t)t * ldv + j] - w->a[(size_t)t * HS + j];
-        u = w->u, ldu = (size_t)HS;
-    } else {
-        phi_rows(w->p, NULL, NULL, k, ldk, r, NULL, HS);
-    }
+    size_t ldu;
+    const float *u = fold_terms(w, k, ldk, v, ldv, r, M, z, HS, delta, &ldu);
     mni_mm(Mn, (size_t)HS, w->p, 1, (size_t)HS, u, ldu, HS, r, HS, NULL, c, 1);
     add_rows(zn, w->p, NULL, c, r, HS);
 }
@@ -510,17 +521,8 @@ static double seg_bwd(float *dx, float *dM, float *dz, const float *x, const flo
         const float *xq = x + (size_t)t0 * ldx, *xk = xq + C, *xv = xq + 2 * C;
         float *dq = dx + (size_t)t0 * ldx, *dk = dq + C, *dv = dq + 2 * C;
         if (fold) {
-            const float *u = xv;
-            size_t ldu = ldx;
-            if (delta) {
-                mem_read(w->a, w->p, w->den, w->inv, xk, ldx, r, M, z, HS);
-                for (int t = 0; t < r; t++)
-                    for (int j = 0; j < HS; j++)
-                        w->u[t * hs + j] = xv[t * ldx + j] - w->a[t * hs + j];
-                u = w->u, ldu = hs;
-            } else {
-                phi_rows(w->p, NULL, NULL, xk, ldx, r, NULL, HS);
-            }
+            size_t ldu;
+            const float *u = fold_terms(w, xk, ldx, xv, ldx, r, M, z, HS, delta, &ldu);
             // M' = M + c P^T U, z' = z + c colsum P: dU = c P dM' (d), dP = c (U dM'^T + dz') (g)
             mni_mm(w->d, hs, w->p, hs, 1, dMn, hs, r, HS, HS, NULL, c, 0);
             mni_mm(w->g, hs, u, ldu, 1, w->dmt, hs, r, HS, HS, NULL, c, 0);
