@@ -153,7 +153,8 @@ void mni_inf_dense_cfg(struct mnemo_attn_cfg *d, const struct mnemo_attn_cfg *cf
  *           so a session holds the training forward's memory bit for bit)
  *   dense   a dense-kind state with n_ctx = N: the current segment's rotated keys and values,
  *           for the local attention
- * so one segment of keys and values, not two. The reference (cfg->use_ref): header, M, z, and
+ * so one segment of keys and values and one block, not the segment twice (for N <= 64 the
+ * block is the segment). The reference (cfg->use_ref): header, M, z, and
  * k, v (NH,N,HS) for the whole segment, folded at its end; Mn, zn and dense are NULL.
  * Nothing depends on the stream length: a session runs forever in this many bytes. */
 struct mni_inf_state {
