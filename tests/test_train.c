@@ -429,6 +429,7 @@ static void exact_resume(int optimizer, const char *dir_a, const char *dir_b_nam
     mnemo_model_free(b);
     /* a model file that does not belong to the train state (as a crash between the two
      * checkpoint writes would leave) is refused, not resumed inexactly */
+    snprintf(path, sizeof(path), "%s/model.safetensors", dir_b);
     assert_int_equal(mnemo_model_save(a, path), MNEMO_OK); /* no train.step */
     assert_int_equal(mnemo_model_load(&b, path), MNEMO_OK);
     tc.batch = 4;
