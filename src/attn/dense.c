@@ -84,11 +84,9 @@ static const float LN2 = 0.69314718055994531f;
  * vectors of the wide operand, and 1 broadcast. Per inner step: 3 loads + 4 broadcasts for 12
  * FMAs, i.e. within the two load ports while the two FMA pipes stay busy. */
 
-#if DENSE_AVX2
-/* Left alone, gcc folds the three B loads into every FMA (12 loads + 4 broadcasts per 12 FMAs),
- * which makes the micro-kernels load-bound; an empty asm pins them in registers (7 loads). */
-#define KEEP_IN_REGS(a, b, c) __asm__("" : "+x"(a), "+x"(b), "+x"(c))
-#endif
+/* The micro-kernels pin the three vectors of the wide operand in registers (MNI_PIN): left
+ * alone, gcc folds them into every FMA (12 loads + 4 broadcasts per 12 FMAs, load-bound);
+ * pinned, 3 loads + 4 broadcasts. */
 
 /* C (R,QW) = A (R,nd; row stride lda) . Bt (nd,QW). Overwrites C.
  * Forward: S^T = K_blk Q^T (A = keys, Bt = the strip's queries transposed); backward: S = Q K^T
@@ -107,7 +105,7 @@ static void gemm_bt(float *restrict C, const float *restrict A, size_t lda,
             const float *b = Bt + (size_t)d * QW;
             __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
             __m256 b2 = _mm256_load_ps(b + 16);
-            KEEP_IN_REGS(b0, b1, b2);
+            MNI_PIN(b0); MNI_PIN(b1); MNI_PIN(b2);
             __m256 x = _mm256_broadcast_ss(a0 + d);
             c00 = _mm256_fmadd_ps(x, b0, c00);
             c01 = _mm256_fmadd_ps(x, b1, c01);
@@ -191,7 +189,7 @@ static void gemm_at(float *restrict C, const float *restrict A, size_t lda,
             const float *p = P + (size_t)r * QW;
             __m256 p0 = _mm256_load_ps(p), p1 = _mm256_load_ps(p + 8);
             __m256 p2 = _mm256_load_ps(p + 16);
-            KEEP_IN_REGS(p0, p1, p2);
+            MNI_PIN(p0); MNI_PIN(p1); MNI_PIN(p2);
             __m256 x = _mm256_broadcast_ss(a);
             c00 = _mm256_fmadd_ps(x, p0, c00);
             c01 = _mm256_fmadd_ps(x, p1, c01);
@@ -257,7 +255,7 @@ static void gemm_nn(float *restrict C, size_t ldc, const float *restrict A, size
                 __m256 b0 = _mm256_loadu_ps(B + (size_t)k * ldb + w);
                 __m256 b1 = _mm256_loadu_ps(B + (size_t)k * ldb + w + 8);
                 __m256 x;
-                __asm__("" : "+x"(b0), "+x"(b1));
+                MNI_PIN(b0); MNI_PIN(b1);
                 x = _mm256_broadcast_ss(a + k);
                 c00 = _mm256_fmadd_ps(x, b0, c00), c01 = _mm256_fmadd_ps(x, b1, c01);
                 x = _mm256_broadcast_ss(a + lda + k);

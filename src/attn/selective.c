@@ -203,10 +203,6 @@ static enum mnemo_status check_io(const struct mnemo_attn_cfg *cfg,
  * j < min(nk, d0 + r + 1), d0 = i0 - j0 (row r is query i0 + r: keys up to its diagonal);
  * entries beyond a row's last key are left alone (or hold scores: callers ignore them). */
 #if MNI_HAVE_AVX2
-/* Left alone, gcc folds the loads of a kernel's wide operand into every FMA (the same load again
- * for each row), which makes the kernels load-bound; an empty asm pins the vector in a register
- * (as dense.c does). It changes no arithmetic. */
-#define PIN(x) __asm__("" : "+x"(x))
 
 /* 4 rows x W keys (W = 8 or 24: 4 or 12 accumulators) at keys j..j+W of the rows q (ldq). Each
  * sum runs over d in order with one FMA per term, as the scalar loop does: the same bits. */
@@ -221,10 +217,10 @@ static inline __attribute__((always_inline)) void scores_block(float *S, const f
         __m256 k0 = _mm256_loadu_ps(kd);
         __m256 k1 = W == 24 ? _mm256_loadu_ps(kd + 8) : k0;
         __m256 k2 = W == 24 ? _mm256_loadu_ps(kd + 16) : k0;
-        PIN(k0);
+        MNI_PIN(k0);
         if (W == 24) {
-            PIN(k1);
-            PIN(k2);
+            MNI_PIN(k1);
+            MNI_PIN(k2);
         }
         for (int u = 0; u < 4; u++) {
             const __m256 a = _mm256_set1_ps(q[(size_t)u * ldq + d]);

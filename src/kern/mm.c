@@ -21,10 +21,6 @@
 #include "kern/vmath.h"
 
 #if MNI_HAVE_AVX2
-/* Left alone, gcc folds the loads of B into every FMA (the same load again for each row), which
- * makes the kernel load-bound; an empty asm pins the vector in a register (as dense.c does). It
- * changes no arithmetic. */
-#define PIN(x) __asm__("" : "+x"(x))
 
 /* R (<= 6) rows x W (16 or 8) columns in 2R or R accumulators; R and W are constants after
  * inlining (mni_mm's switch), so the loops unroll and the accumulators stay in registers. */
@@ -40,8 +36,8 @@ static inline __attribute__((always_inline)) void mm_block(float *C, size_t ldc,
         const float *b = B + (size_t)k * ldb;
         __m256 b0 = _mm256_loadu_ps(b);
         __m256 b1 = W == 16 ? _mm256_loadu_ps(b + 8) : b0;
-        PIN(b0);
-        if (W == 16) PIN(b1);
+        MNI_PIN(b0);
+        if (W == 16) MNI_PIN(b1);
         const float *a = A + (size_t)k * a_ks;
         for (int u = 0; u < R; u++) {
             const __m256 av = _mm256_set1_ps(a[(size_t)u * a_ms]);

@@ -17,6 +17,10 @@
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 #define MNI_HAVE_AVX2 1
+/* Left alone, gcc folds the load of a kernel's wide operand into every FMA that uses it (the
+ * same load again for each row of a register tile), which makes micro-kernels load-bound. An
+ * empty asm that claims to change the vector keeps it in a register; it changes no arithmetic. */
+#define MNI_PIN(x) __asm__("" : "+x"(x))
 #else
 #define MNI_HAVE_AVX2 0
 #endif
