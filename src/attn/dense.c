@@ -46,13 +46,6 @@
 #include <omp.h>
 #endif
 
-#if defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
-#define DENSE_AVX2 1
-#else
-#define DENSE_AVX2 0
-#endif
-
 /* Tile sizes (KB and QB measured best among 32..128 on Zen 3; -D overrides for tuning). */
 #define QW 24 /* queries (forward, dq) or keys (dk/dv) per strip: 3 AVX2 vectors */
 #ifndef KB
@@ -72,7 +65,7 @@ static const float LN2 = 0.69314718055994531f;
  * Inputs are clamped to [-127, 127]: -127 yields exactly 0 in the products below, so masked
  * scores (-inf) give P = 0 without a blend; 2^0 is exactly 1, so the row maximum gets P = 1. */
 #define exp2_scalar mni_exp2f
-#if DENSE_AVX2
+#if MNI_HAVE_AVX2
 #define exp2_avx mni_exp2_ps
 #endif
 
@@ -95,7 +88,7 @@ static void gemm_bt(float *restrict C, const float *restrict A, size_t lda,
                     const float *restrict Bt, int R, int nd)
 {
     int r = 0;
-#if DENSE_AVX2
+#if MNI_HAVE_AVX2
     // 4 rows of C at a time: c<row><vector>, each FMA adds A[row][d] * Bt[d][vector]
     for (; r + 4 <= R; r += 4) {
         const float *a0 = A + (size_t)r * lda, *a1 = a0 + lda, *a2 = a1 + lda, *a3 = a2 + lda;
@@ -164,7 +157,7 @@ static void gemm_bt(float *restrict C, const float *restrict A, size_t lda,
 static void gemm_at(float *restrict C, const float *restrict A, size_t lda,
                     const float *restrict P, int R, int D, const float *restrict alpha)
 {
-#if DENSE_AVX2
+#if MNI_HAVE_AVX2
     // 4 rows of C (4 values of d) at a time, kept in registers over the whole r loop
     for (int d = 0; d < D; d += 4) {
         float *c = C + (size_t)d * QW;
@@ -235,7 +228,7 @@ static void gemm_nn(float *restrict C, size_t ldc, const float *restrict A, size
                     const float *restrict B, size_t ldb, int R, int KD, int W)
 {
     int r = 0;
-#if DENSE_AVX2
+#if MNI_HAVE_AVX2
     for (; r + 6 <= R; r += 6) {
         const float *a = A + (size_t)r * lda;
         float *c = C + (size_t)r * ldc;
@@ -336,7 +329,7 @@ static void mask_rows(float *S, int nr, int i0, int j0, int nkk)
 /* m (QW) = max(m, column max of S (nk,QW)): the new running max of each query lane. */
 static void col_max(float *restrict m, const float *restrict S, int nk)
 {
-#if DENSE_AVX2
+#if MNI_HAVE_AVX2
     __m256 m0 = _mm256_loadu_ps(m), m1 = _mm256_loadu_ps(m + 8), m2 = _mm256_loadu_ps(m + 16);
     for (int j = 0; j < nk; j++) {
         const float *s = S + (size_t)j * QW;
@@ -357,7 +350,7 @@ static void col_max(float *restrict m, const float *restrict S, int nk)
 static void exp2_lanes(float *restrict S, int nk, const float *restrict sub,
                        float *restrict lsum)
 {
-#if DENSE_AVX2
+#if MNI_HAVE_AVX2
     __m256 s0 = _mm256_loadu_ps(sub), s1 = _mm256_loadu_ps(sub + 8);
     __m256 s2 = _mm256_loadu_ps(sub + 16);
     __m256 l0 = _mm256_setzero_ps(), l1 = l0, l2 = l0;
@@ -392,7 +385,7 @@ static void exp2_rows(float *restrict S, int nr, const float *restrict sub)
 {
     for (int r = 0; r < nr; r++) {
         float *s = S + (size_t)r * QW;
-#if DENSE_AVX2
+#if MNI_HAVE_AVX2
         __m256 x = _mm256_set1_ps(sub[r]);
         _mm256_store_ps(s, exp2_avx(_mm256_sub_ps(_mm256_load_ps(s), x)));
         _mm256_store_ps(s + 8, exp2_avx(_mm256_sub_ps(_mm256_load_ps(s + 8), x)));
@@ -420,7 +413,7 @@ static void softmax_bwd_tile(float *restrict P, const float *restrict dP, int n,
 static void online_update(float *restrict m, float *restrict l, float *restrict alpha,
                           const float *restrict mnew, const float *restrict lsum)
 {
-#if DENSE_AVX2
+#if MNI_HAVE_AVX2
     for (int i = 0; i < QW; i += 8) {
         __m256 a = exp2_avx(_mm256_sub_ps(_mm256_load_ps(m + i), _mm256_load_ps(mnew + i)));
         __m256 ln = _mm256_fmadd_ps(_mm256_load_ps(l + i), a, _mm256_load_ps(lsum + i));
@@ -705,7 +698,7 @@ static enum mnemo_status check_io(const struct mnemo_attn_cfg *cfg,
 static void load_head(float *dst, const float *src, const float *cs_row, int HS, int HSP,
                       float scale)
 {
-#if DENSE_AVX2
+#if MNI_HAVE_AVX2
     const int half = HS / 2;
     if (cs_row && half % 8 == 0) {
         // the rotation of mni_rope_apply, 8 pairs at a time: (c, s) de-interleaved from cs_row
@@ -931,7 +924,7 @@ static size_t dense_step_scratch_bytes(const struct mnemo_attn_cfg *cfg, int n)
     return lay.total > r ? lay.total : r;
 }
 
-#if DENSE_AVX2
+#if MNI_HAVE_AVX2
 /* Scores of q against the 8 keys K[0..7] (rows of HSP): 8 independent FMA chains, then one
  * transposing reduction so that the 8 dot products come out as one vector. */
 static inline __m256 dot8(const float *q, const float *K, int HSP)
@@ -959,7 +952,7 @@ static void dec_row(float *o, float *row, const float *q, const float *K, const 
 {
     int j = 0;
     float m = -INFINITY, l = 0.0f;
-#if DENSE_AVX2
+#if MNI_HAVE_AVX2
     __m256 mv = _mm256_set1_ps(-INFINITY);
     for (; j + 8 <= nk; j += 8) {
         __m256 s = dot8(q, K + (size_t)j * HSP, HSP);
@@ -976,7 +969,7 @@ static void dec_row(float *o, float *row, const float *q, const float *K, const 
         m = s > m ? s : m;
     }
     j = 0;
-#if DENSE_AVX2
+#if MNI_HAVE_AVX2
     __m256 lv = _mm256_setzero_ps();
     for (; j + 8 <= nk; j += 8) {
         __m256 p = exp2_avx(_mm256_sub_ps(_mm256_loadu_ps(row + j), _mm256_set1_ps(m)));
@@ -992,7 +985,7 @@ static void dec_row(float *o, float *row, const float *q, const float *K, const 
     // o = sum_j P_j v_j, 64 columns (8 accumulators) at a time
     for (int d0 = 0; d0 < HSP; d0 += 64) {
         int nd = HSP - d0 < 64 ? HSP - d0 : 64;
-#if DENSE_AVX2
+#if MNI_HAVE_AVX2
         __m256 acc[8];
         for (int k = 0; k < 8; k++) acc[k] = _mm256_setzero_ps();
         for (j = 0; j < nk; j++) {
