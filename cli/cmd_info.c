@@ -2,8 +2,37 @@
  * cmd_info.c -- mnemo info: what a checkpoint holds.
  */
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "cli.h"
+
+/* The attention state a session of this checkpoint holds (its bound, as generate and answer
+ * would run it: with the checkpoint's prune.budgets, if any), and whether that bound holds
+ * for any stream length or only up to n_ctx. */
+static void print_state(struct mnemo_model *m, const struct mnemo_model_config *c)
+{
+    struct cli_prune pr = {0};
+    const char *from;
+    int *budgets = cli_budgets("info", m, &pr, &from);
+    int pruned = budgets != NULL;
+    for (int l = 0; budgets && l < c->n_layer; l++) pruned &= budgets[l] > 0;
+    struct mnemo_session_config sc;
+    mnemo_session_config_default(&sc);
+    sc.max_chunk = 1;
+    sc.budgets = budgets;
+    struct mnemo_session *s;
+    enum mnemo_status st = mnemo_session_create_ex(&s, m, &sc);
+    free(budgets);
+    if (st != MNEMO_OK) cli_fail("info", st, "cannot open a session on the checkpoint");
+    const double kib = (double)mnemo_session_state_bytes(s) / 1024.0;
+    if (c->attn_kind == MNEMO_ATTN_KIND_INFINI || pruned)
+        printf("state        %.1f KiB at most, whatever the stream length%s\n", kib,
+               pruned ? " (the checkpoint's prune.budgets)" : "");
+    else
+        printf("state        %.1f KiB at n_ctx (a cache of every key and value; a stream stops "
+               "there)\n", kib);
+    mnemo_session_free(s);
+}
 
 int cmd_info(int argc, char **argv)
 {
@@ -29,6 +58,7 @@ int cmd_info(int argc, char **argv)
                c->attn_segment ? "" : " (n_ctx)");
         printf("mem update   %s\n", mnemo_mem_update_name(c->attn_mem_update));
     }
+    print_state(m, c);
     const char *keys[] = {"train.step", "train.val_loss", "train.optimizer", "train.ema",
                           "prune.budgets", "prune.target_loss"};
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {

@@ -53,6 +53,7 @@ expect_ok "generate" "$MNEMO" generate --model "$W/run/model.safetensors" --prom
 expect_ok "generate greedy" "$MNEMO" generate --model "$W/run/model.safetensors" --n 100 --temperature 0
 expect_ok "info" "$MNEMO" info "$W/run/model.safetensors"
 grep -q "train.step *6" "$W/out" || bad "info: no train.step 6"
+grep -q -E "^state +[0-9.]+ KiB at n_ctx" "$W/out" || bad "info: no dense state bound"
 expect_ok "train --optimizer muon" "$MNEMO" train --train "$W/data/train.bin" --out "$W/run_mu" \
     "${TINY[@]}" --steps 3 --optimizer muon
 expect_ok "info muon" "$MNEMO" info "$W/run_mu/model.safetensors"
@@ -98,6 +99,7 @@ expect_fail "--init --segment on dense" "only the infini attention kind" "$MNEMO
     --train "$W/data/train.bin" --out "$W/r3" --init "$W/run/model.safetensors" --segment 16
 expect_ok "info infini" "$MNEMO" info "$W/run_inf/model.safetensors"
 grep -q "segment *8" "$W/out" && grep -q "mem update *delta" "$W/out" || bad "info: no infini settings"
+grep -q -E "^state +[0-9.]+ KiB at most, whatever the stream length$" "$W/out" || bad "info: no infini bound"
 expect_ok "generate infini past n_ctx" "$MNEMO" generate --model "$W/run_inf/model.safetensors" \
     --n 80 --temperature 0
 expect_fail "bad --mem_update" "expected linear or delta" "$MNEMO" train --train "$W/data/train.bin" \
@@ -118,6 +120,8 @@ expect_ok "prune-search" "$MNEMO" prune-search --model "$W/sel.safetensors" --da
 grep -q "written to" "$W/out" || bad "prune-search: no result line"
 expect_ok "info prune" "$MNEMO" info "$W/sel.safetensors"
 grep -q "prune.budgets" "$W/out" || bad "info: no prune.budgets after prune-search"
+grep -q -E "^state .* whatever the stream length \(the checkpoint's prune.budgets\)" "$W/out" \
+    || bad "info: no pruned bound"
 expect_ok "eval with saved budgets" "$MNEMO" eval --model "$W/sel.safetensors" --data "$W/data/val.bin"
 grep -q "budgets from the checkpoint" "$W/out" || bad "eval: did not use the checkpoint's budgets"
 expect_ok "eval --no_prune" "$MNEMO" eval --model "$W/sel.safetensors" --data "$W/data/val.bin" --no_prune
