@@ -7,6 +7,7 @@
 #define MNEMO_CLI_H
 
 #include <stddef.h>
+#include <stdio.h>
 #include <stdint.h>
 
 #include "mnemo.h"
@@ -35,7 +36,17 @@ _Noreturn void cli_die(const char *cmd, const char *fmt, ...) __attribute__((for
  * spin of ~30 us before sleeping, shorter than most gaps between parallel regions
  * (docs/internals/threading.md). */
 void cli_default_wait_policy(char **argv);
-/* mkdir -p; 0 on success */
+/* An output file that appears whole or not at all: cli_out_open writes to PATH.partial.PID
+ * (one at a time; dies on failure), cli_out_commit flushes, syncs and renames it to PATH. A run
+ * that dies in between leaves PATH as it was (the partial file is removed at exit). */
+FILE *cli_out_open(const char *cmd, const char *path);
+void cli_out_commit(const char *cmd, FILE *f, const char *path);
+/* Dies unless a file could be created or replaced at path (its folder is writable and path
+ * is not a folder or device): checked before long work whose result goes there. */
+void cli_check_writable(const char *cmd, const char *path);
+/* 1 when both paths exist and name the same file. */
+int cli_same_file(const char *a, const char *b);
+/* mkdir -p; 0 on success (errno set on failure) */
 int cli_mkdir_p(const char *path);
 /* "1:02:03" or "2:03" */
 void cli_fmt_duration(char *buf, size_t n, double seconds);

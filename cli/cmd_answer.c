@@ -94,6 +94,18 @@ static void bytes_to_utf8(char *out, const char *in, size_t n)
     *out = 0;
 }
 
+/* 1 when the JSON text escapes a NUL (\u0000) in a string: cJSON would end the string there
+ * and the task would be scored on a part of its text. */
+static int escapes_nul(const char *s)
+{
+    for (; *s; s++)
+        if (*s == '\\') {
+            if (s[1] == 'u' && !strncmp(s + 2, "0000", 4)) return 1;
+            if (s[1]) s++; /* the escaped character */
+        }
+    return 0;
+}
+
 static struct group *find_group(struct group **gs, int *n, const char *name)
 {
     for (int i = 0; i < *n; i++)
@@ -135,10 +147,10 @@ int cmd_answer(int argc, char **argv)
     if (threads < 0) cli_die("answer", "--threads must be >= 0");
     if (chunk < 1) cli_die("answer", "--chunk must be >= 1");
     if (threads > 0) mnemo_set_threads(threads);
+    if (out && (cli_same_file(out, model) || cli_same_file(out, tasks)))
+        cli_die("answer", "--out '%s' is the checkpoint or the task file", out);
     FILE *in = fopen(tasks, "r");
     if (!in) cli_die("answer", "cannot open '%s'", tasks);
-    FILE *res = NULL;
-    if (out && !(res = fopen(out, "w"))) cli_die("answer", "cannot write '%s'", out);
 
     struct mnemo_model *m;
     enum mnemo_status st = mnemo_model_load(&m, model);
@@ -155,6 +167,8 @@ int cmd_answer(int argc, char **argv)
     if ((st = mnemo_session_create_ex(&s, m, &sc)) != MNEMO_OK)
         cli_fail("answer", st, "cannot start a session");
     if (from) fprintf(stderr, "answer: cache budgets from %s\n", from);
+    /* the results appear whole when every task is answered; a failed run leaves --out as it was */
+    FILE *res = out ? cli_out_open("answer", out) : NULL;
 
     struct group *gs = NULL;
     int ng = 0;
@@ -168,7 +182,9 @@ int cmd_answer(int argc, char **argv)
            (!max_tasks || (uint64_t)n_done < max_tasks)) {
         lineno++;
         if (strspn(line, " \t\r\n") == (size_t)len) continue; /* blank line */
-        cJSON *o = cJSON_Parse(line);
+        if (strlen(line) != (size_t)len)
+            cli_die("answer", "%s:%ld: the line holds a NUL byte", tasks, lineno);
+        cJSON *o = cJSON_ParseWithOpts(line, NULL, 1); /* one object, nothing after it */
         const cJSON *p = cJSON_GetObjectItemCaseSensitive(o, "prompt");
         const cJSON *a = cJSON_GetObjectItemCaseSensitive(o, "answer");
         const cJSON *g = cJSON_GetObjectItemCaseSensitive(o, "group");
@@ -176,6 +192,9 @@ int cmd_answer(int argc, char **argv)
             (g && !cJSON_IsString(g)))
             cli_die("answer", "%s:%ld: expected a JSON object with string fields \"prompt\" and "
                     "\"answer\" (non-empty), and optionally \"group\"", tasks, lineno);
+        if (escapes_nul(line))
+            cli_die("answer", "%s:%ld: a text holds U+0000 (NUL), which a task cannot carry", tasks,
+                    lineno);
         const size_t np = strlen(p->valuestring), na = strlen(a->valuestring);
         if (np + 1 > cap_tok) {
             cap_tok = 2 * (np + 1);
@@ -191,7 +210,14 @@ int cmd_answer(int argc, char **argv)
         }
         int cut;
         st = answer_one(s, c, chunk, tok, p->valuestring, np, na, got, &cut);
-        if (st != MNEMO_OK) cli_fail("answer", st, "cannot answer a task");
+        if (st == MNEMO_ERR_FULL && na >= (size_t)c->n_ctx)
+            cli_die("answer", "%s:%ld: the answer has %zu bytes, more than the context of %d "
+                    "tokens can hold", tasks, lineno, na, c->n_ctx);
+        if (st != MNEMO_OK) {
+            char what[600];
+            snprintf(what, sizeof(what), "cannot answer the task of %s:%ld", tasks, lineno);
+            cli_fail("answer", st, what);
+        }
         const int ok = !memcmp(got, a->valuestring, na);
         struct group *gr = find_group(&gs, &ng, g ? g->valuestring : "all");
         gr->right += ok;
@@ -224,7 +250,7 @@ int cmd_answer(int argc, char **argv)
     if (ferror(in)) cli_die("answer", "error reading '%s'", tasks);
     if (n_done == 0) cli_die("answer", "'%s' holds no tasks", tasks);
     fclose(in);
-    if (res && fclose(res) != 0) cli_die("answer", "cannot write '%s'", out);
+    if (res) cli_out_commit("answer", res, out);
     long right = 0;
     for (int i = 0; i < ng; i++) right += gs[i].right;
     if (ng > 1 || strcmp(gs[0].name, "all"))

@@ -35,10 +35,11 @@ int cmd_prepare(int argc, char **argv)
         {"out", OPT_STR, &out, "output directory for train.bin and val.bin"},
         {"val_frac", OPT_FLOAT, &val_frac, "fraction of the text (its end) kept for validation"},
     };
-    const char *files[256];
+    const char **files = malloc((size_t)(argc + 1) * sizeof(*files)); /* as many as given */
+    if (!files) cli_die("prepare", "out of memory");
     int n_files;
     cli_parse("prepare", "[options] FILE... (- for standard input)", argc, argv, opts,
-              sizeof(opts) / sizeof(opts[0]), files, &n_files, 256);
+              sizeof(opts) / sizeof(opts[0]), files, &n_files, argc + 1);
     if (n_files == 0) cli_die("prepare", "no input files (give text files, or - for standard input)");
     unsigned char *buf = NULL;
     size_t n = 0, cap = 0;
@@ -61,5 +62,6 @@ int cmd_prepare(int argc, char **argv)
            n, n_files, n_files == 1 ? "" : "s", out, (unsigned long long)nt, out,
            (unsigned long long)nv);
     free(buf);
+    free(files);
     return 0;
 }

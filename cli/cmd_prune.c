@@ -59,6 +59,9 @@ int cmd_prune_search(int argc, char **argv)
     if (tolerance < 0) cli_die("prune-search", "--tolerance must be >= 0");
     if (!baseline && tolerance == 0.0f) tolerance = 0.01f;
     if (threads < 0) cli_die("prune-search", "--threads must be >= 0");
+    if (!(factor > 0 && factor < 1)) cli_die("prune-search", "--factor must be in (0, 1)");
+    if (seq < 0) cli_die("prune-search", "--seq must be >= 0");
+    cli_check_writable("prune-search", out ? out : model); /* before the search, not after */
     if (threads > 0) mnemo_set_threads(threads);
     struct mnemo_model *m;
     enum mnemo_status st = mnemo_model_load(&m, model);
@@ -68,6 +71,9 @@ int cmd_prune_search(int argc, char **argv)
                 "attention", model, mnemo_attn_kind_name(mnemo_model_get_config(m)->attn_kind));
     const int L = mnemo_model_get_config(m)->n_layer;
     const int T = seq ? seq : mnemo_model_get_config(m)->n_ctx;
+    if (T < 2 || T > mnemo_model_get_config(m)->n_ctx)
+        cli_die("prune-search", "--seq %d: the window must be in [2, n_ctx = %d]", T,
+                mnemo_model_get_config(m)->n_ctx);
     struct mnemo_eval_result r;
     double target;
     if (baseline) {
@@ -94,11 +100,14 @@ int cmd_prune_search(int argc, char **argv)
     struct progress p = {T};
     st = mnemo_prune_search(m, data, T, target, factor, max_windows, budgets, on_round, &p);
     if (st != MNEMO_OK) cli_fail("prune-search", st, "search failed");
-    char list[128] = "", tgt[32];
+    const size_t cap = (size_t)L * 12 + 1; /* "," and at most 10 digits a layer */
+    char *list = malloc(cap), tgt[32];
+    if (!list) cli_die("prune-search", "out of memory");
     size_t k = 0;
     long total = 0;
-    for (int l = 0; l < L && k + 12 < sizeof(list); l++) {
-        k += (size_t)snprintf(list + k, sizeof(list) - k, "%s%d", l ? "," : "", budgets[l]);
+    list[0] = 0;
+    for (int l = 0; l < L; l++) {
+        k += (size_t)snprintf(list + k, cap - k, "%s%d", l ? "," : "", budgets[l]);
         total += budgets[l];
     }
     snprintf(tgt, sizeof(tgt), "%.6f", target);
@@ -109,6 +118,7 @@ int cmd_prune_search(int argc, char **argv)
         cli_fail("prune-search", st, "cannot write the checkpoint");
     printf("prune-search: budgets %s (%.2fx less KV memory than %d per layer), written to %s\n",
            list, (double)L * T / (double)total, T, out ? out : model);
+    free(list);
     free(budgets);
     mnemo_model_free(m);
     return 0;

@@ -13,10 +13,61 @@
 #include "cli.h"
 
 static volatile sig_atomic_t interrupted;
+/* The first Ctrl-C (or SIGTERM) asks for a clean stop after the current step (a checkpoint is
+ * written); a second one ends the process at once, as if no handler were installed. */
 static void on_sigint(int sig)
 {
-    (void)sig;
+    if (interrupted) {
+        signal(sig, SIG_DFL);
+        raise(sig);
+        return;
+    }
     interrupted = 1;
+}
+
+/* With --resume or --init the model is the checkpoint's: a shape option given beside it (one
+ * that differs from the default) must agree with it, or the run is refused rather than the
+ * option ignored. n_ctx and the segment may change with --init (--seq, --segment). */
+static void check_shape(const char *how, const struct mnemo_model_config *want,
+                        const struct mnemo_model_config *ck, int resume, int mem_update_given)
+{
+    struct mnemo_model_config d;
+    mnemo_model_config_default(&d);
+#define SHAPE_INT(field, flag)                                                                  \
+    if (want->field != d.field && want->field != ck->field)                                     \
+        cli_die("train", "--%s %d: the checkpoint has %d (%s keeps the checkpoint's shape)",     \
+                flag, want->field, ck->field, how);
+    SHAPE_INT(n_layer, "n_layer")
+    SHAPE_INT(d_model, "d_model")
+    SHAPE_INT(n_head, "n_head")
+    if (resume) {
+        SHAPE_INT(n_ctx, "n_ctx")
+        SHAPE_INT(attn_segment, "segment")
+    } else if (want->n_ctx != d.n_ctx && want->n_ctx != ck->n_ctx) {
+        cli_die("train", "--n_ctx %d: the checkpoint has %d (with --init, --seq sets the window)",
+                want->n_ctx, ck->n_ctx);
+    }
+#undef SHAPE_INT
+    if (want->pos != d.pos && want->pos != ck->pos)
+        cli_die("train", "--pos learned: the checkpoint has rope positions (%s keeps its shape)", how);
+    if (want->rope_theta != d.rope_theta && want->rope_theta != ck->rope_theta)
+        cli_die("train", "--rope_theta %g: the checkpoint has %g (%s keeps its shape)",
+                (double)want->rope_theta, (double)ck->rope_theta, how);
+    if (want->attn_kind != d.attn_kind && want->attn_kind != ck->attn_kind)
+        cli_die("train", "--attn %s: the checkpoint has %s attention (%s keeps its kind)",
+                mnemo_attn_kind_name(want->attn_kind), mnemo_attn_kind_name(ck->attn_kind), how);
+    if (mem_update_given && want->attn_mem_update != ck->attn_mem_update)
+        cli_die("train", "--mem_update %s: the checkpoint has %s (%s keeps its rule)",
+                mnemo_mem_update_name(want->attn_mem_update),
+                mnemo_mem_update_name(ck->attn_mem_update), how);
+}
+
+/* 1 when dir holds a model of an earlier run. */
+static int holds_run(const char *dir)
+{
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/model.safetensors", dir);
+    return access(path, F_OK) == 0;
 }
 
 struct progress {
@@ -78,13 +129,15 @@ int cmd_train(int argc, char **argv)
     mnemo_train_config_default(&tc);
     const char *pos = "rope", *attn = "dense", *init = NULL, *optim = "adamw", *mem_update = NULL;
     tc.out_dir = "runs/default";
-    int print_every = 10;
+    int print_every = 10, overwrite = 0;
     const struct opt opts[] = {
         {"train", OPT_STR, &tc.train_path, "training token file (from mnemo prepare)"},
         {"val", OPT_STR, &tc.val_path, "validation token file"},
         {"out", OPT_STR, &tc.out_dir, "output directory (checkpoint, train state, log.jsonl)"},
         {"resume", OPT_BOOL, &tc.resume, "continue the run in --out exactly where it stopped"},
         {"init", OPT_STR, &init, "start from this checkpoint's weights (fresh optimizer)"},
+        {"overwrite", OPT_BOOL, &overwrite,
+         "start a fresh run in --out even if it holds one (its model, state and log are replaced)"},
         {"n_layer", OPT_INT, &mc.n_layer, "transformer blocks"},
         {"d_model", OPT_INT, &mc.d_model, "model width"},
         {"n_head", OPT_INT, &mc.n_head, "attention heads"},
@@ -150,6 +203,11 @@ int cmd_train(int argc, char **argv)
     const int new_segment = init && !tc.resume ? mc.attn_segment : 0; /* a change for --init */
     if (new_segment) mc.attn_segment = 0; /* checked against the checkpoint's kind below */
     cli_infini_check("train", &mc, mem_update);
+    if (tc.resume && overwrite) cli_die("train", "give --resume or --overwrite, not both");
+    if (tc.resume && init) cli_die("train", "give --resume or --init, not both");
+    if (!tc.resume && !overwrite && holds_run(tc.out_dir))
+        cli_die("train", "'%s' holds a run already: continue it with --resume, start it over with "
+                "--overwrite, or give another --out", tc.out_dir);
     if (cli_mkdir_p(tc.out_dir) != 0)
         cli_die("train", "cannot create '%s': %s", tc.out_dir, strerror(errno));
 
@@ -159,8 +217,10 @@ int cmd_train(int argc, char **argv)
     if (tc.resume) {
         snprintf(path, sizeof(path), "%s/model.safetensors", tc.out_dir);
         if ((st = mnemo_model_load(&m, path)) != MNEMO_OK) cli_fail("train", st, "cannot resume");
+        check_shape("--resume", &mc, mnemo_model_get_config(m), 1, mem_update != NULL);
     } else if (init) {
         if ((st = mnemo_model_load(&m, init)) != MNEMO_OK) cli_fail("train", st, "cannot load --init");
+        check_shape("--init", &mc, mnemo_model_get_config(m), 0, mem_update != NULL);
         const int old_ctx = mnemo_model_get_config(m)->n_ctx;
         if (tc.seq > old_ctx) {
             if ((st = mnemo_model_set_n_ctx(m, tc.seq)) != MNEMO_OK)

@@ -1,8 +1,11 @@
 /*
  * main.c -- the mnemo command: dispatches to one subcommand per file (cli/cmd_*.c).
  */
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -30,9 +33,21 @@ static void usage(FILE *f) /* --help */
     fprintf(f, "\nmnemo %d.%d.%d\n", MNEMO_VERSION_MAJOR, MNEMO_VERSION_MINOR, MNEMO_VERSION_PATCH);
 }
 
+/* At exit: output that could not be written (a full disk, a closed pipe) is an error, not a
+ * success with results lost on the way. */
+static void check_stdout(void)
+{
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        fprintf(stderr, "mnemo: cannot write the standard output: %s\n",
+                errno ? strerror(errno) : "write error");
+        _exit(1);
+    }
+}
+
 int main(int argc, char **argv)
 {
     cli_default_wait_policy(argv);
+    atexit(check_stdout);
     if (argc < 2) {
         fprintf(stderr, "mnemo: no command given (usage: mnemo COMMAND [options]; try mnemo --help)\n");
         return 2;
@@ -46,7 +61,7 @@ int main(int argc, char **argv)
         return 0;
     }
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
-        if (!strcmp(argv[1], commands[i].name)) return commands[i].fn(argc - 2, argv + 2);
+        if (!strcmp(argv[1], commands[i].name)) exit(commands[i].fn(argc - 2, argv + 2));
     fprintf(stderr, "mnemo: unknown command '%s' (try mnemo --help)\n", argv[1]);
     return 2;
 }

@@ -34,7 +34,10 @@ int cli_mkdir_p(const char *path)
 {
     char buf[4096];
     size_t n = strlen(path);
-    if (n == 0 || n >= sizeof(buf)) return -1;
+    if (n == 0 || n >= sizeof(buf)) {
+        errno = n == 0 ? ENOENT : ENAMETOOLONG;
+        return -1;
+    }
     memcpy(buf, path, n + 1);
     for (size_t i = 1; i <= n; i++)
         if (buf[i] == '/' || buf[i] == 0) {
@@ -46,6 +49,75 @@ int cli_mkdir_p(const char *path)
     return 0;
 }
 
+/* The output file being written (cli_out_open), removed at exit unless committed. */
+static char *out_partial;
+
+static void out_cleanup(void)
+{
+    if (out_partial) remove(out_partial);
+}
+
+FILE *cli_out_open(const char *cmd, const char *path)
+{
+    if (out_partial) cli_die(cmd, "internal error: two output files at once");
+    size_t n = strlen(path);
+    if (n == 0) cli_die(cmd, "the output path is empty");
+    struct stat sb;
+    if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode))
+        cli_die(cmd, "cannot write '%s': not a regular file", path);
+    char *tmp = malloc(n + 32);
+    if (!tmp) cli_die(cmd, "out of memory");
+    snprintf(tmp, n + 32, "%s.partial.%ld", path, (long)getpid());
+    FILE *f = fopen(tmp, "w");
+    if (!f) {
+        int e = errno;
+        free(tmp);
+        cli_die(cmd, "cannot write '%s': %s", path, strerror(e));
+    }
+    static int registered;
+    if (!registered) registered = atexit(out_cleanup) == 0;
+    out_partial = tmp;
+    return f;
+}
+
+void cli_out_commit(const char *cmd, FILE *f, const char *path)
+{
+    if (fflush(f) != 0 || ferror(f) || fsync(fileno(f)) != 0) {
+        int e = errno;
+        fclose(f);
+        cli_die(cmd, "cannot write '%s': %s", path, strerror(e));
+    }
+    if (fclose(f) != 0) cli_die(cmd, "cannot write '%s': %s", path, strerror(errno));
+    if (rename(out_partial, path) != 0) cli_die(cmd, "cannot write '%s': %s", path, strerror(errno));
+    free(out_partial);
+    out_partial = NULL;
+}
+
+void cli_check_writable(const char *cmd, const char *path)
+{
+    struct stat sb;
+    if (!path[0]) cli_die(cmd, "the output path is empty");
+    if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode))
+        cli_die(cmd, "cannot write '%s': not a regular file", path);
+    char *dir = strdup(path);
+    if (!dir) cli_die(cmd, "out of memory");
+    char *slash = strrchr(dir, '/');
+    if (slash) slash[slash == dir] = 0; /* "/x" -> "/", "a/b" -> "a" */
+    const char *d = slash ? dir : ".";
+    if (access(d, W_OK | X_OK) != 0) {
+        int e = errno;
+        free(dir);
+        cli_die(cmd, "cannot write '%s': %s", path, strerror(e));
+    }
+    free(dir);
+}
+
+int cli_same_file(const char *a, const char *b)
+{
+    struct stat sa, sb;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev &&
+           sa.st_ino == sb.st_ino;
+}
 
 _Noreturn void cli_die(const char *cmd, const char *fmt, ...)
 {
@@ -166,20 +238,28 @@ static void set_value(const char *cmd, const struct opt *o, const char *v, const
 
 static void load_config(const char *cmd, const char *path, const struct opt *opts, size_t n)
 {
+    struct stat sb;
+    if (stat(path, &sb) != 0) cli_die(cmd, "cannot open config '%s': %s", path, strerror(errno));
+    if (!S_ISREG(sb.st_mode)) cli_die(cmd, "config '%s' is not a regular file", path);
     FILE *f = fopen(path, "rb");
     if (!f) cli_die(cmd, "cannot open config '%s': %s", path, strerror(errno));
     char *buf = malloc(1 << 20);
     if (!buf) cli_die(cmd, "out of memory");
     size_t len = fread(buf, 1, (1 << 20) - 1, f);
-    int big = !feof(f);
+    int big = !feof(f), err = ferror(f);
     fclose(f);
+    if (err) cli_die(cmd, "cannot read config '%s'", path);
     if (big) cli_die(cmd, "config '%s' is larger than 1 MiB", path);
     buf[len] = 0;
-    cJSON *root = cJSON_Parse(buf);
+    if (strlen(buf) != len) cli_die(cmd, "config '%s' holds a NUL byte", path);
+    cJSON *root = cJSON_ParseWithOpts(buf, NULL, 1); /* nothing but white space after it */
     if (!root || !cJSON_IsObject(root)) {
-        const char *at = cJSON_GetErrorPtr();
-        cli_die(cmd, "config '%s' is not a JSON object%s%.20s%s", path, at ? " (near '" : "",
-                at ? at : "", at ? "')" : "");
+        const char *at = root ? NULL : cJSON_GetErrorPtr();
+        char near[24] = "";
+        for (size_t i = 0; at && i < 20 && at[i]; i++) /* one line: control bytes as spaces */
+            near[i] = (unsigned char)at[i] < 0x20 ? ' ' : at[i], near[i + 1] = 0;
+        cli_die(cmd, "config '%s' is not a JSON object%s%s%s", path, at ? " (near '" : "", near,
+                at ? "')" : "");
     }
     char where[600];
     snprintf(where, sizeof(where), "config '%s': ", path);

@@ -24,7 +24,7 @@ for ctx in 256 512; do
         ./build/mnemo train --config configs/kjv.json --attn "$kind" --n_head "$heads" \
             --n_ctx "$ctx" --batch "$batch" --steps "$steps" --warmup $((steps / 20)) \
             --eval_every $(((steps + 9) / 10)) --ckpt_every 0 --print_every $(((steps + 4) / 5)) \
-            --out "$out/$name" 2>&1 | grep -E "^(step|eval|mnemo)" | tail -3
+            --overwrite --out "$out/$name" 2>&1 | grep -E "^(step|eval|mnemo)" | tail -3
         [ -s "$out/$name/model.safetensors" ] || { echo "selective_quality: training $name failed" >&2; exit 1; }
         /usr/bin/python3 - "$out/$name/log.jsonl" "$kind" "$heads" "$ctx" "$steps" >>"$out/results.jsonl" <<'PY'
 import json, sys

@@ -194,7 +194,7 @@ struct mnemo_train_config {
     const char *out_dir;     /* checkpoints and log.jsonl go here (must exist) */
     int batch;               /* windows per micro-batch B */
     int seq;                 /* window length T (0 = n_ctx) */
-    int grad_accum;          /* micro-batches per optimizer step */
+    int grad_accum;          /* micro-batches per optimizer step (1..65536) */
     int max_steps;           /* optimizer steps in all */
     int warmup;              /* linear warmup steps */
     float lr, lr_min;        /* peak learning rate; cosine decays to lr_min at max_steps */

@@ -12,7 +12,10 @@ cmake --build build -j"$jobs" >/dev/null
 if [ ! -s data/kjv/train.bin ] || [ ! -s data/kjv/val.bin ]; then
     bible -f "Gen1:1-Rev22:21" | ./build/mnemo prepare --out data/kjv -
 fi
-./build/mnemo train --config configs/kjv.json "$@"
+# training starts over each time (--overwrite), unless the flags given continue it (--resume)
+over=--overwrite
+for a in "$@"; do [ "$a" = --resume ] && over=; done
+./build/mnemo train --config configs/kjv.json $over "$@"
 # Sliding windows a quarter of a window apart: every scored byte sees at least 192 bytes of context
 # (configs/kjv.json trains windows of 256). The training's last "eval" line is the
 # disjoint-window figure of the same model.

@@ -62,7 +62,8 @@ static enum mnemo_status check_train_config(const struct mnemo_train_config *tc,
         return mni_err(MNEMO_ERR_ARG, "batch = %d: must be in [1, 65536]", tc->batch);
     if (tc->seq < 0 || tc->seq > n_ctx)
         return mni_err(MNEMO_ERR_ARG, "seq = %d: must be in [1, n_ctx = %d] (0 = n_ctx)", tc->seq, n_ctx);
-    if (tc->grad_accum < 1) return mni_err(MNEMO_ERR_ARG, "grad_accum = %d: must be >= 1", tc->grad_accum);
+    if (tc->grad_accum < 1 || tc->grad_accum > 1 << 16)
+        return mni_err(MNEMO_ERR_ARG, "grad_accum = %d: must be in [1, 65536]", tc->grad_accum);
     if (tc->max_steps < 1) return mni_err(MNEMO_ERR_ARG, "max_steps = %d: must be >= 1", tc->max_steps);
     if (tc->warmup < 0) return mni_err(MNEMO_ERR_ARG, "warmup = %d: must be >= 0", tc->warmup);
     if (!(tc->lr > 0) || !isfinite(tc->lr))

@@ -231,9 +231,88 @@ for nc in 1 2; do
 done
 # the last good checkpoint survives a failed run in the same directory
 cp "$CK" "$W/keep.safetensors"
-"$MNEMO" train --train "$W/data/train.bin" --out "$W/run" "${TINY[@]}" --lr 1e30 --warmup 0 --grad_clip 0 --weight_decay 0 --steps 3 >/dev/null 2>&1
+"$MNEMO" train --train "$W/data/train.bin" --out "$W/run" "${TINY[@]}" --lr 1e30 --warmup 0 --grad_clip 0 --weight_decay 0 --steps 3 --overwrite >/dev/null 2>&1
 cmp -s "$CK" "$W/keep.safetensors" || bad "a diverged run replaced the last good checkpoint"
 [ $? -eq 0 ] && ok
+
+# --- a run directory, and the shape of a resumed or initialised model ---------------------------
+cp "$W/run_mu/log.jsonl" "$W/mu_log.jsonl"
+expect_fail "fresh run over a run" "holds a run already: continue it with --resume" "$MNEMO" train \
+    --train "$W/data/train.bin" --out "$W/run_mu" "${TINY[@]}" --steps 2
+cmp -s "$W/run_mu/log.jsonl" "$W/mu_log.jsonl" || bad "a refused run touched the old run's log"
+expect_ok "--overwrite" "$MNEMO" train --train "$W/data/train.bin" --out "$W/run_mu" "${TINY[@]}" \
+    --steps 2 --overwrite
+grep -q "train.step *2" <("$MNEMO" info "$W/run_mu/model.safetensors") || bad "--overwrite: not a new run"
+expect_fail "--resume --overwrite" "not both" "$MNEMO" train --train "$W/data/train.bin" \
+    --out "$W/run_mu" --resume --overwrite
+expect_fail "--resume --init" "not both" "$MNEMO" train --train "$W/data/train.bin" \
+    --out "$W/run_mu" --resume --init "$CK"
+expect_fail "--resume, another width" "--d_model 64: the checkpoint has 32" "$MNEMO" train \
+    --train "$W/data/train.bin" --out "$W/run_mu" "${TINY[@]}" --d_model 64 --steps 4 --resume
+expect_fail "--resume, another kind" "--attn selective: the checkpoint has dense" "$MNEMO" train \
+    --train "$W/data/train.bin" --out "$W/run_mu" "${TINY[@]}" --attn selective --steps 4 --resume
+expect_fail "--init, other layers" "--n_layer 3: the checkpoint has 1" "$MNEMO" train \
+    --train "$W/data/train.bin" --out "$W/r4" --init "$CK" --n_layer 3
+expect_fail "--init, another rule" "--mem_update linear: the checkpoint has delta" "$MNEMO" train \
+    --train "$W/data/train.bin" --out "$W/r4" --init "$W/run_inf/model.safetensors" --attn infini \
+    --mem_update linear
+expect_fail "train --out ''" "cannot create '': No such file" "$MNEMO" train --train "$W/data/train.bin" --out ""
+# a second SIGTERM (or Ctrl-C) ends a run at once, in the middle of a long step
+"$MNEMO" train --train "$W/data/train.bin" --out "$W/r_sig" "${TINY[@]}" --steps 5 --grad_accum 60000 \
+    >/dev/null 2>"$W/sig_err" &
+pid=$!
+for i in $(seq 100); do grep -q "starting at step" "$W/sig_err" 2>/dev/null && break; sleep 0.1; done
+kill -TERM $pid; sleep 0.2; kill -TERM $pid
+wait $pid; rc=$?
+[ $rc -eq 143 ] && ! grep -q "interrupted; resume" "$W/sig_err" && ok || bad "second SIGTERM: exit $rc"
+expect_fail "grad_accum too large" "grad_accum = 100000000: must be in" "$MNEMO" train \
+    --train "$W/data/train.bin" --out "$W/r4" "${TINY[@]}" --grad_accum 100000000
+
+# --- results and outputs are whole or absent ----------------------------------------------------
+echo '{"old": "results"}' >"$W/res.jsonl"
+cp "$W/res.jsonl" "$W/res_keep.jsonl"
+expect_fail "answer, bad task line" "bad_tasks.jsonl:1" "$MNEMO" answer --model "$CK" \
+    --tasks "$W/bad_tasks.jsonl" --out "$W/res.jsonl"
+cmp -s "$W/res.jsonl" "$W/res_keep.jsonl" || bad "answer: a failed run changed --out"
+ls "$W" | grep -q partial && bad "answer: a partial results file was left behind"
+cp "$CK" "$W/ck2.safetensors"
+expect_fail "answer --out = model" "is the checkpoint or the task file" "$MNEMO" answer \
+    --model "$W/ck2.safetensors" --tasks "$W/tasks.jsonl" --out "$W/ck2.safetensors"
+cmp -s "$CK" "$W/ck2.safetensors" || bad "answer --out: the checkpoint was touched"
+printf '{"prompt": "a", "answer": "b"} trailing\n' >"$W/trail.jsonl"
+expect_fail "answer, text after the object" "trail.jsonl:1: expected a JSON object" "$MNEMO" answer \
+    --model "$CK" --tasks "$W/trail.jsonl"
+printf '{"prompt": "a", "answer": "x\\u0000y"}\n' >"$W/nul.jsonl"
+expect_fail "answer, escaped NUL" "nul.jsonl:1: a text holds U\\+0000" "$MNEMO" answer --model "$CK" \
+    --tasks "$W/nul.jsonl"
+printf '{"prompt": "a", "answer": "b"}\0{}\n' >"$W/nulbyte.jsonl"
+expect_fail "answer, NUL byte" "nulbyte.jsonl:1: the line holds a NUL byte" "$MNEMO" answer \
+    --model "$CK" --tasks "$W/nulbyte.jsonl"
+/usr/bin/python3 -c 'import json; print(json.dumps({"prompt": "a", "answer": "b" * 40}))' >"$W/long.jsonl"
+expect_fail "answer longer than n_ctx" "long.jsonl:1: the answer has 40 bytes" "$MNEMO" answer \
+    --model "$CK" --tasks "$W/long.jsonl"
+"$MNEMO" info "$CK" >/dev/full 2>"$W/err"; rc=$?
+[ $rc -eq 1 ] && [ "$(wc -l <"$W/err")" -eq 1 ] && grep -q "cannot write the standard output" "$W/err" \
+    && ok || bad "info >/dev/full: exit $rc"
+"$MNEMO" generate --model "$CK" --n 20 >/dev/full 2>"$W/err"; rc=$?
+[ $rc -eq 1 ] && grep -q "standard output" "$W/err" && ok || bad "generate >/dev/full: exit $rc"
+expect_fail "prune-search, bad factor" "--factor must be in" "$MNEMO" prune-search \
+    --model "$W/sel.safetensors" --data "$W/data/val.bin" --factor 1
+expect_fail "prune-search, window of 1" "--seq 1: the window must be in" "$MNEMO" prune-search \
+    --model "$W/sel.safetensors" --data "$W/data/val.bin" --seq 1
+expect_fail "prune-search, --out a directory" "not a regular file" "$MNEMO" prune-search \
+    --model "$W/sel.safetensors" --data "$W/data/val.bin" --out "$W"
+# configs: one object and nothing after it; one error line; a directory is not a config
+echo '{"lr": 0.001} garbage' >"$W/trail.json"
+expect_fail "config, text after the object" "not a JSON object" "$MNEMO" train --config "$W/trail.json"
+printf '{"n_layer": 1,}\n\n' >"$W/comma.json"
+expect_fail "config, error near a line end" "not a JSON object" "$MNEMO" train --config "$W/comma.json"
+expect_fail "config, a directory" "not a regular file" "$MNEMO" train --config "$W"
+# prepare takes as many files as given
+mkdir -p "$W/many"
+for i in $(seq 300); do echo "line $i" >"$W/many/f$i.txt"; done
+expect_ok "prepare 300 files" "$MNEMO" prepare --out "$W/d300" "$W"/many/*.txt
+grep -q "from 300 files" "$W/out" || bad "prepare: not 300 files"
 
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]
