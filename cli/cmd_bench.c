@@ -36,6 +36,12 @@ int cmd_bench(int argc, char **argv)
     int n_pos;
     cli_parse("bench", "[options]", argc, argv, opts, sizeof(opts) / sizeof(opts[0]), pos, &n_pos, 0);
     if (threads < 1) cli_die("bench", "--threads must be >= 1");
+    if (steps < 1 || warmup < 0 || B < 1)
+        cli_die("bench", "--steps and --batch must be >= 1, --warmup >= 0");
+    struct mnemo_model *probe; /* the shape is checked before the sgemm rate is measured */
+    enum mnemo_status pst = mnemo_model_create(&probe, &mc);
+    if (pst != MNEMO_OK) cli_fail("bench", pst, "bad model config");
+    mnemo_model_free(probe);
     mc.attn_kind = mnemo_attn_kind_from_name(attn);
     if (mc.attn_kind < 0) cli_die("bench", "--attn '%s': unknown attention kind", attn);
     cli_infini_check("bench", &mc, mem_update);

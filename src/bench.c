@@ -50,7 +50,8 @@ enum mnemo_status mnemo_bench_train_opt(const struct mnemo_model_config *cfg, in
 {
     memset(res, 0, sizeof(*res));
     if (steps < 1 || warmup < 0 || B < 1 || T < 1)
-        return mni_err(MNEMO_ERR_ARG, "bench: steps, B, T must be >= 1");
+        return mni_err(MNEMO_ERR_ARG, "bench: steps %d, batch %d, T %d must be >= 1 and warmup %d "
+                       ">= 0", steps, B, T, warmup);
     struct mnemo_model *m;
     enum mnemo_status st = mnemo_model_create(&m, cfg);
     if (st != MNEMO_OK) return st;

@@ -308,6 +308,8 @@ expect_fail "config, text after the object" "not a JSON object" "$MNEMO" train -
 printf '{"n_layer": 1,}\n\n' >"$W/comma.json"
 expect_fail "config, error near a line end" "not a JSON object" "$MNEMO" train --config "$W/comma.json"
 expect_fail "config, a directory" "not a regular file" "$MNEMO" train --config "$W"
+expect_fail "bench, negative warmup" "--warmup >= 0" "$MNEMO" bench --warmup -1
+expect_fail "bench, bad shape" "n_head = 3" "$MNEMO" bench --n_head 3
 # prepare takes as many files as given
 mkdir -p "$W/many"
 for i in $(seq 300); do echo "line $i" >"$W/many/f$i.txt"; done
