@@ -38,15 +38,15 @@ int cmd_bench(int argc, char **argv)
     if (threads < 1) cli_die("bench", "--threads must be >= 1");
     if (steps < 1 || warmup < 0 || B < 1)
         cli_die("bench", "--steps and --batch must be >= 1, --warmup >= 0");
-    struct mnemo_model *probe; /* the shape is checked before the sgemm rate is measured */
-    enum mnemo_status pst = mnemo_model_create(&probe, &mc);
-    if (pst != MNEMO_OK) cli_fail("bench", pst, "bad model config");
-    mnemo_model_free(probe);
     mc.attn_kind = mnemo_attn_kind_from_name(attn);
     if (mc.attn_kind < 0) cli_die("bench", "--attn '%s': unknown attention kind", attn);
     cli_infini_check("bench", &mc, mem_update);
     const int opt = mnemo_optimizer_from_name(optim);
     if (opt < 0) cli_die("bench", "--optimizer '%s': expected adamw or muon", optim);
+    struct mnemo_model *probe; /* the shape is checked before the sgemm rate is measured */
+    enum mnemo_status pst = mnemo_model_create(&probe, &mc);
+    if (pst != MNEMO_OK) cli_fail("bench", pst, "bad model config");
+    mnemo_model_free(probe);
     mnemo_set_threads(threads);
     double sg = mnemo_bench_sgemm(1024, 5);
     printf("bench: L=%d d=%d H=%d T=%d B=%d V=%d, %s attention, %d threads\n", mc.n_layer,
