@@ -14,9 +14,11 @@
  */
 #define _POSIX_C_SOURCE 200809L
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "cli.h"
@@ -149,8 +151,11 @@ int cmd_answer(int argc, char **argv)
     if (threads > 0) mnemo_set_threads(threads);
     if (out && (cli_same_file(out, model) || cli_same_file(out, tasks)))
         cli_die("answer", "--out '%s' is the checkpoint or the task file", out);
+    struct stat sb; /* a FIFO would block the open until a writer comes */
+    if (stat(tasks, &sb) == 0 && !S_ISREG(sb.st_mode))
+        cli_die("answer", "'%s' is not a regular file", tasks);
     FILE *in = fopen(tasks, "r");
-    if (!in) cli_die("answer", "cannot open '%s'", tasks);
+    if (!in) cli_die("answer", "cannot open '%s': %s", tasks, strerror(errno));
 
     struct mnemo_model *m;
     enum mnemo_status st = mnemo_model_load(&m, model);

@@ -122,7 +122,9 @@ MNEMO_API size_t mnemo_model_n_params(const struct mnemo_model *m);
  * or NULL. */
 MNEMO_API const char *mnemo_model_meta(const struct mnemo_model *m, const char *key);
 /* Sets a metadata pair carried with the model (keys "train.*" or "prune.*"); written by
- * mnemo_model_save_meta. MNEMO_ERR_ARG for other keys or values over 127 bytes. */
+ * mnemo_model_save_meta. At most 16 pairs, keys of at most 127 bytes, values of at most 4095
+ * (a checkpoint carrying more fails to load rather than losing any). MNEMO_ERR_ARG for other
+ * keys or beyond those limits. */
 MNEMO_API enum mnemo_status mnemo_model_set_meta(struct mnemo_model *m, const char *key,
                                                  const char *value);
 /* mnemo_model_save, plus every carried metadata pair. */

@@ -16,6 +16,21 @@
 
 #define NAME_LEN 96
 
+/* The carried metadata lives in the model's fixed table (model.h, meta_key/meta_val): at most
+ * META_MAX_PAIRS pairs, keys of at most META_KEY_LEN bytes, values of at most META_VAL_LEN.
+ * Both the setters and the loader refuse more with an error; nothing is ever cut short. */
+#define META_KEYS (((struct mnemo_model *)0)->meta_key)
+#define META_VALS (((struct mnemo_model *)0)->meta_val)
+#define META_MAX_PAIRS ((int)(sizeof(META_KEYS) / sizeof(META_KEYS[0])))
+#define META_KEY_LEN ((int)sizeof(META_KEYS[0]) - 1)
+#define META_VAL_LEN ((int)sizeof(META_VALS[0]) - 1)
+
+/* train.* and prune.* pairs are carried with the model; the config has its own fields. */
+static int carried_key(const char *k)
+{
+    return strncmp(k, "train.", 6) == 0 || strncmp(k, "prune.", 6) == 0;
+}
+
 static const char *pos_name(int pos) { return pos == MNEMO_POS_LEARNED ? "learned" : "rope"; }
 
 int mni_pos_from_name(const char *s)
@@ -167,9 +182,13 @@ enum mnemo_status mni_ckpt_read_config(const struct mni_st_file *f, const char *
         return mni_err(MNEMO_ERR_FORMAT, "checkpoint '%s': bad rope_theta '%s'", path,
                        theta ? theta : "(missing)");
     st = mnemo_model_config_check(c);
-    if (st != MNEMO_OK)
-        return mni_err(MNEMO_ERR_FORMAT, "checkpoint '%s': impossible config: %s", path,
-                       mnemo_last_error());
+    if (st != MNEMO_OK) {
+        // The reason is in mnemo_last_error()'s buffer, which mni_err formats into: copy it
+        // first (passing it straight in would be an overlapping vsnprintf).
+        char why[512];
+        snprintf(why, sizeof(why), "%s", mnemo_last_error());
+        return mni_err(MNEMO_ERR_FORMAT, "checkpoint '%s': impossible config: %s", path, why);
+    }
     return MNEMO_OK;
 }
 
@@ -220,13 +239,26 @@ enum mnemo_status mnemo_model_load(struct mnemo_model **out, const char *path)
             st = mni_err(MNEMO_ERR_FORMAT, "checkpoint '%s' holds a non-finite parameter", path);
             goto fail;
         }
-    for (size_t i = 0; i < mni_st_meta_count(f) && m->n_meta < 16; i++) {
+    for (size_t i = 0; i < mni_st_meta_count(f); i++) {
         const char *k, *v;
         mni_st_meta_at(f, i, &k, &v);
-        /* the config has its own fields; train.* and prune.* are carried along */
-        if (strncmp(k, "train.", 6) != 0 && strncmp(k, "prune.", 6) != 0) continue;
-        snprintf(m->meta[m->n_meta][0], 128, "%s", k);
-        snprintf(m->meta[m->n_meta][1], 128, "%s", v);
+        /* the config has its own fields; train.* and prune.* are carried along, exactly or
+         * not at all: a pair the model cannot hold fails the load rather than being cut */
+        if (!carried_key(k)) continue;
+        if (strlen(k) > META_KEY_LEN || strlen(v) > META_VAL_LEN) {
+            st = mni_err(MNEMO_ERR_FORMAT, "checkpoint '%s': metadata '%.64s%s' has a %zu-byte "
+                         "key and a %zu-byte value; at most %d and %d bytes are supported", path,
+                         k, strlen(k) > 64 ? "..." : "", strlen(k), strlen(v), META_KEY_LEN,
+                         META_VAL_LEN);
+            goto fail;
+        }
+        if (m->n_meta == META_MAX_PAIRS) {
+            st = mni_err(MNEMO_ERR_FORMAT, "checkpoint '%s' carries more than %d train.*/prune.* "
+                         "metadata pairs (the most supported)", path, META_MAX_PAIRS);
+            goto fail;
+        }
+        memcpy(m->meta_key[m->n_meta], k, strlen(k) + 1);
+        memcpy(m->meta_val[m->n_meta], v, strlen(v) + 1);
         m->n_meta++;
     }
     mni_st_close(f);
@@ -241,41 +273,44 @@ fail:
 const char *mnemo_model_meta(const struct mnemo_model *m, const char *key)
 {
     for (int i = 0; i < m->n_meta; i++)
-        if (!strcmp(m->meta[i][0], key)) return m->meta[i][1];
+        if (!strcmp(m->meta_key[i], key)) return m->meta_val[i];
     return NULL;
 }
 
 void mni_model_set_meta(struct mnemo_model *m, const char *key, const char *value)
 {
     int i = 0;
-    while (i < m->n_meta && strcmp(m->meta[i][0], key) != 0) i++;
+    while (i < m->n_meta && strcmp(m->meta_key[i], key) != 0) i++;
     if (i == m->n_meta) {
-        if (m->n_meta == 16) return;
+        if (m->n_meta == META_MAX_PAIRS) return;
         m->n_meta++;
     }
-    snprintf(m->meta[i][0], 128, "%s", key);
-    snprintf(m->meta[i][1], 128, "%s", value);
+    snprintf(m->meta_key[i], sizeof(m->meta_key[i]), "%s", key);
+    snprintf(m->meta_val[i], sizeof(m->meta_val[i]), "%s", value);
 }
 
 enum mnemo_status mnemo_model_set_meta(struct mnemo_model *m, const char *key, const char *value)
 {
-    if (!key || !value || (strncmp(key, "train.", 6) && strncmp(key, "prune.", 6)))
+    if (!key || !value || !carried_key(key))
         return mni_err(MNEMO_ERR_ARG, "metadata key '%s': only train.* and prune.* are carried",
                        key ? key : "(null)");
-    if (strlen(key) > 127 || strlen(value) > 127)
-        return mni_err(MNEMO_ERR_ARG, "metadata '%s': key and value must be at most 127 bytes", key);
-    if (m->n_meta == 16 && !mnemo_model_meta(m, key))
-        return mni_err(MNEMO_ERR_ARG, "metadata '%s': at most 16 pairs are carried", key);
+    if (strlen(key) > META_KEY_LEN || strlen(value) > META_VAL_LEN)
+        return mni_err(MNEMO_ERR_ARG, "metadata '%.64s': the key may have at most %d bytes and "
+                       "the value %d (it has %zu)", key, META_KEY_LEN, META_VAL_LEN,
+                       strlen(value));
+    if (m->n_meta == META_MAX_PAIRS && !mnemo_model_meta(m, key))
+        return mni_err(MNEMO_ERR_ARG, "metadata '%s': at most %d pairs are carried", key,
+                       META_MAX_PAIRS);
     mni_model_set_meta(m, key, value);
     return MNEMO_OK;
 }
 
 enum mnemo_status mnemo_model_save_meta(const struct mnemo_model *m, const char *path)
 {
-    const char *kv[32];
+    const char *kv[2 * META_MAX_PAIRS];
     for (int i = 0; i < m->n_meta; i++) {
-        kv[2 * i] = m->meta[i][0];
-        kv[2 * i + 1] = m->meta[i][1];
+        kv[2 * i] = m->meta_key[i];
+        kv[2 * i + 1] = m->meta_val[i];
     }
     return mni_model_save_ex(m, path, kv, (size_t)m->n_meta);
 }

@@ -61,10 +61,10 @@ enum mnemo_status mni_tokens_write(const char *path, const uint16_t *tok, uint64
 enum mnemo_status mni_tokens_read(struct mni_tokens *out, const char *path)
 {
     memset(out, 0, sizeof(*out));
-    FILE *f = fopen(path, "rb");
-    if (!f) return mni_err(MNEMO_ERR_IO, "cannot open token file '%s': %s", path, strerror(errno));
+    FILE *f; /* a FIFO or device is refused at once, never waited on */
+    enum mnemo_status st = mni_fopen_regular(&f, path, "token file", NULL);
+    if (st != MNEMO_OK) return st;
     unsigned char h[TOK_HEADER];
-    enum mnemo_status st = MNEMO_OK;
     if (fread(h, 1, sizeof(h), f) != sizeof(h)) {
         st = mni_err(MNEMO_ERR_FORMAT, "'%s' is not a mnemo token file (shorter than its %d-byte header)",
                      path, TOK_HEADER);

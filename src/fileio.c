@@ -1,12 +1,14 @@
 /*
- * fileio.c -- atomic file replacement (temp file + fsync + rename + directory fsync) and a
- * bounded whole-file reader. See fileio.h for the contracts.
+ * fileio.c -- atomic file replacement (temp file + fsync + rename + directory fsync), opening
+ * regular files for reading without blocking, and a bounded whole-file reader. See fileio.h
+ * for the contracts.
  *
  * Invariant: the target path is only ever modified by the single rename() in commit. Every
  * earlier failure path ends in remove_tmp(), so a failed or aborted write leaves no
  * "<path>.tmp.<pid>" behind and the previous file byte-for-byte as it was.
  */
 #define _POSIX_C_SOURCE 200809L
+#define _FILE_OFFSET_BITS 64 // st.c seeks with fseeko in the streams opened here
 #include "fileio.h"
 
 #include <errno.h>
@@ -215,30 +217,96 @@ void mni_afile_abort(struct mni_afile *f)
     if (f) remove_tmp(f);
 }
 
+/* ---- staged renames ------------------------------------------------------------------------- */
+
+enum mnemo_status mni_rename(const char *from, const char *to)
+{
+    if (fault_hit() || rename(from, to) != 0) {
+        char eb[128];
+        return mni_err(MNEMO_ERR_IO, "cannot rename %s to %s: %s", from, to,
+                       errstr(errno, eb, sizeof(eb)));
+    }
+    return MNEMO_OK;
+}
+
+enum mnemo_status mni_sync_dir(const char *dir)
+{
+    int e = sync_dir(dir);
+    return e ? io_err("cannot sync directory", dir, e) : MNEMO_OK;
+}
+
+/* ---- opening for reading -------------------------------------------------------------------- */
+
+/* What a non-regular file is, for messages. */
+static const char *kind_of(mode_t m)
+{
+    if (S_ISDIR(m)) return "a directory";
+    if (S_ISFIFO(m)) return "a FIFO";
+    if (S_ISCHR(m) || S_ISBLK(m)) return "a device";
+    if (S_ISSOCK(m)) return "a socket";
+    return "a special file";
+}
+
+enum mnemo_status mni_fopen_regular(FILE **out, const char *path, const char *what,
+                                    uint64_t *size)
+{
+    *out = NULL;
+    if (size) *size = 0;
+    const char *w = what ? what : "", *sp = what ? " " : "";
+    char eb[128];
+    struct stat sb;
+    enum mnemo_status st = MNEMO_OK;
+    // stat first, so that a FIFO or a device is refused without even being opened (opening a
+    // FIFO would wake a writer waiting for a reader). The open cannot block either, and its
+    // fstat closes the race with a file replaced in between.
+    if (stat(path, &sb) != 0)
+        return mni_err(MNEMO_ERR_IO, "cannot open %s%s%s: %s", w, sp, path,
+                       errstr(errno, eb, sizeof(eb)));
+    int fd = -1, flags;
+    if (S_ISREG(sb.st_mode)) {
+        fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+        if (fd < 0)
+            return mni_err(MNEMO_ERR_IO, "cannot open %s%s%s: %s", w, sp, path,
+                           errstr(errno, eb, sizeof(eb)));
+        if (fstat(fd, &sb) != 0) {
+            st = mni_err(MNEMO_ERR_IO, "cannot stat %s%s%s: %s", w, sp, path,
+                         errstr(errno, eb, sizeof(eb)));
+            close(fd);
+            return st;
+        }
+    }
+    if (!S_ISREG(sb.st_mode)) {
+        st = mni_err(MNEMO_ERR_IO, "cannot read %s%s%s: not a regular file (%s)", w, sp, path,
+                     kind_of(sb.st_mode));
+    } else if ((flags = fcntl(fd, F_GETFL)) < 0 || fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0 ||
+               !(*out = fdopen(fd, "rb"))) {
+        st = mni_err(MNEMO_ERR_IO, "cannot open %s%s%s: %s", w, sp, path,
+                     errstr(errno, eb, sizeof(eb)));
+    }
+    if (st != MNEMO_OK) {
+        if (fd >= 0) close(fd);
+        return st;
+    }
+    if (size) *size = sb.st_size > 0 ? (uint64_t)sb.st_size : 0;
+    return MNEMO_OK;
+}
+
 /* ---- bounded whole-file read ---------------------------------------------------------------- */
 
 enum mnemo_status mni_read_file(const char *path, size_t max_bytes, char **out, size_t *n_out)
 {
     *out = NULL;
     if (n_out) *n_out = 0;
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return io_err("cannot open", path, errno);
-    struct stat sb;
-    if (fstat(fileno(fp), &sb) != 0) {
-        enum mnemo_status st = io_err("cannot stat", path, errno);
+    FILE *fp;
+    uint64_t size;
+    enum mnemo_status st = mni_fopen_regular(&fp, path, NULL, &size);
+    if (st != MNEMO_OK) return st;
+    if (size > max_bytes) {
         fclose(fp);
-        return st;
+        return mni_err(MNEMO_ERR_FORMAT, "%s: file is %llu bytes, more than the limit of %zu",
+                       path, (unsigned long long)size, max_bytes);
     }
-    if (!S_ISREG(sb.st_mode)) {
-        fclose(fp);
-        return mni_err(MNEMO_ERR_IO, "cannot read %s: not a regular file", path);
-    }
-    if (sb.st_size < 0 || (unsigned long long)sb.st_size > max_bytes) {
-        fclose(fp);
-        return mni_err(MNEMO_ERR_FORMAT, "%s: file is %lld bytes, more than the limit of %zu",
-                       path, (long long)sb.st_size, max_bytes);
-    }
-    size_t n = (size_t)sb.st_size;
+    size_t n = (size_t)size;
     char *buf = mni_malloc(n + 1);
     if (!buf) {
         fclose(fp);

@@ -1,5 +1,6 @@
 /*
- * fileio.h -- atomic file replacement and bounded whole-file reads (internal).
+ * fileio.h -- atomic file replacement, opening files for reading (regular files only, without
+ * blocking) and bounded whole-file reads (internal).
  *
  * An atomic write goes to "<path>.tmp.<pid>" in the same directory; commit flushes and fsyncs
  * that file, renames it over <path> (atomic on POSIX file systems) and fsyncs the directory so
@@ -13,6 +14,8 @@
 #define MNI_FILEIO_H
 
 #include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
 
 #include "mni.h"
 
@@ -41,16 +44,38 @@ void mni_afile_abort(struct mni_afile *f);
 /* The temporary path in use (for messages and tests). Borrowed; valid until commit/abort. */
 const char *mni_afile_tmp_path(const struct mni_afile *f);
 
+/* Renames from over to (a fault point of mni_afile_fault_after, like the rename in commit),
+ * for callers that stage several files and move them into place together. Allocates nothing.
+ * Does not sync the directory: call mni_sync_dir after the last rename.
+ * Errors: MNEMO_ERR_IO ("cannot rename <from> to <to>: <strerror>"); to is then untouched. */
+enum mnemo_status mni_rename(const char *from, const char *to);
+
+/* fsync the directory dir so that renames into it are durable; file systems that cannot sync
+ * a directory count as success. Allocates nothing. Errors: MNEMO_ERR_IO. */
+enum mnemo_status mni_sync_dir(const char *dir);
+
+/* Opens path for reading if, and only if, it is a regular file, without ever blocking: the
+ * open uses O_NONBLOCK, so a FIFO that no one writes (or a device) cannot hang the caller the
+ * way fopen() would; fstat then must report a regular file, and O_NONBLOCK is cleared before
+ * the descriptor becomes a stream (close-on-exec). what names the file in messages (e.g.
+ * "checkpoint"; NULL for none). *size gets the size at open (size may be NULL). *out is NULL
+ * on failure; the caller fcloses it. Errors: MNEMO_ERR_IO ("cannot open <what> <path>: ...",
+ * "cannot read <what> <path>: not a regular file (a FIFO)", ...). */
+enum mnemo_status mni_fopen_regular(FILE **out, const char *path, const char *what,
+                                    uint64_t *size);
+
 /* Reads a whole regular file of at most max_bytes into a fresh buffer, NUL-terminated (so text
  * can be parsed in place; the NUL is not counted in *n_out). Caller frees *out with mni_free().
- * On failure *out is NULL. Errors: MNEMO_ERR_IO (missing, unreadable, not a regular file),
- * MNEMO_ERR_FORMAT (larger than max_bytes), MNEMO_ERR_NOMEM. n_out may be NULL. */
+ * On failure *out is NULL. Opened with mni_fopen_regular (a FIFO fails at once).
+ * Errors: MNEMO_ERR_IO (missing, unreadable, not a regular file), MNEMO_ERR_FORMAT (larger
+ * than max_bytes), MNEMO_ERR_NOMEM. n_out may be NULL. */
 enum mnemo_status mni_read_file(const char *path, size_t max_bytes, char **out, size_t *n_out);
 
 /* Test hook (SQLite-style I/O error simulation): the n-th fallible step of an atomic write from
  * now on (0 = the next one) fails as if with EIO. Steps are: opening the temporary file, each
  * mni_afile_write call, fflush, fsync, fclose and rename (the directory fsync, which comes after
- * the rename, is not a fault point). One-shot; n < 0 disables. Process-wide, not thread-safe. */
+ * the rename, is not a fault point), and each mni_rename. One-shot; n < 0 disables.
+ * Process-wide, not thread-safe. */
 void mni_afile_fault_after(long n);
 
 #endif /* MNI_FILEIO_H */

@@ -93,9 +93,11 @@ struct mnemo_model {
     /* backward buffers, reused across layers */
     float *dres, *dtmp, *dqkv, *datty, *dfch;
     void *attn_scratch;
-    /* metadata carried by the loaded checkpoint besides the config */
+    /* metadata carried by the loaded checkpoint besides the config (train.*, prune.*): keys
+     * of up to 127 bytes, values of up to 4095 (prune.budgets lists every layer's budget) */
     int n_meta;
-    char meta[16][2][128];
+    char meta_key[16][128];
+    char meta_val[16][4096];
 };
 
 /* Parameter pointer for (id, layer) (layer ignored when not per-layer). */

@@ -23,7 +23,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include <cjson/cJSON.h>
 
@@ -656,22 +655,11 @@ enum mnemo_status mni_st_open(struct mni_st_file **out, const char *path)
     }
     memcpy(f->path, path, plen);
 
-    enum mnemo_status st = MNEMO_OK;
-    char eb[128];
-    struct stat sb;
-    f->fp = fopen(path, "rb");
-    if (!f->fp) {
-        int e = errno;
-        if (strerror_r(e, eb, sizeof(eb)) != 0) snprintf(eb, sizeof(eb), "error %d", e);
-        st = mni_err(MNEMO_ERR_IO, "cannot open checkpoint %s: %s", path, eb);
-    } else if (fstat(fileno(f->fp), &sb) != 0) {
-        int e = errno;
-        if (strerror_r(e, eb, sizeof(eb)) != 0) snprintf(eb, sizeof(eb), "error %d", e);
-        st = mni_err(MNEMO_ERR_IO, "cannot stat %s: %s", path, eb);
-    } else if (!S_ISREG(sb.st_mode)) {
-        st = mni_err(MNEMO_ERR_IO, "cannot read %s: not a regular file", path);
-    }
-    if (st == MNEMO_OK) st = load_header(f, (uint64_t)sb.st_size);
+    // A FIFO or a device is refused at once: a plain fopen() of a FIFO blocks until a writer
+    // comes, which may be never.
+    uint64_t size = 0;
+    enum mnemo_status st = mni_fopen_regular(&f->fp, path, "checkpoint", &size);
+    if (st == MNEMO_OK) st = load_header(f, size);
     if (st == MNEMO_OK) st = index_header(f);
     if (st != MNEMO_OK) {
         mni_st_close(f);

@@ -92,7 +92,8 @@ struct mni_st_info {
  * end - begin equal to that byte size; names non-empty and unique; "__metadata__", if
  * present, an object of string values; the tensors exactly tile the data section (no
  * overlap, no gap, nothing outside it, no trailing bytes), as the safetensors spec requires.
- * *out is NULL on failure. Errors: MNEMO_ERR_IO (missing/unreadable/not a regular file),
+ * *out is NULL on failure. Errors: MNEMO_ERR_IO (missing/unreadable/not a regular file; a
+ * FIFO or device is refused at once, never waited on: see mni_fopen_regular in fileio.h),
  * MNEMO_ERR_FORMAT (anything above, with the path and the problem in the message),
  * MNEMO_ERR_NOMEM. */
 enum mnemo_status mni_st_open(struct mni_st_file **out, const char *path);

@@ -302,6 +302,18 @@ expect_fail "prune-search, window of 1" "--seq 1: the window must be in" "$MNEMO
     --model "$W/sel.safetensors" --data "$W/data/val.bin" --seq 1
 expect_fail "prune-search, --out a directory" "not a regular file" "$MNEMO" prune-search \
     --model "$W/sel.safetensors" --data "$W/data/val.bin" --out "$W"
+# a deep model's budget list is written whole and read back by eval
+expect_ok "train 70 layers" "$MNEMO" train --train "$W/data/train.bin" --out "$W/r70" --n_layer 70 \
+    --d_model 8 --n_head 1 --n_ctx 32 --batch 1 --steps 1 --attn selective --threads 1
+expect_ok "prune-search 70 layers" "$MNEMO" prune-search --model "$W/r70/model.safetensors" \
+    --data "$W/data/val.bin" --max_windows 1 --factor 0.5 --tolerance 10 --threads 1
+expect_ok "eval 70 budgets" "$MNEMO" eval --model "$W/r70/model.safetensors" --data "$W/data/val.bin"
+[ "$(grep -o 'prune.budgets): [0-9,]*' "$W/out" | tr -cd , | wc -c)" = 69 ] || bad "eval: not 70 budgets"
+# a FIFO is refused at once, never waited on
+mkfifo "$W/fifo"
+expect_fail "checkpoint FIFO" "not a regular file" timeout 20 "$MNEMO" info "$W/fifo"
+expect_fail "token file FIFO" "not a regular file" timeout 20 "$MNEMO" eval --model "$CK" --data "$W/fifo"
+expect_fail "tasks FIFO" "not a regular file" timeout 20 "$MNEMO" answer --model "$CK" --tasks "$W/fifo"
 # configs: one object and nothing after it; one error line; a directory is not a config
 echo '{"lr": 0.001} garbage' >"$W/trail.json"
 expect_fail "config, text after the object" "not a JSON object" "$MNEMO" train --config "$W/trail.json"

@@ -4,10 +4,14 @@
  * bad configs and token ids are refused with a message. Infini-attention models run with
  * segments of 5 tokens (windows of 7 and 12: short last segments).
  */
+#define _POSIX_C_SOURCE 200809L /* mkfifo, alarm */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include "ckpt.h"
 #include "model.h"
 #include "testutil.h"
 
@@ -527,6 +531,115 @@ static void test_checkpoint_roundtrip(void **s)
     assert_int_equal(mnemo_model_load(&m2, "/nonexistent/model.safetensors"), MNEMO_ERR_IO);
 }
 
+/* A checkpoint whose config is impossible (n_head 3 with d_model 16): the message must keep
+ * the reason, not only the prefix (the reason used to be formatted into its own buffer). */
+static void test_checkpoint_impossible_config(void **s)
+{
+    (void)s;
+    struct mnemo_model *m = tiny(MNEMO_POS_ROPE, 3, MNEMO_ATTN_KIND_DENSE), *m2;
+    const char *path = tu_tmp_path("cfg.safetensors");
+    assert_int_equal(mnemo_model_save(m, path), MNEMO_OK);
+    long size;
+    unsigned char *buf = slurp(path, &size);
+    char *hit = strstr((char *)buf + 8, "\"n_head\":\"2\"");
+    assert_non_null(hit);
+    hit[10] = '3';
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(buf, 1, (size_t)size, f), (size_t)size);
+    fclose(f);
+    assert_int_equal(mnemo_model_load(&m2, path), MNEMO_ERR_FORMAT);
+    assert_null(m2);
+    const char *e = mnemo_last_error();
+    printf("expected error: %s\n", e);
+    assert_non_null(strstr(e, "impossible config: n_head = 3"));
+    assert_non_null(strstr(e, "d_model = 16"));
+    assert_null(strstr(strstr(e, "impossible config") + 1, "impossible config"));
+    mni_free(buf);
+    remove(path);
+    mnemo_model_free(m);
+}
+
+/* The fullest metadata the model holds (16 pairs of 127-byte keys and values) round-trips
+ * exactly; a checkpoint carrying more (a 1000-byte value, 40 pairs) is refused with a message
+ * instead of being loaded cut short, and so are setters asking for more. */
+static void test_checkpoint_meta_limits(void **s)
+{
+    (void)s;
+    struct mnemo_model *m = tiny(MNEMO_POS_ROPE, 3, MNEMO_ATTN_KIND_DENSE), *m2;
+    const char *path = tu_tmp_path("meta.safetensors");
+    /* 16 pairs at the limits (127-byte keys, 4095-byte values) reload exactly; one of them is
+     * the prune.budgets of 819 layers ("1234,1234,...") */
+    static char key[16][128], val[16][4096];
+    for (int i = 0; i < 16; i++) {
+        snprintf(key[i], sizeof(key[i]), "%s.%02d", i % 2 ? "prune" : "train", i);
+        memset(key[i] + 8, 'k', 127 - 8);
+        key[i][127] = '\0';
+        for (int j = 0; j < 4095; j++) val[i][j] = (char)('0' + (i + j) % 10);
+        val[i][4095] = '\0';
+    }
+    snprintf(key[15], sizeof(key[15]), "prune.budgets");
+    for (int l = 0; l < 819; l++) memcpy(val[15] + 5 * l, "1234,", 5);
+    val[15][4094] = '\0';
+    for (int i = 0; i < 16; i++) assert_int_equal(mnemo_model_set_meta(m, key[i], val[i]), MNEMO_OK);
+    assert_int_equal(mnemo_model_set_meta(m, "train.one_more", "1"), MNEMO_ERR_ARG);
+    static char big[5001];
+    memset(big, '7', 5000);
+    assert_int_equal(mnemo_model_set_meta(m, key[0], big), MNEMO_ERR_ARG);
+    assert_int_equal(mnemo_model_save_meta(m, path), MNEMO_OK);
+    assert_int_equal(mnemo_model_load(&m2, path), MNEMO_OK);
+    for (int i = 0; i < 16; i++) {
+        const char *v = mnemo_model_meta(m2, key[i]);
+        assert_non_null(v);
+        assert_string_equal(v, val[i]);
+    }
+    mnemo_model_free(m2);
+
+    /* written by hand: a 5000-byte value is refused at load, not cut */
+    const char *kv1[] = {"prune.budgets", big};
+    assert_int_equal(mni_model_save_ex(m, path, kv1, 1), MNEMO_OK);
+    m2 = (struct mnemo_model *)&m2;
+    assert_int_equal(mnemo_model_load(&m2, path), MNEMO_ERR_FORMAT);
+    assert_null(m2);
+    printf("expected error: %s\n", mnemo_last_error());
+    assert_non_null(strstr(mnemo_last_error(), "prune.budgets"));
+    assert_non_null(strstr(mnemo_last_error(), "5000-byte value"));
+
+    /* 40 short pairs */
+    char keys40[40][32];
+    const char *kv40[80];
+    for (int i = 0; i < 40; i++) {
+        snprintf(keys40[i], sizeof(keys40[i]), "train.k%02d", i);
+        kv40[2 * i] = keys40[i];
+        kv40[2 * i + 1] = "v";
+    }
+    assert_int_equal(mni_model_save_ex(m, path, kv40, 40), MNEMO_OK);
+    assert_int_equal(mnemo_model_load(&m2, path), MNEMO_ERR_FORMAT);
+    assert_null(m2);
+    printf("expected error: %s\n", mnemo_last_error());
+    assert_non_null(strstr(mnemo_last_error(), "more than 16"));
+    remove(path);
+    mnemo_model_free(m);
+}
+
+/* A FIFO given as a checkpoint is refused at once (fopen would wait for a writer forever; the
+ * alarm turns such a hang into a failure instead of a stuck test run). */
+static void test_checkpoint_fifo(void **s)
+{
+    (void)s;
+    const char *path = tu_tmp_path("fifo.safetensors");
+    assert_int_equal(mkfifo(path, 0600), 0);
+    struct mnemo_model *m = (struct mnemo_model *)&m;
+    alarm(20);
+    assert_int_equal(mnemo_model_load(&m, path), MNEMO_ERR_IO);
+    alarm(0);
+    assert_null(m);
+    printf("expected error: %s\n", mnemo_last_error());
+    assert_non_null(strstr(mnemo_last_error(), path));
+    assert_non_null(strstr(mnemo_last_error(), "not a regular file"));
+    remove(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -544,6 +657,9 @@ int main(void)
         cmocka_unit_test(test_odd_shapes),      cmocka_unit_test(test_set_n_ctx),
         cmocka_unit_test(test_set_segment),
         cmocka_unit_test(test_checkpoint_roundtrip),
+        cmocka_unit_test(test_checkpoint_impossible_config),
+        cmocka_unit_test(test_checkpoint_meta_limits),
+        cmocka_unit_test(test_checkpoint_fifo),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

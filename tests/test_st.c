@@ -745,6 +745,29 @@ static void test_read_file(void **state)
     remove(path);
 }
 
+/* A FIFO (nobody writing it) is refused at once by the reader and by mni_read_file, with a
+ * message naming it; fopen() would block until a writer came. The alarm turns a hang into a
+ * failure. */
+static void test_fifo(void **state)
+{
+    (void)state;
+    const char *path = tu_tmp_path("fifo.safetensors");
+    assert_int_equal(mkfifo(path, 0600), 0);
+    alarm(20);
+    expect_open("fifo", path, MNEMO_ERR_IO, "not a regular file (a FIFO)");
+    char *s = (char *)&s;
+    assert_int_equal(mni_read_file(path, 100, &s, NULL), MNEMO_ERR_IO);
+    alarm(0);
+    assert_null(s);
+    assert_non_null(strstr(mnemo_last_error(), path));
+    assert_non_null(strstr(mnemo_last_error(), "not a regular file"));
+    FILE *fp = (FILE *)&fp;
+    assert_int_equal(mni_fopen_regular(&fp, "/dev/null", "input", NULL), MNEMO_ERR_IO);
+    assert_null(fp);
+    assert_non_null(strstr(mnemo_last_error(), "input /dev/null: not a regular file (a device)"));
+    remove(path);
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 3 && strcmp(argv[1], "--write-compat") == 0) {
@@ -765,6 +788,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_afile),
         cmocka_unit_test(test_write_faults),
         cmocka_unit_test(test_read_file),
+        cmocka_unit_test(test_fifo),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -717,6 +717,134 @@ static void test_pruned_eval_and_search(void **s)
     mnemo_model_free(m);
 }
 
+/* ---- prepare writes train.bin and val.bin as a pair ----------------------------------------- */
+
+#include <dirent.h>
+
+#include "fileio.h" /* mni_afile_fault_after */
+
+/* The whole file (caller frees with mni_free) and its size, or NULL if it cannot be read. */
+static unsigned char *read_all(const char *path, size_t *n)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *buf = mni_malloc((size_t)len + 1);
+    assert_non_null(buf);
+    assert_int_equal(fread(buf, 1, (size_t)len, f), (size_t)len);
+    fclose(f);
+    *n = (size_t)len;
+    return buf;
+}
+
+/* 1 if the file at path holds exactly want (n bytes). */
+static int same_bytes(const char *path, const unsigned char *want, size_t n)
+{
+    size_t got_n;
+    unsigned char *got = read_all(path, &got_n);
+    int same = got && got_n == n && memcmp(got, want, n) == 0;
+    mni_free(got);
+    return same;
+}
+
+/* Entries of dir besides "." and "..". */
+static int count_entries(const char *dir)
+{
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    int k = 0;
+    for (struct dirent *e; (e = readdir(d));)
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) k++;
+    closedir(d);
+    return k;
+}
+
+/* A folder name with a first prepare of prep_old in it (the pair a failed prepare must keep);
+ * tp and vp get the paths of its train.bin and val.bin. */
+static const char *const prep_old = "In the beginning God created the heaven and the earth.\n";
+static const char *const prep_new =
+    "And the earth was without form, and void; and darkness was upon it.\n";
+
+static const char *prep_first(const char *name, char tp[600], char vp[600])
+{
+    const char *dir = make_dir(name);
+    snprintf(tp, 600, "%s/train.bin", dir);
+    snprintf(vp, 600, "%s/val.bin", dir);
+    assert_int_equal(mnemo_prepare_text((const unsigned char *)prep_old, strlen(prep_old), dir,
+                                        0.1, NULL, NULL), MNEMO_OK);
+    return dir;
+}
+
+/* A val.bin that cannot be replaced (a directory) must cost nothing: the error names it, and
+ * train.bin keeps the previous run's bytes. */
+static void test_prepare_val_blocked(void **s)
+{
+    (void)s;
+    char tp[600], vp[600];
+    const char *dir = prep_first("prep_blocked", tp, vp), *new_text = prep_new;
+    size_t n_old;
+    unsigned char *old_train = read_all(tp, &n_old);
+    assert_non_null(old_train);
+    assert_int_equal(remove(vp), 0);
+    assert_int_equal(mkdir(vp, 0777), 0);
+    assert_int_equal(mnemo_prepare_text((const unsigned char *)new_text, strlen(new_text), dir,
+                                        0.1, NULL, NULL), MNEMO_ERR_IO);
+    printf("expected error: %s\n", mnemo_last_error());
+    assert_non_null(strstr(mnemo_last_error(), vp));
+    assert_non_null(strstr(mnemo_last_error(), "directory"));
+    assert_true(same_bytes(tp, old_train, n_old));
+    assert_int_equal(count_entries(dir), 2); /* train.bin, val.bin: nothing staged left over */
+    /* train.bin a directory instead: nothing is written either */
+    assert_int_equal(remove(vp), 0);
+    assert_int_equal(remove(tp), 0);
+    assert_int_equal(mkdir(tp, 0777), 0);
+    assert_int_equal(mnemo_prepare_text((const unsigned char *)new_text, strlen(new_text), dir,
+                                        0.1, NULL, NULL), MNEMO_ERR_IO);
+    assert_non_null(strstr(mnemo_last_error(), tp));
+    assert_int_equal(count_entries(dir), 1);
+    assert_int_equal(remove(tp), 0);
+    mni_free(old_train);
+}
+
+/* An I/O error injected at every step in turn: until both new files are complete and the
+ * first rename has happened, both old files stay as they were; the one remaining window (the
+ * val.bin rename failing after train.bin's) is reported as such. Nothing staged is left. */
+static void test_prepare_faults(void **s)
+{
+    (void)s;
+    char tp[600], vp[600];
+    const char *dir = prep_first("prep_faults", tp, vp), *new_text = prep_new;
+    size_t n_ot, n_ov;
+    unsigned char *old_train = read_all(tp, &n_ot), *old_val = read_all(vp, &n_ov);
+    assert_non_null(old_train);
+    assert_non_null(old_val);
+    int k, windows = 0;
+    for (k = 0; k < 100; k++) {
+        mni_afile_fault_after(k);
+        enum mnemo_status st = mnemo_prepare_text((const unsigned char *)new_text,
+                                                  strlen(new_text), dir, 0.1, NULL, NULL);
+        mni_afile_fault_after(-1);
+        if (st == MNEMO_OK) break;
+        assert_int_equal(st, MNEMO_ERR_IO);
+        assert_int_equal(count_entries(dir), 2);
+        assert_true(same_bytes(vp, old_val, n_ov));
+        if (!same_bytes(tp, old_train, n_ot)) { /* the window: must be said */
+            windows++;
+            printf("fault %d: %s\n", k, mnemo_last_error());
+            assert_non_null(strstr(mnemo_last_error(), "run prepare again"));
+        }
+    }
+    printf("prepare: %d fault points, %d of them in the documented window\n", k, windows);
+    assert_true(k >= 12 && k < 100); /* two atomic writes of >= 6 steps each, two renames */
+    assert_int_equal(windows, 1);
+    assert_false(same_bytes(tp, old_train, n_ot));
+    assert_false(same_bytes(vp, old_val, n_ov));
+    mni_free(old_train);
+    mni_free(old_val);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -733,6 +861,8 @@ int main(void)
         cmocka_unit_test(test_ema),
         cmocka_unit_test(test_bad_train_config),
         cmocka_unit_test(test_pruned_eval_and_search),
+        cmocka_unit_test(test_prepare_val_blocked),
+        cmocka_unit_test(test_prepare_faults),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
