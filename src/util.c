@@ -17,12 +17,16 @@
 
 static _Thread_local char last_error[1024];
 
+/* Formats into a local buffer first: an argument may be mnemo_last_error() itself (wrapping
+ * an inner error's message), which vsnprintf into last_error would read while overwriting. */
 enum mnemo_status mni_err(enum mnemo_status st, const char *fmt, ...)
 {
+    char buf[sizeof(last_error)];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(last_error, sizeof(last_error), fmt, ap);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
     va_end(ap);
+    memcpy(last_error, buf, sizeof(buf));
     return st;
 }
 

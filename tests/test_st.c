@@ -215,6 +215,21 @@ static enum mnemo_status write_compat(const char *path)
 
 /* ---- 1. round trip and layout --------------------------------------------------------------- */
 
+/* An error message may wrap the previous one (mni_err(.., "%s", mnemo_last_error())): the
+ * inner text survives whole, however long. */
+static void test_err_wraps_itself(void **state)
+{
+    (void)state;
+    char inner[900];
+    memset(inner, 'x', sizeof(inner) - 1);
+    inner[sizeof(inner) - 1] = 0;
+    mni_err(MNEMO_ERR_IO, "inner %s end", inner);
+    assert_int_equal(mni_err(MNEMO_ERR_FORMAT, "outer: %s", mnemo_last_error()), MNEMO_ERR_FORMAT);
+    char want[1024];
+    snprintf(want, sizeof(want), "outer: inner %s end", inner);
+    assert_string_equal(mnemo_last_error(), want);
+}
+
 static void test_roundtrip(void **state)
 {
     (void)state;
@@ -777,7 +792,7 @@ int main(int argc, char **argv)
     }
     if (argc == 3 && strcmp(argv[1], "--check-compat") == 0) return check_compat(argv[2]) ? 0 : 1;
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_roundtrip),
+        cmocka_unit_test(test_err_wraps_itself), cmocka_unit_test(test_roundtrip),
         cmocka_unit_test(test_empty_files),
         cmocka_unit_test(test_write_args),
         cmocka_unit_test(test_missing_and_not_regular),
