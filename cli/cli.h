@@ -77,7 +77,8 @@ int *cli_budgets(const char *cmd, const struct mnemo_model *m, const struct cli_
  * mc.attn_segment and --mem_update into a name, checked by cli_infini_check. */
 #define CLI_INFINI_OPTS(mc, mem_update) \
     {"segment", OPT_INT, &(mc).attn_segment, \
-     "infini: segment length N, 1 <= N <= n_ctx (0 = n_ctx); local attention inside a " \
+     "infini: segment length N, 1 <= N <= n_ctx (0 = n_ctx; with train --init, 0 keeps the " \
+     "checkpoint's); local attention inside a " \
      "segment, the compressive memory across them"}, \
     {"mem_update", OPT_STR, &(mem_update), "infini: memory update rule, linear or delta"}
 /* Sets mc->attn_mem_update from mem_update (NULL: the default); dies on an unknown rule, or on

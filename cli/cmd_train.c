@@ -25,41 +25,75 @@ static void on_sigint(int sig)
     interrupted = 1;
 }
 
-/* With --resume or --init the model is the checkpoint's: a shape option given beside it (one
- * that differs from the default) must agree with it, or the run is refused rather than the
- * option ignored. n_ctx and the segment may change with --init (--seq, --segment). */
-static void check_shape(const char *how, const struct mnemo_model_config *want,
-                        const struct mnemo_model_config *ck, int resume, int mem_update_given)
+/* 1 when --name was typed on the command line (not only set by a --config file). */
+static int typed(int argc, char **argv, const char *name)
 {
+    const size_t n = strlen(name);
+    for (int i = 0; i < argc; i++)
+        if (argv[i][0] == '-' && argv[i][1] == '-' && !strncmp(argv[i] + 2, name, n) &&
+            (argv[i][2 + n] == 0 || argv[i][2 + n] == '='))
+            return 1;
+    return 0;
+}
+
+/* With --resume or --init the model is the checkpoint's. A shape option that differs from the
+ * default and from the checkpoint is refused when typed on the command line (rather than
+ * ignored), and noted when it comes from a --config file (whose shape a run may have
+ * overridden by flags). n_ctx and the segment may change with --init (--seq, --segment). */
+struct shape_check {
+    const char *how; /* "--resume" or "--init" */
+    int argc;
+    char **argv;
+};
+
+static void shape_differs(const struct shape_check *sc, const char *flag, const char *want,
+                          const char *have)
+{
+    if (typed(sc->argc, sc->argv, flag))
+        cli_die("train", "--%s %s: the checkpoint has %s (%s keeps the checkpoint's shape)", flag,
+                want, have, sc->how);
+    fprintf(stderr, "train: %s keeps the checkpoint's %s %s (the config says %s)\n", sc->how, flag,
+            have, want);
+}
+
+static void check_shape(const struct shape_check *sc, const struct mnemo_model_config *want,
+                        const struct mnemo_model_config *ck, int mem_update_given)
+{
+    const int resume = !strcmp(sc->how, "--resume");
     struct mnemo_model_config d;
     mnemo_model_config_default(&d);
+    char a[64], b[64];
 #define SHAPE_INT(field, flag)                                                                  \
-    if (want->field != d.field && want->field != ck->field)                                     \
-        cli_die("train", "--%s %d: the checkpoint has %d (%s keeps the checkpoint's shape)",     \
-                flag, want->field, ck->field, how);
+    if (want->field != d.field && want->field != ck->field) {                                   \
+        snprintf(a, sizeof(a), "%d", want->field);                                              \
+        snprintf(b, sizeof(b), "%d", ck->field);                                                \
+        shape_differs(sc, flag, a, b);                                                          \
+    }
     SHAPE_INT(n_layer, "n_layer")
     SHAPE_INT(d_model, "d_model")
     SHAPE_INT(n_head, "n_head")
     if (resume) {
         SHAPE_INT(n_ctx, "n_ctx")
         SHAPE_INT(attn_segment, "segment")
-    } else if (want->n_ctx != d.n_ctx && want->n_ctx != ck->n_ctx) {
+    } else if (want->n_ctx != d.n_ctx && want->n_ctx != ck->n_ctx && typed(sc->argc, sc->argv, "n_ctx")) {
         cli_die("train", "--n_ctx %d: the checkpoint has %d (with --init, --seq sets the window)",
                 want->n_ctx, ck->n_ctx);
     }
 #undef SHAPE_INT
+    const char *pn[2] = {"rope", "learned"};
     if (want->pos != d.pos && want->pos != ck->pos)
-        cli_die("train", "--pos learned: the checkpoint has rope positions (%s keeps its shape)", how);
-    if (want->rope_theta != d.rope_theta && want->rope_theta != ck->rope_theta)
-        cli_die("train", "--rope_theta %g: the checkpoint has %g (%s keeps its shape)",
-                (double)want->rope_theta, (double)ck->rope_theta, how);
+        shape_differs(sc, "pos", pn[want->pos == MNEMO_POS_LEARNED], pn[ck->pos == MNEMO_POS_LEARNED]);
+    if (want->rope_theta != d.rope_theta && want->rope_theta != ck->rope_theta) {
+        snprintf(a, sizeof(a), "%g", (double)want->rope_theta);
+        snprintf(b, sizeof(b), "%g", (double)ck->rope_theta);
+        shape_differs(sc, "rope_theta", a, b);
+    }
     if (want->attn_kind != d.attn_kind && want->attn_kind != ck->attn_kind)
-        cli_die("train", "--attn %s: the checkpoint has %s attention (%s keeps its kind)",
-                mnemo_attn_kind_name(want->attn_kind), mnemo_attn_kind_name(ck->attn_kind), how);
+        shape_differs(sc, "attn", mnemo_attn_kind_name(want->attn_kind),
+                      mnemo_attn_kind_name(ck->attn_kind));
     if (mem_update_given && want->attn_mem_update != ck->attn_mem_update)
-        cli_die("train", "--mem_update %s: the checkpoint has %s (%s keeps its rule)",
-                mnemo_mem_update_name(want->attn_mem_update),
-                mnemo_mem_update_name(ck->attn_mem_update), how);
+        shape_differs(sc, "mem_update", mnemo_mem_update_name(want->attn_mem_update),
+                      mnemo_mem_update_name(ck->attn_mem_update));
 }
 
 /* 1 when dir holds a model of an earlier run. */
@@ -217,10 +251,12 @@ int cmd_train(int argc, char **argv)
     if (tc.resume) {
         snprintf(path, sizeof(path), "%s/model.safetensors", tc.out_dir);
         if ((st = mnemo_model_load(&m, path)) != MNEMO_OK) cli_fail("train", st, "cannot resume");
-        check_shape("--resume", &mc, mnemo_model_get_config(m), 1, mem_update != NULL);
+        const struct shape_check sc = {"--resume", argc, argv};
+        check_shape(&sc, &mc, mnemo_model_get_config(m), mem_update != NULL);
     } else if (init) {
         if ((st = mnemo_model_load(&m, init)) != MNEMO_OK) cli_fail("train", st, "cannot load --init");
-        check_shape("--init", &mc, mnemo_model_get_config(m), 0, mem_update != NULL);
+        const struct shape_check sc = {"--init", argc, argv};
+        check_shape(&sc, &mc, mnemo_model_get_config(m), mem_update != NULL);
         const int old_ctx = mnemo_model_get_config(m)->n_ctx;
         if (tc.seq > old_ctx) {
             if ((st = mnemo_model_set_n_ctx(m, tc.seq)) != MNEMO_OK)
@@ -248,7 +284,9 @@ int cmd_train(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     st = mnemo_train(m, &tc, on_event, &p);
     if (st != MNEMO_OK) cli_fail("train", st, "training failed");
-    if (interrupted) fprintf(stderr, "train: interrupted; resume with --resume --out %s\n", tc.out_dir);
+    if (interrupted)
+        fprintf(stderr, "train: interrupted; to continue, run the same command with --resume "
+                "(the run is in %s)\n", tc.out_dir);
     mnemo_model_free(m);
     return interrupted ? 130 : 0;
 }

@@ -249,6 +249,11 @@ expect_fail "--resume --init" "not both" "$MNEMO" train --train "$W/data/train.b
     --out "$W/run_mu" --resume --init "$CK"
 expect_fail "--resume, another width" "--d_model 64: the checkpoint has 32" "$MNEMO" train \
     --train "$W/data/train.bin" --out "$W/run_mu" "${TINY[@]}" --d_model 64 --steps 4 --resume
+echo '{"d_model": 64}' >"$W/d64.json"
+expect_ok "--resume, another width in the config" "$MNEMO" train --config "$W/d64.json" \
+    --train "$W/data/train.bin" --out "$W/run_mu" --n_layer 1 --n_head 2 --n_ctx 32 --batch 2 \
+    --warmup 2 --threads 1 --steps 3 --resume
+grep -q "keeps the checkpoint's d_model 32 (the config says 64)" "$W/err" || bad "--resume: no note on the config's width"
 expect_fail "--resume, another kind" "--attn selective: the checkpoint has dense" "$MNEMO" train \
     --train "$W/data/train.bin" --out "$W/run_mu" "${TINY[@]}" --attn selective --steps 4 --resume
 expect_fail "--init, other layers" "--n_layer 3: the checkpoint has 1" "$MNEMO" train \
@@ -264,7 +269,16 @@ pid=$!
 for i in $(seq 100); do grep -q "starting at step" "$W/sig_err" 2>/dev/null && break; sleep 0.1; done
 kill -TERM $pid; sleep 0.2; kill -TERM $pid
 wait $pid; rc=$?
-[ $rc -eq 143 ] && ! grep -q "interrupted; resume" "$W/sig_err" && ok || bad "second SIGTERM: exit $rc"
+[ $rc -eq 143 ] && ! grep -q "train: interrupted" "$W/sig_err" && ok || bad "second SIGTERM: exit $rc"
+# one SIGTERM stops cleanly after the step: a checkpoint, exit 130, and how to continue
+"$MNEMO" train --train "$W/data/train.bin" --out "$W/r_sig1" "${TINY[@]}" --steps 100000 \
+    --grad_accum 8 >/dev/null 2>"$W/sig_err" &
+pid=$!
+for i in $(seq 100); do grep -q "starting at step" "$W/sig_err" 2>/dev/null && break; sleep 0.1; done
+kill -TERM $pid
+wait $pid; rc=$?
+[ $rc -eq 130 ] && grep -q "interrupted; to continue, run the same command with --resume" "$W/sig_err" \
+    && [ -s "$W/r_sig1/model.safetensors" ] && ok || bad "one SIGTERM: exit $rc"
 expect_fail "grad_accum too large" "grad_accum = 100000000: must be in" "$MNEMO" train \
     --train "$W/data/train.bin" --out "$W/r4" "${TINY[@]}" --grad_accum 100000000
 
