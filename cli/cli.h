@@ -24,7 +24,7 @@ struct opt {
 /* Parses argv[first..] against opts: "--name value", "--name=value", "--flag" for booleans,
  * and "--config FILE" (a JSON object whose keys are option names; flags given on the command
  * line override it). Non-option arguments go to pos[] (at most max_pos). Prints one error
- * line and exits 2 on any bad argument; prints help and exits 0 on --help. */
+ * line and exits 1 on any bad argument; prints help and exits 0 on --help. */
 void cli_parse(const char *cmd, const char *usage, int argc, char **argv, const struct opt *opts,
                size_t n_opts, const char **pos, int *n_pos, int max_pos);
 /* One error line "mnemo CMD: message" (+ the library's detail) and exit 1. */
