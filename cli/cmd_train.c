@@ -60,6 +60,10 @@ static void check_shape(const struct shape_check *sc, const struct mnemo_model_c
                         const struct mnemo_model_config *ck, int mem_update_given)
 {
     const int resume = !strcmp(sc->how, "--resume");
+    if ((mem_update_given || (resume && want->attn_segment)) &&
+        ck->attn_kind != MNEMO_ATTN_KIND_INFINI)
+        cli_die("train", "--segment and --mem_update belong to infini models; the checkpoint has "
+                "%s attention", mnemo_attn_kind_name(ck->attn_kind));
     struct mnemo_model_config d;
     mnemo_model_config_default(&d);
     char a[64], b[64];
@@ -236,7 +240,12 @@ int cmd_train(int argc, char **argv)
         cli_die("train", "--attn '%s': unknown attention kind (dense, selective or infini)", attn);
     const int new_segment = init && !tc.resume ? mc.attn_segment : 0; /* a change for --init */
     if (new_segment) mc.attn_segment = 0; /* checked against the checkpoint's kind below */
-    cli_infini_check("train", &mc, mem_update);
+    if (init || tc.resume) { /* the kind is the checkpoint's: --segment, --mem_update meet it below */
+        if (mem_update && (mc.attn_mem_update = mnemo_mem_update_from_name(mem_update)) < 0)
+            cli_die("train", "--mem_update '%s': expected linear or delta", mem_update);
+    } else {
+        cli_infini_check("train", &mc, mem_update);
+    }
     if (tc.resume && overwrite) cli_die("train", "give --resume or --overwrite, not both");
     if (tc.resume && init) cli_die("train", "give --resume or --init, not both");
     if (!tc.resume && !overwrite && holds_run(tc.out_dir))

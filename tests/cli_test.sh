@@ -261,6 +261,10 @@ expect_fail "--init, other layers" "--n_layer 3: the checkpoint has 1" "$MNEMO" 
 expect_fail "--init, another rule" "--mem_update linear: the checkpoint has delta" "$MNEMO" train \
     --train "$W/data/train.bin" --out "$W/r4" --init "$W/run_inf/model.safetensors" --attn infini \
     --mem_update linear
+expect_ok "--init, the same rule, kind from the checkpoint" "$MNEMO" train --train "$W/data/train.bin" \
+    --out "$W/r5" --init "$W/run_inf/model.safetensors" --mem_update delta --steps 1 --batch 2 --threads 1
+expect_fail "--init dense, a rule" "belong to infini models; the checkpoint has dense" "$MNEMO" train \
+    --train "$W/data/train.bin" --out "$W/r4" --init "$CK" --mem_update delta
 expect_fail "train --out ''" "cannot create '': No such file" "$MNEMO" train --train "$W/data/train.bin" --out ""
 # a second SIGTERM (or Ctrl-C) ends a run at once, in the middle of a long step
 "$MNEMO" train --train "$W/data/train.bin" --out "$W/r_sig" "${TINY[@]}" --steps 5 --grad_accum 60000 \
