@@ -197,7 +197,7 @@ int main(int argc, char **argv)
                     "usage: %s [--T 512,2048,8192] [--threads 2] [--reps N] [--rope 0|1] "
                     "[--no-torch] [--torch-script PATH] [--python PATH]\n",
                     argv[0]);
-            return 2;
+            return strcmp(a, "--help") && strcmp(a, "-h") ? 2 : 0;
         }
     }
     if (threads < 1) threads = 1;

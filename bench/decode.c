@@ -82,7 +82,17 @@ int main(int argc, char **argv)
 {
     int len = 16384, budget = 64, d = 128, L = 4, H = 4, threads = 1;
     const char *out = NULL;
-    for (int i = 1; i + 1 < argc; i += 2) {
+    static const char usage[] = "usage: bench_decode [--len 16384] [--budget 64] [--d_model 128] "
+                                "[--n_layer 4] [--n_head 4] [--threads 1] [--out FILE.jsonl]\n";
+    for (int i = 1; i < argc; i += 2) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            fputs(usage, stdout);
+            return 0;
+        }
+        if (i + 1 == argc) {
+            fprintf(stderr, "bench_decode: '%s' needs a value\n", argv[i]);
+            return 2;
+        }
         if (!strcmp(argv[i], "--len")) len = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--budget")) budget = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--d_model")) d = atoi(argv[i + 1]);
@@ -91,7 +101,7 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--threads")) threads = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--out")) out = argv[i + 1];
         else {
-            fprintf(stderr, "bench_decode: unknown option '%s'\n", argv[i]);
+            fprintf(stderr, "bench_decode: unknown option '%s' (%s)\n", argv[i], "see --help");
             return 2;
         }
     }

@@ -50,6 +50,11 @@ int main(int argc, char **argv)
     int chunk = 64, budget = 0, threads = 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            printf("usage: bench_stream --model CKPT --data TOKENS [--len 1000000] [--chunk 64] "
+                   "[--budget K] [--threads 1] [--out FILE.jsonl]\n");
+            return 0;
+        }
         if (!v) {
             fprintf(stderr, "bench_stream: '%s' needs a value\n", a);
             return 2;
@@ -62,7 +67,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--budget")) budget = atoi(v);
         else if (!strcmp(a, "--threads")) threads = atoi(v);
         else {
-            fprintf(stderr, "bench_stream: unknown option '%s' (see the file's header)\n", a);
+            fprintf(stderr, "bench_stream: unknown option '%s' (see --help)\n", a);
             return 2;
         }
         i++;

@@ -70,7 +70,7 @@ int main(int argc, char **argv)
         else {
             fprintf(stderr, "usage: bench_train [--shape a|b|all] [--threads N] [--steps N] "
                             "[--rounds N] [--no-torch]\n");
-            return 2;
+            return strcmp(argv[i], "--help") && strcmp(argv[i], "-h") ? 2 : 0;
         }
     }
     if (threads < 1 || steps < 1 || rounds < 1) {
