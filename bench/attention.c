@@ -193,11 +193,12 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--torch-script") && v) snprintf(script, sizeof(script), "%s", v), i++;
         else if (!strcmp(a, "--python") && v) snprintf(python, sizeof(python), "%s", v), i++;
         else {
-            fprintf(stderr,
+            const int help = !strcmp(a, "--help") || !strcmp(a, "-h");
+            fprintf(help ? stdout : stderr,
                     "usage: %s [--T 512,2048,8192] [--threads 2] [--reps N] [--rope 0|1] "
                     "[--no-torch] [--torch-script PATH] [--python PATH]\n",
                     argv[0]);
-            return strcmp(a, "--help") && strcmp(a, "-h") ? 2 : 0;
+            return help ? 0 : 2;
         }
     }
     if (threads < 1) threads = 1;

@@ -54,9 +54,10 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--threads") && v) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--reps") && v) reps = atoi(argv[++i]);
         else {
-            fprintf(stderr, "usage: bench_gemm [--d 128,256,384] [--rows 2048] [--threads 2] "
-                            "[--reps 30]\n");
-            return strcmp(argv[i], "--help") ? 2 : 0;
+            const int help = !strcmp(argv[i], "--help") || !strcmp(argv[i], "-h");
+            fprintf(help ? stdout : stderr, "usage: bench_gemm [--d 128,256,384] [--rows 2048] "
+                                            "[--threads 2] [--reps 30]\n");
+            return help ? 0 : 2;
         }
     }
     if (rows < 32 || threads < 1 || reps < 1) {

@@ -68,9 +68,10 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--rounds") && i + 1 < argc) rounds = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--no-torch")) torch = 0;
         else {
-            fprintf(stderr, "usage: bench_train [--shape a|b|all] [--threads N] [--steps N] "
-                            "[--rounds N] [--no-torch]\n");
-            return strcmp(argv[i], "--help") && strcmp(argv[i], "-h") ? 2 : 0;
+            const int help = !strcmp(argv[i], "--help") || !strcmp(argv[i], "-h");
+            fprintf(help ? stdout : stderr, "usage: bench_train [--shape a|b|all] [--threads N] "
+                                            "[--steps N] [--rounds N] [--no-torch]\n");
+            return help ? 0 : 2;
         }
     }
     if (threads < 1 || steps < 1 || rounds < 1) {
