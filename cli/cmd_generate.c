@@ -78,6 +78,7 @@ int cmd_generate(int argc, char **argv)
     uint64_t rng = seed;
     for (int i = 0; i < n_tokens; i++) {
         int t = mnemo_sample(last, V, &sc, &rng, work);
+        if (t < 0) cli_die("generate", "the model's logits are not numbers (NaN)");
         if (t == MNEMO_TOK_BOS) break; /* the model never learns to emit BOS; stop if it does */
         putchar(t);
         fflush(stdout);

@@ -341,7 +341,7 @@ struct mnemo_sampler_config {
     float top_p;       /* 1 = off */
 };
 /* Picks a token id in [0, V) from logits (V). *rng is the generator state (any seed). work
- * must hold 2*V floats. */
+ * must hold 2*V floats. NaN logits are never picked; -1 when V < 1 or no logit is a number. */
 MNEMO_API int mnemo_sample(const float *logits, int V, const struct mnemo_sampler_config *sc,
                            uint64_t *rng, float *work);
 

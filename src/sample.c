@@ -16,15 +16,18 @@ static int cmp_desc(const void *a, const void *b)
 int mnemo_sample(const float *logits, int V, const struct mnemo_sampler_config *sc, uint64_t *rng,
                  float *work)
 {
-    int best = 0;
-    for (int v = 1; v < V; v++)
-        if (logits[v] > logits[best]) best = v;
+    int best = -1; /* the largest logit that is a number; NaN logits are never drawn */
+    for (int v = 0; v < V; v++)
+        if (!isnan(logits[v]) && (best < 0 || logits[v] > logits[best])) best = v;
+    if (best < 0) return -1; /* V < 1, or no logit is a number */
     if (!(sc->temperature > 0)) return best;
-    /* work: (V, 2) pairs (probability, id as float) */
-    float mx = logits[best], inv_t = 1.0f / sc->temperature;
+    /* work: (V, 2) pairs (probability, id as float). Dividing the gap to the maximum by the
+     * temperature (not multiplying by 1/t, which overflows for a denormal t) keeps the best at
+     * exp(0) = 1 and sends the rest to 0 as t -> 0: greedy in the limit, never NaN. */
+    const float mx = logits[best], t = sc->temperature;
     double sum = 0;
     for (int v = 0; v < V; v++) {
-        float p = expf((logits[v] - mx) * inv_t);
+        float p = isnan(logits[v]) ? 0.0f : expf((logits[v] - mx) / t);
         work[2 * v] = p;
         work[2 * v + 1] = (float)v;
         sum += p;

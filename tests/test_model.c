@@ -640,6 +640,49 @@ static void test_checkpoint_fifo(void **s)
     remove(path);
 }
 
+/* Sampling: the draw follows the softmax of logits / temperature (frequencies over many
+ * draws), top-k and top-p cut the tail, temperature 0 and a vanishing one are greedy, NaN
+ * logits are never drawn, and nothing to draw from gives -1. */
+static void test_sample(void **s)
+{
+    (void)s;
+    float work[16];
+    uint64_t rng = 12345;
+    const float nan = NAN;
+    struct mnemo_sampler_config greedy = {0, 0, 1}, warm = {1, 0, 1};
+    const float lg[4] = {0.0f, logf(3.0f), -1.0f, 0.5f};
+    assert_int_equal(mnemo_sample(lg, 4, &greedy, &rng, work), 1);
+    struct mnemo_sampler_config tiny_t = {1e-40f, 0, 0.9f}; /* 1/t overflows */
+    assert_int_equal(mnemo_sample(lg, 4, &tiny_t, &rng, work), 1);
+    const float lg_nan[4] = {nan, 2.0f, nan, 1.0f};
+    assert_int_equal(mnemo_sample(lg_nan, 4, &greedy, &rng, work), 1);
+    for (int i = 0; i < 200; i++) {
+        int t = mnemo_sample(lg_nan, 4, &warm, &rng, work);
+        assert_true(t == 1 || t == 3);
+    }
+    const float all_nan[2] = {nan, nan};
+    assert_int_equal(mnemo_sample(all_nan, 2, &warm, &rng, work), -1);
+    assert_int_equal(mnemo_sample(lg, 0, &warm, &rng, work), -1);
+    /* two logits 0 and log 3: the second is drawn 3/4 of the time */
+    const int n = 40000;
+    int hits = 0;
+    for (int i = 0; i < n; i++) hits += mnemo_sample(lg, 2, &warm, &rng, work) == 1;
+    printf("p(1) = %.4f (want 0.75)\n", (double)hits / n);
+    assert_true(fabs((double)hits / n - 0.75) < 0.01); /* 5 standard deviations */
+    /* top-k 2 keeps ids 1 and 3; top-p 0.6 of (0.5, 0.3, 0.2) keeps the first two */
+    struct mnemo_sampler_config k2 = {1, 2, 1};
+    for (int i = 0; i < 500; i++) {
+        int t = mnemo_sample(lg, 4, &k2, &rng, work);
+        assert_true(t == 1 || t == 3);
+    }
+    const float lp[3] = {logf(0.5f), logf(0.3f), logf(0.2f)};
+    struct mnemo_sampler_config p6 = {1, 0, 0.6f};
+    int seen[3] = {0};
+    for (int i = 0; i < 2000; i++) seen[mnemo_sample(lp, 3, &p6, &rng, work)]++;
+    assert_int_equal(seen[2], 0);
+    assert_true(seen[0] > 0 && seen[1] > 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -659,7 +702,7 @@ int main(void)
         cmocka_unit_test(test_checkpoint_roundtrip),
         cmocka_unit_test(test_checkpoint_impossible_config),
         cmocka_unit_test(test_checkpoint_meta_limits),
-        cmocka_unit_test(test_checkpoint_fifo),
+        cmocka_unit_test(test_checkpoint_fifo), cmocka_unit_test(test_sample),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
