@@ -148,7 +148,7 @@ int cmd_answer(int argc, char **argv)
         cli_die("answer", "no tasks: give --tasks FILE (JSON Lines with prompt and answer)");
     if (threads < 0) cli_die("answer", "--threads must be >= 0");
     if (chunk < 1) cli_die("answer", "--chunk must be >= 1");
-    if (threads > 0) mnemo_set_threads(threads);
+    if (threads > 0 && mnemo_set_threads(threads) != MNEMO_OK) cli_fail("answer", MNEMO_ERR_ARG, "--threads");
     if (out && (cli_same_file(out, model) || cli_same_file(out, tasks)))
         cli_die("answer", "--out '%s' is the checkpoint or the task file", out);
     struct stat sb; /* a FIFO would block the open until a writer comes */

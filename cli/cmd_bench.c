@@ -47,7 +47,7 @@ int cmd_bench(int argc, char **argv)
     enum mnemo_status pst = mnemo_model_create(&probe, &mc);
     if (pst != MNEMO_OK) cli_fail("bench", pst, "bad model config");
     mnemo_model_free(probe);
-    mnemo_set_threads(threads);
+    if (mnemo_set_threads(threads) != MNEMO_OK) cli_fail("bench", MNEMO_ERR_ARG, "--threads");
     double sg = mnemo_bench_sgemm(1024, 5);
     printf("bench: L=%d d=%d H=%d T=%d B=%d V=%d, %s attention, %d threads\n", mc.n_layer,
            mc.d_model, mc.n_head, mc.n_ctx, B, mc.vocab, attn, threads);

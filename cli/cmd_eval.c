@@ -33,7 +33,7 @@ int cmd_eval(int argc, char **argv)
     if (!model) cli_die("eval", "no checkpoint: give --model FILE");
     if (!data) cli_die("eval", "no data: give --data FILE (a token file from mnemo prepare)");
     if (threads < 0) cli_die("eval", "--threads must be >= 0");
-    if (threads > 0) mnemo_set_threads(threads);
+    if (threads > 0 && mnemo_set_threads(threads) != MNEMO_OK) cli_fail("eval", MNEMO_ERR_ARG, "--threads");
     struct mnemo_model *m;
     enum mnemo_status st = mnemo_model_load(&m, model);
     if (st != MNEMO_OK) cli_fail("eval", st, "cannot load the checkpoint");

@@ -36,7 +36,7 @@ int cmd_generate(int argc, char **argv)
     if (sc.top_k < 0) cli_die("generate", "--top_k must be >= 0");
     if (!(sc.top_p > 0 && sc.top_p <= 1)) cli_die("generate", "--top_p must be in (0, 1]");
     if (threads < 0) cli_die("generate", "--threads must be >= 0");
-    if (threads > 0) mnemo_set_threads(threads);
+    if (threads > 0 && mnemo_set_threads(threads) != MNEMO_OK) cli_fail("generate", MNEMO_ERR_ARG, "--threads");
     struct mnemo_model *m;
     enum mnemo_status st = mnemo_model_load(&m, model);
     if (st != MNEMO_OK) cli_fail("generate", st, "cannot load the checkpoint");

@@ -62,7 +62,7 @@ int cmd_prune_search(int argc, char **argv)
     if (!(factor > 0 && factor < 1)) cli_die("prune-search", "--factor must be in (0, 1)");
     if (seq < 0) cli_die("prune-search", "--seq must be >= 0");
     cli_check_writable("prune-search", out ? out : model); /* before the search, not after */
-    if (threads > 0) mnemo_set_threads(threads);
+    if (threads > 0 && mnemo_set_threads(threads) != MNEMO_OK) cli_fail("prune-search", MNEMO_ERR_ARG, "--threads");
     struct mnemo_model *m;
     enum mnemo_status st = mnemo_model_load(&m, model);
     if (st != MNEMO_OK) cli_fail("prune-search", st, "cannot load the checkpoint");

@@ -2,11 +2,12 @@
  * mnemo.h -- the public API of mnemo: train, evaluate and stream decoder-only transformer
  * language models whose attention is a pluggable part.
  *
- * Conventions (see docs/api.md):
+ * Conventions:
  *  - Every fallible call returns an enum mnemo_status; MNEMO_OK is 0. The detail message of the
  *    last failure on the calling thread is mnemo_last_error(). The library never prints and
  *    never exits.
- *  - Handles are opaque and freed by the matching *_free(), which accepts NULL.
+ *  - Handles are opaque and freed by the matching *_free(), which accepts NULL. Other pointer
+ *    arguments must not be NULL unless the function's comment says what NULL means there.
  *  - Config structs are plain data, filled with defaults by *_default() and then edited.
  *  - Enum values are append-only; retired values stay reserved.
  */
@@ -129,8 +130,10 @@ MNEMO_API enum mnemo_status mnemo_model_set_meta(struct mnemo_model *m, const ch
                                                  const char *value);
 /* mnemo_model_save, plus every carried metadata pair. */
 MNEMO_API enum mnemo_status mnemo_model_save_meta(const struct mnemo_model *m, const char *path);
-/* Threads for BLAS and OpenMP (n >= 1). */
-MNEMO_API void mnemo_set_threads(int n);
+/* Threads for BLAS and OpenMP, 1 <= n <= MNEMO_MAX_THREADS; MNEMO_ERR_ARG (and no change)
+ * otherwise. */
+#define MNEMO_MAX_THREADS 1024
+MNEMO_API enum mnemo_status mnemo_set_threads(int n);
 
 /* Forward over B windows of T tokens (T <= n_ctx). inputs (B,T) token ids; targets (B,T) or
  * NULL. With targets, *loss receives the mean cross-entropy (nats per token). Ids outside
@@ -326,7 +329,9 @@ MNEMO_API void mnemo_session_free(struct mnemo_session *s);
 MNEMO_API void mnemo_session_reset(struct mnemo_session *s);
 /* Feeds n tokens (1 <= n <= max_chunk); *logits receives (n, vocab_padded) logits, one row per
  * fed token, valid until the next call. MNEMO_ERR_FULL when the attention state cannot take
- * more tokens (e.g. a dense cache at n_ctx): reset, or re-feed a shorter history. */
+ * more tokens (e.g. a dense cache at n_ctx): reset, or re-feed a shorter history. The session
+ * then holds what it held before the call, except when only a later layer filled up (per-layer
+ * budgets with an unpruned layer): it is then reset to empty, and the message says so. */
 MNEMO_API enum mnemo_status mnemo_session_feed(struct mnemo_session *s, const uint16_t *tok, int n,
                                                const float **logits);
 MNEMO_API int mnemo_session_pos(const struct mnemo_session *s);       /* tokens fed */
@@ -372,7 +377,8 @@ MNEMO_API enum mnemo_status mnemo_bench_train(const struct mnemo_model_config *c
 MNEMO_API enum mnemo_status mnemo_bench_train_opt(const struct mnemo_model_config *cfg, int B,
                                                   int T, int steps, int warmup, int optimizer,
                                                   struct mnemo_bench_result *res);
-/* sgemm GFLOP/s on square n x n x n products with the current threads (the MFU baseline). */
+/* sgemm GFLOP/s on square n x n x n products with the current threads (the MFU baseline); 0
+ * when nothing was measured (n outside [1, 16384], reps < 1, or no memory). */
 MNEMO_API double mnemo_bench_sgemm(int n, int reps);
 
 #ifdef __cplusplus

@@ -105,6 +105,7 @@ out:
 
 double mnemo_bench_sgemm(int n, int reps)
 {
+    if (n < 1 || n > 16384 || reps < 1) return 0; /* nothing measured */
     size_t nn = (size_t)n * n;
     float *a = mni_alloc(nn * sizeof(float)), *b = mni_alloc(nn * sizeof(float));
     float *c = mni_alloc(nn * sizeof(float));

@@ -291,13 +291,14 @@ void mni_model_set_meta(struct mnemo_model *m, const char *key, const char *valu
 
 enum mnemo_status mnemo_model_set_meta(struct mnemo_model *m, const char *key, const char *value)
 {
-    if (!key || !value || !carried_key(key))
-        return mni_err(MNEMO_ERR_ARG, "metadata key '%s': only train.* and prune.* are carried",
-                       key ? key : "(null)");
+    if (!key || !value) return mni_err(MNEMO_ERR_ARG, "metadata: no key or no value given");
+    if (!carried_key(key) || !key[6])
+        return mni_err(MNEMO_ERR_ARG, "metadata key '%.64s': only train.NAME and prune.NAME are "
+                       "carried", key);
     if (strlen(key) > META_KEY_LEN || strlen(value) > META_VAL_LEN)
-        return mni_err(MNEMO_ERR_ARG, "metadata '%.64s': the key may have at most %d bytes and "
-                       "the value %d (it has %zu)", key, META_KEY_LEN, META_VAL_LEN,
-                       strlen(value));
+        return mni_err(MNEMO_ERR_ARG, "metadata '%.64s': a key has at most %d bytes (this one %zu) "
+                       "and a value %d (this one %zu)", key, META_KEY_LEN, strlen(key),
+                       META_VAL_LEN, strlen(value));
     if (m->n_meta == META_MAX_PAIRS && !mnemo_model_meta(m, key))
         return mni_err(MNEMO_ERR_ARG, "metadata '%s': at most %d pairs are carried", key,
                        META_MAX_PAIRS);

@@ -42,6 +42,7 @@ enum mnemo_status mnemo_prepare_text(const unsigned char *text, size_t n, const 
     if (n - nv < 2)
         return mni_err(MNEMO_ERR_ARG, "too little text (%zu bytes) to split into train and validation", n);
 
+    if (!out_dir || !out_dir[0]) return mni_err(MNEMO_ERR_ARG, "prepare: no output directory given");
     // [0] train, [1] val: final and staging paths
     static const char *const names[2] = {"train.bin", "val.bin"};
     char path[2][4096], staged[2][4096], tail[64];

@@ -176,8 +176,13 @@ enum mnemo_status mnemo_session_feed(struct mnemo_session *s, const uint16_t *to
         s->a.res = res;
         enum mnemo_status st = mni_layer_forward(m, l, &s->a, next, N, step_attn, &ctx);
         if (st != MNEMO_OK) {
-            /* layers before l took the tokens, this one did not: the session is inconsistent */
-            if (l > 0) mnemo_session_reset(s);
+            /* layers before l took the tokens, this one did not: the session is inconsistent and
+             * starts over (say so: the caller's history is gone, not kept as on other FULLs) */
+            if (l > 0) {
+                mnemo_session_reset(s);
+                return mni_err(st, "%s (layer %d; the layers before it had taken the tokens, so "
+                               "the session was reset to empty)", mnemo_last_error(), l);
+            }
             return st;
         }
         float *t = res;

@@ -57,7 +57,12 @@ void mnemo_train_config_default(struct mnemo_train_config *tc)
 static enum mnemo_status check_train_config(const struct mnemo_train_config *tc, int n_ctx)
 {
     if (!tc->train_path) return mni_err(MNEMO_ERR_ARG, "no training data given");
-    if (!tc->out_dir) return mni_err(MNEMO_ERR_ARG, "no output directory given");
+    if (!tc->out_dir || !tc->out_dir[0]) return mni_err(MNEMO_ERR_ARG, "no output directory given");
+    if (strlen(tc->out_dir) + 32 > PATH_MAX_LEN) /* room for "/train_state.safetensors" */
+        return mni_err(MNEMO_ERR_ARG, "output directory '%.64s...' is too long a path (%zu bytes)",
+                       tc->out_dir, strlen(tc->out_dir));
+    if (tc->resume != 0 && tc->resume != 1)
+        return mni_err(MNEMO_ERR_ARG, "resume = %d: must be 0 or 1", tc->resume);
     if (tc->batch < 1 || tc->batch > 1 << 16)
         return mni_err(MNEMO_ERR_ARG, "batch = %d: must be in [1, 65536]", tc->batch);
     if (tc->seq < 0 || tc->seq > n_ctx)
@@ -75,7 +80,8 @@ static enum mnemo_status check_train_config(const struct mnemo_train_config *tc,
     if (!(tc->beta1 >= 0 && tc->beta1 < 1) || !(tc->beta2 >= 0 && tc->beta2 < 1))
         return mni_err(MNEMO_ERR_ARG, "beta1 = %g, beta2 = %g: must be in [0, 1)", (double)tc->beta1,
                        (double)tc->beta2);
-    if (!(tc->eps > 0)) return mni_err(MNEMO_ERR_ARG, "eps = %g: must be > 0", (double)tc->eps);
+    if (!(tc->eps > 0) || !isfinite(tc->eps))
+        return mni_err(MNEMO_ERR_ARG, "eps = %g: must be a positive number", (double)tc->eps);
     if (!(tc->grad_clip >= 0)) return mni_err(MNEMO_ERR_ARG, "grad_clip = %g: must be >= 0", (double)tc->grad_clip);
     if (!(tc->ema >= 0.0f && tc->ema < 1.0f))
         return mni_err(MNEMO_ERR_ARG, "ema = %g: must be in [0, 1) (0 = off)", (double)tc->ema);
@@ -93,7 +99,9 @@ static enum mnemo_status check_train_config(const struct mnemo_train_config *tc,
         return mni_err(MNEMO_ERR_ARG, "momentum = %g: must be in [0, 1)", (double)tc->momentum);
     if (tc->eval_every < 0 || tc->ckpt_every < 0 || tc->eval_windows < 0)
         return mni_err(MNEMO_ERR_ARG, "eval_every, eval_windows and ckpt_every must be >= 0");
-    if (tc->threads < 0) return mni_err(MNEMO_ERR_ARG, "threads = %d: must be >= 0", tc->threads);
+    if (tc->threads < 0 || tc->threads > MNEMO_MAX_THREADS)
+        return mni_err(MNEMO_ERR_ARG, "threads = %d: must be in [0, %d]", tc->threads,
+                       MNEMO_MAX_THREADS);
     if (!(tc->mem_repeat == 0 || (tc->mem_repeat >= 1 && tc->mem_repeat <= 1e9f)))
         return mni_err(MNEMO_ERR_ARG, "mem_repeat = %g: must be in [1, 1e9] (0 = off)",
                        (double)tc->mem_repeat);
@@ -187,9 +195,10 @@ enum mnemo_status mnemo_eval_file(struct mnemo_model *m, const char *path, int T
 {
     if (T == 0) T = m->cfg.n_ctx;
     if (stride == 0) stride = T;
+    if (!path || !res) return mni_err(MNEMO_ERR_ARG, "eval: no token file or no result given");
     if (T < 1 || T > m->cfg.n_ctx || B < 1)
-        return mni_err(MNEMO_ERR_ARG, "eval: window %d must be in [1, n_ctx = %d] and batch >= 1", T,
-                       m->cfg.n_ctx);
+        return mni_err(MNEMO_ERR_ARG, "eval: window %d must be in [1, n_ctx = %d] and batch %d >= 1",
+                       T, m->cfg.n_ctx, B);
     if (stride < 1 || stride > T)
         return mni_err(MNEMO_ERR_ARG, "eval: stride %d must be in [1, window = %d]", stride, T);
     struct mni_tokens tk;

@@ -640,6 +640,41 @@ static void test_checkpoint_fifo(void **s)
     remove(path);
 }
 
+/* A FULL on the first layer keeps the history (the call is refused whole); a FULL that only a
+ * later layer meets (budgets {4, 0}: layer 0 evicts, layer 1 fills at n_ctx) resets the session
+ * and says so in the message. */
+static void test_session_full_later_layer(void **s)
+{
+    (void)s;
+    struct mnemo_model *m = tiny(MNEMO_POS_ROPE, 7, MNEMO_ATTN_KIND_SELECTIVE);
+    uint16_t x[12];
+    tokens(x, 12, 29, 3);
+    const float *lg;
+    struct mnemo_session *ss;
+    struct mnemo_session_config sc;
+    mnemo_session_config_default(&sc);
+    sc.max_chunk = 4;
+    const int budgets[2] = {4, 0};
+    sc.budgets = budgets;
+    assert_int_equal(mnemo_session_create_ex(&ss, m, &sc), MNEMO_OK);
+    for (int i = 0; i < 3; i++) assert_int_equal(mnemo_session_feed(ss, x + 4 * i, 4, &lg), MNEMO_OK);
+    assert_int_equal(mnemo_session_pos(ss), 12);
+    assert_int_equal(mnemo_session_feed(ss, x, 1, &lg), MNEMO_ERR_FULL);
+    printf("expected error: %s\n", mnemo_last_error());
+    assert_non_null(strstr(mnemo_last_error(), "reset to empty"));
+    assert_int_equal(mnemo_session_pos(ss), 0);
+    assert_int_equal(mnemo_session_feed(ss, x, 4, &lg), MNEMO_OK); /* usable again */
+    mnemo_session_free(ss);
+    /* without budgets the first layer is full first: nothing is lost */
+    assert_int_equal(mnemo_session_create(&ss, m, 4), MNEMO_OK);
+    for (int i = 0; i < 3; i++) assert_int_equal(mnemo_session_feed(ss, x + 4 * i, 4, &lg), MNEMO_OK);
+    assert_int_equal(mnemo_session_feed(ss, x, 1, &lg), MNEMO_ERR_FULL);
+    assert_null(strstr(mnemo_last_error(), "reset"));
+    assert_int_equal(mnemo_session_pos(ss), 12);
+    mnemo_session_free(ss);
+    mnemo_model_free(m);
+}
+
 /* Sampling: the draw follows the softmax of logits / temperature (frequencies over many
  * draws), top-k and top-p cut the tail, temperature 0 and a vanishing one are greedy, NaN
  * logits are never drawn, and nothing to draw from gives -1. */
@@ -703,6 +738,7 @@ int main(void)
         cmocka_unit_test(test_checkpoint_impossible_config),
         cmocka_unit_test(test_checkpoint_meta_limits),
         cmocka_unit_test(test_checkpoint_fifo), cmocka_unit_test(test_sample),
+        cmocka_unit_test(test_session_full_later_layer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -12,6 +12,7 @@
 
 #include "kern.h"
 #include "mnemo.h"
+#include "mni.h"
 
 /* OpenBLAS exports these whatever cblas.h declares. */
 extern void openblas_set_num_threads(int n);
@@ -29,7 +30,13 @@ void mni_set_threads(int n)
     openblas_set_num_threads(n);
 }
 
-void mnemo_set_threads(int n) { mni_set_threads(n); }
+enum mnemo_status mnemo_set_threads(int n)
+{
+    if (n < 1 || n > MNEMO_MAX_THREADS)
+        return mni_err(MNEMO_ERR_ARG, "threads = %d: must be in [1, %d]", n, MNEMO_MAX_THREADS);
+    mni_set_threads(n);
+    return MNEMO_OK;
+}
 
 int mni_get_threads(void)
 {
