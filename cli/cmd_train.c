@@ -25,14 +25,18 @@ static void on_sigint(int sig)
     interrupted = 1;
 }
 
-/* 1 when --name was typed on the command line (not only set by a --config file). */
+/* 1 when --name was typed on the command line (not only set by a --config file), in either
+ * spelling the parser accepts (--d_model, --d-model). */
 static int typed(int argc, char **argv, const char *name)
 {
     const size_t n = strlen(name);
-    for (int i = 0; i < argc; i++)
-        if (argv[i][0] == '-' && argv[i][1] == '-' && !strncmp(argv[i] + 2, name, n) &&
-            (argv[i][2 + n] == 0 || argv[i][2 + n] == '='))
-            return 1;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (a[0] != '-' || a[1] != '-') continue;
+        size_t k = 0;
+        while (k < n && (a[2 + k] == name[k] || (name[k] == '_' && a[2 + k] == '-'))) k++;
+        if (k == n && (a[2 + n] == 0 || a[2 + n] == '=')) return 1;
+    }
     return 0;
 }
 
@@ -246,7 +250,8 @@ int cmd_train(int argc, char **argv)
     } else {
         cli_infini_check("train", &mc, mem_update);
     }
-    if (tc.resume && overwrite) cli_die("train", "give --resume or --overwrite, not both");
+    if (tc.resume && overwrite) /* "the same command with --resume" may carry --overwrite */
+        fprintf(stderr, "train: --resume continues the run; --overwrite is ignored\n");
     if (tc.resume && init) cli_die("train", "give --resume or --init, not both");
     if (!tc.resume && !overwrite && holds_run(tc.out_dir))
         cli_die("train", "'%s' holds a run already: continue it with --resume, start it over with "

@@ -37,6 +37,7 @@ static void usage(FILE *f) /* --help */
  * success with results lost on the way. */
 static void check_stdout(void)
 {
+    errno = 0; /* only fflush's own error is worth naming */
     if (fflush(stdout) != 0 || ferror(stdout)) {
         fprintf(stderr, "mnemo: cannot write the standard output: %s\n",
                 errno ? strerror(errno) : "write error");

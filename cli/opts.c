@@ -5,6 +5,7 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,12 +50,22 @@ int cli_mkdir_p(const char *path)
     return 0;
 }
 
-/* The output file being written (cli_out_open), removed at exit unless committed. */
-static char *out_partial;
+/* The output file being written (cli_out_open), removed at exit unless committed, and on a
+ * fatal SIGINT, SIGTERM or SIGHUP (unlink is async-signal-safe; the signal is then re-raised
+ * with its default action, so the exit status still tells it). */
+static char *volatile out_partial;
 
 static void out_cleanup(void)
 {
     if (out_partial) remove(out_partial);
+}
+
+static void out_on_signal(int sig)
+{
+    char *p = out_partial;
+    if (p) unlink(p);
+    signal(sig, SIG_DFL);
+    raise(sig);
 }
 
 FILE *cli_out_open(const char *cmd, const char *path)
@@ -75,7 +86,18 @@ FILE *cli_out_open(const char *cmd, const char *path)
         cli_die(cmd, "cannot write '%s': %s", path, strerror(e));
     }
     static int registered;
-    if (!registered) registered = atexit(out_cleanup) == 0;
+    if (!registered) {
+        registered = atexit(out_cleanup) == 0;
+        const int sigs[] = {SIGINT, SIGTERM, SIGHUP};
+        for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
+            struct sigaction old, sa;
+            memset(&sa, 0, sizeof(sa));
+            sa.sa_handler = out_on_signal;
+            /* leave alone a signal someone chose to ignore (nohup) or handle */
+            if (sigaction(sigs[i], NULL, &old) == 0 && old.sa_handler == SIG_DFL)
+                sigaction(sigs[i], &sa, NULL);
+        }
+    }
     out_partial = tmp;
     return f;
 }
@@ -89,8 +111,9 @@ void cli_out_commit(const char *cmd, FILE *f, const char *path)
     }
     if (fclose(f) != 0) cli_die(cmd, "cannot write '%s': %s", path, strerror(errno));
     if (rename(out_partial, path) != 0) cli_die(cmd, "cannot write '%s': %s", path, strerror(errno));
-    free(out_partial);
-    out_partial = NULL;
+    char *p = out_partial;
+    out_partial = NULL; /* before the free: a signal handler may read it */
+    free(p);
 }
 
 void cli_check_writable(const char *cmd, const char *path)

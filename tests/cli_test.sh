@@ -243,16 +243,21 @@ cmp -s "$W/run_mu/log.jsonl" "$W/mu_log.jsonl" || bad "a refused run touched the
 expect_ok "--overwrite" "$MNEMO" train --train "$W/data/train.bin" --out "$W/run_mu" "${TINY[@]}" \
     --steps 2 --overwrite
 grep -q "train.step *2" <("$MNEMO" info "$W/run_mu/model.safetensors") || bad "--overwrite: not a new run"
-expect_fail "--resume --overwrite" "not both" "$MNEMO" train --train "$W/data/train.bin" \
-    --out "$W/run_mu" --resume --overwrite
+# the same command again plus --resume continues, even when that command had --overwrite
+expect_ok "--resume --overwrite" "$MNEMO" train --train "$W/data/train.bin" --out "$W/run_mu" \
+    "${TINY[@]}" --steps 3 --overwrite --resume
+grep -q "overwrite is ignored" "$W/err" && grep -q "starting at step 2" "$W/err" \
+    || bad "--resume --overwrite: did not continue the run"
 expect_fail "--resume --init" "not both" "$MNEMO" train --train "$W/data/train.bin" \
     --out "$W/run_mu" --resume --init "$CK"
 expect_fail "--resume, another width" "--d_model 64: the checkpoint has 32" "$MNEMO" train \
-    --train "$W/data/train.bin" --out "$W/run_mu" "${TINY[@]}" --d_model 64 --steps 4 --resume
+    --train "$W/data/train.bin" --out "$W/run_mu" "${TINY[@]}" --d_model 64 --steps 5 --resume
+expect_fail "--resume, another width, dashes" "--d_model 64: the checkpoint has 32" "$MNEMO" train \
+    --train "$W/data/train.bin" --out "$W/run_mu" "${TINY[@]}" --d-model 64 --steps 5 --resume
 echo '{"d_model": 64}' >"$W/d64.json"
 expect_ok "--resume, another width in the config" "$MNEMO" train --config "$W/d64.json" \
     --train "$W/data/train.bin" --out "$W/run_mu" --n_layer 1 --n_head 2 --n_ctx 32 --batch 2 \
-    --warmup 2 --threads 1 --steps 3 --resume
+    --warmup 2 --threads 1 --steps 4 --resume
 grep -q "keeps the checkpoint's d_model 32 (the config says 64)" "$W/err" || bad "--resume: no note on the config's width"
 expect_fail "--resume, another kind" "--attn selective: the checkpoint has dense" "$MNEMO" train \
     --train "$W/data/train.bin" --out "$W/run_mu" "${TINY[@]}" --attn selective --steps 4 --resume
@@ -293,6 +298,16 @@ expect_fail "answer, bad task line" "bad_tasks.jsonl:1" "$MNEMO" answer --model 
     --tasks "$W/bad_tasks.jsonl" --out "$W/res.jsonl"
 cmp -s "$W/res.jsonl" "$W/res_keep.jsonl" || bad "answer: a failed run changed --out"
 ls "$W" | grep -q partial && bad "answer: a partial results file was left behind"
+# killed while answering: no partial file left, --out as it was (absent), the signal's status
+/usr/bin/python3 -c 'import json
+for i in range(100000): print(json.dumps({"prompt": "In the", "answer": "x"}))' >"$W/many.jsonl"
+"$MNEMO" answer --model "$CK" --tasks "$W/many.jsonl" --out "$W/res2.jsonl" >/dev/null 2>&1 &
+pid=$!
+for i in $(seq 100); do ls "$W" | grep -q "res2.jsonl.partial" && break; sleep 0.1; done
+kill -TERM $pid
+wait $pid; rc=$?
+[ $rc -eq 143 ] && [ ! -e "$W/res2.jsonl" ] && ! ls "$W" | grep -q partial && ok \
+    || bad "answer killed: exit $rc, or a file left behind"
 cp "$CK" "$W/ck2.safetensors"
 expect_fail "answer --out = model" "is the checkpoint or the task file" "$MNEMO" answer \
     --model "$W/ck2.safetensors" --tasks "$W/tasks.jsonl" --out "$W/ck2.safetensors"
