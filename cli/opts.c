@@ -71,11 +71,8 @@ static void out_on_signal(int sig)
 FILE *cli_out_open(const char *cmd, const char *path)
 {
     if (out_partial) cli_die(cmd, "internal error: two output files at once");
-    size_t n = strlen(path);
-    if (n == 0) cli_die(cmd, "the output path is empty");
-    struct stat sb;
-    if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode))
-        cli_die(cmd, "cannot write '%s': not a regular file", path);
+    cli_check_writable(cmd, path);
+    const size_t n = strlen(path);
     char *tmp = malloc(n + 32);
     if (!tmp) cli_die(cmd, "out of memory");
     snprintf(tmp, n + 32, "%s.partial.%ld", path, (long)getpid());

@@ -182,13 +182,9 @@ enum mnemo_status mni_ckpt_read_config(const struct mni_st_file *f, const char *
         return mni_err(MNEMO_ERR_FORMAT, "checkpoint '%s': bad rope_theta '%s'", path,
                        theta ? theta : "(missing)");
     st = mnemo_model_config_check(c);
-    if (st != MNEMO_OK) {
-        // The reason is in mnemo_last_error()'s buffer, which mni_err formats into: copy it
-        // first (passing it straight in would be an overlapping vsnprintf).
-        char why[512];
-        snprintf(why, sizeof(why), "%s", mnemo_last_error());
-        return mni_err(MNEMO_ERR_FORMAT, "checkpoint '%s': impossible config: %s", path, why);
-    }
+    if (st != MNEMO_OK) /* mni_err may wrap the last error: it formats into a copy */
+        return mni_err(MNEMO_ERR_FORMAT, "checkpoint '%s': impossible config: %s", path,
+                       mnemo_last_error());
     return MNEMO_OK;
 }
 

@@ -66,19 +66,15 @@ enum mnemo_status mnemo_prepare_text(const unsigned char *text, size_t n, const 
     mni_free(tok);
     if (st == MNEMO_OK) st = mni_rename(staged[0], path[0]);
     if (st == MNEMO_OK && (st = mni_rename(staged[1], path[1])) != MNEMO_OK) {
-        char why[512];
-        snprintf(why, sizeof(why), "%s", mnemo_last_error());
-        st = mni_err(st, "%s; %s is new but %s is from before: run prepare again", why, path[0],
-                     path[1]);
+        st = mni_err(st, "%s; %s is new but %s is from before: run prepare again",
+                     mnemo_last_error(), path[0], path[1]);
     }
     // Whatever happened, no staged file stays behind (after a rename it is gone already).
     unlink(staged[0]);
     unlink(staged[1]);
     if (st == MNEMO_OK && (st = mni_sync_dir(out_dir)) != MNEMO_OK) {
-        char why[512];
-        snprintf(why, sizeof(why), "%s", mnemo_last_error());
         st = mni_err(st, "wrote %s and %s, but their durability is not certain: %s", path[0],
-                     path[1], why);
+                     path[1], mnemo_last_error());
     }
     if (st == MNEMO_OK) {
         if (n_train) *n_train = n - nv;

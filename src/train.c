@@ -580,11 +580,9 @@ enum mnemo_status mnemo_train(struct mnemo_model *m, const struct mnemo_train_co
     goto out;
 numeric:
     if (st == MNEMO_ERR_NUMERIC) {
-        char why[256];
-        snprintf(why, sizeof(why), "%s", mnemo_last_error()); /* mni_err overwrites it */
         st = mni_err(MNEMO_ERR_NUMERIC, "%s at step %d; training stopped, the last good checkpoint "
                      "(if any) is kept in '%s' (try a lower lr or stronger grad_clip)",
-                     why, t.step + 1, tc->out_dir);
+                     mnemo_last_error(), t.step + 1, tc->out_dir);
     }
 out:
     mnemo_model_set_memory_loss(m, 0.0f, 0.0f); /* a training option, not the model's */
