@@ -38,24 +38,6 @@ static void write_bytes(const char *path, const void *buf, size_t n)
     assert_int_equal(fclose(fp), 0);
 }
 
-/* Whole file into a malloc'd buffer (test side, independent of mni_read_file). */
-static unsigned char *slurp(const char *path, size_t *n)
-{
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return NULL;
-    fseek(fp, 0, SEEK_END);
-    long len = ftell(fp);
-    fseek(fp, 0, SEEK_SET);
-    unsigned char *buf = malloc((size_t)len + 1);
-    if (buf && fread(buf, 1, (size_t)len, fp) != (size_t)len) {
-        free(buf);
-        buf = NULL;
-    }
-    fclose(fp);
-    *n = (size_t)len;
-    return buf;
-}
-
 /* A safetensors file from its parts: hlen is the length field (UINT64_MAX: strlen(json)). */
 static void make_st(const char *path, const char *json, uint64_t hlen, size_t data_len)
 {
@@ -245,7 +227,7 @@ static void test_roundtrip(void **state)
     compat_fill(&c);
     compat_tensors(t, &c);
     size_t n;
-    unsigned char *buf = slurp(path, &n);
+    unsigned char *buf = tu_read_file(path, &n);
     assert_non_null(buf);
     uint64_t hn = 0;
     for (int b = 7; b >= 0; b--) hn = (hn << 8) | buf[b];
@@ -366,7 +348,7 @@ static void test_write_args(void **state)
         }
         assert_non_null(strstr(mnemo_last_error(), path));
         size_t n;
-        unsigned char *b = slurp(path, &n);
+        unsigned char *b = tu_read_file(path, &n);
         assert_int_equal(n, 3);
         assert_memory_equal(b, "old", 3);
         free(b);
@@ -561,7 +543,7 @@ static void test_truncated(void **state)
     snprintf(cut, sizeof(cut), "%s", tu_tmp_path("cut.safetensors"));
     assert_int_equal(write_compat(path), MNEMO_OK);
     size_t n;
-    unsigned char *buf = slurp(path, &n);
+    unsigned char *buf = tu_read_file(path, &n);
     assert_non_null(buf);
     for (size_t len = 0; len < n; len++) {
         write_bytes(cut, buf, len);
@@ -589,7 +571,7 @@ static void test_header_mutations(void **state)
     snprintf(mut, sizeof(mut), "%s", tu_tmp_path("fuzz.safetensors"));
     assert_int_equal(write_compat(path), MNEMO_OK);
     size_t n;
-    unsigned char *base = slurp(path, &n);
+    unsigned char *base = tu_read_file(path, &n);
     assert_non_null(base);
     uint64_t hn = 0;
     for (int b = 7; b >= 0; b--) hn = (hn << 8) | base[b];
@@ -655,7 +637,7 @@ static void test_header_mutations(void **state)
 static void expect_content(const char *path, const void *want, size_t n)
 {
     size_t got_n;
-    unsigned char *got = slurp(path, &got_n);
+    unsigned char *got = tu_read_file(path, &got_n);
     assert_non_null(got);
     assert_int_equal(got_n, n);
     assert_memory_equal(got, want, n);
@@ -716,7 +698,7 @@ static void test_write_faults(void **state)
     struct mni_st_tensor t = {"old", MNI_ST_F32, 1, {3}, old};
     assert_int_equal(mni_st_write(path, &t, 1, NULL, 0), MNEMO_OK);
     size_t old_n;
-    unsigned char *old_bytes = slurp(path, &old_n);
+    unsigned char *old_bytes = tu_read_file(path, &old_n);
     assert_non_null(old_bytes);
     int k;
     for (k = 0; k < 100; k++) {

@@ -5,6 +5,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
@@ -723,29 +724,13 @@ static void test_pruned_eval_and_search(void **s)
 
 #include "fileio.h" /* mni_afile_fault_after */
 
-/* The whole file (caller frees with mni_free) and its size, or NULL if it cannot be read. */
-static unsigned char *read_all(const char *path, size_t *n)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *buf = mni_malloc((size_t)len + 1);
-    assert_non_null(buf);
-    assert_int_equal(fread(buf, 1, (size_t)len, f), (size_t)len);
-    fclose(f);
-    *n = (size_t)len;
-    return buf;
-}
-
 /* 1 if the file at path holds exactly want (n bytes). */
 static int same_bytes(const char *path, const unsigned char *want, size_t n)
 {
     size_t got_n;
-    unsigned char *got = read_all(path, &got_n);
+    unsigned char *got = tu_read_file(path, &got_n);
     int same = got && got_n == n && memcmp(got, want, n) == 0;
-    mni_free(got);
+    free(got);
     return same;
 }
 
@@ -785,7 +770,7 @@ static void test_prepare_val_blocked(void **s)
     char tp[600], vp[600];
     const char *dir = prep_first("prep_blocked", tp, vp), *new_text = prep_new;
     size_t n_old;
-    unsigned char *old_train = read_all(tp, &n_old);
+    unsigned char *old_train = tu_read_file(tp, &n_old);
     assert_non_null(old_train);
     assert_int_equal(remove(vp), 0);
     assert_int_equal(mkdir(vp, 0777), 0);
@@ -805,7 +790,7 @@ static void test_prepare_val_blocked(void **s)
     assert_non_null(strstr(mnemo_last_error(), tp));
     assert_int_equal(count_entries(dir), 1);
     assert_int_equal(remove(tp), 0);
-    mni_free(old_train);
+    free(old_train);
 }
 
 /* An I/O error injected at every step in turn: until both new files are complete and the
@@ -817,7 +802,7 @@ static void test_prepare_faults(void **s)
     char tp[600], vp[600];
     const char *dir = prep_first("prep_faults", tp, vp), *new_text = prep_new;
     size_t n_ot, n_ov;
-    unsigned char *old_train = read_all(tp, &n_ot), *old_val = read_all(vp, &n_ov);
+    unsigned char *old_train = tu_read_file(tp, &n_ot), *old_val = tu_read_file(vp, &n_ov);
     assert_non_null(old_train);
     assert_non_null(old_val);
     int k, windows = 0;
@@ -841,8 +826,8 @@ static void test_prepare_faults(void **s)
     assert_int_equal(windows, 1);
     assert_false(same_bytes(tp, old_train, n_ot));
     assert_false(same_bytes(vp, old_val, n_ov));
-    mni_free(old_train);
-    mni_free(old_val);
+    free(old_train);
+    free(old_val);
 }
 
 int main(void)

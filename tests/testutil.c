@@ -138,3 +138,20 @@ struct mnemo_attn_io tu_attn_io(struct tu_attn_bufs *b)
     io.act = b->act, io.scratch = b->scratch;
     return io;
 }
+
+unsigned char *tu_read_file(const char *path, size_t *n)
+{
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return NULL;
+    fseek(fp, 0, SEEK_END);
+    long len = ftell(fp);
+    fseek(fp, 0, SEEK_SET);
+    unsigned char *buf = len >= 0 ? malloc((size_t)len + 1) : NULL;
+    if (buf && fread(buf, 1, (size_t)len, fp) != (size_t)len) {
+        free(buf);
+        buf = NULL;
+    }
+    fclose(fp);
+    *n = len >= 0 ? (size_t)len : 0;
+    return buf;
+}
