@@ -74,8 +74,10 @@ static struct result run_case(int T, int bwd, int reps, int rope, int threads)
 #endif
     long base = maxrss_bytes();
     const struct mnemo_attn_ops *ops = mnemo_attn_ops_get(MNEMO_ATTN_KIND_DENSE);
+    /* one causal layer; dense has no options (opt[] unused) */
     struct mnemo_attn_cfg cfg = {.kind = MNEMO_ATTN_KIND_DENSE, .n_head = NH, .head_dim = HS,
-                                 .n_ctx = T, .rope = rope, .rope_theta = 10000.0f};
+                                 .n_ctx = T, .rope = rope, .rope_theta = 10000.0f,
+                                 .n_layer = 1, .causal = 1};
     size_t n_out = (size_t)T * NH * HS, n_qkv = 3 * n_out;
     size_t act_b = ops->act_bytes(&cfg, 1, T), scr_b = ops->scratch_bytes(&cfg, 1, T);
     float *qkv = mni_alloc(n_qkv * 4), *out = mni_alloc(n_out * 4);

@@ -41,12 +41,12 @@ static int stream(const struct mnemo_model_config *c, int len, int budget, struc
         exit(1);
     }
     mnemo_model_init(m, 1);
-    int *budgets = calloc((size_t)c->n_layer, sizeof(int));
-    for (int l = 0; l < c->n_layer; l++) budgets[l] = budget;
+    char opts[64]; /* the same budget in every layer: the session option budget=K */
+    snprintf(opts, sizeof(opts), "budget=%d", budget);
     struct mnemo_session_config sc;
     mnemo_session_config_default(&sc);
     sc.max_chunk = 1;
-    sc.budgets = budget ? budgets : NULL;
+    sc.attn_opts = budget ? opts : NULL;
     struct mnemo_session *s;
     if (mnemo_session_create_ex(&s, m, &sc) != MNEMO_OK) {
         fprintf(stderr, "bench_decode: %s\n", mnemo_last_error());
@@ -73,7 +73,6 @@ static int stream(const struct mnemo_model_config *c, int len, int budget, struc
         }
     }
     mnemo_session_free(s);
-    free(budgets);
     mnemo_model_free(m);
     return np;
 }

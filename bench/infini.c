@@ -195,7 +195,7 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--chunk")) chunk = (int)parse_long(a, v, 1);
         else if (!strcmp(a, "--stream_threads")) sthreads = (int)parse_long(a, v, 1);
         else if (!strcmp(a, "--mem_update")) {
-            if (!v || (strcmp(v, "both") && mnemo_mem_update_from_name(v) < 0))
+            if (!v || (strcmp(v, "both") && strcmp(v, "linear") && strcmp(v, "delta")))
                 die("--mem_update '%s': expected linear, delta or both", v ? v : "(missing)");
             rule = v;
         } else {
@@ -203,24 +203,28 @@ int main(int argc, char **argv)
         }
     }
     if (segment > c.n_ctx) die("--segment %d must be <= --n_ctx %d", segment, c.n_ctx);
-    int rules[2], n_rules = 0;
-    for (int r = MNEMO_MEM_LINEAR; r <= MNEMO_MEM_DELTA; r++)
-        if (!strcmp(rule, "both") || !strcmp(rule, mnemo_mem_update_name(r))) rules[n_rules++] = r;
+    /* infini's update rules (its option mem_update) */
+    static const char *const rule_names[2] = {"linear", "delta"};
+    const char *rules[2];
+    int n_rules = 0;
+    for (int r = 0; r < 2; r++)
+        if (!strcmp(rule, "both") || !strcmp(rule, rule_names[r])) rules[n_rules++] = rule_names[r];
 
     /* the configs: [0] dense, [1..] infini per rule; every one is checked by model_create */
     struct mnemo_model_config cf[3];
+    char opts[2][64];
     cf[0] = c;
     cf[0].attn_kind = MNEMO_ATTN_KIND_DENSE;
     for (int r = 0; r < n_rules; r++) {
         cf[1 + r] = c;
         cf[1 + r].attn_kind = MNEMO_ATTN_KIND_INFINI;
-        cf[1 + r].attn_segment = segment;
-        cf[1 + r].attn_mem_update = rules[r];
+        snprintf(opts[r], sizeof(opts[r]), "segment=%d,mem_update=%s", segment, rules[r]);
+        cf[1 + r].attn_opts = opts[r];
     }
     const char *name[3] = {"dense", NULL, NULL};
     char names[2][32];
     for (int r = 0; r < n_rules; r++) {
-        snprintf(names[r], sizeof(names[r]), "infini %s", mnemo_mem_update_name(rules[r]));
+        snprintf(names[r], sizeof(names[r]), "infini %s", rules[r]);
         name[1 + r] = names[r];
     }
     printf("bench_infini: L=%d d=%d H=%d (head dim %d) T=%d, infini segment %d, random weights\n",

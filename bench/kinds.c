@@ -7,9 +7,11 @@
  *                    [--segment 64] [--delta 0|1]
  *
  * The attention layer alone, as the model calls it (qkv in, per-head outputs out, saved
- * activations, workspace); random inputs. Kinds take their default settings, except infini's
+ * activations, workspace); random inputs. Kinds take their default options, except infini's
  * segment length (--segment, default T/4: the memory is read in three segments of four) and
- * update rule (--delta 1: linear + delta).
+ * update rule (--delta 1: linear + delta). A kind's own tensors (its parameter table, e.g.
+ * infini's gates) are initialised as the table says. A kind without a backward is timed forward
+ * only.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,8 +24,9 @@ struct kind_run {
     const struct mnemo_attn_ops *ops;
     struct mnemo_attn_cfg cfg;
     struct mnemo_attn_io io;
-    float *params, *dparams;
-    double fwd, both; /* best seconds */
+    int n_params;                               /* tensors in the kind's table */
+    float *params[MNEMO_ATTN_MAX_PARAMS], *dparams[MNEMO_ATTN_MAX_PARAMS];
+    double fwd, both; /* best seconds (both: 0 without a backward) */
 };
 
 static int setup(struct kind_run *k, int kind, int B, int T, int NH, int HS, int rope,
@@ -31,29 +34,52 @@ static int setup(struct kind_run *k, int kind, int B, int T, int NH, int HS, int
 {
     memset(k, 0, sizeof(*k));
     k->ops = mnemo_attn_ops_get(kind);
-    k->cfg = (struct mnemo_attn_cfg){.kind = kind, .n_head = NH, .head_dim = HS, .n_ctx = T,
-                                     .rope = rope, .rope_theta = 10000.0f};
-    if (kind == MNEMO_ATTN_KIND_INFINI) {
-        k->cfg.segment = segment;
-        k->cfg.mem_update = delta ? MNEMO_MEM_DELTA : MNEMO_MEM_LINEAR;
-    }
-    if (k->ops->validate(&k->cfg) != MNEMO_OK) {
+    if (!k->ops || !k->ops->forward) return -1;
+    /* the layer's cfg from a one-layer model of this shape, every option at its default but
+     * infini's two */
+    struct mnemo_model_config mc;
+    mnemo_model_config_default(&mc);
+    mc.n_layer = 1, mc.n_head = NH, mc.d_model = NH * HS, mc.n_ctx = T, mc.attn_kind = kind;
+    mc.pos = rope ? MNEMO_POS_ROPE : MNEMO_POS_LEARNED;
+    char opts[96] = "";
+    if (kind == MNEMO_ATTN_KIND_INFINI)
+        snprintf(opts, sizeof(opts), "segment=%d,mem_update=%s", segment, delta ? "delta" : "linear");
+    if (mnemo_attn_cfg_make(&k->cfg, &mc, opts, 0) != MNEMO_OK) {
         fprintf(stderr, "bench_kinds: %s: %s\n", k->ops->name, mnemo_last_error());
         return -1;
     }
-    size_t n_out = (size_t)B * T * NH * HS, np = k->ops->n_params(&k->cfg);
+    size_t n_out = (size_t)B * T * NH * HS;
     struct mnemo_attn_io *io = &k->io;
     io->B = B, io->T = T, io->qkv = qkv, io->dout = dout;
     io->out = mni_alloc(n_out * sizeof(float));
     io->dqkv = mni_alloc(3 * n_out * sizeof(float));
     io->act = mni_alloc(k->ops->act_bytes(&k->cfg, B, T));
     io->scratch = mni_alloc(k->ops->scratch_bytes(&k->cfg, B, T));
-    k->params = mni_alloc((np ? np : 1) * sizeof(float));
-    k->dparams = mni_alloc((np ? np : 1) * sizeof(float));
-    if (!io->out || !io->dqkv || !io->act || !io->scratch || !k->params || !k->dparams) return -1;
-    memset(k->params, 0, (np ? np : 1) * sizeof(float));
-    io->params = k->params, io->dparams = k->dparams;
+    if (!io->out || !io->dqkv || !io->act || !io->scratch) return -1;
+    /* the kind's tensors, initialised as its table says */
+    struct mnemo_attn_param tab[MNEMO_ATTN_MAX_PARAMS];
+    k->n_params = k->ops->params ? k->ops->params(&k->cfg, tab) : 0;
+    struct mni_rng rng;
+    mni_rng_seed(&rng, 7);
+    int custom = 0;
+    for (int i = 0; i < k->n_params; i++) {
+        size_t n = tab[i].shape[0] * (tab[i].ndim == 2 ? tab[i].shape[1] : 1);
+        k->params[i] = mni_alloc((n ? n : 1) * sizeof(float)); /* zero-filled */
+        k->dparams[i] = mni_alloc((n ? n : 1) * sizeof(float));
+        if (!k->params[i] || !k->dparams[i]) return -1;
+        for (size_t j = 0; j < n; j++)
+            k->params[i][j] = tab[i].init == MNEMO_ATTN_INIT_CONST    ? tab[i].init_value
+                              : tab[i].init == MNEMO_ATTN_INIT_NORMAL ? tab[i].init_value *
+                                                                            mni_rng_normal(&rng)
+                                                                      : 0.0f;
+        custom |= tab[i].init == MNEMO_ATTN_INIT_KIND;
+    }
+    if (custom && k->ops->init_params) k->ops->init_params(&k->cfg, 0, 7, k->params);
+    io->params = (const float *const *)k->params;
+    io->dparams = k->dparams;
+    io->aux_grad = 1.0f / (float)B;
     k->fwd = k->both = 1e30;
+    if (!k->ops->backward) k->both = 0;
     return 0;
 }
 
@@ -115,14 +141,14 @@ int main(int argc, char **argv)
                 return 1;
             }
             double t1 = mni_now();
-            if (kr->ops->backward(&kr->cfg, &kr->io) != MNEMO_OK) {
+            if (kr->ops->backward && kr->ops->backward(&kr->cfg, &kr->io) != MNEMO_OK) {
                 fprintf(stderr, "bench_kinds: %s backward: %s\n", kr->ops->name, mnemo_last_error());
                 return 1;
             }
             double t2 = mni_now();
             if (r == 0) continue; /* warm-up: first touch of the buffers */
             if (t1 - t0 < kr->fwd) kr->fwd = t1 - t0;
-            if (t2 - t0 < kr->both) kr->both = t2 - t0;
+            if (kr->ops->backward && t2 - t0 < kr->both) kr->both = t2 - t0;
         }
     }
     printf("bench_kinds: B=%d T=%d NH=%d HS=%d rope=%d, %d thread(s), best of %d interleaved reps; "
@@ -130,8 +156,14 @@ int main(int argc, char **argv)
            delta ? "linear + delta" : "linear");
     printf("  %-10s | %10s %10s | %12s %12s\n", "kind", "fwd ms", "fwd+bwd ms", "fwd / dense",
            "f+b / dense");
-    for (int k = 0; k < n; k++)
+    for (int k = 0; k < n; k++) {
+        if (!runs[k].ops->backward) { /* forward only */
+            printf("  %-10s | %10.3f %10s | %11.3fx %12s\n", runs[k].ops->name, 1e3 * runs[k].fwd,
+                   "-", runs[k].fwd / runs[0].fwd, "-");
+            continue;
+        }
         printf("  %-10s | %10.3f %10.3f | %11.3fx %11.3fx\n", runs[k].ops->name, 1e3 * runs[k].fwd,
                1e3 * runs[k].both, runs[k].fwd / runs[0].fwd, runs[k].both / runs[0].both);
+    }
     return 0;
 }

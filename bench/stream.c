@@ -11,8 +11,10 @@
  * attention state's live bytes. Any non-finite logit stops the run with an error.
  *
  * usage: bench_stream --model CKPT --data TOKENS [--len 1000000] [--chunk 64] [--budget K]
- *                     [--threads 1] [--out FILE.jsonl]
+ *                     [--attn_opt K=V,...] [--every N] [--threads 1] [--out FILE.jsonl]
  * --len 0 streams the file once (BOS and its tokens but the last: every token predicted once).
+ * --attn_opt gives any session options of the kind (e.g. a dense model's window=252,sinks=4);
+ * --budget K is budget=K. --every N reports every N tokens instead of at 10K, 20K, 50K, ...
  */
 #define _POSIX_C_SOURCE 200809L
 #include <math.h>
@@ -48,11 +50,14 @@ int main(int argc, char **argv)
     const char *model = NULL, *data = NULL, *out = NULL;
     long len = 1000000;
     int chunk = 64, budget = 0, threads = 1;
+    long every = 0;
+    const char *attn_opt = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             printf("usage: bench_stream --model CKPT --data TOKENS [--len 1000000] [--chunk 64] "
-                   "[--budget K] [--threads 1] [--out FILE.jsonl]\n");
+                   "[--budget K] [--attn_opt K=V,...] [--every N] [--threads 1] "
+                   "[--out FILE.jsonl]\n");
             return 0;
         }
         if (!v) {
@@ -65,6 +70,8 @@ int main(int argc, char **argv)
         else if (!strcmp(a, "--len")) len = atol(v);
         else if (!strcmp(a, "--chunk")) chunk = atoi(v);
         else if (!strcmp(a, "--budget")) budget = atoi(v);
+        else if (!strcmp(a, "--attn_opt")) attn_opt = v;
+        else if (!strcmp(a, "--every")) every = atol(v);
         else if (!strcmp(a, "--threads")) threads = atoi(v);
         else {
             fprintf(stderr, "bench_stream: unknown option '%s' (see --help)\n", a);
@@ -72,9 +79,10 @@ int main(int argc, char **argv)
         }
         i++;
     }
-    if (!model || !data || len < 0 || chunk < 1 || budget < 0 || threads < 1) {
+    if (!model || !data || len < 0 || chunk < 1 || budget < 0 || threads < 1 || every < 0 ||
+        (budget && attn_opt)) {
         fprintf(stderr, "bench_stream: need --model and --data, --len >= 0, --chunk >= 1, "
-                        "--threads >= 1\n");
+                        "--threads >= 1, --every >= 0, not both --budget and --attn_opt\n");
         return 2;
     }
     mnemo_set_threads(threads);
@@ -94,17 +102,21 @@ int main(int argc, char **argv)
         return 1;
     }
     if (len == 0) len = (long)tk.n;
-    int *budgets = calloc((size_t)c->n_layer, sizeof(int));
     uint16_t *x = malloc((size_t)chunk * sizeof(uint16_t));
-    if (!budgets || !x) {
+    if (!x) {
         fprintf(stderr, "bench_stream: out of memory\n");
         return 1;
     }
-    for (int l = 0; l < c->n_layer; l++) budgets[l] = budget;
+    /* --budget K: the session option budget=K in every layer; without it the full cache. The
+     * session options a checkpoint carries (budgets a prune-search stored) are not used: the
+     * run is what the command line says. */
+    char opts[64];
+    snprintf(opts, sizeof(opts), "budget=%d", budget);
     struct mnemo_session_config sc;
     mnemo_session_config_default(&sc);
     sc.max_chunk = chunk;
-    sc.budgets = budget ? budgets : NULL;
+    sc.attn_opts = budget ? opts : attn_opt;
+    sc.no_model_opts = 1;
     struct mnemo_session *s;
     if (mnemo_session_create_ex(&s, m, &sc) != MNEMO_OK) {
         fprintf(stderr, "bench_stream: %s\n", mnemo_last_error());
@@ -117,11 +129,12 @@ int main(int argc, char **argv)
     }
     printf("bench_stream: %s (%s attention, n_ctx %d), %ld tokens of %s in chunks of %d, %d "
            "thread(s)%s\n", model, mnemo_attn_kind_name(c->attn_kind), c->n_ctx, len, data, chunk,
-           threads, budget ? ", with a budget" : "");
+           threads, budget ? ", with a budget" : attn_opt ? ", session options " : "");
+    if (attn_opt && !budget) printf("  session options: %s\n", attn_opt);
     printf("  %9s | %9s | %8s | %10s | %12s | %12s\n", "tokens", "tok/s", "bits/B", "RSS KiB",
            "state KiB", "state bound");
     const int Vp = c->vocab_padded, V = c->vocab;
-    long pos = 0, mark = 10000, since = 0;
+    long pos = 0, mark = every ? every : 10000, since = 0;
     uint64_t src = 0; /* next token of the file to feed */
     double t_mark = mni_now(), nll = 0;
     int first = 1, rc = 0;
@@ -173,10 +186,10 @@ int main(int argc, char **argv)
             fflush(stdout);
             if (fo)
                 fprintf(fo, "{\"tokens\":%ld,\"tok_s\":%.1f,\"bpb\":%.5f,\"rss_kib\":%ld,"
-                            "\"state_live_bytes\":%zu,\"state_bytes\":%zu}\n",
+                            "\"state_live_bytes\":%zu,\"state_bytes\":%zu,\"session\":\"%s\"}\n",
                         pos, (double)since / dt, bpb, rss, mnemo_session_live_bytes(s),
-                        mnemo_session_state_bytes(s));
-            mark = next_mark(mark);
+                        mnemo_session_state_bytes(s), sc.attn_opts ? sc.attn_opts : "");
+            mark = every ? mark + every : next_mark(mark);
             since = 0;
             nll = 0;
             t_mark = mni_now();
@@ -184,7 +197,6 @@ int main(int argc, char **argv)
     }
     if (fo) fclose(fo);
     free(x);
-    free(budgets);
     mnemo_session_free(s);
     mni_tokens_free(&tk);
     mnemo_model_free(m);

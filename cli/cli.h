@@ -12,14 +12,35 @@
 
 #include "mnemo.h"
 
-enum opt_type { OPT_INT, OPT_FLOAT, OPT_STR, OPT_BOOL, OPT_U64 };
+enum opt_type { OPT_INT, OPT_FLOAT, OPT_STR, OPT_BOOL, OPT_U64, OPT_ATTN };
 
 struct opt {
     const char *name;   /* flag without the leading dashes; also the JSON key */
     enum opt_type type;
-    void *ptr;          /* int*, float*, const char**, int* (bool), uint64_t* */
+    void *ptr;          /* int*, float*, const char**, int* (bool), uint64_t*, struct cli_attn* */
     const char *help;
 };
+
+/* The attention kinds' options of a command (an OPT_ATTN entry, at most one per table, named
+ * "attn_opt"): "--attn_opt KEY=VALUE[,KEY=VALUE...]" (repeatable), and any "--KEY VALUE" whose
+ * KEY is an option of some kind and no flag of the command (--segment 64, --budget 16). The
+ * same as JSON keys of a --config file ("attn_opt": "...", or "segment": 64). Lists of
+ * "key=value" items, owned by the parser (freed at exit); NULL when none was given. */
+struct cli_attn {
+    char *typed;  /* from the command line */
+    char *config; /* from --config files */
+};
+/* Both lists, the command line's after (so overriding) the config's; NULL when both are empty.
+ * Owned by a. */
+const char *cli_attn_all(struct cli_attn *a);
+/* Applies a's options to a checkpoint's model being continued (how: "--resume" or "--init"):
+ * training and session options are set; a model option that differs from the checkpoint is
+ * refused (one error line) when typed, noted and left when it comes from --config, except that
+ * --init may change an option the kind marks mutable (infini's segment), which is noted. */
+void cli_attn_continue(const char *cmd, struct mnemo_model *m, struct cli_attn *a, const char *how);
+/* Prints every kind with its options (type, default, range, scope, help): the --help section
+ * of commands that take kind options, and `mnemo info --kinds`. */
+void cli_print_kinds(FILE *f);
 
 /* Parses argv[first..] against opts: "--name value", "--name=value", "--flag" for booleans,
  * and "--config FILE" (a JSON object whose keys are option names; flags given on the command
@@ -51,39 +72,23 @@ int cli_mkdir_p(const char *path);
 /* "1:02:03" or "2:03" */
 void cli_fmt_duration(char *buf, size_t n, double seconds);
 
-/* The context-pruning options of the commands that run a session (eval, generate, answer). */
-struct cli_prune {
-    int budget;        /* --budget K: every layer (0 = off) */
-    const char *list;  /* --budgets K1,K2,...: one per layer */
-    float threshold;   /* --threshold: evict keys whose penalty reaches it (0 = off) */
-    int no_prune;      /* --no_prune: ignore the checkpoint's prune.budgets */
+/* The session options of the commands that run a session (eval, generate, answer): the kind's
+ * session options (--attn_opt budget=16, --budget 16, --threshold 0.5 ...) over those the
+ * checkpoint carries, unless --no_prune. */
+struct cli_session {
+    struct cli_attn attn;
+    int no_prune; /* --no_prune: ignore the session options the checkpoint carries */
 };
-#define CLI_PRUNE_OPTS(p) \
-    {"budget", OPT_INT, &(p).budget, \
-     "selective attention: keep at most this many keys per layer, evicting the most penalised " \
-     "(0 = off); a stream may then run past n_ctx"}, \
-    {"budgets", OPT_STR, &(p).list, \
-     "selective attention: per-layer budgets K1,K2,... (default: the checkpoint's " \
-     "prune.budgets, if any)"}, \
-    {"threshold", OPT_FLOAT, &(p).threshold, \
-     "selective attention: evict keys whose penalty reaches this (0 = off)"}, \
-    {"no_prune", OPT_BOOL, &(p).no_prune, "ignore the checkpoint's prune.budgets"}
-/* Per-layer cache budgets from --budgets LIST, --budget K or the checkpoint's prune.budgets
- * (unless --no_prune); NULL for none. *from names the source. Dies on a bad --budget,
- * --budgets or --threshold. Caller frees. */
-int *cli_budgets(const char *cmd, const struct mnemo_model *m, const struct cli_prune *p,
-                 const char **from);
-/* The infini options of the commands that build a model (train, bench): --segment into
- * mc.attn_segment and --mem_update into a name, checked by cli_infini_check. */
-#define CLI_INFINI_OPTS(mc, mem_update) \
-    {"segment", OPT_INT, &(mc).attn_segment, \
-     "infini: segment length N, 1 <= N <= n_ctx (0 = n_ctx; with train --init, 0 keeps the " \
-     "checkpoint's); local attention inside a " \
-     "segment, the compressive memory across them"}, \
-    {"mem_update", OPT_STR, &(mem_update), "infini: memory update rule, linear or delta"}
-/* Sets mc->attn_mem_update from mem_update (NULL: the default); dies on an unknown rule, or on
- * either option without --attn infini. Call after mc->attn_kind is set. */
-void cli_infini_check(const char *cmd, struct mnemo_model_config *mc, const char *mem_update);
+#define CLI_SESSION_OPTS(p)                                                                    \
+    {"attn_opt", OPT_ATTN, &(p).attn,                                                          \
+     "the attention kind's session options KEY=VALUE,... (see below; e.g. budget=16 or "       \
+     "budget=8/6/6/4 per layer for selective attention), over those the checkpoint carries"},  \
+    {"no_prune", OPT_BOOL, &(p).no_prune,                                                      \
+     "ignore the session options the checkpoint carries (e.g. budgets from prune-search)"}
+/* The session config of p (max_chunk as given). Describes it in desc (n bytes) for a progress
+ * line: "budget=16 (given)", "budget=7/6/7/7 (the checkpoint's)" or "". */
+void cli_session_config(struct mnemo_session_config *sc, struct cli_session *p,
+                        const struct mnemo_model *m, int max_chunk, char *desc, size_t n);
 /* Feeds tok[0..n) through the session in chunks of at most chunk tokens; *last receives the
  * logits (Vp) of the last token. The session's status on failure (e.g. MNEMO_ERR_FULL). */
 enum mnemo_status cli_feed(struct mnemo_session *s, const uint16_t *tok, size_t n, int chunk,

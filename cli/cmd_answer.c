@@ -126,7 +126,7 @@ int cmd_answer(int argc, char **argv)
 {
     const char *model = NULL, *tasks = NULL, *out = NULL;
     int threads = 0, chunk = 256;
-    struct cli_prune pr = {0};
+    struct cli_session pr = {0};
     uint64_t max_tasks = 0;
     const struct opt opts[] = {
         {"model", OPT_STR, &model, "checkpoint (model.safetensors)"},
@@ -137,7 +137,7 @@ int cmd_answer(int argc, char **argv)
         {"max_tasks", OPT_U64, &max_tasks, "answer at most this many tasks (0 = all)"},
         {"chunk", OPT_INT, &chunk, "prompt tokens fed per session call"},
         {"threads", OPT_INT, &threads, "threads (0 = default)"},
-        CLI_PRUNE_OPTS(pr),
+        CLI_SESSION_OPTS(pr),
     };
     const char *pos[1];
     int n_pos;
@@ -161,17 +161,13 @@ int cmd_answer(int argc, char **argv)
     enum mnemo_status st = mnemo_model_load(&m, model);
     if (st != MNEMO_OK) cli_fail("answer", st, "cannot load the checkpoint");
     const struct mnemo_model_config *c = mnemo_model_get_config(m);
-    const char *from = NULL;
-    int *budgets = cli_budgets("answer", m, &pr, &from);
     struct mnemo_session_config sc;
-    mnemo_session_config_default(&sc);
-    sc.max_chunk = chunk;
-    sc.budgets = budgets;
-    sc.threshold = pr.threshold;
+    char desc[512];
+    cli_session_config(&sc, &pr, m, chunk, desc, sizeof(desc));
     struct mnemo_session *s;
     if ((st = mnemo_session_create_ex(&s, m, &sc)) != MNEMO_OK)
         cli_fail("answer", st, "cannot start a session");
-    if (from) fprintf(stderr, "answer: cache budgets from %s\n", from);
+    if (desc[0]) fprintf(stderr, "answer: session options %s\n", desc);
     /* the results appear whole when every task is answered; a failed run leaves --out as it was */
     FILE *res = out ? cli_out_open("answer", out) : NULL;
 
@@ -272,7 +268,6 @@ int cmd_answer(int argc, char **argv)
     free(tok);
     free(got);
     free(got_text);
-    free(budgets);
     mnemo_session_free(s);
     mnemo_model_free(m);
     return 0;

@@ -14,7 +14,8 @@ int cmd_bench(int argc, char **argv)
     mnemo_model_config_default(&mc);
     mc.vocab = 256;
     int B = 8, steps = 10, warmup = 2, threads = 2;
-    const char *attn = "dense", *optim = "adamw", *mem_update = NULL;
+    const char *attn = "dense", *optim = "adamw";
+    struct cli_attn ka = {0};
     const struct opt opts[] = {
         {"n_layer", OPT_INT, &mc.n_layer, "transformer blocks"},
         {"d_model", OPT_INT, &mc.d_model, "model width"},
@@ -22,9 +23,9 @@ int cmd_bench(int argc, char **argv)
         {"n_ctx", OPT_INT, &mc.n_ctx, "window length T"},
         {"vocab", OPT_INT, &mc.vocab, "vocabulary"},
         {"attn", OPT_STR, &attn,
-         "attention kind: dense, selective or infini (a kind other than dense is measured "
-         "beside dense at the same shape, in the same run)"},
-        CLI_INFINI_OPTS(mc, mem_update),
+         "attention kind (listed below; a kind other than dense is measured beside dense at "
+         "the same shape, in the same run)"},
+        {"attn_opt", OPT_ATTN, &ka, "the kind's options KEY=VALUE,... (also --KEY VALUE)"},
         {"batch", OPT_INT, &B, "windows per step"},
         {"steps", OPT_INT, &steps, "timed steps (the median is reported)"},
         {"warmup", OPT_INT, &warmup, "untimed steps first"},
@@ -40,7 +41,7 @@ int cmd_bench(int argc, char **argv)
         cli_die("bench", "--steps and --batch must be >= 1, --warmup >= 0");
     mc.attn_kind = mnemo_attn_kind_from_name(attn);
     if (mc.attn_kind < 0) cli_die("bench", "--attn '%s': unknown attention kind", attn);
-    cli_infini_check("bench", &mc, mem_update);
+    mc.attn_opts = cli_attn_all(&ka);
     const int opt = mnemo_optimizer_from_name(optim);
     if (opt < 0) cli_die("bench", "--optimizer '%s': expected adamw or muon", optim);
     struct mnemo_model *probe; /* the shape is checked before the sgemm rate is measured */
@@ -51,10 +52,7 @@ int cmd_bench(int argc, char **argv)
     double sg = mnemo_bench_sgemm(1024, 5);
     printf("bench: L=%d d=%d H=%d T=%d B=%d V=%d, %s attention, %d threads\n", mc.n_layer,
            mc.d_model, mc.n_head, mc.n_ctx, B, mc.vocab, attn, threads);
-    if (mc.attn_kind == MNEMO_ATTN_KIND_INFINI)
-        printf("  infini: segment %d, %s memory update\n",
-               mc.attn_segment ? mc.attn_segment : mc.n_ctx,
-               mnemo_mem_update_name(mc.attn_mem_update));
+    if (mc.attn_opts) printf("  %s attention options: %s\n", attn, mc.attn_opts);
     struct mnemo_bench_result r[2];
     for (int o = MNEMO_OPT_ADAMW; o <= opt; o++) {
         enum mnemo_status st = mnemo_bench_train_opt(&mc, B, mc.n_ctx, steps, warmup, o, &r[o]);
@@ -69,7 +67,7 @@ int cmd_bench(int argc, char **argv)
     if (mc.attn_kind != MNEMO_ATTN_KIND_DENSE) { /* the dense kind as the baseline, same run */
         struct mnemo_model_config dc = mc;
         dc.attn_kind = MNEMO_ATTN_KIND_DENSE;
-        dc.attn_segment = 0, dc.attn_mem_update = MNEMO_MEM_LINEAR; /* infini's settings */
+        dc.attn_opts = NULL; /* the kind's options are not dense's */
         struct mnemo_bench_result rd;
         enum mnemo_status st = mnemo_bench_train_opt(&dc, B, dc.n_ctx, steps, warmup, opt, &rd);
         if (st != MNEMO_OK) cli_fail("bench", st, "dense baseline failed");

@@ -10,12 +10,14 @@ int cmd_eval(int argc, char **argv)
 {
     const char *model = NULL, *data = NULL;
     int seq = 0, stride = 0, batch = 8, threads = 0;
-    struct cli_prune pr = {0};
+    struct cli_session pr = {0};
     uint64_t max_windows = 0;
     const struct opt opts[] = {
         {"model", OPT_STR, &model, "checkpoint (model.safetensors)"},
         {"data", OPT_STR, &data, "token file to score (e.g. data/kjv/val.bin)"},
-        {"seq", OPT_INT, &seq, "window length (0 = the model's n_ctx)"},
+        {"seq", OPT_INT, &seq,
+         "window length (0 = the model's n_ctx); longer than n_ctx where the kind's session "
+         "state is bounded (infini, a budgeted selective cache): such windows stream through it"},
         {"stride", OPT_INT, &stride,
          "tokens between window starts; a later window scores only its last stride tokens "
          "(0 = the window length: disjoint windows)"},
@@ -23,8 +25,8 @@ int cmd_eval(int argc, char **argv)
         {"max_windows", OPT_U64, &max_windows,
          "score at most this many windows, spread over the file (0 = all)"},
         {"threads", OPT_INT, &threads, "threads (0 = default)"},
-        /* with budgets or a threshold, each window streams through a pruning session */
-        CLI_PRUNE_OPTS(pr),
+        /* with session options, or windows past n_ctx, each window streams through a session */
+        CLI_SESSION_OPTS(pr),
     };
     const char *pos[2];
     int n_pos;
@@ -38,25 +40,33 @@ int cmd_eval(int argc, char **argv)
     enum mnemo_status st = mnemo_model_load(&m, model);
     if (st != MNEMO_OK) cli_fail("eval", st, "cannot load the checkpoint");
     struct mnemo_eval_result r;
-    const char *from;
-    int *budgets = cli_budgets("eval", m, &pr, &from);
-    int win = seq ? seq : mnemo_model_get_config(m)->n_ctx;
-    if (budgets || pr.threshold > 0) {
-        if (stride && stride != win) cli_die("eval", "--stride: pruned evaluation scores disjoint windows");
-        st = mnemo_eval_file_pruned(m, data, seq, budgets, pr.threshold, max_windows, &r);
-        if (st != MNEMO_OK) cli_fail("eval", st, "pruned evaluation failed");
-        const int L = mnemo_model_get_config(m)->n_layer;
-        long total = 0;
-        printf("pruned: budgets from %s:", from ? from : "none");
-        for (int l = 0; budgets && l < L; l++) {
-            int k = budgets[l] && budgets[l] < win ? budgets[l] : win;
-            printf("%s%d", l ? "," : " ", budgets[l]);
-            total += k;
-        }
-        if (budgets) printf(" | KV memory %.2fx smaller than the full window (L*T / sum K)", (double)L * win / (double)total);
-        if (pr.threshold > 0) printf(" | threshold %g", (double)pr.threshold);
+    const struct mnemo_model_config *c = mnemo_model_get_config(m);
+    const int win = seq ? seq : c->n_ctx;
+    struct mnemo_session_config sc;
+    char desc[512];
+    cli_session_config(&sc, &pr, m, 64, desc, sizeof(desc));
+    /* options given that describe nothing in force (a model or training option, a typo) go
+     * this way too, so that the session refuses them rather than eval ignoring them */
+    if (desc[0] || win > c->n_ctx || (sc.attn_opts && sc.attn_opts[0])) {
+        size_t bytes, full;
+        int bounded, full_bounded;
+        if ((st = mnemo_session_plan(m, &sc, &bytes, &bounded)) != MNEMO_OK)
+            cli_fail("eval", st, "session options");
+        if (stride && stride != win)
+            cli_die("eval", "--stride: evaluation through a session scores disjoint windows");
+        st = mnemo_eval_file_session(m, data, seq, &sc, max_windows, &r);
+        if (st != MNEMO_OK) cli_fail("eval", st, "evaluation through a session failed");
+        printf("session: %s | attention state %.1f KiB at most%s", desc[0] ? desc : "defaults",
+               (double)bytes / 1024.0, bounded ? ", whatever the stream length" : "");
+        /* beside the state without session options (at n_ctx): what the options save */
+        struct mnemo_session_config plain;
+        mnemo_session_config_default(&plain);
+        plain.no_model_opts = 1;
+        if (desc[0] && mnemo_session_plan(m, &plain, &full, &full_bounded) == MNEMO_OK &&
+            !full_bounded && bytes > 0)
+            printf(" (%.2fx less than without these options at n_ctx %d)",
+                   (double)full / (double)bytes, c->n_ctx);
         printf("\n");
-        free(budgets);
     } else {
         st = mnemo_eval_file(m, data, seq, stride, batch, max_windows, &r);
         if (st != MNEMO_OK) cli_fail("eval", st, "evaluation failed");

@@ -7,43 +7,40 @@
 #include "cli.h"
 
 /* The attention state a session of this checkpoint holds (its bound, as generate and answer
- * would run it: with the checkpoint's prune.budgets, if any), and whether that bound holds
- * for any stream length or only up to n_ctx. */
-static void print_state(struct mnemo_model *m, const struct mnemo_model_config *c)
+ * would run it: with the session options the checkpoint carries, if any), computed without
+ * making a session, and whether that bound holds for any stream length or only up to n_ctx. */
+static void print_state(struct mnemo_model *m)
 {
-    struct cli_prune pr = {0};
-    const char *from;
-    int *budgets = cli_budgets("info", m, &pr, &from);
-    int pruned = budgets != NULL;
-    for (int l = 0; budgets && l < c->n_layer; l++) pruned &= budgets[l] > 0;
-    struct mnemo_session_config sc;
-    mnemo_session_config_default(&sc);
-    sc.max_chunk = 1;
-    sc.budgets = budgets;
-    struct mnemo_session *s;
-    enum mnemo_status st = mnemo_session_create_ex(&s, m, &sc);
-    free(budgets);
-    if (st != MNEMO_OK) { /* e.g. no memory for a dense cache at a huge n_ctx: say, go on */
-        printf("state        unknown (no session: %s)\n", mnemo_last_error());
+    size_t bytes;
+    int bounded;
+    enum mnemo_status st = mnemo_session_plan(m, NULL, &bytes, &bounded);
+    if (st != MNEMO_OK) {
+        printf("state        none (%s)\n", mnemo_last_error());
         return;
     }
-    const double kib = (double)mnemo_session_state_bytes(s) / 1024.0;
-    if (c->attn_kind == MNEMO_ATTN_KIND_INFINI || pruned)
-        printf("state        %.1f KiB at most, whatever the stream length%s\n", kib,
-               pruned ? " (the checkpoint's prune.budgets)" : "");
+    const double kib = (double)bytes / 1024.0;
+    if (bounded)
+        printf("state        %.1f KiB at most, whatever the stream length\n", kib);
     else
         printf("state        %.1f KiB at n_ctx (a cache of every key and value; a stream stops "
                "there)\n", kib);
-    mnemo_session_free(s);
 }
 
 int cmd_info(int argc, char **argv)
 {
-    const struct opt opts[] = {{"_", OPT_BOOL, NULL, ""}};
+    int kinds = 0;
+    const struct opt opts[] = {
+        {"kinds", OPT_BOOL, &kinds, "list the attention kinds and their options (no checkpoint)"},
+    };
     const char *pos[1];
     int n_pos;
-    cli_parse("info", "CHECKPOINT", argc, argv, opts, 0, pos, &n_pos, 1);
-    if (n_pos != 1) cli_die("info", "give one checkpoint file");
+    cli_parse("info", "CHECKPOINT | --kinds", argc, argv, opts, 1, pos, &n_pos, 1);
+    if (kinds) {
+        if (n_pos) cli_die("info", "--kinds takes no checkpoint");
+        cli_print_kinds(stdout);
+        return 0;
+    }
+    if (n_pos != 1) cli_die("info", "give one checkpoint file (or --kinds)");
     struct mnemo_model *m;
     enum mnemo_status st = mnemo_model_load(&m, pos[0]);
     if (st != MNEMO_OK) cli_fail("info", st, "cannot load the checkpoint");
@@ -56,18 +53,14 @@ int cmd_info(int argc, char **argv)
     printf("positions    %s", c->pos == MNEMO_POS_ROPE ? "rope" : "learned");
     if (c->pos == MNEMO_POS_ROPE) printf(" (theta %g)", (double)c->rope_theta);
     printf("\nattention    %s\n", mnemo_attn_kind_name(c->attn_kind));
-    if (c->attn_kind == MNEMO_ATTN_KIND_INFINI) {
-        printf("segment      %d%s\n", c->attn_segment ? c->attn_segment : c->n_ctx,
-               c->attn_segment ? "" : " (n_ctx)");
-        printf("mem update   %s\n", mnemo_mem_update_name(c->attn_mem_update));
-    }
+    if (c->attn_opts && c->attn_opts[0]) printf("attn options %s\n", c->attn_opts);
     const char *keys[] = {"train.step", "train.val_loss", "train.optimizer", "train.ema",
-                          "prune.budgets", "prune.target_loss"};
+                          "prune.target_loss"};
     for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
         const char *v = mnemo_model_meta(m, keys[i]);
         if (v) printf("%-17s %s\n", keys[i], v);
     }
-    print_state(m, c); /* last: it opens a session, which may fail */
+    print_state(m);
     mnemo_model_free(m);
     return 0;
 }

@@ -1,13 +1,15 @@
 /*
  * cmd_prune.c -- mnemo prune-search: per-layer KV-cache budgets for a selective-attention
  * checkpoint that keep its pruned validation loss within a target, written into the
- * checkpoint's metadata (prune.budgets), where eval and generate pick them up.
+ * checkpoint as the session option budget (attn.budget), where eval, generate and answer pick
+ * them up.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
+#include "mnemo_attn.h"
 
 struct progress {
     int T;
@@ -66,9 +68,10 @@ int cmd_prune_search(int argc, char **argv)
     struct mnemo_model *m;
     enum mnemo_status st = mnemo_model_load(&m, model);
     if (st != MNEMO_OK) cli_fail("prune-search", st, "cannot load the checkpoint");
-    if (mnemo_model_get_config(m)->attn_kind != MNEMO_ATTN_KIND_SELECTIVE)
-        cli_die("prune-search", "'%s' has %s attention: prune-search needs a model with selective "
-                "attention", model, mnemo_attn_kind_name(mnemo_model_get_config(m)->attn_kind));
+    if (mnemo_attn_opt_find(mnemo_model_get_config(m)->attn_kind, "budget") < 0)
+        cli_die("prune-search", "'%s' has %s attention, which has no budget option to search "
+                "(selective attention has)", model,
+                mnemo_attn_kind_name(mnemo_model_get_config(m)->attn_kind));
     const int L = mnemo_model_get_config(m)->n_layer;
     const int T = seq ? seq : mnemo_model_get_config(m)->n_ctx;
     if (T < 2 || T > mnemo_model_get_config(m)->n_ctx)
@@ -100,23 +103,22 @@ int cmd_prune_search(int argc, char **argv)
     struct progress p = {T};
     st = mnemo_prune_search(m, data, T, target, factor, max_windows, budgets, on_round, &p);
     if (st != MNEMO_OK) cli_fail("prune-search", st, "search failed");
-    const size_t cap = (size_t)L * 12 + 1; /* "," and at most 10 digits a layer */
+    const size_t cap = (size_t)L * 12 + 16; /* "/" and at most 10 digits a layer */
     char *list = malloc(cap), tgt[32];
     if (!list) cli_die("prune-search", "out of memory");
-    size_t k = 0;
+    size_t k = (size_t)snprintf(list, cap, "budget=");
     long total = 0;
-    list[0] = 0;
     for (int l = 0; l < L; l++) {
-        k += (size_t)snprintf(list + k, cap - k, "%s%d", l ? "," : "", budgets[l]);
+        k += (size_t)snprintf(list + k, cap - k, "%s%d", l ? "/" : "", budgets[l]);
         total += budgets[l];
     }
     snprintf(tgt, sizeof(tgt), "%.6f", target);
-    if ((st = mnemo_model_set_meta(m, "prune.budgets", list)) ||
+    if ((st = mnemo_model_set_attn_opts(m, list)) ||
         (st = mnemo_model_set_meta(m, "prune.target_loss", tgt)))
         cli_fail("prune-search", st, "cannot record the budgets");
     if ((st = mnemo_model_save_meta(m, out ? out : model)) != MNEMO_OK)
         cli_fail("prune-search", st, "cannot write the checkpoint");
-    printf("prune-search: budgets %s (%.2fx less KV memory than %d per layer), written to %s\n",
+    printf("prune-search: %s (%.2fx less KV memory than %d per layer), written to %s\n",
            list, (double)L * T / (double)total, T, out ? out : model);
     free(list);
     free(budgets);

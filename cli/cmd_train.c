@@ -61,13 +61,9 @@ static void shape_differs(const struct shape_check *sc, const char *flag, const 
 }
 
 static void check_shape(const struct shape_check *sc, const struct mnemo_model_config *want,
-                        const struct mnemo_model_config *ck, int mem_update_given)
+                        const struct mnemo_model_config *ck)
 {
     const int resume = !strcmp(sc->how, "--resume");
-    if ((mem_update_given || (resume && want->attn_segment)) &&
-        ck->attn_kind != MNEMO_ATTN_KIND_INFINI)
-        cli_die("train", "--segment and --mem_update belong to infini models; the checkpoint has "
-                "%s attention", mnemo_attn_kind_name(ck->attn_kind));
     struct mnemo_model_config d;
     mnemo_model_config_default(&d);
     char a[64], b[64];
@@ -82,7 +78,6 @@ static void check_shape(const struct shape_check *sc, const struct mnemo_model_c
     SHAPE_INT(n_head, "n_head")
     if (resume) {
         SHAPE_INT(n_ctx, "n_ctx")
-        SHAPE_INT(attn_segment, "segment")
     } else if (want->n_ctx != d.n_ctx && want->n_ctx != ck->n_ctx && typed(sc->argc, sc->argv, "n_ctx")) {
         cli_die("train", "--n_ctx %d: the checkpoint has %d (with --init, --seq sets the window)",
                 want->n_ctx, ck->n_ctx);
@@ -99,9 +94,6 @@ static void check_shape(const struct shape_check *sc, const struct mnemo_model_c
     if (want->attn_kind != d.attn_kind && want->attn_kind != ck->attn_kind)
         shape_differs(sc, "attn", mnemo_attn_kind_name(want->attn_kind),
                       mnemo_attn_kind_name(ck->attn_kind));
-    if (mem_update_given && want->attn_mem_update != ck->attn_mem_update)
-        shape_differs(sc, "mem_update", mnemo_mem_update_name(want->attn_mem_update),
-                      mnemo_mem_update_name(ck->attn_mem_update));
 }
 
 /* 1 when dir holds a model of an earlier run. */
@@ -116,7 +108,6 @@ struct progress {
     int every;      /* print a step line every this many steps */
     int tty;
     const struct mnemo_model *m;
-    float mem_repeat;
 };
 
 static int on_event(const struct mnemo_train_event *ev, void *user)
@@ -132,11 +123,9 @@ static int on_event(const struct mnemo_train_event *ev, void *user)
                 "attention, %.2fM parameters\n", c->n_layer, c->d_model, c->n_head, c->n_ctx,
                 c->pos == MNEMO_POS_ROPE ? "rope" : "learned", mnemo_attn_kind_name(c->attn_kind),
                 (double)mnemo_model_n_params(p->m) / 1e6);
-        if (c->attn_kind == MNEMO_ATTN_KIND_INFINI)
-            fprintf(stderr, "infini: segment %d, %s memory update%s\n",
-                    c->attn_segment ? c->attn_segment : c->n_ctx,
-                    mnemo_mem_update_name(c->attn_mem_update),
-                    p->mem_repeat > 1 ? ", writes weighted by [1, mem_repeat] log-uniform" : "");
+        if (c->attn_opts && c->attn_opts[0])
+            fprintf(stderr, "%s attention options: %s\n", mnemo_attn_kind_name(c->attn_kind),
+                    c->attn_opts);
         fprintf(stderr, "train: starting at step %d of %d\n", ev->step, ev->max_steps);
         break;
     }
@@ -146,7 +135,7 @@ static int on_event(const struct mnemo_train_event *ev, void *user)
             cli_fmt_duration(el, sizeof(el), ev->elapsed_s);
             cli_fmt_duration(eta, sizeof(eta), ev->eta_s);
             char mem[32] = "";
-            if (ev->mem_loss > 0) snprintf(mem, sizeof(mem), " | mem %.3f", ev->mem_loss);
+            if (ev->aux_loss > 0) snprintf(mem, sizeof(mem), " | aux %.4f", ev->aux_loss);
             fprintf(stderr, "step %6d/%d | loss %.4f%s | lr %.2e | norm %.3f | %7.0f tok/s | %s elapsed | eta %s\n",
                     ev->step, ev->max_steps, (double)ev->loss, mem, (double)ev->lr,
                     (double)ev->grad_norm, ev->tokens_per_s, el, eta);
@@ -169,7 +158,8 @@ int cmd_train(int argc, char **argv)
     struct mnemo_train_config tc;
     mnemo_model_config_default(&mc);
     mnemo_train_config_default(&tc);
-    const char *pos = "rope", *attn = "dense", *init = NULL, *optim = "adamw", *mem_update = NULL;
+    const char *pos = "rope", *attn = "dense", *init = NULL, *optim = "adamw";
+    struct cli_attn ka = {0};
     tc.out_dir = "runs/default";
     int print_every = 10, overwrite = 0;
     const struct opt opts[] = {
@@ -186,14 +176,10 @@ int cmd_train(int argc, char **argv)
         {"n_ctx", OPT_INT, &mc.n_ctx, "context (training window) length"},
         {"pos", OPT_STR, &pos, "positions: rope or learned"},
         {"rope_theta", OPT_FLOAT, &mc.rope_theta, "RoPE base"},
-        {"attn", OPT_STR, &attn, "attention kind: dense, selective or infini"},
-        CLI_INFINI_OPTS(mc, mem_update),
-        {"gate_lr_mult", OPT_FLOAT, &tc.gate_lr_mult,
-         "learning-rate multiplier of the attention kind's own parameters (infini's gates; no "
-         "weight decay on them)"},
-        {"mem_repeat", OPT_FLOAT, &tc.mem_repeat,
-         "infini: weigh each segment's memory write by a random factor in [1, R] (log-uniform), "
-         "as if repeated, to train retrieval for streams far longer than the windows (0 = off)"},
+        {"attn", OPT_STR, &attn, "attention kind (the kinds and their options are listed below)"},
+        {"attn_opt", OPT_ATTN, &ka,
+         "the kind's options KEY=VALUE,... (also --KEY VALUE); with --resume or --init, model "
+         "options must match the checkpoint's (--init may change mutable ones)"},
         {"batch", OPT_INT, &tc.batch, "windows per micro-batch"},
         {"seq", OPT_INT, &tc.seq,
          "window length (0 = n_ctx); with --init it may exceed the checkpoint's n_ctx (RoPE "
@@ -211,9 +197,6 @@ int cmd_train(int argc, char **argv)
         {"beta2", OPT_FLOAT, &tc.beta2, "AdamW beta2"},
         {"eps", OPT_FLOAT, &tc.eps, "AdamW epsilon"},
         {"grad_clip", OPT_FLOAT, &tc.grad_clip, "clip the global gradient norm (0 = off)"},
-        {"mem_eps", OPT_FLOAT, &tc.mem_eps,
-         "selective attention: weight of the memory loss (0 = off; the paper's 0.1)"},
-        {"mem_tau", OPT_FLOAT, &tc.mem_tau, "selective attention: the memory loss's tau (0 = 1)"},
         {"ema", OPT_FLOAT, &tc.ema,
          "keep an exponential moving average of the weights with this decay, e.g. 0.999 "
          "(0 = off); the checkpoint and validation use the average"},
@@ -241,15 +224,8 @@ int cmd_train(int argc, char **argv)
     if (tc.optimizer < 0) cli_die("train", "--optimizer '%s': expected adamw or muon", optim);
     mc.attn_kind = mnemo_attn_kind_from_name(attn);
     if (mc.attn_kind < 0)
-        cli_die("train", "--attn '%s': unknown attention kind (dense, selective or infini)", attn);
-    const int new_segment = init && !tc.resume ? mc.attn_segment : 0; /* a change for --init */
-    if (new_segment) mc.attn_segment = 0; /* checked against the checkpoint's kind below */
-    if (init || tc.resume) { /* the kind is the checkpoint's: --segment, --mem_update meet it below */
-        if (mem_update && (mc.attn_mem_update = mnemo_mem_update_from_name(mem_update)) < 0)
-            cli_die("train", "--mem_update '%s': expected linear or delta", mem_update);
-    } else {
-        cli_infini_check("train", &mc, mem_update);
-    }
+        cli_die("train", "--attn '%s': unknown attention kind (see mnemo train --help)", attn);
+    mc.attn_opts = cli_attn_all(&ka); /* a fresh model's; a checkpoint's meet them below */
     if (tc.resume && overwrite) /* "the same command with --resume" may carry --overwrite */
         fprintf(stderr, "train: --resume continues the run; --overwrite is ignored\n");
     if (tc.resume && init) cli_die("train", "give --resume or --init, not both");
@@ -266,11 +242,12 @@ int cmd_train(int argc, char **argv)
         snprintf(path, sizeof(path), "%s/model.safetensors", tc.out_dir);
         if ((st = mnemo_model_load(&m, path)) != MNEMO_OK) cli_fail("train", st, "cannot resume");
         const struct shape_check sc = {"--resume", argc, argv};
-        check_shape(&sc, &mc, mnemo_model_get_config(m), mem_update != NULL);
+        check_shape(&sc, &mc, mnemo_model_get_config(m));
+        cli_attn_continue("train", m, &ka, "--resume");
     } else if (init) {
         if ((st = mnemo_model_load(&m, init)) != MNEMO_OK) cli_fail("train", st, "cannot load --init");
         const struct shape_check sc = {"--init", argc, argv};
-        check_shape(&sc, &mc, mnemo_model_get_config(m), mem_update != NULL);
+        check_shape(&sc, &mc, mnemo_model_get_config(m));
         const int old_ctx = mnemo_model_get_config(m)->n_ctx;
         if (tc.seq > old_ctx) {
             if ((st = mnemo_model_set_n_ctx(m, tc.seq)) != MNEMO_OK)
@@ -278,19 +255,12 @@ int cmd_train(int argc, char **argv)
             fprintf(stderr, "train: windows of %d tokens (the checkpoint's n_ctx was %d)\n", tc.seq,
                     old_ctx);
         }
-        const struct mnemo_model_config *c = mnemo_model_get_config(m);
-        const int old_seg = c->attn_segment ? c->attn_segment : c->n_ctx;
-        if (new_segment && new_segment != old_seg) {
-            if ((st = mnemo_model_set_segment(m, new_segment)) != MNEMO_OK)
-                cli_fail("train", st, "--segment for the --init checkpoint");
-            fprintf(stderr, "train: segments of %d tokens (the checkpoint's were %d)\n", new_segment,
-                    old_seg);
-        }
+        cli_attn_continue("train", m, &ka, "--init");
     } else {
         if ((st = mnemo_model_create(&m, &mc)) != MNEMO_OK) cli_fail("train", st, "bad model config");
         mnemo_model_init(m, tc.seed);
     }
-    struct progress p = {print_every, isatty(2), m, tc.mem_repeat};
+    struct progress p = {print_every, isatty(2), m};
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = on_sigint;

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "mnemo_attn.h"
 
 void cli_default_wait_policy(char **argv)
 {
@@ -178,8 +179,147 @@ static const char *type_word(enum opt_type t)
     case OPT_STR: return "STR";
     case OPT_U64: return "INT";
     case OPT_BOOL: return "";
+    case OPT_ATTN: return "K=V,...";
     }
     return "";
+}
+
+/* ---- the attention kinds' options ---------------------------------------------------------- */
+
+/* Strings the kind-option lists own, freed at exit. */
+static char **owned;
+static size_t n_owned;
+
+static void free_owned(void)
+{
+    for (size_t i = 0; i < n_owned; i++) free(owned[i]);
+    free(owned);
+    owned = NULL;
+    n_owned = 0;
+}
+
+/* Adds the items of `items` ("key=value,key=value") to *list (a string owned here), each
+ * replacing an item of the same key already there: the last value given wins, as for flags. */
+static void attn_add(const char *cmd, char **list, const char *items)
+{
+    const size_t n = (*list ? strlen(*list) : 0) + strlen(items) + 2;
+    char *s = malloc(n);
+    char **o = realloc(owned, (n_owned + 1) * sizeof(*owned));
+    if (!s || !o) cli_die(cmd, "out of memory");
+    if (!owned) atexit(free_owned);
+    owned = o;
+    owned[n_owned++] = s;
+    size_t used = 0;
+    const char *src[2] = {*list ? *list : "", items};
+    for (int k = 0; k < 2; k++)
+        for (const char *p = src[k]; *p;) {
+            while (*p == ',' || *p == ' ') p++;
+            const size_t len = strcspn(p, ","), klen = strcspn(p, "=");
+            int replaced = 0; /* an old item whose key comes again in items */
+            for (const char *q = k == 0 ? items : ""; *q && !replaced;) {
+                while (*q == ',' || *q == ' ') q++;
+                const size_t ql = strcspn(q, ",");
+                replaced = klen < len && ql > klen && !strncmp(q, p, klen) && q[klen] == '=';
+                q += ql;
+            }
+            if (len && !replaced) {
+                if (used) s[used++] = ',';
+                memcpy(s + used, p, len);
+                used += len;
+            }
+            p += len;
+        }
+    s[used] = 0;
+    *list = s; /* the old string stays owned until exit */
+}
+
+/* The type of key (len bytes) in the first kind that has it, or -1 for no kind's option. */
+static int kind_key_type(const char *key, size_t len)
+{
+    char k[64];
+    if (len == 0 || len >= sizeof(k)) return -1;
+    for (size_t i = 0; i < len; i++) k[i] = key[i] == '-' ? '_' : key[i];
+    k[len] = 0;
+    for (int kind = 0; kind < MNEMO_ATTN_KIND_COUNT; kind++) {
+        int i = mnemo_attn_opt_find(kind, k);
+        if (i >= 0) return mnemo_attn_ops_get(kind)->opts[i].type;
+    }
+    return -1;
+}
+
+/* The OPT_ATTN target of a table, or NULL. */
+static struct cli_attn *attn_target(const struct opt *opts, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (opts[i].type == OPT_ATTN) return opts[i].ptr;
+    return NULL;
+}
+
+/* Adds "key=value" (key len bytes, dashes as underscores) to the typed or config list. */
+static void attn_add_kv(const char *cmd, struct cli_attn *a, int from_config, const char *key,
+                        size_t len, const char *value)
+{
+    if (strchr(value, ',') || strchr(value, '='))
+        cli_die(cmd, "--%.*s '%s': one value (a per-layer list is written a/b/c)", (int)len, key,
+                value);
+    const size_t n = len + strlen(value) + 2;
+    char *item = malloc(n);
+    if (!item) cli_die(cmd, "out of memory");
+    snprintf(item, n, "%.*s=%s", (int)len, key, value);
+    for (size_t i = 0; i < len; i++) item[i] = item[i] == '-' ? '_' : item[i];
+    attn_add(cmd, from_config ? &a->config : &a->typed, item);
+    free(item);
+}
+
+const char *cli_attn_all(struct cli_attn *a)
+{
+    if (!a->config) return a->typed;
+    if (!a->typed) return a->config;
+    /* the config's items, those the command line gives again replaced (flags override) */
+    char *both = NULL;
+    attn_add("", &both, a->config);
+    attn_add("", &both, a->typed);
+    return both;
+}
+
+static const char *const scope_word[MNEMO_ATTN_SCOPE_COUNT] = {"model", "train", "session"};
+
+void cli_print_kinds(FILE *f)
+{
+    fprintf(f, "attention kinds and their options (--attn_opt KEY=VALUE,... or --KEY VALUE; "
+            "scope: model = fixed by a checkpoint, train = training only, session = streaming; "
+            "per layer: a/b/c):\n");
+    for (int kind = 0; kind < MNEMO_ATTN_KIND_COUNT; kind++) {
+        const struct mnemo_attn_ops *ops = mnemo_attn_ops_get(kind);
+        fprintf(f, "  %s%s\n", ops->name, ops->n_opts ? "" : " (no options)");
+        for (int i = 0; i < ops->n_opts; i++) {
+            const struct mnemo_attn_opt *o = &ops->opts[i];
+            char range[96] = "", def[64];
+            switch (o->type) {
+            case MNEMO_ATTN_OPT_INT:
+                snprintf(range, sizeof(range), "INT in [%.0f, %.0f]", o->lo, o->hi);
+                snprintf(def, sizeof(def), "%.0f", o->def);
+                break;
+            case MNEMO_ATTN_OPT_FLOAT:
+                snprintf(range, sizeof(range), "NUM in [%g, %g]", o->lo, o->hi);
+                snprintf(def, sizeof(def), "%g", o->def);
+                break;
+            case MNEMO_ATTN_OPT_BOOL:
+                snprintf(range, sizeof(range), "true|false");
+                snprintf(def, sizeof(def), "%s", o->def != 0 ? "true" : "false");
+                break;
+            default: {
+                snprintf(range, sizeof(range), "%s", o->choices);
+                const char *c = o->choices;
+                for (int k = 0; k < (int)o->def && c; k++) c = strchr(c, '|') ? strchr(c, '|') + 1 : NULL;
+                snprintf(def, sizeof(def), "%.*s", c ? (int)strcspn(c, "|") : 0, c ? c : "");
+            }
+            }
+            fprintf(f, "    %-13s %s%s, %s, default %s: %s\n", o->key, range,
+                    o->flags & MNEMO_ATTN_OPT_PER_LAYER ? " (per layer)" : "",
+                    scope_word[o->scope], def, o->help);
+        }
+    }
 }
 
 static void print_help(const char *cmd, const char *usage, const struct opt *opts, size_t n)
@@ -199,12 +339,17 @@ static void print_help(const char *cmd, const char *usage, const struct opt *opt
             if (s) snprintf(def, sizeof(def), " [%s]", s);
             break;
         }
-        case OPT_BOOL: break;
+        case OPT_BOOL:
+        case OPT_ATTN: break;
         }
         printf("  %-26s %s%s\n", left, opts[i].help, def);
     }
     printf("  %-26s %s\n", "--config FILE", "read options from a JSON file");
     printf("  %-26s %s\n", "--help", "show this help");
+    if (attn_target(opts, n)) {
+        printf("\n");
+        cli_print_kinds(stdout);
+    }
 }
 
 static const struct opt *find_opt(const struct opt *opts, size_t n, const char *name, size_t len)
@@ -248,6 +393,12 @@ static void set_value(const char *cmd, const struct opt *o, const char *v, const
         break;
     }
     case OPT_STR: *(const char **)o->ptr = v; break;
+    case OPT_ATTN: {
+        struct cli_attn *a = o->ptr;
+        if (!strchr(v, '=')) cli_die(cmd, "%s%s: '%s' is not KEY=VALUE[,KEY=VALUE...]", where, o->name, v);
+        attn_add(cmd, where[0] == '-' ? &a->typed : &a->config, v);
+        break;
+    }
     case OPT_BOOL:
         if (!strcmp(v, "1") || !strcmp(v, "true")) *(int *)o->ptr = 1;
         else if (!strcmp(v, "0") || !strcmp(v, "false")) *(int *)o->ptr = 0;
@@ -286,6 +437,17 @@ static void load_config(const char *cmd, const char *path, const struct opt *opt
     for (cJSON *it = root->child; it; it = it->next) {
         if (it->string && it->string[0] == '_') continue; /* "_comment" keys are ignored */
         const struct opt *o = it->string ? find_opt(opts, n, it->string, strlen(it->string)) : NULL;
+        struct cli_attn *ka = attn_target(opts, n);
+        if (!o && ka && kind_key_type(it->string, strlen(it->string)) >= 0) {
+            char num[64];
+            const char *kv = cJSON_IsString(it) ? it->valuestring : NULL;
+            if (cJSON_IsBool(it)) kv = cJSON_IsTrue(it) ? "true" : "false";
+            else if (cJSON_IsNumber(it)) snprintf(num, sizeof(num), "%.17g", it->valuedouble), kv = num;
+            if (!kv) cli_die(cmd, "config '%s': %s: expected a number, a string or a boolean", path,
+                             it->string);
+            attn_add_kv(cmd, ka, 1, it->string, strlen(it->string), kv);
+            continue;
+        }
         if (!o) cli_die(cmd, "config '%s': unknown key '%s' (see mnemo %s --help)", path,
                         it->string ? it->string : "?", cmd);
         char tmp[64];
@@ -315,7 +477,9 @@ void cli_parse(const char *cmd, const char *usage, int argc, char **argv, const 
     for (int i = 0; i < argc; i++) {
         if (argv[i][0] == '-' && argv[i][1] == '-' && !strchr(argv[i], '=')) {
             const struct opt *o = find_opt(opts, n_opts, argv[i] + 2, strlen(argv[i] + 2));
-            if (o && o->type != OPT_BOOL) {
+            const int kt = !o && attn_target(opts, n_opts)
+                               ? kind_key_type(argv[i] + 2, strlen(argv[i] + 2)) : -1;
+            if ((o && o->type != OPT_BOOL) || (kt >= 0 && kt != MNEMO_ATTN_OPT_BOOL)) {
                 i++;
                 continue;
             }
@@ -342,6 +506,17 @@ void cli_parse(const char *cmd, const char *usage, int argc, char **argv, const 
             const char *name = a + 2, *eq = strchr(name, '=');
             size_t len = eq ? (size_t)(eq - name) : strlen(name);
             const struct opt *o = find_opt(opts, n_opts, name, len);
+            struct cli_attn *ka = attn_target(opts, n_opts);
+            const int kt = !o && ka ? kind_key_type(name, len) : -1;
+            if (kt >= 0) { /* an attention kind's option: --segment 64 */
+                const char *v;
+                if (eq) v = eq + 1;
+                else if (kt == MNEMO_ATTN_OPT_BOOL && (i + 1 >= argc || argv[i + 1][0] == '-')) v = "true";
+                else if (i + 1 < argc) v = argv[++i];
+                else cli_die(cmd, "option --%.*s needs a value", (int)len, name);
+                attn_add_kv(cmd, ka, 0, name, len, v);
+                continue;
+            }
             if (!o) cli_die(cmd, "unknown option '--%.*s' (see mnemo %s --help)", (int)len, name, cmd);
             const char *v;
             if (eq) v = eq + 1;
@@ -354,15 +529,4 @@ void cli_parse(const char *cmd, const char *usage, int argc, char **argv, const 
             pos[(*n_pos)++] = a;
         }
     }
-}
-
-void cli_infini_check(const char *cmd, struct mnemo_model_config *mc, const char *mem_update)
-{
-    if (mem_update) {
-        mc->attn_mem_update = mnemo_mem_update_from_name(mem_update);
-        if (mc->attn_mem_update < 0)
-            cli_die(cmd, "--mem_update '%s': expected linear or delta", mem_update);
-    }
-    if ((mc->attn_segment || mem_update) && mc->attn_kind != MNEMO_ATTN_KIND_INFINI)
-        cli_die(cmd, "--segment and --mem_update need --attn infini");
 }

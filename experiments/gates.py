@@ -2,7 +2,8 @@
 """gates.py -- Infini-attention's learned gates g = sigmoid(beta) of a checkpoint, per layer and
 head (the spec's sanity check, section 10: after training the heads split into local-only
 (g ~ 0), memory-only (g ~ 1) and mixers (g ~ 0.5)). Reads the safetensors file directly
-(stdlib only): tensors blocks.{l}.attn.kind, one beta per head.
+(stdlib only): tensors blocks.{l}.attn.gate (checkpoint format 2; blocks.{l}.attn.kind in
+format 1), one beta per head.
 
 usage: experiments/gates.py CKPT [CKPT...]
 """
@@ -19,7 +20,7 @@ def gates(path):
         base = 8 + n
         out = {}
         for name, t in header.items():
-            if not (name.startswith("blocks.") and name.endswith(".attn.kind")):
+            if not (name.startswith("blocks.") and name.endswith((".attn.gate", ".attn.kind"))):
                 continue
             if t["dtype"] != "F32":
                 raise SystemExit("gates.py: %s: %s is %s, expected F32" % (path, name, t["dtype"]))

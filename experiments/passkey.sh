@@ -69,8 +69,9 @@ for spec in "s1 250 255 0 3000000 3 0 0 0" "s2 242 1017 1024 8000000 4 0 0 0" \
     fi
 done
 
-# stage: name, data, window, batch, steps, models, lr, lr_min, write weights (mem_repeat),
-# segment (0: the previous stage's), seed (data order)
+# stage: name, data, window, batch, steps, models, lr, lr_min, write weights (mem_repeat, 0 =
+# off; infini only), segment (0: the previous stage's: no --segment, since with --init a
+# --segment 0 would mean segments of the whole window), seed (data order)
 stages=("s1 s1 256 32 600 infini,dense 0.002 0.0002 0 0 1337"
         "s1b s1 256 32 1500 infini 0.002 0.0002 0 0 1337"
         "s2 s2 1024 8 800 infini,dense 0.002 0.0002 0 0 1337"
@@ -89,9 +90,16 @@ for m in $models; do
         run=$out/$m/$1
         if [ ! -s "$run/model.safetensors" ]; then
             echo "== $m, stage $1: windows of $3, $5 steps"
+            # infini's options (none for dense): mem_repeat is given at every stage (a training
+            # option the checkpoint carries, so 0 turns it off), the segment only to change it
+            kopt=()
+            if [ "$m" = infini ]; then
+                kopt+=(--mem_repeat "$9")
+                if [ "${10}" != 0 ]; then kopt+=(--segment "${10}"); fi
+            fi
             ./build/mnemo train --init "$prev" --seq "$3" --batch "$4" --steps "$5" \
                 --train "$out/data/$2/train.bin" --val "$out/data/$2/val.bin" --doc_windows \
-                --optimizer muon --lr "$7" --lr_min "$8" --mem_repeat "$9" --segment "${10}" \
+                --optimizer muon --lr "$7" --lr_min "$8" ${kopt[@]+"${kopt[@]}"} \
                 --seed "${11}" --warmup 30 --threads 2 \
                 --eval_every "$5" --ckpt_every 100 --print_every 50 \
                 --out "$run" 2>&1 | grep -E "^(step|eval)" | tail -2

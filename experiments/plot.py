@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """plot.py -- draws an experiment's JSON Lines results as a PNG (matplotlib, Agg backend).
 
-usage: experiments/plot.py quality|memory|varassign|decode|infini_lm|passkey RESULTS.jsonl OUT.png
+usage: experiments/plot.py quality|memory|varassign|decode|infini_lm|passkey|streaming RESULTS.jsonl OUT.png
   quality: one line per run {"ctx", "model", "steps": [...], "val_bpb": [...], ...};
            validation bits per byte against steps, one panel per context length.
   memory:  one line per context {"ctx", "budgets", "reduction", "dense_bpb",
@@ -15,6 +15,9 @@ usage: experiments/plot.py quality|memory|varassign|decode|infini_lm|passkey RES
   passkey: one line per (model, length, depth) {"model", "length", "depth", "accuracy",
            "digit_accuracy", "digits_any_order", "n"}; a heatmap per model of exact-match
            accuracy (%), depth against prompt length, each cell annotated (digit accuracies below).
+  streaming: bench_stream --every lines {"tokens", "bpb", "session", ...} (one run per session
+           option list) and optional {"reference_bpb", "label"} lines; bits per byte of each
+           interval against the stream position, one line per session.
 """
 import json
 import sys
@@ -197,7 +200,28 @@ def passkey(rows, out):
     fig.savefig(out, dpi=110, bbox_inches="tight")
 
 
-PLOTS = {"quality": quality, "memory": memory, "varassign": varassign, "decode": decode,
+def streaming(rows, out):
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    runs = {}
+    for r in rows:
+        if "session" in r:
+            runs.setdefault(r["session"], []).append(r)
+    for name, rs in runs.items():
+        rs.sort(key=lambda r: r["tokens"])
+        ax.plot([r["tokens"] / 1000 for r in rs], [r["bpb"] for r in rs], marker=".", label=name)
+    for r in rows:
+        if "reference_bpb" in r:
+            ax.axhline(r["reference_bpb"], color="gray", linestyle="--", label=r["label"])
+    ax.set_xlabel("stream position (thousand tokens)")
+    ax.set_ylabel("bits per byte (each interval)")
+    ax.set_yscale("log")
+    ax.set_title("A dense model (n_ctx 256) streamed past its context")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+
+
+PLOTS = {"streaming": streaming, "quality": quality, "memory": memory, "varassign": varassign, "decode": decode,
          "infini_lm": infini_lm, "passkey": passkey}
 
 

@@ -58,12 +58,20 @@ for ctx in "${ctxs[@]}"; do
     dense=$(./build/mnemo eval --model "$out/dense_t$ctx/model.safetensors" --data data/kjv/val.bin)
     full=$(./build/mnemo eval --model "$out/selective_mem_t$ctx/model.safetensors" --data data/kjv/val.bin --no_prune)
     pruned=$(./build/mnemo eval --model "$out/selective_mem_t$ctx/model.safetensors" --data data/kjv/val.bin)
-    budgets=$(./build/mnemo info "$out/selective_mem_t$ctx/model.safetensors" | awk '$1 == "prune.budgets" {print $2}')
-    /usr/bin/python3 - "$ctx" "$budgets" "$dense" "$full" "$pruned" "$target" >>"$out/results.jsonl" <<'PY'
+    # prune-search writes the budgets as the session option budget: info's "attn options" line
+    # holds "budget=K1/K2/..." (one value when every layer has the same)
+    info=$(./build/mnemo info "$out/selective_mem_t$ctx/model.safetensors")
+    budgets=$(awk '$1 == "attn" && $2 == "options" {print $3}' <<<"$info" | tr , '\n' | sed -n 's/^budget=//p')
+    layers=$(awk '$1 == "layers" {print $2}' <<<"$info")
+    /usr/bin/python3 - "$ctx" "$budgets" "$layers" "$dense" "$full" "$pruned" "$target" >>"$out/results.jsonl" <<'PY'
 import json, re, sys
-ctx, budgets, dense, full, pruned, target = sys.argv[1:]
+ctx, budgets, layers, dense, full, pruned, target = sys.argv[1:]
 bpb = lambda s: float(re.search(r"([0-9.]+) bits/byte", s).group(1))
-k = [int(x) for x in budgets.split(",")]
+if not budgets:
+    sys.exit("selective_memory: no budget in the checkpoint's attn options (did prune-search run?)")
+k = [int(x) for x in budgets.split("/")]
+if len(k) == 1:
+    k = k * int(layers)
 print(json.dumps({"ctx": int(ctx), "budgets": k, "reduction": len(k) * int(ctx) / sum(k),
                   "dense_bpb": bpb(dense), "selective_bpb": bpb(full),
                   "selective_pruned_bpb": bpb(pruned), "target": target}))

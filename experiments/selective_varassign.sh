@@ -46,8 +46,10 @@ for kind in dense selective; do
     budgets=(0)
     [ "$kind" = selective ] && budgets=(0 64 32 16 8 4)
     for k in "${budgets[@]}"; do
+        # K = 0: the whole context (no session options; dense has no budget option)
+        if [ "$k" -gt 0 ]; then prune=(--budget "$k"); else prune=(--no_prune); fi
         r=$(./build/mnemo answer --model "$out/$kind/model.safetensors" --tasks "$out/tasks.jsonl" \
-            --budget "$k" --out "$out/answers_${kind}_k$k.jsonl")
+            "${prune[@]}" --out "$out/answers_${kind}_k$k.jsonl")
         echo "$r"
         /usr/bin/python3 - "$kind" "$k" "$out/answers_${kind}_k$k.jsonl" "$out/$kind/log.jsonl" \
             >>"$out/results.jsonl" <<'PY'

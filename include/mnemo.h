@@ -28,7 +28,7 @@ extern "C" {
 #endif
 
 #define MNEMO_VERSION_MAJOR 0
-#define MNEMO_VERSION_MINOR 1
+#define MNEMO_VERSION_MINOR 2
 #define MNEMO_VERSION_PATCH 0
 #define MNEMO_VERSION_NUM (MNEMO_VERSION_MAJOR * 10000 + MNEMO_VERSION_MINOR * 100 + MNEMO_VERSION_PATCH)
 
@@ -62,18 +62,13 @@ enum mnemo_attn_kind {
     MNEMO_ATTN_KIND_SELECTIVE = 1, /* Selective Attention: head 0's logits vote a penalty F */
     MNEMO_ATTN_KIND_INFINI = 2, /* Infini-attention: local attention per segment + a
                                  * compressive memory per head, mixed by a learned gate */
+    MNEMO_ATTN_KIND_WINDOW = 3, /* sliding window of w keys (the survey's fixed patterns) */
+    MNEMO_ATTN_KIND_BLOCK = 4, /* blockwise local: the query's block of b (and the previous) */
+    MNEMO_ATTN_KIND_STRIDED = 5, /* Sparse Transformer: strided/fixed factorisations over heads */
+    MNEMO_ATTN_KIND_LONGFORMER = 6, /* causal Longformer: (dilated) window + g global sinks */
+    MNEMO_ATTN_KIND_BIGBIRD = 7, /* causal BigBird: window + global + random key blocks */
     MNEMO_ATTN_KIND_COUNT
 };
-
-/* How Infini-attention writes a finished segment into its memory (paper Eq. 8 and 9). */
-enum mnemo_mem_update {
-    MNEMO_MEM_LINEAR = 0, /* M += sigma(K)^T V */
-    MNEMO_MEM_DELTA = 1,  /* M += sigma(K)^T (V - sigma(K) M / sigma(K) z) */
-    MNEMO_MEM_COUNT
-};
-/* "linear" / "delta" (NULL for an unknown value), and the reverse (-1 for an unknown name). */
-MNEMO_API const char *mnemo_mem_update_name(int rule);
-MNEMO_API int mnemo_mem_update_from_name(const char *name);
 
 struct mnemo_model_config {
     int n_layer;       /* number of transformer blocks */
@@ -85,9 +80,11 @@ struct mnemo_model_config {
     int pos;           /* enum mnemo_pos */
     float rope_theta;  /* RoPE base, 10000 */
     int attn_kind;     /* enum mnemo_attn_kind */
-    /* appended; 0 means the default, and kinds that do not use a field require 0 */
-    int attn_segment;    /* infini: segment length N (0 = n_ctx), 1 <= N <= n_ctx */
-    int attn_mem_update; /* infini: enum mnemo_mem_update */
+    const char *attn_opts; /* the kind's options, "key=value,key=value" (NULL or "" = every
+                            * default); the keys, ranges and meanings are the kind's table
+                            * (mnemo_attn.h; `mnemo info --kinds` lists them). In the config
+                            * of a model (mnemo_model_get_config) it points to the model's own
+                            * canonical list, valid while the model lives. */
 };
 
 MNEMO_API void mnemo_model_config_default(struct mnemo_model_config *cfg);
@@ -109,15 +106,16 @@ MNEMO_API void mnemo_model_free(struct mnemo_model *m);
 MNEMO_API void mnemo_model_init(struct mnemo_model *m, uint64_t seed);
 MNEMO_API const struct mnemo_model_config *mnemo_model_get_config(const struct mnemo_model *m);
 /* Changes the longest window of a model with RoPE positions (no parameter depends on it), e.g.
- * to continue training a checkpoint on longer windows. An infini model whose segment was "the
- * window" (attn_segment 0) keeps the old length as its segment. MNEMO_ERR_ARG with learned
- * positions (the position table has n_ctx rows) or an n_ctx out of range. Sessions opened
- * before keep their size. */
+ * to continue training a checkpoint on longer windows. The kind's options keep their values
+ * (an option whose value 0 meant "n_ctx" is set to the old n_ctx first, so that it keeps its
+ * meaning: see the kinds' tables). MNEMO_ERR_ARG with learned positions (the position table
+ * has n_ctx rows) or an n_ctx out of range. Sessions opened before keep their size. */
 MNEMO_API enum mnemo_status mnemo_model_set_n_ctx(struct mnemo_model *m, int n_ctx);
-/* Changes an infini model's segment length N (no parameter depends on it; local attention then
- * spans up to N tokens), e.g. to continue training with longer segments. MNEMO_ERR_ARG for
- * other kinds or N outside [1, n_ctx]. Sessions opened before keep their segment. */
-MNEMO_API enum mnemo_status mnemo_model_set_segment(struct mnemo_model *m, int segment);
+/* Applies "key=value,..." to the model's attention options: training and session options
+ * freely, model options only where the kind marks them mutable (no parameter depends on them,
+ * e.g. infini's segment) or the value is unchanged. MNEMO_ERR_ARG naming the kind and the
+ * option otherwise (nothing is changed then). Sessions opened before keep their options. */
+MNEMO_API enum mnemo_status mnemo_model_set_attn_opts(struct mnemo_model *m, const char *opts);
 MNEMO_API size_t mnemo_model_n_params(const struct mnemo_model *m);
 /* Metadata value that the loaded checkpoint carried besides the config (e.g. "train.step"),
  * or NULL. */
@@ -148,22 +146,14 @@ MNEMO_API const float *mnemo_model_logits(const struct mnemo_model *m);
  * grad_scale are ADDED to the gradient buffer (gradient accumulation). */
 MNEMO_API enum mnemo_status mnemo_model_backward(struct mnemo_model *m, float grad_scale);
 MNEMO_API void mnemo_model_zero_grad(struct mnemo_model *m);
-/* Selective attention's memory loss (Leviathan et al.): with eps > 0, forward also computes
- * L_mem = mean over windows of sum_l max_i M_i^l / (n_layer T), M_i = (i + 1) -
- * sum_{j<=i} min(F[i,j], tau) / tau (the soft count of keys query i still needs), and backward
- * adds the gradient of eps * L_mem; *loss stays the cross-entropy. tau 0 means 1. eps = 0 turns
- * it off. MNEMO_ERR_ARG for kinds without it (dense) or negative values. */
-MNEMO_API enum mnemo_status mnemo_model_set_memory_loss(struct mnemo_model *m, float eps,
-                                                        float tau);
-/* Infini-attention, training: the following forwards and backwards fold segment s of window b
- * into the memory with weight w[b * S + s] (S = ceil(T / segment)): M += c sigma(K)^T U,
- * z += c sum sigma(k), as if the segment occurred c times in a row (exactly so for the linear
- * rule; docs/internals/infini.md). The array stays the caller's; it must hold B * S finite
- * values > 0 and not change between a forward and its backward. NULL (the default) turns it
- * off. MNEMO_ERR_ARG for other kinds. */
-MNEMO_API enum mnemo_status mnemo_model_set_write_weights(struct mnemo_model *m, const float *w);
-/* L_mem of the last forward (0 when off). */
-MNEMO_API double mnemo_model_memory_loss(const struct mnemo_model *m);
+/* Training mode: with training = 1 the following forwards and backwards are training steps
+ * (the kinds' training-only behaviour, e.g. infini's weighted memory writes, and their random
+ * draws from seed, the same for a forward and its backward); 0 (the default) evaluates. */
+MNEMO_API void mnemo_model_set_mode(struct mnemo_model *m, int training, uint64_t seed);
+/* The kinds' auxiliary objective of the last forward (e.g. selective's memory loss, weighted
+ * by its mem_eps), per token as it was added to the objective that backward differentiates;
+ * 0 when no kind adds one. The forward's *loss stays the cross-entropy alone. */
+MNEMO_API double mnemo_model_aux_loss(const struct mnemo_model *m);
 
 /* ---- checkpoints ---------------------------------------------------------------------------- */
 
@@ -218,21 +208,11 @@ struct mnemo_train_config {
                               * state. Step t uses min(ema, (1+t)/(10+t)). */
     int optimizer;           /* enum mnemo_optimizer */
     float momentum;          /* Muon's (Nesterov) momentum; AdamW uses beta1/beta2 */
-    float mem_eps, mem_tau;  /* selective attention's memory loss (mnemo_model_set_memory_loss):
-                              * weight (0 = off) and tau (0 = 1) */
-    float gate_lr_mult;      /* learning-rate multiplier of the attention kinds' own parameters
-                              * (Infini-attention's gates), which also take no weight decay;
-                              * > 0, default 30 (docs/internals/infini.md) */
     int doc_windows;         /* 1: every training window starts at a document's beginning (the
                               * stream's start or just after a newline, byte 10), for data of one
                               * example per line, and validation scores the windows at the
                               * validation split's document starts; 0: windows at T-aligned
                               * positions from a random offset per epoch */
-    float mem_repeat;        /* infini: each training step weighs every segment's memory write
-                              * by a factor drawn log-uniformly from [1, mem_repeat], as if the
-                              * segment had been repeated that often (mnemo_model_set_write_
-                              * weights): retrieval against the dilution of far longer streams
-                              * than the training windows. 0 or 1 = off */
 };
 
 enum mnemo_optimizer {
@@ -267,7 +247,7 @@ struct mnemo_train_event {
     double val_loss;     /* EVAL: nats per token */
     double val_bpb;
     const char *path;    /* CKPT: the checkpoint written */
-    double mem_loss;     /* STEP: the memory loss L_mem of the step (0 when off) */
+    double aux_loss;     /* STEP: the kinds' auxiliary objective of the step (0 when none) */
 };
 
 /* Called after every event; a non-zero return stops training after writing a checkpoint. */
@@ -280,19 +260,23 @@ typedef int (*mnemo_train_cb)(const struct mnemo_train_event *ev, void *user);
 MNEMO_API enum mnemo_status mnemo_train(struct mnemo_model *m, const struct mnemo_train_config *tc,
                                         mnemo_train_cb cb, void *user);
 
-/* ---- context pruning (selective attention) --------------------------------------------------- */
+/* ---- evaluation through a session (pruned or bounded states) ------------------------------ */
 
+struct mnemo_session_config;
 /* Scores the token file like mnemo_eval_file with disjoint windows of T tokens (0 = n_ctx), but
- * streams each window through a session that keeps at most budgets[l] keys in layer l (NULL =
- * no budget) and evicts keys whose penalty reaches threshold (0 = off). */
-MNEMO_API enum mnemo_status mnemo_eval_file_pruned(struct mnemo_model *m, const char *path, int T,
-                                                   const int *budgets, float threshold,
-                                                   uint64_t max_windows,
-                                                   struct mnemo_eval_result *res);
+ * streams each window through a session opened with sc's options (NULL: the defaults; its
+ * max_chunk is not used): the loss the streamed state really gives, e.g. with a pruned cache.
+ * T may exceed n_ctx when the session's state is bounded (a window longer than n_ctx then
+ * streams through it). */
+MNEMO_API enum mnemo_status mnemo_eval_file_session(struct mnemo_model *m, const char *path, int T,
+                                                    const struct mnemo_session_config *sc,
+                                                    uint64_t max_windows,
+                                                    struct mnemo_eval_result *res);
 /* Called after the starting point and after every committed change: the budgets so far and
  * their pruned loss (nats per token). */
 typedef void (*mnemo_prune_cb)(const int *budgets, int n_layer, double loss, void *user);
-/* Budget search in two phases. First the smallest budget K shared by all layers whose pruned
+/* Budget search over the kind's per-layer session option "budget" (selective attention's
+ * cache slots; any kind that declares such an option), in two phases. First the smallest budget K shared by all layers whose pruned
  * loss stays <= target_loss (bisection over K in [2, T], which assumes the loss does not rise as
  * K grows; otherwise it finds a boundary, not the minimum); then, from there, greedy per-layer:
  * repeatedly shrink the one layer (K_l <- floor(factor K_l), at least 2) whose shrinking keeps
@@ -311,14 +295,14 @@ struct mnemo_session;
  * max_chunk tokens at a time (chunked prefill); all memory is allocated here, once. */
 MNEMO_API enum mnemo_status mnemo_session_create(struct mnemo_session **out, struct mnemo_model *m,
                                                  int max_chunk);
-/* Options of a session beyond the chunk size: context pruning, for kinds that support it
- * (selective); the dense kind refuses any. */
+/* Options of a session beyond the chunk size. */
 struct mnemo_session_config {
-    int max_chunk;       /* largest feed */
-    const int *budgets;  /* per layer: cache slots K_l (n_layer entries, copied; 0 = none for
-                          * that layer), or NULL for none. Over budget, the key with the largest
-                          * penalty is evicted: memory stays bounded whatever the stream length */
-    float threshold;     /* evict cached keys whose penalty reaches it (0 = off) */
+    int max_chunk;         /* largest feed */
+    const char *attn_opts; /* the kind's session options, "key=value,..." (e.g. selective's
+                            * budget=16 or budget=7/6/7/7, one per layer), applied over those
+                            * the checkpoint carries (unless no_model_opts); copied. NULL = none */
+    int no_model_opts;     /* 1: ignore the session options the model carries (e.g. budgets a
+                            * prune-search stored in the checkpoint) */
 };
 MNEMO_API void mnemo_session_config_default(struct mnemo_session_config *sc);
 MNEMO_API enum mnemo_status mnemo_session_create_ex(struct mnemo_session **out,
@@ -337,6 +321,15 @@ MNEMO_API enum mnemo_status mnemo_session_feed(struct mnemo_session *s, const ui
 MNEMO_API int mnemo_session_pos(const struct mnemo_session *s);       /* tokens fed */
 MNEMO_API size_t mnemo_session_live_bytes(const struct mnemo_session *s); /* attention state held now */
 MNEMO_API size_t mnemo_session_state_bytes(const struct mnemo_session *s); /* its bound */
+/* 1 when that bound holds whatever the stream length (every layer's state is bounded: infini's
+ * memory, a budgeted selective cache), 0 when the state fills at n_ctx. */
+MNEMO_API int mnemo_session_bounded(const struct mnemo_session *s);
+/* What a session of m with sc (NULL: the defaults) would hold, without making one: the bound of
+ * its attention state in bytes, and whether that bound holds whatever the stream length. The
+ * errors mnemo_session_create_ex would give for the options. */
+MNEMO_API enum mnemo_status mnemo_session_plan(struct mnemo_model *m,
+                                               const struct mnemo_session_config *sc,
+                                               size_t *state_bytes, int *bounded);
 
 /* ---- sampling ------------------------------------------------------------------------------- */
 

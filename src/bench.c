@@ -17,24 +17,15 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* Model FLOPs per trained token: 6 x (multiply-adds of every matmul per token) plus attention's
- * two products over the keys a query sees (forward 2, backward 4, causal half counted): all
- * earlier tokens of the window, or for infini those of the query's segment plus the memory's
- * read and fold (and the delta rule's read), HS x HS per token and head each. No recomputation
- * counted. */
-static double flops_per_token(const struct mnemo_model_config *c, int T)
+/* Model FLOPs per trained token: 6 x (multiply-adds of every matmul per token) plus 3 x the
+ * attention kind's forward FLOPs per token of each layer (forward 1, backward 2: only the
+ * products its pattern computes, the kind's own count). No recomputation counted. */
+static double flops_per_token(const struct mnemo_model *m, int T)
 {
-    double C = c->d_model, L = c->n_layer, Vp = c->vocab_padded, HS = C / c->n_head;
-    double matmul = L * 12.0 * C * C + C * Vp;
-    double keys = (T + 1) / 2.0, mem = 0; /* mean keys per query; memory multiply-adds */
-    if (c->attn_kind == MNEMO_ATTN_KIND_INFINI) {
-        const int N = c->attn_segment > 0 && c->attn_segment < T ? c->attn_segment : T;
-        double sum = 0;
-        for (int t = 0; t < T; t++) sum += t % N + 1;
-        keys = sum / T;
-        if (N < T) mem = L * C * HS * (c->attn_mem_update == MNEMO_MEM_DELTA ? 3.0 : 2.0);
-    }
-    double attn = L * 2.0 * 2.0 * C * keys + 2.0 * mem; /* forward, per token: QK^T and PV */
+    const struct mnemo_model_config *c = &m->cfg;
+    double C = c->d_model, L = c->n_layer, Vp = c->vocab_padded;
+    double matmul = L * 12.0 * C * C + C * Vp, attn = 0;
+    for (int l = 0; l < c->n_layer; l++) attn += m->attn->flops_per_token(&m->lcfg[l], T);
     return 6.0 * matmul + 3.0 * attn;
 }
 
@@ -91,7 +82,7 @@ enum mnemo_status mnemo_bench_train_opt(const struct mnemo_model_config *cfg, in
     qsort(times, (size_t)steps, sizeof(double), cmp_double);
     res->step_s = times[steps / 2];
     res->tokens_per_s = (double)N / res->step_s;
-    res->flops_per_token = flops_per_token(&m->cfg, T);
+    res->flops_per_token = flops_per_token(m, T);
     res->achieved_gflops = res->flops_per_token * res->tokens_per_s / 1e9;
 out:
     mni_free(x);

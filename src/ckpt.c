@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "attn/registry.h"
 #include "ckpt.h"
 #include "mni.h"
 #include "model.h"
@@ -40,11 +41,24 @@ int mni_pos_from_name(const char *s)
     return -1;
 }
 
-/* Fills a (key, value) list with the config; values live in buf (n_buf bytes). Returns the
- * number of pairs. */
-static size_t config_meta(const struct mnemo_model_config *c, const char **kv, char *buf,
-                          size_t n_buf)
+/* The bytes config_meta needs for the attention options' values (attn.<key>). */
+static size_t opts_meta_bytes(const struct mnemo_model *m)
 {
+    size_t n = 0;
+    for (int i = 0; i < m->attn->n_opts; i++)
+        n += (size_t)mni_attn_opt_value(m->lcfg, m->cfg.n_layer, i, NULL, 0) + 1;
+    return n;
+}
+
+/* Fills a (key, value) list with the config of m; values live in buf (n_buf bytes: 1024 plus
+ * opts_meta_bytes). Every model and training option of the kind is written as "attn.<key>",
+ * and the session options that differ from their defaults (e.g. budgets a prune-search
+ * found). keys holds the "attn.<key>" strings (MNEMO_ATTN_MAX_OPTS x 80 bytes). Returns the
+ * number of pairs. */
+static size_t config_meta(const struct mnemo_model *m, const char **kv, char *buf, size_t n_buf,
+                          char (*keys)[80])
+{
+    const struct mnemo_model_config *c = &m->cfg;
     size_t n = 0, used = 0;
 #define PUT(k, fmt, v)                                                                         \
     do {                                                                                       \
@@ -65,12 +79,21 @@ static size_t config_meta(const struct mnemo_model_config *c, const char **kv, c
     PUT("pos", "%s", pos_name(c->pos));
     PUT("rope_theta", "%.9g", (double)c->rope_theta);
     PUT("attn_kind", "%s", mnemo_attn_kind_name(c->attn_kind));
-    if (c->attn_kind == MNEMO_ATTN_KIND_INFINI) { /* only the kind that has them writes them */
-        PUT("attn_segment", "%d", c->attn_segment);
-        PUT("attn_mem_update", "%s", mnemo_mem_update_name(c->attn_mem_update));
-    }
     PUT("tokenizer", "%s", "bytes+bos");
 #undef PUT
+    for (int i = 0; i < m->attn->n_opts; i++) {
+        const struct mnemo_attn_opt *o = &m->attn->opts[i];
+        int is_def = 1;
+        for (int l = 0; l < c->n_layer; l++) is_def &= m->lcfg[l].opt[i] == o->def;
+        if (o->scope == MNEMO_ATTN_SCOPE_SESSION && is_def) continue;
+        snprintf(keys[i], sizeof(keys[i]), "attn.%s", o->key);
+        int w = mni_attn_opt_value(m->lcfg, c->n_layer, i, buf + used, n_buf - used);
+        MNEMO_ASSERT(w >= 0 && (size_t)w < n_buf - used);
+        kv[2 * n] = keys[i];
+        kv[2 * n + 1] = buf + used;
+        used += (size_t)w + 1;
+        n++;
+    }
     return n;
 }
 
@@ -78,18 +101,20 @@ enum mnemo_status mni_model_save_ex(const struct mnemo_model *m, const char *pat
                                     const char *const *extra_kv, size_t n_extra)
 {
     const int L = m->cfg.n_layer;
-    size_t max_t = (size_t)MNI_P_COUNT * (size_t)L;
+    size_t max_t = (size_t)MNI_P_MAX * (size_t)L;
     struct mni_st_tensor *t = mni_alloc(max_t * sizeof(*t));
     char *names = mni_alloc(max_t * NAME_LEN);
-    const char **kv = mni_alloc((32 + n_extra) * 2 * sizeof(char *));
-    char metabuf[1024];
+    const char **kv = mni_alloc((32 + MNEMO_ATTN_MAX_OPTS + n_extra) * 2 * sizeof(char *));
+    const size_t n_meta = 1024 + opts_meta_bytes(m);
+    char *metabuf = mni_malloc(n_meta);
+    char(*keys)[80] = mni_malloc(MNEMO_ATTN_MAX_OPTS * sizeof(*keys));
     enum mnemo_status st = MNEMO_OK;
-    if (!t || !names || !kv) {
+    if (!t || !names || !kv || !metabuf || !keys) {
         st = mni_err(MNEMO_ERR_NOMEM, "out of memory writing checkpoint '%s'", path);
         goto out;
     }
     size_t n = 0;
-    for (int id = 0; id < MNI_P_COUNT; id++) {
+    for (int id = 0; id < m->n_pinfo; id++) {
         const struct mni_param_info *pi = &m->pinfo[id];
         if (pi->numel == 0) continue;
         for (int l = 0; l < (pi->per_layer ? L : 1); l++) {
@@ -104,7 +129,7 @@ enum mnemo_status mni_model_save_ex(const struct mnemo_model *m, const char *pat
             n++;
         }
     }
-    size_t n_kv = config_meta(&m->cfg, kv, metabuf, sizeof(metabuf));
+    size_t n_kv = config_meta(m, kv, metabuf, n_meta, keys);
     for (size_t i = 0; i < n_extra; i++) {
         kv[2 * (n_kv + i)] = extra_kv[2 * i];
         kv[2 * (n_kv + i) + 1] = extra_kv[2 * i + 1];
@@ -114,6 +139,8 @@ out:
     mni_free(t);
     mni_free(names);
     mni_free(kv);
+    mni_free(metabuf);
+    mni_free(keys);
     return st;
 }
 
@@ -138,18 +165,57 @@ static enum mnemo_status meta_int(const struct mni_st_file *f, const char *path,
     return MNEMO_OK;
 }
 
-enum mnemo_status mni_ckpt_read_config(const struct mni_st_file *f, const char *path,
-                                       struct mnemo_model_config *c)
+/* Appends "key=value" to the option list *opts (grown with mni_malloc). */
+static enum mnemo_status opts_append(char **opts, const char *key, size_t klen, const char *v)
 {
+    const size_t old = *opts ? strlen(*opts) : 0, n = old + klen + strlen(v) + 3;
+    char *s = mni_malloc(n);
+    if (!s) return mni_err(MNEMO_ERR_NOMEM, "out of memory reading a checkpoint's options");
+    snprintf(s, n, "%s%s%.*s=%s", old ? *opts : "", old ? "," : "", (int)klen, key, v);
+    mni_free(*opts);
+    *opts = s;
+    return MNEMO_OK;
+}
+
+/* The attention options a checkpoint carries, as an option list (*opts, caller frees): its
+ * "attn.<key>" metadata; a format-1 checkpoint's "attn_<key>" keys (infini's segment and
+ * mem_update) and "prune.budgets" (selective's per-layer budget, written with commas) are read
+ * as the same options. The values are checked when the model is made. */
+static enum mnemo_status read_opts(const struct mni_st_file *f, int ver, char **opts)
+{
+    *opts = NULL;
+    enum mnemo_status st = MNEMO_OK;
+    for (size_t i = 0; i < mni_st_meta_count(f) && st == MNEMO_OK; i++) {
+        const char *k, *v;
+        mni_st_meta_at(f, i, &k, &v);
+        if (!strncmp(k, "attn.", 5) && k[5])
+            st = opts_append(opts, k + 5, strlen(k + 5), v);
+        else if (ver == 1 && !strncmp(k, "attn_", 5) && strcmp(k, "attn_kind") != 0)
+            st = opts_append(opts, k + 5, strlen(k + 5), v);
+        else if (ver == 1 && !strcmp(k, "prune.budgets")) {
+            char *list = mni_malloc(strlen(v) + 1);
+            if (!list) return mni_err(MNEMO_ERR_NOMEM, "out of memory");
+            for (size_t j = 0; j <= strlen(v); j++) list[j] = v[j] == ',' ? '/' : v[j];
+            st = opts_append(opts, "budget", 6, list);
+            mni_free(list);
+        }
+    }
+    return st;
+}
+
+enum mnemo_status mni_ckpt_read_config(const struct mni_st_file *f, const char *path,
+                                       struct mnemo_model_config *c, char **opts)
+{
+    *opts = NULL;
     mnemo_model_config_default(c);
     const char *fmt = mni_st_meta(f, "mnemo.format");
     if (!fmt) return mni_err(MNEMO_ERR_FORMAT, "'%s' is not a mnemo checkpoint (no mnemo.format metadata)", path);
     int ver;
     enum mnemo_status st = meta_int(f, path, "mnemo.format", 1, 1000, &ver);
     if (st != MNEMO_OK) return st;
-    if (ver != MNI_CKPT_FORMAT)
-        return mni_err(MNEMO_ERR_FORMAT, "checkpoint '%s' has format %d; this build reads format %d",
-                       path, ver, MNI_CKPT_FORMAT);
+    if (ver < 1 || ver > MNI_CKPT_FORMAT)
+        return mni_err(MNEMO_ERR_FORMAT, "checkpoint '%s' has format %d; this build reads formats "
+                       "1 to %d", path, ver, MNI_CKPT_FORMAT);
     if ((st = meta_int(f, path, "n_layer", 1, 1 << 20, &c->n_layer)) ||
         (st = meta_int(f, path, "d_model", 1, 1 << 20, &c->d_model)) ||
         (st = meta_int(f, path, "n_head", 1, 1 << 20, &c->n_head)) ||
@@ -167,15 +233,8 @@ enum mnemo_status mni_ckpt_read_config(const struct mni_st_file *f, const char *
         return mni_err(MNEMO_ERR_FORMAT, "checkpoint '%s': unknown attention kind '%s'", path,
                        kind ? kind : "(missing)");
     c->attn_kind = mnemo_attn_kind_from_name(kind);
-    /* optional (absent: 0, the default; a kind without them must not carry them) */
-    if (mni_st_meta(f, "attn_segment") &&
-        (st = meta_int(f, path, "attn_segment", 0, 1 << 30, &c->attn_segment)))
-        return st;
-    const char *rule = mni_st_meta(f, "attn_mem_update");
-    if (rule && mnemo_mem_update_from_name(rule) < 0)
-        return mni_err(MNEMO_ERR_FORMAT, "checkpoint '%s': metadata attn_mem_update = '%s' "
-                       "(expected linear or delta)", path, rule);
-    if (rule) c->attn_mem_update = mnemo_mem_update_from_name(rule);
+    if ((st = read_opts(f, ver, opts)) != MNEMO_OK) return st;
+    c->attn_opts = *opts;
     char *end = NULL;
     c->rope_theta = theta ? strtof(theta, &end) : NAN;
     if (!theta || end == theta || *end || !(c->rope_theta > 0))
@@ -188,23 +247,34 @@ enum mnemo_status mni_ckpt_read_config(const struct mni_st_file *f, const char *
     return MNEMO_OK;
 }
 
+/* A format-1 checkpoint named the kind's single tensor (infini's gates) "blocks.{l}.attn.kind". */
+static int legacy_name(const struct mnemo_model *m, int ver, int id, int l, char *buf, size_t n)
+{
+    if (ver != 1 || id != MNI_P_COUNT || m->n_kparams != 1) return 0;
+    snprintf(buf, n, "blocks.%d.attn.kind", l);
+    return 1;
+}
+
 enum mnemo_status mnemo_model_load(struct mnemo_model **out, const char *path)
 {
     *out = NULL;
     struct mni_st_file *f = NULL;
     struct mnemo_model *m = NULL;
     struct mnemo_model_config cfg;
+    char *opts = NULL;
     enum mnemo_status st = mni_st_open(&f, path);
-    if (st == MNEMO_OK) st = mni_ckpt_read_config(f, path, &cfg);
+    if (st == MNEMO_OK) st = mni_ckpt_read_config(f, path, &cfg, &opts);
     if (st == MNEMO_OK) st = mnemo_model_create(&m, &cfg);
+    mni_free(opts);
     if (st != MNEMO_OK) goto fail;
+    const int ver = (int)strtol(mni_st_meta(f, "mnemo.format"), NULL, 10); /* checked */
     size_t expected = 0;
-    for (int id = 0; id < MNI_P_COUNT && st == MNEMO_OK; id++) {
+    for (int id = 0; id < m->n_pinfo && st == MNEMO_OK; id++) {
         const struct mni_param_info *pi = &m->pinfo[id];
         if (pi->numel == 0) continue;
         for (int l = 0; l < (pi->per_layer ? cfg.n_layer : 1) && st == MNEMO_OK; l++) {
             char nm[NAME_LEN];
-            snprintf(nm, sizeof(nm), pi->name, l);
+            if (!legacy_name(m, ver, id, l, nm, sizeof(nm))) snprintf(nm, sizeof(nm), pi->name, l);
             size_t shape[2] = {pi->d0, pi->d1};
             st = mni_st_read(f, nm, MNI_ST_F32, pi->d1 ? 2 : 1, shape, mni_model_param(m, id, l));
             expected++;
@@ -215,11 +285,12 @@ enum mnemo_status mnemo_model_load(struct mnemo_model **out, const char *path)
         for (size_t i = 0; i < mni_st_count(f); i++) {
             const char *nm = mni_st_info_at(f, i)->name;
             int known = 0;
-            for (int id = 0; id < MNI_P_COUNT && !known; id++) {
+            for (int id = 0; id < m->n_pinfo && !known; id++) {
                 const struct mni_param_info *pi = &m->pinfo[id];
                 for (int l = 0; pi->numel && l < (pi->per_layer ? cfg.n_layer : 1); l++) {
                     char buf[NAME_LEN];
-                    snprintf(buf, sizeof(buf), pi->name, l);
+                    if (!legacy_name(m, ver, id, l, buf, sizeof(buf)))
+                        snprintf(buf, sizeof(buf), pi->name, l);
                     if (!strcmp(buf, nm)) known = 1;
                 }
             }
@@ -240,7 +311,8 @@ enum mnemo_status mnemo_model_load(struct mnemo_model **out, const char *path)
         mni_st_meta_at(f, i, &k, &v);
         /* the config has its own fields; train.* and prune.* are carried along, exactly or
          * not at all: a pair the model cannot hold fails the load rather than being cut */
-        if (!carried_key(k)) continue;
+        if (!carried_key(k) || (ver == 1 && !strcmp(k, "prune.budgets")))
+            continue; /* format 1's budgets were read as the option budget (read_opts) */
         if (strlen(k) > META_KEY_LEN || strlen(v) > META_VAL_LEN) {
             st = mni_err(MNEMO_ERR_FORMAT, "checkpoint '%s': metadata '%.64s%s' has a %zu-byte "
                          "key and a %zu-byte value; at most %d and %d bytes are supported", path,

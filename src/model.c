@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "attn/registry.h"
 #include "kern/kern.h"
 #include "mni.h"
 #include "model.h"
@@ -37,19 +38,6 @@ static int padded_vocab(const struct mnemo_model_config *cfg)
     return cfg->vocab_padded > 0 ? cfg->vocab_padded : (cfg->vocab + 15) / 16 * 16;
 }
 
-static void attn_cfg_from(struct mnemo_attn_cfg *a, const struct mnemo_model_config *cfg)
-{
-    memset(a, 0, sizeof(*a));
-    a->kind = cfg->attn_kind;
-    a->n_head = cfg->n_head;
-    a->head_dim = cfg->n_head > 0 ? cfg->d_model / cfg->n_head : 0;
-    a->n_ctx = cfg->n_ctx;
-    a->rope = cfg->pos == MNEMO_POS_ROPE;
-    a->rope_theta = cfg->rope_theta;
-    a->segment = cfg->attn_segment;
-    a->mem_update = cfg->attn_mem_update;
-}
-
 enum mnemo_status mnemo_model_config_check(const struct mnemo_model_config *cfg)
 {
     if (cfg->n_layer < 1 || cfg->n_layer > 1024)
@@ -71,42 +59,119 @@ enum mnemo_status mnemo_model_config_check(const struct mnemo_model_config *cfg)
     if (!(cfg->rope_theta > 0.0f) || !isfinite(cfg->rope_theta))
         return mni_err(MNEMO_ERR_ARG, "rope_theta = %g: must be a positive number",
                        (double)cfg->rope_theta);
-    const struct mnemo_attn_ops *ops = mnemo_attn_ops_get(cfg->attn_kind);
-    if (!ops) return mni_err(MNEMO_ERR_ARG, "attn_kind = %d: unknown attention kind", cfg->attn_kind);
-    if (cfg->attn_kind != MNEMO_ATTN_KIND_INFINI && (cfg->attn_segment || cfg->attn_mem_update))
-        return mni_err(MNEMO_ERR_ARG, "attn_segment = %d, attn_mem_update = %d: segments and the "
-                       "memory update belong to the infini attention kind, not %s",
-                       cfg->attn_segment, cfg->attn_mem_update, mnemo_attn_kind_name(cfg->attn_kind));
+    if (!mnemo_attn_ops_get(cfg->attn_kind))
+        return mni_err(MNEMO_ERR_ARG, "attn_kind = %d: unknown attention kind", cfg->attn_kind);
+    /* every layer's options (a per-layer list is checked whole by each layer's parse) */
     struct mnemo_attn_cfg a;
-    attn_cfg_from(&a, cfg);
-    return ops->validate(&a);
+    for (int l = 0; l < cfg->n_layer; l++) {
+        enum mnemo_status st = mnemo_attn_cfg_make(&a, cfg, cfg->attn_opts, l);
+        if (st != MNEMO_OK) return st;
+    }
+    return MNEMO_OK;
 }
 
 /* ---- parameters ---------------------------------------------------------------------------- */
 
-static void layout_params(struct mnemo_model *m)
+/* The parameter table: the transformer's entries, then the kind's tensors (the same shapes in
+ * every layer: the table of layer 0 is taken, and every layer's is checked against it). Their
+ * learning-rate multipliers may follow training options, so this runs again when options
+ * change (mnemo_model_set_attn_opts), with the same shapes. */
+static enum mnemo_status layout_params(struct mnemo_model *m)
 {
     const size_t C = (size_t)m->cfg.d_model, Vp = (size_t)padded_vocab(&m->cfg);
     const size_t Tpos = m->cfg.pos == MNEMO_POS_LEARNED ? (size_t)m->cfg.n_ctx : 0;
-    const size_t P = m->attn->n_params(&m->acfg);
     const size_t L = (size_t)m->cfg.n_layer;
     size_t off = 0;
 #define X(id, nm, pl, dd0, dd1)                                                                \
     {                                                                                          \
         struct mni_param_info *pi = &m->pinfo[MNI_P_##id];                                     \
-        pi->name = nm;                                                                         \
+        memset(pi, 0, sizeof(*pi));                                                            \
+        snprintf(pi->name, sizeof(pi->name), "%s", nm);                                        \
         pi->per_layer = pl;                                                                    \
         pi->d0 = (dd0);                                                                        \
         pi->d1 = (dd1);                                                                        \
-        pi->numel = pi->d0 * (pi->d1 ? pi->d1 : 1);                                            \
-        pi->offset = off;                                                                      \
-        off += pi->numel * (pl ? L : 1);                                                       \
-        off = (off + 15) & ~(size_t)15; /* each tensor 64-byte aligned */                      \
+        pi->lr_mult = 1.0f;                                                                    \
+        pi->decay = pi->d1 != 0; /* matrices: embeddings and linear weights */                 \
+        pi->trained = 1;                                                                       \
     }
     MNI_PARAM_TABLE(X)
 #undef X
-    (void)P;
+    struct mnemo_attn_param kp[MNEMO_ATTN_MAX_PARAMS], kl[MNEMO_ATTN_MAX_PARAMS];
+    const int nk = m->attn->params ? m->attn->params(&m->lcfg[0], kp) : 0;
+    MNEMO_ASSERT(nk >= 0 && nk <= MNEMO_ATTN_MAX_PARAMS);
+    for (int l = 1; l < (int)L && nk; l++) {
+        m->attn->params(&m->lcfg[l], kl);
+        for (int i = 0; i < nk; i++)
+            if (kl[i].shape[0] != kp[i].shape[0] || (kp[i].ndim == 2 && kl[i].shape[1] != kp[i].shape[1]))
+                return mni_err(MNEMO_ERR_ARG, "%s attention: tensor %s has another shape in layer %d "
+                               "(the options of every layer must give the same shapes)",
+                               m->attn->name, kp[i].name, l);
+    }
+    for (int i = 0; i < nk; i++) {
+        struct mni_param_info *pi = &m->pinfo[MNI_P_COUNT + i];
+        memset(pi, 0, sizeof(*pi));
+        snprintf(pi->name, sizeof(pi->name), "blocks.%%d.attn.%s", kp[i].name);
+        pi->per_layer = 1;
+        pi->d0 = kp[i].shape[0];
+        pi->d1 = kp[i].ndim == 2 ? kp[i].shape[1] : 0;
+        pi->lr_mult = kp[i].lr_mult;
+        pi->decay = kp[i].decay;
+        pi->trained = kp[i].trained;
+        pi->init = kp[i].init;
+        pi->init_value = kp[i].init_value;
+    }
+    m->n_kparams = nk;
+    m->n_pinfo = MNI_P_COUNT + nk;
+    for (int id = 0; id < m->n_pinfo; id++) {
+        struct mni_param_info *pi = &m->pinfo[id];
+        pi->numel = pi->d0 * (pi->d1 ? pi->d1 : 1);
+        pi->offset = off;
+        off += pi->numel * (pi->per_layer ? L : 1);
+        off = (off + 15) & ~(size_t)15; /* each tensor 64-byte aligned */
+    }
     m->n_params = off;
+    return MNEMO_OK;
+}
+
+void mni_model_kind_params(const struct mnemo_model *m, int layer, float **p, int grads)
+{
+    for (int i = 0; i < m->n_kparams; i++) {
+        const struct mni_param_info *pi = &m->pinfo[MNI_P_COUNT + i];
+        p[i] = (grads ? m->grads : m->params) + pi->offset + (size_t)layer * pi->numel;
+    }
+}
+
+/* Sets the model's options to opts: every layer's cfg and the canonical list. Nothing changes
+ * on failure. */
+static enum mnemo_status set_opts(struct mnemo_model *m, const struct mnemo_model_config *cfg,
+                                  const char *opts)
+{
+    const size_t L = (size_t)cfg->n_layer;
+    struct mnemo_attn_cfg *lcfg = mni_alloc(mni_mul(L, sizeof(*lcfg)));
+    if (!lcfg) return mni_err(MNEMO_ERR_NOMEM, "out of memory for the attention options");
+    enum mnemo_status st = mni_attn_cfgs_make(lcfg, cfg, opts);
+    const unsigned all = 1u << MNEMO_ATTN_SCOPE_MODEL | 1u << MNEMO_ATTN_SCOPE_TRAIN;
+    int n = st == MNEMO_OK ? mnemo_attn_opts_format(lcfg, (int)L, all, 1, NULL, 0) : 0;
+    n += st == MNEMO_OK ? 1 + mnemo_attn_opts_format(lcfg, (int)L, 1u << MNEMO_ATTN_SCOPE_SESSION,
+                                                     0, NULL, 0) : 0;
+    char *canon = st == MNEMO_OK ? mni_malloc((size_t)n + 2) : NULL;
+    if (st == MNEMO_OK && !canon) st = mni_err(MNEMO_ERR_NOMEM, "out of memory for the options");
+    if (st != MNEMO_OK) {
+        mni_free(lcfg);
+        return st;
+    }
+    int k = mnemo_attn_opts_format(lcfg, (int)L, all, 1, canon, (size_t)n + 2);
+    if (k > 0) canon[k++] = ',';
+    k += mnemo_attn_opts_format(lcfg, (int)L, 1u << MNEMO_ATTN_SCOPE_SESSION, 0, canon + k,
+                                (size_t)n + 2 - (size_t)k);
+    if (k > 0 && canon[k - 1] == ',') canon[k - 1] = 0;
+    mni_free(m->lcfg);
+    mni_free(m->attn_opts);
+    m->lcfg = lcfg;
+    m->attn_opts = canon;
+    m->cfg = *cfg;
+    m->cfg.attn_opts = canon;
+    return MNEMO_OK;
 }
 
 float *mni_model_param(const struct mnemo_model *m, int id, int layer)
@@ -128,11 +193,14 @@ enum mnemo_status mnemo_model_create(struct mnemo_model **out, const struct mnem
     if (st != MNEMO_OK) return st;
     struct mnemo_model *m = mni_alloc(sizeof(*m));
     if (!m) return mni_err(MNEMO_ERR_NOMEM, "out of memory creating the model");
-    m->cfg = *cfg;
-    m->cfg.vocab_padded = padded_vocab(cfg);
-    attn_cfg_from(&m->acfg, &m->cfg);
+    struct mnemo_model_config c = *cfg;
+    c.vocab_padded = padded_vocab(cfg);
     m->attn = mnemo_attn_ops_get(cfg->attn_kind);
-    layout_params(m);
+    if ((st = set_opts(m, &c, cfg->attn_opts)) != MNEMO_OK ||
+        (st = layout_params(m)) != MNEMO_OK) {
+        mnemo_model_free(m);
+        return st;
+    }
     m->params = mni_alloc(mni_mul(m->n_params, sizeof(float)));
     if (!m->params) {
         size_t n = m->n_params; // read before the free
@@ -161,15 +229,24 @@ static void free_acts(struct mnemo_model *m)
     m->have_targets = 0;
 }
 
-/* Replaces the config of a model by cfg, which changes no parameter (n_ctx, segment), once
- * cfg passes the checks; the activations are freed (their sizes may follow it). */
-static enum mnemo_status reshape(struct mnemo_model *m, const struct mnemo_model_config *cfg)
+/* Replaces the config and options of a model by cfg and opts, which change no parameter
+ * shape (n_ctx, mutable options, training and session options), once they pass the checks; the
+ * activations are freed (their sizes may follow). */
+static enum mnemo_status reshape(struct mnemo_model *m, const struct mnemo_model_config *cfg,
+                                 const char *opts)
 {
-    enum mnemo_status st = mnemo_model_config_check(cfg);
+    struct mnemo_model_config c = *cfg;
+    c.attn_opts = opts;
+    enum mnemo_status st = mnemo_model_config_check(&c);
     if (st != MNEMO_OK) return st;
+    struct mni_param_info old[MNI_P_MAX];
+    memcpy(old, m->pinfo, sizeof(old));
+    const int old_n = m->n_pinfo;
+    if ((st = set_opts(m, &c, opts)) != MNEMO_OK) return st;
+    st = layout_params(m);
+    MNEMO_ASSERT(st == MNEMO_OK && m->n_pinfo == old_n); /* shapes checked by the callers */
+    for (int i = 0; i < old_n; i++) MNEMO_ASSERT(m->pinfo[i].offset == old[i].offset);
     free_acts(m);
-    m->cfg = *cfg;
-    attn_cfg_from(&m->acfg, &m->cfg);
     return MNEMO_OK;
 }
 
@@ -178,28 +255,77 @@ enum mnemo_status mnemo_model_set_n_ctx(struct mnemo_model *m, int n_ctx)
     if (m->cfg.pos != MNEMO_POS_ROPE)
         return mni_err(MNEMO_ERR_ARG, "n_ctx: a model with learned positions has a table of "
                        "n_ctx = %d rows; it cannot change", m->cfg.n_ctx);
+    /* an option whose 0 means "n_ctx" keeps its meaning: it becomes the old n_ctx */
+    char *opts = mni_malloc(strlen(m->attn_opts) + 1);
+    if (!opts) return mni_err(MNEMO_ERR_NOMEM, "out of memory");
+    memcpy(opts, m->attn_opts, strlen(m->attn_opts) + 1);
+    for (int i = 0; i < m->attn->n_opts; i++) {
+        const struct mnemo_attn_opt *o = &m->attn->opts[i];
+        if (!(o->flags & MNEMO_ATTN_OPT_CTX_ZERO) || m->lcfg[0].opt[i] != 0) continue;
+        char over[96];
+        snprintf(over, sizeof(over), "%s=%d", o->key, m->cfg.n_ctx);
+        char *merged = mni_malloc(strlen(opts) + sizeof(over) + 2);
+        if (!merged || mni_attn_opts_merge(merged, strlen(opts) + sizeof(over) + 2, opts, over)) {
+            mni_free(merged);
+            mni_free(opts);
+            return mni_err(MNEMO_ERR_NOMEM, "out of memory");
+        }
+        mni_free(opts);
+        opts = merged;
+    }
     struct mnemo_model_config cfg = m->cfg;
-    if (cfg.attn_kind == MNEMO_ATTN_KIND_INFINI && cfg.attn_segment == 0) cfg.attn_segment = cfg.n_ctx;
     cfg.n_ctx = n_ctx;
-    return reshape(m, &cfg);
+    enum mnemo_status st = reshape(m, &cfg, opts);
+    mni_free(opts);
+    return st;
 }
 
-enum mnemo_status mnemo_model_set_segment(struct mnemo_model *m, int segment)
+enum mnemo_status mnemo_model_set_attn_opts(struct mnemo_model *m, const char *opts)
 {
-    if (m->cfg.attn_kind != MNEMO_ATTN_KIND_INFINI)
-        return mni_err(MNEMO_ERR_ARG, "segment: only the infini attention kind has segments");
-    if (segment < 1)
-        return mni_err(MNEMO_ERR_ARG, "segment = %d: must be in [1, n_ctx = %d]", segment,
-                       m->cfg.n_ctx);
-    struct mnemo_model_config cfg = m->cfg;
-    cfg.attn_segment = segment;
-    return reshape(m, &cfg);
+    const size_t n = strlen(m->attn_opts) + (opts ? strlen(opts) : 0) + 2;
+    char *merged = mni_malloc(n);
+    if (!merged) return mni_err(MNEMO_ERR_NOMEM, "out of memory");
+    if (mni_attn_opts_merge(merged, n, m->attn_opts, opts)) {
+        mni_free(merged);
+        return MNEMO_ERR_ARG;
+    }
+    /* the new values, checked, before anything changes */
+    const size_t L = (size_t)m->cfg.n_layer;
+    struct mnemo_attn_cfg *nc = mni_alloc(mni_mul(L, sizeof(*nc)));
+    enum mnemo_status st = nc ? mni_attn_cfgs_make(nc, &m->cfg, merged)
+                              : mni_err(MNEMO_ERR_NOMEM, "out of memory");
+    for (int i = 0; st == MNEMO_OK && i < m->attn->n_opts; i++) {
+        const struct mnemo_attn_opt *o = &m->attn->opts[i];
+        if (o->scope != MNEMO_ATTN_SCOPE_MODEL || (o->flags & MNEMO_ATTN_OPT_MUTABLE)) continue;
+        for (size_t l = 0; l < L; l++)
+            if (nc[l].opt[i] != m->lcfg[l].opt[i]) {
+                char was[128];
+                mni_attn_opt_value(m->lcfg, (int)L, i, was, sizeof(was));
+                st = mni_err(MNEMO_ERR_ARG, "%s attention: option %s is fixed by the model's "
+                             "parameters (it has %s)", m->attn->name, o->key, was);
+                break;
+            }
+    }
+    if (st == MNEMO_OK) { /* the tensors keep their shapes */
+        struct mnemo_attn_param a[MNEMO_ATTN_MAX_PARAMS];
+        const int nk = m->attn->params ? m->attn->params(&nc[0], a) : 0;
+        for (int i = 0; i < nk && st == MNEMO_OK; i++)
+            if (nk != m->n_kparams || a[i].shape[0] != m->pinfo[MNI_P_COUNT + i].d0)
+                st = mni_err(MNEMO_ERR_ARG, "%s attention: these options change the shape of "
+                             "tensor %s", m->attn->name, a[i].name);
+    }
+    if (st == MNEMO_OK) st = reshape(m, &m->cfg, merged);
+    mni_free(nc);
+    mni_free(merged);
+    return st;
 }
 
 void mnemo_model_free(struct mnemo_model *m)
 {
     if (!m) return;
     free_acts(m);
+    mni_free(m->lcfg);
+    mni_free(m->attn_opts);
     mni_free(m->params);
     mni_free(m->grads);
     mni_free(m);
@@ -213,7 +339,7 @@ const struct mnemo_model_config *mnemo_model_get_config(const struct mnemo_model
 size_t mnemo_model_n_params(const struct mnemo_model *m)
 {
     size_t n = 0;
-    for (int i = 0; i < MNI_P_COUNT; i++)
+    for (int i = 0; i < m->n_pinfo; i++)
         n += m->pinfo[i].numel * (m->pinfo[i].per_layer ? (size_t)m->cfg.n_layer : 1);
     return n;
 }
@@ -240,7 +366,25 @@ void mnemo_model_init(struct mnemo_model *m, uint64_t seed)
     size_t C = (size_t)m->cfg.d_model;
     memset(m->params + m->pinfo[MNI_P_WTE].offset + (size_t)m->cfg.vocab * C, 0,
            (size_t)(m->cfg.vocab_padded - m->cfg.vocab) * C * sizeof(float));
-    /* Kind parameters (if any) are initialised by the kind later (API v2). */
+    /* The kind's tensors, as its table says, from a generator of their own (so that adding a
+     * kind tensor leaves the transformer's initialisation as it was). */
+    struct mni_rng kr;
+    mni_rng_seed(&kr, seed ^ 0x5bd1e995u);
+    for (int l = 0; l < m->cfg.n_layer; l++) {
+        float *kp[MNEMO_ATTN_MAX_PARAMS];
+        mni_model_kind_params(m, l, kp, 0);
+        int custom = 0;
+        for (int i = 0; i < m->n_kparams; i++) {
+            const struct mni_param_info *pi = &m->pinfo[MNI_P_COUNT + i];
+            for (size_t j = 0; j < pi->numel; j++)
+                kp[i][j] = pi->init == MNEMO_ATTN_INIT_CONST    ? pi->init_value
+                           : pi->init == MNEMO_ATTN_INIT_NORMAL ? pi->init_value * mni_rng_normal(&kr)
+                                                                : 0.0f;
+            custom |= pi->init == MNEMO_ATTN_INIT_KIND;
+        }
+        if (custom && m->attn->init_params)
+            m->attn->init_params(&m->lcfg[l], l, seed ^ ((uint64_t)l * 0x9E3779B97F4A7C15ull), kp);
+    }
 }
 
 enum mnemo_status mni_model_alloc_grads(struct mnemo_model *m)
@@ -295,23 +439,48 @@ static void carve_acts(struct mnemo_model *m, struct mni_carver *c, size_t N, si
     m->targets = (uint16_t *)mni_carve(c, (N + 1) / 2);
 }
 
+size_t mni_model_attn_act_bytes(const struct mnemo_model *m, int B, int T)
+{
+    size_t b = 0;
+    for (int l = 0; l < m->cfg.n_layer; l++) {
+        size_t k = m->attn->act_bytes(&m->lcfg[l], B, T);
+        b = k > b ? k : b;
+    }
+    return b;
+}
+
+static size_t attn_scratch_bytes(const struct mnemo_model *m, int B, int T)
+{
+    size_t b = 0;
+    for (int l = 0; l < m->cfg.n_layer; l++) {
+        size_t k = m->attn->scratch_bytes(&m->lcfg[l], B, T);
+        b = k > b ? k : b;
+    }
+    return b;
+}
+
+void mni_model_use_ref(struct mnemo_model *m, int on)
+{
+    free_acts(m);
+    m->attn = on ? mnemo_attn_ops_get_ref(m->cfg.attn_kind) : mnemo_attn_ops_get(m->cfg.attn_kind);
+}
+
 static enum mnemo_status ensure_acts(struct mnemo_model *m, int B, int T)
 {
     /* Every buffer is sized by N = B*T, so a smaller window reuses the slab as long as the
      * kind's own byte counts also fit. */
     if (m->act_slab && (size_t)B * T <= (size_t)m->act_B * m->act_T &&
-        m->attn->act_bytes(&m->acfg, B, T) <= m->attn->act_bytes(&m->acfg, m->act_B, m->act_T) &&
-        m->attn->scratch_bytes(&m->acfg, B, T) <=
-            m->attn->scratch_bytes(&m->acfg, m->act_B, m->act_T))
+        mni_model_attn_act_bytes(m, B, T) <= mni_model_attn_act_bytes(m, m->act_B, m->act_T) &&
+        attn_scratch_bytes(m, B, T) <= attn_scratch_bytes(m, m->act_B, m->act_T))
         return MNEMO_OK;
     free_acts(m);
     const size_t L = (size_t)m->cfg.n_layer, N = (size_t)B * (size_t)T;
-    const size_t attn_act = mni_align64(m->attn->act_bytes(&m->acfg, B, T)) / sizeof(float);
+    const size_t attn_act = mni_align64(mni_model_attn_act_bytes(m, B, T)) / sizeof(float);
     struct mni_carver count = {NULL, 0};
     carve_acts(m, &count, N, attn_act);
     m->layers = mni_alloc(mni_mul(L, sizeof(*m->layers)));
     m->act_slab = m->layers ? mni_alloc(mni_mul(count.used, sizeof(float))) : NULL;
-    m->attn_scratch = m->act_slab ? mni_alloc(m->attn->scratch_bytes(&m->acfg, B, T)) : NULL;
+    m->attn_scratch = m->act_slab ? mni_alloc(attn_scratch_bytes(m, B, T)) : NULL;
     if (!m->attn_scratch) {
         free_acts(m);
         return mni_err(MNEMO_ERR_NOMEM, "out of memory for activations (B=%d, T=%d: %zu MiB)",
@@ -387,44 +556,32 @@ static enum mnemo_status train_attn(void *vctx, struct mni_layer_acts *a, int l)
     struct train_attn_ctx *c = vctx;
     struct mnemo_model *m = c->m;
     struct mnemo_attn_io io = {0};
+    float *kp[MNEMO_ATTN_MAX_PARAMS];
+    mni_model_kind_params(m, l, kp, 0);
     io.B = c->B;
     io.T = c->T;
+    io.layer = l;
+    io.training = m->training;
+    io.seed = m->seed;
     io.qkv = a->qkv;
     io.out = a->atty;
-    io.params = mni_model_param(m, MNI_P_ATTNX, l);
+    io.params = (const float *const *)kp;
     io.act = a->attn_act;
     io.scratch = m->attn_scratch;
-    io.write_w = m->write_w;
-    enum mnemo_status st = m->attn->forward(&m->acfg, &io);
+    enum mnemo_status st = m->attn->forward(&m->lcfg[l], &io);
     m->aux_sum += io.aux_loss;
     return st;
 }
 
-enum mnemo_status mnemo_model_set_memory_loss(struct mnemo_model *m, float eps, float tau)
+void mnemo_model_set_mode(struct mnemo_model *m, int training, uint64_t seed)
 {
-    struct mnemo_attn_cfg c = m->acfg;
-    c.mem_eps = eps;
-    c.mem_tau = tau;
-    if (eps != 0.0f && m->cfg.attn_kind == MNEMO_ATTN_KIND_DENSE)
-        return mni_err(MNEMO_ERR_ARG, "the memory loss needs the selective attention kind");
-    enum mnemo_status st = m->attn->validate(&c);
-    if (st != MNEMO_OK) return st;
-    m->acfg = c;
-    return MNEMO_OK;
+    m->training = training != 0;
+    m->seed = seed;
 }
 
-enum mnemo_status mnemo_model_set_write_weights(struct mnemo_model *m, const float *w)
+double mnemo_model_aux_loss(const struct mnemo_model *m)
 {
-    if (w && m->cfg.attn_kind != MNEMO_ATTN_KIND_INFINI)
-        return mni_err(MNEMO_ERR_ARG, "write weights need the infini attention kind");
-    m->write_w = w;
-    return MNEMO_OK;
-}
-
-double mnemo_model_memory_loss(const struct mnemo_model *m)
-{
-    if (m->acfg.mem_eps <= 0 || m->cur_B < 1) return 0;
-    return m->aux_sum / ((double)m->cfg.n_layer * m->cur_T * m->cur_B);
+    return m->cur_B < 1 ? 0 : m->aux_sum / m->cur_B;
 }
 
 static enum mnemo_status check_tokens(const uint16_t *tok, size_t N, int T, int V,
@@ -528,14 +685,21 @@ enum mnemo_status mnemo_model_backward(struct mnemo_model *m, float grad_scale)
         io.out = a->atty;
         io.dout = m->datty;
         io.dqkv = m->dqkv;
-        io.params = mni_model_param(m, MNI_P_ATTNX, l);
-        io.dparams = grad_of(m, MNI_P_ATTNX, l);
+        float *kp[MNEMO_ATTN_MAX_PARAMS], *kg[MNEMO_ATTN_MAX_PARAMS];
+        mni_model_kind_params(m, l, kp, 0);
+        mni_model_kind_params(m, l, kg, 1);
+        io.params = (const float *const *)kp;
+        io.dparams = kg;
         io.act = a->attn_act;
         io.scratch = m->attn_scratch;
-        /* objective = xent + eps * aux_sum / (L T B): d/d(aux of this layer) */
-        io.aux_grad = grad_scale * m->acfg.mem_eps / ((float)L * (float)T * (float)B);
-        io.write_w = m->write_w;
-        st = m->attn->backward(&m->acfg, &io);
+        io.layer = l;
+        io.training = m->training;
+        io.seed = m->seed;
+        /* objective = xent + sum_l aux_l / B: d/d(aux of this layer) */
+        io.aux_grad = grad_scale / (float)B;
+        if (!m->attn->backward)
+            return mni_err(MNEMO_ERR_UNSUPPORTED, "%s attention has no backward", m->attn->name);
+        st = m->attn->backward(&m->lcfg[l], &io);
         if (st != MNEMO_OK) return st;
         mni_matmul_bwd(m->dtmp, grad_of(m, MNI_P_QKVW, l), grad_of(m, MNI_P_QKVB, l), m->dqkv,
                        a->ln1, mni_model_param(m, MNI_P_QKVW, l), N, C, 3 * C);

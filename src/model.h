@@ -4,7 +4,9 @@
  *
  * Parameters live in one slab described by one X-macro table (MNI_PARAM_TABLE). A per-layer
  * entry holds L tensors back to back, layer-major, so "blocks.{l}.<name>" is a contiguous
- * slice. Gradients and the optimizer's m and v have the identical layout.
+ * slice. The attention kind's tensors (its parameter table, mnemo_attn.h) follow the table's
+ * entries as more per-layer entries, MNI_P_COUNT + i for the kind's row i. Gradients and the
+ * optimizer's m and v have the identical layout.
  */
 #ifndef MNI_MODEL_H
 #define MNI_MODEL_H
@@ -17,8 +19,8 @@
 
 /* X(id, name, per_layer, d0, d1): tensor of shape (d0) if d1 == 0 else (d0, d1), names in
  * nn.Linear layout (out x in). Locals in scope where the table is expanded: C, Vp, Tpos (n_ctx
- * for learned positions, else 0), P (the attention kind's parameters per layer). An entry with
- * d0 == 0 does not exist for this config (no bytes, not in checkpoints). */
+ * for learned positions, else 0). An entry with d0 == 0 does not exist for this config (no
+ * bytes, not in checkpoints). */
 #define MNI_PARAM_TABLE(X)                                                                     \
     X(WTE, "wte.weight", 0, Vp, C)                                                             \
     X(WPE, "wpe.weight", 0, Tpos, C)                                                           \
@@ -28,7 +30,6 @@
     X(QKVB, "blocks.%d.attn.qkv.bias", 1, 3 * C, 0)                                            \
     X(PROJW, "blocks.%d.attn.proj.weight", 1, C, C)                                            \
     X(PROJB, "blocks.%d.attn.proj.bias", 1, C, 0)                                              \
-    X(ATTNX, "blocks.%d.attn.kind", 1, P, 0)                                                   \
     X(LN2W, "blocks.%d.ln2.weight", 1, C, 0)                                                   \
     X(LN2B, "blocks.%d.ln2.bias", 1, C, 0)                                                     \
     X(FCW, "blocks.%d.mlp.fc.weight", 1, 4 * C, C)                                             \
@@ -45,12 +46,20 @@ enum mni_param_id {
         MNI_P_COUNT
 };
 
+/* The table's entries, then at most MNEMO_ATTN_MAX_PARAMS of the kind. */
+#define MNI_P_MAX (MNI_P_COUNT + MNEMO_ATTN_MAX_PARAMS)
+
 struct mni_param_info {
-    const char *name;  /* printf format with %d for the layer when per_layer */
+    char name[64];     /* printf format with %d for the layer when per_layer */
     int per_layer;     /* 1: L tensors back to back */
     size_t d0, d1;     /* shape of one tensor; d1 == 0 for vectors */
     size_t numel;      /* of one tensor (one layer) */
     size_t offset;     /* in floats from the slab start, to layer 0's tensor */
+    float lr_mult;     /* the optimizer's learning rate times this */
+    int decay;         /* takes weight decay */
+    int trained;       /* updated by the optimizer (0: a buffer) */
+    int init;          /* kind tensors: enum mnemo_attn_init; table entries: unused */
+    float init_value;
 };
 
 /* Pointers into one layer's activations (also used by the session with N = chunk tokens). */
@@ -69,10 +78,14 @@ struct mni_layer_acts {
 };
 
 struct mnemo_model {
-    struct mnemo_model_config cfg;
-    struct mnemo_attn_cfg acfg;
-    const struct mnemo_attn_ops *attn;
-    struct mni_param_info pinfo[MNI_P_COUNT];
+    struct mnemo_model_config cfg; /* cfg.attn_opts points to attn_opts */
+    char *attn_opts;   /* the kind's options, canonical: every model and training option, the
+                        * session options that differ from their defaults */
+    struct mnemo_attn_cfg *lcfg;   /* (L) each layer's attention cfg */
+    const struct mnemo_attn_ops *attn; /* the kind's fast ops (or its reference: tests) */
+    int n_kparams;     /* the kind's tensors per layer: pinfo[MNI_P_COUNT + i] */
+    int n_pinfo;       /* MNI_P_COUNT + n_kparams */
+    struct mni_param_info pinfo[MNI_P_MAX];
     size_t n_params;   /* floats in the slab */
     float *params;     /* (n_params) */
     float *grads;      /* (n_params), allocated by mni_model_alloc_grads */
@@ -89,7 +102,8 @@ struct mnemo_model {
     uint16_t *inputs, *targets; /* (B,T) copies of the last forward's tokens */
     int have_targets;
     double aux_sum;    /* the kinds' aux_loss summed over the layers in the last forward */
-    const float *write_w; /* infini's write weights (mnemo_model_set_write_weights), or NULL */
+    int training;      /* mnemo_model_set_mode */
+    uint64_t seed;
     /* backward buffers, reused across layers */
     float *dres, *dtmp, *dqkv, *datty, *dfch;
     void *attn_scratch;
@@ -102,6 +116,13 @@ struct mnemo_model {
 
 /* Parameter pointer for (id, layer) (layer ignored when not per-layer). */
 float *mni_model_param(const struct mnemo_model *m, int id, int layer);
+/* The kind's tensors of one layer (m->n_kparams pointers), in the params or the grads slab. */
+void mni_model_kind_params(const struct mnemo_model *m, int layer, float **p, int grads);
+/* Tests: runs the kind's reference implementation instead of its fast one (on != 0), or back.
+ * Frees the activations (the two may size them differently). */
+void mni_model_use_ref(struct mnemo_model *m, int on);
+/* The largest act and scratch bytes of any layer's attention for (B, T). */
+size_t mni_model_attn_act_bytes(const struct mnemo_model *m, int B, int T);
 /* Gradient buffer (allocates on first call; zeroed). */
 enum mnemo_status mni_model_alloc_grads(struct mnemo_model *m);
 /* One layer forward over N tokens, with attention provided by fn(ctx, a) which must fill

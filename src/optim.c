@@ -2,10 +2,10 @@
  * optim.c -- the optimizers over the parameter table, and the moving average of the weights.
  *
  * AdamW (torch.optim.AdamW semantics): decoupled weight decay on matrices (embeddings and
- * linear weights), none on biases, LayerNorm gains or the attention kinds' own parameters.
- * The kinds' own parameters (Infini-attention's gates) form their own group: learning rate
- * times tc->gate_lr_mult, no weight decay (the gates barely move at the model's rate, and decay
- * would pull them towards an even mix; docs/internals/infini.md).
+ * linear weights), none on biases or LayerNorm gains. The attention kind's tensors follow its
+ * parameter table: their learning-rate multiplier and weight decay (e.g. Infini-attention's
+ * gates: lr x gate_lr_mult, no decay: they barely move at the model's rate, and decay would
+ * pull them towards an even mix; docs/internals/infini.md), and buffers are not updated.
  *
  * Muon: the blocks' linear weights (q, k and v each on its own, the attention output, both MLP
  * matrices) take Nesterov momentum, orthogonalised by five Newton-Schulz iterations, scaled by
@@ -58,12 +58,12 @@ static void adamw_tensors(struct mnemo_model *m, float *adam_m, float *adam_v, i
 {
     float bc1 = 1.0f - powf(tc->beta1, (float)(t + 1));
     float bc2 = 1.0f - powf(tc->beta2, (float)(t + 1));
-    for (int id = 0; id < MNI_P_COUNT; id++) {
+    for (int id = 0; id < m->n_pinfo; id++) {
         const struct mni_param_info *pi = &m->pinfo[id];
         size_t n = pi->numel * (pi->per_layer ? (size_t)m->cfg.n_layer : 1);
-        if (!n || (skip_muon && mni_muon_param(id))) continue;
-        float wd = (pi->d1 && id != MNI_P_ATTNX) ? tc->weight_decay : 0.0f;
-        float lr_t = id == MNI_P_ATTNX ? lr * tc->gate_lr_mult : lr;
+        if (!n || !pi->trained || (skip_muon && mni_muon_param(id))) continue;
+        float wd = pi->decay ? tc->weight_decay : 0.0f;
+        float lr_t = lr * pi->lr_mult;
         size_t o = pi->offset;
         mni_adamw(m->params + o, adam_m + o, adam_v + o, m->grads + o, n, lr_t, tc->beta1,
                   tc->beta2, tc->eps, wd, bc1, bc2);

@@ -1,6 +1,8 @@
 /*
- * prune.c -- evaluation through a pruning session, and the search for per-layer cache budgets
- * (Selective Attention, issue 3; spec ../shared/papers/selective-attention.md §5).
+ * prune.c -- evaluation through a session (a pruned or otherwise bounded state), and the search
+ * for per-layer cache budgets (Selective Attention, issue 3; spec
+ * ../shared/papers/selective-attention.md §5; any kind with a per-layer session option
+ * "budget").
  *
  * Pruned evaluation streams each validation window (BOS + T-1 tokens, disjoint, as the
  * training-time validation) through a fresh session whose layers keep at most K_l keys, and
@@ -15,8 +17,8 @@
  * measurements), and phase 2 is the greedy per-layer search started from there: in each round
  * try K_l <- floor(factor K_l) (at least 2) for every layer on its own, and commit the one
  * layer change with the lowest loss if it stays within the target; stop when no layer can
- * shrink. The result is written into the checkpoint's metadata ("prune.budgets"), where eval
- * and generate find it.
+ * shrink. The result is written into the checkpoint as the session option budget
+ * ("attn.budget"), where eval, generate and answer find it.
  *
  * Measurements use at most max_windows windows spread evenly over the split (mni_eval_pick),
  * not its first ones: the split's start is one book, and orderings measured there need not
@@ -33,7 +35,7 @@
 #include "model.h"
 
 static enum mnemo_status eval_pruned_tokens(struct mnemo_model *m, const uint16_t *tok, uint64_t n,
-                                            int T, const int *budgets, float threshold,
+                                            int T, const char *opts, int no_model_opts,
                                             uint64_t max_windows, struct mnemo_eval_result *r)
 {
     memset(r, 0, sizeof(*r));
@@ -47,11 +49,17 @@ static enum mnemo_status eval_pruned_tokens(struct mnemo_model *m, const uint16_
     struct mnemo_session_config sc;
     mnemo_session_config_default(&sc);
     sc.max_chunk = chunk;
-    sc.budgets = budgets;
-    sc.threshold = threshold;
+    sc.attn_opts = opts;
+    sc.no_model_opts = no_model_opts;
     struct mnemo_session *s;
     enum mnemo_status st = mnemo_session_create_ex(&s, m, &sc);
     if (st != MNEMO_OK) return st;
+    if (T > m->cfg.n_ctx && !mnemo_session_bounded(s)) {
+        mnemo_session_free(s);
+        return mni_err(MNEMO_ERR_ARG, "evaluation through a session: windows of %d tokens are "
+                       "longer than n_ctx = %d, and the %s attention state is not bounded with "
+                       "these options", T, m->cfg.n_ctx, m->attn->name);
+    }
     uint16_t *x = mni_alloc((size_t)T * 2 * sizeof(uint16_t));
     float *losses = mni_alloc((size_t)chunk * sizeof(float));
     if (!x || !losses) {
@@ -86,36 +94,53 @@ static enum mnemo_status eval_pruned_tokens(struct mnemo_model *m, const uint16_
     return MNEMO_OK;
 }
 
-static enum mnemo_status check_window(const struct mnemo_model *m, int *T)
+/* The window T (0 = n_ctx); longer than n_ctx only where the session is bounded (checked when
+ * it is made). */
+static enum mnemo_status check_window(const struct mnemo_model *m, int *T, int may_stream)
 {
     if (*T == 0) *T = m->cfg.n_ctx;
-    if (*T < 1 || *T > m->cfg.n_ctx)
-        return mni_err(MNEMO_ERR_ARG, "pruned evaluation: window %d must be in [1, n_ctx = %d]", *T,
-                       m->cfg.n_ctx);
+    if (*T < 1 || (*T > m->cfg.n_ctx && !may_stream) || *T > 1 << 30)
+        return mni_err(MNEMO_ERR_ARG, "evaluation through a session: window %d must be in [1, n_ctx "
+                       "= %d]", *T, m->cfg.n_ctx);
     return MNEMO_OK;
 }
 
-enum mnemo_status mnemo_eval_file_pruned(struct mnemo_model *m, const char *path, int T,
-                                         const int *budgets, float threshold,
-                                         uint64_t max_windows, struct mnemo_eval_result *res)
+enum mnemo_status mnemo_eval_file_session(struct mnemo_model *m, const char *path, int T,
+                                          const struct mnemo_session_config *sc,
+                                          uint64_t max_windows, struct mnemo_eval_result *res)
 {
-    enum mnemo_status st = check_window(m, &T);
+    enum mnemo_status st = check_window(m, &T, 1);
     if (st != MNEMO_OK) return st;
     struct mni_tokens tk;
     if ((st = mni_tokens_read_for(&tk, path, m->cfg.vocab)) != MNEMO_OK) return st;
-    st = eval_pruned_tokens(m, tk.tok, tk.n, T, budgets, threshold, max_windows, res);
+    st = eval_pruned_tokens(m, tk.tok, tk.n, T, sc ? sc->attn_opts : NULL,
+                            sc ? sc->no_model_opts : 0, max_windows, res);
     mni_tokens_free(&tk);
     return st;
+}
+
+/* Evaluates with per-layer budgets (and no session option the model carries). */
+static enum mnemo_status eval_budgets(struct mnemo_model *m, const struct mni_tokens *tk, int T,
+                                      const int *budgets, char *buf, size_t n,
+                                      uint64_t max_windows, struct mnemo_eval_result *r)
+{
+    size_t used = (size_t)snprintf(buf, n, "budget=");
+    for (int l = 0; l < m->cfg.n_layer && used < n; l++)
+        used += (size_t)snprintf(buf + used, n - used, "%s%d", l ? "/" : "", budgets[l]);
+    return eval_pruned_tokens(m, tk->tok, tk->n, T, buf, 1, max_windows, r);
 }
 
 enum mnemo_status mnemo_prune_search(struct mnemo_model *m, const char *path, int T,
                                      double target_loss, float factor, uint64_t max_windows,
                                      int *budgets, mnemo_prune_cb cb, void *user)
 {
-    enum mnemo_status st = check_window(m, &T);
+    enum mnemo_status st = check_window(m, &T, 0);
     if (st != MNEMO_OK) return st;
-    if (m->cfg.attn_kind != MNEMO_ATTN_KIND_SELECTIVE)
-        return mni_err(MNEMO_ERR_ARG, "prune-search needs a model with selective attention");
+    const int bi = mnemo_attn_opt_find(m->cfg.attn_kind, "budget");
+    if (bi < 0 || m->attn->opts[bi].scope != MNEMO_ATTN_SCOPE_SESSION ||
+        !(m->attn->opts[bi].flags & MNEMO_ATTN_OPT_PER_LAYER))
+        return mni_err(MNEMO_ERR_ARG, "prune-search: %s attention has no per-layer session option "
+                       "'budget' to search (selective attention has)", m->attn->name);
     if (!(factor > 0 && factor < 1))
         return mni_err(MNEMO_ERR_ARG, "prune-search: factor %g must be in (0, 1)", (double)factor);
     if (!(target_loss > 0) || !isfinite(target_loss))
@@ -124,13 +149,17 @@ enum mnemo_status mnemo_prune_search(struct mnemo_model *m, const char *path, in
     if ((st = mni_tokens_read_for(&tk, path, m->cfg.vocab)) != MNEMO_OK) return st;
     const int L = m->cfg.n_layer;
     int *trial = mni_alloc((size_t)L * sizeof(int));
-    if (!trial) {
+    const size_t nbuf = 16 + (size_t)L * 12;
+    char *buf = mni_malloc(nbuf);
+    if (!trial || !buf) {
+        mni_free(trial);
+        mni_free(buf);
         mni_tokens_free(&tk);
         return mni_err(MNEMO_ERR_NOMEM, "out of memory");
     }
     for (int l = 0; l < L; l++) budgets[l] = T;
     struct mnemo_eval_result r;
-    st = eval_pruned_tokens(m, tk.tok, tk.n, T, budgets, 0.0f, max_windows, &r);
+    st = eval_budgets(m, &tk, T, budgets, buf, nbuf, max_windows, &r);
     if (st == MNEMO_OK && cb) cb(budgets, L, r.loss, user);
     if (st == MNEMO_OK && r.loss > target_loss)
         st = mni_err(MNEMO_ERR_ARG, "prune-search: unpruned, the model's loss %.4f is already above "
@@ -143,7 +172,7 @@ enum mnemo_status mnemo_prune_search(struct mnemo_model *m, const char *path, in
         if (mid <= lo) mid = lo + 1;
         if (mid >= hi) mid = hi - 1;
         for (int l = 0; l < L; l++) trial[l] = mid;
-        st = eval_pruned_tokens(m, tk.tok, tk.n, T, trial, 0.0f, max_windows, &r);
+        st = eval_budgets(m, &tk, T, trial, buf, nbuf, max_windows, &r);
         if (st != MNEMO_OK) break;
         if (r.loss <= target_loss) {
             hi = mid;
@@ -163,7 +192,7 @@ enum mnemo_status mnemo_prune_search(struct mnemo_model *m, const char *path, in
             if (k < 2) continue;
             memcpy(trial, budgets, (size_t)L * sizeof(int));
             trial[l] = k;
-            st = eval_pruned_tokens(m, tk.tok, tk.n, T, trial, 0.0f, max_windows, &r);
+            st = eval_budgets(m, &tk, T, trial, buf, nbuf, max_windows, &r);
             if (st == MNEMO_OK && r.loss <= target_loss && r.loss < best) {
                 best = r.loss;
                 best_l = l;
@@ -175,6 +204,7 @@ enum mnemo_status mnemo_prune_search(struct mnemo_model *m, const char *path, in
         if (cb) cb(budgets, L, best, user);
     }
     mni_free(trial);
+    mni_free(buf);
     mni_tokens_free(&tk);
     return st;
 }

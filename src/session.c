@@ -6,6 +6,7 @@
  */
 #include <string.h>
 
+#include "attn/registry.h"
 #include "mni.h"
 #include "model.h"
 
@@ -13,7 +14,8 @@ struct mnemo_session {
     struct mnemo_model *m;  /* borrowed */
     int max_chunk;
     int pos;                /* tokens fed so far */
-    struct mnemo_attn_cfg *acfg; /* (L) the model's attention cfg with each layer's budget */
+    struct mnemo_attn_cfg *acfg; /* (L) each layer's attention cfg: the model's options with
+                                  * the session's own (mnemo_session_config.attn_opts) */
     size_t *state_off;      /* (L+1) byte offsets of the layers' states, 64-byte rounded */
     unsigned char *state;   /* all layers' states */
     void *step_scratch;
@@ -60,6 +62,64 @@ enum mnemo_status mnemo_session_create(struct mnemo_session **out, struct mnemo_
     return mnemo_session_create_ex(out, m, &sc);
 }
 
+/* Each layer's attention cfg of a session of m with sc (L of them, caller frees): the model's
+ * options (without the session options it carries, with no_model_opts), then the session's
+ * own; validated by the kind. */
+static enum mnemo_status session_cfgs(struct mnemo_model *m, const struct mnemo_session_config *sc,
+                                      struct mnemo_attn_cfg **out)
+{
+    *out = NULL;
+    const size_t L = (size_t)m->cfg.n_layer;
+    if (!(m->attn->caps(&m->lcfg[0]) & MNEMO_ATTN_CAP_STEP) || !m->attn->step)
+        return mni_err(MNEMO_ERR_UNSUPPORTED, "%s attention cannot stream (no session)",
+                       m->attn->name);
+    const char *own = sc ? sc->attn_opts : NULL;
+    enum mnemo_status st = mni_attn_opts_in_scope(m->cfg.attn_kind, own,
+                                                  1u << MNEMO_ATTN_SCOPE_SESSION, "a session");
+    if (st != MNEMO_OK) return st;
+    const size_t n_opts = strlen(m->attn_opts) + (own ? strlen(own) : 0) + 2;
+    struct mnemo_attn_cfg *acfg = mni_alloc(mni_mul(L, sizeof(*acfg)));
+    char *base = mni_malloc(n_opts), *opts = mni_malloc(n_opts);
+    if (!acfg || !base || !opts) {
+        st = mni_err(MNEMO_ERR_NOMEM, "out of memory for the session");
+    } else if (sc && sc->no_model_opts) {
+        const unsigned keep = 1u << MNEMO_ATTN_SCOPE_MODEL | 1u << MNEMO_ATTN_SCOPE_TRAIN;
+        mnemo_attn_opts_format(m->lcfg, (int)L, keep, 1, base, n_opts);
+    } else {
+        memcpy(base, m->attn_opts, strlen(m->attn_opts) + 1);
+    }
+    if (st == MNEMO_OK && mni_attn_opts_merge(opts, n_opts, base, own)) st = MNEMO_ERR_ARG;
+    if (st == MNEMO_OK) st = mni_attn_cfgs_make(acfg, &m->cfg, opts);
+    mni_free(base);
+    mni_free(opts);
+    if (st != MNEMO_OK) {
+        mni_free(acfg);
+        return st;
+    }
+    *out = acfg;
+    return MNEMO_OK;
+}
+
+/* 1 when every layer's state is bounded whatever the stream length. */
+static int all_bounded(const struct mnemo_model *m, const struct mnemo_attn_cfg *acfg)
+{
+    for (int l = 0; l < m->cfg.n_layer; l++)
+        if (!(m->attn->caps(&acfg[l]) & MNEMO_ATTN_CAP_BOUNDED)) return 0;
+    return 1;
+}
+
+enum mnemo_status mnemo_session_plan(struct mnemo_model *m, const struct mnemo_session_config *sc,
+                                     size_t *state_bytes, int *bounded)
+{
+    struct mnemo_attn_cfg *acfg;
+    enum mnemo_status st = session_cfgs(m, sc, &acfg);
+    if (st != MNEMO_OK) return st;
+    *state_bytes = mni_attn_state_bytes(m->attn, acfg, m->cfg.n_layer);
+    *bounded = all_bounded(m, acfg);
+    mni_free(acfg);
+    return MNEMO_OK;
+}
+
 enum mnemo_status mnemo_session_create_ex(struct mnemo_session **out, struct mnemo_model *m,
                                           const struct mnemo_session_config *sc)
 {
@@ -69,26 +129,17 @@ enum mnemo_status mnemo_session_create_ex(struct mnemo_session **out, struct mne
         return mni_err(MNEMO_ERR_ARG, "session chunk %d must be in [1, 65536]", max_chunk);
     const size_t L = (size_t)m->cfg.n_layer, C = (size_t)m->cfg.d_model, N = (size_t)max_chunk;
     const size_t Vp = (size_t)m->cfg.vocab_padded;
-    /* each layer's cfg: the model's, with its budget and the threshold; validated by the kind */
-    struct mnemo_attn_cfg *acfg = mni_alloc(mni_mul(L, sizeof(*acfg)));
+    struct mnemo_attn_cfg *acfg;
+    enum mnemo_status st = session_cfgs(m, sc, &acfg);
+    if (st != MNEMO_OK) return st;
     size_t *off = mni_alloc(mni_mul(L + 1, sizeof(size_t)));
-    if (!acfg || !off) {
+    if (!off) {
         mni_free(acfg);
-        mni_free(off);
         return mni_err(MNEMO_ERR_NOMEM, "out of memory for the session");
     }
     size_t scratch = 0;
     off[0] = 0;
     for (size_t l = 0; l < L; l++) {
-        acfg[l] = m->acfg;
-        acfg[l].budget = sc->budgets ? sc->budgets[l] : 0;
-        acfg[l].threshold = sc->threshold;
-        enum mnemo_status st = m->attn->validate(&acfg[l]);
-        if (st != MNEMO_OK) {
-            mni_free(acfg);
-            mni_free(off);
-            return st;
-        }
         off[l + 1] = mni_add(off[l], mni_align64(m->attn->state_bytes(&acfg[l])));
         size_t k = m->attn->step_scratch_bytes(&acfg[l], max_chunk);
         scratch = k > scratch ? k : scratch;
@@ -151,9 +202,11 @@ static enum mnemo_status step_attn(void *vctx, struct mni_layer_acts *a, int l)
     struct step_ctx *c = vctx;
     struct mnemo_session *s = c->s;
     struct mnemo_model *m = s->m;
-    return m->attn->step(&s->acfg[l], s->state + s->state_off[l],
-                         mni_model_param(m, MNI_P_ATTNX, l), a->atty, a->qkv, c->n,
-                         s->step_scratch);
+    float *kp[MNEMO_ATTN_MAX_PARAMS];
+    mni_model_kind_params(m, l, kp, 0);
+    struct mnemo_attn_step st = {c->n, l, s->state + s->state_off[l], (const float *const *)kp,
+                                 a->qkv, a->atty, s->step_scratch};
+    return m->attn->step(&s->acfg[l], &st);
 }
 
 enum mnemo_status mnemo_session_feed(struct mnemo_session *s, const uint16_t *tok, int n,
@@ -209,3 +262,5 @@ size_t mnemo_session_state_bytes(const struct mnemo_session *s)
 {
     return s->state_off[s->m->cfg.n_layer];
 }
+
+int mnemo_session_bounded(const struct mnemo_session *s) { return all_bounded(s->m, s->acfg); }

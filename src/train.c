@@ -51,7 +51,6 @@ void mnemo_train_config_default(struct mnemo_train_config *tc)
     tc->seed = 1337;
     tc->optimizer = MNEMO_OPT_ADAMW;
     tc->momentum = 0.95f;
-    tc->gate_lr_mult = 30.0f; /* the spec's default (infini-attention.md §3) */
 }
 
 static enum mnemo_status check_train_config(const struct mnemo_train_config *tc, int n_ctx)
@@ -85,12 +84,6 @@ static enum mnemo_status check_train_config(const struct mnemo_train_config *tc,
     if (!(tc->grad_clip >= 0)) return mni_err(MNEMO_ERR_ARG, "grad_clip = %g: must be >= 0", (double)tc->grad_clip);
     if (!(tc->ema >= 0.0f && tc->ema < 1.0f))
         return mni_err(MNEMO_ERR_ARG, "ema = %g: must be in [0, 1) (0 = off)", (double)tc->ema);
-    if (!(tc->mem_eps >= 0 && isfinite(tc->mem_eps)) || !(tc->mem_tau >= 0 && isfinite(tc->mem_tau)))
-        return mni_err(MNEMO_ERR_ARG, "mem_eps = %g, mem_tau = %g: must be >= 0", (double)tc->mem_eps,
-                       (double)tc->mem_tau);
-    if (!(tc->gate_lr_mult > 0 && isfinite(tc->gate_lr_mult)))
-        return mni_err(MNEMO_ERR_ARG, "gate_lr_mult = %g: must be a positive number",
-                       (double)tc->gate_lr_mult);
     if (!mnemo_optimizer_name(tc->optimizer))
         return mni_err(MNEMO_ERR_ARG, "optimizer = %d: unknown (adamw or muon)", tc->optimizer);
     if (tc->doc_windows != 0 && tc->doc_windows != 1)
@@ -102,30 +95,16 @@ static enum mnemo_status check_train_config(const struct mnemo_train_config *tc,
     if (tc->threads < 0 || tc->threads > MNEMO_MAX_THREADS)
         return mni_err(MNEMO_ERR_ARG, "threads = %d: must be in [0, %d]", tc->threads,
                        MNEMO_MAX_THREADS);
-    if (!(tc->mem_repeat == 0 || (tc->mem_repeat >= 1 && tc->mem_repeat <= 1e9f)))
-        return mni_err(MNEMO_ERR_ARG, "mem_repeat = %g: must be in [1, 1e9] (0 = off)",
-                       (double)tc->mem_repeat);
     return MNEMO_OK;
 }
 
-/* Segments per training window of T tokens (infini's write weights; 1 for other kinds). */
-static int write_segments(const struct mnemo_model *m, int T)
+/* The seed of micro-step a of step `step` (mnemo_model_set_mode: the kinds' random draws, e.g.
+ * infini's write weights), a function of (seed, step, a), so that a resumed run draws what the
+ * uninterrupted one would have. */
+static uint64_t step_seed(const struct mnemo_train_config *tc, int step, int a)
 {
-    const int N = m->cfg.attn_segment > 0 ? m->cfg.attn_segment : m->cfg.n_ctx;
-    return (T + N - 1) / N;
-}
-
-/* The write weights of micro-step a of step `step`: n factors log-uniform in [1, mem_repeat],
- * from a generator seeded by (seed, step, a), so a resumed run draws what the uninterrupted
- * one would have. */
-static void draw_write_weights(float *w, size_t n, const struct mnemo_train_config *tc, int step,
-                               int a)
-{
-    struct mni_rng r;
-    mni_rng_seed(&r, (uint64_t)tc->seed * 0x9E3779B97F4A7C15ull ^
-                         ((uint64_t)step * (uint64_t)tc->grad_accum + (uint64_t)a + 1));
-    const float lnr = logf(tc->mem_repeat);
-    for (size_t i = 0; i < n; i++) w[i] = expf(lnr * mni_rng_uniform(&r));
+    return (uint64_t)tc->seed * 0x9E3779B97F4A7C15ull ^
+           ((uint64_t)step * (uint64_t)tc->grad_accum + (uint64_t)a + 1);
 }
 
 /* Learning rate for step s (0-based): linear warmup to lr over `warmup` steps, then cosine to
@@ -242,7 +221,7 @@ static enum mnemo_status save_all(struct trainer *t, double val_loss)
     snprintf(seed, sizeof(seed), "%llu", (unsigned long long)t->tc->seed);
     snprintf(np, sizeof(np), "%zu", t->m->n_params);
     snprintf(bt, sizeof(bt), "%d,%d,%d", t->tc->batch, t->ld.T, t->tc->grad_accum);
-    const char *kv[] = {"mnemo.format", "1", "kind", "train_state", "step", step,
+    const char *kv[] = {"mnemo.format", "2", "kind", "train_state", "step", step,
                         "data.epoch", ep, "data.index", ix, "seed", seed,
                         "n_params", np, "batch,seq,grad_accum", bt, "ema", ema,
                         "optimizer", opt, "data.doc_windows", t->tc->doc_windows ? "1" : "0"};
@@ -290,6 +269,15 @@ static enum mnemo_status load_state(struct trainer *t)
     char bt[64];
     if (!kind || strcmp(kind, "train_state")) {
         st = mni_err(MNEMO_ERR_FORMAT, "'%s' is not a mnemo train state", t->state_path);
+        goto out;
+    }
+    /* format 1 (before the attention contract's edition 2) laid the kind's tensors out in the
+     * middle of the slab: its moments do not fit a model that has kind tensors now */
+    const char *fmt = mni_st_meta(f, "mnemo.format");
+    if (t->m->n_kparams > 0 && (!fmt || strcmp(fmt, "2") != 0)) {
+        st = mni_err(MNEMO_ERR_FORMAT, "train state '%s' has format %s, whose parameter order "
+                     "differs for %s models: continue with --init (a fresh optimizer state)",
+                     t->state_path, fmt ? fmt : "?", t->m->attn->name);
         goto out;
     }
     if ((st = meta_u64(f, t->state_path, "step", &step)) ||
@@ -420,11 +408,6 @@ enum mnemo_status mnemo_train(struct mnemo_model *m, const struct mnemo_train_co
     snprintf(t.state_path, sizeof(t.state_path), "%s/train_state.safetensors", tc->out_dir);
     snprintf(t.log_path, sizeof(t.log_path), "%s/log.jsonl", tc->out_dir);
 
-    if ((st = mnemo_model_set_memory_loss(m, tc->mem_eps, tc->mem_tau))) return st;
-    if (tc->mem_repeat > 1 && m->cfg.attn_kind != MNEMO_ATTN_KIND_INFINI)
-        return mni_err(MNEMO_ERR_ARG, "mem_repeat needs the infini attention kind");
-    const int n_seg = write_segments(m, T);
-    float *write_w = NULL;
     if ((st = mni_tokens_read(&train, tc->train_path))) goto out;
     if (tc->val_path && (st = mni_tokens_read(&val, tc->val_path))) goto out;
     if (train.vocab > m->cfg.vocab || (val.tok && val.vocab > m->cfg.vocab)) {
@@ -456,11 +439,6 @@ enum mnemo_status mnemo_train(struct mnemo_model *m, const struct mnemo_train_co
     t.adam_m = mni_alloc(mni_mul(m->n_params, sizeof(float)));
     t.adam_v = mni_alloc(mni_mul(m->n_params, sizeof(float)));
     x = mni_alloc(mni_mul((size_t)B * T, 2 * sizeof(uint16_t)));
-    if (tc->mem_repeat > 1 &&
-        !(write_w = mni_alloc(mni_mul((size_t)B * n_seg, sizeof(float))))) {
-        st = mni_err(MNEMO_ERR_NOMEM, "out of memory for the write weights");
-        goto out;
-    }
     if (tc->ema > 0) t.ema = mni_alloc(mni_mul(m->n_params, sizeof(float)));
     t.opt_threads = mni_get_threads();
     size_t work = mni_optim_work_floats(m, tc, t.opt_threads);
@@ -500,21 +478,18 @@ enum mnemo_status mnemo_train(struct mnemo_model *m, const struct mnemo_train_co
     while (!stop && t.step < tc->max_steps) {
         float lr = lr_at(tc, t.step);
         mnemo_model_zero_grad(m);
-        double loss_sum = 0, mem_sum = 0;
+        double loss_sum = 0, aux_sum = 0;
         for (int a = 0; a < tc->grad_accum; a++) {
             mni_loader_next(&t.ld, x, y, B);
             float loss;
-            if (write_w) {
-                draw_write_weights(write_w, (size_t)B * n_seg, tc, t.step, a);
-                mnemo_model_set_write_weights(m, write_w);
-            }
+            mnemo_model_set_mode(m, 1, step_seed(tc, t.step, a));
             st = mnemo_model_forward(m, x, y, B, T, &loss);
             if (st == MNEMO_OK) st = mnemo_model_backward(m, 1.0f / (float)tc->grad_accum);
-            mnemo_model_set_write_weights(m, NULL); /* validation and callers see plain reads */
+            mnemo_model_set_mode(m, 0, 0); /* validation and callers evaluate */
             if (st == MNEMO_ERR_NUMERIC) goto numeric;
             if (st != MNEMO_OK) goto out;
             loss_sum += loss;
-            mem_sum += mnemo_model_memory_loss(m);
+            aux_sum += mnemo_model_aux_loss(m);
         }
         float loss = (float)(loss_sum / tc->grad_accum);
         if ((st = mni_comm_allreduce_mean(&comm, m->grads, m->n_params)) ||
@@ -527,6 +502,11 @@ enum mnemo_status mnemo_train(struct mnemo_model *m, const struct mnemo_train_co
         }
         float clip = (tc->grad_clip > 0 && gn > tc->grad_clip) ? (float)(tc->grad_clip / gn) : 1.0f;
         mni_optim_step(m, t.adam_m, t.adam_v, t.opt_work, t.opt_threads, t.step, lr, clip, tc);
+        for (int l = 0; m->attn->after_step && l < m->cfg.n_layer; l++) { /* kinds' buffers */
+            float *kp[MNEMO_ATTN_MAX_PARAMS];
+            mni_model_kind_params(m, l, kp, 0);
+            m->attn->after_step(&m->lcfg[l], l, step_seed(tc, t.step, tc->grad_accum), kp);
+        }
         t.step++;
         if (t.ema) mni_ema_update(t.ema, m->params, m->n_params, mni_ema_decay_at(tc->ema, t.step));
 
@@ -538,14 +518,14 @@ enum mnemo_status mnemo_train(struct mnemo_model *m, const struct mnemo_train_co
         ev.loss = loss;
         ev.lr = lr;
         ev.grad_norm = (float)gn;
-        ev.mem_loss = mem_sum / tc->grad_accum;
+        ev.aux_loss = aux_sum / tc->grad_accum;
         ev.tokens_per_s = (double)B * T * tc->grad_accum / (now > t_last ? now - t_last : 1e-9);
         ev.elapsed_s = now - t0;
         ev.eta_s = (now - t0) / (t.step - first) * (tc->max_steps - t.step);
         t_last = now;
         log_line(&t, "{\"type\":\"step\",\"step\":%d,\"loss\":%.6f,\"lr\":%.6g,\"grad_norm\":%.5g,"
-                 "\"tokens_per_s\":%.1f,\"elapsed_s\":%.3f,\"mem_loss\":%.6g}",
-                 t.step, loss, lr, gn, ev.tokens_per_s, ev.elapsed_s, ev.mem_loss);
+                 "\"tokens_per_s\":%.1f,\"elapsed_s\":%.3f,\"aux_loss\":%.6g}",
+                 t.step, loss, lr, gn, ev.tokens_per_s, ev.elapsed_s, ev.aux_loss);
         if (cb && cb(&ev, user)) stop = 1;
 
         int last = t.step == tc->max_steps || stop;
@@ -585,9 +565,7 @@ numeric:
                      mnemo_last_error(), t.step + 1, tc->out_dir);
     }
 out:
-    mnemo_model_set_memory_loss(m, 0.0f, 0.0f); /* a training option, not the model's */
-    mnemo_model_set_write_weights(m, NULL);
-    mni_free(write_w);
+    mnemo_model_set_mode(m, 0, 0);
     mni_free(val_starts);
     /* the caller gets the model that was saved, on every path: with ema, the average */
     if (t.ema_live) memcpy(m->params, t.ema, m->n_params * sizeof(float));

@@ -66,7 +66,8 @@ grep -q "muon step / adamw step" "$W/out" || bad "bench --optimizer muon: no rat
 expect_ok "bench --attn infini" "$MNEMO" bench --n_layer 1 --d_model 32 --n_head 2 --n_ctx 32 \
     --batch 2 --steps 1 --warmup 0 --threads 1 --attn infini --segment 8 --mem_update delta
 grep -q "infini step / dense step" "$W/out" || bad "bench --attn infini: no ratio against dense"
-expect_fail "bench --segment without infini" "need --attn infini" "$MNEMO" bench --segment 8
+grep -q "infini attention options: segment=8,mem_update=delta" "$W/out" || bad "bench --attn infini: no options line"
+expect_fail "bench --segment without infini" "dense attention has no option 'segment'" "$MNEMO" bench --segment 8
 expect_ok "train --doc_windows" "$MNEMO" train --train "$W/data/train.bin" --out "$W/run_doc" \
     "${TINY[@]}" --steps 2 --ckpt_every 1 --doc_windows
 expect_fail "resume without --doc_windows" "trained with doc_windows" "$MNEMO" train \
@@ -77,15 +78,26 @@ expect_ok "train --attn selective" "$MNEMO" train --train "$W/data/train.bin" --
     "${TINY[@]}" --steps 3 --attn selective
 expect_ok "train --mem_eps" "$MNEMO" train --train "$W/data/train.bin" --out "$W/run_mem" \
     "${TINY[@]}" --steps 2 --attn selective --mem_eps 0.1 --print_every 1
-grep -q "| mem " "$W/err" || bad "train --mem_eps: no memory loss in the progress line"
-grep -q '"mem_loss":0.[0-9]*[1-9]' "$W/run_mem/log.jsonl" || bad "train --mem_eps: no mem_loss in the log"
+grep -q "| aux " "$W/err" || bad "train --mem_eps: no auxiliary (memory) loss in the progress line"
+grep -q "selective attention options: mem_eps=0.1,mem_tau=1" "$W/err" || bad "train --mem_eps: no options line"
+grep -q '"aux_loss":0.[0-9]*[1-9]' "$W/run_mem/log.jsonl" || bad "train --mem_eps: no aux_loss in the log"
+grep -q '"mem_loss"' "$W/run_mem/log.jsonl" && bad "train --mem_eps: the log still has mem_loss"
+# the aux loss is weighted (eps * L_mem): twice the eps, twice the first step's aux loss
+expect_ok "train --mem_eps 0.2" "$MNEMO" train --train "$W/data/train.bin" --out "$W/run_mem2" \
+    "${TINY[@]}" --steps 1 --attn selective --mem_eps 0.2
+/usr/bin/python3 - "$W/run_mem/log.jsonl" "$W/run_mem2/log.jsonl" <<'PY' && ok || bad "aux_loss is not eps * L_mem"
+import json, sys
+a, b = ([json.loads(l)["aux_loss"] for l in open(p) if '"type":"step"' in l][0] for p in sys.argv[1:])
+sys.exit(0 if a > 0 and abs(b / a - 2) < 1e-3 else 1)
+PY
 expect_ok "train --attn infini" "$MNEMO" train --train "$W/data/train.bin" --out "$W/run_inf" \
     "${TINY[@]}" --steps 3 --attn infini --segment 8 --mem_update delta --gate_lr_mult 10
-grep -q "infini: segment 8, delta memory update" "$W/err" || bad "train --attn infini: no segment line"
+grep -q "infini attention options: segment=8,mem_update=delta,gate_lr_mult=10" "$W/err" \
+    || bad "train --attn infini: no options line"
 expect_ok "train infini --mem_repeat" "$MNEMO" train --train "$W/data/train.bin" \
     --out "$W/run_rep" "${TINY[@]}" --steps 2 --attn infini --segment 8 --mem_repeat 100
-grep -q "writes weighted by \[1, mem_repeat\]" "$W/err" || bad "train --mem_repeat: not announced"
-expect_fail "--mem_repeat with dense" "mem_repeat needs the infini" "$MNEMO" train \
+grep -q "infini attention options: segment=8,.*mem_repeat=100" "$W/err" || bad "train --mem_repeat: not announced"
+expect_fail "--mem_repeat with dense" "dense attention has no option 'mem_repeat'" "$MNEMO" train \
     --train "$W/data/train.bin" --out "$W/r3" "${TINY[@]}" --mem_repeat 100
 expect_ok "train --init on longer windows" "$MNEMO" train --train "$W/data/train.bin" \
     --out "$W/run_inf64" --init "$W/run_inf/model.safetensors" --seq 64 --batch 2 --steps 2 --threads 1
@@ -93,24 +105,26 @@ grep -q "windows of 64 tokens (the checkpoint's n_ctx was 32)" "$W/err" || bad "
 "$MNEMO" info "$W/run_inf64/model.safetensors" | grep -q "n_ctx *64" || bad "--init --seq: n_ctx not 64"
 expect_ok "train --init --segment" "$MNEMO" train --train "$W/data/train.bin" --out "$W/run_inf16" \
     --init "$W/run_inf/model.safetensors" --segment 16 --batch 2 --steps 2 --threads 1
-grep -q "segments of 16 tokens (the checkpoint's were 8)" "$W/err" || bad "--init --segment: no note"
-"$MNEMO" info "$W/run_inf16/model.safetensors" | grep -q "segment *16" || bad "--init --segment: not 16"
-expect_fail "--init --segment on dense" "only the infini attention kind" "$MNEMO" train \
+grep -q "^train: segment=16 (the checkpoint had 8)$" "$W/err" || bad "--init --segment: no note"
+"$MNEMO" info "$W/run_inf16/model.safetensors" | grep -q "^attn options segment=16,mem_update=delta," \
+    || bad "--init --segment: not 16"
+expect_fail "--init --segment on dense" "segment=16: dense attention has no option 'segment'" "$MNEMO" train \
     --train "$W/data/train.bin" --out "$W/r3" --init "$W/run/model.safetensors" --segment 16
 expect_ok "info infini" "$MNEMO" info "$W/run_inf/model.safetensors"
-grep -q "segment *8" "$W/out" && grep -q "mem update *delta" "$W/out" || bad "info: no infini settings"
+grep -q "^attn options segment=8,mem_update=delta,gate_lr_mult=10,mem_repeat=0$" "$W/out" \
+    || bad "info: no infini options"
 grep -q -E "^state +[0-9.]+ KiB at most, whatever the stream length$" "$W/out" || bad "info: no infini bound"
 expect_ok "generate infini past n_ctx" "$MNEMO" generate --model "$W/run_inf/model.safetensors" \
     --n 80 --temperature 0
-expect_fail "bad --mem_update" "expected linear or delta" "$MNEMO" train --train "$W/data/train.bin" \
+expect_fail "bad --mem_update" "option mem_update = 'hebbian': expected one of linear\|delta" "$MNEMO" train --train "$W/data/train.bin" \
     --out "$W/r3" --attn infini --mem_update hebbian
-expect_fail "--segment with dense" "need --attn infini" "$MNEMO" train --train "$W/data/train.bin" \
+expect_fail "--segment with dense" "dense attention has no option 'segment'" "$MNEMO" train --train "$W/data/train.bin" \
     --out "$W/r3" --segment 8
-expect_fail "--segment > n_ctx" "segment must be in" "$MNEMO" train --train "$W/data/train.bin" \
+expect_fail "--segment > n_ctx" "option segment = 33 must be in \[1, n_ctx = 32\]" "$MNEMO" train --train "$W/data/train.bin" \
     --out "$W/r3" "${TINY[@]}" --attn infini --segment 33
-expect_fail "bad --gate_lr_mult" "gate_lr_mult" "$MNEMO" train --train "$W/data/train.bin" \
+expect_fail "bad --gate_lr_mult" "option gate_lr_mult = 0 is out of range" "$MNEMO" train --train "$W/data/train.bin" \
     --out "$W/r3" "${TINY[@]}" --attn infini --gate_lr_mult 0
-expect_fail "memory loss with dense" "needs the selective attention kind" "$MNEMO" train \
+expect_fail "memory loss with dense" "dense attention has no option 'mem_eps'" "$MNEMO" train \
     --train "$W/data/train.bin" --out "$W/r3" "${TINY[@]}" --mem_eps 0.1
 expect_ok "generate --budget" "$MNEMO" generate --model "$W/run_sel/model.safetensors" --n 100 --budget 4
 grep -q "attention state" "$W/err" || bad "generate --budget: no state line"
@@ -119,18 +133,28 @@ expect_ok "prune-search" "$MNEMO" prune-search --model "$W/sel.safetensors" --da
     --max_windows 2 --factor 0.5 --tolerance 0.5 --threads 1
 grep -q "written to" "$W/out" || bad "prune-search: no result line"
 expect_ok "info prune" "$MNEMO" info "$W/sel.safetensors"
-grep -q "prune.budgets" "$W/out" || bad "info: no prune.budgets after prune-search"
-grep -q -E "^state .* whatever the stream length \(the checkpoint's prune.budgets\)" "$W/out" \
-    || bad "info: no pruned bound"
+grep -q -E "^attn options .*budget=[0-9]+" "$W/out" || bad "info: no budget after prune-search"
+grep -q -E "^prune.target_loss +[0-9.]+" "$W/out" || bad "info: no prune.target_loss after prune-search"
+grep -q -E "^state +[0-9.]+ KiB at most, whatever the stream length$" "$W/out" || bad "info: no pruned bound"
+"$MNEMO" info "$W/run_sel/model.safetensors" | grep -q -E "^state +[0-9.]+ KiB at n_ctx" \
+    || bad "info: an unpruned selective model is bounded"
 expect_ok "eval with saved budgets" "$MNEMO" eval --model "$W/sel.safetensors" --data "$W/data/val.bin"
-grep -q "budgets from the checkpoint" "$W/out" || bad "eval: did not use the checkpoint's budgets"
+grep -q -E "^session: budget=[0-9/]+ \(the checkpoint's\) \| attention state [0-9.]+ KiB at most" "$W/out" \
+    || bad "eval: did not use the checkpoint's budgets"
 expect_ok "eval --no_prune" "$MNEMO" eval --model "$W/sel.safetensors" --data "$W/data/val.bin" --no_prune
-grep -q "pruned" "$W/out" && bad "eval --no_prune: still pruned"
-expect_fail "bad --budgets" "comma-separated integers" "$MNEMO" eval --model "$W/sel.safetensors" \
-    --data "$W/data/val.bin" --budgets 4,x
-expect_fail "prune-search on dense" "needs a model with selective attention" "$MNEMO" prune-search \
+grep -q "^session:" "$W/out" && bad "eval --no_prune: still through a pruned session"
+expect_ok "eval --budget over the saved" "$MNEMO" eval --model "$W/sel.safetensors" --data "$W/data/val.bin" \
+    --budget 8
+grep -q "^session: budget=8 (given)" "$W/out" || bad "eval --budget: the given budget did not win"
+expect_fail "bad --budget" "option budget = 'x' is not an integer" "$MNEMO" eval \
+    --model "$W/sel.safetensors" --data "$W/data/val.bin" --budget x
+expect_fail "--budget K1,K2" "one value \(a per-layer list is written a/b/c\)" "$MNEMO" eval \
+    --model "$W/sel.safetensors" --data "$W/data/val.bin" --budget 4,5
+expect_fail "--budget, a list per layer too long" "option budget lists 2 values for 1 layers" "$MNEMO" eval \
+    --model "$W/sel.safetensors" --data "$W/data/val.bin" --budget 4/5
+expect_fail "prune-search on dense" "has dense attention, which has no budget option" "$MNEMO" prune-search \
     --model "$W/run/model.safetensors" --data "$W/data/val.bin" --max_windows 1
-expect_fail "budget with dense" "pruning needs the selective kind" "$MNEMO" generate \
+expect_fail "budget with dense" "dense attention has no option 'budget'" "$MNEMO" generate \
     --model "$W/run/model.safetensors" --n 5 --budget 4
 expect_fail "budget of 1" "budget must be 0" "$MNEMO" generate --model "$W/run_sel/model.safetensors" \
     --n 5 --budget 1
@@ -162,6 +186,115 @@ expect_fail "answer, no file" "cannot open" "$MNEMO" answer --model "$W/run/mode
     --tasks "$W/nonexistent.jsonl"
 expect_ok "help" "$MNEMO" --help
 for c in prepare train eval generate info bench prune-search answer; do expect_ok "$c --help" "$MNEMO" $c --help; done
+
+# --- the attention kinds' options (--attn_opt KEY=VALUE,..., --KEY VALUE, JSON keys) ------------
+expect_ok "train --attn_opt" "$MNEMO" train --train "$W/data/train.bin" --out "$W/run_ao" "${TINY[@]}" \
+    --steps 1 --attn infini --attn_opt segment=16,mem_update=delta
+grep -q "^infini attention options: segment=16,mem_update=delta," "$W/err" || bad "train --attn_opt: no options line"
+expect_ok "info --attn_opt" "$MNEMO" info "$W/run_ao/model.safetensors"
+grep -q "^attn options segment=16,mem_update=delta,gate_lr_mult=30,mem_repeat=0$" "$W/out" \
+    || bad "info: not the --attn_opt options"
+expect_ok "--attn_opt=..., repeated" "$MNEMO" train --train "$W/data/train.bin" --out "$W/run_ao2" \
+    "${TINY[@]}" --steps 1 --attn infini --attn_opt=segment=4 --attn_opt mem_repeat=8 --mem_update delta
+grep -q "^infini attention options: segment=4,mem_update=delta,gate_lr_mult=30,mem_repeat=8$" "$W/err" \
+    || bad "--attn_opt repeated: not every option taken"
+expect_fail "unknown kind option" "dense attention has no option 'no_such_opt'" "$MNEMO" train \
+    --train "$W/data/train.bin" --out "$W/r_ko" "${TINY[@]}" --attn dense --attn_opt no_such_opt=4
+expect_fail "unknown kind option, infini" "infini attention has no option 'no_such_opt' \(segment, mem_update" \
+    "$MNEMO" train --train "$W/data/train.bin" --out "$W/r_ko" "${TINY[@]}" --attn infini \
+    --attn_opt segment=8,no_such_opt=4
+expect_fail "--KEY of no kind" "unknown option '--no_such_opt'" "$MNEMO" train --train "$W/data/train.bin" \
+    --out "$W/r_ko" "${TINY[@]}" --attn infini --no_such_opt 4
+expect_fail "--attn_opt without =" "--attn_opt: 'segment' is not KEY=VALUE" "$MNEMO" train \
+    --train "$W/data/train.bin" --out "$W/r_ko" "${TINY[@]}" --attn infini --attn_opt segment
+expect_fail "kind option out of range" "option segment = -1 is out of range" "$MNEMO" train \
+    --train "$W/data/train.bin" --out "$W/r_ko" "${TINY[@]}" --attn infini --attn_opt segment=-1
+expect_fail "float kind option out of range" "option mem_tau = 0 is out of range" "$MNEMO" train \
+    --train "$W/data/train.bin" --out "$W/r_ko" "${TINY[@]}" --attn selective --mem_tau 0
+expect_fail "int kind option not a number" "option segment = 'x' is not an integer" "$MNEMO" train \
+    --train "$W/data/train.bin" --out "$W/r_ko" "${TINY[@]}" --attn infini --segment x
+# scopes: a session option given to train is taken (and kept in the checkpoint); a model or a
+# training option given to a session is refused, saying which it is
+expect_ok "train, a session option" "$MNEMO" train --train "$W/data/train.bin" --out "$W/run_sb" \
+    "${TINY[@]}" --steps 1 --attn selective --budget 4
+"$MNEMO" info "$W/run_sb/model.safetensors" | grep -q "^attn options .*budget=4" \
+    || bad "train --budget: not kept in the checkpoint"
+expect_ok "eval, the train's session option" "$MNEMO" eval --model "$W/run_sb/model.safetensors" \
+    --data "$W/data/val.bin"
+grep -q "^session: budget=4 (the checkpoint's)" "$W/out" || bad "eval: not the budget given to train"
+expect_fail "generate, a model option" "option segment is a model option; a session does not take it" \
+    "$MNEMO" generate --model "$W/run_inf/model.safetensors" --n 5 --attn_opt segment=8
+expect_fail "generate, a model option as --KEY" "option segment is a model option" "$MNEMO" generate \
+    --model "$W/run_inf/model.safetensors" --n 5 --segment 16
+expect_fail "eval, a training option" "option mem_eps is a training option; a session does not take it" \
+    "$MNEMO" eval --model "$W/run_sel/model.safetensors" --data "$W/data/val.bin" --mem_eps 0.1
+expect_fail "eval, no such option" "dense attention has no option 'no_such_opt'" "$MNEMO" eval \
+    --model "$W/run/model.safetensors" --data "$W/data/val.bin" --attn_opt no_such_opt=1
+expect_ok "generate --threshold" "$MNEMO" generate --model "$W/run_sel/model.safetensors" --n 20 \
+    --threshold 0.5
+grep -q "session options threshold=0.5 (given)" "$W/err" || bad "generate --threshold: not in force"
+# the kinds and their options: info --kinds, and the --help of the commands that take them
+expect_ok "info --kinds" "$MNEMO" info --kinds
+for k in dense selective infini; do grep -q "^  $k" "$W/out" || bad "info --kinds: no kind $k"; done
+for o in budget threshold mem_eps mem_tau segment mem_update gate_lr_mult mem_repeat; do
+    grep -q -E "^    $o +[A-Za-z|]+.*(model|train|session), default" "$W/out" || bad "info --kinds: no option $o"
+done
+expect_fail "info --kinds CK" "--kinds takes no checkpoint" "$MNEMO" info --kinds "$W/run/model.safetensors"
+for c in train eval generate answer bench; do
+    expect_ok "$c --help, kinds" "$MNEMO" $c --help
+    grep -q -- "--attn_opt K=V" "$W/out" && grep -q "^  infini$" "$W/out" \
+        && grep -q -E "^    segment +INT in \[0, [0-9]+\], model, default 0" "$W/out" \
+        && grep -q -E "^    budget +INT .*\(per layer\), session" "$W/out" || bad "$c --help: no kinds and options"
+done
+# JSON keys of a --config file: kind options by name, or "attn_opt"; flags override the file
+printf '{"train": "%s", "n_layer": 1, "d_model": 32, "n_head": 2, "n_ctx": 32, "batch": 2, "steps": 1, "threads": 1, "attn": "infini", "segment": 16, "mem_update": "delta", "gate_lr_mult": 5}\n' \
+    "$W/data/train.bin" >"$W/inf_cfg.json"
+expect_ok "config kind options" "$MNEMO" train --config "$W/inf_cfg.json" --out "$W/run_cfgi"
+"$MNEMO" info "$W/run_cfgi/model.safetensors" | grep -q "^attn options segment=16,mem_update=delta,gate_lr_mult=5," \
+    || bad "config kind options: not in the checkpoint"
+expect_ok "config kind option overridden" "$MNEMO" train --config "$W/inf_cfg.json" --out "$W/run_cfgi2" \
+    --segment 8
+grep -q "^infini attention options: segment=8,mem_update=delta,gate_lr_mult=5," "$W/err" \
+    || bad "config kind option: the flag did not override the file"
+printf '{"attn": "infini", "attn_opt": "segment=4,mem_update=delta"}\n' >"$W/ao_cfg.json"
+expect_ok "config attn_opt" "$MNEMO" train --config "$W/ao_cfg.json" --train "$W/data/train.bin" \
+    --out "$W/run_cfgi3" "${TINY[@]}" --steps 1
+grep -q "^infini attention options: segment=4,mem_update=delta," "$W/err" || bad "config attn_opt: not taken"
+echo '{"segment": [16]}' >"$W/seg_list.json"
+expect_fail "config kind option, bad type" "segment: expected a number, a string or a boolean" "$MNEMO" \
+    train --config "$W/seg_list.json" --train "$W/data/train.bin" --out "$W/r_ko"
+echo '{"segment": 16}' >"$W/seg_dense.json"
+expect_fail "config kind option, another kind" "dense attention has no option 'segment'" "$MNEMO" \
+    train --config "$W/seg_dense.json" --train "$W/data/train.bin" --out "$W/r_ko" "${TINY[@]}"
+# --resume keeps the checkpoint's model options: a different one typed is refused, one from a
+# config is noted and left; training options may change
+cp -r "$W/run_inf" "$W/run_infr"
+expect_fail "--resume, another model option" "--segment=16: the checkpoint has segment=8 \(--resume keeps" \
+    "$MNEMO" train --train "$W/data/train.bin" --out "$W/run_infr" "${TINY[@]}" --steps 4 --resume --segment 16
+expect_fail "--resume, another model option, --attn_opt" "the checkpoint has mem_update=delta" "$MNEMO" \
+    train --train "$W/data/train.bin" --out "$W/run_infr" "${TINY[@]}" --steps 4 --resume \
+    --attn_opt mem_update=linear
+echo '{"segment": 16}' >"$W/seg16.json"
+expect_ok "--resume, the same model options, another in the config, a training option" "$MNEMO" train \
+    --config "$W/seg16.json" --train "$W/data/train.bin" --out "$W/run_infr" "${TINY[@]}" --steps 4 --resume \
+    --attn infini --mem_update delta --gate_lr_mult 20
+grep -q "^train: --resume keeps the checkpoint's segment=8 (the config says segment=16)$" "$W/err" \
+    || bad "--resume: no note on the config's segment"
+grep -q "^infini attention options: segment=8,mem_update=delta,gate_lr_mult=20," "$W/err" \
+    && grep -q "starting at step 3" "$W/err" || bad "--resume: not the checkpoint's options with the new gate_lr_mult"
+# eval windows longer than n_ctx stream through a bounded session (infini), or are refused
+expect_ok "eval --seq > n_ctx, infini" "$MNEMO" eval --model "$W/run_inf/model.safetensors" \
+    --data "$W/data/val.bin" --seq 64
+grep -q "^session: defaults | attention state [0-9.]* KiB at most, whatever the stream length$" "$W/out" \
+    && grep -q "(windows of 64, stride 64)" "$W/out" || bad "eval --seq 64 on infini: not streamed"
+expect_fail "eval --seq > n_ctx, dense" "windows of 64 tokens are longer than n_ctx = 32, and the dense attention state is not bounded" \
+    "$MNEMO" eval --model "$W/run/model.safetensors" --data "$W/data/val.bin" --seq 64
+expect_ok "eval --seq > n_ctx, budgeted selective" "$MNEMO" eval --model "$W/run_sel/model.safetensors" \
+    --data "$W/data/val.bin" --seq 64 --budget 8
+grep -q "^session: budget=8 (given)" "$W/out" && grep -q "(windows of 64, stride 64)" "$W/out" \
+    || bad "eval --seq 64 --budget 8: not streamed"
+expect_fail "eval --seq > n_ctx, selective unbudgeted" "the selective attention state is not bounded" \
+    "$MNEMO" eval --model "$W/run_sel/model.safetensors" --data "$W/data/val.bin" --seq 64
 
 # --- bad input -----------------------------------------------------------------------------------
 CK="$W/run/model.safetensors"
@@ -263,12 +396,12 @@ expect_fail "--resume, another kind" "--attn selective: the checkpoint has dense
     --train "$W/data/train.bin" --out "$W/run_mu" "${TINY[@]}" --attn selective --steps 4 --resume
 expect_fail "--init, other layers" "--n_layer 3: the checkpoint has 1" "$MNEMO" train \
     --train "$W/data/train.bin" --out "$W/r4" --init "$CK" --n_layer 3
-expect_fail "--init, another rule" "--mem_update linear: the checkpoint has delta" "$MNEMO" train \
+expect_fail "--init, another rule" "mem_update=linear: .*option mem_update is fixed by the model's parameters \(it has delta\)" "$MNEMO" train \
     --train "$W/data/train.bin" --out "$W/r4" --init "$W/run_inf/model.safetensors" --attn infini \
     --mem_update linear
 expect_ok "--init, the same rule, kind from the checkpoint" "$MNEMO" train --train "$W/data/train.bin" \
     --out "$W/r5" --init "$W/run_inf/model.safetensors" --mem_update delta --steps 1 --batch 2 --threads 1
-expect_fail "--init dense, a rule" "belong to infini models; the checkpoint has dense" "$MNEMO" train \
+expect_fail "--init dense, a rule" "mem_update=delta: dense attention has no option 'mem_update'" "$MNEMO" train \
     --train "$W/data/train.bin" --out "$W/r4" --init "$CK" --mem_update delta
 expect_fail "train --out ''" "cannot create '': No such file" "$MNEMO" train --train "$W/data/train.bin" --out ""
 # a second SIGTERM (or Ctrl-C) ends a run at once, in the middle of a long step
@@ -341,7 +474,16 @@ expect_ok "train 70 layers" "$MNEMO" train --train "$W/data/train.bin" --out "$W
 expect_ok "prune-search 70 layers" "$MNEMO" prune-search --model "$W/r70/model.safetensors" \
     --data "$W/data/val.bin" --max_windows 1 --factor 0.5 --tolerance 10 --threads 1
 expect_ok "eval 70 budgets" "$MNEMO" eval --model "$W/r70/model.safetensors" --data "$W/data/val.bin"
-[ "$(grep -o 'prune.budgets): [0-9,]*' "$W/out" | tr -cd , | wc -c)" = 69 ] || bad "eval: not 70 budgets"
+grep -q -E "^session: budget=[0-9/]+ \(the checkpoint's\)" "$W/out" || bad "eval: not the 70 layers' budgets"
+# (equal budgets are written as one value) a list of 70 different ones is written whole into the
+# checkpoint and read back by info and eval
+B70=$(seq -s / 10 79)
+expect_ok "train --init, 70 budgets" "$MNEMO" train --train "$W/data/train.bin" --out "$W/r70b" \
+    --init "$W/r70/model.safetensors" --budget "$B70" --batch 1 --steps 1 --threads 1
+"$MNEMO" info "$W/r70b/model.safetensors" | grep -q "^attn options .*budget=$B70\$" \
+    || bad "info: not the 70 budgets given"
+expect_ok "eval 70 different budgets" "$MNEMO" eval --model "$W/r70b/model.safetensors" --data "$W/data/val.bin"
+grep -q "^session: budget=$B70 (the checkpoint's)" "$W/out" || bad "eval: not the 70 budgets saved"
 # a FIFO is refused at once, never waited on
 mkfifo "$W/fifo"
 expect_fail "checkpoint FIFO" "not a regular file" timeout 20 "$MNEMO" info "$W/fifo"

@@ -2,8 +2,10 @@
  * ref_dump.c -- the C side of the end-to-end reference test (tests/ref/check_ref.py).
  *
  * Builds a small random model, writes it as a checkpoint, and writes what mnemo computes on a
- * fixed batch: logits, loss, every parameter gradient, and the losses of 10 training steps
- * (forward, backward, global-norm clipping, AdamW or Muon with constant lr) on that same batch. An
+ * fixed batch: logits, loss, the kinds' auxiliary loss, every parameter gradient (the
+ * transformer's tensors and the attention kind's, e.g. infini's gates blocks.{l}.attn.gate), and
+ * the losses of 10 training steps (forward, backward, global-norm clipping, AdamW or Muon with
+ * constant lr, each tensor at its table's learning-rate multiplier) on that same batch. An
  * independent PyTorch implementation loads the checkpoint and must reproduce all of it.
  * Protocol: docs/internals/reference-tests.md.
  *
@@ -11,12 +13,15 @@
  *                 [--attn dense|selective|infini] [--mem_eps X] (selective's memory loss, tau 2)
  *                 [--segment N] [--mem_update linear|delta] (infini; the gates train at the
  *                 default gate_lr_mult)
+ * The kind's options are the model's ("mem_eps=X,mem_tau=2", "segment=N,mem_update=R"): the
+ * checkpoint carries them as attn.<key> metadata, the dump's metadata repeats the training ones.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
+#include "attn/attn_int.h"
 #include "model.h"
 #include "optim.h"
 #include "st.h"
@@ -34,6 +39,7 @@ int main(int argc, char **argv)
     const char *out = NULL, *pos = "rope", *optim = "adamw", *attn = "dense", *rule = "linear";
     float mem_eps = 0.0f;
     int segment = 0;
+    int bad = 0;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--out")) out = argv[i + 1];
         else if (!strcmp(argv[i], "--pos")) pos = argv[i + 1];
@@ -42,9 +48,10 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--mem_eps")) mem_eps = strtof(argv[i + 1], NULL);
         else if (!strcmp(argv[i], "--segment")) segment = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--mem_update")) rule = argv[i + 1];
+        else bad = 1;
     }
-    if (!out || mnemo_optimizer_from_name(optim) < 0 || mnemo_attn_kind_from_name(attn) < 0 ||
-        mnemo_mem_update_from_name(rule) < 0) {
+    if (!out || bad || mnemo_optimizer_from_name(optim) < 0 || mnemo_attn_kind_from_name(attn) < 0 ||
+        (strcmp(rule, "linear") && strcmp(rule, "delta"))) {
         fprintf(stderr, "usage: ref_dump --out DIR [--pos rope|learned] [--optimizer adamw|muon] "
                         "[--attn dense|selective|infini] [--segment N] [--mem_update linear|delta]\n");
         return 2;
@@ -58,19 +65,34 @@ int main(int argc, char **argv)
     c.n_ctx = 32;
     c.pos = strcmp(pos, "learned") ? MNEMO_POS_ROPE : MNEMO_POS_LEARNED;
     c.attn_kind = mnemo_attn_kind_from_name(attn);
-    if (c.attn_kind == MNEMO_ATTN_KIND_INFINI) {
-        c.attn_segment = segment;
-        c.attn_mem_update = mnemo_mem_update_from_name(rule);
-    }
+    char opts[128] = "";
+    if (c.attn_kind == MNEMO_ATTN_KIND_INFINI)
+        snprintf(opts, sizeof(opts), "segment=%d,mem_update=%s", segment, rule);
+    c.attn_opts = opts;
     struct mnemo_model *m;
     if (mnemo_model_create(&m, &c) != MNEMO_OK) die("create");
     mnemo_model_init(m, 42);
-    if (mem_eps > 0 && mnemo_model_set_memory_loss(m, mem_eps, 2.0f) != MNEMO_OK) die("memory loss");
+    if (mem_eps > 0) { /* a training option of the kind: set on the model */
+        snprintf(opts, sizeof(opts), "mem_eps=%.9g,mem_tau=2", (double)mem_eps);
+        if (mnemo_model_set_attn_opts(m, opts) != MNEMO_OK) die("memory loss");
+    }
+    /* the training options the model holds, as the dump's metadata repeats them */
+    double o_eps = 0, o_tau = 2, o_gate = 1;
+    if (c.attn_kind == MNEMO_ATTN_KIND_SELECTIVE) {
+        o_eps = m->lcfg[0].opt[MNI_SEL_OPT_MEM_EPS];
+        o_tau = m->lcfg[0].opt[MNI_SEL_OPT_MEM_TAU];
+    }
+    if (c.attn_kind == MNEMO_ATTN_KIND_INFINI) {
+        o_gate = m->lcfg[0].opt[MNI_INF_OPT_GATE_LR_MULT];
+        if (m->n_kparams != 1 || m->pinfo[MNI_P_COUNT].lr_mult != (float)o_gate ||
+            m->pinfo[MNI_P_COUNT].decay)
+            die("the gates' optimizer row");
+    }
     /* perturb everything (biases, LayerNorm gains, ...) so that every gradient is exercised */
     struct mni_rng r;
     mni_rng_seed(&r, 4242);
     size_t V = (size_t)m->cfg.vocab, C = (size_t)m->cfg.d_model;
-    for (int id = 0; id < MNI_P_COUNT; id++) {
+    for (int id = 0; id < m->n_pinfo; id++) { /* the kind's tensors too (infini's gates) */
         const struct mni_param_info *pi = &m->pinfo[id];
         size_t n = pi->numel * (pi->per_layer ? (size_t)c.n_layer : 1);
         float *p = m->params + pi->offset;
@@ -95,6 +117,7 @@ int main(int argc, char **argv)
     }
     float loss;
     if (mnemo_model_forward(m, x, y, B, T, &loss) != MNEMO_OK) die("forward");
+    float aux = (float)mnemo_model_aux_loss(m);
     size_t Vp = (size_t)m->cfg.vocab_padded;
     float *logits = malloc(N * Vp * sizeof(float));
     memcpy(logits, mnemo_model_logits(m), N * Vp * sizeof(float));
@@ -130,7 +153,7 @@ int main(int argc, char **argv)
     }
 
     /* the dump: inputs, outputs, gradients of the initial model, step losses */
-    size_t max_t = 8 + (size_t)MNI_P_COUNT * (size_t)c.n_layer;
+    size_t max_t = 8 + (size_t)m->n_pinfo * (size_t)c.n_layer;
     struct mni_st_tensor *t = calloc(max_t, sizeof(*t));
     char (*names)[96] = calloc(max_t, sizeof(*names));
     size_t n = 0;
@@ -139,7 +162,8 @@ int main(int argc, char **argv)
     t[n++] = (struct mni_st_tensor){.name = "logits", .dtype = MNI_ST_F32, .ndim = 3, .shape = {B, T, Vp}, .data = logits};
     t[n++] = (struct mni_st_tensor){.name = "loss", .dtype = MNI_ST_F32, .ndim = 1, .shape = {1}, .data = &loss};
     t[n++] = (struct mni_st_tensor){.name = "step_losses", .dtype = MNI_ST_F32, .ndim = 1, .shape = {STEPS}, .data = step_losses};
-    for (int id = 0; id < MNI_P_COUNT; id++) {
+    t[n++] = (struct mni_st_tensor){.name = "aux_loss", .dtype = MNI_ST_F32, .ndim = 1, .shape = {1}, .data = &aux};
+    for (int id = 0; id < m->n_pinfo; id++) {
         const struct mni_param_info *pi = &m->pinfo[id];
         if (!pi->numel) continue;
         for (int l = 0; l < (pi->per_layer ? c.n_layer : 1); l++) {
@@ -164,11 +188,13 @@ int main(int argc, char **argv)
     snprintf(gc, sizeof(gc), "%.9g", (double)tc.grad_clip);
     snprintf(st, sizeof(st), "%d", STEPS);
     snprintf(mo, sizeof(mo), "%.9g", (double)tc.momentum);
-    snprintf(me, sizeof(me), "%.9g", (double)mem_eps);
-    snprintf(gm, sizeof(gm), "%.9g", (double)tc.gate_lr_mult);
+    char mt[32];
+    snprintf(me, sizeof(me), "%.9g", o_eps);
+    snprintf(mt, sizeof(mt), "%.9g", o_tau);
+    snprintf(gm, sizeof(gm), "%.9g", o_gate);
     const char *kv[] = {"lr", lr, "beta1", b1, "beta2", b2, "eps", eps, "weight_decay", wd,
                         "grad_clip", gc, "steps", st, "optimizer", optim, "momentum", mo,
-                        "mem_eps", me, "mem_tau", "2", "gate_lr_mult", gm};
+                        "mem_eps", me, "mem_tau", mt, "gate_lr_mult", gm};
     snprintf(path, sizeof(path), "%s/dump.safetensors", out);
     if (mni_st_write(path, t, n, kv, 12) != MNEMO_OK) die("write dump");
     printf("ref_dump: %s positions, %s attention, %s, loss %.6f, %d of %d steps clipped, wrote %s\n",

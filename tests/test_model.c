@@ -11,11 +11,40 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "attn/attn_int.h"
 #include "ckpt.h"
 #include "model.h"
+#include "st.h"
 #include "testutil.h"
 
-static int tiny_mem_update; /* the infini kind's update rule for tiny() */
+/* The infini kind's update rules, by index (its option mem_update), and the one tiny() uses. */
+static const char *const mem_rules[] = {"linear", "delta"};
+#define N_MEM_RULES 2
+static int tiny_mem_update;
+
+/* 1 when the option list opts ("k=v,k=v") holds the item kv exactly. */
+static int has_opt(const char *opts, const char *kv)
+{
+    const size_t n = strlen(kv);
+    for (const char *p = opts; p && *p;) {
+        const size_t len = strcspn(p, ",");
+        if (len == n && !strncmp(p, kv, n)) return 1;
+        p += len + (p[len] == ',');
+    }
+    return 0;
+}
+
+/* Two models' configs are the same: every field, and the options as text (the pointers
+ * differ: each model holds its own list). */
+static void assert_same_config(const struct mnemo_model *a, const struct mnemo_model *b)
+{
+    struct mnemo_model_config ca = *mnemo_model_get_config(a), cb = *mnemo_model_get_config(b);
+    assert_non_null(ca.attn_opts);
+    assert_non_null(cb.attn_opts);
+    assert_string_equal(ca.attn_opts, cb.attn_opts);
+    ca.attn_opts = cb.attn_opts = NULL;
+    assert_memory_equal(&ca, &cb, sizeof(ca));
+}
 
 static struct mnemo_model *tiny_ctx(int pos, uint64_t seed, int kind, int n_ctx)
 {
@@ -28,9 +57,10 @@ static struct mnemo_model *tiny_ctx(int pos, uint64_t seed, int kind, int n_ctx)
     c.vocab = 29;
     c.pos = pos;
     c.attn_kind = kind;
+    char opts[64];
     if (kind == MNEMO_ATTN_KIND_INFINI) {
-        c.attn_segment = 5;
-        c.attn_mem_update = tiny_mem_update;
+        snprintf(opts, sizeof(opts), "segment=5,mem_update=%s", mem_rules[tiny_mem_update]);
+        c.attn_opts = opts;
     }
     struct mnemo_model *m;
     assert_int_equal(mnemo_model_create(&m, &c), MNEMO_OK);
@@ -57,18 +87,21 @@ static void tokens(uint16_t *t, size_t n, int V, uint64_t seed)
 
 /* B*T = 14 rows runs the linear layers through cblas, 36 through the own gemm with its fused
  * bias/residual/GELU epilogues (kern/gemm.c takes products of 32 rows and more). */
-static float objective(struct mnemo_model *m, const uint16_t *x, const uint16_t *y, int B, int T,
-                       float mem_eps)
+static float objective(struct mnemo_model *m, const uint16_t *x, const uint16_t *y, int B, int T)
 {
     float loss;
     assert_int_equal(mnemo_model_forward(m, x, y, B, T, &loss), MNEMO_OK);
-    return loss + mem_eps * (float)mnemo_model_memory_loss(m);
+    return loss + (float)mnemo_model_aux_loss(m); /* the aux loss comes weighted by mem_eps */
 }
 
 static void check_grads_mem(int pos, int B, int T, int kind, float mem_eps)
 {
     struct mnemo_model *m = tiny(pos, 5, kind);
-    if (mem_eps > 0) assert_int_equal(mnemo_model_set_memory_loss(m, mem_eps, 2.0f), MNEMO_OK);
+    if (mem_eps > 0) {
+        char o[64];
+        snprintf(o, sizeof(o), "mem_eps=%g,mem_tau=2", (double)mem_eps);
+        assert_int_equal(mnemo_model_set_attn_opts(m, o), MNEMO_OK);
+    }
     uint16_t x[36], y[36];
     assert_true(B * T <= 36);
     tokens(x, (size_t)(B * T), 29, 1);
@@ -78,7 +111,8 @@ static void check_grads_mem(int pos, int B, int T, int kind, float mem_eps)
     mnemo_model_zero_grad(m);
     assert_int_equal(mnemo_model_backward(m, 1.0f), MNEMO_OK);
     int checked = 0, bad = 0, kinks = 0;
-    for (int id = 0; id < MNI_P_COUNT; id++) {
+    if (kind == MNEMO_ATTN_KIND_INFINI) assert_int_equal(m->n_pinfo, MNI_P_COUNT + 1);
+    for (int id = 0; id < m->n_pinfo; id++) { /* the transformer's tensors and the kind's */
         const struct mni_param_info *pi = &m->pinfo[id];
         size_t n = pi->numel * (pi->per_layer ? (size_t)m->cfg.n_layer : 1);
         if (!n) continue;
@@ -88,9 +122,9 @@ static void check_grads_mem(int pos, int B, int T, int kind, float mem_eps)
             size_t i = pi->offset + (k * 7919 + 13) % lim;
             float keep = m->params[i], h = 1e-2f, lp, lm;
             m->params[i] = keep + h;
-            lp = objective(m, x, y, B, T, mem_eps);
+            lp = objective(m, x, y, B, T);
             m->params[i] = keep - h;
-            lm = objective(m, x, y, B, T, mem_eps);
+            lm = objective(m, x, y, B, T);
             m->params[i] = keep;
             double fd = ((double)lp - lm) / (2.0 * h), g = m->grads[i];
             if (mem_eps > 0 && fabs(fd - g) > 2e-3 + 5e-2 * fabs(g)) {
@@ -98,9 +132,9 @@ static void check_grads_mem(int pos, int B, int T, int kind, float mem_eps)
                  * one is off, a quarter of it usually is not: retry with h/4 and count it */
                 const float q = h / 4;
                 m->params[i] = keep + q;
-                float lp4 = objective(m, x, y, B, T, mem_eps);
+                float lp4 = objective(m, x, y, B, T);
                 m->params[i] = keep - q;
-                float lm4 = objective(m, x, y, B, T, mem_eps);
+                float lm4 = objective(m, x, y, B, T);
                 m->params[i] = keep;
                 fd = ((double)lp4 - lm4) / (2.0 * q);
                 kinks++;
@@ -125,11 +159,11 @@ static void test_grads_rope(void **s) { (void)s; check_grads(MNEMO_POS_ROPE, 2, 
 static void test_grads_learned(void **s) { (void)s; check_grads(MNEMO_POS_LEARNED, 2, 7, MNEMO_ATTN_KIND_DENSE); }
 static void test_grads_own_gemm(void **s) { (void)s; check_grads(MNEMO_POS_ROPE, 3, 12, MNEMO_ATTN_KIND_DENSE); }
 static void test_grads_selective(void **s) { (void)s; check_grads(MNEMO_POS_ROPE, 3, 12, MNEMO_ATTN_KIND_SELECTIVE); }
-/* the gates (blocks.l.attn.kind, one per head) are among the checked tensors */
+/* the gates (blocks.l.attn.gate, one per head) are among the checked tensors */
 static void test_grads_infini(void **s)
 {
     (void)s;
-    for (tiny_mem_update = 0; tiny_mem_update < MNEMO_MEM_COUNT; tiny_mem_update++) {
+    for (tiny_mem_update = 0; tiny_mem_update < N_MEM_RULES; tiny_mem_update++) {
         check_grads(MNEMO_POS_ROPE, 3, 12, MNEMO_ATTN_KIND_INFINI);
         check_grads(MNEMO_POS_ROPE, 2, 7, MNEMO_ATTN_KIND_INFINI);
     }
@@ -141,10 +175,30 @@ static void test_grads_memory_loss(void **s)
     (void)s;
     check_grads_mem(MNEMO_POS_ROPE, 3, 12, MNEMO_ATTN_KIND_SELECTIVE, 1.0f);
     struct mnemo_model *m = tiny(MNEMO_POS_ROPE, 5, MNEMO_ATTN_KIND_DENSE);
-    assert_int_equal(mnemo_model_set_memory_loss(m, 0.1f, 1.0f), MNEMO_ERR_ARG);
+    assert_int_equal(mnemo_model_set_attn_opts(m, "mem_eps=0.1,mem_tau=1"), MNEMO_ERR_ARG);
+    assert_non_null(strstr(mnemo_last_error(), "mem_eps"));
     mnemo_model_free(m);
     m = tiny(MNEMO_POS_ROPE, 5, MNEMO_ATTN_KIND_SELECTIVE);
-    assert_int_equal(mnemo_model_set_memory_loss(m, -1.0f, 1.0f), MNEMO_ERR_ARG);
+    assert_int_equal(mnemo_model_set_attn_opts(m, "mem_eps=-1,mem_tau=1"), MNEMO_ERR_ARG);
+    assert_non_null(strstr(mnemo_last_error(), "mem_eps"));
+    /* the aux loss is eps L_mem: off at eps 0 (the default), linear in eps, and the forward's
+     * loss stays the cross-entropy alone */
+    uint16_t x[36], y[36];
+    tokens(x, 36, 29, 1);
+    tokens(y, 36, 29, 2);
+    float l0, l1, l2;
+    assert_int_equal(mnemo_model_forward(m, x, y, 3, 12, &l0), MNEMO_OK);
+    assert_true(mnemo_model_aux_loss(m) == 0.0);
+    assert_int_equal(mnemo_model_set_attn_opts(m, "mem_eps=0.5,mem_tau=2"), MNEMO_OK);
+    assert_int_equal(mnemo_model_forward(m, x, y, 3, 12, &l1), MNEMO_OK);
+    const double a1 = mnemo_model_aux_loss(m);
+    assert_int_equal(mnemo_model_set_attn_opts(m, "mem_eps=1"), MNEMO_OK);
+    assert_true(has_opt(mnemo_model_get_config(m)->attn_opts, "mem_tau=2")); /* kept */
+    assert_int_equal(mnemo_model_forward(m, x, y, 3, 12, &l2), MNEMO_OK);
+    const double a2 = mnemo_model_aux_loss(m);
+    printf("aux loss at eps 0.5: %.6g, at eps 1: %.6g\n", a1, a2);
+    assert_true(a1 > 0 && fabs(a2 - 2 * a1) <= 1e-6 * a2);
+    assert_true(l0 == l1 && l1 == l2);
     mnemo_model_free(m);
 }
 
@@ -202,7 +256,7 @@ static void test_session_selective(void **s) { (void)s; check_session(MNEMO_POS_
 static void test_session_infini(void **s)
 {
     (void)s;
-    for (tiny_mem_update = 0; tiny_mem_update < MNEMO_MEM_COUNT; tiny_mem_update++) {
+    for (tiny_mem_update = 0; tiny_mem_update < N_MEM_RULES; tiny_mem_update++) {
         struct mnemo_model *m = tiny(MNEMO_POS_ROPE, 7, MNEMO_ATTN_KIND_INFINI);
         struct mnemo_model *big = tiny_ctx(MNEMO_POS_ROPE, 7, MNEMO_ATTN_KIND_INFINI, 48);
         assert_int_equal(m->n_params, big->n_params);
@@ -243,8 +297,7 @@ static void test_session_budgets(void **s)
     mnemo_session_config_default(&sc);
     sc.max_chunk = 1;
     assert_int_equal(mnemo_session_create_ex(&a, m, &sc), MNEMO_OK);
-    const int wide[2] = {T, 2 * T};
-    sc.budgets = wide;
+    sc.attn_opts = "budget=12/24"; /* {T, 2T} */
     assert_int_equal(mnemo_session_create_ex(&b, m, &sc), MNEMO_OK);
     for (int t = 0; t < T; t++) {
         const float *la, *lb;
@@ -256,8 +309,7 @@ static void test_session_budgets(void **s)
     }
     mnemo_session_free(b);
     /* small budgets: 60 tokens through a model with n_ctx 12 */
-    const int small[2] = {4, 3};
-    sc.budgets = small;
+    sc.attn_opts = "budget=4/3";
     assert_int_equal(mnemo_session_create_ex(&b, m, &sc), MNEMO_OK);
     assert_true(mnemo_session_state_bytes(b) < mnemo_session_state_bytes(a) / 2);
     for (int t = 0; t < 60; t++) {
@@ -269,14 +321,19 @@ static void test_session_budgets(void **s)
     assert_int_equal(mnemo_session_pos(b), 60);
     mnemo_session_free(b);
     mnemo_session_free(a);
-    const int bad[2] = {1, 4};
-    sc.budgets = bad;
+    sc.attn_opts = "budget=1/4";
     assert_int_equal(mnemo_session_create_ex(&b, m, &sc), MNEMO_ERR_ARG);
+    assert_non_null(strstr(mnemo_last_error(), "budget"));
+    /* a model option is not a session's to set */
+    sc.attn_opts = "mem_eps=0.5";
+    assert_int_equal(mnemo_session_create_ex(&b, m, &sc), MNEMO_ERR_ARG);
+    assert_non_null(strstr(mnemo_last_error(), "mem_eps"));
     mnemo_model_free(m);
     m = tiny(MNEMO_POS_ROPE, 7, MNEMO_ATTN_KIND_DENSE);
-    sc.budgets = small;
+    sc.attn_opts = "budget=4/3";
     assert_int_equal(mnemo_session_create_ex(&b, m, &sc), MNEMO_ERR_ARG);
-    assert_non_null(strstr(mnemo_last_error(), "selective"));
+    assert_non_null(strstr(mnemo_last_error(), "dense"));
+    assert_non_null(strstr(mnemo_last_error(), "budget"));
     mnemo_model_free(m);
 }
 
@@ -348,8 +405,10 @@ static void test_set_n_ctx(void **s)
     c.attn_kind = MNEMO_ATTN_KIND_INFINI; /* segment 0 = n_ctx */
     struct mnemo_model *m;
     assert_int_equal(mnemo_model_create(&m, &c), MNEMO_OK);
+    assert_true(has_opt(mnemo_model_get_config(m)->attn_opts, "segment=0"));
     assert_int_equal(mnemo_model_set_n_ctx(m, 36), MNEMO_OK);
-    assert_int_equal(mnemo_model_get_config(m)->attn_segment, 12);
+    assert_true(has_opt(mnemo_model_get_config(m)->attn_opts, "segment=12"));
+    assert_int_equal(m->lcfg[0].opt[MNI_INF_OPT_SEGMENT], 12);
     mnemo_model_free(m);
     m = tiny(MNEMO_POS_LEARNED, 5, MNEMO_ATTN_KIND_DENSE);
     assert_int_equal(mnemo_model_set_n_ctx(m, 24), MNEMO_ERR_ARG);
@@ -357,34 +416,58 @@ static void test_set_n_ctx(void **s)
     mnemo_model_free(m);
 }
 
-/* mnemo_model_set_segment: the model then computes what a model built with that segment
- * computes (the same weights), its backward runs, and bad values or kinds are refused. */
+/* mnemo_model_set_attn_opts("segment=N"): the model then computes what a model built with
+ * that segment computes (the same weights), its backward runs, and bad values, options fixed by
+ * the parameters (mem_update, named in the message; nothing changes then) or kinds without
+ * segments are refused. segment=0 means n_ctx. */
 static void test_set_segment(void **s)
 {
     (void)s;
     uint16_t x[48], y[48];
     tokens(x, 48, 29, 23);
     tokens(y, 48, 29, 24);
-    struct mnemo_model *m = tiny_ctx(MNEMO_POS_ROPE, 5, MNEMO_ATTN_KIND_INFINI, 24), *w;
+    struct mnemo_model *m = tiny_ctx(MNEMO_POS_ROPE, 5, MNEMO_ATTN_KIND_INFINI, 24), *w, *w24;
     struct mnemo_model_config c = *mnemo_model_get_config(m);
-    c.attn_segment = 8;
+    c.attn_opts = "segment=8,mem_update=linear";
     assert_int_equal(mnemo_model_create(&w, &c), MNEMO_OK);
     memcpy(w->params, m->params, m->n_params * sizeof(float));
-    float l5, l8, want;
+    c.attn_opts = "segment=24";
+    assert_int_equal(mnemo_model_create(&w24, &c), MNEMO_OK);
+    memcpy(w24->params, m->params, m->n_params * sizeof(float));
+    float l5, l8, want, l0, want24;
     assert_int_equal(mnemo_model_forward(m, x, y, 2, 24, &l5), MNEMO_OK);
-    assert_int_equal(mnemo_model_set_segment(m, 8), MNEMO_OK);
-    assert_int_equal(mnemo_model_get_config(m)->attn_segment, 8);
+    assert_int_equal(mnemo_model_set_attn_opts(m, "segment=8"), MNEMO_OK);
+    assert_true(has_opt(mnemo_model_get_config(m)->attn_opts, "segment=8"));
+    assert_true(has_opt(mnemo_model_get_config(m)->attn_opts, "mem_update=linear"));
     assert_int_equal(mnemo_model_forward(m, x, y, 2, 24, &l8), MNEMO_OK);
     assert_int_equal(mnemo_model_backward(m, 1.0f), MNEMO_OK);
     assert_int_equal(mnemo_model_forward(w, x, y, 2, 24, &want), MNEMO_OK);
     assert_true(l8 == want && l8 != l5);
-    assert_int_equal(mnemo_model_set_segment(m, 0), MNEMO_ERR_ARG);
-    assert_int_equal(mnemo_model_set_segment(m, 25), MNEMO_ERR_ARG);
-    assert_int_equal(mnemo_model_get_config(m)->attn_segment, 8);
+    assert_int_equal(mnemo_model_set_attn_opts(m, "segment=-1"), MNEMO_ERR_ARG);
+    assert_int_equal(mnemo_model_set_attn_opts(m, "segment=25"), MNEMO_ERR_ARG);
+    assert_int_equal(mnemo_model_set_attn_opts(m, "segment=x"), MNEMO_ERR_ARG);
+    assert_true(has_opt(mnemo_model_get_config(m)->attn_opts, "segment=8"));
+    /* mem_update is fixed by the parameters: refused, named, and nothing of the list applies */
+    assert_int_equal(mnemo_model_set_attn_opts(m, "segment=6,mem_update=delta"), MNEMO_ERR_ARG);
+    printf("expected error: %s\n", mnemo_last_error());
+    assert_non_null(strstr(mnemo_last_error(), "mem_update"));
+    assert_true(has_opt(mnemo_model_get_config(m)->attn_opts, "segment=8"));
+    assert_true(has_opt(mnemo_model_get_config(m)->attn_opts, "mem_update=linear"));
+    assert_int_equal(mnemo_model_forward(m, x, y, 2, 24, &l8), MNEMO_OK);
+    assert_true(l8 == want);
+    /* ... but giving it its own value is no change */
+    assert_int_equal(mnemo_model_set_attn_opts(m, "mem_update=linear"), MNEMO_OK);
+    /* segment 0 is n_ctx */
+    assert_int_equal(mnemo_model_set_attn_opts(m, "segment=0"), MNEMO_OK);
+    assert_int_equal(mnemo_model_forward(m, x, y, 2, 24, &l0), MNEMO_OK);
+    assert_int_equal(mnemo_model_forward(w24, x, y, 2, 24, &want24), MNEMO_OK);
+    assert_true(l0 == want24 && l0 != l8);
+    mnemo_model_free(w24);
     mnemo_model_free(w);
     mnemo_model_free(m);
     m = tiny(MNEMO_POS_ROPE, 5, MNEMO_ATTN_KIND_DENSE);
-    assert_int_equal(mnemo_model_set_segment(m, 4), MNEMO_ERR_ARG);
+    assert_int_equal(mnemo_model_set_attn_opts(m, "segment=4"), MNEMO_ERR_ARG);
+    assert_non_null(strstr(mnemo_last_error(), "segment"));
     mnemo_model_free(m);
 }
 
@@ -410,19 +493,28 @@ static void test_bad_config(void **s)
     mnemo_model_config_default(&c);
     c.rope_theta = -1;
     assert_int_equal(mnemo_model_create(&m, &c), MNEMO_ERR_ARG);
-    /* segments belong to the infini kind, and must fit in n_ctx */
+    /* segments belong to the infini kind (the message names the kind and the option), and must
+     * fit in n_ctx; option lists must parse */
     mnemo_model_config_default(&c);
-    c.attn_segment = 16;
+    c.attn_opts = "segment=16";
     assert_int_equal(mnemo_model_create(&m, &c), MNEMO_ERR_ARG);
-    assert_non_null(strstr(mnemo_last_error(), "infini"));
+    assert_null(m);
+    printf("expected error: %s\n", mnemo_last_error());
+    assert_non_null(strstr(mnemo_last_error(), "dense"));
+    assert_non_null(strstr(mnemo_last_error(), "segment"));
     c.attn_kind = MNEMO_ATTN_KIND_INFINI;
     assert_int_equal(mnemo_model_create(&m, &c), MNEMO_OK);
     mnemo_model_free(m);
-    c.attn_segment = c.n_ctx + 1;
+    c.attn_opts = "segment=257"; /* n_ctx + 1 */
     assert_int_equal(mnemo_model_create(&m, &c), MNEMO_ERR_ARG);
-    c.attn_segment = 0;
-    c.attn_mem_update = 5;
-    assert_int_equal(mnemo_model_create(&m, &c), MNEMO_ERR_ARG);
+    assert_non_null(strstr(mnemo_last_error(), "segment"));
+    const char *bad[] = {"mem_update=5", "mem_update=fancy", "segment=4,segment=8", "segment",
+                         "nosuch=1", "mem_repeat=0.5"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        c.attn_opts = bad[i];
+        assert_int_equal(mnemo_model_create(&m, &c), MNEMO_ERR_ARG);
+        assert_null(m);
+    }
 }
 
 /* The whole file at path (caller frees with mni_free); *size receives its length. */
@@ -455,31 +547,67 @@ static void expect_format_error(const unsigned char *buf, size_t size)
     remove(bad);
 }
 
-/* The infini kind's settings travel in the checkpoint; a bad value there is a format error. */
+/* Tensor by tensor, every tensor of the two models (the transformer's and the kind's) holds
+ * the same values (tiny() fills the padding between tensors too). */
+static void assert_same_params(const struct mnemo_model *a, const struct mnemo_model *b)
+{
+    assert_int_equal(a->n_pinfo, b->n_pinfo);
+    assert_int_equal(a->n_params, b->n_params);
+    for (int id = 0; id < a->n_pinfo; id++) {
+        const struct mni_param_info *pi = &a->pinfo[id];
+        assert_string_equal(pi->name, b->pinfo[id].name);
+        assert_int_equal(pi->offset, b->pinfo[id].offset);
+        assert_memory_equal(a->params + pi->offset, b->params + pi->offset,
+                            pi->numel * (pi->per_layer ? (size_t)a->cfg.n_layer : 1) * sizeof(float));
+    }
+}
+
+/* The infini kind's settings travel in the checkpoint (format 2: "attn.<key>" metadata, the
+ * gates as blocks.{l}.attn.gate); a bad value there is a format error. */
 static void test_checkpoint_infini(void **s)
 {
     (void)s;
-    tiny_mem_update = MNEMO_MEM_DELTA;
+    tiny_mem_update = 1; /* delta */
     struct mnemo_model *m = tiny(MNEMO_POS_ROPE, 3, MNEMO_ATTN_KIND_INFINI), *m2;
     tiny_mem_update = 0;
+    assert_int_equal(mnemo_model_set_attn_opts(m, "gate_lr_mult=7,mem_repeat=4"), MNEMO_OK);
     const char *path = tu_tmp_path("infini.safetensors");
     assert_int_equal(mnemo_model_save(m, path), MNEMO_OK);
     assert_int_equal(mnemo_model_load(&m2, path), MNEMO_OK);
-    assert_memory_equal(&m->cfg, &m2->cfg, sizeof(m->cfg));
-    assert_int_equal(m2->cfg.attn_segment, 5);
-    assert_int_equal(m2->cfg.attn_mem_update, MNEMO_MEM_DELTA);
-    for (int id = 0; id < MNI_P_COUNT; id++) { /* tensor by tensor: tiny() fills the padding too */
-        const struct mni_param_info *pi = &m->pinfo[id];
-        assert_memory_equal(m->params + pi->offset, m2->params + pi->offset,
-                            pi->numel * (pi->per_layer ? 2 : 1) * sizeof(float));
-    }
+    assert_same_config(m, m2);
+    const char *opts = mnemo_model_get_config(m2)->attn_opts;
+    printf("options: %s\n", opts);
+    assert_true(has_opt(opts, "segment=5") && has_opt(opts, "mem_update=delta"));
+    assert_true(has_opt(opts, "gate_lr_mult=7") && has_opt(opts, "mem_repeat=4"));
+    assert_true(m2->pinfo[MNI_P_COUNT].lr_mult == 7.0f);
+    assert_same_params(m, m2);
     mnemo_model_free(m2);
+    /* the file: format 2, the gates under their table name */
+    struct mni_st_file *f;
+    assert_int_equal(mni_st_open(&f, path), MNEMO_OK);
+    assert_string_equal(mni_st_meta(f, "mnemo.format"), "2");
+    assert_string_equal(mni_st_meta(f, "attn.segment"), "5");
+    assert_string_equal(mni_st_meta(f, "attn.mem_update"), "delta");
+    assert_null(mni_st_meta(f, "attn_segment"));
+    for (int l = 0; l < 2; l++) {
+        char nm[64];
+        snprintf(nm, sizeof(nm), "blocks.%d.attn.gate", l);
+        const struct mni_st_info *gi = mni_st_find(f, nm);
+        assert_non_null(gi);
+        assert_int_equal(gi->ndim, 1);
+        assert_int_equal(gi->shape[0], 2); /* one per head */
+        snprintf(nm, sizeof(nm), "blocks.%d.attn.kind", l);
+        assert_null(mni_st_find(f, nm));
+    }
+    mni_st_close(f);
     long size;
     unsigned char *buf = slurp(path, &size);
-    /* same-length edits of the header: an unknown rule, a segment that is not a number */
-    const char *edits[][2] = {{"\"attn_mem_update\":\"delta\"", "\"attn_mem_update\":\"delts\""},
-                              {"\"attn_segment\":\"5\"", "\"attn_segment\":\"x\""}};
-    for (int e = 0; e < 2; e++) {
+    /* same-length edits of the header: an unknown rule, a segment that is not a number, an
+     * option the kind does not have */
+    const char *edits[][2] = {{"\"attn.mem_update\":\"delta\"", "\"attn.mem_update\":\"delts\""},
+                              {"\"attn.segment\":\"5\"", "\"attn.segment\":\"x\""},
+                              {"\"attn.segment\":\"5\"", "\"attn.sigment\":\"5\""}};
+    for (int e = 0; e < 3; e++) {
         unsigned char *hdr = mni_alloc((size_t)size);
         memcpy(hdr, buf, (size_t)size);
         char *hit = strstr((char *)hdr + 8, edits[e][0]);
@@ -493,6 +621,210 @@ static void test_checkpoint_infini(void **s)
     mnemo_model_free(m);
 }
 
+/* Writes m as a format-1 checkpoint, as mnemo 0.1 wrote it: the config's fields, the infini
+ * kind's gates as blocks.{l}.attn.kind, and the extra (key, value) metadata pairs given (its
+ * options attn_segment / attn_mem_update, prune.budgets, ...). `format` is what mnemo.format
+ * says ("1"; another value makes a file that is not what it claims). */
+static void write_format1(const struct mnemo_model *m, const char *path, const char *format,
+                          const char *const *extra, int n_extra)
+{
+    const struct mnemo_model_config *c = mnemo_model_get_config(m);
+    const int L = c->n_layer;
+    static struct mni_st_tensor t[MNI_P_MAX * 4];
+    static char names[MNI_P_MAX * 4][96];
+    size_t n = 0;
+    for (int id = 0; id < m->n_pinfo; id++) {
+        const struct mni_param_info *pi = &m->pinfo[id];
+        if (!pi->numel) continue;
+        for (int l = 0; l < (pi->per_layer ? L : 1); l++) {
+            assert_true(n < sizeof(t) / sizeof(t[0]));
+            if (id >= MNI_P_COUNT) { /* the kind's one tensor: infini's gates */
+                assert_int_equal(id, MNI_P_COUNT);
+                snprintf(names[n], sizeof(names[n]), "blocks.%d.attn.kind", l);
+            } else {
+                snprintf(names[n], sizeof(names[n]), pi->name, l);
+            }
+            memset(&t[n], 0, sizeof(t[n]));
+            t[n].name = names[n];
+            t[n].dtype = MNI_ST_F32;
+            t[n].ndim = pi->d1 ? 2 : 1;
+            t[n].shape[0] = pi->d0;
+            t[n].shape[1] = pi->d1;
+            t[n].data = mni_model_param(m, id, l);
+            n++;
+        }
+    }
+    char num[6][32], theta[32];
+    snprintf(num[0], 32, "%d", c->n_layer);
+    snprintf(num[1], 32, "%d", c->d_model);
+    snprintf(num[2], 32, "%d", c->n_head);
+    snprintf(num[3], 32, "%d", c->n_ctx);
+    snprintf(num[4], 32, "%d", c->vocab);
+    snprintf(num[5], 32, "%d", c->vocab_padded);
+    snprintf(theta, sizeof(theta), "%.9g", (double)c->rope_theta);
+    const char *kv[64] = {"mnemo.format", format, "n_layer", num[0], "d_model", num[1],
+                          "n_head", num[2], "n_ctx", num[3], "vocab", num[4],
+                          "vocab_padded", num[5],
+                          "pos", c->pos == MNEMO_POS_LEARNED ? "learned" : "rope",
+                          "rope_theta", theta, "attn_kind", mnemo_attn_kind_name(c->attn_kind),
+                          "tokenizer", "bytes+bos"};
+    int n_kv = 11;
+    assert_true(n_kv + n_extra <= 32);
+    for (int i = 0; i < n_extra; i++) {
+        kv[2 * n_kv] = extra[2 * i];
+        kv[2 * n_kv + 1] = extra[2 * i + 1];
+        n_kv++;
+    }
+    assert_int_equal(mni_st_write(path, t, n, kv, (size_t)n_kv), MNEMO_OK);
+}
+
+/* A format-1 checkpoint still loads: infini's options from attn_segment / attn_mem_update and
+ * its gates from blocks.{l}.attn.kind, giving the model that was written (options, every
+ * tensor, the gates' values, the logits); saved again it becomes a format-2 file that loads
+ * to the same model. The same file claiming format 2 is refused (its gates have the old name). */
+static void test_checkpoint_format1_infini(void **s)
+{
+    (void)s;
+    tiny_mem_update = 1; /* delta */
+    struct mnemo_model *m = tiny(MNEMO_POS_ROPE, 4, MNEMO_ATTN_KIND_INFINI), *m2, *m3;
+    tiny_mem_update = 0;
+    const char *path = tu_tmp_path("v1_infini.safetensors");
+    const char *extra[] = {"attn_segment", "5", "attn_mem_update", "delta", "train.step", "42"};
+    write_format1(m, path, "1", extra, 3);
+    assert_int_equal(mnemo_model_load(&m2, path), MNEMO_OK);
+    const char *opts = mnemo_model_get_config(m2)->attn_opts;
+    printf("format 1 loaded with options: %s\n", opts);
+    assert_true(has_opt(opts, "segment=5") && has_opt(opts, "mem_update=delta"));
+    assert_true(has_opt(opts, "gate_lr_mult=30") && has_opt(opts, "mem_repeat=0")); /* defaults */
+    assert_same_config(m, m2);
+    assert_int_equal(m2->lcfg[1].opt[MNI_INF_OPT_SEGMENT], 5);
+    assert_int_equal(m2->lcfg[1].opt[MNI_INF_OPT_MEM_UPDATE], 1);
+    assert_string_equal(mnemo_model_meta(m2, "train.step"), "42");
+    /* the gates' values, one per head and layer, and every other tensor */
+    assert_int_equal(m2->n_kparams, 1);
+    assert_string_equal(m2->pinfo[MNI_P_COUNT].name, "blocks.%d.attn.gate");
+    for (int l = 0; l < 2; l++) {
+        float *g[MNEMO_ATTN_MAX_PARAMS], *want[MNEMO_ATTN_MAX_PARAMS];
+        mni_model_kind_params(m2, l, g, 0);
+        mni_model_kind_params(m, l, want, 0);
+        assert_true(want[0][0] != 0.0f && want[0][0] != want[0][1]); /* tiny() perturbed them */
+        assert_memory_equal(g[0], want[0], 2 * sizeof(float));
+    }
+    assert_same_params(m, m2);
+    uint16_t x[24];
+    tokens(x, 24, 29, 5);
+    const size_t nl = (size_t)24 * m->cfg.vocab_padded;
+    float *want = mni_alloc(nl * sizeof(float));
+    assert_int_equal(mnemo_model_forward(m, x, NULL, 2, 12, NULL), MNEMO_OK);
+    memcpy(want, mnemo_model_logits(m), nl * sizeof(float));
+    assert_int_equal(mnemo_model_forward(m2, x, NULL, 2, 12, NULL), MNEMO_OK);
+    assert_memory_equal(mnemo_model_logits(m2), want, nl * sizeof(float));
+    mni_free(want);
+    /* saved again: format 2 */
+    const char *path2 = tu_tmp_path("v1_infini_resaved.safetensors");
+    assert_int_equal(mnemo_model_save(m2, path2), MNEMO_OK);
+    struct mni_st_file *f;
+    assert_int_equal(mni_st_open(&f, path2), MNEMO_OK);
+    assert_string_equal(mni_st_meta(f, "mnemo.format"), "2");
+    assert_non_null(mni_st_find(f, "blocks.1.attn.gate"));
+    assert_null(mni_st_find(f, "blocks.1.attn.kind"));
+    mni_st_close(f);
+    assert_int_equal(mnemo_model_load(&m3, path2), MNEMO_OK);
+    assert_same_config(m2, m3);
+    assert_same_params(m2, m3);
+    mnemo_model_free(m3);
+    mnemo_model_free(m2);
+    /* format 1 without the options: the defaults (segment 0 = n_ctx, linear) */
+    write_format1(m, path, "1", NULL, 0);
+    assert_int_equal(mnemo_model_load(&m2, path), MNEMO_OK);
+    opts = mnemo_model_get_config(m2)->attn_opts;
+    assert_true(has_opt(opts, "segment=0") && has_opt(opts, "mem_update=linear"));
+    assert_same_params(m, m2);
+    mnemo_model_free(m2);
+    /* a bad value in a format-1 option is a format error naming it */
+    const char *bad[] = {"attn_segment", "5", "attn_mem_update", "delts"};
+    write_format1(m, path, "1", bad, 2);
+    m2 = (struct mnemo_model *)&m2;
+    assert_int_equal(mnemo_model_load(&m2, path), MNEMO_ERR_FORMAT);
+    assert_null(m2);
+    printf("expected error: %s\n", mnemo_last_error());
+    assert_non_null(strstr(mnemo_last_error(), "mem_update"));
+    /* the old names are format 1's only */
+    write_format1(m, path, "2", extra, 2);
+    assert_int_equal(mnemo_model_load(&m2, path), MNEMO_ERR_FORMAT);
+    assert_null(m2);
+    printf("expected error: %s\n", mnemo_last_error());
+    remove(path);
+    remove(path2);
+    mnemo_model_free(m);
+}
+
+/* A format-1 selective checkpoint's prune.budgets ("K1,K2", what prune-search stored) becomes
+ * the session option budget=K1/K2: sessions start from it (unless no_model_opts), and the pair
+ * is not carried as metadata any more. */
+static void test_checkpoint_format1_budgets(void **s)
+{
+    (void)s;
+    struct mnemo_model *m = tiny(MNEMO_POS_ROPE, 4, MNEMO_ATTN_KIND_SELECTIVE), *m2;
+    const char *path = tu_tmp_path("v1_selective.safetensors");
+    const char *extra[] = {"prune.budgets", "4,3", "prune.target", "1.5"};
+    write_format1(m, path, "1", extra, 2);
+    assert_int_equal(mnemo_model_load(&m2, path), MNEMO_OK);
+    const char *opts = mnemo_model_get_config(m2)->attn_opts;
+    printf("format 1 loaded with options: %s\n", opts);
+    assert_true(has_opt(opts, "budget=4/3"));
+    assert_true(m2->lcfg[0].opt[MNI_SEL_OPT_BUDGET] == 4 && m2->lcfg[1].opt[MNI_SEL_OPT_BUDGET] == 3);
+    assert_null(mnemo_model_meta(m2, "prune.budgets"));
+    assert_string_equal(mnemo_model_meta(m2, "prune.target"), "1.5");
+    assert_same_params(m, m2);
+    /* sessions: the carried budgets, as if given; without them, the full cache */
+    struct mnemo_session_config sc;
+    mnemo_session_config_default(&sc);
+    sc.max_chunk = 1;
+    struct mnemo_session *carried, *given, *plain;
+    assert_int_equal(mnemo_session_create_ex(&carried, m2, &sc), MNEMO_OK);
+    sc.no_model_opts = 1;
+    assert_int_equal(mnemo_session_create_ex(&plain, m2, &sc), MNEMO_OK);
+    sc.attn_opts = "budget=4/3";
+    assert_int_equal(mnemo_session_create_ex(&given, m, &sc), MNEMO_OK);
+    assert_int_equal(mnemo_session_state_bytes(carried), mnemo_session_state_bytes(given));
+    assert_true(mnemo_session_state_bytes(carried) < mnemo_session_state_bytes(plain) / 2);
+    assert_int_equal(mnemo_session_bounded(carried), 1);
+    assert_int_equal(mnemo_session_bounded(plain), 0);
+    uint16_t x[30];
+    tokens(x, 30, 29, 6);
+    const int Vp = m->cfg.vocab_padded;
+    for (int t = 0; t < 30; t++) { /* past n_ctx: the carried budgets bound the state */
+        const float *la, *lb;
+        float keep[64];
+        assert_int_equal(mnemo_session_feed(carried, x + t, 1, &la), MNEMO_OK);
+        memcpy(keep, la, (size_t)Vp * sizeof(float));
+        assert_int_equal(mnemo_session_feed(given, x + t, 1, &lb), MNEMO_OK);
+        assert_memory_equal(keep, lb, (size_t)Vp * sizeof(float));
+    }
+    mnemo_session_free(plain);
+    mnemo_session_free(given);
+    mnemo_session_free(carried);
+    /* saved again, the budgets are the option attn.budget */
+    assert_int_equal(mnemo_model_save_meta(m2, path), MNEMO_OK);
+    struct mni_st_file *f;
+    assert_int_equal(mni_st_open(&f, path), MNEMO_OK);
+    assert_string_equal(mni_st_meta(f, "attn.budget"), "4/3");
+    assert_null(mni_st_meta(f, "prune.budgets"));
+    assert_string_equal(mni_st_meta(f, "prune.target"), "1.5");
+    mni_st_close(f);
+    mnemo_model_free(m2);
+    /* a budget of 1 in them is refused like the option */
+    const char *bad[] = {"prune.budgets", "1,3"};
+    write_format1(m, path, "1", bad, 1);
+    assert_int_equal(mnemo_model_load(&m2, path), MNEMO_ERR_FORMAT);
+    assert_null(m2);
+    printf("expected error: %s\n", mnemo_last_error());
+    assert_non_null(strstr(mnemo_last_error(), "budget"));
+    remove(path);
+    mnemo_model_free(m);
+}
+
 static void test_checkpoint_roundtrip(void **s)
 {
     (void)s;
@@ -501,7 +833,7 @@ static void test_checkpoint_roundtrip(void **s)
         const char *path = tu_tmp_path("model.safetensors");
         assert_int_equal(mnemo_model_save(m, path), MNEMO_OK);
         assert_int_equal(mnemo_model_load(&m2, path), MNEMO_OK);
-        assert_memory_equal(&m->cfg, &m2->cfg, sizeof(m->cfg));
+        assert_same_config(m, m2);
         assert_int_equal(m->n_params, m2->n_params);
         assert_memory_equal(m->params, m2->params, m->n_params * sizeof(float));
         mnemo_model_free(m2);
@@ -654,8 +986,7 @@ static void test_session_full_later_layer(void **s)
     struct mnemo_session_config sc;
     mnemo_session_config_default(&sc);
     sc.max_chunk = 4;
-    const int budgets[2] = {4, 0};
-    sc.budgets = budgets;
+    sc.attn_opts = "budget=4/0";
     assert_int_equal(mnemo_session_create_ex(&ss, m, &sc), MNEMO_OK);
     for (int i = 0; i < 3; i++) assert_int_equal(mnemo_session_feed(ss, x + 4 * i, 4, &lg), MNEMO_OK);
     assert_int_equal(mnemo_session_pos(ss), 12);
@@ -728,6 +1059,8 @@ int main(void)
         cmocka_unit_test(test_grads_infini),
         cmocka_unit_test(test_session_infini),
         cmocka_unit_test(test_checkpoint_infini),
+        cmocka_unit_test(test_checkpoint_format1_infini),
+        cmocka_unit_test(test_checkpoint_format1_budgets),
         cmocka_unit_test(test_session_rope),    cmocka_unit_test(test_session_learned),
         cmocka_unit_test(test_session_selective),
         cmocka_unit_test(test_session_budgets),

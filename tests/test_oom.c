@@ -1,9 +1,12 @@
 /*
  * test_oom.c -- out-of-memory torture (SQLite's OOM simulation, curl's `runtests.pl -t`).
  *
- * One scenario walks every allocating path of the library: model create + init, forward and
- * backward, save and load, a streaming session, prepare + a 2-step training run with
- * validation and checkpoints, and a sliding-window evaluation. It is run again and again with
+ * Two scenarios walk every allocating path of the library. The first: model create + init,
+ * forward and backward, save and load, a streaming session, prepare + a 2-step training run
+ * with validation and checkpoints, and a sliding-window evaluation. The second, the attention
+ * kinds' options and tensors: an infini model made with options, its n_ctx and a mutable
+ * option changed, a training-mode forward and backward, save and load (options read back from
+ * the metadata), and a selective session and its plan with session options. It is run again and again with
  * the allocation hook (mni_alloc_fail_after) armed for k = 0, 1, 2, ...: the k-th allocation
  * fails, either only that one (one-shot) or every one from there on (persistent). Every call
  * must then return MNEMO_OK or MNEMO_ERR_NOMEM with a message, and MNEMO_ERR_NOMEM only when
@@ -139,11 +142,13 @@ static void step_fwd_bwd(struct run *r, struct mnemo_model *m)
     if (fwd_bwd(r, m, B_WIN)) fwd_bwd(r, m, B_WIN + 1);
 }
 
-/* Save, then load and compare; returns the loaded model (or NULL). */
-static struct mnemo_model *step_save_load(struct run *r, const struct mnemo_model *m)
+/* Save (as `name`, a file the run has not written yet), then load and compare; returns the
+ * loaded model (or NULL). */
+static struct mnemo_model *step_save_load(struct run *r, const struct mnemo_model *m,
+                                          const char *name)
 {
     char path[1024];
-    path_in(path, sizeof(path), r, "model.safetensors");
+    path_in(path, sizeof(path), r, name);
     begin(r);
     if (!ok(r, "model_save", mnemo_model_save(m, path))) {
         struct stat sb;
@@ -226,6 +231,99 @@ static void step_train_eval(struct run *r, struct mnemo_model *m)
         assert_true(res.tokens > 0 && res.loss > 0);
 }
 
+/* 1 when the option list opts ("k=v,k=v") holds the item kv exactly. */
+static int has_opt(const char *opts, const char *kv)
+{
+    const size_t n = strlen(kv);
+    for (const char *p = opts; p && *p;) {
+        const size_t len = strcspn(p, ",");
+        if (len == n && !strncmp(p, kv, n)) return 1;
+        p += len + (p[len] == ',');
+    }
+    return 0;
+}
+
+/* The second scenario: the attention kinds' options and tensors. A change that fails leaves
+ * the model's options as they were. */
+static void scenario_kinds(struct run *r)
+{
+    clean_dir(r);
+    struct mnemo_model_config cfg;
+    mnemo_model_config_default(&cfg);
+    cfg.n_layer = 1;
+    cfg.d_model = 16;
+    cfg.n_head = 2;
+    cfg.n_ctx = T_WIN;
+    cfg.vocab = MNEMO_TOK_VOCAB;
+    cfg.attn_kind = MNEMO_ATTN_KIND_INFINI;
+    cfg.attn_opts = "mem_repeat=4"; /* segment 0: n_ctx */
+    struct mnemo_model *m = (struct mnemo_model *)1;
+    begin(r);
+    if (!ok(r, "model_create (infini)", mnemo_model_create(&m, &cfg))) {
+        assert_null(m);
+        return;
+    }
+    mnemo_model_init(m, 7);
+    /* n_ctx: segment 0 becomes the old n_ctx (an option list merged) */
+    begin(r);
+    if (ok(r, "model_set_n_ctx", mnemo_model_set_n_ctx(m, 2 * T_WIN))) {
+        assert_int_equal(mnemo_model_get_config(m)->n_ctx, 2 * T_WIN);
+        assert_true(has_opt(mnemo_model_get_config(m)->attn_opts, "segment=8"));
+    } else {
+        assert_int_equal(mnemo_model_get_config(m)->n_ctx, T_WIN);
+        assert_true(has_opt(mnemo_model_get_config(m)->attn_opts, "segment=0"));
+    }
+    begin(r);
+    if (ok(r, "model_set_attn_opts", mnemo_model_set_attn_opts(m, "segment=4")))
+        assert_true(has_opt(mnemo_model_get_config(m)->attn_opts, "segment=4"));
+    else
+        assert_false(has_opt(mnemo_model_get_config(m)->attn_opts, "segment=4"));
+    assert_true(has_opt(mnemo_model_get_config(m)->attn_opts, "mem_repeat=4"));
+    mnemo_model_set_mode(m, 1, 99); /* write weights drawn in forward and backward */
+    fwd_bwd(r, m, B_WIN);
+    mnemo_model_set_mode(m, 0, 0);
+    struct mnemo_model *m2 = step_save_load(r, m, "kinds.safetensors");
+    if (m2) assert_string_equal(mnemo_model_get_config(m2)->attn_opts,
+                                mnemo_model_get_config(m)->attn_opts);
+    mnemo_model_free(m2);
+    mnemo_model_free(m);
+
+    /* a selective session with its own options, and its plan */
+    cfg.attn_kind = MNEMO_ATTN_KIND_SELECTIVE;
+    cfg.attn_opts = "mem_eps=0.1";
+    m = (struct mnemo_model *)1;
+    begin(r);
+    if (!ok(r, "model_create (selective)", mnemo_model_create(&m, &cfg))) {
+        assert_null(m);
+        return;
+    }
+    mnemo_model_init(m, 7);
+    struct mnemo_session_config sc;
+    mnemo_session_config_default(&sc);
+    sc.max_chunk = 4;
+    sc.attn_opts = "budget=4";
+    size_t bytes = 0;
+    int bounded = -1;
+    begin(r);
+    if (ok(r, "session_plan", mnemo_session_plan(m, &sc, &bytes, &bounded)))
+        assert_true(bytes > 0 && bounded == 1);
+    struct mnemo_session *s = (struct mnemo_session *)1;
+    begin(r);
+    if (ok(r, "session_create_ex", mnemo_session_create_ex(&s, m, &sc))) {
+        static const uint16_t tok[12] = {256, 'I', 'n', ' ', 't', 'h', 'e', ' ', 'b', 'e', 'g', 'i'};
+        const float *logits = NULL;
+        for (int i = 0; i < 3; i++) { /* 12 tokens through 4 slots, past n_ctx = 8 */
+            begin(r);
+            if (!ok(r, "session_feed", mnemo_session_feed(s, tok + 4 * i, 4, &logits))) break;
+        }
+        assert_int_equal(mnemo_session_bounded(s), 1);
+        mnemo_session_free(s);
+    } else {
+        assert_null(s);
+    }
+    mnemo_model_free(m);
+}
+
 static void scenario(struct run *r)
 {
     clean_dir(r);
@@ -244,27 +342,29 @@ static void scenario(struct run *r)
     }
     mnemo_model_init(m, 7);
     step_fwd_bwd(r, m);
-    struct mnemo_model *m2 = step_save_load(r, m);
+    struct mnemo_model *m2 = step_save_load(r, m, "model.safetensors");
     step_session(r, m2 ? m2 : m);
     step_train_eval(r, m2 ? m2 : m);
     mnemo_model_free(m2);
     mnemo_model_free(m);
 }
 
-/* Runs the scenario for k = 0, 1, ... until the hook is armed but never fires. Returns the
+/* Runs a scenario for k = 0, 1, ... until the hook is armed but never fires. Returns the
  * number of allocation points (the allocations of a complete run). */
-static long torture(int persist)
+static long torture(int persist, void (*run_scenario)(struct run *), const char *what)
 {
     /* tmpfs when there is one: a run does five atomic writes, each with two fsyncs, which
      * on a disk would take most of the test's time */
     char *dir = work_dir[persist];
     struct stat sb;
-    if (stat("/dev/shm", &sb) == 0 && S_ISDIR(sb.st_mode) && access("/dev/shm", W_OK) == 0)
-        snprintf(dir, sizeof(work_dir[0]), "/dev/shm/mnemo_test_oom_%ld_%d", (long)getpid(),
-                 persist);
-    else
-        snprintf(dir, sizeof(work_dir[0]), "%s_%d", tu_tmp_path("oom"), persist);
-    assert_int_equal(mkdir(dir, 0777), 0);
+    if (!dir[0]) { /* made once, for both scenarios */
+        if (stat("/dev/shm", &sb) == 0 && S_ISDIR(sb.st_mode) && access("/dev/shm", W_OK) == 0)
+            snprintf(dir, sizeof(work_dir[0]), "/dev/shm/mnemo_test_oom_%ld_%d", (long)getpid(),
+                     persist);
+        else
+            snprintf(dir, sizeof(work_dir[0]), "%s_%d", tu_tmp_path("oom"), persist);
+        assert_int_equal(mkdir(dir, 0777), 0);
+    }
     struct run r = {0};
     r.persist = persist;
     r.dir = dir;
@@ -272,7 +372,7 @@ static long torture(int persist)
     for (r.k = 0; r.k < MAX_K; r.k++) {
         r.n_ok = r.n_nomem = 0;
         mni_alloc_fail_after(r.k, persist);
-        scenario(&r);
+        run_scenario(&r);
         long fired = mni_alloc_fail_count(), seen = mni_alloc_seen_count();
         mni_alloc_fail_after(-1, 0);
         if (fired == 0) {
@@ -288,18 +388,18 @@ static long torture(int persist)
     }
     assert_true(r.k < MAX_K);
     clean_dir(&r);
-    print_message("oom (%s): %ld allocation points exercised, each failed cleanly (%d runs "
-                  "with an injected failure, %d calls in the complete run)\n",
+    print_message("oom (%s, %s): %ld allocation points exercised, each failed cleanly (%d runs "
+                  "with an injected failure, %d calls in the complete run)\n", what,
                   persist ? "persistent" : "one-shot", r.k, n_failed_runs, r.n_ok);
     return r.k;
 }
 
-static long n_points[2];
+static long n_points[2], n_points_kinds[2];
 
 static void test_oom_one_shot(void **s)
 {
     (void)s;
-    n_points[0] = torture(0);
+    n_points[0] = torture(0, scenario, "model");
     /* the scenario must reach the library's allocating paths, or the test proves nothing */
     assert_true(n_points[0] > 100);
 }
@@ -307,10 +407,25 @@ static void test_oom_one_shot(void **s)
 static void test_oom_persistent(void **s)
 {
     (void)s;
-    n_points[1] = torture(1);
+    n_points[1] = torture(1, scenario, "model");
     assert_true(n_points[1] > 100);
     /* the scenario is deterministic: both variants see the same allocations */
     if (n_points[0]) assert_int_equal(n_points[1], n_points[0]);
+}
+
+static void test_oom_kinds_one_shot(void **s)
+{
+    (void)s;
+    n_points_kinds[0] = torture(0, scenario_kinds, "kinds");
+    assert_true(n_points_kinds[0] > 100);
+}
+
+static void test_oom_kinds_persistent(void **s)
+{
+    (void)s;
+    n_points_kinds[1] = torture(1, scenario_kinds, "kinds");
+    assert_true(n_points_kinds[1] > 100);
+    if (n_points_kinds[0]) assert_int_equal(n_points_kinds[1], n_points_kinds[0]);
 }
 
 /* The hook itself: counting, one-shot and persistent failure, disarming. */
@@ -372,6 +487,8 @@ int main(void)
         cmocka_unit_test(test_hook),
         cmocka_unit_test(test_oom_one_shot),
         cmocka_unit_test(test_oom_persistent),
+        cmocka_unit_test(test_oom_kinds_one_shot),
+        cmocka_unit_test(test_oom_kinds_persistent),
     };
     return cmocka_run_group_tests(tests, NULL, remove_dirs);
 }

@@ -204,9 +204,24 @@ static void test_muon_step(void **s)
     mnemo_model_free(m);
 }
 
-/* The attention kind's own parameters (Infini-attention's gates) step with lr * gate_lr_mult and
- * no weight decay, under AdamW and under Muon (which leaves them to AdamW); the other tensors are
- * unchanged by the multiplier. Checked against mni_adamw_ref with those settings. */
+/* One optimizer step (t = 0, lr) of m from parameters p0 with fresh moments; the parameters
+ * are left in m->params, the moments in am, av (n floats each). */
+static void one_step(struct mnemo_model *m, struct mnemo_train_config *tc, const float *p0,
+                     float *am, float *av, float lr)
+{
+    const size_t n = m->n_params;
+    memcpy(m->params, p0, n * sizeof(float));
+    memset(am, 0, n * sizeof(float)), memset(av, 0, n * sizeof(float));
+    float *work = malloc((mni_optim_work_floats(m, tc, 1) + 1) * sizeof(float));
+    mni_optim_step(m, am, av, work, 1, 0, lr, 1.0f, tc);
+    free(work);
+}
+
+/* The per-tensor optimizer table: the attention kind's own tensors (Infini-attention's gates,
+ * blocks.{l}.attn.gate) step as their table row says: lr * gate_lr_mult (the option, 30 by
+ * default; changing it changes the step) and no weight decay, under AdamW and under Muon (which
+ * leaves them to AdamW); the other tensors are unchanged by the multiplier. A row's decay and
+ * trained flags are obeyed (a buffer is not stepped). Checked against mni_adamw_ref. */
 static void test_gate_group(void **s)
 {
     (void)s;
@@ -218,8 +233,15 @@ static void test_gate_group(void **s)
     assert_int_equal(mnemo_model_create(&m, &c), MNEMO_OK);
     mnemo_model_init(m, 3);
     assert_int_equal(mni_model_alloc_grads(m), MNEMO_OK);
-    const struct mni_param_info *gi = &m->pinfo[MNI_P_ATTNX];
+    assert_int_equal(m->n_kparams, 1);
+    assert_int_equal(m->n_pinfo, MNI_P_COUNT + 1);
+    struct mni_param_info *gi = &m->pinfo[MNI_P_COUNT];
+    assert_string_equal(gi->name, "blocks.%d.attn.gate");
+    assert_int_equal(gi->per_layer, 1);
     assert_int_equal(gi->numel, 4); /* one gate per head and layer */
+    assert_true(gi->lr_mult == 30.0f); /* gate_lr_mult's default */
+    assert_int_equal(gi->decay, 0);
+    assert_int_equal(gi->trained, 1);
     const size_t n = m->n_params, go = gi->offset, gn = 2 * gi->numel;
     tu_fill_normal(m->params + go, gn, 1.0f, 5); /* gates away from 0, so decay would show */
     tu_fill_normal(m->grads, n, 0.5f, 6);
@@ -227,35 +249,59 @@ static void test_gate_group(void **s)
     memcpy(p0, m->params, n * sizeof(float));
     struct mnemo_train_config tc;
     mnemo_train_config_default(&tc);
-    assert_true(tc.gate_lr_mult == 30.0f);
     tc.weight_decay = 0.5f;
     const float lr = 0.01f;
     const float bc1 = 1.0f - tc.beta1, bc2 = 1.0f - tc.beta2; /* t = 0 */
-    for (int opt = 0; opt < MNEMO_OPT_COUNT; opt++) {
-        tc.optimizer = opt;
-        memcpy(m->params, p0, n * sizeof(float));
-        memset(am, 0, n * sizeof(float)), memset(av, 0, n * sizeof(float));
-        float *work = malloc((mni_optim_work_floats(m, &tc, 1) + 1) * sizeof(float));
-        mni_optim_step(m, am, av, work, 1, 0, lr, 1.0f, &tc);
+    const float mults[2] = {30.0f, 7.5f};
+    for (int k = 0; k < 2; k++) {
+        if (k == 1) { /* the option changes the row's multiplier, and so the step */
+            assert_int_equal(mnemo_model_set_attn_opts(m, "gate_lr_mult=7.5"), MNEMO_OK);
+            gi = &m->pinfo[MNI_P_COUNT];
+            assert_true(gi->lr_mult == 7.5f);
+            assert_int_equal(gi->offset, go);
+        }
+        for (int opt = 0; opt < MNEMO_OPT_COUNT; opt++) {
+            tc.optimizer = opt;
+            one_step(m, &tc, p0, am, av, lr);
+            float want[8], wm[8] = {0}, wv[8] = {0};
+            memcpy(want, p0 + go, gn * sizeof(float));
+            mni_adamw_ref(want, wm, wv, m->grads + go, gn, lr * mults[k], tc.beta1, tc.beta2,
+                          tc.eps, 0.0f, bc1, bc2);
+            TU_ASSERT_CLOSE("gates", m->params + go, want, gn, 1e-6f, 1e-5f);
+            /* a bias (AdamW, no decay, plain lr) is not affected by the multiplier */
+            const struct mni_param_info *bi = &m->pinfo[MNI_P_LN1B];
+            float wb[32], bm[32] = {0}, bv[32] = {0};
+            memcpy(wb, p0 + bi->offset, 32 * sizeof(float));
+            mni_adamw_ref(wb, bm, bv, m->grads + bi->offset, 32, lr, tc.beta1, tc.beta2, tc.eps,
+                          0.0f, bc1, bc2);
+            TU_ASSERT_CLOSE("ln1 bias", m->params + bi->offset, wb, 32, 1e-6f, 1e-5f);
+        }
+    }
+    /* a bad multiplier is refused, named, and changes nothing */
+    assert_int_equal(mnemo_model_set_attn_opts(m, "gate_lr_mult=0"), MNEMO_ERR_ARG);
+    assert_non_null(strstr(mnemo_last_error(), "gate_lr_mult"));
+    assert_true(m->pinfo[MNI_P_COUNT].lr_mult == 7.5f);
+    /* the table's flags are obeyed: decay on (it takes the weight decay) ... */
+    tc.optimizer = MNEMO_OPT_ADAMW;
+    m->pinfo[MNI_P_COUNT].decay = 1;
+    one_step(m, &tc, p0, am, av, lr);
+    {
         float want[8], wm[8] = {0}, wv[8] = {0};
         memcpy(want, p0 + go, gn * sizeof(float));
-        mni_adamw_ref(want, wm, wv, m->grads + go, gn, lr * 30.0f, tc.beta1, tc.beta2, tc.eps, 0.0f,
-                      bc1, bc2);
-        TU_ASSERT_CLOSE("gates", m->params + go, want, gn, 1e-6f, 1e-5f);
-        /* a bias (AdamW, no decay, plain lr) is not affected by the multiplier */
-        const struct mni_param_info *bi = &m->pinfo[MNI_P_LN1B];
-        float wb[32], bm[32] = {0}, bv[32] = {0};
-        memcpy(wb, p0 + bi->offset, 32 * sizeof(float));
-        mni_adamw_ref(wb, bm, bv, m->grads + bi->offset, 32, lr, tc.beta1, tc.beta2, tc.eps, 0.0f,
-                      bc1, bc2);
-        TU_ASSERT_CLOSE("ln1 bias", m->params + bi->offset, wb, 32, 1e-6f, 1e-5f);
-        free(work);
+        mni_adamw_ref(want, wm, wv, m->grads + go, gn, lr * 7.5f, tc.beta1, tc.beta2, tc.eps,
+                      tc.weight_decay, bc1, bc2);
+        TU_ASSERT_CLOSE("gates with decay", m->params + go, want, gn, 1e-6f, 1e-5f);
     }
-    /* a bad multiplier is refused by mnemo_train's config check */
-    tc.gate_lr_mult = 0.0f;
-    tc.train_path = "x", tc.out_dir = ".";
-    assert_int_equal(mnemo_train(m, &tc, NULL, NULL), MNEMO_ERR_ARG);
-    assert_non_null(strstr(mnemo_last_error(), "gate_lr_mult"));
+    /* ... and a buffer (trained 0) is left alone, moments included */
+    m->pinfo[MNI_P_COUNT].decay = 0;
+    m->pinfo[MNI_P_COUNT].trained = 0;
+    for (int opt = 0; opt < MNEMO_OPT_COUNT; opt++) {
+        tc.optimizer = opt;
+        one_step(m, &tc, p0, am, av, lr);
+        assert_memory_equal(m->params + go, p0 + go, gn * sizeof(float));
+        for (size_t i = 0; i < gn; i++) assert_true(am[go + i] == 0.0f && av[go + i] == 0.0f);
+        assert_true(memcmp(m->params, p0, go * sizeof(float)) != 0); /* the rest stepped */
+    }
     free(p0), free(am), free(av);
     mnemo_model_free(m);
 }

@@ -553,8 +553,9 @@ static void test_ema(void **s)
     mnemo_model_free(a);
 }
 
-/* The small model's shape with another attention kind (infini: segments of 8, delta rule). */
-static struct mnemo_model *small_of_kind(int kind, uint64_t seed)
+/* The small model's shape with another attention kind (infini: segments of 8, delta rule),
+ * and the options opts besides (NULL: none). */
+static struct mnemo_model *small_of_kind_opts(int kind, uint64_t seed, const char *opts)
 {
     struct mnemo_model_config c;
     mnemo_model_config_default(&c);
@@ -564,61 +565,97 @@ static struct mnemo_model *small_of_kind(int kind, uint64_t seed)
     c.n_ctx = 32;
     c.vocab = MNEMO_TOK_VOCAB;
     c.attn_kind = kind;
-    if (kind == MNEMO_ATTN_KIND_INFINI) {
-        c.attn_segment = 8;
-        c.attn_mem_update = MNEMO_MEM_DELTA;
-    }
+    char o[256];
+    snprintf(o, sizeof(o), "%s%s%s", kind == MNEMO_ATTN_KIND_INFINI ? "segment=8,mem_update=delta" : "",
+             kind == MNEMO_ATTN_KIND_INFINI && opts ? "," : "", opts ? opts : "");
+    c.attn_opts = o;
     struct mnemo_model *m;
     assert_int_equal(mnemo_model_create(&m, &c), MNEMO_OK);
     mnemo_model_init(m, seed);
     return m;
 }
 
+static struct mnemo_model *small_of_kind(int kind, uint64_t seed)
+{
+    return small_of_kind_opts(kind, seed, NULL);
+}
+
 static struct mnemo_model *small_infini(void) { return small_of_kind(MNEMO_ATTN_KIND_INFINI, 11); }
 
-/* Training with write weights (mem_repeat): the weights are drawn per step from the seed, so a
- * resumed run equals the uninterrupted one bit for bit; they change the run (against
- * mem_repeat 0); they are refused for other kinds and out of range. */
+/* Training with write weights (the infini option mem_repeat): the weights are drawn per step
+ * from the seed, so a resumed run equals the uninterrupted one bit for bit (the option travels
+ * in the checkpoint); they change the run (against mem_repeat 0); they are refused for other
+ * kinds and out of range. The option set on a model (mnemo_model_set_attn_opts) and given at
+ * creation train alike. */
 static void test_mem_repeat(void **s)
 {
     (void)s;
     char tr[512], va[512];
     struct mnemo_train_config tc;
     struct mnemo_model *a = small_infini(), *plain = small_infini(), *b = small_infini();
+    struct mnemo_model *c = small_of_kind_opts(MNEMO_ATTN_KIND_INFINI, 11, "mem_repeat=1000");
     train_cfg(&tc, make_dir("run_rep_plain"), tr, va);
     tc.max_steps = 12;
     assert_int_equal(mnemo_train(plain, &tc, NULL, NULL), MNEMO_OK);
     train_cfg(&tc, make_dir("run_rep_a"), tr, va);
     tc.max_steps = 12;
-    tc.mem_repeat = 1000.0f;
+    assert_int_equal(mnemo_model_set_attn_opts(a, "mem_repeat=1000"), MNEMO_OK);
     assert_int_equal(mnemo_train(a, &tc, NULL, NULL), MNEMO_OK);
     assert_true(memcmp(a->params, plain->params, a->n_params * sizeof(float)) != 0);
+    train_cfg(&tc, make_dir("run_rep_c"), tr, va);
+    tc.max_steps = 12;
+    assert_int_equal(mnemo_train(c, &tc, NULL, NULL), MNEMO_OK);
+    assert_memory_equal(a->params, c->params, a->n_params * sizeof(float));
+    mnemo_model_free(c);
     const char *dir_b = make_dir("run_rep_b");
     train_cfg(&tc, dir_b, tr, va);
     tc.max_steps = 12;
-    tc.mem_repeat = 1000.0f;
+    assert_int_equal(mnemo_model_set_attn_opts(b, "mem_repeat=1000"), MNEMO_OK);
     stop_and_reload(&b, &tc, dir_b, 7);
+    assert_non_null(strstr(mnemo_model_get_config(b)->attn_opts, "mem_repeat=1000"));
     assert_int_equal(mnemo_train(b, &tc, NULL, NULL), MNEMO_OK);
     assert_memory_equal(a->params, b->params, a->n_params * sizeof(float));
-    /* validation after training reads the memory plainly (the weights are a training option) */
+    /* validation after training reads the memory plainly (the weights are training's): the
+     * model is left evaluating, and evaluates as one without the option */
     struct mnemo_eval_result e1, e2;
     assert_int_equal(mnemo_eval_file(b, va, 0, 0, 4, 0, &e1), MNEMO_OK);
-    assert_int_equal(mnemo_model_set_write_weights(b, NULL), MNEMO_OK);
+    mnemo_model_set_mode(b, 0, 0);
     assert_int_equal(mnemo_eval_file(b, va, 0, 0, 4, 0, &e2), MNEMO_OK);
     assert_true(e1.loss == e2.loss);
+    assert_int_equal(mnemo_model_set_attn_opts(b, "mem_repeat=0"), MNEMO_OK);
+    assert_int_equal(mnemo_eval_file(b, va, 0, 0, 4, 0, &e2), MNEMO_OK);
+    assert_true(e1.loss == e2.loss);
+    /* in training mode the weights apply: the loss of a window depends on the seed's draws
+     * and is the same for the same seed */
+    assert_int_equal(mnemo_model_set_attn_opts(b, "mem_repeat=1000"), MNEMO_OK);
+    struct mni_tokens tk;
+    assert_int_equal(mni_tokens_read(&tk, va), MNEMO_OK);
+    assert_true(tk.n >= 4 * 32 + 1);
+    uint16_t x[128], y[128];
+    for (int i = 0; i < 128; i++) x[i] = tk.tok[i], y[i] = tk.tok[i + 1];
+    mni_tokens_free(&tk);
+    float l_eval, l_s1, l_s1b, l_s2;
+    assert_int_equal(mnemo_model_forward(b, x, y, 4, 32, &l_eval), MNEMO_OK);
+    mnemo_model_set_mode(b, 1, 1);
+    assert_int_equal(mnemo_model_forward(b, x, y, 4, 32, &l_s1), MNEMO_OK);
+    assert_int_equal(mnemo_model_forward(b, x, y, 4, 32, &l_s1b), MNEMO_OK);
+    mnemo_model_set_mode(b, 1, 2);
+    assert_int_equal(mnemo_model_forward(b, x, y, 4, 32, &l_s2), MNEMO_OK);
+    printf("loss evaluating %.6f, training seed 1 %.6f, seed 2 %.6f\n", l_eval, l_s1, l_s2);
+    assert_true(l_s1 == l_s1b && l_s1 != l_eval && l_s1 != l_s2);
+    mnemo_model_set_mode(b, 0, 0);
+    float l_back;
+    assert_int_equal(mnemo_model_forward(b, x, y, 4, 32, &l_back), MNEMO_OK);
+    assert_true(l_back == l_eval);
     mnemo_model_free(b);
-    /* refused: another kind, a value below 1 */
+    /* refused: another kind, a value below 1 (named; nothing changes) */
     struct mnemo_model *d = small_model();
-    const float w[4] = {1, 2, 3, 4};
-    assert_int_equal(mnemo_model_set_write_weights(d, w), MNEMO_ERR_ARG);
-    assert_int_equal(mnemo_model_set_write_weights(d, NULL), MNEMO_OK);
-    train_cfg(&tc, make_dir("run_rep_bad"), tr, va);
-    tc.mem_repeat = 8.0f;
-    assert_int_equal(mnemo_train(d, &tc, NULL, NULL), MNEMO_ERR_ARG);
-    assert_non_null(strstr(mnemo_last_error(), "infini"));
-    tc.mem_repeat = 0.5f;
-    assert_int_equal(mnemo_train(a, &tc, NULL, NULL), MNEMO_ERR_ARG);
+    assert_int_equal(mnemo_model_set_attn_opts(d, "mem_repeat=8"), MNEMO_ERR_ARG);
     assert_non_null(strstr(mnemo_last_error(), "mem_repeat"));
+    assert_non_null(strstr(mnemo_last_error(), "dense"));
+    assert_int_equal(mnemo_model_set_attn_opts(a, "mem_repeat=0.5"), MNEMO_ERR_ARG);
+    assert_non_null(strstr(mnemo_last_error(), "mem_repeat"));
+    assert_non_null(strstr(mnemo_model_get_config(a)->attn_opts, "mem_repeat=1000"));
     mnemo_model_free(d);
     mnemo_model_free(plain);
     mnemo_model_free(a);
@@ -658,8 +695,14 @@ static void test_bad_train_config(void **s)
 }
 
 
-/* Pruned evaluation and the budget search on a small selective model trained briefly. */
+/* Pruned evaluation and the budget search on a small selective model trained briefly (with the
+ * memory loss). */
 static int n_rounds;
+static int sum_aux(const struct mnemo_train_event *ev, void *user)
+{
+    if (ev->kind == MNEMO_TRAIN_EV_STEP) *(double *)user += ev->aux_loss;
+    return 0;
+}
 static double worst_round;
 static void count_round(const int *b, int L, double loss, void *user)
 {
@@ -668,27 +711,56 @@ static void count_round(const int *b, int L, double loss, void *user)
     worst_round = loss > worst_round ? loss : worst_round;
 }
 
+/* The loss of the token file at path streamed through sessions with per-layer budgets b (two
+ * layers): the session option budget=b0/b1. */
+static enum mnemo_status eval_pruned(struct mnemo_model *m, const char *path, const int *b,
+                                     struct mnemo_eval_result *res)
+{
+    char o[64];
+    snprintf(o, sizeof(o), "budget=%d/%d", b[0], b[1]);
+    struct mnemo_session_config sc;
+    mnemo_session_config_default(&sc);
+    sc.attn_opts = o;
+    return mnemo_eval_file_session(m, path, 0, &sc, 0, res);
+}
+
 static void test_pruned_eval_and_search(void **s)
 {
     (void)s;
-    struct mnemo_model *m = small_of_kind(MNEMO_ATTN_KIND_SELECTIVE, 3);
+    struct mnemo_model *m = small_of_kind_opts(MNEMO_ATTN_KIND_SELECTIVE, 3, "mem_eps=0.1");
     struct mnemo_train_config tc;
     char tr[512], va[512];
     train_cfg(&tc, make_dir("run_prune"), tr, va);
     tc.max_steps = 30;
-    tc.mem_eps = 0.1f;
-    assert_int_equal(mnemo_train(m, &tc, NULL, NULL), MNEMO_OK);
+    double aux_sum = 0;
+    assert_int_equal(mnemo_train(m, &tc, sum_aux, &aux_sum), MNEMO_OK);
+    printf("mean aux loss over the steps %.6g\n", aux_sum / tc.max_steps);
+    assert_true(aux_sum > 0); /* the memory loss was on */
+    {   /* the log's steps carry it as aux_loss */
+        char lp[600];
+        snprintf(lp, sizeof(lp), "%s/log.jsonl", tc.out_dir);
+        size_t n;
+        unsigned char *log = tu_read_file(lp, &n);
+        assert_non_null(log);
+        char *text = calloc(n + 1, 1);
+        memcpy(text, log, n);
+        assert_non_null(strstr(text, "\"type\":\"step\""));
+        assert_non_null(strstr(text, "\"aux_loss\":"));
+        assert_null(strstr(text, "mem_loss"));
+        free(text);
+        free(log);
+    }
     /* budgets as long as the window: the session's loss is the batched forward's */
     struct mnemo_eval_result full, pr;
     assert_int_equal(mnemo_eval_file(m, va, 0, 0, 4, 0, &full), MNEMO_OK);
     const int wide[2] = {32, 32};
-    assert_int_equal(mnemo_eval_file_pruned(m, va, 0, wide, 0.0f, 0, &pr), MNEMO_OK);
+    assert_int_equal(eval_pruned(m, va, wide, &pr), MNEMO_OK);
     printf("unpruned %.6f, through the session %.6f\n", full.loss, pr.loss);
     assert_int_equal(pr.tokens, full.tokens);
     assert_true(fabs(pr.loss - full.loss) < 1e-4 * full.loss);
     /* tight budgets cost something */
     const int tight[2] = {2, 2};
-    assert_int_equal(mnemo_eval_file_pruned(m, va, 0, tight, 0.0f, 0, &pr), MNEMO_OK);
+    assert_int_equal(eval_pruned(m, va, tight, &pr), MNEMO_OK);
     assert_true(pr.loss > full.loss);
     /* the search: every committed point and the result keep the loss within the target, it
      * shrank something, and no layer of the result can shrink by the factor once more */
@@ -700,13 +772,13 @@ static void test_pruned_eval_and_search(void **s)
     printf("budgets %d,%d after %d rounds\n", b[0], b[1], n_rounds);
     assert_true(b[0] >= 2 && b[0] <= 32 && b[1] >= 2 && b[1] <= 32 && b[0] + b[1] < 64);
     assert_true(n_rounds >= 2 && worst_round <= target);
-    assert_int_equal(mnemo_eval_file_pruned(m, va, 0, b, 0.0f, 0, &pr), MNEMO_OK);
+    assert_int_equal(eval_pruned(m, va, b, &pr), MNEMO_OK);
     assert_true(pr.loss <= target);
     for (int l = 0; l < 2; l++) {
         if (b[l] == 2) continue;
         int tb[2] = {b[0], b[1]};
         tb[l] = b[l] / 2;
-        assert_int_equal(mnemo_eval_file_pruned(m, va, 0, tb, 0.0f, 0, &pr), MNEMO_OK);
+        assert_int_equal(eval_pruned(m, va, tb, &pr), MNEMO_OK);
         assert_true(pr.loss > target);
     }
     /* refusals: a target below the unpruned loss, a bad factor, a dense model */

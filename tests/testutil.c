@@ -139,6 +139,52 @@ struct mnemo_attn_io tu_attn_io(struct tu_attn_bufs *b)
     return io;
 }
 
+struct mnemo_attn_cfg tu_attn_cfg(int kind, int NH, int HS, int n_ctx, int rope)
+{
+    struct mnemo_attn_cfg c;
+    memset(&c, 0, sizeof(c));
+    c.kind = kind;
+    c.n_head = NH;
+    c.head_dim = HS;
+    c.n_ctx = n_ctx;
+    c.rope = rope;
+    c.rope_theta = 10000.0f;
+    c.n_layer = 1;
+    c.causal = 1;
+    const struct mnemo_attn_ops *ops = mnemo_attn_ops_get(kind);
+    for (int i = 0; ops && i < ops->n_opts; i++) c.opt[i] = ops->opts[i].def;
+    return c;
+}
+
+void tu_attn_model_config(struct mnemo_model_config *mc, int kind, int NH, int HS, int n_ctx,
+                          int rope, int n_layer)
+{
+    mnemo_model_config_default(mc);
+    mc->attn_kind = kind;
+    mc->n_head = NH;
+    mc->d_model = NH * HS;
+    mc->n_ctx = n_ctx;
+    mc->n_layer = n_layer;
+    mc->pos = rope ? MNEMO_POS_ROPE : MNEMO_POS_LEARNED;
+    mc->rope_theta = 10000.0f;
+}
+
+enum mnemo_status tu_attn_step(const struct mnemo_attn_ops *ops, const struct mnemo_attn_cfg *cfg,
+                               void *state, const float *const *params, float *out,
+                               const float *qkv, int n, void *scratch)
+{
+    struct mnemo_attn_step st;
+    memset(&st, 0, sizeof(st));
+    st.n = n;
+    st.layer = 0;
+    st.state = state;
+    st.params = params;
+    st.qkv = qkv;
+    st.out = out;
+    st.scratch = scratch;
+    return ops->step(cfg, &st);
+}
+
 unsigned char *tu_read_file(const char *path, size_t *n)
 {
     FILE *fp = fopen(path, "rb");

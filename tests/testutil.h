@@ -43,6 +43,18 @@ void tu_attn_bufs_init(struct tu_attn_bufs *b, const struct mnemo_attn_ops *ops,
 void tu_attn_bufs_free(struct tu_attn_bufs *b);
 /* An io over b's buffers (params, dparams NULL). */
 struct mnemo_attn_io tu_attn_io(struct tu_attn_bufs *b);
+/* A cfg of kind built by hand, not validated (tests of validate need impossible ones): the
+ * shape, one layer, causal, RoPE base 10000, and every option at its table's default (a memset
+ * cfg would hold 0 for options whose default is not 0). */
+struct mnemo_attn_cfg tu_attn_cfg(int kind, int NH, int HS, int n_ctx, int rope);
+/* A model config (mnemo_model_config_default otherwise) whose attention cfg has this shape, for
+ * mnemo_attn_cfg_make. */
+void tu_attn_model_config(struct mnemo_model_config *mc, int kind, int NH, int HS, int n_ctx,
+                          int rope, int n_layer);
+/* One ops->step() of n tokens (layer 0). */
+enum mnemo_status tu_attn_step(const struct mnemo_attn_ops *ops, const struct mnemo_attn_cfg *cfg,
+                               void *state, const float *const *params, float *out,
+                               const float *qkv, int n, void *scratch);
 
 #define TU_ASSERT_CLOSE(label, got, want, n, atol, rtol)                                        \
     assert_true(tu_close((label), (got), (want), (n), (atol), (rtol)))

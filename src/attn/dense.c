@@ -622,13 +622,42 @@ static enum mnemo_status dense_validate(const struct mnemo_attn_cfg *cfg)
     if (cfg->rope && !(cfg->rope_theta > 1.0f && isfinite(cfg->rope_theta)))
         return mni_err(MNEMO_ERR_ARG, "dense: rope_theta must be finite and > 1, got %g",
                        (double)cfg->rope_theta);
-    if (cfg->budget != 0 || cfg->threshold != 0.0f)
-        return mni_err(MNEMO_ERR_ARG, "dense: the cache cannot be pruned (budget %d, threshold %g): "
-                       "pruning needs the selective kind", cfg->budget, (double)cfg->threshold);
+    if (mni_dense_sinks(cfg) > 0 && mni_dense_window(cfg) == 0)
+        return mni_err(MNEMO_ERR_ARG, "dense attention: option sinks = %d needs a window (option "
+                       "window > 0)", mni_dense_sinks(cfg));
     return MNEMO_OK;
 }
 
-static size_t dense_n_params(const struct mnemo_attn_cfg *cfg) { return 0; }
+/* Session options (StreamingLLM, Xiao et al. 2023): a dense model streams in bounded memory by
+ * keeping the first `sinks` keys and the last `window`. Training is not affected. */
+static const struct mnemo_attn_opt dense_opts[] = {
+    [MNI_DENSE_OPT_WINDOW] = {"window", MNEMO_ATTN_OPT_INT, MNEMO_ATTN_SCOPE_SESSION, 0, 0, 0,
+                              1 << 22, NULL,
+                              "a session keeps only the last `window` keys (and the first "
+                              "`sinks`): bounded, streams past n_ctx (0 = every key, full at "
+                              "n_ctx)"},
+    [MNI_DENSE_OPT_SINKS] = {"sinks", MNEMO_ATTN_OPT_INT, MNEMO_ATTN_SCOPE_SESSION, 0, 0, 0,
+                             1 << 16, NULL,
+                             "with a window: the first tokens a session keeps forever "
+                             "(attention sinks)"},
+    [MNI_DENSE_OPT_POSITIONS] = {"positions", MNEMO_ATTN_OPT_ENUM, MNEMO_ATTN_SCOPE_SESSION, 0,
+                                 0, 0, 1, "cache|absolute",
+                                 "with a window: RoPE positions counted within the kept cache "
+                                 "(StreamingLLM) or in the whole stream"},
+};
+_Static_assert(sizeof(dense_opts) / sizeof(dense_opts[0]) == MNI_DENSE_OPT_COUNT, "dense_opts");
+
+static uint32_t dense_caps(const struct mnemo_attn_cfg *cfg)
+{
+    return MNEMO_ATTN_CAP_CAUSAL | MNEMO_ATTN_CAP_STEP | MNEMO_ATTN_CAP_STEP_EXACT |
+           MNEMO_ATTN_CAP_TRAIN | (mni_dense_window(cfg) > 0 ? MNEMO_ATTN_CAP_BOUNDED : 0);
+}
+
+/* QK^T and PV over the (T + 1) / 2 keys a query sees on average: 2 products x 2 FLOPs each. */
+static double dense_flops(const struct mnemo_attn_cfg *cfg, int T)
+{
+    return 4.0 * cfg->n_head * cfg->head_dim * ((T + 1) / 2.0);
+}
 
 static size_t dense_act_bytes(const struct mnemo_attn_cfg *cfg, int B, int T)
 {
@@ -638,8 +667,7 @@ static size_t dense_act_bytes(const struct mnemo_attn_cfg *cfg, int B, int T)
 }
 
 /* Backward scratch: dO re-laid per head (B,NH,T,HSP), the dq accumulators of the single-pass
- * mode (B,NH,T,HSP) and D (B,NH,T); the reference path needs its own (serial, one head at a
- * time), so the larger of the two is declared. */
+ * mode (B,NH,T,HSP) and D (B,NH,T). */
 static size_t fast_scratch_bytes(const struct mnemo_attn_cfg *cfg, int B, int T,
                                  size_t *off_dq, size_t *off_D)
 {
@@ -661,9 +689,7 @@ static int single_pass_ok(long nbh, int nthr)
 
 static size_t dense_scratch_bytes(const struct mnemo_attn_cfg *cfg, int B, int T)
 {
-    size_t f = fast_scratch_bytes(cfg, B, T, NULL, NULL);
-    size_t r = mni_dense_ref_scratch_bytes(cfg, B, T);
-    return f > r ? f : r;
+    return fast_scratch_bytes(cfg, B, T, NULL, NULL);
 }
 
 /* Bad buffers are input errors (a message, MNEMO_ERR_ARG), not crashes. Buffer sizes cannot be
@@ -682,8 +708,6 @@ static enum mnemo_status check_io(const struct mnemo_attn_cfg *cfg,
     if (backward && (!io->qkv || !io->act || !io->out || !io->dout || !io->dqkv || !io->scratch))
         return mni_err(MNEMO_ERR_ARG,
                        "dense: backward needs qkv, out, dout, dqkv, act and scratch buffers");
-    if (!backward && cfg->use_ref && !io->scratch)
-        return mni_err(MNEMO_ERR_ARG, "dense: the reference forward needs a scratch buffer");
     return MNEMO_OK;
 }
 
@@ -732,7 +756,6 @@ static enum mnemo_status dense_forward(const struct mnemo_attn_cfg *cfg,
 {
     enum mnemo_status st = check_io(cfg, io, 0);
     if (st != MNEMO_OK) return st;
-    if (cfg->use_ref) return mni_dense_ref_forward(cfg, io);
 
     const int B = io->B, T = io->T, NH = cfg->n_head, HS = cfg->head_dim;
     const int HSP = mni_dense_hsp(HS);
@@ -789,7 +812,6 @@ static enum mnemo_status dense_backward(const struct mnemo_attn_cfg *cfg,
 {
     enum mnemo_status st = check_io(cfg, io, 1);
     if (st != MNEMO_OK) return st;
-    if (cfg->use_ref) return mni_dense_ref_backward(cfg, io);
 
     const int B = io->B, T = io->T, NH = cfg->n_head, HS = cfg->head_dim;
     const int HSP = mni_dense_hsp(HS);
@@ -879,7 +901,7 @@ static enum mnemo_status dense_backward(const struct mnemo_attn_cfg *cfg,
 /* The bound: n_ctx slots of rotated k and of v for every head, whatever the stream length. */
 static size_t dense_state_bytes(const struct mnemo_attn_cfg *cfg)
 {
-    size_t kv = mni_mul(mni_mul((size_t)cfg->n_head, (size_t)cfg->n_ctx),
+    size_t kv = mni_mul(mni_mul((size_t)cfg->n_head, (size_t)mni_dense_slots(cfg)),
                         mni_mul((size_t)mni_dense_hsp(cfg->head_dim), sizeof(float)));
     return mni_add(mni_dense_state_hdr_bytes(), mni_mul(2, mni_align64(kv)));
 }
@@ -889,39 +911,43 @@ static void dense_state_init(const struct mnemo_attn_cfg *cfg, void *state)
 {
     struct mni_dense_state *st = state;
     st->count = 0;
-    st->n_ctx = cfg->n_ctx;
+    st->n_ctx = mni_dense_slots(cfg);
 }
 
-/* Header + the count filled slots of k and v: what a session actually holds. */
+/* Header + the filled slots of k and v: what a session actually holds. */
 static size_t dense_state_live_bytes(const struct mnemo_attn_cfg *cfg, const void *state)
 {
     const struct mni_dense_state *st = state;
-    size_t kv = mni_mul(mni_mul((size_t)cfg->n_head, (size_t)st->count),
+    const int64_t held = st->count < st->n_ctx ? st->count : st->n_ctx;
+    size_t kv = mni_mul(mni_mul((size_t)cfg->n_head, (size_t)held),
                         mni_mul((size_t)mni_dense_hsp(cfg->head_dim), sizeof(float)));
     return mni_add(mni_dense_state_hdr_bytes(), mni_mul(2, kv));
 }
 
-/* Step scratch (floats, 64-byte aligned sections): cs (n,HS/2,2), q (NH,n,HSP) and, for the
- * one-row path, a row of scores per head (NH,n_ctx). The reference needs its own. */
+/* Step scratch (floats, 64-byte aligned sections): cs (n,HS/2,2), q (NH,n,HSP), for the
+ * one-row path a row of scores per head (NH,slots), and with a window the keys rotated at their
+ * cache positions (NH,slots,HSP). The reference needs its own. */
 struct step_lay {
-    size_t q, row, total;
+    size_t q, row, kr, total;
 };
 static void step_layout(struct step_lay *lay, const struct mnemo_attn_cfg *cfg, int n)
 {
     size_t HSP = (size_t)mni_dense_hsp(cfg->head_dim), NH = (size_t)cfg->n_head;
+    const size_t S = (size_t)mni_dense_slots(cfg);
     lay->q = mni_align64(mni_mul(mni_mul((size_t)n, (size_t)cfg->head_dim), sizeof(float)));
     lay->row = mni_add(lay->q, mni_align64(mni_mul(mni_mul(NH, (size_t)n),
                                                    mni_mul(HSP, sizeof(float)))));
-    lay->total = mni_add(lay->row, mni_align64(mni_mul(mni_mul(NH, (size_t)cfg->n_ctx),
-                                                       sizeof(float))));
+    lay->kr = mni_add(lay->row, mni_align64(mni_mul(mni_mul(NH, S), sizeof(float))));
+    lay->total = mni_add(lay->kr, mni_dense_window(cfg) > 0
+                                      ? mni_align64(mni_mul(mni_mul(NH, S), mni_mul(HSP, sizeof(float))))
+                                      : 0);
 }
 
 static size_t dense_step_scratch_bytes(const struct mnemo_attn_cfg *cfg, int n)
 {
     struct step_lay lay;
     step_layout(&lay, cfg, n < 1 ? 1 : n);
-    size_t r = mni_dense_ref_step_scratch_bytes(cfg, n);
-    return lay.total > r ? lay.total : r;
+    return lay.total;
 }
 
 #if MNI_HAVE_AVX2
@@ -1015,28 +1041,121 @@ static void dec_row(float *o, float *row, const float *q, const float *K, const 
  * count + t) sees cache slots 0 .. count + t. The keys are rotated once, at their own
  * position, when they enter the cache; queries are rotated at theirs. Decoding (n < DEC_MAX)
  * runs one row per (head, token); longer chunks reuse the forward's strip kernel. */
-static enum mnemo_status dense_step(const struct mnemo_attn_cfg *cfg, void *state,
-                                    const float *params, float *out, const float *qkv, int n,
-                                    void *scratch)
+/* The checks every step() of the kind (fast or reference) makes before it changes the state. */
+static enum mnemo_status check_step(const struct mnemo_attn_cfg *cfg,
+                                    const struct mnemo_attn_step *s)
 {
     enum mnemo_status rc = dense_validate(cfg);
     if (rc != MNEMO_OK) return rc;
+    const void *state = s->state, *out = s->out, *qkv = s->qkv, *scratch = s->scratch;
+    const int n = s->n;
     if (!state || !out || !qkv || !scratch)
         return mni_err(MNEMO_ERR_ARG, "dense: step needs state, out, qkv and scratch buffers");
     if (n < 1) return mni_err(MNEMO_ERR_ARG, "dense: step needs n >= 1 tokens, got %d", n);
-    struct mni_dense_state *st = state;
-    if (st->n_ctx != cfg->n_ctx || st->count < 0 || st->count > st->n_ctx)
+    const struct mni_dense_state *st = state;
+    const int windowed = mni_dense_window(cfg) > 0;
+    if (st->n_ctx != mni_dense_slots(cfg) || st->count < 0 || (!windowed && st->count > st->n_ctx))
         return mni_err(MNEMO_ERR_ARG,
-                       "dense: state not initialised for this cfg (n_ctx %lld vs %d, count %lld)",
-                       (long long)st->n_ctx, cfg->n_ctx, (long long)st->count);
-    if (st->count + n > st->n_ctx)
+                       "dense: state not initialised for this cfg (slots %lld vs %d, count %lld)",
+                       (long long)st->n_ctx, mni_dense_slots(cfg), (long long)st->count);
+    if (!windowed && st->count + n > st->n_ctx)
         return mni_err(MNEMO_ERR_FULL,
                        "dense: KV cache full: %lld tokens held + %d new > n_ctx %d",
                        (long long)st->count, n, cfg->n_ctx);
-    if (cfg->use_ref) {
-        mni_dense_ref_step(cfg, state, out, qkv, n, scratch);
+    return MNEMO_OK;
+}
+
+int64_t mni_dense_slot(const struct mnemo_attn_cfg *cfg, int64_t pos)
+{
+    const int64_t g = mni_dense_sinks(cfg), W = mni_dense_window(cfg);
+    return W == 0 || pos < g ? pos : g + (pos - g) % W;
+}
+
+int64_t mni_dense_slot_pos(const struct mnemo_attn_cfg *cfg, int64_t count, int64_t slot)
+{
+    const int64_t g = mni_dense_sinks(cfg), W = mni_dense_window(cfg);
+    if (W == 0 || slot < g) return slot;
+    const int64_t first = count - W > g ? count - W : g; /* the oldest held position >= g */
+    return first + (((slot - g) - (first - g) % W) % W + W) % W;
+}
+
+int64_t mni_dense_rank(const struct mnemo_attn_cfg *cfg, int64_t count, int64_t pos)
+{
+    const int64_t g = mni_dense_sinks(cfg), W = mni_dense_window(cfg);
+    if (W == 0 || pos < g) return pos;
+    const int64_t first = count - W > g ? count - W : g;
+    return g + (pos - first);
+}
+
+/* A windowed session (options window, sinks, positions), token by token: the new key and value
+ * enter their slot (the first `sinks` positions stay, the others share a ring of `window`
+ * slots), then the query attends over every held slot. With positions=absolute keys are rotated
+ * once at their stream position as they enter (the query at its own); with positions=cache
+ * (StreamingLLM) keys are kept unrotated and every step rotates the held ones at their rank in
+ * the cache (sinks 0..g-1, then the window oldest first) and the query at the last rank. */
+static void windowed_step(const struct mnemo_attn_cfg *cfg, struct mnemo_attn_step *sa)
+{
+    struct mni_dense_state *st = sa->state;
+    const int NH = cfg->n_head, HS = cfg->head_dim, HSP = mni_dense_hsp(HS);
+    const size_t C = (size_t)NH * HS, S = (size_t)st->n_ctx;
+    const int absolute = mni_dense_absolute(cfg);
+    struct step_lay lay;
+    step_layout(&lay, cfg, 1);
+    float *cs = (float *)sa->scratch;                             // (HS/2,2)
+    float *q = (float *)((char *)sa->scratch + lay.q);            // (HSP)
+    float *row = (float *)((char *)sa->scratch + lay.row);        // (S)
+    float *kr = (float *)((char *)sa->scratch + lay.kr);          // (NH,S,HSP)
+    float *kc = (float *)((char *)sa->state + mni_dense_state_hdr_bytes()); // (NH,S,HSP)
+    float *vc = kc + (size_t)NH * S * HSP;
+    const float qscale = (float)(LOG2E / sqrt((double)HS));
+    for (int t = 0; t < sa->n; t++) {
+        const int64_t pos = st->count, slot = mni_dense_slot(cfg, pos);
+        const int64_t held = pos + 1 < (int64_t)S ? pos + 1 : (int64_t)S;
+        const float *x = sa->qkv + (size_t)t * 3 * C;
+        if (cfg->rope && absolute)
+            for (int i = 0; i < HS / 2; i++)
+                mni_rope_cs(&cs[2 * i], &cs[2 * i + 1], (int)pos, i, HS, cfg->rope_theta);
+        for (int h = 0; h < NH; h++) {
+            const size_t r = ((size_t)h * S + (size_t)slot) * HSP;
+            load_head(kc + r, x + C + (size_t)h * HS, cfg->rope && absolute ? cs : NULL, HS, HSP, 1.0f);
+            load_head(vc + r, x + 2 * C + (size_t)h * HS, NULL, HS, HSP, 1.0f);
+        }
+        st->count++;
+        if (cfg->rope && !absolute) { /* the held keys at their ranks; the query at the last */
+            for (int64_t s = 0; s < held; s++) {
+                const int64_t rank = mni_dense_rank(cfg, st->count, mni_dense_slot_pos(cfg, st->count, s));
+                float c2[2 * 128 > 2 ? 2 * 128 : 2];
+                for (int i = 0; i < HS / 2; i++) mni_rope_cs(&c2[2 * i], &c2[2 * i + 1], (int)rank, i, HS, cfg->rope_theta);
+                for (int h = 0; h < NH; h++) {
+                    const size_t r = ((size_t)h * S + (size_t)s) * HSP;
+                    load_head(kr + r, kc + r, c2, HS, HSP, 1.0f);
+                }
+            }
+            for (int i = 0; i < HS / 2; i++)
+                mni_rope_cs(&cs[2 * i], &cs[2 * i + 1], (int)(held - 1), i, HS, cfg->rope_theta);
+        }
+        const float *K = cfg->rope && !absolute ? kr : kc;
+        for (int h = 0; h < NH; h++) {
+            load_head(q, x + (size_t)h * HS, cfg->rope ? cs : NULL, HS, HSP, qscale);
+            dec_row(sa->out + (size_t)t * C + (size_t)h * HS, row, q, K + (size_t)h * S * HSP,
+                    vc + (size_t)h * S * HSP, (int)held, HS, HSP);
+        }
+    }
+}
+
+static enum mnemo_status dense_step(const struct mnemo_attn_cfg *cfg, struct mnemo_attn_step *sa)
+{
+    enum mnemo_status rc = check_step(cfg, sa);
+    if (rc != MNEMO_OK) return rc;
+    if (mni_dense_window(cfg) > 0) {
+        windowed_step(cfg, sa);
         return MNEMO_OK;
     }
+    struct mni_dense_state *st = sa->state;
+    void *state = sa->state, *scratch = sa->scratch;
+    float *out = sa->out;
+    const float *qkv = sa->qkv;
+    const int n = sa->n;
 
     const int NH = cfg->n_head, HS = cfg->head_dim, HSP = mni_dense_hsp(HS);
     const size_t C = (size_t)NH * HS, n_ctx = (size_t)cfg->n_ctx;
@@ -1098,11 +1217,42 @@ static enum mnemo_status dense_step(const struct mnemo_attn_cfg *cfg, void *stat
     return MNEMO_OK;
 }
 
+/* The reference: the same option table, checks and state layout; the computing slots are
+ * dense_ref.c's. */
+static size_t ref_scratch_bytes(const struct mnemo_attn_cfg *cfg, int B, int T)
+{
+    return mni_dense_ref_scratch_bytes(cfg, B, T);
+}
+
+static enum mnemo_status ref_forward(const struct mnemo_attn_cfg *cfg, struct mnemo_attn_io *io)
+{
+    enum mnemo_status st = check_io(cfg, io, 0);
+    if (st == MNEMO_OK && !io->scratch)
+        st = mni_err(MNEMO_ERR_ARG, "dense: the reference forward needs a scratch buffer");
+    return st != MNEMO_OK ? st : mni_dense_ref_forward(cfg, io);
+}
+
+static enum mnemo_status ref_backward(const struct mnemo_attn_cfg *cfg, struct mnemo_attn_io *io)
+{
+    enum mnemo_status st = check_io(cfg, io, 1);
+    return st != MNEMO_OK ? st : mni_dense_ref_backward(cfg, io);
+}
+
+static enum mnemo_status ref_step(const struct mnemo_attn_cfg *cfg, struct mnemo_attn_step *s)
+{
+    enum mnemo_status rc = check_step(cfg, s);
+    if (rc == MNEMO_OK) mni_dense_ref_step(cfg, s->state, s->out, s->qkv, s->n, s->scratch);
+    return rc;
+}
+
 const struct mnemo_attn_ops mni_attn_dense = {
     .api_version = MNEMO_ATTN_API_VERSION,
     .name = "dense",
+    .opts = dense_opts,
+    .n_opts = MNI_DENSE_OPT_COUNT,
+    .caps = dense_caps,
     .validate = dense_validate,
-    .n_params = dense_n_params,
+    .flops_per_token = dense_flops,
     .act_bytes = dense_act_bytes,
     .scratch_bytes = dense_scratch_bytes,
     .forward = dense_forward,
@@ -1111,5 +1261,25 @@ const struct mnemo_attn_ops mni_attn_dense = {
     .step_scratch_bytes = dense_step_scratch_bytes,
     .state_init = dense_state_init,
     .step = dense_step,
+    .state_live_bytes = dense_state_live_bytes,
+};
+
+const struct mnemo_attn_ops mni_attn_dense_ref = {
+    .api_version = MNEMO_ATTN_API_VERSION,
+    .name = "dense",
+    .is_ref = 1,
+    .opts = dense_opts,
+    .n_opts = MNI_DENSE_OPT_COUNT,
+    .caps = dense_caps,
+    .validate = dense_validate,
+    .flops_per_token = dense_flops,
+    .act_bytes = dense_act_bytes,
+    .scratch_bytes = ref_scratch_bytes,
+    .forward = ref_forward,
+    .backward = ref_backward,
+    .state_bytes = dense_state_bytes,
+    .step_scratch_bytes = mni_dense_ref_step_scratch_bytes,
+    .state_init = dense_state_init,
+    .step = ref_step,
     .state_live_bytes = dense_state_live_bytes,
 };

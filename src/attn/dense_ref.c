@@ -1,5 +1,5 @@
 /*
- * dense_ref.c -- the naive reference of the dense causal attention kind (cfg->use_ref = 1).
+ * dense_ref.c -- the naive reference of the dense causal attention kind (mni_attn_dense_ref).
  *
  * Plain loops in double precision, written to be obviously right rather than fast; the tests
  * compare the tiled kernels of dense.c against it, and check its gradients against finite
@@ -213,15 +213,81 @@ enum mnemo_status mni_dense_ref_backward(const struct mnemo_attn_cfg *cfg,
 
 /* ---- streaming ----------------------------------------------------------------------------- */
 
-/* scratch (doubles): rq (HS), row (n_ctx). */
+/* scratch (doubles): rq (HS), rk (HS, with a window), row (n_ctx, or the window's slots). */
 size_t mni_dense_ref_step_scratch_bytes(const struct mnemo_attn_cfg *cfg, int n)
 {
-    return mni_mul(mni_add((size_t)cfg->head_dim, (size_t)cfg->n_ctx), sizeof(double));
+    const size_t S = (size_t)mni_dense_slots(cfg) > (size_t)cfg->n_ctx ? (size_t)mni_dense_slots(cfg)
+                                                                      : (size_t)cfg->n_ctx;
+    return mni_mul(mni_add(2 * (size_t)cfg->head_dim, S), sizeof(double));
+}
+
+/* A windowed session (options window, sinks, positions; dense.c's windowed_step has the rules),
+ * with the same state layout, in double: the new key enters its slot (rotated at its stream
+ * position, or unrotated for positions=cache), and the query attends over every held slot, keys
+ * rotated here at their rank in the cache when positions=cache. */
+static void windowed_ref_step(const struct mnemo_attn_cfg *cfg, void *state, float *out,
+                              const float *qkv, int n, void *scratch)
+{
+    const int NH = cfg->n_head, HS = cfg->head_dim, HSP = mni_dense_hsp(HS);
+    const size_t C = (size_t)NH * HS;
+    struct mni_dense_state *st = state;
+    const size_t S = (size_t)st->n_ctx;
+    const int absolute = mni_dense_absolute(cfg);
+    const double scale = 1.0 / sqrt((double)HS);
+    float *kc = (float *)((char *)state + mni_dense_state_hdr_bytes()); // (NH,S,HSP)
+    float *vc = kc + (size_t)NH * S * HSP;
+    double *rq = scratch, *rk = rq + HS, *row = rk + HS;
+    for (int t = 0; t < n; t++) {
+        const int64_t pos = st->count, slot = mni_dense_slot(cfg, pos);
+        const float *x = qkv + (size_t)t * 3 * C;
+        for (int h = 0; h < NH; h++) {
+            for (int d = 0; d < HS; d++) rk[d] = x[C + (size_t)h * HS + d];
+            if (absolute) rot_d(rk, (int)pos, cfg, +1);
+            float *kr = kc + ((size_t)h * S + (size_t)slot) * HSP;
+            float *vr = vc + ((size_t)h * S + (size_t)slot) * HSP;
+            for (int d = 0; d < HSP; d++) {
+                kr[d] = d < HS ? (float)rk[d] : 0.0f;
+                vr[d] = d < HS ? x[2 * C + (size_t)h * HS + d] : 0.0f;
+            }
+        }
+        st->count++;
+        const int64_t held = st->count < (int64_t)S ? st->count : (int64_t)S;
+        for (int h = 0; h < NH; h++) {
+            for (int d = 0; d < HS; d++) rq[d] = x[(size_t)h * HS + d];
+            rot_d(rq, absolute ? (int)pos : (int)(held - 1), cfg, +1);
+            double m = -INFINITY, l = 0;
+            for (int64_t j = 0; j < held; j++) {
+                const float *k = kc + ((size_t)h * S + (size_t)j) * HSP;
+                for (int d = 0; d < HS; d++) rk[d] = k[d];
+                if (!absolute)
+                    rot_d(rk, (int)mni_dense_rank(cfg, st->count, mni_dense_slot_pos(cfg, st->count, j)),
+                          cfg, +1);
+                double sc = 0;
+                for (int d = 0; d < HS; d++) sc += rq[d] * rk[d];
+                row[j] = sc * scale;
+                if (row[j] > m) m = row[j];
+            }
+            for (int64_t j = 0; j < held; j++) {
+                row[j] = exp(row[j] - m);
+                l += row[j];
+            }
+            float *o = out + (size_t)t * C + (size_t)h * HS;
+            for (int d = 0; d < HS; d++) {
+                double acc = 0;
+                for (int64_t j = 0; j < held; j++) acc += row[j] * vc[((size_t)h * S + (size_t)j) * HSP + d];
+                o[d] = (float)(acc / l);
+            }
+        }
+    }
 }
 
 void mni_dense_ref_step(const struct mnemo_attn_cfg *cfg, void *state, float *out,
                         const float *qkv, int n, void *scratch)
 {
+    if (mni_dense_window(cfg) > 0) {
+        windowed_ref_step(cfg, state, out, qkv, n, scratch);
+        return;
+    }
     const int NH = cfg->n_head, HS = cfg->head_dim, HSP = mni_dense_hsp(HS);
     const size_t C = (size_t)NH * HS, n_ctx = (size_t)cfg->n_ctx;
     const double scale = 1.0 / sqrt((double)HS);

@@ -11,7 +11,7 @@
  *     A      = A_dot                                           for s = 0 (empty memory)
  *     M_{s+1} = M_s + sigma(K)^T U,  z_{s+1} = z_s + sum_t sigma(k_t)            (Eq. 8, 9)
  *              U = V (linear), or U = V - sigma(K) M_s / max(sigma(K) z_s, eps) (delta, s >= 1)
- * with M_0 = 0, z_0 = 0. beta (one per head) is the kind's only parameter (n_params = NH).
+ * with M_0 = 0, z_0 = 0. beta (one per head, tensor "gate") is the kind's only parameter.
  *
  * Forward: the local attention of every segment is the dense kind's forward over windows of N
  * tokens (a segment is a window starting at position 0, so the dense kernels, their RoPE table
@@ -35,9 +35,11 @@
  * Every task writes its own rows of dqkv (after the dense backward wrote them) and its own
  * partial dbeta; the partials are summed in a fixed order: deterministic for any thread count.
  *
- * Write weights (training only, io->write_w): segment s of window b is folded with a weight
- * c = w[b S + s], M_{s+1} = M_s + c sigma(K)^T U, z_{s+1} = z_s + c sum_t sigma(k_t), so dU and
- * dsigma(k) of the fold carry a factor c; the identity path of M, z does not.
+ * Write weights (training only, option mem_repeat = R > 1): segment s of window b is folded
+ * with a weight c = w[b S + s] drawn log-uniformly from [1, R] with the call's seed
+ * (mni_inf_write_weights), M_{s+1} = M_s + c sigma(K)^T U, z_{s+1} = z_s + c sum_t sigma(k_t),
+ * as if the segment had occurred c times; so dU and dsigma(k) of the fold carry a factor c; the
+ * identity path of M, z does not. Forward saves the weights in act for backward.
  *
  * Streaming: the state is M, z and the current segment (its unrotated keys and values, and a
  * dense state of N slots for the local attention): constant in the stream length. When the
@@ -211,9 +213,22 @@ static void mem_fold(float *restrict Mn, float *restrict zn, const float *M, con
 }
 
 /* The write weight of segment s of window b (S segments per window): 1 without weights. */
-static inline float write_weight(const struct mnemo_attn_io *io, int b, int S, int s)
+static inline float write_weight(const float *ww, int b, int S, int s)
 {
-    return io->write_w ? io->write_w[(size_t)b * S + s] : 1.0f;
+    return ww ? ww[(size_t)b * S + s] : 1.0f;
+}
+
+int mni_inf_write_weights(const struct mnemo_attn_cfg *cfg, const struct mnemo_attn_io *io,
+                          float *w)
+{
+    if (!mni_inf_weighted(cfg, io)) return 0;
+    const double R = cfg->opt[MNI_INF_OPT_MEM_REPEAT];
+    const int N = mni_inf_segment(cfg), S = (io->T + N - 1) / N;
+    struct mni_rng r;
+    mni_rng_seed(&r, io->seed);
+    const float lnr = logf((float)R);
+    for (size_t i = 0, n = (size_t)io->B * S; i < n; i++) w[i] = expf(lnr * mni_rng_uniform(&r));
+    return 1;
 }
 
 /* o = g a_mem + (1 - g) a_dot: the same expression in forward and step. */
@@ -233,6 +248,8 @@ void mni_inf_dense_cfg(struct mnemo_attn_cfg *d, const struct mnemo_attn_cfg *cf
     d->n_ctx = mni_inf_segment(cfg);
     d->rope = cfg->rope;
     d->rope_theta = cfg->rope_theta;
+    d->n_layer = cfg->n_layer;
+    d->causal = 1;
 }
 
 /* The local attention as dense-kind calls over (B', T') windows of qkv rows. When N divides T,
@@ -272,6 +289,7 @@ static void local_call(struct local_call *lc, const struct mnemo_attn_cfg *dcfg,
  *   adot   (B,T,NH,HS) the local attention's output A_dot
  *   M      (B,NH,S,HS,HS) the memory entering each segment (S = ceil(T/N); M_0 = 0)
  *   z      (B,NH,S,HS)
+ *   ww     (B,S) the write weights of the call (mem_repeat), for backward
  * Backward scratch:
  *   dadot  (B,T,NH,HS) dA_dot
  *   dense  the dense backward's scratch (the largest of the calls)
@@ -279,7 +297,7 @@ static void local_call(struct local_call *lc, const struct mnemo_attn_cfg *dcfg,
  *   work   (B,NH) struct mem_work: each task's work buffers (the forward's too)
  *   dbeta  (B,NH) doubles: each task's share of dbeta */
 struct inf_lay {
-    size_t adot, M, z, total;                    /* act */
+    size_t adot, M, z, ww, total;                /* act */
     size_t dense, carry, work, dbeta, scr_total; /* scratch (dadot at 0) */
 };
 
@@ -302,7 +320,8 @@ static void inf_layout(struct inf_lay *lay, const struct mnemo_attn_cfg *cfg, in
     lay->adot = local;
     lay->M = mni_add(lay->adot, rows);
     lay->z = mni_add(lay->M, mni_align64(mni_mul(mni_mul(BNH, (size_t)S), mni_mul(HS * HS, sizeof(float)))));
-    lay->total = mni_add(lay->z, mni_align64(mni_mul(mni_mul(BNH, (size_t)S), HS * sizeof(float))));
+    lay->ww = mni_add(lay->z, mni_align64(mni_mul(mni_mul(BNH, (size_t)S), HS * sizeof(float))));
+    lay->total = mni_add(lay->ww, mni_align64(mni_mul(mni_mul((size_t)B, (size_t)S), sizeof(float))));
     lay->dense = rows;
     lay->carry = mni_add(lay->dense, mni_align64(dscr));
     const size_t carry = mni_mul(BNH, mni_mul(2 * (HS * HS + HS), sizeof(float)));
@@ -331,25 +350,65 @@ static enum mnemo_status inf_validate(const struct mnemo_attn_cfg *cfg)
     if (cfg->rope && !(cfg->rope_theta > 1.0f && isfinite(cfg->rope_theta)))
         return mni_err(MNEMO_ERR_ARG, "infini: rope_theta must be finite and > 1, got %g",
                        (double)cfg->rope_theta);
-    if (cfg->segment < 0 || cfg->segment > cfg->n_ctx)
-        return mni_err(MNEMO_ERR_ARG, "infini: segment must be in [1, n_ctx = %d] (0 = n_ctx), "
-                       "got %d", cfg->n_ctx, cfg->segment);
-    if (!mnemo_mem_update_name(cfg->mem_update))
-        return mni_err(MNEMO_ERR_ARG, "infini: mem_update must be %d (linear) or %d (delta), got %d",
-                       MNEMO_MEM_LINEAR, MNEMO_MEM_DELTA, cfg->mem_update);
-    if (cfg->budget != 0 || cfg->threshold != 0.0f)
-        return mni_err(MNEMO_ERR_ARG, "infini: the state cannot be pruned (budget %d, threshold %g): "
-                       "its memory is already constant in the stream length", cfg->budget,
-                       (double)cfg->threshold);
-    if (cfg->mem_eps != 0.0f || cfg->mem_tau != 0.0f)
-        return mni_err(MNEMO_ERR_ARG, "infini: the memory loss (mem_eps, mem_tau) is selective "
-                       "attention's; infini has none");
+    const int seg = (int)cfg->opt[MNI_INF_OPT_SEGMENT];
+    if (seg < 0 || seg > cfg->n_ctx)
+        return mni_err(MNEMO_ERR_ARG, "infini attention: option segment = %d must be in [1, n_ctx "
+                       "= %d] (0 = n_ctx)", seg, cfg->n_ctx);
+    const double R = cfg->opt[MNI_INF_OPT_MEM_REPEAT];
+    if (R != 0 && R < 1)
+        return mni_err(MNEMO_ERR_ARG, "infini attention: option mem_repeat = %g must be 0 (off) "
+                       "or >= 1", R);
     return MNEMO_OK;
 }
 
-/* One gate logit beta per head; 0 (gate 0.5) is the spec's initial value, which is what the
- * model's zero initialisation of kind parameters gives. */
-static size_t inf_n_params(const struct mnemo_attn_cfg *cfg) { return (size_t)cfg->n_head; }
+/* The options (attn_int.h has their indices, MNI_INF_OPT_*). */
+static const struct mnemo_attn_opt inf_opts[] = {
+    [MNI_INF_OPT_SEGMENT] = {"segment", MNEMO_ATTN_OPT_INT, MNEMO_ATTN_SCOPE_MODEL,
+                             MNEMO_ATTN_OPT_MUTABLE | MNEMO_ATTN_OPT_CTX_ZERO, 0, 0, 1 << 22, NULL,
+                             "segment length N (0 = n_ctx): local attention inside a segment, the "
+                             "compressive memory across segments"},
+    [MNI_INF_OPT_MEM_UPDATE] = {"mem_update", MNEMO_ATTN_OPT_ENUM, MNEMO_ATTN_SCOPE_MODEL, 0, 0,
+                                0, 1, "linear|delta",
+                                "memory update rule: linear (M += s(K)^T V) or delta (M += "
+                                "s(K)^T (V - read-out of K))"},
+    [MNI_INF_OPT_GATE_LR_MULT] = {"gate_lr_mult", MNEMO_ATTN_OPT_FLOAT, MNEMO_ATTN_SCOPE_TRAIN, 0,
+                                  30, 1e-6, 1e6, NULL,
+                                  "learning-rate multiplier of the gates (which take no weight "
+                                  "decay)"},
+    [MNI_INF_OPT_MEM_REPEAT] = {"mem_repeat", MNEMO_ATTN_OPT_FLOAT, MNEMO_ATTN_SCOPE_TRAIN, 0, 0,
+                                0, 1e9, NULL,
+                                "training: weigh each segment's memory write by a factor drawn "
+                                "log-uniformly from [1, R], as if repeated (0 = off)"},
+};
+_Static_assert(sizeof(inf_opts) / sizeof(inf_opts[0]) == MNI_INF_OPT_COUNT, "inf_opts");
+
+static uint32_t inf_caps(const struct mnemo_attn_cfg *cfg)
+{
+    return MNEMO_ATTN_CAP_CAUSAL | MNEMO_ATTN_CAP_STEP | MNEMO_ATTN_CAP_STEP_EXACT |
+           MNEMO_ATTN_CAP_BOUNDED | MNEMO_ATTN_CAP_TRAIN;
+}
+
+/* One gate logit beta per head, initialised to 0 (gate 0.5, the spec's initial value), with its
+ * own learning rate and no weight decay (docs/internals/infini.md). */
+static int inf_params(const struct mnemo_attn_cfg *cfg, struct mnemo_attn_param *out)
+{
+    out[0] = (struct mnemo_attn_param){"gate", 1, {(size_t)cfg->n_head, 0}, MNEMO_ATTN_INIT_ZERO,
+                                       0.0f, (float)cfg->opt[MNI_INF_OPT_GATE_LR_MULT], 0, 1};
+    return 1;
+}
+
+/* Local attention over the keys of the query's segment, plus (past the first segment) the
+ * memory's read-out and the segment's fold (and the delta rule's read), HS x HS multiply-adds
+ * per token and head each. */
+static double inf_flops(const struct mnemo_attn_cfg *cfg, int T)
+{
+    const int N = mni_inf_segment(cfg) < T ? mni_inf_segment(cfg) : T;
+    const double C = (double)cfg->n_head * cfg->head_dim;
+    double sum = 0;
+    for (int t = 0; t < T; t++) sum += t % N + 1;
+    double mem = N < T ? C * cfg->head_dim * (mni_inf_delta(cfg) ? 3.0 : 2.0) : 0.0;
+    return 4.0 * C * (sum / T) + 2.0 * mem;
+}
 
 static size_t inf_act_bytes(const struct mnemo_attn_cfg *cfg, int B, int T)
 {
@@ -360,7 +419,6 @@ static size_t inf_act_bytes(const struct mnemo_attn_cfg *cfg, int B, int T)
 
 static size_t inf_scratch_bytes(const struct mnemo_attn_cfg *cfg, int B, int T)
 {
-    if (cfg->use_ref) return mni_inf_ref_scratch_bytes(cfg, B, T);
     struct inf_lay lay;
     inf_layout(&lay, cfg, B, T);
     return lay.scr_total;
@@ -375,10 +433,10 @@ static enum mnemo_status check_io(const struct mnemo_attn_cfg *cfg,
     if (io->B < 1 || io->T < 1 || io->T > cfg->n_ctx)
         return mni_err(MNEMO_ERR_ARG, "infini: need B >= 1 and 1 <= T <= n_ctx = %d, got B=%d T=%d",
                        cfg->n_ctx, io->B, io->T);
-    if (!io->qkv || !io->out || !io->act || !io->scratch || !io->params)
+    if (!io->qkv || !io->out || !io->act || !io->scratch || !io->params || !io->params[0])
         return mni_err(MNEMO_ERR_ARG, "infini: qkv, out, act, scratch and params (the gates) are "
                        "required");
-    if (backward && (!io->dout || !io->dqkv || !io->dparams))
+    if (backward && (!io->dout || !io->dqkv || !io->dparams || !io->dparams[0]))
         return mni_err(MNEMO_ERR_ARG, "infini: backward needs dout, dqkv and dparams");
     return MNEMO_OK;
 }
@@ -421,11 +479,10 @@ static enum mnemo_status inf_forward(const struct mnemo_attn_cfg *cfg, struct mn
     enum mnemo_status st = check_io(cfg, io, 0);
     if (st != MNEMO_OK) return st;
     io->aux_loss = 0;
-    if (cfg->use_ref) return mni_inf_ref_forward(cfg, io);
 
     const int B = io->B, T = io->T, NH = cfg->n_head, HS = cfg->head_dim;
     const int N = mni_inf_segment(cfg), S = (T + N - 1) / N;
-    const int delta = cfg->mem_update == MNEMO_MEM_DELTA;
+    const int delta = mni_inf_delta(cfg);
     const size_t C = (size_t)NH * HS, HH = (size_t)HS * HS;
     struct inf_lay lay;
     inf_layout(&lay, cfg, B, T);
@@ -433,6 +490,9 @@ static enum mnemo_status inf_forward(const struct mnemo_attn_cfg *cfg, struct mn
     float *adot = (float *)(act + lay.adot); // (B,T,NH,HS)
     float *Ms = (float *)(act + lay.M);      // (B,NH,S,HS,HS)
     float *zs = (float *)(act + lay.z);      // (B,NH,S,HS)
+    float *ww = (float *)(act + lay.ww);      // (B,S)
+    if (!mni_inf_write_weights(cfg, io, ww)) ww = NULL;
+    const float *gate = io->params[0];       // (NH)
 
     // A_dot of every segment: the dense kind over windows of N tokens
     if ((st = run_local(cfg, io, adot, NULL, io->scratch, 0)) != MNEMO_OK) return st;
@@ -444,7 +504,7 @@ static enum mnemo_status inf_forward(const struct mnemo_attn_cfg *cfg, struct mn
 #pragma omp parallel for schedule(dynamic, 1)
     for (long bh = 0; bh < (long)B * NH; bh++) {
         const int b = (int)(bh / NH), h = (int)(bh % NH);
-        const float g = gate_of(io->params[h]);
+        const float g = gate_of(gate[h]);
         float *Mh = Ms + (size_t)bh * S * HH, *zh = zs + (size_t)bh * S * HS;
         struct mem_work w;
         mem_work(&w, work + (size_t)bh * wn, HS);
@@ -470,7 +530,7 @@ static enum mnemo_status inf_forward(const struct mnemo_attn_cfg *cfg, struct mn
             }
             if (s + 1 < S)
                 mem_fold(Mh + (size_t)(s + 1) * HH, zh + (size_t)(s + 1) * HS, M, z, q0 + C, 3 * C,
-                         q0 + 2 * C, 3 * C, n, HS, delta && s > 0, write_weight(io, b, S, s), &w);
+                         q0 + 2 * C, 3 * C, n, HS, delta && s > 0, write_weight(ww, b, S, s), &w);
         }
     }
     return MNEMO_OK;
@@ -575,11 +635,10 @@ static enum mnemo_status inf_backward(const struct mnemo_attn_cfg *cfg, struct m
 {
     enum mnemo_status st = check_io(cfg, io, 1);
     if (st != MNEMO_OK) return st;
-    if (cfg->use_ref) return mni_inf_ref_backward(cfg, io);
 
     const int B = io->B, T = io->T, NH = cfg->n_head, HS = cfg->head_dim;
     const int N = mni_inf_segment(cfg), S = (T + N - 1) / N;
-    const int delta = cfg->mem_update == MNEMO_MEM_DELTA;
+    const int delta = mni_inf_delta(cfg);
     const size_t C = (size_t)NH * HS, HH = (size_t)HS * HS;
     struct inf_lay lay;
     inf_layout(&lay, cfg, B, T);
@@ -587,6 +646,8 @@ static enum mnemo_status inf_backward(const struct mnemo_attn_cfg *cfg, struct m
     const float *adot = (const float *)(act + lay.adot); // (B,T,NH,HS)
     const float *Ms = (const float *)(act + lay.M);      // (B,NH,S,HS,HS)
     const float *zs = (const float *)(act + lay.z);      // (B,NH,S,HS)
+    const float *ww = mni_inf_weighted(cfg, io) ? (const float *)(act + lay.ww) : NULL;
+    const float *gate = io->params[0];                   // (NH)
     float *dadot = (float *)scr;                          // (B,T,NH,HS)
     float *carry = (float *)(scr + lay.carry);            // (B,NH,2,HS*HS+HS)
     double *dbeta = (double *)(scr + lay.dbeta);          // (B,NH)
@@ -596,7 +657,7 @@ static enum mnemo_status inf_backward(const struct mnemo_attn_cfg *cfg, struct m
     for (long row = 0; row < (long)B * T; row++) {
         const int s = (int)(row % T) / N;
         for (int h = 0; h < NH; h++) {
-            const float w = s == 0 ? 1.0f : 1.0f - gate_of(io->params[h]);
+            const float w = s == 0 ? 1.0f : 1.0f - gate_of(gate[h]);
             const float *g = io->dout + (size_t)row * C + (size_t)h * HS;
             float *d = dadot + (size_t)row * C + (size_t)h * HS;
             for (int j = 0; j < HS; j++) d[j] = w * g[j];
@@ -612,7 +673,7 @@ static enum mnemo_status inf_backward(const struct mnemo_attn_cfg *cfg, struct m
 #pragma omp parallel for schedule(dynamic, 1)
     for (long bh = 0; bh < (long)B * NH; bh++) {
         const int b = (int)(bh / NH), h = (int)(bh % NH);
-        const float g = gate_of(io->params[h]);
+        const float g = gate_of(gate[h]);
         const float *Mh = Ms + (size_t)bh * S * HH, *zh = zs + (size_t)bh * S * HS;
         float *dMn = carry + (size_t)bh * 2 * (HH + HS), *dzn = dMn + HH;
         float *dM = dzn + HS, *dz = dM + HH;
@@ -627,7 +688,7 @@ static enum mnemo_status inf_backward(const struct mnemo_attn_cfg *cfg, struct m
             db += seg_bwd(io->dqkv + row0 * 3 * C + hoff, dM, dz, io->qkv + row0 * 3 * C + hoff,
                           io->dout + row0 * C + hoff, adot + row0 * C + hoff, C,
                           Mh + (size_t)s * HH, zh + (size_t)s * HS, dMn, dzn, n, HS, g, s + 1 < S,
-                          delta && s > 0, write_weight(io, b, S, s), s > 0, &w);
+                          delta && s > 0, write_weight(ww, b, S, s), s > 0, &w);
             float *t = dMn;
             dMn = dM, dM = t;
             dzn = dMn + HH, dz = dM + HH;
@@ -637,7 +698,7 @@ static enum mnemo_status inf_backward(const struct mnemo_attn_cfg *cfg, struct m
     for (int h = 0; h < NH; h++) {
         double sum = 0.0;
         for (int b = 0; b < B; b++) sum += dbeta[(size_t)b * NH + h];
-        io->dparams[h] += (float)sum;
+        io->dparams[0][h] += (float)sum;
     }
     return MNEMO_OK;
 }
@@ -648,70 +709,71 @@ static size_t hdr_bytes(void) { return mni_align64(sizeof(struct mni_inf_state))
 
 /* Rows of raw k and v the state holds per head: one fold block (fast path), or the whole
  * segment (the reference). */
-static int raw_rows(const struct mnemo_attn_cfg *cfg)
+static int raw_rows(const struct mnemo_attn_cfg *cfg, int ref)
 {
     const int N = mni_inf_segment(cfg);
-    return cfg->use_ref || N < MEM_ROWS ? N : MEM_ROWS;
+    return ref || N < MEM_ROWS ? N : MEM_ROWS;
 }
 
 /* Does the state carry Mn, zn? Only when a segment has more than one fold block: else the
  * block is the segment, folded at its end through the step's scratch. */
-static int has_mn(const struct mnemo_attn_cfg *cfg)
+static int has_mn(const struct mnemo_attn_cfg *cfg, int ref)
 {
-    return !cfg->use_ref && mni_inf_segment(cfg) > MEM_ROWS;
+    return !ref && mni_inf_segment(cfg) > MEM_ROWS;
 }
 
 /* Section offsets of the state (attn_int.h); total is the bound. */
 struct state_lay {
     size_t M, z, Mn, zn, k, v, dense, total;
 };
-static void state_layout(const struct mnemo_attn_cfg *cfg, struct state_lay *l)
+static void state_layout(const struct mnemo_attn_cfg *cfg, int ref, struct state_lay *l)
 {
     const size_t NH = (size_t)cfg->n_head, HS = (size_t)cfg->head_dim;
     const size_t m = mni_align64(mni_mul(mni_mul(NH, HS * HS), sizeof(float)));
     const size_t z = mni_align64(mni_mul(NH * HS, sizeof(float)));
-    const size_t raw = mni_align64(mni_mul(mni_mul(NH * HS, (size_t)raw_rows(cfg)), sizeof(float)));
+    const size_t raw = mni_align64(mni_mul(mni_mul(NH * HS, (size_t)raw_rows(cfg, ref)), sizeof(float)));
     l->M = hdr_bytes();
     l->z = mni_add(l->M, m);
     l->Mn = mni_add(l->z, z);
-    l->zn = mni_add(l->Mn, has_mn(cfg) ? m : 0);
-    l->k = mni_add(l->zn, has_mn(cfg) ? z : 0);
+    l->zn = mni_add(l->Mn, has_mn(cfg, ref) ? m : 0);
+    l->k = mni_add(l->zn, has_mn(cfg, ref) ? z : 0);
     l->v = mni_add(l->k, raw);
     l->dense = mni_add(l->v, raw);
     struct mnemo_attn_cfg d;
     mni_inf_dense_cfg(&d, cfg);
-    l->total = mni_add(l->dense, cfg->use_ref ? 0 : mni_attn_dense.state_bytes(&d));
+    l->total = mni_add(l->dense, ref ? 0 : mni_attn_dense.state_bytes(&d));
 }
 
-void mni_inf_state_view(const struct mnemo_attn_cfg *cfg, void *state, struct mni_inf_view *vw)
+void mni_inf_state_view(const struct mnemo_attn_cfg *cfg, int ref, void *state,
+                        struct mni_inf_view *vw)
 {
     struct state_lay l;
-    state_layout(cfg, &l);
+    state_layout(cfg, ref, &l);
     char *p = (char *)state;
     vw->hdr = state;
     vw->M = (float *)(p + l.M);
     vw->z = (float *)(p + l.z);
-    vw->Mn = has_mn(cfg) ? (float *)(p + l.Mn) : NULL;
-    vw->zn = has_mn(cfg) ? (float *)(p + l.zn) : NULL;
+    vw->Mn = has_mn(cfg, ref) ? (float *)(p + l.Mn) : NULL;
+    vw->zn = has_mn(cfg, ref) ? (float *)(p + l.zn) : NULL;
     vw->k = (float *)(p + l.k);
     vw->v = (float *)(p + l.v);
-    vw->rows = raw_rows(cfg);
-    vw->dense = cfg->use_ref ? NULL : p + l.dense;
+    vw->rows = raw_rows(cfg, ref);
+    vw->dense = ref ? NULL : p + l.dense;
 }
 
 /* The bound: M, z (twice for segments of more than one block), the raw k, v rows and the
  * dense state of one segment. */
-static size_t inf_state_bytes(const struct mnemo_attn_cfg *cfg)
+static size_t state_bytes(const struct mnemo_attn_cfg *cfg, int ref)
 {
     struct state_lay l;
-    state_layout(cfg, &l);
+    state_layout(cfg, ref, &l);
     return l.total;
 }
 
-static void inf_state_init(const struct mnemo_attn_cfg *cfg, void *state)
+static void state_init(const struct mnemo_attn_cfg *cfg, int ref, void *state)
 {
     struct mni_inf_view vw;
-    mni_inf_state_view(cfg, state, &vw);
+    mni_inf_state_view(cfg, ref, state, &vw);
     vw.hdr->count = vw.hdr->in_seg = vw.hdr->n_seg = 0;
     vw.hdr->segment = mni_inf_segment(cfg);
     memset(vw.M, 0, sizeof(float) * (size_t)cfg->n_head * cfg->head_dim * cfg->head_dim);
@@ -725,12 +787,12 @@ static void inf_state_init(const struct mnemo_attn_cfg *cfg, void *state)
 
 /* Header, M, z (and Mn, zn), and the tokens held: the raw rows of the block being filled (of the
  * segment, for the reference) and the dense cache's rows. */
-static size_t inf_state_live_bytes(const struct mnemo_attn_cfg *cfg, const void *state)
+static size_t state_live_bytes(const struct mnemo_attn_cfg *cfg, int ref, const void *state)
 {
     struct state_lay l;
-    state_layout(cfg, &l);
+    state_layout(cfg, ref, &l);
     struct mni_inf_view vw;
-    mni_inf_state_view(cfg, (void *)state, &vw);
+    mni_inf_state_view(cfg, ref, (void *)state, &vw);
     const size_t row = 2 * (size_t)cfg->n_head * cfg->head_dim * sizeof(float);
     size_t live = mni_add(l.k, mni_mul((size_t)(vw.hdr->in_seg % vw.rows), row));
     if (vw.dense) {
@@ -750,14 +812,13 @@ static void step_layout(const struct mnemo_attn_cfg *cfg, int n, size_t *mn, siz
     struct mem_work w;
     mem_work(&w, NULL, (int)HS);
     *mn = mni_align64(mni_mul(mni_mul((size_t)n, NH * HS), sizeof(float)));
-    *work = mni_add(*mn, has_mn(cfg) ? 0 : mni_align64(mni_mul(NH, mni_mul(HS * HS + HS, sizeof(float)))));
+    *work = mni_add(*mn, has_mn(cfg, 0) ? 0 : mni_align64(mni_mul(NH, mni_mul(HS * HS + HS, sizeof(float)))));
     *dense = mni_add(*work, mni_align64(mni_mul(w.n, sizeof(float))));
 }
 
 static size_t inf_step_scratch_bytes(const struct mnemo_attn_cfg *cfg, int n)
 {
     if (n < 1) n = 1;
-    if (cfg->use_ref) return mni_inf_ref_step_scratch_bytes(cfg, n);
     const int N = mni_inf_segment(cfg);
     size_t mn, work, dense;
     step_layout(cfg, n, &mn, &work, &dense);
@@ -770,27 +831,37 @@ static size_t inf_step_scratch_bytes(const struct mnemo_attn_cfg *cfg, int n)
  * dense state (positions within the segment) and reads the memory of the earlier segments; its
  * raw k, v rows go to the block buffer, and each complete block is folded into Mn, zn. When the
  * segment is complete, Mn, zn become the memory and a new segment begins. */
-static enum mnemo_status inf_step(const struct mnemo_attn_cfg *cfg, void *state,
-                                  const float *params, float *out, const float *qkv, int n,
-                                  void *scratch)
+/* The checks of every step() (fast or reference) before it changes the state. */
+static enum mnemo_status check_step(const struct mnemo_attn_cfg *cfg, int ref,
+                                    const struct mnemo_attn_step *sa)
 {
     enum mnemo_status rc = inf_validate(cfg);
     if (rc != MNEMO_OK) return rc;
-    if (!state || !params || !out || !qkv || !scratch)
+    if (!sa->state || !sa->params || !sa->params[0] || !sa->out || !sa->qkv || !sa->scratch)
         return mni_err(MNEMO_ERR_ARG, "infini: step needs state, params, out, qkv and scratch");
-    if (n < 1) return mni_err(MNEMO_ERR_ARG, "infini: step needs n >= 1 tokens, got %d", n);
-    const int N = mni_inf_segment(cfg), NH = cfg->n_head, HS = cfg->head_dim;
+    if (sa->n < 1) return mni_err(MNEMO_ERR_ARG, "infini: step needs n >= 1 tokens, got %d", sa->n);
+    const int N = mni_inf_segment(cfg);
     struct mni_inf_view vw;
-    mni_inf_state_view(cfg, state, &vw);
-    struct mni_inf_state *hd = vw.hdr;
+    mni_inf_state_view(cfg, ref, sa->state, &vw);
+    const struct mni_inf_state *hd = vw.hdr;
     if (hd->segment != N || hd->in_seg < 0 || hd->in_seg >= N || hd->n_seg < 0 || hd->count < 0)
         return mni_err(MNEMO_ERR_ARG, "infini: state not initialised for this cfg (segment %lld vs %d)",
                        (long long)hd->segment, N);
-    if (cfg->use_ref) {
-        mni_inf_ref_step(cfg, state, params, out, qkv, n, scratch);
-        return MNEMO_OK;
-    }
-    const int delta = cfg->mem_update == MNEMO_MEM_DELTA;
+    return MNEMO_OK;
+}
+
+static enum mnemo_status inf_step(const struct mnemo_attn_cfg *cfg, struct mnemo_attn_step *sa)
+{
+    enum mnemo_status rc = check_step(cfg, 0, sa);
+    if (rc != MNEMO_OK) return rc;
+    const int N = mni_inf_segment(cfg), NH = cfg->n_head, HS = cfg->head_dim, n = sa->n;
+    void *scratch = sa->scratch;
+    float *out = sa->out;
+    const float *qkv = sa->qkv, *params = sa->params[0]; // params: the gates (NH)
+    struct mni_inf_view vw;
+    mni_inf_state_view(cfg, 0, sa->state, &vw);
+    struct mni_inf_state *hd = vw.hdr;
+    const int delta = mni_inf_delta(cfg);
     const size_t C = (size_t)NH * HS, HH = (size_t)HS * HS;
     const int R = vw.rows;
     const size_t RH = (size_t)R * HS;
@@ -806,8 +877,9 @@ static enum mnemo_status inf_step(const struct mnemo_attn_cfg *cfg, void *state,
     mni_inf_dense_cfg(&d, cfg);
     for (int t = 0; t < n;) {
         const int piece = n - t < N - (int)hd->in_seg ? n - t : N - (int)hd->in_seg;
-        rc = mni_attn_dense.step(&d, vw.dense, NULL, adot + (size_t)t * C, qkv + (size_t)t * 3 * C,
-                                 piece, dscr);
+        struct mnemo_attn_step ds = {piece, sa->layer, vw.dense, NULL, qkv + (size_t)t * 3 * C,
+                                     adot + (size_t)t * C, dscr};
+        rc = mni_attn_dense.step(&d, &ds);
         if (rc != MNEMO_OK) return rc;
         // the piece's rows of each head: A_dot alone while the memory is empty, else mixed
         for (int h = 0; h < NH; h++) {
@@ -863,12 +935,51 @@ static enum mnemo_status inf_step(const struct mnemo_attn_cfg *cfg, void *state,
     return MNEMO_OK;
 }
 
+static size_t inf_state_bytes(const struct mnemo_attn_cfg *cfg) { return state_bytes(cfg, 0); }
+static void inf_state_init(const struct mnemo_attn_cfg *cfg, void *st) { state_init(cfg, 0, st); }
+static size_t inf_state_live_bytes(const struct mnemo_attn_cfg *cfg, const void *st)
+{
+    return state_live_bytes(cfg, 0, st);
+}
+
+/* ---- the reference (infini_ref.c computes; the layouts and checks are shared) --------------- */
+
+static size_t ref_state_bytes(const struct mnemo_attn_cfg *cfg) { return state_bytes(cfg, 1); }
+static void ref_state_init(const struct mnemo_attn_cfg *cfg, void *st) { state_init(cfg, 1, st); }
+static size_t ref_state_live_bytes(const struct mnemo_attn_cfg *cfg, const void *st)
+{
+    return state_live_bytes(cfg, 1, st);
+}
+
+static enum mnemo_status ref_forward(const struct mnemo_attn_cfg *cfg, struct mnemo_attn_io *io)
+{
+    enum mnemo_status st = check_io(cfg, io, 0);
+    if (st != MNEMO_OK) return st;
+    io->aux_loss = 0;
+    return mni_inf_ref_forward(cfg, io);
+}
+
+static enum mnemo_status ref_backward(const struct mnemo_attn_cfg *cfg, struct mnemo_attn_io *io)
+{
+    enum mnemo_status st = check_io(cfg, io, 1);
+    return st != MNEMO_OK ? st : mni_inf_ref_backward(cfg, io);
+}
+
+static enum mnemo_status ref_step(const struct mnemo_attn_cfg *cfg, struct mnemo_attn_step *sa)
+{
+    enum mnemo_status rc = check_step(cfg, 1, sa);
+    if (rc == MNEMO_OK)
+        mni_inf_ref_step(cfg, sa->state, sa->params[0], sa->out, sa->qkv, sa->n, sa->scratch);
+    return rc;
+}
+
+#define INF_COMMON                                                                             \
+    .api_version = MNEMO_ATTN_API_VERSION, .name = "infini", .opts = inf_opts,                \
+    .n_opts = MNI_INF_OPT_COUNT, .caps = inf_caps, .validate = inf_validate,                   \
+    .params = inf_params, .flops_per_token = inf_flops, .act_bytes = inf_act_bytes
+
 const struct mnemo_attn_ops mni_attn_infini = {
-    .api_version = MNEMO_ATTN_API_VERSION,
-    .name = "infini",
-    .validate = inf_validate,
-    .n_params = inf_n_params,
-    .act_bytes = inf_act_bytes,
+    INF_COMMON,
     .scratch_bytes = inf_scratch_bytes,
     .forward = inf_forward,
     .backward = inf_backward,
@@ -877,4 +988,17 @@ const struct mnemo_attn_ops mni_attn_infini = {
     .state_init = inf_state_init,
     .step = inf_step,
     .state_live_bytes = inf_state_live_bytes,
+};
+
+const struct mnemo_attn_ops mni_attn_infini_ref = {
+    INF_COMMON,
+    .is_ref = 1,
+    .scratch_bytes = mni_inf_ref_scratch_bytes,
+    .forward = ref_forward,
+    .backward = ref_backward,
+    .state_bytes = ref_state_bytes,
+    .step_scratch_bytes = mni_inf_ref_step_scratch_bytes,
+    .state_init = ref_state_init,
+    .step = ref_step,
+    .state_live_bytes = ref_state_live_bytes,
 };

@@ -1,5 +1,5 @@
 /*
- * infini_ref.c -- the naive reference of the Infini-attention kind (cfg->use_ref = 1).
+ * infini_ref.c -- the naive reference of the Infini-attention kind (mni_attn_infini_ref).
  *
  * Double precision, plain loops, one (window, head) at a time, written from the spec's
  * equations (../shared/papers/infini-attention.md §2, §4) rather than from the fast path: the
@@ -9,7 +9,8 @@
  *     (A_t = A_dot,t in segment 0),  M_{s+1} = M_s + sum_t sigma(k_t)^T u_t,
  *     z_{s+1} = z_s + sum_t sigma(k_t),  u_t = v_t or (delta, s >= 1) v_t - sigma(k_t) M_s /
  *     max(sigma(k_t) . z_s, eps).
- * With write weights (io->write_w, training) segment s's fold is scaled by its weight c:
+ * With write weights (option mem_repeat, training; drawn by mni_inf_write_weights from the
+ * call's seed, as the fast path draws them) segment s's fold is scaled by its weight c:
  * M_{s+1} = M_s + c sum_t sigma(k_t)^T u_t, z_{s+1} = z_s + c sum_t sigma(k_t).
  * Backward is reverse-mode differentiation of those loops, term by term: the local softmax
  * (dS = P (dP - D)), then the memory from the last segment to the first with dM, dz carried
@@ -47,10 +48,12 @@ static size_t rbuf_doubles(const struct mnemo_attn_cfg *cfg, int T)
                    mni_add(2 * (HS * HS + HS), 2 * N + 8 * HS));
 }
 
+/* The per-head buffers, then the write weights (B,S) of the call. */
 size_t mni_inf_ref_scratch_bytes(const struct mnemo_attn_cfg *cfg, int B, int T)
 {
-    (void)B;
-    return mni_mul(rbuf_doubles(cfg, T), sizeof(double));
+    const size_t N = (size_t)mni_inf_segment(cfg), S = ((size_t)T + N - 1) / N;
+    return mni_add(mni_mul(rbuf_doubles(cfg, T), sizeof(double)),
+                   mni_mul(mni_mul((size_t)B, S), sizeof(float)));
 }
 
 static void rbuf_carve(struct rbuf *r, const struct mnemo_attn_cfg *cfg, int T, void *scratch)
@@ -157,7 +160,7 @@ static void ref_head_fwd(const struct mnemo_attn_cfg *cfg, const float *qkv, int
         const double c = ww ? ww[s] : 1.0; // the segment's write weight
         for (int t = t0; t < t1; t++) {
             const double *v = r->v + (size_t)t * HS;
-            if (cfg->mem_update == MNEMO_MEM_DELTA && s > 0) {
+            if (mni_inf_delta(cfg) && s > 0) {
                 read_d(u, px, r->k + (size_t)t * HS, M, z, HS);
                 for (int j = 0; j < HS; j++) u[j] = v[j] - u[j];
             } else {
@@ -172,12 +175,19 @@ static void ref_head_fwd(const struct mnemo_attn_cfg *cfg, const float *qkv, int
     }
 }
 
+/* The call's write weights (B,S), drawn into the scratch after the per-head buffers, or NULL
+ * when the segments are not weighted. */
+static const float *write_weights(const struct mnemo_attn_cfg *cfg, const struct mnemo_attn_io *io)
+{
+    float *w = (float *)((char *)io->scratch + rbuf_doubles(cfg, io->T) * sizeof(double));
+    return mni_inf_write_weights(cfg, io, w) ? w : NULL;
+}
+
 /* Window b's write weights (S of them), or NULL. */
-static const float *write_w(const struct mnemo_attn_io *io, int b, int T,
-                            const struct mnemo_attn_cfg *cfg)
+static const float *write_w(const float *ww, int b, int T, const struct mnemo_attn_cfg *cfg)
 {
     const int N = mni_inf_segment(cfg), S = (T + N - 1) / N;
-    return io->write_w ? io->write_w + (size_t)b * S : NULL;
+    return ww ? ww + (size_t)b * S : NULL;
 }
 
 enum mnemo_status mni_inf_ref_forward(const struct mnemo_attn_cfg *cfg, struct mnemo_attn_io *io)
@@ -186,10 +196,11 @@ enum mnemo_status mni_inf_ref_forward(const struct mnemo_attn_cfg *cfg, struct m
     const size_t C = (size_t)NH * cfg->head_dim;
     struct rbuf r;
     rbuf_carve(&r, cfg, T, io->scratch);
+    const float *ww = write_weights(cfg, io);
     for (int b = 0; b < io->B; b++)
         for (int h = 0; h < NH; h++)
             ref_head_fwd(cfg, io->qkv + (size_t)b * T * 3 * C, T, h,
-                         1.0 / (1.0 + exp(-(double)io->params[h])), write_w(io, b, T, cfg), &r,
+                         1.0 / (1.0 + exp(-(double)io->params[0][h])), write_w(ww, b, T, cfg), &r,
                          io->out + (size_t)b * T * C);
     return MNEMO_OK;
 }
@@ -269,16 +280,17 @@ enum mnemo_status mni_inf_ref_backward(const struct mnemo_attn_cfg *cfg, struct 
 {
     const int T = io->T, NH = cfg->n_head, HS = cfg->head_dim;
     const int N = mni_inf_segment(cfg), S = (T + N - 1) / N;
-    const int delta = cfg->mem_update == MNEMO_MEM_DELTA;
+    const int delta = mni_inf_delta(cfg);
     const size_t C = (size_t)NH * HS, HH = (size_t)HS * HS, TH = (size_t)T * HS;
     const double scale = 1.0 / sqrt((double)HS);
     struct rbuf r;
     rbuf_carve(&r, cfg, T, io->scratch);
+    const float *wall = write_weights(cfg, io);
     for (int b = 0; b < io->B; b++)
         for (int h = 0; h < NH; h++) {
-            const double g = 1.0 / (1.0 + exp(-(double)io->params[h]));
+            const double g = 1.0 / (1.0 + exp(-(double)io->params[0][h]));
             const float *qkv = io->qkv + (size_t)b * T * 3 * C;
-            const float *ww = write_w(io, b, T, cfg);
+            const float *ww = write_w(wall, b, T, cfg);
             ref_head_fwd(cfg, qkv, T, h, g, ww, &r, NULL);
             for (int t = 0; t < T; t++)
                 for (int d = 0; d < HS; d++)
@@ -340,7 +352,7 @@ enum mnemo_status mni_inf_ref_backward(const struct mnemo_attn_cfg *cfg, struct 
                 dMn = dMs, dMs = t;
                 t = dzn, dzn = dzs, dzs = t;
             }
-            io->dparams[h] += (float)(dg * g * (1 - g)); // g = sigmoid(beta)
+            io->dparams[0][h] += (float)(dg * g * (1 - g)); // g = sigmoid(beta)
             for (int t = 0; t < T; t++)
                 for (int d = 0; d < HS; d++) {
                     float *x = io->dqkv + ((size_t)b * T + t) * 3 * C + (size_t)h * HS + d;
@@ -373,7 +385,7 @@ void mni_inf_ref_step(const struct mnemo_attn_cfg *cfg, void *state, const float
     const size_t C = (size_t)NH * HS, HH = (size_t)HS * HS, SN = (size_t)N * HS;
     const double scale = 1.0 / sqrt((double)HS);
     struct mni_inf_view vw;
-    mni_inf_state_view(cfg, state, &vw);
+    mni_inf_state_view(cfg, 1, state, &vw);
     struct mni_inf_state *hd = vw.hdr;
     double *row = scratch, *q = row + N, *k = q + HS, *x = k + HS, *am = x + HS, *px = am + HS;
     double *Md = px + 3 * HS, *zd = Md + HH; // the memory in double (read-out, fold)
@@ -424,7 +436,7 @@ void mni_inf_ref_step(const struct mnemo_attn_cfg *cfg, void *state, const float
             for (int j = 0; j < N; j++) {
                 for (int d = 0; d < HS; d++) x[d] = vw.k[h * SN + (size_t)j * HS + d];
                 double *u = am;
-                if (cfg->mem_update == MNEMO_MEM_DELTA && hd->n_seg > 0) {
+                if (mni_inf_delta(cfg) && hd->n_seg > 0) {
                     double den = 0;
                     for (int i = 0; i < HS; i++) den += (px[i] = phi_d(x[i])) * zf[i];
                     const double dc = den > MNI_INF_DEN_EPS ? den : MNI_INF_DEN_EPS;

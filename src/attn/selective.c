@@ -147,23 +147,43 @@ static enum mnemo_status sel_validate(const struct mnemo_attn_cfg *cfg)
     if (cfg->rope && !(cfg->rope_theta > 1.0f && isfinite(cfg->rope_theta)))
         return mni_err(MNEMO_ERR_ARG, "selective: rope_theta must be finite and > 1, got %g",
                        (double)cfg->rope_theta);
-    if (cfg->budget < 0 || cfg->budget == 1)
-        return mni_err(MNEMO_ERR_ARG, "selective: budget must be 0 (none) or >= 2 (the first token "
-                       "and the new one), got %d", cfg->budget);
-    if (!(cfg->threshold >= 0.0f && isfinite(cfg->threshold)))
-        return mni_err(MNEMO_ERR_ARG, "selective: threshold must be >= 0 (0 = off), got %g",
-                       (double)cfg->threshold);
-    if (!(cfg->mem_eps >= 0.0f && isfinite(cfg->mem_eps)) ||
-        !(cfg->mem_tau >= 0.0f && isfinite(cfg->mem_tau)))
-        return mni_err(MNEMO_ERR_ARG, "selective: mem_eps and mem_tau must be >= 0, got %g and %g",
-                       (double)cfg->mem_eps, (double)cfg->mem_tau);
+    if (cfg->n_layer < 1)
+        return mni_err(MNEMO_ERR_ARG, "selective: n_layer must be >= 1, got %d", cfg->n_layer);
+    if (mni_sel_budget(cfg) == 1)
+        return mni_err(MNEMO_ERR_ARG, "selective attention: option budget must be 0 (none) or >= 2 "
+                       "(the first token and the new one), got 1");
     return MNEMO_OK;
 }
 
-static size_t sel_n_params(const struct mnemo_attn_cfg *cfg)
+/* The options (attn_int.h has their indices, MNI_SEL_OPT_*). */
+static const struct mnemo_attn_opt sel_opts[] = {
+    [MNI_SEL_OPT_BUDGET] = {"budget", MNEMO_ATTN_OPT_INT, MNEMO_ATTN_SCOPE_SESSION,
+                            MNEMO_ATTN_OPT_PER_LAYER, 0, 0, 1 << 30, NULL,
+                            "cache slots a session keeps per layer (K or K1/K2/..., one per "
+                            "layer; 0 = none, full at n_ctx); over budget the most penalised key "
+                            "is evicted, so a stream may run past n_ctx"},
+    [MNI_SEL_OPT_THRESHOLD] = {"threshold", MNEMO_ATTN_OPT_FLOAT, MNEMO_ATTN_SCOPE_SESSION, 0, 0,
+                               0, 1e30, NULL,
+                               "a session evicts cached keys whose penalty reaches this (0 = off)"},
+    [MNI_SEL_OPT_MEM_EPS] = {"mem_eps", MNEMO_ATTN_OPT_FLOAT, MNEMO_ATTN_SCOPE_TRAIN, 0, 0, 0,
+                             1e6, NULL,
+                             "training: weight of the memory loss (0 = off; the paper's 0.1)"},
+    [MNI_SEL_OPT_MEM_TAU] = {"mem_tau", MNEMO_ATTN_OPT_FLOAT, MNEMO_ATTN_SCOPE_TRAIN, 0, 1, 1e-6,
+                             1e6, NULL, "training: the memory loss's tau"},
+};
+_Static_assert(sizeof(sel_opts) / sizeof(sel_opts[0]) == MNI_SEL_OPT_COUNT, "sel_opts");
+
+/* Bounded when every layer has a budget; the caller asks per layer. */
+static uint32_t sel_caps(const struct mnemo_attn_cfg *cfg)
 {
-    (void)cfg;
-    return 0;
+    return MNEMO_ATTN_CAP_CAUSAL | MNEMO_ATTN_CAP_STEP | MNEMO_ATTN_CAP_STEP_EXACT |
+           MNEMO_ATTN_CAP_TRAIN | (mni_sel_budget(cfg) > 0 ? MNEMO_ATTN_CAP_BOUNDED : 0);
+}
+
+/* Dense's products plus head 0's votes (one more QK^T product for one head). */
+static double sel_flops(const struct mnemo_attn_cfg *cfg, int T)
+{
+    return (4.0 * cfg->n_head + 2.0) * cfg->head_dim * ((T + 1) / 2.0);
 }
 
 static size_t sel_act_bytes(const struct mnemo_attn_cfg *cfg, int B, int T)
@@ -173,11 +193,9 @@ static size_t sel_act_bytes(const struct mnemo_attn_cfg *cfg, int B, int T)
     return lay.total;
 }
 
-/* The fast path's scratch is per window (O(B T)); the reference's is O(T^2) and is declared only
- * when the reference is asked for (tests), so a training run never holds a T x T buffer. */
+/* The fast path's scratch is per window (O(B T)); the reference's is O(T^2) (its own ops). */
 static size_t sel_scratch_bytes(const struct mnemo_attn_cfg *cfg, int B, int T)
 {
-    if (cfg->use_ref) return mni_sel_ref_scratch_bytes(cfg, B, T);
     struct win_lay w;
     win_layout(&w, cfg, T);
     return mni_mul((size_t)B, w.total);
@@ -405,11 +423,7 @@ static float exp_row(float *p, const float *s, const float *f, float sub, int n)
     return sum;
 }
 
-/* The memory loss's tau (0 means 1). */
-double mni_sel_tau(const struct mnemo_attn_cfg *cfg)
-{
-    return cfg->mem_tau > 0 ? (double)cfg->mem_tau : 1.0;
-}
+
 
 /* Adds min(F[i,j], tau) over a key block (the keys up to each row's diagonal, in order) to s[r],
  * the sum of the row's blocks so far. */
@@ -504,7 +518,6 @@ static enum mnemo_status sel_forward(const struct mnemo_attn_cfg *cfg, struct mn
 {
     enum mnemo_status st = check_io(cfg, io, 0);
     if (st != MNEMO_OK) return st;
-    if (cfg->use_ref) return mni_sel_ref_forward(cfg, io);
     const int B = io->B, T = io->T, NH = cfg->n_head, HS = cfg->head_dim;
     const size_t C = (size_t)NH * HS, TH = (size_t)T * HS;
     const size_t TB = (size_t)n_blocks(T) * HS * KB; /* one head's keys in blocks */
@@ -540,7 +553,7 @@ static enum mnemo_status sel_forward(const struct mnemo_attn_cfg *cfg, struct mn
                 const float *ktb = kt + (size_t)(j0 / KB) * HS * KB;
                 scores(z0, q + (size_t)i0 * HS, (size_t)HS, HS, ktb, d0, nq, nb, scale);
                 f_block(F, z0, carry + j0, j0, d0, nq, nb);
-                if (cfg->mem_eps > 0) memory_block(msum, F, d0, nq, nb, tau);
+                if (mni_sel_mem_on(cfg)) memory_block(msum, F, d0, nq, nb, tau);
                 for (int h = 0; h < NH; h++) {
                     const float *Sh = z0;
                     if (h) {
@@ -562,13 +575,14 @@ static enum mnemo_status sel_forward(const struct mnemo_attn_cfg *cfg, struct mn
                     for (int d = 0; d < HS; d++) orow[d] *= il;
                     vw.lse[(bh + h) * T + i0 + r] = mx[(size_t)h * QS + r] + logf(l);
                 }
-            if (cfg->mem_eps > 0) memory_rows(msum, i0, nq, tau, &mbest, &mrow);
+            if (mni_sel_mem_on(cfg)) memory_rows(msum, i0, nq, tau, &mbest, &mrow);
         }
-        vw.mval[b] = cfg->mem_eps > 0 ? mbest : 0.0;
+        vw.mval[b] = mni_sel_mem_on(cfg) ? mbest : 0.0;
         vw.mrow[b] = mrow;
     }
     io->aux_loss = 0;
-    for (int b = 0; b < B && cfg->mem_eps > 0; b++) io->aux_loss += vw.mval[b];
+    for (int b = 0; b < B && mni_sel_mem_on(cfg); b++) io->aux_loss += vw.mval[b];
+    io->aux_loss *= mni_sel_aux_scale(cfg, T);
     return MNEMO_OK;
 }
 
@@ -576,7 +590,6 @@ static enum mnemo_status sel_backward(const struct mnemo_attn_cfg *cfg, struct m
 {
     enum mnemo_status st = check_io(cfg, io, 1);
     if (st != MNEMO_OK) return st;
-    if (cfg->use_ref) return mni_sel_ref_backward(cfg, io);
     const int B = io->B, T = io->T, NH = cfg->n_head, HS = cfg->head_dim;
     const size_t C = (size_t)NH * HS, TH = (size_t)T * HS;
     const size_t TB = (size_t)n_blocks(T) * HS * KB; /* one head's keys in blocks */
@@ -675,8 +688,9 @@ static enum mnemo_status sel_backward(const struct mnemo_attn_cfg *cfg, struct m
                 /* the memory loss: max_i M_i of this window is attained at row mrow, where
                  * dM/dF[i,j] = -1/tau for every F[i,j] < tau */
                 const int ir = vw.mrow[b];
-                if (cfg->mem_eps > 0 && io->aux_grad != 0.0f && ir >= i0 && ir < nk) {
-                    const float tau = (float)mni_sel_tau(cfg), g = -io->aux_grad / tau;
+                if (mni_sel_mem_on(cfg) && io->aux_grad != 0.0f && ir >= i0 && ir < nk) {
+                    const float tau = (float)mni_sel_tau(cfg);
+                    const float g = -(float)(io->aux_grad * mni_sel_aux_scale(cfg, T)) / tau;
                     const int r = ir - i0, n = row_keys(d0, r, nb);
                     for (int j = 0; j < n; j++)
                         if (F[(size_t)r * KB + j] < tau) dF[(size_t)r * KB + j] += g;
@@ -724,7 +738,7 @@ static enum mnemo_status sel_backward(const struct mnemo_attn_cfg *cfg, struct m
 
 static int64_t n_slots(const struct mnemo_attn_cfg *cfg)
 {
-    return cfg->budget > 0 ? cfg->budget : cfg->n_ctx;
+    return mni_sel_budget(cfg) > 0 ? mni_sel_budget(cfg) : cfg->n_ctx;
 }
 
 static size_t kv_bytes(const struct mnemo_attn_cfg *cfg)
@@ -784,11 +798,12 @@ int64_t mni_sel_make_room(const struct mnemo_attn_cfg *cfg, void *state)
     struct mni_sel_state *st = state;
     struct mni_sel_slots sl;
     mni_sel_state_view(cfg, state, &sl);
-    if (cfg->threshold > 0)
+    const double threshold = cfg->opt[MNI_SEL_OPT_THRESHOLD];
+    if (threshold > 0)
         for (int64_t i = st->used - 1; i >= 0; i--)
-            if (sl.pos[i] != 0 && sl.F[i] >= (double)cfg->threshold) drop_slot(cfg, st, &sl, i);
+            if (sl.pos[i] != 0 && sl.F[i] >= threshold) drop_slot(cfg, st, &sl, i);
     if (st->used < st->slots) return st->used++;
-    if (cfg->budget <= 0) return -1;
+    if (mni_sel_budget(cfg) <= 0) return -1;
     int64_t worst = -1;
     for (int64_t i = 0; i < st->used; i++) {
         if (sl.pos[i] == 0) continue;
@@ -800,11 +815,10 @@ int64_t mni_sel_make_room(const struct mnemo_attn_cfg *cfg, void *state)
 }
 
 /* scratch: the rotated queries of one token (NH,HS), one row of scores (slots), and the RoPE
- * factors of one position (HS); the reference needs its own. */
+ * factors of one position (HS). */
 static size_t sel_step_scratch_bytes(const struct mnemo_attn_cfg *cfg, int n)
 {
     (void)n;
-    if (cfg->use_ref) return mni_sel_ref_step_scratch_bytes(cfg, n);
     size_t f = (size_t)cfg->n_head * (size_t)cfg->head_dim + (size_t)n_slots(cfg) + (size_t)cfg->head_dim;
     return mni_mul(f, sizeof(float));
 }
@@ -812,28 +826,37 @@ static size_t sel_step_scratch_bytes(const struct mnemo_attn_cfg *cfg, int n)
 /* Token by token, in the order of the spec (§5): room is made by the pruning rules, the new key
  * enters with F = 0, every head attends over the live slots with their current F, then the
  * token's head-0 logits vote for the keys before it. */
-static enum mnemo_status sel_step(const struct mnemo_attn_cfg *cfg, void *state,
-                                  const float *params, float *out, const float *qkv, int n,
-                                  void *scratch)
+/* The checks of every step() (fast or reference) before it changes the state. */
+static enum mnemo_status check_step(const struct mnemo_attn_cfg *cfg,
+                                    const struct mnemo_attn_step *sa)
 {
-    (void)params;
+    const void *state = sa->state, *out = sa->out, *qkv = sa->qkv, *scratch = sa->scratch;
+    const int n = sa->n;
     enum mnemo_status rc = sel_validate(cfg);
     if (rc != MNEMO_OK) return rc;
     if (!state || !out || !qkv || !scratch)
         return mni_err(MNEMO_ERR_ARG, "selective: step needs state, out, qkv and scratch buffers");
     if (n < 1) return mni_err(MNEMO_ERR_ARG, "selective: step needs n >= 1 tokens, got %d", n);
-    struct mni_sel_state *st = state;
+    const struct mni_sel_state *st = state;
     if (st->n_ctx != cfg->n_ctx || st->slots != n_slots(cfg) || st->used < 0 ||
         st->used > st->slots || st->count < st->used)
         return mni_err(MNEMO_ERR_ARG, "selective: state not initialised for this cfg");
-    if (cfg->budget <= 0 && st->count + n > st->n_ctx)
+    if (mni_sel_budget(cfg) <= 0 && st->count + n > st->n_ctx)
         return mni_err(MNEMO_ERR_FULL, "selective: KV cache full: %lld tokens held + %d new > n_ctx %d "
                        "(a budget prunes the cache instead)",
                        (long long)st->count, n, cfg->n_ctx);
-    if (cfg->use_ref) {
-        mni_sel_ref_step(cfg, state, out, qkv, n, scratch);
-        return MNEMO_OK;
-    }
+    return MNEMO_OK;
+}
+
+static enum mnemo_status sel_step(const struct mnemo_attn_cfg *cfg, struct mnemo_attn_step *sa)
+{
+    enum mnemo_status rc = check_step(cfg, sa);
+    if (rc != MNEMO_OK) return rc;
+    struct mni_sel_state *st = sa->state;
+    void *state = sa->state, *scratch = sa->scratch;
+    float *out = sa->out;
+    const float *qkv = sa->qkv;
+    const int n = sa->n;
     const int NH = cfg->n_head, HS = cfg->head_dim;
     const size_t C = (size_t)NH * HS, S = (size_t)st->slots;
     const float scale = (float)(1.0 / sqrt((double)HS));
@@ -902,18 +925,48 @@ static size_t sel_state_live_bytes(const struct mnemo_attn_cfg *cfg, const void 
     return mni_add(mni_sel_state_hdr_bytes(), mni_mul((size_t)st->used, per));
 }
 
+/* ---- the reference (selective_ref.c computes; the layouts and checks are shared) ----------- */
+
+static enum mnemo_status ref_forward(const struct mnemo_attn_cfg *cfg, struct mnemo_attn_io *io)
+{
+    enum mnemo_status st = check_io(cfg, io, 0);
+    return st != MNEMO_OK ? st : mni_sel_ref_forward(cfg, io);
+}
+
+static enum mnemo_status ref_backward(const struct mnemo_attn_cfg *cfg, struct mnemo_attn_io *io)
+{
+    enum mnemo_status st = check_io(cfg, io, 1);
+    return st != MNEMO_OK ? st : mni_sel_ref_backward(cfg, io);
+}
+
+static enum mnemo_status ref_step(const struct mnemo_attn_cfg *cfg, struct mnemo_attn_step *sa)
+{
+    enum mnemo_status rc = check_step(cfg, sa);
+    if (rc == MNEMO_OK) mni_sel_ref_step(cfg, sa->state, sa->out, sa->qkv, sa->n, sa->scratch);
+    return rc;
+}
+
+#define SEL_COMMON                                                                             \
+    .api_version = MNEMO_ATTN_API_VERSION, .name = "selective", .opts = sel_opts,             \
+    .n_opts = MNI_SEL_OPT_COUNT, .caps = sel_caps, .validate = sel_validate,                   \
+    .flops_per_token = sel_flops, .act_bytes = sel_act_bytes, .state_bytes = sel_state_bytes, \
+    .state_init = sel_state_init, .state_live_bytes = sel_state_live_bytes
+
 const struct mnemo_attn_ops mni_attn_selective = {
-    .api_version = MNEMO_ATTN_API_VERSION,
-    .name = "selective",
-    .validate = sel_validate,
-    .n_params = sel_n_params,
-    .act_bytes = sel_act_bytes,
+    SEL_COMMON,
     .scratch_bytes = sel_scratch_bytes,
     .forward = sel_forward,
     .backward = sel_backward,
-    .state_bytes = sel_state_bytes,
     .step_scratch_bytes = sel_step_scratch_bytes,
-    .state_init = sel_state_init,
     .step = sel_step,
-    .state_live_bytes = sel_state_live_bytes,
+};
+
+const struct mnemo_attn_ops mni_attn_selective_ref = {
+    SEL_COMMON,
+    .is_ref = 1,
+    .scratch_bytes = mni_sel_ref_scratch_bytes,
+    .forward = ref_forward,
+    .backward = ref_backward,
+    .step_scratch_bytes = mni_sel_ref_step_scratch_bytes,
+    .step = ref_step,
 };

@@ -1,5 +1,5 @@
 /*
- * selective_ref.c -- the naive reference of the Selective Attention kind (cfg->use_ref = 1).
+ * selective_ref.c -- the naive reference of the Selective Attention kind (mni_attn_selective_ref).
  *
  * Double precision, full T x T matrices, written from the spec's closed form rather than from
  * the tiled code (../shared/papers/selective-attention.md, §2 and §4). Per window, with q, k
@@ -10,9 +10,10 @@
  *
  * backward (dO given): dP, D_i = sum_j P_ij dP_ij (from its definition), dL = P (dP - D),
  * dF = -sum_h dL_h, and for 1 <= j < k with z_0[k,j] > 0: dz_0[k,j] += sum_{i > k} dF[i,j]
- * (a triple loop, no running sums). With the memory loss (mem_eps > 0): per window
+ * (a triple loop, no running sums). With the memory loss (option mem_eps > 0): per window
  * M_i = (i + 1) - sum_{j<=i} min(F[i,j], tau) / tau, aux = max_i M_i (first row on ties), and
- * backward adds aux_grad * dM/dF = -aux_grad / tau to dF[i*,j] wherever F[i*,j] < tau.
+ * backward adds aux_grad * c * dM/dF = -aux_grad * c / tau (c = mem_eps / (n_layer T), the scale of
+ * the reported aux_loss = c sum_b max M) to dF[i*,j] wherever F[i*,j] < tau.
  * Serial; the tests use small T.
  */
 #include <math.h>
@@ -151,15 +152,15 @@ enum mnemo_status mni_sel_ref_forward(const struct mnemo_attn_cfg *cfg, struct m
         double best = -INFINITY;
         int32_t row = 0;
         const double tau = mni_sel_tau(cfg);
-        for (int i = 0; i < T && cfg->mem_eps > 0; i++) {
+        for (int i = 0; i < T && mni_sel_mem_on(cfg); i++) {
             double s = 0;
             for (int j = 0; j <= i; j++) s += fmin(r.F[(size_t)i * T + j], tau);
             const double M = (double)(i + 1) - s / tau;
             if (M > best) best = M, row = i;
         }
-        vw.mval[b] = cfg->mem_eps > 0 ? best : 0.0;
+        vw.mval[b] = mni_sel_mem_on(cfg) ? best : 0.0;
         vw.mrow[b] = row;
-        io->aux_loss += vw.mval[b];
+        io->aux_loss += mni_sel_aux_scale(cfg, T) * vw.mval[b];
     }
     return MNEMO_OK;
 }
@@ -204,8 +205,8 @@ enum mnemo_status mni_sel_ref_backward(const struct mnemo_attn_cfg *cfg, struct 
             }
         }
         /* the memory loss: its max row, recomputed here from F (not read from act) */
-        if (cfg->mem_eps > 0 && io->aux_grad != 0.0f) {
-            const double tau = mni_sel_tau(cfg);
+        if (mni_sel_mem_on(cfg) && io->aux_grad != 0.0f) {
+            const double tau = mni_sel_tau(cfg), c = mni_sel_aux_scale(cfg, T);
             double best = -INFINITY;
             int row = 0;
             for (int i = 0; i < T; i++) {
@@ -215,7 +216,7 @@ enum mnemo_status mni_sel_ref_backward(const struct mnemo_attn_cfg *cfg, struct 
                 if (M > best) best = M, row = i;
             }
             for (int j = 0; j <= row; j++)
-                if (r.F[(size_t)row * T + j] < tau) r.dF[(size_t)row * T + j] -= io->aux_grad / tau;
+                if (r.F[(size_t)row * T + j] < tau) r.dF[(size_t)row * T + j] -= io->aux_grad * c / tau;
         }
         /* the selection: F[i,j] = sum_{j<k<i} relu(z0[k,j])  =>  dz0[k,j] = sum_{i>k} dF[i,j] */
         for (int k = 0; k < T; k++)
@@ -248,7 +249,7 @@ enum mnemo_status mni_sel_ref_backward(const struct mnemo_attn_cfg *cfg, struct 
 size_t mni_sel_ref_step_scratch_bytes(const struct mnemo_attn_cfg *cfg, int n)
 {
     (void)n;
-    size_t S = (size_t)(cfg->budget > 0 ? cfg->budget : cfg->n_ctx);
+    size_t S = (size_t)(mni_sel_budget(cfg) > 0 ? mni_sel_budget(cfg) : cfg->n_ctx);
     return mni_mul((size_t)cfg->n_head * cfg->head_dim + S, sizeof(double));
 }
 

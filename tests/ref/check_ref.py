@@ -3,10 +3,16 @@
 
 usage: /usr/bin/python3 tests/ref/check_ref.py <dir>
 
-<dir>/model.safetensors  the checkpoint (initial weights) written by the C side
+<dir>/model.safetensors  the checkpoint (initial weights) written by the C side (format 2; a
+                         format-1 file is read too)
 <dir>/dump.safetensors   x, y (I32 B,T); logits (F32 B,T,Vp); loss (F32 1);
                          grad.<param> (F32) for every parameter; step_losses (F32 S);
+                         aux_loss (F32 1, the kinds' weighted auxiliary loss of the first
+                         forward; required when mem_eps > 0);
                          metadata lr, beta1, beta2, eps, weight_decay, grad_clip, steps
+                         (optional: optimizer, momentum, and the kind's training options
+                         mem_eps, mem_tau, gate_lr_mult, which the checkpoint's attn.<key>
+                         metadata must then agree with)
 
 The reference (tests/ref/mnemo_ref.py) runs in float64. For every compared tensor the checker
 prints the max abs difference, the relative error (max abs difference over the largest
@@ -78,18 +84,35 @@ def _parse_hp(meta, path):
         hp["momentum"] = float(meta.get("momentum", "0.95"))
     except ValueError:
         raise InputError("%s: metadata momentum=%r is not a number" % (path, meta["momentum"])) from None
-    try:
-        hp["mem_eps"] = float(meta.get("mem_eps", "0"))
-        hp["mem_tau"] = float(meta.get("mem_tau", "1"))
-    except ValueError:
-        raise InputError("%s: metadata mem_eps/mem_tau is not a number" % path) from None
-    try:
-        hp["gate_lr_mult"] = float(meta.get("gate_lr_mult", "1"))
-    except ValueError:
-        raise InputError("%s: metadata gate_lr_mult is not a number" % path) from None
+    hp["given"] = set(k for k, _ in TRAIN_OPTS if k in meta)
+    for k, default in TRAIN_OPTS:
+        try:
+            hp[k] = float(meta.get(k, default))
+        except ValueError:
+            raise InputError("%s: metadata %s=%r is not a number" % (path, k, meta[k])) from None
     if hp["steps"] < 1:
         raise InputError("%s: metadata steps=%d must be >= 1" % (path, hp["steps"]))
     return hp
+
+
+TRAIN_OPTS = (("mem_eps", "0"), ("mem_tau", "1"), ("gate_lr_mult", "1"))
+
+
+def _train_opts(hp, meta, path):
+    """The kind's training options are model options carried by a format-2 checkpoint
+    ("attn.<key>"): they override the dump's copies, which must agree with them."""
+    for k, _ in TRAIN_OPTS:
+        v = meta.get("attn." + k)
+        if v is None:
+            continue
+        try:
+            x = float(v)
+        except ValueError:
+            raise InputError("%s: metadata attn.%s=%r is not a number" % (path, k, v)) from None
+        if k in hp["given"] and not math.isclose(hp[k], x, rel_tol=1e-6, abs_tol=0.0):
+            raise InputError("%s: metadata attn.%s=%r disagrees with the dump's %s=%r"
+                             % (path, k, v, k, hp[k]))
+        hp[k] = x
 
 
 def _tokens(dump, name, path, cfg):
@@ -155,8 +178,10 @@ def run(d, out=sys.stdout):
             cfg = R.Config.from_meta(meta)
         except R.RefError as e:
             raise InputError("%s: %s" % (mpath, e)) from None
+        ckpt = R.upgrade_tensors(meta, ckpt)     # format 1's tensor names
         dump, dmeta = _load(dpath)
         hp = _parse_hp(dmeta, dpath)
+        _train_opts(hp, meta, mpath)
         x = _tokens(dump, "x", dpath, cfg)
         y = _tokens(dump, "y", dpath, cfg)
         if x.shape != y.shape:
@@ -183,8 +208,10 @@ def run(d, out=sys.stdout):
     torch.manual_seed(0)
     model = R.model_from_tensors(cfg, ckpt, torch.float64)
     logits, loss = model(x, y)
-    # the gradients are the objective's: with the memory loss, cross-entropy + eps * L_mem
-    (loss + hp["mem_eps"] * model.memory_loss(hp["mem_tau"]) if hp["mem_eps"] else loss).backward()
+    # the gradients are the objective's: with the memory loss, cross-entropy + aux, where the
+    # kinds' auxiliary loss is aux = eps * L_mem (mnemo_model_aux_loss)
+    aux = hp["mem_eps"] * model.memory_loss(hp["mem_tau"]) if hp["mem_eps"] else None
+    (loss + aux if aux is not None else loss).backward()
     V = cfg.vocab
 
     got_logits = dump.get("logits")
@@ -195,6 +222,12 @@ def run(d, out=sys.stdout):
     if got_loss is not None and got_loss.size == 1:
         got_loss = got_loss.reshape(1)
     rep.compare("loss", got_loss, loss.reshape(1), TOL["loss"])
+    if "aux_loss" in dump or aux is not None:
+        got_aux = dump.get("aux_loss")
+        if got_aux is not None and got_aux.size == 1:
+            got_aux = got_aux.reshape(1)
+        want_aux = (aux if aux is not None else loss.new_zeros(())).reshape(1)
+        rep.compare("aux_loss", got_aux, want_aux, TOL["loss"])
 
     grads = {n: p.grad for n, p in model.named_parameters()}
     gmax = max(float(g.abs().max()) for g in grads.values())

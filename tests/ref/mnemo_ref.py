@@ -16,11 +16,16 @@ Infini-attention (attn_kind "infini") is written from the paper's equations
 (shared/papers/infini-attention.md): a Python loop over the segments of the window, each with
 causal softmax attention over its own tokens (RoPE at positions within the segment) and a
 compressive memory read with sigma(Q) = ELU(Q) + 1 before and written after the segment, on Q, K
-without positions; one gate logit per head ("blocks.l.attn.kind"), sigmoid-mixed.
+without positions; one gate logit per head ("blocks.l.attn.gate"), sigmoid-mixed.
 
 Also here: AdamW and Muon and gradient clipping as the C trainer does them (weight decay only on
 parameters with ndim >= 2; the attention kinds' own parameters at lr * gate_lr_mult), a random
 checkpoint builder, and the checkpoint metadata codec.
+
+Checkpoints: format 2 carries the attention kind's options as "attn.<key>" metadata (infini's
+"attn.segment", "attn.mem_update") and infini's gates as "blocks.l.attn.gate"; format 1 (still
+read) carried them as "attn_segment", "attn_mem_update" and "blocks.l.attn.kind"
+(upgrade_tensors renames those).
 """
 
 import math
@@ -34,7 +39,8 @@ import torch.nn.functional as F
 
 import st_io
 
-FORMAT_VERSION = "1"
+FORMAT_VERSION = "2"               # what to_meta writes
+READ_FORMATS = ("1", "2")          # what from_meta reads
 KNOWN_ATTN_KINDS = ("dense", "selective", "infini")
 KNOWN_MEM_UPDATES = ("linear", "delta")
 MEM_DEN_EPS = 1e-6          # infini: the read-out's denominator is clamped to at least this
@@ -98,7 +104,7 @@ class Config:
                 "n_ctx": str(self.n_ctx), "vocab": str(self.vocab),
                 "vocab_padded": str(self.vocab_padded), "pos": self.pos,
                 "rope_theta": repr(float(self.rope_theta)), "attn_kind": self.attn_kind,
-                **({"attn_segment": str(self.segment), "attn_mem_update": self.mem_update}
+                **({"attn.segment": str(self.segment), "attn.mem_update": self.mem_update}
                    if self.attn_kind == "infini" else {})}
 
     @staticmethod
@@ -107,9 +113,9 @@ class Config:
         missing = [k for k in META_KEYS if k not in meta]
         if missing:
             raise RefError("checkpoint metadata lacks %s" % ", ".join(missing))
-        if meta["mnemo.format"] != FORMAT_VERSION:
-            raise RefError("checkpoint mnemo.format %r, this reference reads %r"
-                           % (meta["mnemo.format"], FORMAT_VERSION))
+        if meta["mnemo.format"] not in READ_FORMATS:
+            raise RefError("checkpoint mnemo.format %r, this reference reads %s"
+                           % (meta["mnemo.format"], " and ".join(map(repr, READ_FORMATS))))
         if meta["attn_kind"] not in KNOWN_ATTN_KINDS:
             raise RefError("checkpoint attn_kind %r is unknown to this reference (known: %s)"
                            % (meta["attn_kind"], ", ".join(KNOWN_ATTN_KINDS)))
@@ -125,14 +131,30 @@ class Config:
         except ValueError:
             raise RefError("checkpoint metadata rope_theta=%r is not a number"
                            % meta["rope_theta"]) from None
+        # the options: "attn.<key>" (format 2) or "attn_<key>" (format 1)
+        sep = "_" if meta["mnemo.format"] == "1" else "."
+        seg_key, upd_key = "attn%ssegment" % sep, "attn%smem_update" % sep
         try:
-            segment = int(meta.get("attn_segment", "0"))
+            segment = int(meta.get(seg_key, "0"))
         except ValueError:
-            raise RefError("checkpoint metadata attn_segment=%r is not an integer"
-                           % meta["attn_segment"]) from None
+            raise RefError("checkpoint metadata %s=%r is not an integer"
+                           % (seg_key, meta[seg_key])) from None
         return Config(pos=meta["pos"], rope_theta=theta, attn_kind=meta["attn_kind"],
-                      segment=segment, mem_update=meta.get("attn_mem_update", "linear"),
+                      segment=segment, mem_update=meta.get(upd_key, "linear"),
                       **ints).check()
+
+
+def upgrade_tensors(meta, tensors):
+    """The tensors of a checkpoint under their format-2 names: a format-1 file named infini's
+    gates "blocks.l.attn.kind" (now "blocks.l.attn.gate"). Returns a new dict."""
+    if meta.get("mnemo.format") != "1" or meta.get("attn_kind") != "infini":
+        return tensors
+    out = OrderedDict()
+    for n, a in tensors.items():
+        if n.startswith("blocks.") and n.endswith(".attn.kind"):
+            n = n[:-len("kind")] + "gate"
+        out[n] = a
+    return out
 
 
 def param_shapes(cfg):
@@ -151,7 +173,7 @@ def param_shapes(cfg):
         s[p + "attn.proj.weight"] = (C, C)
         s[p + "attn.proj.bias"] = (C,)
         if cfg.attn_kind == "infini":
-            s[p + "attn.kind"] = (cfg.n_head,)     # the gate logits, one per head
+            s[p + "attn.gate"] = (cfg.n_head,)     # the gate logits, one per head
         s[p + "ln2.weight"] = (C,)
         s[p + "ln2.bias"] = (C,)
         s[p + "mlp.fc.weight"] = (4 * C, C)
@@ -213,7 +235,7 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(C, 3 * C)
         self.proj = nn.Linear(C, C)
         if cfg.attn_kind == "infini":
-            self.kind = nn.Parameter(torch.zeros(cfg.n_head))   # gate logits beta
+            self.gate = nn.Parameter(torch.zeros(cfg.n_head))   # gate logits beta
 
     def rope(self, x):
         """x (B,T,NH,HS) -> rotated x; a method so tests can swap the convention."""
@@ -234,7 +256,7 @@ class Attention(nn.Module):
         """
         B, T, NH, HS = q.shape
         N = self.cfg.segment or self.cfg.n_ctx
-        g = torch.sigmoid(self.kind)[None, :, None, None]           # (1,NH,1,1)
+        g = torch.sigmoid(self.gate)[None, :, None, None]           # (1,NH,1,1)
         sig = lambda x: F.elu(x) + 1                                # noqa: E731
         M = q.new_zeros(B, NH, HS, HS)
         z = q.new_zeros(B, NH, HS, 1)
@@ -404,7 +426,7 @@ def load_model(path, dtype=torch.float64):
     """
     tensors, meta = st_io.load(path)
     cfg = Config.from_meta(meta)
-    return model_from_tensors(cfg, tensors, dtype)
+    return model_from_tensors(cfg, upgrade_tensors(meta, tensors), dtype)
 
 
 def random_tensors(cfg, seed=0, std=0.02):
@@ -468,14 +490,16 @@ class AdamW:
 
 
 class GroupedAdamW:
-    """AdamW with the attention kinds' own parameters (names ending in ".attn.kind": infini's
+    """AdamW with the attention kinds' own parameters (names ending in ".attn.gate": infini's
     gates) in a group of their own at lr * gate_lr_mult (no weight decay: they are vectors)."""
+
+    KIND_PARAMS = (".attn.gate",)
 
     def __init__(self, named_params, lr, beta1, beta2, eps, weight_decay, gate_lr_mult=1.0,
                  **fault):
         named = list(named_params)
-        gates = [p for n, p in named if n.endswith(".attn.kind")]
-        rest = [p for n, p in named if not n.endswith(".attn.kind")]
+        gates = [p for n, p in named if n.endswith(self.KIND_PARAMS)]
+        rest = [p for n, p in named if not n.endswith(self.KIND_PARAMS)]
         self.groups = [AdamW(rest, lr, beta1, beta2, eps, weight_decay, **fault)]
         if gates:
             self.groups.append(AdamW(gates, lr * gate_lr_mult, beta1, beta2, eps, weight_decay,
