@@ -8,8 +8,9 @@
 
 /* The attention state a session of this checkpoint holds (its bound, as generate and answer
  * would run it: with the checkpoint's prune.budgets, if any), and whether that bound holds
- * for any stream length or only up to n_ctx. */
-static void print_state(struct mnemo_model *m, const struct mnemo_model_config *c)
+ * for any stream length or only up to n_ctx. Computed, not allocated: a checkpoint of a few
+ * kilobytes may claim a context whose cache would not fit in memory. */
+static void print_state(const struct mnemo_model *m, const struct mnemo_model_config *c)
 {
     struct cli_prune pr = {0};
     const char *from;
@@ -18,23 +19,21 @@ static void print_state(struct mnemo_model *m, const struct mnemo_model_config *
     for (int l = 0; budgets && l < c->n_layer; l++) pruned &= budgets[l] > 0;
     struct mnemo_session_config sc;
     mnemo_session_config_default(&sc);
-    sc.max_chunk = 1;
     sc.budgets = budgets;
-    struct mnemo_session *s;
-    enum mnemo_status st = mnemo_session_create_ex(&s, m, &sc);
+    size_t bytes;
+    enum mnemo_status st = mnemo_model_state_bytes(m, &sc, &bytes);
     free(budgets);
-    if (st != MNEMO_OK) { /* e.g. no memory for a dense cache at a huge n_ctx: say, go on */
-        printf("state        unknown (no session: %s)\n", mnemo_last_error());
+    if (st != MNEMO_OK) { /* e.g. budgets the kind refuses: say, go on */
+        printf("state        unknown (%s)\n", mnemo_last_error());
         return;
     }
-    const double kib = (double)mnemo_session_state_bytes(s) / 1024.0;
+    const double kib = (double)bytes / 1024.0;
     if (c->attn_kind == MNEMO_ATTN_KIND_INFINI || pruned)
         printf("state        %.1f KiB at most, whatever the stream length%s\n", kib,
                pruned ? " (the checkpoint's prune.budgets)" : "");
     else
         printf("state        %.1f KiB at n_ctx (a cache of every key and value; a stream stops "
                "there)\n", kib);
-    mnemo_session_free(s);
 }
 
 int cmd_info(int argc, char **argv)
@@ -67,7 +66,7 @@ int cmd_info(int argc, char **argv)
         const char *v = mnemo_model_meta(m, keys[i]);
         if (v) printf("%-17s %s\n", keys[i], v);
     }
-    print_state(m, c); /* last: it opens a session, which may fail */
+    print_state(m, c);
     mnemo_model_free(m);
     return 0;
 }

@@ -337,6 +337,13 @@ MNEMO_API enum mnemo_status mnemo_session_feed(struct mnemo_session *s, const ui
 MNEMO_API int mnemo_session_pos(const struct mnemo_session *s);       /* tokens fed */
 MNEMO_API size_t mnemo_session_live_bytes(const struct mnemo_session *s); /* attention state held now */
 MNEMO_API size_t mnemo_session_state_bytes(const struct mnemo_session *s); /* its bound */
+/* The bound mnemo_session_state_bytes would give for a session of m created with sc
+ * (sc->max_chunk is not used), computed without allocating one: what a tool can report about
+ * a checkpoint whose session would not fit in memory. Errors: MNEMO_ERR_ARG (budgets or
+ * threshold the kind refuses, as mnemo_session_create_ex would; a size past SIZE_MAX). */
+MNEMO_API enum mnemo_status mnemo_model_state_bytes(const struct mnemo_model *m,
+                                                    const struct mnemo_session_config *sc,
+                                                    size_t *bytes);
 
 /* ---- sampling ------------------------------------------------------------------------------- */
 

@@ -188,47 +188,85 @@ enum mnemo_status mni_ckpt_read_config(const struct mni_st_file *f, const char *
     return MNEMO_OK;
 }
 
+/* Checks (read == 0) or reads every tensor of m's parameter table from f, in table order;
+ * *n_tensors gets the number of tensors the table has. */
+static enum mnemo_status table_io(struct mni_st_file *f, struct mnemo_model *m, int read,
+                                  size_t *n_tensors)
+{
+    enum mnemo_status st = MNEMO_OK;
+    size_t n = 0;
+    for (int id = 0; id < MNI_P_COUNT && st == MNEMO_OK; id++) {
+        const struct mni_param_info *pi = &m->pinfo[id];
+        if (pi->numel == 0) continue;
+        for (int l = 0; l < (pi->per_layer ? m->cfg.n_layer : 1) && st == MNEMO_OK; l++) {
+            char nm[NAME_LEN];
+            snprintf(nm, sizeof(nm), pi->name, l);
+            const size_t shape[2] = {pi->d0, pi->d1};
+            const int nd = pi->d1 ? 2 : 1;
+            st = read ? mni_st_read(f, nm, MNI_ST_F32, nd, shape, mni_model_param(m, id, l))
+                      : mni_st_check(f, nm, MNI_ST_F32, nd, shape);
+            n++;
+        }
+    }
+    *n_tensors = n;
+    return st;
+}
+
+/* 1 if nm is a tensor of m's table: a global name, or "blocks.<l>.<x>" with l < n_layer (in
+ * plain decimal) and "blocks.%d.<x>" a per-layer entry. One pass over the table, whatever the
+ * number of layers. */
+static int known_tensor(const struct mnemo_model *m, const char *nm)
+{
+    static const char blk[] = "blocks.";
+    const char *rest = NULL;
+    long l = -1;
+    if (!strncmp(nm, blk, sizeof(blk) - 1) && nm[sizeof(blk) - 1] >= '0' &&
+        nm[sizeof(blk) - 1] <= '9') {
+        char *end;
+        errno = 0;
+        l = strtol(nm + sizeof(blk) - 1, &end, 10);
+        if (errno || (nm[sizeof(blk) - 1] == '0' && end != nm + sizeof(blk))) return 0;
+        rest = end; /* ".<x>" */
+    }
+    for (int id = 0; id < MNI_P_COUNT; id++) {
+        const struct mni_param_info *pi = &m->pinfo[id];
+        if (pi->numel == 0) continue;
+        if (!pi->per_layer && !strcmp(nm, pi->name)) return 1;
+        if (pi->per_layer && rest && l < m->cfg.n_layer &&
+            !strcmp(rest, pi->name + sizeof(blk) - 1 + 2)) /* past "blocks.%d" */
+            return 1;
+    }
+    return 0;
+}
+
 enum mnemo_status mnemo_model_load(struct mnemo_model **out, const char *path)
 {
     *out = NULL;
     struct mni_st_file *f = NULL;
     struct mnemo_model *m = NULL;
     struct mnemo_model_config cfg;
+    size_t expected = 0;
+    /* Every claim of the header is checked against the file before the parameters are
+     * allocated: each tensor of the table must be in the file with its shape, and mni_st_open
+     * has checked that the file's tensors tile its data section, so the parameters cannot
+     * outgrow the file (a few bytes of metadata cannot cost gigabytes). */
     enum mnemo_status st = mni_st_open(&f, path);
     if (st == MNEMO_OK) st = mni_ckpt_read_config(f, path, &cfg);
-    if (st == MNEMO_OK) st = mnemo_model_create(&m, &cfg);
-    if (st != MNEMO_OK) goto fail;
-    size_t expected = 0;
-    for (int id = 0; id < MNI_P_COUNT && st == MNEMO_OK; id++) {
-        const struct mni_param_info *pi = &m->pinfo[id];
-        if (pi->numel == 0) continue;
-        for (int l = 0; l < (pi->per_layer ? cfg.n_layer : 1) && st == MNEMO_OK; l++) {
-            char nm[NAME_LEN];
-            snprintf(nm, sizeof(nm), pi->name, l);
-            size_t shape[2] = {pi->d0, pi->d1};
-            st = mni_st_read(f, nm, MNI_ST_F32, pi->d1 ? 2 : 1, shape, mni_model_param(m, id, l));
-            expected++;
-        }
-    }
+    if (st == MNEMO_OK) st = mni_model_plan(&m, &cfg);
+    if (st == MNEMO_OK) st = table_io(f, m, 0, &expected);
     if (st == MNEMO_OK && mni_st_count(f) != expected) {
-        /* name the first tensor we do not know */
+        /* every tensor of the table is there, names are unique: one is not ours */
         for (size_t i = 0; i < mni_st_count(f); i++) {
             const char *nm = mni_st_info_at(f, i)->name;
-            int known = 0;
-            for (int id = 0; id < MNI_P_COUNT && !known; id++) {
-                const struct mni_param_info *pi = &m->pinfo[id];
-                for (int l = 0; pi->numel && l < (pi->per_layer ? cfg.n_layer : 1); l++) {
-                    char buf[NAME_LEN];
-                    snprintf(buf, sizeof(buf), pi->name, l);
-                    if (!strcmp(buf, nm)) known = 1;
-                }
-            }
-            if (!known) {
+            if (!known_tensor(m, nm)) {
                 st = mni_err(MNEMO_ERR_FORMAT, "checkpoint '%s' has an unexpected tensor '%s'", path, nm);
                 break;
             }
         }
+        MNEMO_ASSERT(st != MNEMO_OK);
     }
+    if (st == MNEMO_OK) st = mni_model_alloc_params(m);
+    if (st == MNEMO_OK) st = table_io(f, m, 1, &expected);
     if (st != MNEMO_OK) goto fail;
     for (size_t i = 0; i < m->n_params; i++)
         if (!isfinite(m->params[i])) {

@@ -44,6 +44,9 @@ void mni_alloc_fail_after(long n, int persist);
  * ones included). While disarmed nothing is counted. */
 long mni_alloc_fail_count(void);
 long mni_alloc_seen_count(void);
+/* The largest request (bytes) among the allocations counted since the hook was last armed;
+ * arming with n = LONG_MAX counts without ever failing (what a test of memory use needs). */
+size_t mni_alloc_seen_max(void);
 /* a*b or SIZE_MAX on overflow (so that the allocation then fails). */
 size_t mni_mul(size_t a, size_t b);
 size_t mni_add(size_t a, size_t b);

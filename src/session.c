@@ -60,6 +60,35 @@ enum mnemo_status mnemo_session_create(struct mnemo_session **out, struct mnemo_
     return mnemo_session_create_ex(out, m, &sc);
 }
 
+/* Layer l's attention cfg in a session of m with sc: the model's, with the layer's budget
+ * and the threshold; validated by the kind. */
+static enum mnemo_status layer_cfg(const struct mnemo_model *m,
+                                   const struct mnemo_session_config *sc, int l,
+                                   struct mnemo_attn_cfg *a)
+{
+    *a = m->acfg;
+    a->budget = sc->budgets ? sc->budgets[l] : 0;
+    a->threshold = sc->threshold;
+    return m->attn->validate(a);
+}
+
+enum mnemo_status mnemo_model_state_bytes(const struct mnemo_model *m,
+                                          const struct mnemo_session_config *sc, size_t *bytes)
+{
+    *bytes = 0;
+    size_t total = 0;
+    for (int l = 0; l < m->cfg.n_layer; l++) {
+        struct mnemo_attn_cfg a;
+        enum mnemo_status st = layer_cfg(m, sc, l, &a);
+        if (st != MNEMO_OK) return st;
+        total = mni_add(total, mni_align64(m->attn->state_bytes(&a)));
+    }
+    if (total == SIZE_MAX)
+        return mni_err(MNEMO_ERR_ARG, "the attention state of a session is too large to count");
+    *bytes = total;
+    return MNEMO_OK;
+}
+
 enum mnemo_status mnemo_session_create_ex(struct mnemo_session **out, struct mnemo_model *m,
                                           const struct mnemo_session_config *sc)
 {
@@ -80,10 +109,7 @@ enum mnemo_status mnemo_session_create_ex(struct mnemo_session **out, struct mne
     size_t scratch = 0;
     off[0] = 0;
     for (size_t l = 0; l < L; l++) {
-        acfg[l] = m->acfg;
-        acfg[l].budget = sc->budgets ? sc->budgets[l] : 0;
-        acfg[l].threshold = sc->threshold;
-        enum mnemo_status st = m->attn->validate(&acfg[l]);
+        enum mnemo_status st = layer_cfg(m, sc, (int)l, &acfg[l]);
         if (st != MNEMO_OK) {
             mni_free(acfg);
             mni_free(off);

@@ -235,6 +235,21 @@ cp "$CK" "$W/keep.safetensors"
 cmp -s "$CK" "$W/keep.safetensors" || bad "a diverged run replaced the last good checkpoint"
 [ $? -eq 0 ] && ok
 
+# --- hostile checkpoints cost memory in proportion to their size, not to their claims ----------
+# 280 bytes claiming 8 layers of width 2048 (1.6 GB of weights) and no tensor; 32 KB claiming
+# n_ctx = 4M (a 512 MiB cache). Run under an address-space limit of 512 MB when a valid small
+# checkpoint runs under it (sanitizer builds reserve terabytes; OpenBLAS on a many-core
+# machine may need more than the limit at start-up): then the message alone is checked.
+DATA=$(cd "$(dirname "$0")" && pwd)/data
+VLIM=524288
+(ulimit -v $VLIM; timeout 60 "$MNEMO" info "$CK") >/dev/null 2>&1 || VLIM=
+limited() { if [ -n "$VLIM" ]; then (ulimit -v $VLIM; exec timeout 60 "$@"); else "$@"; fi; }
+[ -n "$VLIM" ] || echo "note: no address-space limit here; hostile checkpoints: messages only"
+expect_fail "hostile checkpoint, 1.6 GB claimed" "has no tensor 'wte.weight'" limited "$MNEMO" \
+    info "$DATA/ckpt_bigalloc_1p9GB.safetensors"
+expect_ok "info n_ctx 4M" limited "$MNEMO" info "$DATA/ckpt_nctx4M.safetensors"
+grep -q -E "^state +524288.1 KiB at n_ctx" "$W/out" || { bad "info n_ctx 4M: no state bound"; cat "$W/out"; }
+
 # --- a run directory, and the shape of a resumed or initialised model ---------------------------
 cp "$W/run_mu/log.jsonl" "$W/mu_log.jsonl"
 expect_fail "fresh run over a run" "holds a run already: continue it with --resume" "$MNEMO" train \
