@@ -275,8 +275,10 @@ typedef int (*mnemo_train_cb)(const struct mnemo_train_event *ev, void *user);
 
 /* Trains m (initialised or loaded by the caller; with tc->resume the parameters, optimizer
  * state and data position are loaded from tc->out_dir). Writes out_dir/model.safetensors,
- * out_dir/train_state.safetensors and appends to out_dir/log.jsonl. A NaN or infinite loss
- * stops with MNEMO_ERR_NUMERIC and leaves the last good checkpoint in place. */
+ * out_dir/train_state.safetensors and appends to out_dir/log.jsonl. A NaN or infinite loss,
+ * an update that makes a weight non-finite, or a training loss above 10 ln(vocab) (diverged)
+ * stops with MNEMO_ERR_NUMERIC (the message names the step, and the tensor) and leaves the
+ * last good checkpoint in place: nothing non-finite is ever saved. */
 MNEMO_API enum mnemo_status mnemo_train(struct mnemo_model *m, const struct mnemo_train_config *tc,
                                         mnemo_train_cb cb, void *user);
 

@@ -268,11 +268,10 @@ enum mnemo_status mnemo_model_load(struct mnemo_model **out, const char *path)
     if (st == MNEMO_OK) st = mni_model_alloc_params(m);
     if (st == MNEMO_OK) st = table_io(f, m, 1, &expected);
     if (st != MNEMO_OK) goto fail;
-    for (size_t i = 0; i < m->n_params; i++)
-        if (!isfinite(m->params[i])) {
-            st = mni_err(MNEMO_ERR_FORMAT, "checkpoint '%s' holds a non-finite parameter", path);
-            goto fail;
-        }
+    if (mni_first_nonfinite(m->params, m->n_params) < m->n_params) {
+        st = mni_err(MNEMO_ERR_FORMAT, "checkpoint '%s' holds a non-finite parameter", path);
+        goto fail;
+    }
     for (size_t i = 0; i < mni_st_meta_count(f); i++) {
         const char *k, *v;
         mni_st_meta_at(f, i, &k, &v);

@@ -372,6 +372,43 @@ out:
 
 /* ---- the loop -------------------------------------------------------------------------------- */
 
+/* A training loss above this many times ln(vocab) stops the run as diverged. ln(vocab) is the
+ * loss of a uniform guess, which is about where every run starts (small initial weights) and
+ * what any model gets back to by making its logits equal; ten times it means the right token
+ * gets on average a probability below vocab^-10 (e^-55 for bytes): confidently wrong, weights
+ * blown up. A normal run never comes near (docs/internals/training.md, "Divergence"). A
+ * constant of the model, not of the run's history, so that a resumed run stops exactly where
+ * the uninterrupted one would. */
+#define DIVERGED_LOSS_FACTOR 10.0
+
+/* "name[i]" of the parameter at slab index i (name as in the checkpoint). */
+static void param_name(const struct mnemo_model *m, size_t i, char *out, size_t n)
+{
+    for (int id = 0; id < MNI_P_COUNT; id++) {
+        const struct mni_param_info *pi = &m->pinfo[id];
+        const size_t L = pi->per_layer ? (size_t)m->cfg.n_layer : 1;
+        if (pi->numel == 0 || i < pi->offset || i >= pi->offset + L * pi->numel) continue;
+        char nm[96];
+        snprintf(nm, sizeof(nm), pi->name, (int)((i - pi->offset) / pi->numel));
+        snprintf(out, n, "'%s' (element %zu)", nm, (i - pi->offset) % pi->numel);
+        return;
+    }
+    snprintf(out, n, "at slab index %zu (alignment padding)", i);
+}
+
+/* MNEMO_ERR_NUMERIC naming the first non-finite value of w (the model's weights, or their
+ * average), or MNEMO_OK. */
+static enum mnemo_status check_finite(const struct mnemo_model *m, const float *w,
+                                      const char *what)
+{
+    const size_t i = mni_first_nonfinite(w, m->n_params);
+    if (i == m->n_params) return MNEMO_OK;
+    char nm[160];
+    param_name(m, i, nm, sizeof(nm));
+    return mni_err(MNEMO_ERR_NUMERIC, "the update made %s %s non-finite (%g)", what, nm,
+                   (double)w[i]);
+}
+
 /* Escapes a string for a JSON string literal (quotes, backslashes, control characters). */
 static void json_escape(char *out, size_t n, const char *in)
 {
@@ -496,6 +533,8 @@ enum mnemo_status mnemo_train(struct mnemo_model *m, const struct mnemo_train_co
     int stop = cb ? cb(&ev, user) : 0;
     const double t0 = mni_now();
     const int first = t.step;
+    const double diverged = DIVERGED_LOSS_FACTOR * log((double)m->cfg.vocab);
+    int fail_step = 0; /* the step a numeric error belongs to, when not the one being run */
     double last_val = NAN, t_last = t0;
     while (!stop && t.step < tc->max_steps) {
         float lr = lr_at(tc, t.step);
@@ -520,6 +559,12 @@ enum mnemo_status mnemo_train(struct mnemo_model *m, const struct mnemo_train_co
         if ((st = mni_comm_allreduce_mean(&comm, m->grads, m->n_params)) ||
             (st = mni_comm_allreduce_mean(&comm, &loss, 1)))
             goto out;
+        if (loss > diverged) {
+            st = mni_err(MNEMO_ERR_NUMERIC, "the training loss %.4g exceeds %g ln(vocab) = %.1f "
+                         "(%g times a uniform guess's): the run diverged", (double)loss,
+                         DIVERGED_LOSS_FACTOR, diverged, DIVERGED_LOSS_FACTOR);
+            goto numeric;
+        }
         double gn = mni_grad_norm(m);
         if (!isfinite(gn)) {
             st = mni_err(MNEMO_ERR_NUMERIC, "the gradient norm is not finite at step %d", t.step + 1);
@@ -527,8 +572,13 @@ enum mnemo_status mnemo_train(struct mnemo_model *m, const struct mnemo_train_co
         }
         float clip = (tc->grad_clip > 0 && gn > tc->grad_clip) ? (float)(tc->grad_clip / gn) : 1.0f;
         mni_optim_step(m, t.adam_m, t.adam_v, t.opt_work, t.opt_threads, t.step, lr, clip, tc);
+        /* nothing non-finite is ever saved: stop at the step that made it, naming it */
+        if ((st = check_finite(m, m->params, "parameter"))) goto numeric;
+        if (t.ema) {
+            mni_ema_update(t.ema, m->params, m->n_params, mni_ema_decay_at(tc->ema, t.step + 1));
+            if ((st = check_finite(m, t.ema, "the average of parameter"))) goto numeric;
+        }
         t.step++;
-        if (t.ema) mni_ema_update(t.ema, m->params, m->n_params, mni_ema_decay_at(tc->ema, t.step));
 
         double now = mni_now();
         ev = (struct mnemo_train_event){0};
@@ -555,7 +605,10 @@ enum mnemo_status mnemo_train(struct mnemo_model *m, const struct mnemo_train_co
             if (t.ema) mni_swap_floats(m->params, t.ema, m->n_params); /* score the average */
             st = eval_tokens(m, val.tok, val.n, T, T, B, nwin, val_starts, n_val_starts, &r);
             if (t.ema) mni_swap_floats(m->params, t.ema, m->n_params);
-            if (st) goto numeric;
+            if (st) {
+                fail_step = t.step; /* the validation after step t.step */
+                goto numeric;
+            }
             last_val = r.loss;
             ev.kind = MNEMO_TRAIN_EV_EVAL;
             ev.val_loss = r.loss;
@@ -582,7 +635,7 @@ numeric:
     if (st == MNEMO_ERR_NUMERIC) {
         st = mni_err(MNEMO_ERR_NUMERIC, "%s at step %d; training stopped, the last good checkpoint "
                      "(if any) is kept in '%s' (try a lower lr or stronger grad_clip)",
-                     mnemo_last_error(), t.step + 1, tc->out_dir);
+                     mnemo_last_error(), fail_step ? fail_step : t.step + 1, tc->out_dir);
     }
 out:
     mnemo_model_set_memory_loss(m, 0.0f, 0.0f); /* a training option, not the model's */

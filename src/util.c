@@ -146,6 +146,24 @@ void *mni_malloc(size_t bytes)
 
 void mni_free(void *p) { free(p); }
 
+size_t mni_first_nonfinite(const float *x, size_t n)
+{
+    enum { BLOCK = 4096 };
+    for (size_t i0 = 0; i0 < n; i0 += BLOCK) {
+        const size_t end = n - i0 < BLOCK ? n : i0 + BLOCK;
+        uint32_t bad = 0;
+        for (size_t i = i0; i < end; i++) { /* exponent all ones: inf or NaN */
+            uint32_t u;
+            memcpy(&u, x + i, sizeof(u));
+            bad |= (uint32_t)((u & 0x7f800000u) == 0x7f800000u);
+        }
+        if (bad)
+            for (size_t i = i0; i < end; i++)
+                if (!isfinite(x[i])) return i;
+    }
+    return n;
+}
+
 /* ---- RNG: splitmix64 ------------------------------------------------------------------------ */
 
 void mni_rng_seed(struct mni_rng *r, uint64_t seed) { r->s = seed ^ 0x6a09e667f3bcc908ULL; }

@@ -21,6 +21,17 @@ expect_fail() {
     if ! grep -q -E -e "$pat" "$W/err"; then bad "$name: stderr does not match /$pat/"; cat "$W/err"; return; fi
     ok
 }
+# expect_stop NAME PATTERN CMD...: a run that fails after it started: exit 1, progress lines on
+# stderr, then exactly one error line (the last), matching PATTERN
+expect_stop() {
+    local name=$1 pat=$2; shift 2
+    "$@" >"$W/out" 2>"$W/err"; local rc=$?
+    if [ $rc -ne 1 ]; then bad "$name: exit $rc (want 1)"; cat "$W/err"; return; fi
+    if [ "$(grep -c '^mnemo ' "$W/err")" -ne 1 ] || ! tail -n 1 "$W/err" | grep -q -E -e "^mnemo .*$pat"; then
+        bad "$name: the last stderr line is not the one error line /$pat/"; cat "$W/err"; return
+    fi
+    ok
+}
 expect_ok() {
     local name=$1; shift
     if "$@" >"$W/out" 2>"$W/err"; then ok; else bad "$name: exit $?"; cat "$W/err"; fi
@@ -234,6 +245,14 @@ cp "$CK" "$W/keep.safetensors"
 "$MNEMO" train --train "$W/data/train.bin" --out "$W/run" "${TINY[@]}" --lr 1e30 --warmup 0 --grad_clip 0 --weight_decay 0 --steps 3 --overwrite >/dev/null 2>&1
 cmp -s "$CK" "$W/keep.safetensors" || bad "a diverged run replaced the last good checkpoint"
 [ $? -eq 0 ] && ok
+# a non-finite weight is never saved: the step and the tensor are named; an exploding loss stops
+expect_stop "non-finite weights" "the update made parameter '[a-z.0-9]+' \(element [0-9]+\) non-finite \(-?inf\) at step 1;" \
+    "$MNEMO" train --train "$W/data/train.bin" --out "$W/r_inf" "${TINY[@]}" --steps 1 --warmup 0 \
+    --lr 1e38 --lr_min 0 --weight_decay 0
+[ -e "$W/r_inf/model.safetensors" ] && bad "non-finite weights: a model was written"
+expect_stop "exploding loss" "exceeds 10 ln\(vocab\) = 55.5 .*the run diverged at step [0-9]+;" \
+    "$MNEMO" train --train "$W/data/train.bin" --out "$W/r_exp" "${TINY[@]}" --steps 50 --lr 1e6 \
+    --weight_decay 0 --ckpt_every 1
 
 # --- hostile checkpoints cost memory in proportion to their size, not to their claims ----------
 # 280 bytes claiming 8 layers of width 2048 (1.6 GB of weights) and no tensor; 32 KB claiming

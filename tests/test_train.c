@@ -3,13 +3,16 @@
  * a resumed run equals an uninterrupted one bit for bit, bad files are refused cleanly.
  */
 #define _POSIX_C_SOURCE 200809L
+#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "data.h"
+#include "fileio.h" /* mni_afile_fault_after */
 #include "model.h"
 #include "st.h"
 #include "testutil.h"
@@ -720,10 +723,6 @@ static void test_pruned_eval_and_search(void **s)
 
 /* ---- prepare writes train.bin and val.bin as a pair ----------------------------------------- */
 
-#include <dirent.h>
-
-#include "fileio.h" /* mni_afile_fault_after */
-
 /* 1 if the file at path holds exactly want (n bytes). */
 static int same_bytes(const char *path, const unsigned char *want, size_t n)
 {
@@ -830,6 +829,131 @@ static void test_prepare_faults(void **s)
     free(old_val);
 }
 
+/* ---- nothing non-finite is saved; a diverged run stops --------------------------------------- */
+
+static int cmp_names(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Every file of dir but log.jsonl, by name and content, sorted by name, in one buffer (caller
+ * frees); *n gets its length. */
+static unsigned char *snapshot(const char *dir, size_t *n)
+{
+    char *names[64];
+    int k = 0;
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    for (struct dirent *e; (e = readdir(d));)
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") && strcmp(e->d_name, "log.jsonl")) {
+            assert_true(k < 64);
+            names[k++] = strdup(e->d_name);
+        }
+    closedir(d);
+    qsort(names, (size_t)k, sizeof(*names), cmp_names);
+    unsigned char *buf = NULL;
+    *n = 0;
+    for (int i = 0; i < k; i++) {
+        char p[700];
+        size_t fn;
+        snprintf(p, sizeof(p), "%s/%s", dir, names[i]);
+        unsigned char *f = tu_read_file(p, &fn);
+        assert_non_null(f);
+        const size_t len = strlen(names[i]) + 1;
+        buf = realloc(buf, *n + len + sizeof(fn) + fn);
+        assert_non_null(buf);
+        memcpy(buf + *n, names[i], len);
+        memcpy(buf + *n + len, &fn, sizeof(fn));
+        memcpy(buf + *n + len + sizeof(fn), f, fn);
+        *n += len + sizeof(fn) + fn;
+        free(f);
+        free(names[i]);
+    }
+    return buf;
+}
+
+/* Resumes the run in dir (max_steps steps in all) with learning rate lr and expects it to stop
+ * with a numeric error, leaving every file but the log byte for byte as it was. */
+static void expect_diverged(const char *dir, float lr, int max_steps)
+{
+    char tr[512], va[512], path[600];
+    struct mnemo_train_config tc;
+    train_cfg(&tc, dir, tr, va);
+    tc.max_steps = max_steps;
+    tc.ckpt_every = 0; /* a checkpoint at the end only: a stop must not write one */
+    tc.resume = 1;
+    tc.lr = lr;
+    tc.lr_min = 0;
+    tc.warmup = 0;
+    tc.weight_decay = 0;
+    size_t n0, n1;
+    unsigned char *before = snapshot(dir, &n0);
+    struct mnemo_model *m;
+    snprintf(path, sizeof(path), "%s/model.safetensors", dir);
+    assert_int_equal(mnemo_model_load(&m, path), MNEMO_OK);
+    assert_int_equal(mnemo_train(m, &tc, NULL, NULL), MNEMO_ERR_NUMERIC);
+    printf("expected error: %s\n", mnemo_last_error());
+    assert_non_null(strstr(mnemo_last_error(), "training stopped, the last good checkpoint"));
+    unsigned char *after = snapshot(dir, &n1);
+    assert_int_equal(n0, n1);
+    assert_memory_equal(before, after, n0);
+    free(before);
+    free(after);
+    mnemo_model_free(m);
+}
+
+/* Training stopped by a non-finite value or by the divergence rule. A learning rate of 1e38
+ * makes a weight infinite in the first update of a run: it stops at step 1 naming the tensor,
+ * having written nothing; resumed at such a rate, a run stops without touching its last
+ * checkpoint. A loss that has exploded (an embedding 1000 times too large: hundreds of nats,
+ * all finite) stops at once by the divergence rule. The other tests' runs (lr up to 1e-2)
+ * show that the rule does not fire on normal training. */
+static void test_diverged(void **s)
+{
+    (void)s;
+    char tr[512], va[512], path[600];
+    struct mnemo_train_config tc;
+    struct mnemo_model *m = small_model();
+    const char *dir = make_dir("run_div_inf");
+    train_cfg(&tc, dir, tr, va);
+    tc.max_steps = 1;
+    tc.warmup = 0;
+    tc.lr = 1e38f;
+    tc.lr_min = 0;
+    tc.weight_decay = 0;
+    assert_int_equal(mnemo_train(m, &tc, NULL, NULL), MNEMO_ERR_NUMERIC);
+    printf("expected error: %s\n", mnemo_last_error());
+    assert_non_null(strstr(mnemo_last_error(), "the update made parameter '"));
+    assert_non_null(strstr(mnemo_last_error(), "non-finite"));
+    assert_non_null(strstr(mnemo_last_error(), "at step 1;"));
+    snprintf(path, sizeof(path), "%s/model.safetensors", dir);
+    assert_int_equal(access(path, F_OK), -1);
+    mnemo_model_free(m);
+
+    dir = make_dir("run_div");
+    train_cfg(&tc, dir, tr, va);
+    tc.max_steps = 4;
+    tc.ckpt_every = 2;
+    m = small_model();
+    assert_int_equal(mnemo_train(m, &tc, NULL, NULL), MNEMO_OK);
+    mnemo_model_free(m);
+    expect_diverged(dir, 1e38f, 8);
+
+    dir = make_dir("run_div_loss");
+    train_cfg(&tc, dir, tr, va);
+    tc.ckpt_every = 1;
+    m = small_model();
+    float *wte = mni_model_param(m, MNI_P_WTE, 0);
+    for (size_t i = 0; i < m->pinfo[MNI_P_WTE].numel; i++) wte[i] *= 1000.0f;
+    assert_int_equal(mnemo_train(m, &tc, NULL, NULL), MNEMO_ERR_NUMERIC);
+    printf("expected error: %s\n", mnemo_last_error());
+    assert_non_null(strstr(mnemo_last_error(), "exceeds 10 ln(vocab) = 55.5"));
+    assert_non_null(strstr(mnemo_last_error(), "the run diverged at step 1;"));
+    snprintf(path, sizeof(path), "%s/model.safetensors", dir);
+    assert_int_equal(access(path, F_OK), -1);
+    mnemo_model_free(m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -848,6 +972,7 @@ int main(void)
         cmocka_unit_test(test_pruned_eval_and_search),
         cmocka_unit_test(test_prepare_val_blocked),
         cmocka_unit_test(test_prepare_faults),
+        cmocka_unit_test(test_diverged),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
