@@ -273,9 +273,13 @@ struct mnemo_train_event {
 /* Called after every event; a non-zero return stops training after writing a checkpoint. */
 typedef int (*mnemo_train_cb)(const struct mnemo_train_event *ev, void *user);
 
-/* Trains m (initialised or loaded by the caller; with tc->resume the parameters, optimizer
- * state and data position are loaded from tc->out_dir). Writes out_dir/model.safetensors,
- * out_dir/train_state.safetensors and appends to out_dir/log.jsonl. A NaN or infinite loss,
+/* Trains m (initialised or loaded by the caller; with tc->resume, m is out_dir's
+ * model.safetensors, and the optimizer state and data position are loaded from the train
+ * state of its step). Each checkpoint writes out_dir/train_state.<step>.safetensors, then
+ * out_dir/model.safetensors, then removes the previous state, so that a stop at any point
+ * leaves a resumable pair. A start removes the temporary files of dead writers and the states
+ * it will not use (a fresh run: all of them); a resume cuts out_dir/log.jsonl back to its step
+ * before appending (docs/internals/training.md). A NaN or infinite loss,
  * an update that makes a weight non-finite, or a training loss above 10 ln(vocab) (diverged)
  * stops with MNEMO_ERR_NUMERIC (the message names the step, and the tensor) and leaves the
  * last good checkpoint in place: nothing non-finite is ever saved. */

@@ -3,9 +3,12 @@
  * then cosine decay, global-norm gradient clipping, gradient accumulation, periodic validation
  * and checkpoints, exact resume, and a JSON Lines log. Also mnemo_eval_file.
  *
- * Exact resume: the model file holds the parameters; train_state.safetensors holds AdamW's m
- * and v, the step, and the loader position (epoch, index). The data order is a pure function of
- * (seed, epoch), so nothing else is needed to continue bit for bit (same threads, same build).
+ * Exact resume: the model file holds the parameters; train_state.<step>.safetensors holds
+ * AdamW's m and v, the step, and the loader position (epoch, index). The data order is a pure
+ * function of (seed, epoch), so nothing else is needed to continue bit for bit (same threads,
+ * same build). A checkpoint writes the state of step k under its own name, then the model, and
+ * only then removes the state of the previous pair: whatever stops the process, the directory
+ * holds a model and the state that belongs to it (docs/internals/training.md, "Checkpoints").
  * With an exponential moving average of the weights (tc->ema > 0) the model file holds the
  * average, the weights being trained go to the train state ("params"), and validation scores
  * the average (docs/internals/training.md).
@@ -18,10 +21,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "ckpt.h"
 #include "comm.h"
 #include "data.h"
+#include "fileio.h"
 #include "kern/kern.h"
 #include "mni.h"
 #include "model.h"
@@ -222,8 +227,34 @@ struct trainer {
     int step;               /* optimizer steps done */
     struct mni_loader ld;
     char model_path[PATH_MAX_LEN], state_path[PATH_MAX_LEN], log_path[PATH_MAX_LEN];
+    char kept_state[PATH_MAX_LEN]; /* the state that belongs to the model on disk ("" none) */
     FILE *log;
 };
+
+/* out_dir/train_state.<step>.safetensors into out (PATH_MAX_LEN bytes). */
+static void state_path_of(const struct trainer *t, int step, char *out)
+{
+    snprintf(out, PATH_MAX_LEN, "%s/train_state.%d.safetensors", t->tc->out_dir, step);
+}
+
+/* FNV-1a over the 32-bit words of the weights a model file holds (the table's tensors, not the
+ * slab's alignment padding), as 16 hex digits into out: a state names the model file it
+ * belongs to, so that no pair of files from two runs (a run started over in the same folder
+ * stopped between its two writes) is ever resumed as one. */
+static void weights_checksum(const struct mnemo_model *m, const float *w, char out[17])
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (int id = 0; id < MNI_P_COUNT; id++) {
+        const struct mni_param_info *pi = &m->pinfo[id];
+        const size_t n = pi->numel * (pi->per_layer ? (size_t)m->cfg.n_layer : 1);
+        for (size_t i = 0; i < n; i++) {
+            uint32_t u;
+            memcpy(&u, w + pi->offset + i, sizeof(u));
+            h = (h ^ u) * 0x100000001b3ull;
+        }
+    }
+    snprintf(out, 17, "%016llx", (unsigned long long)h);
+}
 
 static enum mnemo_status save_all(struct trainer *t, double val_loss)
 {
@@ -235,8 +266,11 @@ static enum mnemo_status save_all(struct trainer *t, double val_loss)
     const char *opt = mnemo_optimizer_name(t->tc->optimizer);
     const char *extra[] = {"train.step", step, "train.val_loss", vl, "train.optimizer", opt,
                            "train.ema", ema};
-    /* The state first: if the model write then fails, the pair on disk is the old model with
-     * a newer state, which load_state refuses (the model's train.step must equal the state's). */
+    /* The state of this step first, under its own name: until the model is replaced, the old
+     * model and its state stay as they were (a stop in between leaves an extra state, which
+     * the next start removes); once it is, the previous state is superseded. */
+    char sum[17];
+    weights_checksum(t->m, t->ema ? t->ema : t->m->params, sum); /* what the model file gets */
     snprintf(ep, sizeof(ep), "%llu", (unsigned long long)t->ld.pos.epoch);
     snprintf(ix, sizeof(ix), "%llu", (unsigned long long)t->ld.pos.index);
     snprintf(seed, sizeof(seed), "%llu", (unsigned long long)t->tc->seed);
@@ -245,12 +279,14 @@ static enum mnemo_status save_all(struct trainer *t, double val_loss)
     const char *kv[] = {"mnemo.format", "1", "kind", "train_state", "step", step,
                         "data.epoch", ep, "data.index", ix, "seed", seed,
                         "n_params", np, "batch,seq,grad_accum", bt, "ema", ema,
-                        "optimizer", opt, "data.doc_windows", t->tc->doc_windows ? "1" : "0"};
+                        "optimizer", opt, "data.doc_windows", t->tc->doc_windows ? "1" : "0",
+                        "model.checksum", sum};
     struct mni_st_tensor ts[3] = {
         {.name = "adam.m", .dtype = MNI_ST_F32, .ndim = 1, .shape = {t->m->n_params}, .data = t->adam_m},
         {.name = "adam.v", .dtype = MNI_ST_F32, .ndim = 1, .shape = {t->m->n_params}, .data = t->adam_v},
         {.name = "params", .dtype = MNI_ST_F32, .ndim = 1, .shape = {t->m->n_params}, .data = t->m->params},
     };
+    state_path_of(t, t->step, t->state_path);
     enum mnemo_status st = mni_st_write(t->state_path, ts, t->ema ? 3 : 2, kv,
                                         sizeof(kv) / sizeof(kv[0]) / 2);
     if (st != MNEMO_OK) return st;
@@ -263,6 +299,10 @@ static enum mnemo_status save_all(struct trainer *t, double val_loss)
         mni_model_set_meta(t->m, "train.val_loss", vl);
         mni_model_set_meta(t->m, "train.optimizer", opt);
         if (t->ema) mni_model_set_meta(t->m, "train.ema", ema);
+        /* the pair is complete (the rename is synced): the previous state is superseded. Not
+         * removing it costs disk space only; the next start of the run removes it. */
+        if (t->kept_state[0] && strcmp(t->kept_state, t->state_path)) mni_remove(t->kept_state);
+        memcpy(t->kept_state, t->state_path, sizeof(t->kept_state));
     }
     return st;
 }
@@ -280,10 +320,35 @@ static enum mnemo_status meta_u64(const struct mni_st_file *f, const char *path,
     return MNEMO_OK;
 }
 
+/* The state that belongs to the model: train_state.<its train.step>.safetensors, or the one
+ * train_state.safetensors of runs written before states were named by step. */
+static enum mnemo_status find_state(struct trainer *t)
+{
+    const char *ms = mnemo_model_meta(t->m, "train.step");
+    char *end = NULL;
+    errno = 0;
+    long step = ms ? strtol(ms, &end, 10) : -1;
+    if (!ms || errno || end == ms || *end || step < 0 || step > INT_MAX)
+        return mni_err(MNEMO_ERR_FORMAT, "resume: the model has no train.step ('%s'): it was not "
+                       "written by a training run in '%s'", ms ? ms : "(missing)", t->tc->out_dir);
+    state_path_of(t, (int)step, t->state_path);
+    if (access(t->state_path, F_OK) == 0) return MNEMO_OK;
+    char legacy[PATH_MAX_LEN];
+    snprintf(legacy, sizeof(legacy), "%s/train_state.safetensors", t->tc->out_dir);
+    if (access(legacy, F_OK) == 0) {
+        memcpy(t->state_path, legacy, sizeof(legacy));
+        return MNEMO_OK;
+    }
+    return mni_err(MNEMO_ERR_IO, "resume: no train state for the model's step %ld: '%s' is missing "
+                   "(a run started over in this folder and stopped before its first checkpoint "
+                   "leaves the old model alone): start the run over", step, t->state_path);
+}
+
 static enum mnemo_status load_state(struct trainer *t)
 {
     struct mni_st_file *f = NULL;
-    enum mnemo_status st = mni_st_open(&f, t->state_path);
+    enum mnemo_status st = find_state(t);
+    if (st == MNEMO_OK) st = mni_st_open(&f, t->state_path);
     if (st != MNEMO_OK) return st;
     uint64_t step = 0, ep = 0, ix = 0, seed = 0, np = 0;
     const char *kind = mni_st_meta(f, "kind");
@@ -329,6 +394,17 @@ static enum mnemo_status load_state(struct trainer *t)
                      ms ? ms : "(unknown)", sstep, t->tc->out_dir);
         goto out;
     }
+    /* ... and its weights (states written before the checksum existed have none) */
+    const char *saved_sum = mni_st_meta(f, "model.checksum");
+    char sum[17];
+    weights_checksum(t->m, t->m->params, sum); /* as loaded: with ema, the average */
+    if (saved_sum && strcmp(saved_sum, sum) != 0) {
+        st = mni_err(MNEMO_ERR_FORMAT,
+                     "resume: the train state '%s' was written with other weights than the model "
+                     "file's (checksum %s, the model's %s): the two files of '%s' do not belong "
+                     "together", t->state_path, saved_sum, sum, t->tc->out_dir);
+        goto out;
+    }
     const char *saved_ema = mni_st_meta(f, "ema");
     char ema[32];
     snprintf(ema, sizeof(ema), "%.9g", t->tc->ema > 0 ? (double)t->tc->ema : 0.0);
@@ -365,9 +441,100 @@ static enum mnemo_status load_state(struct trainer *t)
     struct mni_loader_pos pos = {ep, ix};
     if ((st = mni_loader_seek(&t->ld, pos))) goto out;
     t->step = (int)step;
+    memcpy(t->kept_state, t->state_path, sizeof(t->kept_state));
 out:
     mni_st_close(f);
     return st;
+}
+
+/* ---- the run directory and its log ------------------------------------------------------------ */
+
+/* 1 if name[0..n) names a train state: "train_state.<step>.safetensors", or the
+ * "train_state.safetensors" of runs written before states were named by step. */
+static int is_state_name(const char *name, size_t n)
+{
+    static const char pre[] = "train_state.", suf[] = "safetensors";
+    const size_t np = sizeof(pre) - 1, ns = sizeof(suf) - 1;
+    if (n < np + ns || strncmp(name, pre, np) || strncmp(name + n - ns, suf, ns)) return 0;
+    const char *mid = name + np; /* "" or "<digits>." */
+    const size_t nm = n - np - ns;
+    if (nm == 0) return 1;
+    if (nm < 2 || mid[nm - 1] != '.') return 0;
+    for (size_t i = 0; i + 1 < nm; i++)
+        if (mid[i] < '0' || mid[i] > '9') return 0;
+    return 1;
+}
+
+struct tidy {
+    const char *dir;
+    const char *keep; /* the file name of the state to keep, or NULL */
+};
+
+/* Removes name if it is a train state other than the one kept, or the temporary file of a
+ * model or state whose writer is dead. */
+static enum mnemo_status tidy_entry(const char *name, void *user)
+{
+    const struct tidy *td = user;
+    static const char model[] = "model.safetensors";
+    const size_t tn = mni_afile_dead_tmp(name);
+    int stale;
+    if (tn)
+        stale = (tn == sizeof(model) - 1 && !strncmp(name, model, tn)) || is_state_name(name, tn);
+    else
+        stale = is_state_name(name, strlen(name)) && !(td->keep && !strcmp(name, td->keep));
+    if (!stale) return MNEMO_OK;
+    char path[PATH_MAX_LEN + 260];
+    snprintf(path, sizeof(path), "%s/%s", td->dir, name);
+    return mni_remove(path);
+}
+
+/* At the start of a run, before its log is opened: removes what no resume can use, the states
+ * of other steps (a resumed run keeps the one it loaded; a fresh run keeps none: the run it
+ * replaces can no longer be resumed, its model stays until the first checkpoint replaces it)
+ * and the temporary files of killed writers. */
+static enum mnemo_status tidy_run_dir(const struct trainer *t)
+{
+    const char *slash = strrchr(t->kept_state, '/');
+    struct tidy td = {t->tc->out_dir, NULL};
+    if (t->kept_state[0]) td.keep = slash ? slash + 1 : t->kept_state;
+    return mni_dir_each(t->tc->out_dir, tidy_entry, &td);
+}
+
+/* Cuts a resumed run's log back to the records of steps <= step: the steps a killed process
+ * ran past its last checkpoint are run again, and logged again, so readers see every step once.
+ * A last line without its newline (a write cut short) goes too. Records name their step in a
+ * "step" field right after "type"; a line without one is kept. No log: nothing to do. */
+static enum mnemo_status cut_log(const char *path, int step)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        if (errno == ENOENT) return MNEMO_OK;
+        return mni_err(MNEMO_ERR_IO, "cannot read '%s': %s", path, strerror(errno));
+    }
+    char buf[256];
+    off_t start = 0, cut = -1;
+    int at_start = 1; /* buf begins a line */
+    for (;;) {
+        const off_t pos = ftello(f);
+        if (!fgets(buf, sizeof(buf), f)) break;
+        const size_t n = strlen(buf);
+        if (at_start) {
+            start = pos;
+            const char *k = strstr(buf, "\"step\":");
+            if (k && strtol(k + 7, NULL, 10) > step) {
+                cut = start;
+                break;
+            }
+        }
+        at_start = n > 0 && buf[n - 1] == '\n';
+    }
+    const int rd_err = ferror(f);
+    if (cut < 0 && !at_start) cut = start; /* an unfinished last line */
+    fclose(f);
+    if (rd_err) return mni_err(MNEMO_ERR_IO, "cannot read '%s'", path);
+    if (cut >= 0 && truncate(path, cut) != 0)
+        return mni_err(MNEMO_ERR_IO, "cannot cut '%s' back to step %d: %s", path, step, strerror(errno));
+    return MNEMO_OK;
 }
 
 /* ---- the loop -------------------------------------------------------------------------------- */
@@ -454,7 +621,6 @@ enum mnemo_status mnemo_train(struct mnemo_model *m, const struct mnemo_train_co
     uint64_t *val_starts = NULL, n_val_starts = 0; /* doc_windows: validation windows */
     uint16_t *x = NULL;
     snprintf(t.model_path, sizeof(t.model_path), "%s/model.safetensors", tc->out_dir);
-    snprintf(t.state_path, sizeof(t.state_path), "%s/train_state.safetensors", tc->out_dir);
     snprintf(t.log_path, sizeof(t.log_path), "%s/log.jsonl", tc->out_dir);
 
     if ((st = mnemo_model_set_memory_loss(m, tc->mem_eps, tc->mem_tau))) return st;
@@ -517,6 +683,8 @@ enum mnemo_status mnemo_train(struct mnemo_model *m, const struct mnemo_train_co
                      t.step, tc->max_steps);
         goto out;
     }
+    if ((st = tidy_run_dir(&t))) goto out;
+    if (tc->resume && (st = cut_log(t.log_path, t.step))) goto out;
     t.log = fopen(t.log_path, tc->resume ? "a" : "w");
     if (!t.log) {
         st = mni_err(MNEMO_ERR_IO, "cannot write '%s': %s", t.log_path, strerror(errno));
