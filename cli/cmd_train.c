@@ -96,7 +96,9 @@ static void check_shape(const struct shape_check *sc, const struct mnemo_model_c
                       mnemo_attn_kind_name(ck->attn_kind));
 }
 
-/* 1 when dir holds a model of an earlier run. */
+/* 1 when dir holds a model of an earlier run. A folder without one holds no run, even with a
+ * log or a train state in it (a run stopped before or during its first checkpoint): it is
+ * trained into without --overwrite, and the library removes those leftovers. */
 static int holds_run(const char *dir)
 {
     char path[4096];
@@ -229,6 +231,9 @@ int cmd_train(int argc, char **argv)
     if (tc.resume && overwrite) /* "the same command with --resume" may carry --overwrite */
         fprintf(stderr, "train: --resume continues the run; --overwrite is ignored\n");
     if (tc.resume && init) cli_die("train", "give --resume or --init, not both");
+    if (tc.resume && !holds_run(tc.out_dir))
+        cli_die("train", "cannot resume: '%s' holds no checkpoint (a run stopped before its first "
+                "one leaves none): start the run without --resume", tc.out_dir);
     if (!tc.resume && !overwrite && holds_run(tc.out_dir))
         cli_die("train", "'%s' holds a run already: continue it with --resume, start it over with "
                 "--overwrite, or give another --out", tc.out_dir);

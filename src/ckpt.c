@@ -181,7 +181,14 @@ static enum mnemo_status opts_append(char **opts, const char *key, size_t klen, 
  * "attn.<key>" metadata; a format-1 checkpoint's "attn_<key>" keys (infini's segment and
  * mem_update) and "prune.budgets" (selective's per-layer budget, written with commas) are read
  * as the same options. The values are checked when the model is made. */
-static enum mnemo_status read_opts(const struct mni_st_file *f, int ver, char **opts)
+/* Format 1's "prune.budgets" becomes the option budget when the kind has one (a dense format-1
+ * file may carry the pair, which was then only carried along, and still is). */
+static int budgets_as_option(int ver, int kind)
+{
+    return ver == 1 && mnemo_attn_opt_find(kind, "budget") >= 0;
+}
+
+static enum mnemo_status read_opts(const struct mni_st_file *f, int ver, int kind, char **opts)
 {
     *opts = NULL;
     enum mnemo_status st = MNEMO_OK;
@@ -192,7 +199,7 @@ static enum mnemo_status read_opts(const struct mni_st_file *f, int ver, char **
             st = opts_append(opts, k + 5, strlen(k + 5), v);
         else if (ver == 1 && !strncmp(k, "attn_", 5) && strcmp(k, "attn_kind") != 0)
             st = opts_append(opts, k + 5, strlen(k + 5), v);
-        else if (ver == 1 && !strcmp(k, "prune.budgets")) {
+        else if (budgets_as_option(ver, kind) && !strcmp(k, "prune.budgets")) {
             char *list = mni_malloc(strlen(v) + 1);
             if (!list) return mni_err(MNEMO_ERR_NOMEM, "out of memory");
             for (size_t j = 0; j <= strlen(v); j++) list[j] = v[j] == ',' ? '/' : v[j];
@@ -233,7 +240,7 @@ enum mnemo_status mni_ckpt_read_config(const struct mni_st_file *f, const char *
         return mni_err(MNEMO_ERR_FORMAT, "checkpoint '%s': unknown attention kind '%s'", path,
                        kind ? kind : "(missing)");
     c->attn_kind = mnemo_attn_kind_from_name(kind);
-    if ((st = read_opts(f, ver, opts)) != MNEMO_OK) return st;
+    if ((st = read_opts(f, ver, c->attn_kind, opts)) != MNEMO_OK) return st;
     c->attn_opts = *opts;
     char *end = NULL;
     c->rope_theta = theta ? strtof(theta, &end) : NAN;
@@ -255,6 +262,60 @@ static int legacy_name(const struct mnemo_model *m, int ver, int id, int l, char
     return 1;
 }
 
+/* Checks (read == 0) or reads every tensor of m's parameter table from f (a checkpoint of
+ * format ver), in table order; *n_tensors gets the number of tensors the table has. */
+static enum mnemo_status table_io(struct mni_st_file *f, struct mnemo_model *m, int ver, int read,
+                                  size_t *n_tensors)
+{
+    enum mnemo_status st = MNEMO_OK;
+    size_t n = 0;
+    for (int id = 0; id < m->n_pinfo && st == MNEMO_OK; id++) {
+        const struct mni_param_info *pi = &m->pinfo[id];
+        if (pi->numel == 0) continue;
+        for (int l = 0; l < (pi->per_layer ? m->cfg.n_layer : 1) && st == MNEMO_OK; l++) {
+            char nm[NAME_LEN];
+            if (!legacy_name(m, ver, id, l, nm, sizeof(nm))) snprintf(nm, sizeof(nm), pi->name, l);
+            const size_t shape[2] = {pi->d0, pi->d1};
+            const int nd = pi->d1 ? 2 : 1;
+            st = read ? mni_st_read(f, nm, MNI_ST_F32, nd, shape, mni_model_param(m, id, l))
+                      : mni_st_check(f, nm, MNI_ST_F32, nd, shape);
+            n++;
+        }
+    }
+    *n_tensors = n;
+    return st;
+}
+
+/* 1 if nm is a tensor of m's table: a global name, or "blocks.<l>.<x>" with l < n_layer (in
+ * plain decimal) and "blocks.%d.<x>" a per-layer entry. One pass over the table, whatever the
+ * number of layers. */
+static int known_tensor(const struct mnemo_model *m, int ver, const char *nm)
+{
+    static const char blk[] = "blocks.";
+    const char *rest = NULL;
+    long l = -1;
+    if (!strncmp(nm, blk, sizeof(blk) - 1) && nm[sizeof(blk) - 1] >= '0' &&
+        nm[sizeof(blk) - 1] <= '9') {
+        char *end;
+        errno = 0;
+        l = strtol(nm + sizeof(blk) - 1, &end, 10);
+        if (errno || (nm[sizeof(blk) - 1] == '0' && end != nm + sizeof(blk))) return 0;
+        rest = end; /* ".<x>" */
+    }
+    if (rest && l < m->cfg.n_layer && ver == 1 && m->n_kparams == 1 && !strcmp(rest, ".attn.kind"))
+        return 1; /* format 1's name of the kind's single tensor */
+    for (int id = 0; id < m->n_pinfo; id++) {
+        const struct mni_param_info *pi = &m->pinfo[id];
+        if (pi->numel == 0) continue;
+        if (ver == 1 && id == MNI_P_COUNT && m->n_kparams == 1) continue; /* named as above */
+        if (!pi->per_layer && !strcmp(nm, pi->name)) return 1;
+        if (pi->per_layer && rest && l < m->cfg.n_layer &&
+            !strcmp(rest, pi->name + sizeof(blk) - 1 + 2)) /* past "blocks.%d" */
+            return 1;
+    }
+    return 0;
+}
+
 enum mnemo_status mnemo_model_load(struct mnemo_model **out, const char *path)
 {
     *out = NULL;
@@ -262,56 +323,41 @@ enum mnemo_status mnemo_model_load(struct mnemo_model **out, const char *path)
     struct mnemo_model *m = NULL;
     struct mnemo_model_config cfg;
     char *opts = NULL;
+    size_t expected = 0;
+    /* Every claim of the header is checked against the file before the parameters are
+     * allocated: each tensor of the table must be in the file with its shape, and mni_st_open
+     * has checked that the file's tensors tile its data section, so the parameters cannot
+     * outgrow the file (a few bytes of metadata cannot cost gigabytes). */
     enum mnemo_status st = mni_st_open(&f, path);
     if (st == MNEMO_OK) st = mni_ckpt_read_config(f, path, &cfg, &opts);
-    if (st == MNEMO_OK) st = mnemo_model_create(&m, &cfg);
+    if (st == MNEMO_OK) st = mni_model_plan(&m, &cfg);
     mni_free(opts);
-    if (st != MNEMO_OK) goto fail;
-    const int ver = (int)strtol(mni_st_meta(f, "mnemo.format"), NULL, 10); /* checked */
-    size_t expected = 0;
-    for (int id = 0; id < m->n_pinfo && st == MNEMO_OK; id++) {
-        const struct mni_param_info *pi = &m->pinfo[id];
-        if (pi->numel == 0) continue;
-        for (int l = 0; l < (pi->per_layer ? cfg.n_layer : 1) && st == MNEMO_OK; l++) {
-            char nm[NAME_LEN];
-            if (!legacy_name(m, ver, id, l, nm, sizeof(nm))) snprintf(nm, sizeof(nm), pi->name, l);
-            size_t shape[2] = {pi->d0, pi->d1};
-            st = mni_st_read(f, nm, MNI_ST_F32, pi->d1 ? 2 : 1, shape, mni_model_param(m, id, l));
-            expected++;
-        }
-    }
+    const int ver = st == MNEMO_OK ? (int)strtol(mni_st_meta(f, "mnemo.format"), NULL, 10) : 0;
+    if (st == MNEMO_OK) st = table_io(f, m, ver, 0, &expected);
     if (st == MNEMO_OK && mni_st_count(f) != expected) {
-        /* name the first tensor we do not know */
+        /* every tensor of the table is there, names are unique: one is not ours */
         for (size_t i = 0; i < mni_st_count(f); i++) {
             const char *nm = mni_st_info_at(f, i)->name;
-            int known = 0;
-            for (int id = 0; id < m->n_pinfo && !known; id++) {
-                const struct mni_param_info *pi = &m->pinfo[id];
-                for (int l = 0; pi->numel && l < (pi->per_layer ? cfg.n_layer : 1); l++) {
-                    char buf[NAME_LEN];
-                    if (!legacy_name(m, ver, id, l, buf, sizeof(buf)))
-                        snprintf(buf, sizeof(buf), pi->name, l);
-                    if (!strcmp(buf, nm)) known = 1;
-                }
-            }
-            if (!known) {
+            if (!known_tensor(m, ver, nm)) {
                 st = mni_err(MNEMO_ERR_FORMAT, "checkpoint '%s' has an unexpected tensor '%s'", path, nm);
                 break;
             }
         }
+        MNEMO_ASSERT(st != MNEMO_OK);
     }
+    if (st == MNEMO_OK) st = mni_model_alloc_params(m);
+    if (st == MNEMO_OK) st = table_io(f, m, ver, 1, &expected);
     if (st != MNEMO_OK) goto fail;
-    for (size_t i = 0; i < m->n_params; i++)
-        if (!isfinite(m->params[i])) {
-            st = mni_err(MNEMO_ERR_FORMAT, "checkpoint '%s' holds a non-finite parameter", path);
-            goto fail;
-        }
+    if (mni_first_nonfinite(m->params, m->n_params) < m->n_params) {
+        st = mni_err(MNEMO_ERR_FORMAT, "checkpoint '%s' holds a non-finite parameter", path);
+        goto fail;
+    }
     for (size_t i = 0; i < mni_st_meta_count(f); i++) {
         const char *k, *v;
         mni_st_meta_at(f, i, &k, &v);
         /* the config has its own fields; train.* and prune.* are carried along, exactly or
          * not at all: a pair the model cannot hold fails the load rather than being cut */
-        if (!carried_key(k) || (ver == 1 && !strcmp(k, "prune.budgets")))
+        if (!carried_key(k) || (budgets_as_option(ver, cfg.attn_kind) && !strcmp(k, "prune.budgets")))
             continue; /* format 1's budgets were read as the option budget (read_opts) */
         if (strlen(k) > META_KEY_LEN || strlen(v) > META_VAL_LEN) {
             st = mni_err(MNEMO_ERR_FORMAT, "checkpoint '%s': metadata '%.64s%s' has a %zu-byte "

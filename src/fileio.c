@@ -11,8 +11,10 @@
 #define _FILE_OFFSET_BITS 64 // st.c seeks with fseeko in the streams opened here
 #include "fileio.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +35,7 @@ struct mni_afile {
 static long fault_countdown = -1;
 
 void mni_afile_fault_after(long n) { fault_countdown = n < 0 ? -1 : n; }
+int mni_afile_fault_pending(void) { return fault_countdown >= 0; }
 
 /* True if the current step should fail; sets errno = EIO like a real device error. */
 static int fault_hit(void)
@@ -233,6 +236,41 @@ enum mnemo_status mni_sync_dir(const char *dir)
 {
     int e = sync_dir(dir);
     return e ? io_err("cannot sync directory", dir, e) : MNEMO_OK;
+}
+
+/* ---- removing files, and debris of dead writers ---------------------------------------------- */
+
+enum mnemo_status mni_remove(const char *path)
+{
+    if (fault_hit() || (unlink(path) != 0 && errno != ENOENT)) return io_err("cannot remove", path, errno);
+    return MNEMO_OK;
+}
+
+size_t mni_afile_dead_tmp(const char *name)
+{
+    static const char tag[] = ".tmp.";
+    const char *p = NULL;
+    for (const char *q = strstr(name, tag); q; q = strstr(q + 1, tag)) p = q; // the last one
+    if (!p || p == name) return 0;
+    const char *digits = p + sizeof(tag) - 1;
+    char *end;
+    errno = 0;
+    long pid = strtol(digits, &end, 10);
+    if (*digits < '1' || *digits > '9' || *end || errno || pid <= 0 || (pid_t)pid != pid) return 0;
+    if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) return 0; // alive, or not ours to signal
+    return (size_t)(p - name);
+}
+
+enum mnemo_status mni_dir_each(const char *dir, mni_dir_fn fn, void *user)
+{
+    DIR *d = opendir(dir);
+    if (!d) return io_err("cannot read directory", dir, errno);
+    enum mnemo_status st = MNEMO_OK;
+    for (struct dirent *e; st == MNEMO_OK && (errno = 0, e = readdir(d));)
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) st = fn(e->d_name, user);
+    if (st == MNEMO_OK && errno) st = io_err("cannot read directory", dir, errno);
+    closedir(d);
+    return st;
 }
 
 /* ---- opening for reading -------------------------------------------------------------------- */

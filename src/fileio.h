@@ -54,6 +54,24 @@ enum mnemo_status mni_rename(const char *from, const char *to);
  * a directory count as success. Allocates nothing. Errors: MNEMO_ERR_IO. */
 enum mnemo_status mni_sync_dir(const char *dir);
 
+/* Removes the file at path; one that does not exist counts as removed. A fault point of
+ * mni_afile_fault_after. Errors: MNEMO_ERR_IO ("cannot remove <path>: <strerror>"). */
+enum mnemo_status mni_remove(const char *path);
+
+/* If name (a directory entry) is "<target>.tmp.<pid>", as mni_afile_open names its temporary
+ * files, and no process <pid> exists any more, returns the length of <target>; else 0. Such a
+ * file is the debris of a writer killed before its commit: no one will ever rename it. A pid
+ * that exists (even another user's: kill() says EPERM) counts as a writer still at work, so a
+ * recycled pid only delays the removal. Pids are this machine's: a directory shared with
+ * writers on other hosts must not be cleaned this way. */
+size_t mni_afile_dead_tmp(const char *name);
+
+/* Calls fn(name, user) for every entry of the directory dir but "." and ".."; stops at the
+ * first status other than MNEMO_OK and returns it. fn may remove the entry it is given.
+ * Errors: MNEMO_ERR_IO ("cannot read directory <dir>: ..."), or fn's. */
+typedef enum mnemo_status (*mni_dir_fn)(const char *name, void *user);
+enum mnemo_status mni_dir_each(const char *dir, mni_dir_fn fn, void *user);
+
 /* Opens path for reading if, and only if, it is a regular file, without ever blocking: the
  * open uses O_NONBLOCK, so a FIFO that no one writes (or a device) cannot hang the caller the
  * way fopen() would; fstat then must report a regular file, and O_NONBLOCK is cleared before
@@ -74,8 +92,11 @@ enum mnemo_status mni_read_file(const char *path, size_t max_bytes, char **out, 
 /* Test hook (SQLite-style I/O error simulation): the n-th fallible step of an atomic write from
  * now on (0 = the next one) fails as if with EIO. Steps are: opening the temporary file, each
  * mni_afile_write call, fflush, fsync, fclose and rename (the directory fsync, which comes after
- * the rename, is not a fault point), and each mni_rename. One-shot; n < 0 disables.
- * Process-wide, not thread-safe. */
+ * the rename, is not a fault point), and each mni_rename and mni_remove. One-shot; n < 0
+ * disables. Process-wide, not thread-safe. */
 void mni_afile_fault_after(long n);
+/* 1 while a fault armed by mni_afile_fault_after has not fired yet (a test's way to know
+ * that its n went past the last fault point). */
+int mni_afile_fault_pending(void);
 
 #endif /* MNI_FILEIO_H */

@@ -44,10 +44,18 @@ void mni_alloc_fail_after(long n, int persist);
  * ones included). While disarmed nothing is counted. */
 long mni_alloc_fail_count(void);
 long mni_alloc_seen_count(void);
+/* The largest request (bytes) among the allocations counted since the hook was last armed;
+ * arming with n = LONG_MAX counts without ever failing (what a test of memory use needs). */
+size_t mni_alloc_seen_max(void);
 /* a*b or SIZE_MAX on overflow (so that the allocation then fails). */
 size_t mni_mul(size_t a, size_t b);
 size_t mni_add(size_t a, size_t b);
 static inline size_t mni_align64(size_t n) { return (n + 63) & ~(size_t)63; }
+
+/* Index of the first value of x (n floats) that is infinite or NaN, or n when all are finite.
+ * One pass of integer tests over the bits (vectorised), then a second only over the block
+ * that holds the first hit. */
+size_t mni_first_nonfinite(const float *x, size_t n);
 
 /* Carving one slab into 64-byte aligned buffers. Run the same sequence of mni_carve() calls
  * twice: first with base == NULL to count the floats needed (every pointer handed out is

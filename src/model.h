@@ -114,6 +114,12 @@ struct mnemo_model {
     char meta_val[16][4096];
 };
 
+/* mnemo_model_create in two halves, for a loader that checks a file against the parameter
+ * table before it allocates: mni_model_plan checks cfg and lays out the table (m->pinfo,
+ * m->n_params) with params still NULL; mni_model_alloc_params allocates them (zeroed).
+ * Errors: as mnemo_model_create's. */
+enum mnemo_status mni_model_plan(struct mnemo_model **out, const struct mnemo_model_config *cfg);
+enum mnemo_status mni_model_alloc_params(struct mnemo_model *m);
 /* Parameter pointer for (id, layer) (layer ignored when not per-layer). */
 float *mni_model_param(const struct mnemo_model *m, int id, int layer);
 /* The kind's tensors of one layer (m->n_kparams pointers), in the params or the grads slab. */

@@ -112,11 +112,15 @@ enum mnemo_status mnemo_session_plan(struct mnemo_model *m, const struct mnemo_s
                                      size_t *state_bytes, int *bounded)
 {
     struct mnemo_attn_cfg *acfg;
+    *state_bytes = 0;
+    *bounded = 0;
     enum mnemo_status st = session_cfgs(m, sc, &acfg);
     if (st != MNEMO_OK) return st;
     *state_bytes = mni_attn_state_bytes(m->attn, acfg, m->cfg.n_layer);
     *bounded = all_bounded(m, acfg);
     mni_free(acfg);
+    if (*state_bytes == SIZE_MAX) /* a checkpoint may claim a context no memory could hold */
+        return mni_err(MNEMO_ERR_ARG, "the attention state of a session is too large to count");
     return MNEMO_OK;
 }
 

@@ -719,24 +719,53 @@ const struct mni_st_info *mni_st_find(const struct mni_st_file *f, const char *n
     return e ? &e->info : NULL;
 }
 
-enum mnemo_status mni_st_read(struct mni_st_file *f, const char *name, enum mni_st_dtype dtype,
-                              int ndim, const size_t *shape, void *dst)
+/* The entry called name if its dtype and shape are the expected ones; else NULL, with the
+ * error recorded in *st. */
+static struct entry *checked(const struct mni_st_file *f, const char *name,
+                             enum mni_st_dtype dtype, int ndim, const size_t *shape,
+                             enum mnemo_status *st)
 {
-    if (!name || !dtype_ok(dtype) || ndim < 0 || ndim > MNI_ST_MAX_DIM || (ndim && !shape))
-        return mni_err(MNEMO_ERR_ARG, "mni_st_read %s: invalid arguments", f->path);
+    *st = MNEMO_OK;
+    if (!name || !dtype_ok(dtype) || ndim < 0 || ndim > MNI_ST_MAX_DIM || (ndim && !shape)) {
+        *st = mni_err(MNEMO_ERR_ARG, "mni_st_read %s: invalid arguments", f->path);
+        return NULL;
+    }
     struct entry *e = find(f, name);
-    if (!e) return mni_err(MNEMO_ERR_FORMAT, "checkpoint %s has no tensor '%s'", f->path, name);
-    if (e->info.dtype != dtype)
-        return mni_err(MNEMO_ERR_FORMAT, "checkpoint tensor '%s' has dtype %s, expected %s (in %s)",
-                       name, dtypes[e->info.dtype].name, dtypes[dtype].name, f->path);
+    if (!e) {
+        *st = mni_err(MNEMO_ERR_FORMAT, "checkpoint %s has no tensor '%s'", f->path, name);
+        return NULL;
+    }
+    if (e->info.dtype != dtype) {
+        *st = mni_err(MNEMO_ERR_FORMAT, "checkpoint tensor '%s' has dtype %s, expected %s (in %s)",
+                      name, dtypes[e->info.dtype].name, dtypes[dtype].name, f->path);
+        return NULL;
+    }
     int same = e->info.ndim == ndim;
     for (int d = 0; same && d < ndim; d++) same = e->info.shape[d] == shape[d];
     if (!same) {
         char got[200], want[200];
-        return mni_err(MNEMO_ERR_FORMAT, "checkpoint tensor '%s' has shape %s, expected %s (in %s)",
-                       name, shape_str(got, sizeof(got), e->info.ndim, e->info.shape),
-                       shape_str(want, sizeof(want), ndim, shape), f->path);
+        *st = mni_err(MNEMO_ERR_FORMAT, "checkpoint tensor '%s' has shape %s, expected %s (in %s)",
+                      name, shape_str(got, sizeof(got), e->info.ndim, e->info.shape),
+                      shape_str(want, sizeof(want), ndim, shape), f->path);
+        return NULL;
     }
+    return e;
+}
+
+enum mnemo_status mni_st_check(const struct mni_st_file *f, const char *name,
+                               enum mni_st_dtype dtype, int ndim, const size_t *shape)
+{
+    enum mnemo_status st;
+    checked(f, name, dtype, ndim, shape, &st);
+    return st;
+}
+
+enum mnemo_status mni_st_read(struct mni_st_file *f, const char *name, enum mni_st_dtype dtype,
+                              int ndim, const size_t *shape, void *dst)
+{
+    enum mnemo_status st;
+    struct entry *e = checked(f, name, dtype, ndim, shape, &st);
+    if (!e) return st;
     if (e->info.nbytes == 0) return MNEMO_OK;
     if (!dst) return mni_err(MNEMO_ERR_ARG, "mni_st_read %s: NULL destination", f->path);
     // Offsets were checked against the file size at open; a short read means it shrank since.

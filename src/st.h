@@ -121,5 +121,11 @@ const struct mni_st_info *mni_st_find(const struct mni_st_file *f, const char *n
  * file shrank or a read failed). */
 enum mnemo_status mni_st_read(struct mni_st_file *f, const char *name, enum mni_st_dtype dtype,
                               int ndim, const size_t *shape, void *dst);
+/* The checks of mni_st_read without the copy: the tensor exists with this dtype and shape.
+ * Since mni_st_open has checked that the tensors tile the data section, tensors that pass
+ * are known to fit in the file: a loader can check a whole table before it allocates.
+ * Errors: as mni_st_read's, without MNEMO_ERR_IO. */
+enum mnemo_status mni_st_check(const struct mni_st_file *f, const char *name,
+                               enum mni_st_dtype dtype, int ndim, const size_t *shape);
 
 #endif /* MNI_ST_H */

@@ -3,9 +3,12 @@
  * then cosine decay, global-norm gradient clipping, gradient accumulation, periodic validation
  * and checkpoints, exact resume, and a JSON Lines log. Also mnemo_eval_file.
  *
- * Exact resume: the model file holds the parameters; train_state.safetensors holds AdamW's m
- * and v, the step, and the loader position (epoch, index). The data order is a pure function of
- * (seed, epoch), so nothing else is needed to continue bit for bit (same threads, same build).
+ * Exact resume: the model file holds the parameters; train_state.<step>.safetensors holds
+ * AdamW's m and v, the step, and the loader position (epoch, index). The data order is a pure
+ * function of (seed, epoch), so nothing else is needed to continue bit for bit (same threads,
+ * same build). A checkpoint writes the state of step k under its own name, then the model, and
+ * only then removes the state of the previous pair: whatever stops the process, the directory
+ * holds a model and the state that belongs to it (docs/internals/training.md, "Checkpoints").
  * With an exponential moving average of the weights (tc->ema > 0) the model file holds the
  * average, the weights being trained go to the train state ("params"), and validation scores
  * the average (docs/internals/training.md).
@@ -18,10 +21,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "ckpt.h"
 #include "comm.h"
 #include "data.h"
+#include "fileio.h"
 #include "kern/kern.h"
 #include "mni.h"
 #include "model.h"
@@ -201,8 +206,34 @@ struct trainer {
     int step;               /* optimizer steps done */
     struct mni_loader ld;
     char model_path[PATH_MAX_LEN], state_path[PATH_MAX_LEN], log_path[PATH_MAX_LEN];
+    char kept_state[PATH_MAX_LEN]; /* the state that belongs to the model on disk ("" none) */
     FILE *log;
 };
+
+/* out_dir/train_state.<step>.safetensors into out (PATH_MAX_LEN bytes). */
+static void state_path_of(const struct trainer *t, int step, char *out)
+{
+    snprintf(out, PATH_MAX_LEN, "%s/train_state.%d.safetensors", t->tc->out_dir, step);
+}
+
+/* FNV-1a over the 32-bit words of the weights a model file holds (the table's tensors, not the
+ * slab's alignment padding), as 16 hex digits into out: a state names the model file it
+ * belongs to, so that no pair of files from two runs (a run started over in the same folder
+ * stopped between its two writes) is ever resumed as one. */
+static void weights_checksum(const struct mnemo_model *m, const float *w, char out[17])
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (int id = 0; id < MNI_P_COUNT; id++) {
+        const struct mni_param_info *pi = &m->pinfo[id];
+        const size_t n = pi->numel * (pi->per_layer ? (size_t)m->cfg.n_layer : 1);
+        for (size_t i = 0; i < n; i++) {
+            uint32_t u;
+            memcpy(&u, w + pi->offset + i, sizeof(u));
+            h = (h ^ u) * 0x100000001b3ull;
+        }
+    }
+    snprintf(out, 17, "%016llx", (unsigned long long)h);
+}
 
 static enum mnemo_status save_all(struct trainer *t, double val_loss)
 {
@@ -214,8 +245,11 @@ static enum mnemo_status save_all(struct trainer *t, double val_loss)
     const char *opt = mnemo_optimizer_name(t->tc->optimizer);
     const char *extra[] = {"train.step", step, "train.val_loss", vl, "train.optimizer", opt,
                            "train.ema", ema};
-    /* The state first: if the model write then fails, the pair on disk is the old model with
-     * a newer state, which load_state refuses (the model's train.step must equal the state's). */
+    /* The state of this step first, under its own name: until the model is replaced, the old
+     * model and its state stay as they were (a stop in between leaves an extra state, which
+     * the next start removes); once it is, the previous state is superseded. */
+    char sum[17];
+    weights_checksum(t->m, t->ema ? t->ema : t->m->params, sum); /* what the model file gets */
     snprintf(ep, sizeof(ep), "%llu", (unsigned long long)t->ld.pos.epoch);
     snprintf(ix, sizeof(ix), "%llu", (unsigned long long)t->ld.pos.index);
     snprintf(seed, sizeof(seed), "%llu", (unsigned long long)t->tc->seed);
@@ -224,12 +258,14 @@ static enum mnemo_status save_all(struct trainer *t, double val_loss)
     const char *kv[] = {"mnemo.format", "2", "kind", "train_state", "step", step,
                         "data.epoch", ep, "data.index", ix, "seed", seed,
                         "n_params", np, "batch,seq,grad_accum", bt, "ema", ema,
-                        "optimizer", opt, "data.doc_windows", t->tc->doc_windows ? "1" : "0"};
+                        "optimizer", opt, "data.doc_windows", t->tc->doc_windows ? "1" : "0",
+                        "model.checksum", sum};
     struct mni_st_tensor ts[3] = {
         {.name = "adam.m", .dtype = MNI_ST_F32, .ndim = 1, .shape = {t->m->n_params}, .data = t->adam_m},
         {.name = "adam.v", .dtype = MNI_ST_F32, .ndim = 1, .shape = {t->m->n_params}, .data = t->adam_v},
         {.name = "params", .dtype = MNI_ST_F32, .ndim = 1, .shape = {t->m->n_params}, .data = t->m->params},
     };
+    state_path_of(t, t->step, t->state_path);
     enum mnemo_status st = mni_st_write(t->state_path, ts, t->ema ? 3 : 2, kv,
                                         sizeof(kv) / sizeof(kv[0]) / 2);
     if (st != MNEMO_OK) return st;
@@ -242,6 +278,10 @@ static enum mnemo_status save_all(struct trainer *t, double val_loss)
         mni_model_set_meta(t->m, "train.val_loss", vl);
         mni_model_set_meta(t->m, "train.optimizer", opt);
         if (t->ema) mni_model_set_meta(t->m, "train.ema", ema);
+        /* the pair is complete (the rename is synced): the previous state is superseded. Not
+         * removing it costs disk space only; the next start of the run removes it. */
+        if (t->kept_state[0] && strcmp(t->kept_state, t->state_path)) mni_remove(t->kept_state);
+        memcpy(t->kept_state, t->state_path, sizeof(t->kept_state));
     }
     return st;
 }
@@ -259,10 +299,35 @@ static enum mnemo_status meta_u64(const struct mni_st_file *f, const char *path,
     return MNEMO_OK;
 }
 
+/* The state that belongs to the model: train_state.<its train.step>.safetensors, or the one
+ * train_state.safetensors of runs written before states were named by step. */
+static enum mnemo_status find_state(struct trainer *t)
+{
+    const char *ms = mnemo_model_meta(t->m, "train.step");
+    char *end = NULL;
+    errno = 0;
+    long step = ms ? strtol(ms, &end, 10) : -1;
+    if (!ms || errno || end == ms || *end || step < 0 || step > INT_MAX)
+        return mni_err(MNEMO_ERR_FORMAT, "resume: the model has no train.step ('%s'): it was not "
+                       "written by a training run in '%s'", ms ? ms : "(missing)", t->tc->out_dir);
+    state_path_of(t, (int)step, t->state_path);
+    if (access(t->state_path, F_OK) == 0) return MNEMO_OK;
+    char legacy[PATH_MAX_LEN];
+    snprintf(legacy, sizeof(legacy), "%s/train_state.safetensors", t->tc->out_dir);
+    if (access(legacy, F_OK) == 0) {
+        memcpy(t->state_path, legacy, sizeof(legacy));
+        return MNEMO_OK;
+    }
+    return mni_err(MNEMO_ERR_IO, "resume: no train state for the model's step %ld: '%s' is missing "
+                   "(a run started over in this folder and stopped before its first checkpoint "
+                   "leaves the old model alone): start the run over", step, t->state_path);
+}
+
 static enum mnemo_status load_state(struct trainer *t)
 {
     struct mni_st_file *f = NULL;
-    enum mnemo_status st = mni_st_open(&f, t->state_path);
+    enum mnemo_status st = find_state(t);
+    if (st == MNEMO_OK) st = mni_st_open(&f, t->state_path);
     if (st != MNEMO_OK) return st;
     uint64_t step = 0, ep = 0, ix = 0, seed = 0, np = 0;
     const char *kind = mni_st_meta(f, "kind");
@@ -317,6 +382,17 @@ static enum mnemo_status load_state(struct trainer *t)
                      ms ? ms : "(unknown)", sstep, t->tc->out_dir);
         goto out;
     }
+    /* ... and its weights (states written before the checksum existed have none) */
+    const char *saved_sum = mni_st_meta(f, "model.checksum");
+    char sum[17];
+    weights_checksum(t->m, t->m->params, sum); /* as loaded: with ema, the average */
+    if (saved_sum && strcmp(saved_sum, sum) != 0) {
+        st = mni_err(MNEMO_ERR_FORMAT,
+                     "resume: the train state '%s' was written with other weights than the model "
+                     "file's (checksum %s, the model's %s): the two files of '%s' do not belong "
+                     "together", t->state_path, saved_sum, sum, t->tc->out_dir);
+        goto out;
+    }
     const char *saved_ema = mni_st_meta(f, "ema");
     char ema[32];
     snprintf(ema, sizeof(ema), "%.9g", t->tc->ema > 0 ? (double)t->tc->ema : 0.0);
@@ -353,12 +429,140 @@ static enum mnemo_status load_state(struct trainer *t)
     struct mni_loader_pos pos = {ep, ix};
     if ((st = mni_loader_seek(&t->ld, pos))) goto out;
     t->step = (int)step;
+    memcpy(t->kept_state, t->state_path, sizeof(t->kept_state));
 out:
     mni_st_close(f);
     return st;
 }
 
+/* ---- the run directory and its log ------------------------------------------------------------ */
+
+/* 1 if name[0..n) names a train state: "train_state.<step>.safetensors", or the
+ * "train_state.safetensors" of runs written before states were named by step. */
+static int is_state_name(const char *name, size_t n)
+{
+    static const char pre[] = "train_state.", suf[] = "safetensors";
+    const size_t np = sizeof(pre) - 1, ns = sizeof(suf) - 1;
+    if (n < np + ns || strncmp(name, pre, np) || strncmp(name + n - ns, suf, ns)) return 0;
+    const char *mid = name + np; /* "" or "<digits>." */
+    const size_t nm = n - np - ns;
+    if (nm == 0) return 1;
+    if (nm < 2 || mid[nm - 1] != '.') return 0;
+    for (size_t i = 0; i + 1 < nm; i++)
+        if (mid[i] < '0' || mid[i] > '9') return 0;
+    return 1;
+}
+
+struct tidy {
+    const char *dir;
+    const char *keep; /* the file name of the state to keep, or NULL */
+};
+
+/* Removes name if it is a train state other than the one kept, or the temporary file of a
+ * model or state whose writer is dead. */
+static enum mnemo_status tidy_entry(const char *name, void *user)
+{
+    const struct tidy *td = user;
+    static const char model[] = "model.safetensors";
+    const size_t tn = mni_afile_dead_tmp(name);
+    int stale;
+    if (tn)
+        stale = (tn == sizeof(model) - 1 && !strncmp(name, model, tn)) || is_state_name(name, tn);
+    else
+        stale = is_state_name(name, strlen(name)) && !(td->keep && !strcmp(name, td->keep));
+    if (!stale) return MNEMO_OK;
+    char path[PATH_MAX_LEN + 260];
+    snprintf(path, sizeof(path), "%s/%s", td->dir, name);
+    return mni_remove(path);
+}
+
+/* At the start of a run, before its log is opened: removes what no resume can use, the states
+ * of other steps (a resumed run keeps the one it loaded; a fresh run keeps none: the run it
+ * replaces can no longer be resumed, its model stays until the first checkpoint replaces it)
+ * and the temporary files of killed writers. */
+static enum mnemo_status tidy_run_dir(const struct trainer *t)
+{
+    const char *slash = strrchr(t->kept_state, '/');
+    struct tidy td = {t->tc->out_dir, NULL};
+    if (t->kept_state[0]) td.keep = slash ? slash + 1 : t->kept_state;
+    return mni_dir_each(t->tc->out_dir, tidy_entry, &td);
+}
+
+/* Cuts a resumed run's log back to the records of steps <= step: the steps a killed process
+ * ran past its last checkpoint are run again, and logged again, so readers see every step once.
+ * A last line without its newline (a write cut short) goes too. Records name their step in a
+ * "step" field right after "type"; a line without one is kept. No log: nothing to do. */
+static enum mnemo_status cut_log(const char *path, int step)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        if (errno == ENOENT) return MNEMO_OK;
+        return mni_err(MNEMO_ERR_IO, "cannot read '%s': %s", path, strerror(errno));
+    }
+    char buf[256];
+    off_t start = 0, cut = -1;
+    int at_start = 1; /* buf begins a line */
+    for (;;) {
+        const off_t pos = ftello(f);
+        if (!fgets(buf, sizeof(buf), f)) break;
+        const size_t n = strlen(buf);
+        if (at_start) {
+            start = pos;
+            const char *k = strstr(buf, "\"step\":");
+            if (k && strtol(k + 7, NULL, 10) > step) {
+                cut = start;
+                break;
+            }
+        }
+        at_start = n > 0 && buf[n - 1] == '\n';
+    }
+    const int rd_err = ferror(f);
+    if (cut < 0 && !at_start) cut = start; /* an unfinished last line */
+    fclose(f);
+    if (rd_err) return mni_err(MNEMO_ERR_IO, "cannot read '%s'", path);
+    if (cut >= 0 && truncate(path, cut) != 0)
+        return mni_err(MNEMO_ERR_IO, "cannot cut '%s' back to step %d: %s", path, step, strerror(errno));
+    return MNEMO_OK;
+}
+
 /* ---- the loop -------------------------------------------------------------------------------- */
+
+/* A training loss above this many times ln(vocab) stops the run as diverged. ln(vocab) is the
+ * loss of a uniform guess, which is about where every run starts (small initial weights) and
+ * what any model gets back to by making its logits equal; ten times it means the right token
+ * gets on average a probability below vocab^-10 (e^-55 for bytes): confidently wrong, weights
+ * blown up. A normal run never comes near (docs/internals/training.md, "Divergence"). A
+ * constant of the model, not of the run's history, so that a resumed run stops exactly where
+ * the uninterrupted one would. */
+#define DIVERGED_LOSS_FACTOR 10.0
+
+/* "name[i]" of the parameter at slab index i (name as in the checkpoint). */
+static void param_name(const struct mnemo_model *m, size_t i, char *out, size_t n)
+{
+    for (int id = 0; id < m->n_pinfo; id++) {
+        const struct mni_param_info *pi = &m->pinfo[id];
+        const size_t L = pi->per_layer ? (size_t)m->cfg.n_layer : 1;
+        if (pi->numel == 0 || i < pi->offset || i >= pi->offset + L * pi->numel) continue;
+        char nm[96];
+        snprintf(nm, sizeof(nm), pi->name, (int)((i - pi->offset) / pi->numel));
+        snprintf(out, n, "'%s' (element %zu)", nm, (i - pi->offset) % pi->numel);
+        return;
+    }
+    snprintf(out, n, "at slab index %zu (alignment padding)", i);
+}
+
+/* MNEMO_ERR_NUMERIC naming the first non-finite value of w (the model's weights, or their
+ * average), or MNEMO_OK. */
+static enum mnemo_status check_finite(const struct mnemo_model *m, const float *w,
+                                      const char *what)
+{
+    const size_t i = mni_first_nonfinite(w, m->n_params);
+    if (i == m->n_params) return MNEMO_OK;
+    char nm[160];
+    param_name(m, i, nm, sizeof(nm));
+    return mni_err(MNEMO_ERR_NUMERIC, "the update made %s %s non-finite (%g)", what, nm,
+                   (double)w[i]);
+}
 
 /* Escapes a string for a JSON string literal (quotes, backslashes, control characters). */
 static void json_escape(char *out, size_t n, const char *in)
@@ -405,7 +609,6 @@ enum mnemo_status mnemo_train(struct mnemo_model *m, const struct mnemo_train_co
     uint64_t *val_starts = NULL, n_val_starts = 0; /* doc_windows: validation windows */
     uint16_t *x = NULL;
     snprintf(t.model_path, sizeof(t.model_path), "%s/model.safetensors", tc->out_dir);
-    snprintf(t.state_path, sizeof(t.state_path), "%s/train_state.safetensors", tc->out_dir);
     snprintf(t.log_path, sizeof(t.log_path), "%s/log.jsonl", tc->out_dir);
 
     if ((st = mni_tokens_read(&train, tc->train_path))) goto out;
@@ -458,6 +661,8 @@ enum mnemo_status mnemo_train(struct mnemo_model *m, const struct mnemo_train_co
                      t.step, tc->max_steps);
         goto out;
     }
+    if ((st = tidy_run_dir(&t))) goto out;
+    if (tc->resume && (st = cut_log(t.log_path, t.step))) goto out;
     t.log = fopen(t.log_path, tc->resume ? "a" : "w");
     if (!t.log) {
         st = mni_err(MNEMO_ERR_IO, "cannot write '%s': %s", t.log_path, strerror(errno));
@@ -474,6 +679,8 @@ enum mnemo_status mnemo_train(struct mnemo_model *m, const struct mnemo_train_co
     int stop = cb ? cb(&ev, user) : 0;
     const double t0 = mni_now();
     const int first = t.step;
+    const double diverged = DIVERGED_LOSS_FACTOR * log((double)m->cfg.vocab);
+    int fail_step = 0; /* the step a numeric error belongs to, when not the one being run */
     double last_val = NAN, t_last = t0;
     while (!stop && t.step < tc->max_steps) {
         float lr = lr_at(tc, t.step);
@@ -495,6 +702,12 @@ enum mnemo_status mnemo_train(struct mnemo_model *m, const struct mnemo_train_co
         if ((st = mni_comm_allreduce_mean(&comm, m->grads, m->n_params)) ||
             (st = mni_comm_allreduce_mean(&comm, &loss, 1)))
             goto out;
+        if (loss > diverged) {
+            st = mni_err(MNEMO_ERR_NUMERIC, "the training loss %.4g exceeds %g ln(vocab) = %.1f "
+                         "(%g times a uniform guess's): the run diverged", (double)loss,
+                         DIVERGED_LOSS_FACTOR, diverged, DIVERGED_LOSS_FACTOR);
+            goto numeric;
+        }
         double gn = mni_grad_norm(m);
         if (!isfinite(gn)) {
             st = mni_err(MNEMO_ERR_NUMERIC, "the gradient norm is not finite at step %d", t.step + 1);
@@ -507,8 +720,13 @@ enum mnemo_status mnemo_train(struct mnemo_model *m, const struct mnemo_train_co
             mni_model_kind_params(m, l, kp, 0);
             m->attn->after_step(&m->lcfg[l], l, step_seed(tc, t.step, tc->grad_accum), kp);
         }
+        /* nothing non-finite is ever saved: stop at the step that made it, naming it */
+        if ((st = check_finite(m, m->params, "parameter"))) goto numeric;
+        if (t.ema) {
+            mni_ema_update(t.ema, m->params, m->n_params, mni_ema_decay_at(tc->ema, t.step + 1));
+            if ((st = check_finite(m, t.ema, "the average of parameter"))) goto numeric;
+        }
         t.step++;
-        if (t.ema) mni_ema_update(t.ema, m->params, m->n_params, mni_ema_decay_at(tc->ema, t.step));
 
         double now = mni_now();
         ev = (struct mnemo_train_event){0};
@@ -535,7 +753,10 @@ enum mnemo_status mnemo_train(struct mnemo_model *m, const struct mnemo_train_co
             if (t.ema) mni_swap_floats(m->params, t.ema, m->n_params); /* score the average */
             st = eval_tokens(m, val.tok, val.n, T, T, B, nwin, val_starts, n_val_starts, &r);
             if (t.ema) mni_swap_floats(m->params, t.ema, m->n_params);
-            if (st) goto numeric;
+            if (st) {
+                fail_step = t.step; /* the validation after step t.step */
+                goto numeric;
+            }
             last_val = r.loss;
             ev.kind = MNEMO_TRAIN_EV_EVAL;
             ev.val_loss = r.loss;
@@ -562,7 +783,7 @@ numeric:
     if (st == MNEMO_ERR_NUMERIC) {
         st = mni_err(MNEMO_ERR_NUMERIC, "%s at step %d; training stopped, the last good checkpoint "
                      "(if any) is kept in '%s' (try a lower lr or stronger grad_clip)",
-                     mnemo_last_error(), t.step + 1, tc->out_dir);
+                     mnemo_last_error(), fail_step ? fail_step : t.step + 1, tc->out_dir);
     }
 out:
     mnemo_model_set_mode(m, 0, 0);

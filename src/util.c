@@ -93,27 +93,32 @@ size_t mni_add(size_t a, size_t b)
 static _Atomic long fail_countdown = -1;
 static _Atomic int fail_persist;
 static _Atomic long fail_count, seen_count;
+static _Atomic size_t seen_max; /* the largest request counted */
 
 void mni_alloc_fail_after(long n, int persist)
 {
     atomic_store(&fail_countdown, -1); // no allocation may see a half-armed hook
     atomic_store(&fail_count, 0);
     atomic_store(&seen_count, 0);
+    atomic_store(&seen_max, 0);
     atomic_store(&fail_persist, persist != 0);
     if (n >= 0) atomic_store(&fail_countdown, n);
 }
 
 long mni_alloc_fail_count(void) { return atomic_load(&fail_count); }
 long mni_alloc_seen_count(void) { return atomic_load(&seen_count); }
+size_t mni_alloc_seen_max(void) { return atomic_load(&seen_max); }
 
-/* True if this allocation is to fail. */
-static int alloc_fault(void)
+/* True if this allocation (of bytes) is to fail. */
+static int alloc_fault(size_t bytes)
 {
     long c = atomic_load_explicit(&fail_countdown, memory_order_relaxed);
     while (c >= 0) {
         long next = c > 0 ? c - 1 : (atomic_load(&fail_persist) ? 0 : -1);
         if (atomic_compare_exchange_weak(&fail_countdown, &c, next)) {
             atomic_fetch_add(&seen_count, 1);
+            size_t mx = atomic_load(&seen_max);
+            while (bytes > mx && !atomic_compare_exchange_weak(&seen_max, &mx, bytes)) {}
             if (c > 0) return 0;
             atomic_fetch_add(&fail_count, 1);
             return 1;
@@ -125,7 +130,7 @@ static int alloc_fault(void)
 void *mni_alloc(size_t bytes)
 {
     if (bytes == SIZE_MAX || bytes > SIZE_MAX - 64) return NULL;
-    if (alloc_fault()) return NULL;
+    if (alloc_fault(bytes)) return NULL;
     size_t n = mni_align64(bytes ? bytes : 1);
     void *p = aligned_alloc(64, n);
     if (p) memset(p, 0, n);
@@ -135,11 +140,29 @@ void *mni_alloc(size_t bytes)
 void *mni_malloc(size_t bytes)
 {
     if (bytes == SIZE_MAX) return NULL;
-    if (alloc_fault()) return NULL;
+    if (alloc_fault(bytes)) return NULL;
     return malloc(bytes ? bytes : 1);
 }
 
 void mni_free(void *p) { free(p); }
+
+size_t mni_first_nonfinite(const float *x, size_t n)
+{
+    enum { BLOCK = 4096 };
+    for (size_t i0 = 0; i0 < n; i0 += BLOCK) {
+        const size_t end = n - i0 < BLOCK ? n : i0 + BLOCK;
+        uint32_t bad = 0;
+        for (size_t i = i0; i < end; i++) { /* exponent all ones: inf or NaN */
+            uint32_t u;
+            memcpy(&u, x + i, sizeof(u));
+            bad |= (uint32_t)((u & 0x7f800000u) == 0x7f800000u);
+        }
+        if (bad)
+            for (size_t i = i0; i < end; i++)
+                if (!isfinite(x[i])) return i;
+    }
+    return n;
+}
 
 /* ---- RNG: splitmix64 ------------------------------------------------------------------------ */
 

@@ -21,6 +21,17 @@ expect_fail() {
     if ! grep -q -E -e "$pat" "$W/err"; then bad "$name: stderr does not match /$pat/"; cat "$W/err"; return; fi
     ok
 }
+# expect_stop NAME PATTERN CMD...: a run that fails after it started: exit 1, progress lines on
+# stderr, then exactly one error line (the last), matching PATTERN
+expect_stop() {
+    local name=$1 pat=$2; shift 2
+    "$@" >"$W/out" 2>"$W/err"; local rc=$?
+    if [ $rc -ne 1 ]; then bad "$name: exit $rc (want 1)"; cat "$W/err"; return; fi
+    if [ "$(grep -c '^mnemo ' "$W/err")" -ne 1 ] || ! tail -n 1 "$W/err" | grep -q -E -e "^mnemo .*$pat"; then
+        bad "$name: the last stderr line is not the one error line /$pat/"; cat "$W/err"; return
+    fi
+    ok
+}
 expect_ok() {
     local name=$1; shift
     if "$@" >"$W/out" 2>"$W/err"; then ok; else bad "$name: exit $?"; cat "$W/err"; fi
@@ -33,7 +44,8 @@ grep -q "train.bin" "$W/out" || bad "prepare: no summary line"
 TINY=(--n_layer 1 --d_model 32 --n_head 2 --n_ctx 32 --batch 2 --warmup 2 --eval_windows 2 --threads 1)
 expect_ok "train" "$MNEMO" train --train "$W/data/train.bin" --val "$W/data/val.bin" --out "$W/run" \
     "${TINY[@]}" --steps 4 --ckpt_every 2
-[ -s "$W/run/model.safetensors" ] && [ -s "$W/run/train_state.safetensors" ] || bad "train: no checkpoint"
+[ -s "$W/run/model.safetensors" ] && [ -s "$W/run/train_state.4.safetensors" ] || bad "train: no checkpoint"
+[ "$(ls "$W/run" | grep -c train_state)" = 1 ] || bad "train: the superseded train state was kept"
 grep -q '"type":"step"' "$W/run/log.jsonl" || bad "train: no JSON Lines step record"
 grep -q '"type":"eval"' "$W/run/log.jsonl" || bad "train: no JSON Lines eval record"
 grep -q "tok/s" "$W/err" || bad "train: no progress line"
@@ -328,7 +340,7 @@ echo '{"lr": 0.1,' >"$W/broken.json"
 expect_fail "broken config" "not a JSON object" "$MNEMO" train --config "$W/broken.json"
 echo '{"learning_rate": 0.1}' >"$W/unknown.json"
 expect_fail "unknown config key" "unknown key" "$MNEMO" train --config "$W/unknown.json"
-expect_fail "resume without run" "cannot resume" "$MNEMO" train --train "$W/data/train.bin" --out "$W/empty_run" --resume
+expect_fail "resume without run" "cannot resume: .* holds no checkpoint" "$MNEMO" train --train "$W/data/train.bin" --out "$W/empty_run" --resume
 # token ids out of the model's range: a token file claiming vocabulary 300 with id 280
 python3 - "$W/big.bin" <<'PY' 2>/dev/null || printf 'MNEMOTOK\x01\x00\x00\x00\x02\x00\x00\x00\x2c\x01\x00\x00\x00\x00\x00\x00\x40\x00\x00\x00\x00\x00\x00\x00' >"$W/big.bin"
 import struct, sys
@@ -367,6 +379,29 @@ cp "$CK" "$W/keep.safetensors"
 "$MNEMO" train --train "$W/data/train.bin" --out "$W/run" "${TINY[@]}" --lr 1e30 --warmup 0 --grad_clip 0 --weight_decay 0 --steps 3 --overwrite >/dev/null 2>&1
 cmp -s "$CK" "$W/keep.safetensors" || bad "a diverged run replaced the last good checkpoint"
 [ $? -eq 0 ] && ok
+# a non-finite weight is never saved: the step and the tensor are named; an exploding loss stops
+expect_stop "non-finite weights" "the update made parameter '[a-z.0-9]+' \(element [0-9]+\) non-finite \(-?inf\) at step 1;" \
+    "$MNEMO" train --train "$W/data/train.bin" --out "$W/r_inf" "${TINY[@]}" --steps 1 --warmup 0 \
+    --lr 1e38 --lr_min 0 --weight_decay 0
+[ -e "$W/r_inf/model.safetensors" ] && bad "non-finite weights: a model was written"
+expect_stop "exploding loss" "exceeds 10 ln\(vocab\) = 55.5 .*the run diverged at step [0-9]+;" \
+    "$MNEMO" train --train "$W/data/train.bin" --out "$W/r_exp" "${TINY[@]}" --steps 50 --lr 1e6 \
+    --weight_decay 0 --ckpt_every 1
+
+# --- hostile checkpoints cost memory in proportion to their size, not to their claims ----------
+# 280 bytes claiming 8 layers of width 2048 (1.6 GB of weights) and no tensor; 32 KB claiming
+# n_ctx = 4M (a 512 MiB cache). Run under an address-space limit of 512 MB when a valid small
+# checkpoint runs under it (sanitizer builds reserve terabytes; OpenBLAS on a many-core
+# machine may need more than the limit at start-up): then the message alone is checked.
+DATA=$(cd "$(dirname "$0")" && pwd)/data
+VLIM=524288
+(ulimit -v $VLIM; timeout 60 "$MNEMO" info "$CK") >/dev/null 2>&1 || VLIM=
+limited() { if [ -n "$VLIM" ]; then (ulimit -v $VLIM; exec timeout 60 "$@"); else "$@"; fi; }
+[ -n "$VLIM" ] || echo "note: no address-space limit here; hostile checkpoints: messages only"
+expect_fail "hostile checkpoint, 1.6 GB claimed" "has no tensor 'wte.weight'" limited "$MNEMO" \
+    info "$DATA/ckpt_bigalloc_1p9GB.safetensors"
+expect_ok "info n_ctx 4M" limited "$MNEMO" info "$DATA/ckpt_nctx4M.safetensors"
+grep -q -E "^state +524288.1 KiB at n_ctx" "$W/out" || { bad "info n_ctx 4M: no state bound"; cat "$W/out"; }
 
 # --- a run directory, and the shape of a resumed or initialised model ---------------------------
 cp "$W/run_mu/log.jsonl" "$W/mu_log.jsonl"
@@ -423,6 +458,70 @@ wait $pid; rc=$?
     && [ -s "$W/r_sig1/model.safetensors" ] && ok || bad "one SIGTERM: exit $rc"
 expect_fail "grad_accum too large" "grad_accum = 100000000: must be in" "$MNEMO" train \
     --train "$W/data/train.bin" --out "$W/r4" "${TINY[@]}" --grad_accum 100000000
+
+# --- killed at any moment, a run continues from its newest complete checkpoint pair --------------
+# Each run is continued as a user would (the same command plus --resume when the folder holds a
+# model, else the same command: a run killed during its first checkpoint holds none) until its
+# model is at the last step; that model must equal an uninterrupted run's byte for byte, the
+# log must hold every step once, and no temporary file or superseded state may be left.
+KRUN=(--train "$W/data/train.bin" --val "$W/data/val.bin" "${TINY[@]}" --eval_every 3)
+kargs() { # DIR STEPS CKPT_EVERY: the command's arguments into KA
+    KA=("${KRUN[@]}" --out "$1" --steps "$2" --ckpt_every "$3")
+    [ -e "$1/model.safetensors" ] && KA+=(--resume)
+}
+kstart() { kargs "$@"; "$MNEMO" train "${KA[@]}"; }
+kfinish() { # NAME DIR STEPS CKPT_EVERY REF_DIR
+    local name=$1 dir=$2 n=$3 every=$4 ref=$5 tries=0 restarted=0
+    while ! "$MNEMO" info "$dir/model.safetensors" 2>/dev/null | grep -q "^train.step *$n\$"; do
+        tries=$((tries + 1)); restarted=1
+        if [ $tries -gt 3 ] || ! kstart "$dir" "$n" "$every" >/dev/null 2>"$W/k_err"; then
+            bad "$name: cannot continue the run"; cat "$W/k_err"; return
+        fi
+    done
+    cmp -s "$ref/model.safetensors" "$dir/model.safetensors" || { bad "$name: the final model differs"; return; }
+    local steps; steps=$(grep -o '"type":"step","step":[0-9]*' "$dir/log.jsonl" | grep -o '[0-9]*$' | tr '\n' ' ')
+    [ "$steps" = "$(seq -s ' ' 1 "$n") " ] || { bad "$name: log steps '$steps'"; return; }
+    ls "$dir" | grep -q '\.tmp\.' && { bad "$name: a temporary file was left: $(ls "$dir")"; return; }
+    # a kill after the last model was in place, before its superseded state was removed, leaves
+    # that state until the next start: only a finished (restarted) run must have none
+    [ $restarted -eq 0 ] || [ "$(ls "$dir" | grep -c '^train_state')" = 1 ] \
+        || { bad "$name: states left: $(ls "$dir")"; return; }
+    ok
+}
+"$MNEMO" train "${KRUN[@]}" --out "$W/k_ref6" --steps 6 --ckpt_every 2 >/dev/null 2>&1 || bad "kill: reference run"
+# SIGKILL at each rename, fsync and unlink of a run, in turn (strace's syscall fault injection;
+# where strace is missing or cannot trace, the timed kills below remain)
+if strace -f -qq -o /dev/null true 2>/dev/null; then
+    for point in rename,renameat,renameat2:6 fsync,fdatasync:12 unlink,unlinkat:2; do
+        calls=${point%:*}
+        for k in $(seq 1 "${point#*:}"); do
+            rm -rf "$W/k_s"
+            strace -f -qq -o /dev/null -e trace="$calls" -e inject="$calls":signal=KILL:when=$k \
+                "$MNEMO" train "${KRUN[@]}" --out "$W/k_s" --steps 6 --ckpt_every 2 >/dev/null 2>&1
+            kfinish "SIGKILL at ${calls%%,*} $k" "$W/k_s" 6 2 "$W/k_ref6"
+        done
+    done
+else
+    echo "note: strace cannot trace here; SIGKILL at chosen system calls not tested"
+fi
+# kill -9 at whatever the run is doing a tenth of its time after each start, seven times in a
+# row, in a run with a checkpoint at every step
+t0=$(date +%s%N)
+"$MNEMO" train "${KRUN[@]}" --out "$W/k_ref" --steps 40 --ckpt_every 1 >/dev/null 2>&1 || bad "kill: reference run"
+ms=$(( ($(date +%s%N) - t0) / 10000000 + 1 )) # a tenth, in milliseconds
+kills=0
+for i in 1 2 3 4 5 6 7; do
+    kargs "$W/k_run" 40 1
+    "$MNEMO" train "${KA[@]}" >/dev/null 2>&1 &
+    pid=$!
+    sleep "$(printf '%d.%03d' $((ms / 1000)) $((ms % 1000)))"
+    kill -9 $pid 2>/dev/null
+    wait $pid
+    [ $? -eq 137 ] && kills=$((kills + 1))
+done
+echo "kill -9 loop: $kills of 7 kills hit a running process, each $ms ms after its start"
+[ $kills -ge 3 ] && ok || bad "kill -9 loop: only $kills of 7 kills hit a running process"
+kfinish "kill -9 loop ($kills kills)" "$W/k_run" 40 1 "$W/k_ref"
 
 # --- results and outputs are whole or absent ----------------------------------------------------
 echo '{"old": "results"}' >"$W/res.jsonl"

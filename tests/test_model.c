@@ -5,6 +5,7 @@
  * segments of 5 tokens (windows of 7 and 12: short last segments).
  */
 #define _POSIX_C_SOURCE 200809L /* mkfifo, alarm */
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -972,6 +973,121 @@ static void test_checkpoint_fifo(void **s)
     remove(path);
 }
 
+/* Hostile checkpoints (tests/data): a 280-byte file whose metadata claims 8 layers of width
+ * 2048 and holds no tensor is refused before anything of that size is allocated (the loader
+ * used to zero-fill 1.6 GB first); a 32 KB file claiming n_ctx = 4M loads, and its session's
+ * state bound is counted without allocating the 512 MiB cache. The hook counts requests. */
+static void test_checkpoint_hostile(void **s)
+{
+    (void)s;
+    struct mnemo_model *m = (struct mnemo_model *)&m;
+    mni_alloc_fail_after(LONG_MAX, 0); /* count, never fail */
+    assert_int_equal(mnemo_model_load(&m, MNEMO_TEST_DATA "/ckpt_bigalloc_1p9GB.safetensors"),
+                     MNEMO_ERR_FORMAT);
+    size_t largest = mni_alloc_seen_max();
+    mni_alloc_fail_after(-1, 0);
+    assert_null(m);
+    printf("expected error: %s (largest allocation %zu bytes)\n", mnemo_last_error(), largest);
+    assert_non_null(strstr(mnemo_last_error(), "no tensor 'wte.weight'"));
+    assert_true(largest < 256 * 1024);
+
+    mni_alloc_fail_after(LONG_MAX, 0);
+    assert_int_equal(mnemo_model_load(&m, MNEMO_TEST_DATA "/ckpt_nctx4M.safetensors"), MNEMO_OK);
+    struct mnemo_session_config sc;
+    mnemo_session_config_default(&sc);
+    size_t bytes = 0;
+    int bounded = 1;
+    assert_int_equal(mnemo_session_plan(m, &sc, &bytes, &bounded), MNEMO_OK);
+    assert_int_equal(bounded, 0);
+    largest = mni_alloc_seen_max();
+    mni_alloc_fail_after(-1, 0);
+    const struct mnemo_model_config *c = mnemo_model_get_config(m);
+    assert_int_equal(c->n_ctx, 4194304);
+    /* a dense cache: keys and values of every position, every layer (and a little
+     * bookkeeping) */
+    const size_t kv = (size_t)c->n_layer * 2 * (size_t)c->n_ctx * (size_t)c->d_model * 4;
+    assert_true(bytes >= kv && bytes <= kv + 4096);
+    printf("n_ctx 4M: state %zu bytes, largest allocation %zu bytes\n", bytes, largest);
+    assert_true(largest < 256 * 1024);
+    mnemo_model_free(m);
+}
+
+/* mnemo_session_plan gives the bound of the session it describes, for every kind and with
+ * per-layer budgets; budgets the kind refuses are refused alike. */
+static void test_state_bytes(void **s)
+{
+    (void)s;
+    const int kinds[3] = {MNEMO_ATTN_KIND_DENSE, MNEMO_ATTN_KIND_SELECTIVE, MNEMO_ATTN_KIND_INFINI};
+    const char *budgets = "budget=4/0"; /* refused by the kinds without the option */
+    for (int k = 0; k < 3; k++)
+        for (int b = 0; b < 2; b++) {
+            struct mnemo_model *m = tiny(MNEMO_POS_ROPE, 5, kinds[k]);
+            struct mnemo_session_config sc;
+            mnemo_session_config_default(&sc);
+            sc.max_chunk = 3;
+            sc.attn_opts = b ? budgets : NULL;
+            struct mnemo_session *ss = NULL;
+            size_t bytes = 1;
+            int bounded = -1;
+            enum mnemo_status st = mnemo_session_create_ex(&ss, m, &sc);
+            assert_int_equal(mnemo_session_plan(m, &sc, &bytes, &bounded), st);
+            if (st == MNEMO_OK) {
+                assert_true(bytes > 0);
+                assert_int_equal(bytes, mnemo_session_state_bytes(ss));
+                assert_int_equal(bounded, mnemo_session_bounded(ss));
+            } else {
+                assert_int_equal(bytes, 0);
+            }
+            mnemo_session_free(ss);
+            mnemo_model_free(m);
+        }
+}
+
+/* A tensor the table does not have is named: a layer past n_layer, a layer number with a
+ * leading zero, a name of no entry. */
+static void test_checkpoint_unexpected_tensor(void **s)
+{
+    (void)s;
+    struct mnemo_model *m = tiny(MNEMO_POS_ROPE, 3, MNEMO_ATTN_KIND_DENSE), *m2;
+    const char *path = tu_tmp_path("extra.safetensors");
+    assert_int_equal(mnemo_model_save(m, path), MNEMO_OK);
+    struct mni_st_file *f;
+    assert_int_equal(mni_st_open(&f, path), MNEMO_OK);
+    const size_t n = mni_st_count(f);
+    struct mni_st_tensor t[64];
+    assert_true(n + 1 < 64);
+    for (size_t i = 0; i < n; i++) {
+        const struct mni_st_info *in = mni_st_info_at(f, i);
+        t[i] = (struct mni_st_tensor){.name = in->name, .dtype = in->dtype, .ndim = in->ndim};
+        memcpy(t[i].shape, in->shape, sizeof(t[i].shape));
+        t[i].data = m->params; /* any bytes: the load must fail before it reads them */
+    }
+    const char *kv[2 * 32];
+    size_t n_kv = mni_st_meta_count(f);
+    assert_true(n_kv <= 32);
+    for (size_t i = 0; i < n_kv; i++) mni_st_meta_at(f, i, &kv[2 * i], &kv[2 * i + 1]);
+    const char *extra[] = {"blocks.2.ln1.weight", "blocks.01.ln1.weight", "blocks.0.ln3.weight",
+                           "lnf.scale"};
+    const char *other = tu_tmp_path("extra2.safetensors");
+    for (int e = 0; e < 4; e++) {
+        t[n] = (struct mni_st_tensor){.name = extra[e], .dtype = MNI_ST_F32, .ndim = 1,
+                                      .shape = {16}, .data = m->params};
+        assert_int_equal(mni_st_write(other, t, n + 1, kv, n_kv), MNEMO_OK);
+        assert_int_equal(mnemo_model_load(&m2, other), MNEMO_ERR_FORMAT);
+        printf("expected error: %s\n", mnemo_last_error());
+        assert_non_null(strstr(mnemo_last_error(), "unexpected tensor"));
+        assert_non_null(strstr(mnemo_last_error(), extra[e]));
+    }
+    /* without the extra tensor the same file loads */
+    assert_int_equal(mni_st_write(other, t, n, kv, n_kv), MNEMO_OK);
+    assert_int_equal(mnemo_model_load(&m2, other), MNEMO_OK);
+    mnemo_model_free(m2);
+    mni_st_close(f);
+    remove(other);
+    remove(path);
+    mnemo_model_free(m);
+}
+
 /* A FULL on the first layer keeps the history (the call is refused whole); a FULL that only a
  * later layer meets (budgets {4, 0}: layer 0 evicts, layer 1 fills at n_ctx) resets the session
  * and says so in the message. */
@@ -1072,6 +1188,9 @@ int main(void)
         cmocka_unit_test(test_checkpoint_meta_limits),
         cmocka_unit_test(test_checkpoint_fifo), cmocka_unit_test(test_sample),
         cmocka_unit_test(test_session_full_later_layer),
+        cmocka_unit_test(test_checkpoint_hostile),
+        cmocka_unit_test(test_state_bytes),
+        cmocka_unit_test(test_checkpoint_unexpected_tensor),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -3,13 +3,18 @@
  * a resumed run equals an uninterrupted one bit for bit, bad files are refused cleanly.
  */
 #define _POSIX_C_SOURCE 200809L
+#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include "ckpt.h" /* mni_model_save_ex */
 #include "data.h"
+#include "fileio.h" /* mni_afile_fault_after */
 #include "model.h"
 #include "st.h"
 #include "testutil.h"
@@ -428,15 +433,26 @@ static void exact_resume(int optimizer, const char *dir_a, const char *dir_b_nam
     assert_int_equal(mnemo_train(b, &tc, NULL, NULL), MNEMO_ERR_ARG);
     assert_non_null(strstr(mnemo_last_error(), "exact resume"));
     mnemo_model_free(b);
-    /* a model file that does not belong to the train state (as a crash between the two
-     * checkpoint writes would leave) is refused, not resumed inexactly */
+    /* a model file that does not belong to the train state of its step (another run's, as
+     * a run started over in the folder and stopped between its two writes could leave) is
+     * refused, not resumed inexactly; so are a model without a step and one whose state is
+     * missing */
     snprintf(path, sizeof(path), "%s/model.safetensors", dir_b);
-    assert_int_equal(mnemo_model_save(a, path), MNEMO_OK); /* no train.step */
-    assert_int_equal(mnemo_model_load(&b, path), MNEMO_OK);
     tc.batch = 4;
-    assert_int_equal(mnemo_train(b, &tc, NULL, NULL), MNEMO_ERR_FORMAT);
-    assert_non_null(strstr(mnemo_last_error(), "do not belong together"));
-    mnemo_model_free(b);
+    const char *steps[3] = {"12", NULL, "11"};
+    const enum mnemo_status want[3] = {MNEMO_ERR_FORMAT, MNEMO_ERR_FORMAT, MNEMO_ERR_IO};
+    const char *msg[3] = {"do not belong together", "has no train.step", "no train state"};
+    for (int k = 0; k < 3; k++) {
+        struct mnemo_model *c = small_model(); /* the initial weights, not the run's */
+        const char *kv[2] = {"train.step", steps[k]};
+        assert_int_equal(mni_model_save_ex(c, path, kv, steps[k] ? 1 : 0), MNEMO_OK);
+        mnemo_model_free(c);
+        assert_int_equal(mnemo_model_load(&b, path), MNEMO_OK);
+        assert_int_equal(mnemo_train(b, &tc, NULL, NULL), want[k]);
+        printf("expected error: %s\n", mnemo_last_error());
+        assert_non_null(strstr(mnemo_last_error(), msg[k]));
+        mnemo_model_free(b);
+    }
     mnemo_model_free(a);
 }
 
@@ -502,7 +518,7 @@ static void test_ema(void **s)
     assert_string_equal(mnemo_model_meta(f, "train.ema"), "0.300000012");
     mnemo_model_free(f);
     struct mni_st_file *st = NULL;
-    snprintf(sp, sizeof(sp), "%s/train_state.safetensors", dir_a);
+    snprintf(sp, sizeof(sp), "%s/train_state.16.safetensors", dir_a);
     assert_int_equal(mni_st_open(&st, sp), MNEMO_OK);
     size_t shape[1] = {a->n_params};
     assert_int_equal(mni_st_read(st, "params", MNI_ST_F32, 1, shape, p.want), MNEMO_OK);
@@ -792,10 +808,6 @@ static void test_pruned_eval_and_search(void **s)
 
 /* ---- prepare writes train.bin and val.bin as a pair ----------------------------------------- */
 
-#include <dirent.h>
-
-#include "fileio.h" /* mni_afile_fault_after */
-
 /* 1 if the file at path holds exactly want (n bytes). */
 static int same_bytes(const char *path, const unsigned char *want, size_t n)
 {
@@ -902,6 +914,361 @@ static void test_prepare_faults(void **s)
     free(old_val);
 }
 
+/* ---- nothing non-finite is saved; a diverged run stops --------------------------------------- */
+
+static int cmp_names(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Every file of dir but log.jsonl, by name and content, sorted by name, in one buffer (caller
+ * frees); *n gets its length. */
+static unsigned char *snapshot(const char *dir, size_t *n)
+{
+    char *names[64];
+    int k = 0;
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    for (struct dirent *e; (e = readdir(d));)
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") && strcmp(e->d_name, "log.jsonl")) {
+            assert_true(k < 64);
+            names[k++] = strdup(e->d_name);
+        }
+    closedir(d);
+    qsort(names, (size_t)k, sizeof(*names), cmp_names);
+    unsigned char *buf = NULL;
+    *n = 0;
+    for (int i = 0; i < k; i++) {
+        char p[700];
+        size_t fn;
+        snprintf(p, sizeof(p), "%s/%s", dir, names[i]);
+        unsigned char *f = tu_read_file(p, &fn);
+        assert_non_null(f);
+        const size_t len = strlen(names[i]) + 1;
+        buf = realloc(buf, *n + len + sizeof(fn) + fn);
+        assert_non_null(buf);
+        memcpy(buf + *n, names[i], len);
+        memcpy(buf + *n + len, &fn, sizeof(fn));
+        memcpy(buf + *n + len + sizeof(fn), f, fn);
+        *n += len + sizeof(fn) + fn;
+        free(f);
+        free(names[i]);
+    }
+    return buf;
+}
+
+/* Resumes the run in dir (max_steps steps in all) with learning rate lr and expects it to stop
+ * with a numeric error, leaving every file but the log byte for byte as it was. */
+static void expect_diverged(const char *dir, float lr, int max_steps)
+{
+    char tr[512], va[512], path[600];
+    struct mnemo_train_config tc;
+    train_cfg(&tc, dir, tr, va);
+    tc.max_steps = max_steps;
+    tc.ckpt_every = 0; /* a checkpoint at the end only: a stop must not write one */
+    tc.resume = 1;
+    tc.lr = lr;
+    tc.lr_min = 0;
+    tc.warmup = 0;
+    tc.weight_decay = 0;
+    size_t n0, n1;
+    unsigned char *before = snapshot(dir, &n0);
+    struct mnemo_model *m;
+    snprintf(path, sizeof(path), "%s/model.safetensors", dir);
+    assert_int_equal(mnemo_model_load(&m, path), MNEMO_OK);
+    assert_int_equal(mnemo_train(m, &tc, NULL, NULL), MNEMO_ERR_NUMERIC);
+    printf("expected error: %s\n", mnemo_last_error());
+    assert_non_null(strstr(mnemo_last_error(), "training stopped, the last good checkpoint"));
+    unsigned char *after = snapshot(dir, &n1);
+    assert_int_equal(n0, n1);
+    assert_memory_equal(before, after, n0);
+    free(before);
+    free(after);
+    mnemo_model_free(m);
+}
+
+/* Training stopped by a non-finite value or by the divergence rule. A learning rate of 1e38
+ * makes a weight infinite in the first update of a run: it stops at step 1 naming the tensor,
+ * having written nothing; resumed at such a rate, a run stops without touching its last
+ * checkpoint. A loss that has exploded (an embedding 1000 times too large: hundreds of nats,
+ * all finite) stops at once by the divergence rule. The other tests' runs (lr up to 1e-2)
+ * show that the rule does not fire on normal training. */
+static void test_diverged(void **s)
+{
+    (void)s;
+    char tr[512], va[512], path[600];
+    struct mnemo_train_config tc;
+    struct mnemo_model *m = small_model();
+    const char *dir = make_dir("run_div_inf");
+    train_cfg(&tc, dir, tr, va);
+    tc.max_steps = 1;
+    tc.warmup = 0;
+    tc.lr = 1e38f;
+    tc.lr_min = 0;
+    tc.weight_decay = 0;
+    assert_int_equal(mnemo_train(m, &tc, NULL, NULL), MNEMO_ERR_NUMERIC);
+    printf("expected error: %s\n", mnemo_last_error());
+    assert_non_null(strstr(mnemo_last_error(), "the update made parameter '"));
+    assert_non_null(strstr(mnemo_last_error(), "non-finite"));
+    assert_non_null(strstr(mnemo_last_error(), "at step 1;"));
+    snprintf(path, sizeof(path), "%s/model.safetensors", dir);
+    assert_int_equal(access(path, F_OK), -1);
+    mnemo_model_free(m);
+
+    dir = make_dir("run_div");
+    train_cfg(&tc, dir, tr, va);
+    tc.max_steps = 4;
+    tc.ckpt_every = 2;
+    m = small_model();
+    assert_int_equal(mnemo_train(m, &tc, NULL, NULL), MNEMO_OK);
+    mnemo_model_free(m);
+    expect_diverged(dir, 1e38f, 8);
+
+    dir = make_dir("run_div_loss");
+    train_cfg(&tc, dir, tr, va);
+    tc.ckpt_every = 1;
+    m = small_model();
+    float *wte = mni_model_param(m, MNI_P_WTE, 0);
+    for (size_t i = 0; i < m->pinfo[MNI_P_WTE].numel; i++) wte[i] *= 1000.0f;
+    assert_int_equal(mnemo_train(m, &tc, NULL, NULL), MNEMO_ERR_NUMERIC);
+    printf("expected error: %s\n", mnemo_last_error());
+    assert_non_null(strstr(mnemo_last_error(), "exceeds 10 ln(vocab) = 55.5"));
+    assert_non_null(strstr(mnemo_last_error(), "the run diverged at step 1;"));
+    snprintf(path, sizeof(path), "%s/model.safetensors", dir);
+    assert_int_equal(access(path, F_OK), -1);
+    mnemo_model_free(m);
+}
+
+/* ---- checkpoints survive any I/O error, and the log keeps every step once --------------------- */
+
+/* Removes every file of the flat folder dir (and the folder itself when rm_dir). */
+static void empty_dir(const char *dir, int rm_dir)
+{
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    char p[1000];
+    for (struct dirent *e; (e = readdir(d));)
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
+            snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
+            assert_int_equal(unlink(p), 0);
+        }
+    closedir(d);
+    if (rm_dir) assert_int_equal(rmdir(dir), 0);
+}
+
+/* The "step" records of the log at path, reduced to their step and loss ("1:5.557851"), one
+ * per line, into out (cap bytes). */
+static void step_records(const char *path, char *out, size_t cap)
+{
+    size_t n, k = 0;
+    char *log = (char *)tu_read_file(path, &n);
+    assert_non_null(log);
+    out[0] = 0;
+    for (char *line = log; line < log + n;) {
+        char *end = memchr(line, '\n', (size_t)(log + n - line));
+        assert_non_null(end); /* every record whole */
+        *end = 0;
+        const char *lo = strstr(line, "\"loss\":");
+        if (strstr(line, "\"type\":\"step\"") && lo) {
+            int w = snprintf(out + k, cap - k, "%ld:%.*s\n", strtol(strstr(line, "\"step\":") + 7,
+                             NULL, 10), (int)strcspn(lo + 7, ","), lo + 7);
+            assert_true(w > 0 && (size_t)w < cap - k);
+            k += (size_t)w;
+        }
+        line = end + 1;
+    }
+    free(log);
+}
+
+/* The fault test's run: a one-layer model of width 16, windows of 16, 6 steps, a checkpoint
+ * every 2, validation at the end (its loss goes into the model file). */
+static void fault_run_cfg(struct mnemo_train_config *tc, const char *dir, char *tr, char *va)
+{
+    train_cfg(tc, dir, tr, va);
+    tc->max_steps = 6;
+    tc->ckpt_every = 2;
+    tc->seq = 16;
+    tc->eval_windows = 2;
+}
+
+/* Continues the run in dir to its end as `mnemo train` would: resumed when there is a model,
+ * started afresh when there is none (a run stopped during its first checkpoint holds none). */
+static void finish_run(const char *dir)
+{
+    char tr[512], va[512], path[700];
+    struct mnemo_train_config tc;
+    fault_run_cfg(&tc, dir, tr, va);
+    struct mnemo_model *m = NULL;
+    snprintf(path, sizeof(path), "%s/model.safetensors", dir);
+    if (access(path, F_OK) == 0) {
+        assert_int_equal(mnemo_model_load(&m, path), MNEMO_OK);
+        tc.resume = 1;
+    } else {
+        m = tu_model(1, 16, 2, 16, MNEMO_TOK_VOCAB, MNEMO_POS_ROPE, 11);
+    }
+    assert_int_equal(mnemo_train(m, &tc, NULL, NULL), MNEMO_OK);
+    mnemo_model_free(m);
+}
+
+/* An I/O error injected at every fault point of a run in turn (opening, each write, flush,
+ * fsync, close and rename of both files of every checkpoint, and each removal of a superseded
+ * state): the run stops with MNEMO_ERR_IO (or, when only a removal failed, goes on), is
+ * continued from what is on disk, and must end with the uninterrupted run's model file byte
+ * for byte, its step records once each (same losses), and no other file but the last state
+ * -- except the superseded state whose removal failed in a run that then ended, which the next
+ * start would remove. The work goes to tmpfs when there is one (two fsyncs per write). */
+static void test_checkpoint_faults(void **s)
+{
+    (void)s;
+    char tr[512], va[512], dir[600], path[1000], ref_steps[4096], steps[4096];
+    struct mnemo_train_config tc;
+    const char *ref = make_dir("faults_ref");
+    fault_run_cfg(&tc, ref, tr, va);
+    struct mnemo_model *m = tu_model(1, 16, 2, 16, MNEMO_TOK_VOCAB, MNEMO_POS_ROPE, 11);
+    assert_int_equal(mnemo_train(m, &tc, NULL, NULL), MNEMO_OK);
+    mnemo_model_free(m);
+    size_t ref_n;
+    snprintf(path, sizeof(path), "%s/model.safetensors", ref);
+    unsigned char *ref_model = tu_read_file(path, &ref_n);
+    assert_non_null(ref_model);
+    snprintf(path, sizeof(path), "%s/log.jsonl", ref);
+    step_records(path, ref_steps, sizeof(ref_steps));
+    struct stat sb;
+    if (stat("/dev/shm", &sb) == 0 && S_ISDIR(sb.st_mode) && access("/dev/shm", W_OK) == 0)
+        snprintf(dir, sizeof(dir), "/dev/shm/mnemo_test_faults_%ld", (long)getpid());
+    else
+        snprintf(dir, sizeof(dir), "%s", tu_tmp_path("faults"));
+    assert_int_equal(mkdir(dir, 0777), 0);
+    int k, n_stopped = 0, n_went_on = 0;
+    for (k = 0; k < 1000; k++) {
+        empty_dir(dir, 0);
+        fault_run_cfg(&tc, dir, tr, va);
+        m = tu_model(1, 16, 2, 16, MNEMO_TOK_VOCAB, MNEMO_POS_ROPE, 11);
+        mni_afile_fault_after(k);
+        enum mnemo_status st = mnemo_train(m, &tc, NULL, NULL);
+        const int fired = !mni_afile_fault_pending();
+        mni_afile_fault_after(-1);
+        mnemo_model_free(m);
+        if (!fired) { /* past the last fault point */
+            assert_int_equal(st, MNEMO_OK);
+            break;
+        }
+        if (st == MNEMO_OK) {
+            n_went_on++;
+        } else {
+            assert_int_equal(st, MNEMO_ERR_IO);
+            n_stopped++;
+            finish_run(dir);
+        }
+        snprintf(path, sizeof(path), "%s/model.safetensors", dir);
+        if (!same_bytes(path, ref_model, ref_n)) {
+            print_error("fault %d: the final model differs from the uninterrupted run's\n", k);
+            fail();
+        }
+        snprintf(path, sizeof(path), "%s/log.jsonl", dir);
+        step_records(path, steps, sizeof(steps));
+        assert_string_equal(steps, ref_steps);
+        snprintf(path, sizeof(path), "%s/train_state.6.safetensors", dir);
+        assert_int_equal(access(path, F_OK), 0);
+        assert_int_equal(count_entries(dir), 3 + (st == MNEMO_OK)); /* model, state, log */
+    }
+    printf("checkpoint faults: %d fault points; %d stopped the run and were resumed, %d (a "
+           "removal) let it go on; every end equal to the uninterrupted run's\n", k, n_stopped,
+           n_went_on);
+    assert_true(k > 3 * 10 && k < 1000); /* three checkpoints of two files, >= 5 points each */
+    assert_int_equal(n_went_on, 2);      /* the states of steps 2 and 4 superseded */
+    empty_dir(dir, 1);
+    free(ref_model);
+}
+
+/* 1 if dir/name exists. */
+static int exists_in(const char *dir, const char *name)
+{
+    char p[1000];
+    snprintf(p, sizeof(p), "%s/%s", dir, name);
+    return access(p, F_OK) == 0;
+}
+
+static void touch_in(const char *dir, const char *name, const char *text)
+{
+    char p[1000];
+    snprintf(p, sizeof(p), "%s/%s", dir, name);
+    FILE *f = fopen(p, "ab");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+/* What a start leaves of a run folder: a resume cuts the log back to its checkpoint's step
+ * (records of steps run past it by a killed process, and a last line cut short, go) and
+ * removes the temporary files of dead writers and the states of other steps; temporary files
+ * of a live process and files that are not the run's stay. A fresh run removes every state. */
+static void test_run_dir(void **s)
+{
+    (void)s;
+    char tr[512], va[512], path[600], dead_model[64], dead_state[64], live[64], other[64];
+    char steps[4096];
+    struct mnemo_train_config tc;
+    const char *dir = make_dir("run_dir");
+    train_cfg(&tc, dir, tr, va);
+    tc.max_steps = 4;
+    tc.ckpt_every = 2;
+    struct mnemo_model *m = small_model();
+    assert_int_equal(mnemo_train(m, &tc, NULL, NULL), MNEMO_OK);
+    mnemo_model_free(m);
+    /* what a process killed at step 6, in the middle of its checkpoint, would leave */
+    touch_in(dir, "log.jsonl", "{\"type\":\"step\",\"step\":5,\"loss\":1.0}\n"
+                               "{\"type\":\"step\",\"step\":6,\"loss\":1.0}\n{\"type\":\"eva");
+    pid_t child = fork(); /* a pid that is surely dead once reaped */
+    assert_true(child >= 0);
+    if (child == 0) _exit(0);
+    assert_int_equal(waitpid(child, NULL, 0), child);
+    snprintf(dead_model, sizeof(dead_model), "model.safetensors.tmp.%ld", (long)child);
+    snprintf(dead_state, sizeof(dead_state), "train_state.6.safetensors.tmp.%ld", (long)child);
+    snprintf(live, sizeof(live), "model.safetensors.tmp.%ld", (long)getppid());
+    snprintf(other, sizeof(other), "notes.txt.tmp.%ld", (long)child);
+    const char *junk[] = {dead_model, dead_state, live, other, "train_state.9.safetensors",
+                          "train_state.safetensors", "train_state.x.safetensors"};
+    for (int i = 0; i < 7; i++) touch_in(dir, junk[i], "x");
+    tc.max_steps = 6;
+    tc.resume = 1;
+    snprintf(path, sizeof(path), "%s/model.safetensors", dir);
+    assert_int_equal(mnemo_model_load(&m, path), MNEMO_OK);
+    assert_int_equal(mnemo_train(m, &tc, NULL, NULL), MNEMO_OK);
+    mnemo_model_free(m);
+    const int kept[7] = {0, 0, 1, 1, 0, 0, 1};
+    for (int i = 0; i < 7; i++) {
+        if (exists_in(dir, junk[i]) != kept[i]) {
+            print_error("%s: %s\n", junk[i], kept[i] ? "removed" : "left");
+            fail();
+        }
+    }
+    snprintf(path, sizeof(path), "%s/log.jsonl", dir);
+    step_records(path, steps, sizeof(steps)); /* fails on a line without its newline */
+    for (int k = 1; k <= 6; k++) { /* every step once, in order */
+        char at[16];
+        snprintf(at, sizeof(at), "%s%d:", k == 1 ? "" : "\n", k);
+        assert_non_null(strstr(steps, at));
+    }
+    assert_int_equal(strncmp(steps, "1:", 2), 0);
+    size_t n;
+    char *log = (char *)tu_read_file(path, &n);
+    assert_null(strstr(log, ":1.0}")); /* the killed process's records are gone */
+    assert_null(strstr(log, "\"eva\n"));
+    int n_steps = 0;
+    for (const char *q = log; (q = strstr(q, "\"type\":\"step\"")); q++) n_steps++;
+    assert_int_equal(n_steps, 6);
+    free(log);
+    /* a fresh run in the folder: no state of the old run may stay */
+    train_cfg(&tc, dir, tr, va);
+    tc.max_steps = 2;
+    m = small_model();
+    assert_int_equal(mnemo_train(m, &tc, NULL, NULL), MNEMO_OK);
+    mnemo_model_free(m);
+    assert_false(exists_in(dir, "train_state.6.safetensors"));
+    assert_true(exists_in(dir, "train_state.2.safetensors"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -920,6 +1287,9 @@ int main(void)
         cmocka_unit_test(test_pruned_eval_and_search),
         cmocka_unit_test(test_prepare_val_blocked),
         cmocka_unit_test(test_prepare_faults),
+        cmocka_unit_test(test_diverged),
+        cmocka_unit_test(test_checkpoint_faults),
+        cmocka_unit_test(test_run_dir),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

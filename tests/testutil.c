@@ -199,5 +199,6 @@ unsigned char *tu_read_file(const char *path, size_t *n)
     }
     fclose(fp);
     *n = len >= 0 ? (size_t)len : 0;
+    if (buf) buf[*n] = 0; /* text can be searched in place */
     return buf;
 }

@@ -24,8 +24,9 @@ double tu_rel_max_err(const float *got, const float *want, size_t n);
 /* A model of the given shape (vocab V, positions pos), initialised from seed; fails the test
  * if it cannot be created. Caller frees with mnemo_model_free. */
 struct mnemo_model *tu_model(int L, int C, int NH, int T, int V, int pos, uint64_t seed);
-/* The whole file at path into a malloc'd buffer (caller frees with free) and its size in *n;
- * NULL if it cannot be read. Plain stdio, independent of the library's own file reading. */
+/* The whole file at path into a malloc'd buffer (caller frees with free) and its size in *n,
+ * followed by a NUL not counted in *n; NULL if it cannot be read. Plain stdio, independent of
+ * the library's own file reading. */
 unsigned char *tu_read_file(const char *path, size_t *n);
 /* Temporary file path inside the build tree (unique per process), caller frees nothing. */
 const char *tu_tmp_path(const char *name);
