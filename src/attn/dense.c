@@ -899,11 +899,25 @@ static enum mnemo_status dense_backward(const struct mnemo_attn_cfg *cfg,
 /* ---- streaming ----------------------------------------------------------------------------- */
 
 /* The bound: n_ctx slots of rotated k and of v for every head, whatever the stream length. */
+/* With a window and cache positions, the state also holds the RoPE table of the ranks 0..S-1
+ * (S, HS/2, 2), made once by state_init: every step rotates the held keys at their ranks. */
+static int rank_table(const struct mnemo_attn_cfg *cfg)
+{
+    return cfg->rope && mni_dense_window(cfg) > 0 && !mni_dense_absolute(cfg);
+}
+
+static size_t kv_bytes(const struct mnemo_attn_cfg *cfg)
+{
+    return mni_align64(mni_mul(mni_mul((size_t)cfg->n_head, (size_t)mni_dense_slots(cfg)),
+                               mni_mul((size_t)mni_dense_hsp(cfg->head_dim), sizeof(float))));
+}
+
 static size_t dense_state_bytes(const struct mnemo_attn_cfg *cfg)
 {
-    size_t kv = mni_mul(mni_mul((size_t)cfg->n_head, (size_t)mni_dense_slots(cfg)),
-                        mni_mul((size_t)mni_dense_hsp(cfg->head_dim), sizeof(float)));
-    return mni_add(mni_dense_state_hdr_bytes(), mni_mul(2, mni_align64(kv)));
+    const size_t table = rank_table(cfg) ? mni_mul(mni_mul((size_t)mni_dense_slots(cfg),
+                                                           (size_t)cfg->head_dim), sizeof(float))
+                                         : 0;
+    return mni_add(mni_add(mni_dense_state_hdr_bytes(), mni_mul(2, kv_bytes(cfg))), table);
 }
 
 /* Only the header is written: slots beyond count are never read. */
@@ -912,6 +926,9 @@ static void dense_state_init(const struct mnemo_attn_cfg *cfg, void *state)
     struct mni_dense_state *st = state;
     st->count = 0;
     st->n_ctx = mni_dense_slots(cfg);
+    if (rank_table(cfg))
+        mni_rope_table((float *)((char *)state + mni_dense_state_hdr_bytes() + 2 * kv_bytes(cfg)),
+                       (int)st->n_ctx, cfg->head_dim, cfg->rope_theta);
 }
 
 /* Header + the filled slots of k and v: what a session actually holds. */
@@ -1122,17 +1139,16 @@ static void windowed_step(const struct mnemo_attn_cfg *cfg, struct mnemo_attn_st
         }
         st->count++;
         if (cfg->rope && !absolute) { /* the held keys at their ranks; the query at the last */
+            const float *table = (const float *)((char *)sa->state + mni_dense_state_hdr_bytes() +
+                                                 2 * kv_bytes(cfg)); // (S,HS/2,2)
             for (int64_t s = 0; s < held; s++) {
                 const int64_t rank = mni_dense_rank(cfg, st->count, mni_dense_slot_pos(cfg, st->count, s));
-                float c2[2 * 128 > 2 ? 2 * 128 : 2];
-                for (int i = 0; i < HS / 2; i++) mni_rope_cs(&c2[2 * i], &c2[2 * i + 1], (int)rank, i, HS, cfg->rope_theta);
                 for (int h = 0; h < NH; h++) {
                     const size_t r = ((size_t)h * S + (size_t)s) * HSP;
-                    load_head(kr + r, kc + r, c2, HS, HSP, 1.0f);
+                    load_head(kr + r, kc + r, table + (size_t)rank * HS, HS, HSP, 1.0f);
                 }
             }
-            for (int i = 0; i < HS / 2; i++)
-                mni_rope_cs(&cs[2 * i], &cs[2 * i + 1], (int)(held - 1), i, HS, cfg->rope_theta);
+            memcpy(cs, table + (size_t)(held - 1) * HS, sizeof(float) * HS);
         }
         const float *K = cfg->rope && !absolute ? kr : kc;
         for (int h = 0; h < NH; h++) {
