@@ -201,24 +201,34 @@ def passkey(rows, out):
 
 
 def streaming(rows, out):
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    def kept(session):  # keys a session keeps: window + sinks
+        kv = dict(x.split("=") for x in session.split(",") if "=" in x)
+        return int(kv.get("window", 0)) + int(kv.get("sinks", 0))
     runs = {}
     for r in rows:
         if "session" in r:
             runs.setdefault(r["session"], []).append(r)
-    for name, rs in runs.items():
-        rs.sort(key=lambda r: r["tokens"])
-        ax.plot([r["tokens"] / 1000 for r in rs], [r["bpb"] for r in rs], marker=".", label=name)
-    for r in rows:
-        if "reference_bpb" in r:
-            ax.axhline(r["reference_bpb"], color="gray", linestyle="--", label=r["label"])
-    ax.set_xlabel("stream position (thousand tokens)")
-    ax.set_ylabel("bits per byte (each interval)")
-    ax.set_yscale("log")
-    ax.set_title("A dense model (n_ctx 256) streamed past its context")
-    ax.legend(fontsize=8)
+    sizes = sorted({kept(s) for s in runs}, reverse=True)
+    fig, axes = plt.subplots(1, len(sizes), figsize=(5.5 * len(sizes), 4.2), squeeze=False,
+                             sharey=True)
+    for ax, size in zip(axes[0], sizes):
+        for name, rs in sorted(runs.items()):
+            if kept(name) != size:
+                continue
+            rs.sort(key=lambda r: r["tokens"])
+            style = "--" if "absolute" in name else "-"
+            ax.plot([r["tokens"] / 1000 for r in rs], [r["bpb"] for r in rs], style,
+                    marker=".", label=name)
+        for r in rows:
+            if "reference_bpb" in r:
+                ax.axhline(r["reference_bpb"], color="gray", linestyle=":", label=r["label"])
+        ax.set_title("%d keys kept" % size)
+        ax.set_xlabel("stream position (thousand tokens)")
+        ax.legend(fontsize=7)
+    axes[0][0].set_ylabel("bits per byte of each 2,000 tokens")
+    fig.suptitle("A dense model (n_ctx 256) streamed 100K tokens past its context")
     fig.tight_layout()
-    fig.savefig(out, dpi=120)
+    fig.savefig(out, dpi=110)
 
 
 PLOTS = {"streaming": streaming, "quality": quality, "memory": memory, "varassign": varassign, "decode": decode,

@@ -2,9 +2,9 @@
 # Streaming a dense checkpoint far past its context without retraining (StreamingLLM, Xiao et
 # al. 2023; issue 14 item 4): the main job's model (n_ctx 256, runs/kjv, made by scripts/main.sh
 # if missing) reads the first LEN tokens of the KJV validation split as one stream through
-# sessions that keep only the last W keys, with or without the first 4 tokens as attention
-# sinks, with RoPE positions counted within the kept cache (StreamingLLM's rule) or in the
-# stream. Bits per byte every 2,000 tokens (bench_stream --every), beside the model's own
+# sessions that keep only the last W keys (W = 256, the model's context, 64 and 16), with or
+# without the first 4 tokens as attention sinks (then the window is W - 4: the same state), with
+# RoPE positions counted within the kept cache (StreamingLLM's rule) or in the stream. Bits per byte every 2,000 tokens (bench_stream --every), beside the model's own
 # sliding-window evaluation with recomputation (mnemo eval --stride 64: every prediction sees at
 # least 192 tokens, the quality a bounded window can aim for). Writes
 # runs/exp/streaming/results.jsonl and streaming.png (docs/experiments.md).
@@ -20,11 +20,13 @@ mkdir -p "$out"
 [ -s "$model" ] || ./scripts/main.sh
 res="$out/results.jsonl"
 : >"$res"
-for opts in window=256,positions=cache window=252,sinks=4,positions=cache \
-            window=256,positions=absolute window=252,sinks=4,positions=absolute; do
+for w in 256 64 16; do
+  for opts in window=$w,positions=cache window=$((w - 4)),sinks=4,positions=cache \
+              window=$w,positions=absolute window=$((w - 4)),sinks=4,positions=absolute; do
     ./build/bench/bench_stream --model "$model" --data data/kjv/val.bin --len "$len" \
         --chunk 1 --every 2000 --threads 2 --attn_opt "$opts" --out "$out/run.jsonl"
     cat "$out/run.jsonl" >>"$res"
+  done
 done
 ref=$(./build/mnemo eval --model "$model" --data data/kjv/val.bin --stride 64 |
       sed -n 's/.*| \([0-9.]*\) bits\/byte$/\1/p')
