@@ -139,6 +139,19 @@ int cli_same_file(const char *a, const char *b)
            sa.st_ino == sb.st_ino;
 }
 
+#ifdef MNEMO_FUZZ
+jmp_buf *cli_fuzz_exit;
+#endif
+
+/* Every exit of cli_die, cli_fail and --help. */
+static _Noreturn void cli_exit(int status)
+{
+#ifdef MNEMO_FUZZ
+    if (cli_fuzz_exit) longjmp(*cli_fuzz_exit, status + 1);
+#endif
+    exit(status);
+}
+
 _Noreturn void cli_die(const char *cmd, const char *fmt, ...)
 {
     va_list ap;
@@ -147,14 +160,14 @@ _Noreturn void cli_die(const char *cmd, const char *fmt, ...)
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
     va_end(ap);
-    exit(1);
+    cli_exit(1);
 }
 
 _Noreturn void cli_fail(const char *cmd, enum mnemo_status st, const char *what)
 {
     const char *detail = mnemo_last_error();
     fprintf(stderr, "mnemo %s: %s: %s\n", cmd, what, detail[0] ? detail : mnemo_status_str(st));
-    exit(1);
+    cli_exit(1);
 }
 
 void cli_fmt_duration(char *buf, size_t n, double s)
@@ -368,7 +381,7 @@ void cli_parse(const char *cmd, const char *usage, int argc, char **argv, const 
         }
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             print_help(cmd, usage, opts, n_opts);
-            exit(0);
+            cli_exit(0);
         }
         if (!strncmp(argv[i], "--config", 8) && (argv[i][8] == 0 || argv[i][8] == '=')) {
             const char *path = argv[i][8] == '=' ? argv[i] + 9 : (i + 1 < argc ? argv[++i] : NULL);
