@@ -2,7 +2,8 @@
 # Installs what mnemo needs on Debian 12 (run as root, or with sudo available):
 # the compiler and CMake, OpenBLAS (both the pthread build, which provides the headers, and the
 # OpenMP build that mnemo links), cJSON, cmocka, the KJV text, and Python 3 with PyTorch (CPU)
-# and numpy for the reference tests. Safe to run again.
+# and numpy for the reference tests, and clang with libFuzzer (libclang-rt-14-dev) for the
+# fuzzers' short runs. Safe to run again.
 # usage: scripts/setup.sh [--main | --experiments]
 #   --main: only what the main job needs, no test packages
 #   --experiments: the main job's packages plus Python 3 with matplotlib (experiments/*.sh plots)
@@ -12,7 +13,7 @@ pkgs=(build-essential cmake pkg-config libopenblas-dev libopenblas0-openmp libcj
 case "${1:-}" in
     --main) ;;
     --experiments) pkgs+=(python3 python3-matplotlib) ;;
-    "") pkgs+=(libcmocka-dev python3 python3-numpy python3-torch) ;;
+    "") pkgs+=(libcmocka-dev python3 python3-numpy python3-torch clang libclang-rt-14-dev) ;;
     *) echo "usage: scripts/setup.sh [--main | --experiments]" >&2; exit 2 ;;
 esac
 

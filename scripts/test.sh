@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what is missing (scripts/setup.sh), builds in Release and runs
 # every test (unit tests, CLI behaviour, PyTorch reference checks), then builds the unit tests
-# with AddressSanitizer + UndefinedBehaviorSanitizer and runs them again.
+# with AddressSanitizer + UndefinedBehaviorSanitizer and runs them again, and last runs each
+# fuzzer for a few seconds (scripts/fuzz.sh), so that they keep building and passing.
 # usage: scripts/test.sh            (from the repository root or anywhere)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,3 +28,8 @@ supp="$PWD/tests/lsan.supp"
     LSAN_OPTIONS=suppressions="$supp":print_suppressions=0 \
     UBSAN_OPTIONS=print_stacktrace=1 OMP_NUM_THREADS=2 \
     ctest --output-on-failure --no-tests=error -E '^(ref_|st_compat)')
+
+echo "== Fuzzers, a short run of each (long runs: docs/fuzzing.md)"
+for f in ckpt tokens opts task; do
+    ./scripts/fuzz.sh "$f" 5
+done
