@@ -188,6 +188,26 @@ enum mnemo_status mni_ckpt_read_config(const struct mni_st_file *f, const char *
     return MNEMO_OK;
 }
 
+/* The file's tensors must hold at least the model's parameters (the reads below then check
+ * each tensor's name and shape): checked before the parameters are allocated, so that a small
+ * file whose metadata claims a large model fails at once, instead of allocating the model
+ * (failing as out of memory, or zeroing gigabytes before the first read fails). */
+static enum mnemo_status check_size(const struct mni_st_file *f, const char *path,
+                                    const struct mnemo_model *m)
+{
+    size_t need = 0, have = 0;
+    for (int id = 0; id < MNI_P_COUNT; id++) {
+        const struct mni_param_info *pi = &m->pinfo[id];
+        need = mni_add(need, mni_mul(pi->numel, pi->per_layer ? (size_t)m->cfg.n_layer : 1));
+    }
+    need = mni_mul(need, sizeof(float));
+    for (size_t i = 0; i < mni_st_count(f); i++) have += mni_st_info_at(f, i)->nbytes;
+    if (need > have)
+        return mni_err(MNEMO_ERR_FORMAT, "checkpoint '%s': its config needs %zu bytes of "
+                       "parameters, its tensors hold %zu", path, need, have);
+    return MNEMO_OK;
+}
+
 enum mnemo_status mnemo_model_load(struct mnemo_model **out, const char *path)
 {
     *out = NULL;
@@ -196,7 +216,9 @@ enum mnemo_status mnemo_model_load(struct mnemo_model **out, const char *path)
     struct mnemo_model_config cfg;
     enum mnemo_status st = mni_st_open(&f, path);
     if (st == MNEMO_OK) st = mni_ckpt_read_config(f, path, &cfg);
-    if (st == MNEMO_OK) st = mnemo_model_create(&m, &cfg);
+    if (st == MNEMO_OK) st = mni_model_create_layout(&m, &cfg);
+    if (st == MNEMO_OK) st = check_size(f, path, m);
+    if (st == MNEMO_OK) st = mni_model_alloc_params(m);
     if (st != MNEMO_OK) goto fail;
     size_t expected = 0;
     for (int id = 0; id < MNI_P_COUNT && st == MNEMO_OK; id++) {

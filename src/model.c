@@ -121,7 +121,8 @@ static float *grad_of(const struct mnemo_model *m, int id, int layer)
     return m->grads + pi->offset + (pi->per_layer ? (size_t)layer * pi->numel : 0);
 }
 
-enum mnemo_status mnemo_model_create(struct mnemo_model **out, const struct mnemo_model_config *cfg)
+enum mnemo_status mni_model_create_layout(struct mnemo_model **out,
+                                          const struct mnemo_model_config *cfg)
 {
     *out = NULL;
     enum mnemo_status st = mnemo_model_config_check(cfg);
@@ -133,14 +134,26 @@ enum mnemo_status mnemo_model_create(struct mnemo_model **out, const struct mnem
     attn_cfg_from(&m->acfg, &m->cfg);
     m->attn = mnemo_attn_ops_get(cfg->attn_kind);
     layout_params(m);
-    m->params = mni_alloc(mni_mul(m->n_params, sizeof(float)));
-    if (!m->params) {
-        size_t n = m->n_params; // read before the free
-        mnemo_model_free(m);
-        return mni_err(MNEMO_ERR_NOMEM, "out of memory for %zu parameters", n);
-    }
     *out = m;
     return MNEMO_OK;
+}
+
+enum mnemo_status mni_model_alloc_params(struct mnemo_model *m)
+{
+    m->params = mni_alloc(mni_mul(m->n_params, sizeof(float)));
+    if (!m->params)
+        return mni_err(MNEMO_ERR_NOMEM, "out of memory for %zu parameters", m->n_params);
+    return MNEMO_OK;
+}
+
+enum mnemo_status mnemo_model_create(struct mnemo_model **out, const struct mnemo_model_config *cfg)
+{
+    enum mnemo_status st = mni_model_create_layout(out, cfg);
+    if (st == MNEMO_OK && (st = mni_model_alloc_params(*out)) != MNEMO_OK) {
+        mnemo_model_free(*out);
+        *out = NULL;
+    }
+    return st;
 }
 
 /* Frees the activations and forgets every pointer into them, so that a model whose forward

@@ -100,6 +100,14 @@ struct mnemo_model {
     char meta_val[16][4096];
 };
 
+/* mnemo_model_create in two steps, for the loader: the model with its config and parameter
+ * layout (pinfo, n_params) but no parameter memory, then its parameters (zeroed). The loader
+ * checks the file against the layout in between, so that a small file claiming a large model
+ * fails before the model is allocated. Errors as mnemo_model_create's; free with
+ * mnemo_model_free either way. */
+enum mnemo_status mni_model_create_layout(struct mnemo_model **out,
+                                          const struct mnemo_model_config *cfg);
+enum mnemo_status mni_model_alloc_params(struct mnemo_model *m);
 /* Parameter pointer for (id, layer) (layer ignored when not per-layer). */
 float *mni_model_param(const struct mnemo_model *m, int id, int layer);
 /* Gradient buffer (allocates on first call; zeroed). */
