@@ -195,12 +195,8 @@ enum mnemo_status mni_ckpt_read_config(const struct mni_st_file *f, const char *
 static enum mnemo_status check_size(const struct mni_st_file *f, const char *path,
                                     const struct mnemo_model *m)
 {
-    size_t need = 0, have = 0;
-    for (int id = 0; id < MNI_P_COUNT; id++) {
-        const struct mni_param_info *pi = &m->pinfo[id];
-        need = mni_add(need, mni_mul(pi->numel, pi->per_layer ? (size_t)m->cfg.n_layer : 1));
-    }
-    need = mni_mul(need, sizeof(float));
+    const size_t need = mni_mul(mnemo_model_n_params(m), sizeof(float)); /* the layout's */
+    size_t have = 0;
     for (size_t i = 0; i < mni_st_count(f); i++) have += mni_st_info_at(f, i)->nbytes;
     if (need > have)
         return mni_err(MNEMO_ERR_FORMAT, "checkpoint '%s': its config needs %zu bytes of "
