@@ -48,6 +48,15 @@ void cli_print_kinds(FILE *f);
  * line and exits 1 on any bad argument; prints help and exits 0 on --help. */
 void cli_parse(const char *cmd, const char *usage, int argc, char **argv, const struct opt *opts,
                size_t n_opts, const char **pos, int *n_pos, int max_pos);
+#ifdef MNEMO_FUZZ
+#include <setjmp.h>
+/* Fuzz builds only (fuzz/): when set, cli_die, cli_fail and --help return there by longjmp
+ * (with exit status + 1) instead of ending the process. */
+extern jmp_buf *cli_fuzz_exit;
+#endif
+/* Frees what cli_parse allocated: the string values read from config files (which the
+ * options point to until then). Registered with atexit by the first --config. */
+void cli_opts_free(void);
 /* One error line "mnemo CMD: message" (+ the library's detail) and exit 1. */
 _Noreturn void cli_fail(const char *cmd, enum mnemo_status st, const char *what);
 _Noreturn void cli_die(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -22,6 +22,7 @@
 #include <time.h>
 
 #include "cli.h"
+#include "task.h"
 
 struct group {
     char *name;
@@ -94,18 +95,6 @@ static void bytes_to_utf8(char *out, const char *in, size_t n)
         }
     }
     *out = 0;
-}
-
-/* 1 when the JSON text escapes a NUL (\u0000) in a string: cJSON would end the string there
- * and the task would be scored on a part of its text. */
-static int escapes_nul(const char *s)
-{
-    for (; *s; s++)
-        if (*s == '\\') {
-            if (s[1] == 'u' && !strncmp(s + 2, "0000", 4)) return 1;
-            if (s[1]) s++; /* the escaped character */
-        }
-    return 0;
 }
 
 static struct group *find_group(struct group **gs, int *n, const char *name)
@@ -182,21 +171,12 @@ int cmd_answer(int argc, char **argv)
     while ((len = getline(&line, &cap_line, in)) > 0 &&
            (!max_tasks || (uint64_t)n_done < max_tasks)) {
         lineno++;
-        if (strspn(line, " \t\r\n") == (size_t)len) continue; /* blank line */
-        if (strlen(line) != (size_t)len)
-            cli_die("answer", "%s:%ld: the line holds a NUL byte", tasks, lineno);
-        cJSON *o = cJSON_ParseWithOpts(line, NULL, 1); /* one object, nothing after it */
-        const cJSON *p = cJSON_GetObjectItemCaseSensitive(o, "prompt");
-        const cJSON *a = cJSON_GetObjectItemCaseSensitive(o, "answer");
-        const cJSON *g = cJSON_GetObjectItemCaseSensitive(o, "group");
-        if (!cJSON_IsObject(o) || !cJSON_IsString(p) || !cJSON_IsString(a) || !a->valuestring[0] ||
-            (g && !cJSON_IsString(g)))
-            cli_die("answer", "%s:%ld: expected a JSON object with string fields \"prompt\" and "
-                    "\"answer\" (non-empty), and optionally \"group\"", tasks, lineno);
-        if (escapes_nul(line))
-            cli_die("answer", "%s:%ld: a text holds U+0000 (NUL), which a task cannot carry", tasks,
-                    lineno);
-        const size_t np = strlen(p->valuestring), na = strlen(a->valuestring);
+        struct cli_task tk;
+        const char *why;
+        const int got_task = cli_task_parse(&tk, line, (size_t)len, &why);
+        if (got_task < 0) cli_die("answer", "%s:%ld: %s", tasks, lineno, why);
+        if (!got_task) continue; /* blank line */
+        const size_t np = tk.n_prompt, na = tk.n_answer;
         if (np + 1 > cap_tok) {
             cap_tok = 2 * (np + 1);
             free(tok);
@@ -210,7 +190,7 @@ int cmd_answer(int argc, char **argv)
                 cli_die("answer", "out of memory");
         }
         int cut;
-        st = answer_one(s, c, chunk, tok, p->valuestring, np, na, got, &cut);
+        st = answer_one(s, c, chunk, tok, tk.prompt, np, na, got, &cut);
         if (st == MNEMO_ERR_FULL && na >= (size_t)c->n_ctx)
             cli_die("answer", "%s:%ld: the answer has %zu bytes, more than the context of %d "
                     "tokens can hold", tasks, lineno, na, c->n_ctx);
@@ -219,8 +199,8 @@ int cmd_answer(int argc, char **argv)
             snprintf(what, sizeof(what), "cannot answer the task of %s:%ld", tasks, lineno);
             cli_fail("answer", st, what);
         }
-        const int ok = !memcmp(got, a->valuestring, na);
-        struct group *gr = find_group(&gs, &ng, g ? g->valuestring : "all");
+        const int ok = !memcmp(got, tk.answer, na);
+        struct group *gr = find_group(&gs, &ng, tk.group ? tk.group : "all");
         gr->right += ok;
         gr->total++;
         n_cut += cut;
@@ -230,7 +210,7 @@ int cmd_answer(int argc, char **argv)
             cJSON_AddNumberToObject(r, "line", (double)lineno);
             cJSON_AddStringToObject(r, "group", gr->name);
             cJSON_AddNumberToObject(r, "prompt_bytes", (double)np);
-            cJSON_AddStringToObject(r, "answer", a->valuestring);
+            cJSON_AddStringToObject(r, "answer", tk.answer);
             bytes_to_utf8(got_text, got, na);
             cJSON_AddStringToObject(r, "got", got_text);
             cJSON_AddBoolToObject(r, "correct", ok);
@@ -241,7 +221,7 @@ int cmd_answer(int argc, char **argv)
             cJSON_free(txt);
             cJSON_Delete(r);
         }
-        cJSON_Delete(o);
+        cli_task_free(&tk);
         double t = now_s();
         if (t - last_report > 5) {
             fprintf(stderr, "answer: %ld tasks, %.1f s\n", n_done, t - t0);

@@ -140,6 +140,19 @@ int cli_same_file(const char *a, const char *b)
            sa.st_ino == sb.st_ino;
 }
 
+#ifdef MNEMO_FUZZ
+jmp_buf *cli_fuzz_exit;
+#endif
+
+/* Every exit of cli_die, cli_fail and --help. */
+static _Noreturn void cli_exit(int status)
+{
+#ifdef MNEMO_FUZZ
+    if (cli_fuzz_exit) longjmp(*cli_fuzz_exit, status + 1);
+#endif
+    exit(status);
+}
+
 _Noreturn void cli_die(const char *cmd, const char *fmt, ...)
 {
     va_list ap;
@@ -148,14 +161,14 @@ _Noreturn void cli_die(const char *cmd, const char *fmt, ...)
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
     va_end(ap);
-    exit(1);
+    cli_exit(1);
 }
 
 _Noreturn void cli_fail(const char *cmd, enum mnemo_status st, const char *what)
 {
     const char *detail = mnemo_last_error();
     fprintf(stderr, "mnemo %s: %s: %s\n", cmd, what, detail[0] ? detail : mnemo_status_str(st));
-    exit(1);
+    cli_exit(1);
 }
 
 void cli_fmt_duration(char *buf, size_t n, double s)
@@ -407,15 +420,57 @@ static void set_value(const char *cmd, const struct opt *o, const char *v, const
     }
 }
 
+/* The config parser's memory. Values of string options are copied out of the parsed file
+ * (the commands keep them to the end) into one allocation each, linked on kept_strs; the file's
+ * buffer and parse tree are held in cfg_buf/cfg_root while load_config runs, so that an error
+ * that ends the parse loses neither. cli_opts_free releases all of it, at exit. */
+struct kept_str {
+    struct kept_str *next;
+    char s[];
+};
+static struct kept_str *kept_strs;
+static char *cfg_buf;
+static cJSON *cfg_root;
+
+void cli_opts_free(void)
+{
+    cJSON_Delete(cfg_root);
+    free(cfg_buf);
+    cfg_root = NULL;
+    cfg_buf = NULL;
+    while (kept_strs) {
+        struct kept_str *k = kept_strs;
+        kept_strs = k->next;
+        free(k);
+    }
+}
+
+/* A copy of s owned by the parser (freed by cli_opts_free). */
+static const char *keep_str(const char *cmd, const char *s)
+{
+    const size_t n = strlen(s) + 1;
+    struct kept_str *k = malloc(sizeof(*k) + n);
+    if (!k) cli_die(cmd, "out of memory");
+    memcpy(k->s, s, n);
+    k->next = kept_strs;
+    kept_strs = k;
+    return k->s;
+}
+
 static void load_config(const char *cmd, const char *path, const struct opt *opts, size_t n)
 {
+    static int registered;
+    if (!registered) registered = atexit(cli_opts_free) == 0;
     struct stat sb;
     if (stat(path, &sb) != 0) cli_die(cmd, "cannot open config '%s': %s", path, strerror(errno));
     if (!S_ISREG(sb.st_mode)) cli_die(cmd, "config '%s' is not a regular file", path);
     FILE *f = fopen(path, "rb");
     if (!f) cli_die(cmd, "cannot open config '%s': %s", path, strerror(errno));
-    char *buf = malloc(1 << 20);
-    if (!buf) cli_die(cmd, "out of memory");
+    char *buf = cfg_buf = malloc(1 << 20);
+    if (!buf) {
+        fclose(f);
+        cli_die(cmd, "out of memory");
+    }
     size_t len = fread(buf, 1, (1 << 20) - 1, f);
     int big = !feof(f), err = ferror(f);
     fclose(f);
@@ -423,7 +478,8 @@ static void load_config(const char *cmd, const char *path, const struct opt *opt
     if (big) cli_die(cmd, "config '%s' is larger than 1 MiB", path);
     buf[len] = 0;
     if (strlen(buf) != len) cli_die(cmd, "config '%s' holds a NUL byte", path);
-    cJSON *root = cJSON_ParseWithOpts(buf, NULL, 1); /* nothing but white space after it */
+    /* one object, nothing but white space after it */
+    cJSON *root = cfg_root = cJSON_ParseWithOpts(buf, NULL, 1);
     if (!root || !cJSON_IsObject(root)) {
         const char *at = root ? NULL : cJSON_GetErrorPtr();
         char near[24] = "";
@@ -452,7 +508,7 @@ static void load_config(const char *cmd, const char *path, const struct opt *opt
                         it->string ? it->string : "?", cmd);
         char tmp[64];
         const char *v = NULL;
-        if (cJSON_IsString(it)) v = strdup(it->valuestring);
+        if (cJSON_IsString(it)) v = it->valuestring;
         else if (cJSON_IsBool(it)) v = cJSON_IsTrue(it) ? "true" : "false";
         else if (cJSON_IsNumber(it)) {
             if (o->type == OPT_FLOAT) snprintf(tmp, sizeof(tmp), "%.9g", it->valuedouble);
@@ -463,10 +519,13 @@ static void load_config(const char *cmd, const char *path, const struct opt *opt
         } else cli_die(cmd, "%s%s: unsupported value type", where, o->name);
         if (o->type == OPT_STR && !cJSON_IsString(it))
             cli_die(cmd, "%s%s: expected a string", where, o->name);
+        if (o->type == OPT_STR) v = keep_str(cmd, v); /* the command keeps it; root goes */
         set_value(cmd, o, v, where);
     }
     cJSON_Delete(root);
     free(buf);
+    cfg_root = NULL;
+    cfg_buf = NULL;
 }
 
 void cli_parse(const char *cmd, const char *usage, int argc, char **argv, const struct opt *opts,
@@ -486,7 +545,7 @@ void cli_parse(const char *cmd, const char *usage, int argc, char **argv, const 
         }
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             print_help(cmd, usage, opts, n_opts);
-            exit(0);
+            cli_exit(0);
         }
         if (!strncmp(argv[i], "--config", 8) && (argv[i][8] == 0 || argv[i][8] == '=')) {
             const char *path = argv[i][8] == '=' ? argv[i] + 9 : (i + 1 < argc ? argv[++i] : NULL);

@@ -153,7 +153,9 @@ static enum mnemo_status build_epoch(struct mni_loader *ld)
     } else {
         ld->offset = mni_rng_below(&rng, (uint64_t)ld->T);
         n_win = (ld->n - ld->offset) / (uint64_t)ld->T;
-        if (n_win == 0) { /* the stream is shorter than offset + T: fall back to offset 0 */
+        /* fewer windows than ranks past the offset (none, with one rank): fall back to offset
+         * 0, where init made sure of one window per rank */
+        if (n_win < (uint64_t)ld->world) {
             ld->offset = 0;
             n_win = ld->n / (uint64_t)ld->T;
         }

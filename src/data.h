@@ -64,7 +64,8 @@ struct mni_loader {
     uint64_t n_starts;
 };
 
-/* The stream must hold at least T + 1 tokens (MNEMO_ERR_ARG otherwise). */
+/* The stream must hold at least one window of T tokens per rank, T * world (MNEMO_ERR_ARG
+ * otherwise); every epoch then gives every rank at least one window. */
 enum mnemo_status mni_loader_init(struct mni_loader *ld, const uint16_t *tok, uint64_t n, int T,
                                   uint64_t seed, int rank, int world);
 /* Document mode, for data of one example per line (synthetic tasks, pass keys): every window

@@ -594,6 +594,12 @@ expect_fail "config, text after the object" "not a JSON object" "$MNEMO" train -
 printf '{"n_layer": 1,}\n\n' >"$W/comma.json"
 expect_fail "config, error near a line end" "not a JSON object" "$MNEMO" train --config "$W/comma.json"
 expect_fail "config, a directory" "not a regular file" "$MNEMO" train --config "$W"
+# a number given as a string and a key given twice (the last wins): under ASan, with leak
+# checking on, also that the parser frees the strings it read
+printf '{"model": "%s", "model": "%s", "n": "5", "temperature": "0", "prompt": "In the"}\n' \
+    "$W/none.safetensors" "$W/run/model.safetensors" >"$W/gen.json"
+expect_ok "config, string number and a repeated key" "$MNEMO" generate --config "$W/gen.json"
+[ "$(head -c 6 "$W/out")" = "In the" ] || bad "config, repeated key: not the last model's output"
 expect_fail "bench, negative warmup" "--warmup >= 0" "$MNEMO" bench --warmup -1
 expect_fail "bench, bad shape" "n_head = 3" "$MNEMO" bench --n_head 3
 # prepare takes as many files as given
