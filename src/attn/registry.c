@@ -250,6 +250,15 @@ static int format_value(char *buf, size_t n, const struct mnemo_attn_opt *o, dou
     }
 }
 
+/* Where the next piece of a string being formatted goes in buf (n bytes; NULL when only
+ * counting, then a byte nothing is written to, as the size passed is 0): never past its end,
+ * and no pointer arithmetic on NULL. */
+static char *at(char *buf, size_t used, size_t n)
+{
+    static char sink;
+    return buf && n ? buf + (used < n ? used : n - 1) : &sink;
+}
+
 int mni_attn_opt_value(const struct mnemo_attn_cfg *cfgs, int n_cfg, int i, char *buf, size_t n)
 {
     const struct mnemo_attn_ops *ops = mnemo_attn_ops_get(cfgs[0].kind);
@@ -261,7 +270,7 @@ int mni_attn_opt_value(const struct mnemo_attn_cfg *cfgs, int n_cfg, int i, char
     for (int l = 0; l < (same ? 1 : n_cfg); l++) {
         char v[64];
         format_value(v, sizeof(v), o, cfgs[l].opt[i]);
-        used += (size_t)snprintf(buf + (used < n ? used : n), used < n ? n - used : 0, "%s%s",
+        used += (size_t)snprintf(at(buf, used, n), used < n ? n - used : 0, "%s%s",
                                  l ? "/" : "", v);
     }
     return (int)used;
@@ -278,9 +287,9 @@ int mnemo_attn_opts_format(const struct mnemo_attn_cfg *cfgs, int n_cfg, unsigne
         int is_def = 1;
         for (int l = 0; l < n_cfg; l++) is_def &= cfgs[l].opt[i] == o->def;
         if (!(scope_mask & (1u << o->scope)) || (!all && is_def)) continue;
-        used += (size_t)snprintf(buf + (used < n ? used : n), used < n ? n - used : 0, "%s%s=",
+        used += (size_t)snprintf(at(buf, used, n), used < n ? n - used : 0, "%s%s=",
                                  used ? "," : "", o->key);
-        used += (size_t)mni_attn_opt_value(cfgs, n_cfg, i, buf + (used < n ? used : n),
+        used += (size_t)mni_attn_opt_value(cfgs, n_cfg, i, at(buf, used, n),
                                            used < n ? n - used : 0);
     }
     return (int)used;
