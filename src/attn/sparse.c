@@ -8,17 +8,34 @@
  * may see, the exact mask inside such a tile, and which keys a streaming state must keep. This
  * file does the rest, for every pattern: training forward and backward, streaming, layouts.
  *
- * Forward (FlashAttention-2 over gathered tiles): a task owns a block of up to QB queries of one
- * head (in the pattern's query order, never across one of its groups) and walks the tiles of up
- * to KB keys the pattern lists for it: K^T and V of the tile are gathered from the head's rows,
- * S = Q K^T (mni_mm), the pattern's mask sets disallowed pairs to -inf, and the running max m,
- * denominator l and unnormalised output O are updated (O rescaled by 2^(m_old - m_new)). The
- * queries are pre-scaled by log2(e)/sqrt(HS), so scores are in log2 units and only 2^x is
- * needed; forward saves the rotated q, k, v per head and lse (log2) of every row.
- * Backward: one task per (window, head) walks the same blocks and tiles, recomputes
- * P = 2^(S - lse), dP = dO V^T, dS = P (dP - D) with D_i = dO_i . o_i, and adds dq = dS K,
- * dk = dS^T Q, dv = P^T dO into the head's accumulators (in scratch), in a fixed order: the
- * results are deterministic for any thread count. Then q, k gradients are rotated back.
+ * Tiles hold the queries along the vector lanes, as the dense kind's kernels do (dense.c): a
+ * block is up to QW = 16 queries of one head (in the pattern's query order, never across one of
+ * its groups), kept transposed, Q^T (HS,QW); a tile of up to KB keys gives the scores
+ * S^T (n,QW) = K_tile Q^T, read straight from the keys' rows through a table of row pointers, so
+ * keys are never gathered or transposed whatever the pattern lists; the softmax statistics are
+ * per-lane vectors (column max, exp2 and sums run down the tile's rows). The pattern's mask()
+ * writes a query-major scratch (QW,KB) kept zero; the engine scans it 8 x 8 and carries the -inf
+ * it finds, transposed, into S^T (a whole tile allowed costs one scan). A tile is split at the
+ * block's first query (when at least SPLIT_MIN keys precede it): the keys after it (the causal
+ * corner) form a tile of their own, so a pattern's per-pair mask loop does not run over the keys
+ * every query of the block sees.
+ *
+ * Forward (FlashAttention-2): the rotated keys and the values are laid out per head in act
+ * (rows contiguous: read in place by the tiles; qkv's row stride would alias a tile's rows into
+ * few L1 sets), a chunk of PREP positions at a time, each chunk followed in the work list by
+ * the blocks whose last query falls in it (a block's keys are <= that query): no barrier
+ * between the layout and the blocks, which find their keys still in cache. A block rotates and
+ * scales its queries from qkv (by log2(e)/sqrt(HS): the scores come out in log2 units and only
+ * 2^x is needed) and walks its tiles: S^T, the mask, the online softmax,
+ * O^T (HS,QW) = alpha O^T + V_tile^T P^T; it writes out and lse (log2) of its rows, and
+ * prefetches the next block's queries.
+ * Backward: one task per (window, head) walks the same blocks and tiles in order, recomputing
+ * P^T = 2^(S^T - lse), dP^T = V_tile dO^T, dS^T = P^T (dP^T - D) with D_i = dO_i . o_i, and
+ * adds dq^T += K_tile^T dS^T (stored per block, rotated back: each query is in one block),
+ * dv_j += P^T dO and dk_j += dS^T q through row pointers straight into dqkv (zeroed lazily,
+ * ahead of the blocks), in a fixed order with one writer per value: the results are
+ * deterministic for any thread count. Then dk is rotated back in place. Backward reads io->qkv
+ * (the queries), io->out and io->dout besides act.
  * Streaming: a state of the first `sinks` keys and a ring of the last `recent` ones (the
  * pattern's retain()), or a cache of every key up to n_ctx when the pattern needs them all;
  * each new token gathers the keys its pattern allows from the state.
@@ -30,6 +47,7 @@
  * iterator must cover every allowed key (the conformance suite compares the two paths).
  */
 #include <math.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include "attn/attn_int.h"
@@ -37,26 +55,29 @@
 #include "kern/vmath.h"
 #include "mni.h"
 
-#define QB 48      /* queries per block (a multiple of mni_mm's 6 rows) */
+#define QW 16      /* queries per block: the lanes of a tile (two AVX2 vectors) */
 #define KB 64      /* keys per tile */
 #define HS_MAX 256 /* largest head_dim (the stack tiles are sized for it) */
+#define SPLIT_MIN 8 /* a tile is split at the block's first query when >= this many keys precede */
+#define PREP 256    /* forward: positions laid out per preparation item */
+#define ALIGN64 __attribute__((aligned(64)))
 
 /* ---- layouts ------------------------------------------------------------------------------- */
 
-/* Saved activations, 64-byte aligned sections: q, k, v (B,NH,T,HS) rotated (q pre-scaled),
- * lse (B,NH,T) in log2 units, cs (T,HS/2,2) the RoPE table (empty without RoPE). */
+/* Saved activations, 64-byte aligned sections: k, v (B,NH,T,HS) the rotated keys and the
+ * values per head, lse (B,NH,T) in log2 units, cs (T,HS/2,2) the RoPE table (empty without
+ * RoPE). */
 struct act_lay {
-    size_t q, k, v, lse, cs, total;
+    size_t k, v, lse, cs, total;
 };
 
 static void act_layout(struct act_lay *l, const struct mnemo_attn_cfg *cfg, int B, int T)
 {
     const size_t rows = mni_mul(mni_mul((size_t)B, (size_t)cfg->n_head), (size_t)T);
     const size_t head = mni_align64(mni_mul(mni_mul(rows, (size_t)cfg->head_dim), sizeof(float)));
-    l->q = 0;
-    l->k = head;
-    l->v = mni_mul(2, head);
-    l->lse = mni_mul(3, head);
+    l->k = 0;
+    l->v = head;
+    l->lse = mni_mul(2, head);
     l->cs = mni_add(l->lse, mni_align64(mni_mul(rows, sizeof(float))));
     l->total = mni_add(l->cs, cfg->rope ? mni_align64(mni_mul(mni_mul((size_t)T, (size_t)cfg->head_dim),
                                                               sizeof(float)))
@@ -70,23 +91,26 @@ size_t mni_sparse_act_bytes(const struct mnemo_attn_cfg *cfg, int B, int T)
     return l.total;
 }
 
-/* Scratch: each head's query order and group starts (NH x (2T + 1) ints); for backward, then
- * dq, dk, dv accumulators (B,NH,T,HS) each and D (B,NH,T). */
+/* Scratch: per head, its query order and group starts (2T + 1 ints) and its blocks' starts
+ * (T + 1 ints: block i is perm[bstart[i] .. bstart[i+1]), nb <= T blocks); for forward, the
+ * work list: the blocks of every head sorted by the chunk of PREP positions their last query
+ * falls in (head and index: 2 NH T ints), the chunks' starts in it (nc + 1 ints, nc = ceil(T /
+ * PREP)), and each (window, chunk)'s preparation state (B nc atomic ints). */
 struct scr_lay {
-    size_t order, dq, dk, dv, D, total;
+    size_t order, blocks, work, cstart, state, total;
 };
+
+static size_t n_chunks(int T) { return ((size_t)T + PREP - 1) / PREP; }
 
 static void scr_layout(struct scr_lay *l, const struct mnemo_attn_cfg *cfg, int B, int T)
 {
-    const size_t NH = (size_t)cfg->n_head;
-    const size_t rows = mni_mul(mni_mul((size_t)B, NH), (size_t)T);
-    const size_t head = mni_align64(mni_mul(mni_mul(rows, (size_t)cfg->head_dim), sizeof(float)));
+    const size_t NH = (size_t)cfg->n_head, nc = n_chunks(T);
     l->order = 0;
-    l->dq = mni_align64(mni_mul(mni_mul(NH, mni_add(mni_mul(2, (size_t)T), 1)), sizeof(int)));
-    l->dk = mni_add(l->dq, head);
-    l->dv = mni_add(l->dk, head);
-    l->D = mni_add(l->dv, head);
-    l->total = mni_add(l->D, mni_align64(mni_mul(rows, sizeof(float))));
+    l->blocks = mni_align64(mni_mul(mni_mul(NH, mni_add(mni_mul(2, (size_t)T), 1)), sizeof(int)));
+    l->work = mni_add(l->blocks, mni_align64(mni_mul(mni_mul(NH, mni_add((size_t)T, 1)), sizeof(int))));
+    l->cstart = mni_add(l->work, mni_align64(mni_mul(mni_mul(2 * NH, (size_t)T), sizeof(int))));
+    l->state = mni_add(l->cstart, mni_align64(mni_mul(nc + 1, sizeof(int))));
+    l->total = mni_add(l->state, mni_align64(mni_mul(mni_mul((size_t)B, nc), sizeof(atomic_int))));
 }
 
 size_t mni_sparse_scratch_bytes(const struct mnemo_attn_cfg *cfg, int B, int T)
@@ -107,26 +131,20 @@ static int query_order(const struct mni_pattern *p, const struct mnemo_attn_cfg 
     return 1;
 }
 
-/* The number of query blocks of a head's order: each group cut into blocks of QB. */
-static int n_blocks(const int *gstart, int ng)
+/* Every head's query order (perm at ord + h (2T + 1)) and its blocks (each group cut into
+ * blocks of QW: bstart at blk + h (T + 1), nb[h] of them). */
+static void orders(const struct mni_pattern *p, const struct mnemo_attn_cfg *cfg, int layer,
+                   int T, int *ord, int *blk, int *nb)
 {
-    int n = 0;
-    for (int g = 0; g < ng; g++) n += (gstart[g + 1] - gstart[g] + QB - 1) / QB;
-    return n;
-}
-
-/* Block i of a head's order: *first (index into perm) and its length. */
-static int block_at(const int *gstart, int ng, int i, int *first)
-{
-    for (int g = 0; g < ng; g++) {
-        const int len = gstart[g + 1] - gstart[g], nb = (len + QB - 1) / QB;
-        if (i < nb) {
-            *first = gstart[g] + i * QB;
-            return len - i * QB < QB ? len - i * QB : QB;
-        }
-        i -= nb;
+    for (int h = 0; h < cfg->n_head; h++) {
+        int *perm = ord + (size_t)h * (2 * (size_t)T + 1), *gstart = perm + T;
+        int *bs = blk + (size_t)h * ((size_t)T + 1), n = 0;
+        const int ng = query_order(p, cfg, layer, h, T, perm, gstart);
+        for (int g = 0; g < ng; g++)
+            for (int s = gstart[g]; s < gstart[g + 1]; s += QW) bs[n++] = s;
+        bs[n] = T;
+        nb[h] = n;
     }
-    return 0;
 }
 
 /* dst (HS) = rot(src) * scale; cs_row NULL: no rotation. */
@@ -138,87 +156,501 @@ static void load_row(float *dst, const float *src, const float *cs_row, int HS, 
         for (int d = 0; d < HS; d++) dst[d] *= scale;
 }
 
-/* The keys of one tile: Kt (HS, KB) = K[keys]^T with the columns from n up to n8 (n rounded up
- * to 8) zero, so that the products run on the vector path; V (KB, HS) = V[keys] when V given. */
-static void gather_tile(float *Kt, float *Vt, const float *K, const float *V, const int *keys,
-                        int n, int n8, int HS)
+/* dst (HS) = R(sign) src * scale, R the rotation of the factors cs (NULL: none), sign +1 or -1
+ * (its transpose): load_row's arithmetic (and mni_rope_apply's), vectorised. */
+static void rot_row(float *restrict dst, const float *restrict src, const float *restrict cs,
+                    int HS, float scale, int sign)
 {
-    for (int d = 0; d < HS; d++) {
-        float *row = Kt + (size_t)d * KB;
-        for (int c = 0; c < n; c++) row[c] = K[(size_t)keys[c] * HS + d];
-        for (int c = n; c < n8; c++) row[c] = 0.0f;
+    const int half = HS / 2;
+    int i = 0;
+    if (!cs) {
+        for (int d = 0; d < HS; d++) dst[d] = scale != 1.0f ? src[d] * scale : src[d];
+        return;
     }
-    for (int c = 0; V && c < n; c++) memcpy(Vt + (size_t)c * HS, V + (size_t)keys[c] * HS, sizeof(float) * HS);
+    const float sg = sign < 0 ? -1.0f : 1.0f;
+#if MNI_HAVE_AVX2
+    const __m256 sc = _mm256_set1_ps(scale), sv = _mm256_set1_ps(sg);
+    for (; i + 8 <= half; i += 8) {
+        const __m256 a = _mm256_loadu_ps(cs + 2 * i), b = _mm256_loadu_ps(cs + 2 * i + 8);
+        const __m256 c = _mm256_castpd_ps(
+            _mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xD8));
+        const __m256 s = _mm256_mul_ps(sv, _mm256_castpd_ps(_mm256_permute4x64_pd(
+                                               _mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8)));
+        const __m256 x0 = _mm256_loadu_ps(src + i), x1 = _mm256_loadu_ps(src + half + i);
+        __m256 y0 = _mm256_sub_ps(_mm256_mul_ps(x0, c), _mm256_mul_ps(x1, s));
+        __m256 y1 = _mm256_add_ps(_mm256_mul_ps(x0, s), _mm256_mul_ps(x1, c));
+        if (scale != 1.0f) y0 = _mm256_mul_ps(y0, sc), y1 = _mm256_mul_ps(y1, sc);
+        _mm256_storeu_ps(dst + i, y0);
+        _mm256_storeu_ps(dst + half + i, y1);
+    }
+#endif
+    for (; i < half; i++) {
+        const float c = cs[2 * i], s = sg * cs[2 * i + 1], x0 = src[i], x1 = src[half + i];
+        float y0 = x0 * c - x1 * s, y1 = x0 * s + x1 * c;
+        if (scale != 1.0f) y0 *= scale, y1 *= scale;
+        dst[i] = y0;
+        dst[half + i] = y1;
+    }
 }
 
-/* 2^x over a row of n values (in place), returning their sum. */
-static float exp2_row(float *x, int n, float sub)
+/* Prefetches the rows (HS floats, stride ld) of n positions pos at X, for reading or (write)
+ * writing. */
+static void prefetch_rows(const float *X, size_t ld, const int *pos, int n, int HS, int write)
 {
-    float sum = 0.0f;
-    int j = 0;
+    for (int r = 0; r < n; r++)
+        for (int d = 0; d < HS; d += 16) {
+            if (write) __builtin_prefetch(X + (size_t)pos[r] * ld + d, 1, 3);
+            else __builtin_prefetch(X + (size_t)pos[r] * ld + d, 0, 3);
+        }
+}
+
+/* ---- tile kernels ---------------------------------------------------------------------------
+ * Tiles with the queries along the lanes are (rows, QW) row-major, 64-byte aligned (stack).
+ * The other operand is a table of row pointers (keys' rows of K or V in act, or of dk and dv
+ * in dqkv), read by broadcasts or written row by row, so no key is ever gathered. Register
+ * blocking on AVX2: 6 rows x 2 vectors in 12 accumulators; per step 2 loads of the wide
+ * operand (pinned, MNI_PIN) and 6 broadcasts for 12 FMAs. Each output's sum runs in a fixed
+ * order whatever the blocking (deterministic; the scalar twins give the same order). */
+
 #if MNI_HAVE_AVX2
-    __m256 acc = _mm256_setzero_ps();
-    const __m256 vs = _mm256_set1_ps(sub);
-    for (; j + 8 <= n; j += 8) {
-        __m256 p = mni_exp2_ps(_mm256_sub_ps(_mm256_loadu_ps(x + j), vs));
-        _mm256_storeu_ps(x + j, p);
-        acc = _mm256_add_ps(acc, p);
+/* C (R,QW) = A_rows (R, nd) . Wt (nd,QW), rows A[0..R). */
+static inline __attribute__((always_inline)) void bt_rows(float *restrict C,
+                                                          const float *const *A,
+                                                          const float *restrict Wt, int nd,
+                                                          const int R)
+{
+    __m256 acc[6][2];
+    const float *a[6];
+    for (int u = 0; u < R; u++) acc[u][0] = acc[u][1] = _mm256_setzero_ps(), a[u] = A[u];
+    for (int d = 0; d < nd; d++) {
+        __m256 w0 = _mm256_load_ps(Wt + (size_t)d * QW), w1 = _mm256_load_ps(Wt + (size_t)d * QW + 8);
+        MNI_PIN(w0);
+        MNI_PIN(w1);
+        for (int u = 0; u < R; u++) {
+            const __m256 x = _mm256_broadcast_ss(a[u] + d);
+            acc[u][0] = _mm256_fmadd_ps(x, w0, acc[u][0]);
+            acc[u][1] = _mm256_fmadd_ps(x, w1, acc[u][1]);
+        }
     }
-    float t[8];
-    _mm256_storeu_ps(t, acc);
-    for (int i = 0; i < 8; i++) sum += t[i];
+    for (int u = 0; u < R; u++) {
+        _mm256_store_ps(C + (size_t)u * QW, acc[u][0]);
+        _mm256_store_ps(C + (size_t)u * QW + 8, acc[u][1]);
+    }
+}
+
+/* C rows d0..d0+R-1 of (D,QW): C = C alpha + sum_r A_r[d] P[r] over the n rows of P (n,QW). */
+static inline __attribute__((always_inline)) void at_rows(float *restrict C,
+                                                          const float *const *A, int d0,
+                                                          const float *restrict P, int n,
+                                                          const float *alpha, const int R)
+{
+    __m256 acc[6][2];
+    for (int u = 0; u < R; u++) {
+        acc[u][0] = _mm256_load_ps(C + (size_t)u * QW);
+        acc[u][1] = _mm256_load_ps(C + (size_t)u * QW + 8);
+        if (alpha) {
+            acc[u][0] = _mm256_mul_ps(acc[u][0], _mm256_load_ps(alpha));
+            acc[u][1] = _mm256_mul_ps(acc[u][1], _mm256_load_ps(alpha + 8));
+        }
+    }
+    for (int r = 0; r < n; r++) {
+        __m256 p0 = _mm256_load_ps(P + (size_t)r * QW), p1 = _mm256_load_ps(P + (size_t)r * QW + 8);
+        MNI_PIN(p0);
+        MNI_PIN(p1);
+        const float *a = A[r] + d0;
+        for (int u = 0; u < R; u++) {
+            const __m256 x = _mm256_broadcast_ss(a + u);
+            acc[u][0] = _mm256_fmadd_ps(x, p0, acc[u][0]);
+            acc[u][1] = _mm256_fmadd_ps(x, p1, acc[u][1]);
+        }
+    }
+    for (int u = 0; u < R; u++) {
+        _mm256_store_ps(C + (size_t)u * QW, acc[u][0]);
+        _mm256_store_ps(C + (size_t)u * QW + 8, acc[u][1]);
+    }
+}
+
+/* Rows C[0..R), columns c0..c0+8V: C = fma(alpha, A (R,nk; stride QW) . B (nk, ldb), C). */
+static inline __attribute__((always_inline)) void nn_rows(float *const *C, int c0,
+                                                          const float *restrict A,
+                                                          const float *restrict B, size_t ldb,
+                                                          int nk, float alpha, const int R,
+                                                          const int V)
+{
+    __m256 acc[6][2];
+    for (int u = 0; u < R; u++) acc[u][0] = acc[u][1] = _mm256_setzero_ps();
+    for (int k = 0; k < nk; k++) {
+        __m256 b0 = _mm256_load_ps(B + (size_t)k * ldb + c0);
+        __m256 b1 = V == 2 ? _mm256_load_ps(B + (size_t)k * ldb + c0 + 8) : b0;
+        MNI_PIN(b0);
+        if (V == 2) MNI_PIN(b1);
+        for (int u = 0; u < R; u++) {
+            const __m256 x = _mm256_broadcast_ss(A + (size_t)u * QW + k);
+            acc[u][0] = _mm256_fmadd_ps(x, b0, acc[u][0]);
+            if (V == 2) acc[u][1] = _mm256_fmadd_ps(x, b1, acc[u][1]);
+        }
+    }
+    const __m256 al = _mm256_set1_ps(alpha);
+    for (int u = 0; u < R; u++)
+        for (int v = 0; v < V; v++) {
+            float *c = C[u] + c0 + 8 * v;
+            _mm256_storeu_ps(c, _mm256_fmadd_ps(al, acc[u][v], _mm256_loadu_ps(c)));
+        }
+}
 #endif
-    for (; j < n; j++) {
-        x[j] = mni_exp2f(x[j] - sub);
-        sum += x[j];
+
+/* C (n,QW) = A_rows (n, nd) . Wt (nd,QW): scores S^T = K_tile Q^T, dP^T = V_tile dO^T. */
+static void kern_bt(float *restrict C, const float *const *A, int n, const float *restrict Wt,
+                    int nd)
+{
+#if MNI_HAVE_AVX2
+    for (int r = 0; r < n; r += 6) {
+        float *c = C + (size_t)r * QW;
+        switch (n - r < 6 ? n - r : 6) {
+        case 1: bt_rows(c, A + r, Wt, nd, 1); break;
+        case 2: bt_rows(c, A + r, Wt, nd, 2); break;
+        case 3: bt_rows(c, A + r, Wt, nd, 3); break;
+        case 4: bt_rows(c, A + r, Wt, nd, 4); break;
+        case 5: bt_rows(c, A + r, Wt, nd, 5); break;
+        default: bt_rows(c, A + r, Wt, nd, 6); break;
+        }
     }
-    return sum;
+#else
+    for (int r = 0; r < n; r++)
+        for (int i = 0; i < QW; i++) {
+            float acc = 0.0f;
+            for (int d = 0; d < nd; d++) acc = fmaf(A[r][d], Wt[(size_t)d * QW + i], acc);
+            C[(size_t)r * QW + i] = acc;
+        }
+#endif
+}
+
+/* C (D,QW) = C alpha + A_rows^T P, i.e. C[d][i] = C[d][i] alpha[i] + sum_r A_r[d] P[r][i] over
+ * the n rows of P (n,QW); alpha (QW) NULL: plain accumulation. O^T = alpha O^T + V_tile^T P^T
+ * (forward), dq^T += K_tile^T dS^T (backward). */
+static void kern_at(float *restrict C, const float *const *A, int n, const float *restrict P,
+                    int D, const float *restrict alpha)
+{
+#if MNI_HAVE_AVX2
+    for (int d = 0; d < D; d += 6) {
+        float *c = C + (size_t)d * QW;
+        switch (D - d < 6 ? D - d : 6) {
+        case 1: at_rows(c, A, d, P, n, alpha, 1); break;
+        case 2: at_rows(c, A, d, P, n, alpha, 2); break;
+        case 3: at_rows(c, A, d, P, n, alpha, 3); break;
+        case 4: at_rows(c, A, d, P, n, alpha, 4); break;
+        case 5: at_rows(c, A, d, P, n, alpha, 5); break;
+        default: at_rows(c, A, d, P, n, alpha, 6); break;
+        }
+    }
+#else
+    for (int d = 0; d < D; d++)
+        for (int i = 0; i < QW; i++) {
+            float acc = C[(size_t)d * QW + i] * (alpha ? alpha[i] : 1.0f);
+            for (int r = 0; r < n; r++) acc = fmaf(A[r][d], P[(size_t)r * QW + i], acc);
+            C[(size_t)d * QW + i] = acc;
+        }
+#endif
+}
+
+/* C_rows (n, W) = fma(alpha, A (n,nk; row stride QW) . B (nk,W; row stride ldb, a multiple of
+ * 8, B 32-byte aligned), C_rows): dv_j += P^T dO, dk_j += dS^T q straight into dqkv. */
+static void kern_nn(float *const *C, int n, const float *restrict A, const float *restrict B,
+                    size_t ldb, int nk, int W, float alpha)
+{
+    int c0 = 0;
+#if MNI_HAVE_AVX2
+#define NN_CASES(V)                                                                            \
+    for (int r = 0; r < n; r += 6) {                                                           \
+        switch (n - r < 6 ? n - r : 6) {                                                       \
+        case 1: nn_rows(C + r, c0, A + (size_t)r * QW, B, ldb, nk, alpha, 1, V); break;        \
+        case 2: nn_rows(C + r, c0, A + (size_t)r * QW, B, ldb, nk, alpha, 2, V); break;        \
+        case 3: nn_rows(C + r, c0, A + (size_t)r * QW, B, ldb, nk, alpha, 3, V); break;        \
+        case 4: nn_rows(C + r, c0, A + (size_t)r * QW, B, ldb, nk, alpha, 4, V); break;        \
+        case 5: nn_rows(C + r, c0, A + (size_t)r * QW, B, ldb, nk, alpha, 5, V); break;        \
+        default: nn_rows(C + r, c0, A + (size_t)r * QW, B, ldb, nk, alpha, 6, V); break;       \
+        }                                                                                      \
+    }
+    for (; c0 + 16 <= W; c0 += 16) NN_CASES(2)
+    for (; c0 + 8 <= W; c0 += 8) NN_CASES(1)
+#undef NN_CASES
+#endif
+    for (int r = 0; r < n; r++)
+        for (int c = c0; c < W; c++) {
+            float acc = 0.0f;
+            for (int k = 0; k < nk; k++)
+                acc = fmaf(A[(size_t)r * QW + k], B[(size_t)k * ldb + c], acc);
+            C[r][c] = fmaf(alpha, acc, C[r][c]);
+        }
+}
+
+/* dst[c][r] = src[r][c] for r < rows, c < cols, both multiples of 8. */
+static void transpose(float *restrict dst, size_t ldd, const float *restrict src, size_t lds,
+                      int rows, int cols)
+{
+#if MNI_HAVE_AVX2
+    for (int r = 0; r < rows; r += 8)
+        for (int c = 0; c < cols; c += 8) {
+            const float *s = src + (size_t)r * lds + c;
+            __m256 r0 = _mm256_loadu_ps(s), r1 = _mm256_loadu_ps(s + lds);
+            __m256 r2 = _mm256_loadu_ps(s + 2 * lds), r3 = _mm256_loadu_ps(s + 3 * lds);
+            __m256 r4 = _mm256_loadu_ps(s + 4 * lds), r5 = _mm256_loadu_ps(s + 5 * lds);
+            __m256 r6 = _mm256_loadu_ps(s + 6 * lds), r7 = _mm256_loadu_ps(s + 7 * lds);
+            __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+            __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+            __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+            __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+            __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE);
+            __m256 u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE);
+            __m256 u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE);
+            __m256 u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+            float *d = dst + (size_t)c * ldd + r;
+            _mm256_storeu_ps(d, _mm256_permute2f128_ps(u0, u4, 0x20));
+            _mm256_storeu_ps(d + ldd, _mm256_permute2f128_ps(u1, u5, 0x20));
+            _mm256_storeu_ps(d + 2 * ldd, _mm256_permute2f128_ps(u2, u6, 0x20));
+            _mm256_storeu_ps(d + 3 * ldd, _mm256_permute2f128_ps(u3, u7, 0x20));
+            _mm256_storeu_ps(d + 4 * ldd, _mm256_permute2f128_ps(u0, u4, 0x31));
+            _mm256_storeu_ps(d + 5 * ldd, _mm256_permute2f128_ps(u1, u5, 0x31));
+            _mm256_storeu_ps(d + 6 * ldd, _mm256_permute2f128_ps(u2, u6, 0x31));
+            _mm256_storeu_ps(d + 7 * ldd, _mm256_permute2f128_ps(u3, u7, 0x31));
+        }
+#else
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++) dst[(size_t)c * ldd + r] = src[(size_t)r * lds + c];
+#endif
+}
+
+/* Carries the pattern's mask into a tile: M (QW,KB) query-major, where mask() wrote -inf for
+ * the disallowed pairs of the nq queries and n keys and left 0 elsewhere; St (n,QW) gets -inf
+ * there, and M is zero again. Scanned 8 x 8: blocks with nothing masked cost a load each row. */
+static void apply_mask(float *restrict St, float *restrict M, int nq, int n)
+{
+#if MNI_HAVE_AVX2
+    for (int r0 = 0; r0 < nq; r0 += 8)
+        for (int c0 = 0; c0 < n; c0 += 8) {
+            float *m = M + (size_t)r0 * KB + c0;
+            __m256 x[8], any = _mm256_setzero_ps();
+            for (int i = 0; i < 8; i++) any = _mm256_or_ps(any, x[i] = _mm256_load_ps(m + (size_t)i * KB));
+            if (_mm256_testz_si256(_mm256_castps_si256(any), _mm256_castps_si256(any))) continue;
+            float t[64] ALIGN64;
+            for (int i = 0; i < 8; i++) {
+                _mm256_store_ps(t + 8 * i, x[i]);
+                _mm256_store_ps(m + (size_t)i * KB, _mm256_setzero_ps());
+            }
+            float tt[64] ALIGN64;
+            transpose(tt, 8, t, 8, 8, 8);
+            for (int j = 0; j < 8 && c0 + j < n; j++) {
+                float *s = St + (size_t)(c0 + j) * QW + r0;
+                const __m256 mk = _mm256_load_ps(tt + 8 * j);
+                _mm256_store_ps(s, _mm256_blendv_ps(_mm256_load_ps(s), mk, mk));
+            }
+        }
+#else
+    for (int r = 0; r < nq; r++)
+        for (int c = 0; c < n; c++)
+            if (M[(size_t)r * KB + c] != 0.0f) {
+                St[(size_t)c * QW + r] = -INFINITY;
+                M[(size_t)r * KB + c] = 0.0f;
+            }
+#endif
+}
+
+/* The online softmax over one tile St (n,QW) of scores: m_new = max(m, column max), St <-
+ * 2^(St - m_new), alpha = 2^(m - m_new), l = l alpha + column sums, m = m_new. A lane with
+ * nothing allowed yet (m_new = -inf) subtracts 0 instead: its P and alpha are 0. */
+static void online_softmax(float *restrict St, int n, float *restrict m, float *restrict l,
+                           float *restrict alpha)
+{
+#if MNI_HAVE_AVX2
+    const __m256 ninf = _mm256_set1_ps(-INFINITY);
+    __m256 m0 = _mm256_load_ps(m), m1 = _mm256_load_ps(m + 8), x0 = m0, x1 = m1;
+    for (int c = 0; c < n; c++) {
+        x0 = _mm256_max_ps(x0, _mm256_load_ps(St + (size_t)c * QW));
+        x1 = _mm256_max_ps(x1, _mm256_load_ps(St + (size_t)c * QW + 8));
+    }
+    const __m256 s0 = _mm256_andnot_ps(_mm256_cmp_ps(x0, ninf, _CMP_EQ_OQ), x0);
+    const __m256 s1 = _mm256_andnot_ps(_mm256_cmp_ps(x1, ninf, _CMP_EQ_OQ), x1);
+    __m256 l0 = _mm256_setzero_ps(), l1 = l0;
+    for (int c = 0; c < n; c++) {
+        float *s = St + (size_t)c * QW;
+        const __m256 p0 = mni_exp2_ps(_mm256_sub_ps(_mm256_load_ps(s), s0));
+        const __m256 p1 = mni_exp2_ps(_mm256_sub_ps(_mm256_load_ps(s + 8), s1));
+        _mm256_store_ps(s, p0), _mm256_store_ps(s + 8, p1);
+        l0 = _mm256_add_ps(l0, p0), l1 = _mm256_add_ps(l1, p1);
+    }
+    const __m256 a0 = mni_exp2_ps(_mm256_sub_ps(m0, s0)), a1 = mni_exp2_ps(_mm256_sub_ps(m1, s1));
+    _mm256_store_ps(alpha, a0), _mm256_store_ps(alpha + 8, a1);
+    _mm256_store_ps(l, _mm256_fmadd_ps(_mm256_load_ps(l), a0, l0));
+    _mm256_store_ps(l + 8, _mm256_fmadd_ps(_mm256_load_ps(l + 8), a1, l1));
+    _mm256_store_ps(m, x0), _mm256_store_ps(m + 8, x1);
+#else
+    for (int i = 0; i < QW; i++) {
+        float x = m[i], lsum = 0.0f;
+        for (int c = 0; c < n; c++) x = St[(size_t)c * QW + i] > x ? St[(size_t)c * QW + i] : x;
+        const float s = x == -INFINITY ? 0.0f : x;
+        for (int c = 0; c < n; c++) {
+            const float p = mni_exp2f(St[(size_t)c * QW + i] - s);
+            St[(size_t)c * QW + i] = p;
+            lsum += p;
+        }
+        alpha[i] = mni_exp2f(m[i] - s);
+        l[i] = fmaf(l[i], alpha[i], lsum);
+        m[i] = x;
+    }
+#endif
+}
+
+/* Backward's softmax over a tile: P = 2^(St - L) (St <- P), dS = P (dP - D) (dP <- dS). */
+static void softmax_bwd(float *restrict St, float *restrict dP, int n, const float *restrict L,
+                        const float *restrict D)
+{
+#if MNI_HAVE_AVX2
+    const __m256 L0 = _mm256_load_ps(L), L1 = _mm256_load_ps(L + 8);
+    const __m256 D0 = _mm256_load_ps(D), D1 = _mm256_load_ps(D + 8);
+    for (int c = 0; c < n; c++) {
+        float *s = St + (size_t)c * QW, *g = dP + (size_t)c * QW;
+        const __m256 p0 = mni_exp2_ps(_mm256_sub_ps(_mm256_load_ps(s), L0));
+        const __m256 p1 = mni_exp2_ps(_mm256_sub_ps(_mm256_load_ps(s + 8), L1));
+        _mm256_store_ps(s, p0), _mm256_store_ps(s + 8, p1);
+        _mm256_store_ps(g, _mm256_mul_ps(p0, _mm256_sub_ps(_mm256_load_ps(g), D0)));
+        _mm256_store_ps(g + 8, _mm256_mul_ps(p1, _mm256_sub_ps(_mm256_load_ps(g + 8), D1)));
+    }
+#else
+    for (int c = 0; c < n; c++)
+        for (int i = 0; i < QW; i++) {
+            const float p = mni_exp2f(St[(size_t)c * QW + i] - L[i]);
+            St[(size_t)c * QW + i] = p;
+            dP[(size_t)c * QW + i] = p * (dP[(size_t)c * QW + i] - D[i]);
+        }
+#endif
+}
+
+/* The tiles of one block: the keys next_keys() lists, a tile of up to KB at a time, each split
+ * at the block's first query (keys after it, which only the later queries see, in a sub-tile of
+ * their own: the pattern's mask then loops over those pairs only). */
+struct tiles {
+    const struct mni_pattern *p;
+    const struct mnemo_attn_cfg *cfg;
+    int layer, h, nq, cursor, n, at;
+    const int *qpos;
+    int keys[KB];
+};
+
+static void tiles_init(struct tiles *t, const struct mni_pattern *p,
+                       const struct mnemo_attn_cfg *cfg, int layer, int h, const int *qpos, int nq)
+{
+    t->p = p, t->cfg = cfg, t->layer = layer, t->h = h, t->qpos = qpos, t->nq = nq;
+    t->cursor = 0, t->n = 0, t->at = 0;
+}
+
+/* The next (sub-)tile: its keys (*keys) and count, 0 at the end. */
+static int tiles_next(struct tiles *t, const int **keys)
+{
+    if (t->at == t->n) {
+        t->n = t->p->next_keys(t->cfg, t->layer, t->h, t->qpos, t->nq, &t->cursor, t->keys, KB);
+        t->at = 0;
+        if (t->n <= 0) return t->n = 0;
+    }
+    const int q0 = t->qpos[0], *k = t->keys + t->at;
+    int n = t->n - t->at;
+    if (k[0] <= q0) { /* keys up to q0, then the rest (unless the first part is tiny) */
+        int lo = 0, hi = n; /* the first key > q0 */
+        while (lo < hi) {
+            const int mid = (lo + hi) / 2;
+            if (k[mid] <= q0) lo = mid + 1;
+            else hi = mid;
+        }
+        if (lo >= SPLIT_MIN) n = lo;
+    }
+    *keys = k;
+    t->at += n;
+    return n;
 }
 
 /* ---- forward ------------------------------------------------------------------------------- */
 
-/* One block of nq queries (positions qpos) of one head: out rows (stride ldo) and lse. */
-static void fwd_block(const struct mni_pattern *p, const struct mnemo_attn_cfg *cfg, int layer,
-                      int h, const int *qpos, int nq, const float *Qh, const float *Kh,
-                      const float *Vh, float *out, size_t ldo, float *lse)
+/* What the blocks of one (window, head) read and write. */
+struct head {
+    const struct mni_pattern *p;
+    const struct mnemo_attn_cfg *cfg;
+    int layer, h, HS, HSP;
+    const float *X;     /* query t at X + t ldx (qkv, unrotated) */
+    size_t ldx;
+    const float *K, *V; /* (T,HS) the head's rotated keys and values (act) */
+    const float *cs;    /* the RoPE table, NULL without */
+    float qscale;
+    float *lse; /* (T) */
+};
+
+/* The head context of window b, head h. */
+static void head_init(struct head *hd, const struct mni_pattern *p,
+                      const struct mnemo_attn_cfg *cfg, const struct mnemo_attn_io *io,
+                      const struct act_lay *al, int b, int h)
 {
-    const int HS = cfg->head_dim;
-    float Qt[QB * HS_MAX], Kt[HS_MAX * KB], Vt[KB * HS_MAX], S[QB * KB], O[QB * HS_MAX];
-    float m[QB], l[QB];
-    int keys[KB];
-    for (int r = 0; r < nq; r++) {
-        memcpy(Qt + (size_t)r * HS, Qh + (size_t)qpos[r] * HS, sizeof(float) * HS);
-        m[r] = -INFINITY;
-        l[r] = 0.0f;
+    const int T = io->T, NH = cfg->n_head, HS = cfg->head_dim;
+    const size_t C = (size_t)NH * HS, head = ((size_t)b * NH + h) * T;
+    char *act = io->act;
+    hd->p = p, hd->cfg = cfg, hd->layer = io->layer, hd->h = h;
+    hd->HS = HS, hd->HSP = mni_dense_hsp(HS);
+    hd->X = io->qkv + (size_t)b * T * 3 * C + (size_t)h * HS;
+    hd->ldx = 3 * C;
+    hd->K = (const float *)(act + al->k) + head * HS;
+    hd->V = (const float *)(act + al->v) + head * HS;
+    hd->cs = cfg->rope ? (const float *)(act + al->cs) : NULL;
+    hd->qscale = (float)(MNI_LOG2E / sqrt((double)HS));
+    hd->lse = (float *)(act + al->lse) + head;
+}
+
+/* Qr (QW,HSP): the block's queries rotated and scaled (padding rows and columns 0), and its
+ * transpose Qt (HSP,QW). */
+static void load_queries(const struct head *hd, const int *qpos, int nq, float *Qr, float *Qt)
+{
+    const int HS = hd->HS, HSP = hd->HSP;
+    for (int r = 0; r < QW; r++) {
+        float *row = Qr + (size_t)r * HSP;
+        if (r < nq)
+            rot_row(row, hd->X + (size_t)qpos[r] * hd->ldx,
+                    hd->cs ? hd->cs + (size_t)qpos[r] * HS : NULL, HS, hd->qscale, 1);
+        for (int d = r < nq ? HS : 0; d < HSP; d++) row[d] = 0.0f;
     }
-    memset(O, 0, sizeof(float) * (size_t)nq * HS);
-    int cursor = 0, n;
-    while ((n = p->next_keys(cfg, layer, h, qpos, nq, &cursor, keys, KB)) > 0) {
-        const int n8 = (n + 7) & ~7;
-        gather_tile(Kt, Vt, Kh, Vh, keys, n, n8, HS);
-        mni_mm(S, KB, Qt, (size_t)HS, 1, Kt, KB, nq, HS, n8, NULL, 1.0f, 0);
-        p->mask(cfg, layer, h, qpos, nq, keys, n, S, KB);
-        for (int r = 0; r < nq; r++) {
-            float *s = S + (size_t)r * KB, mx = m[r];
-            for (int c = 0; c < n; c++) mx = s[c] > mx ? s[c] : mx;
-            if (mx == -INFINITY) { /* nothing allowed in this tile yet */
-                memset(s, 0, sizeof(float) * (size_t)n8);
-                continue;
-            }
-            const float alpha = mni_exp2f(m[r] - mx); /* 0 when m was -inf */
-            l[r] = alpha * l[r] + exp2_row(s, n, mx);
-            for (int c = n; c < n8; c++) s[c] = 0.0f;
-            m[r] = mx;
-            if (alpha != 1.0f)
-                for (int d = 0; d < HS; d++) O[(size_t)r * HS + d] *= alpha;
+    transpose(Qt, QW, Qr, (size_t)HSP, QW, HSP);
+}
+
+/* One block of nq queries (positions qpos): out rows (stride ldo) and lse. M (QW,KB) is zero
+ * and left zero. */
+static void fwd_block(const struct head *hd, const int *qpos, int nq, float *out, size_t ldo,
+                      float *M)
+{
+    const int HS = hd->HS, HSP = hd->HSP;
+    float Qr[QW * HS_MAX] ALIGN64, Qt[HS_MAX * QW] ALIGN64, Ot[HS_MAX * QW] ALIGN64;
+    float St[KB * QW] ALIGN64;
+    float m[QW] ALIGN64, l[QW] ALIGN64, alpha[QW] ALIGN64;
+    const float *krow[KB], *vrow[KB];
+    load_queries(hd, qpos, nq, Qr, Qt);
+    memset(Ot, 0, sizeof(float) * (size_t)HSP * QW);
+    for (int i = 0; i < QW; i++) m[i] = -INFINITY, l[i] = 0.0f;
+    struct tiles tl;
+    tiles_init(&tl, hd->p, hd->cfg, hd->layer, hd->h, qpos, nq);
+    const int *keys;
+    int n;
+    while ((n = tiles_next(&tl, &keys)) > 0) {
+        for (int c = 0; c < n; c++) {
+            krow[c] = hd->K + (size_t)keys[c] * HS;
+            vrow[c] = hd->V + (size_t)keys[c] * HS;
         }
-        mni_mm(O, (size_t)HS, S, KB, 1, Vt, (size_t)HS, nq, n8, HS, NULL, 1.0f, 1);
+        kern_bt(St, krow, n, Qt, HS);
+        hd->p->mask(hd->cfg, hd->layer, hd->h, qpos, nq, keys, n, M, KB);
+        apply_mask(St, M, nq, n);
+        online_softmax(St, n, m, l, alpha);
+        kern_at(Ot, vrow, n, St, HS, alpha);
     }
+    /* out = O / l, row by row (Qr reused for O's rows) */
+    transpose(Qr, (size_t)HSP, Ot, QW, HSP, QW);
     for (int r = 0; r < nq; r++) {
-        const float il = 1.0f / l[r];
-        float *o = out + (size_t)qpos[r] * ldo;
-        for (int d = 0; d < HS; d++) o[d] = O[(size_t)r * HS + d] * il;
-        lse[qpos[r]] = m[r] + log2f(l[r]);
+        const float il = 1.0f / l[r], *o = Qr + (size_t)r * HSP;
+        float *dst = out + (size_t)qpos[r] * ldo;
+        for (int d = 0; d < HS; d++) dst[d] = o[d] * il;
+        hd->lse[qpos[r]] = m[r] + log2f(l[r]);
     }
 }
 
@@ -241,13 +673,42 @@ enum mnemo_status mni_sparse_check_io(const struct mnemo_attn_cfg *cfg,
     return MNEMO_OK;
 }
 
-/* Every head's query order into scratch; returns the ints of one head's record (2T + 1). */
-static void orders(const struct mni_pattern *p, const struct mnemo_attn_cfg *cfg, int layer,
-                   int T, int *ord, int *ng)
+/* Lays out the rotated keys and the values of window b's positions [t0, t1), every head. */
+static void prepare(const struct mnemo_attn_cfg *cfg, const struct mnemo_attn_io *io,
+                    const struct act_lay *al, const float *cs, int b, int t0, int t1)
 {
-    for (int h = 0; h < cfg->n_head; h++) {
-        int *perm = ord + (size_t)h * (2 * (size_t)T + 1);
-        ng[h] = query_order(p, cfg, layer, h, T, perm, perm + T);
+    const int T = io->T, NH = cfg->n_head, HS = cfg->head_dim;
+    const size_t C = (size_t)NH * HS;
+    float *ak = (float *)((char *)io->act + al->k), *av = (float *)((char *)io->act + al->v);
+    for (int t = t0; t < t1; t++) {
+        const float *x = io->qkv + ((size_t)b * T + t) * 3 * C;
+        for (int h = 0; h < NH; h++) {
+            const size_t r = (((size_t)b * NH + h) * T + t) * HS;
+            rot_row(ak + r, x + C + (size_t)h * HS, cs ? cs + (size_t)t * HS : NULL, HS, 1.0f, 1);
+            memcpy(av + r, x + 2 * C + (size_t)h * HS, sizeof(float) * HS);
+        }
+    }
+}
+
+/* Makes sure chunk c of window b is laid out: prepares it if nobody has started to (state 0 ->
+ * 1, then 2 when done), else waits for whoever has. So a block never waits for work that no
+ * thread holds, whatever order the tasks are handed out in. */
+static void ensure_chunk(const struct mnemo_attn_cfg *cfg, const struct mnemo_attn_io *io,
+                         const struct act_lay *al, const float *cs, atomic_int *state, int b, int c)
+{
+    int expect = 0;
+    if (atomic_load_explicit(state, memory_order_acquire) == 2) return;
+    if (atomic_compare_exchange_strong_explicit(state, &expect, 1, memory_order_acq_rel,
+                                                memory_order_acquire)) {
+        const int t0 = c * PREP, t1 = t0 + PREP < io->T ? t0 + PREP : io->T;
+        prepare(cfg, io, al, cs, b, t0, t1);
+        atomic_store_explicit(state, 2, memory_order_release);
+        return;
+    }
+    while (atomic_load_explicit(state, memory_order_acquire) != 2) {
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
     }
 }
 
@@ -263,107 +724,150 @@ enum mnemo_status mni_sparse_forward(const struct mni_pattern *p, const struct m
     act_layout(&al, cfg, B, T);
     struct scr_lay sl;
     scr_layout(&sl, cfg, B, T);
-    char *act = io->act;
-    float *aq = (float *)(act + al.q), *ak = (float *)(act + al.k), *av = (float *)(act + al.v);
-    float *alse = (float *)(act + al.lse), *cs = cfg->rope ? (float *)(act + al.cs) : NULL;
-    int *ord = (int *)((char *)io->scratch + sl.order), ng[1024];
+    char *scr = io->scratch;
+    float *cs = cfg->rope ? (float *)((char *)io->act + al.cs) : NULL;
+    int *ord = (int *)(scr + sl.order), *blk = (int *)(scr + sl.blocks), nb[1024];
+    int *work = (int *)(scr + sl.work), *cst = (int *)(scr + sl.cstart);
+    atomic_int *state = (atomic_int *)(scr + sl.state);
+    const int nc = (int)n_chunks(T);
     if (NH > 1024) return mni_err(MNEMO_ERR_ARG, "sparse attention: at most 1024 heads");
-    const float qscale = (float)(MNI_LOG2E / sqrt((double)HS));
     if (cs) mni_rope_table(cs, T, HS, cfg->rope_theta);
-#pragma omp parallel for schedule(static)
-    for (long bt = 0; bt < (long)B * T; bt++) {
-        const int b = (int)(bt / T), t = (int)(bt % T);
-        const float *x = io->qkv + (size_t)bt * 3 * C;
-        const float *csr = cs ? cs + (size_t)t * HS : NULL;
-        for (int h = 0; h < NH; h++) {
-            const size_t r = (((size_t)b * NH + h) * T + t) * HS;
-            load_row(aq + r, x + (size_t)h * HS, csr, HS, qscale);
-            load_row(ak + r, x + C + (size_t)h * HS, csr, HS, 1.0f);
-            memcpy(av + r, x + 2 * C + (size_t)h * HS, sizeof(float) * HS);
+    orders(p, cfg, io->layer, T, ord, blk, nb);
+    /* The work of a window: for each chunk of PREP positions, the layout of its keys and
+     * values, then the blocks whose last query is in it (their keys are <= that query: laid
+     * out by then). Chunk c is item cst[c] + c, its blocks the next cst[c + 1] - cst[c]. No
+     * barrier between the layout and the blocks, and a block's keys are still in cache. */
+    for (int c = 0; c <= nc; c++) cst[c] = 0;
+    for (int h = 0; h < NH; h++) {
+        const int *perm = ord + (size_t)h * (2 * (size_t)T + 1), *bs = blk + (size_t)h * ((size_t)T + 1);
+        for (int i = 0; i < nb[h]; i++) cst[perm[bs[i + 1] - 1] / PREP + 1]++;
+    }
+    for (int c = 0; c < nc; c++) cst[c + 1] += cst[c];
+    for (int h = 0; h < NH; h++) { /* counting sort, stable: by head, then block */
+        const int *perm = ord + (size_t)h * (2 * (size_t)T + 1), *bs = blk + (size_t)h * ((size_t)T + 1);
+        for (int i = 0; i < nb[h]; i++) {
+            int *w = work + 2 * (size_t)cst[perm[bs[i + 1] - 1] / PREP]++;
+            w[0] = h, w[1] = i;
         }
     }
-    orders(p, cfg, io->layer, T, ord, ng);
-    int nbh = 0; /* blocks per head, the largest (heads of one kind may differ) */
-    for (int h = 0; h < NH; h++) {
-        const int *perm = ord + (size_t)h * (2 * (size_t)T + 1);
-        const int n = n_blocks(perm + T, ng[h]);
-        nbh = n > nbh ? n : nbh;
-    }
-    const long ntask = (long)B * NH * nbh;
-#pragma omp parallel for schedule(dynamic, 1)
-    for (long task = 0; task < ntask; task++) {
-        const int i = (int)(task % nbh), h = (int)(task / nbh % NH), b = (int)(task / nbh / NH);
-        const int *perm = ord + (size_t)h * (2 * (size_t)T + 1);
-        int first = 0;
-        const int nq = block_at(perm + T, ng[h], i, &first);
-        if (nq == 0) continue;
-        const size_t head = ((size_t)b * NH + h) * T;
-        fwd_block(p, cfg, io->layer, h, perm + first, nq, aq + head * HS, ak + head * HS,
-                  av + head * HS, io->out + (size_t)b * T * C + (size_t)h * HS, C, alse + head);
+    for (int c = nc; c > 0; c--) cst[c] = cst[c - 1];
+    cst[0] = 0;
+    for (size_t i = 0; i < (size_t)B * nc; i++) atomic_init(&state[i], 0);
+    const long per = (long)nc + cst[nc]; /* items per window */
+#pragma omp parallel
+    {
+        float M[QW * KB] ALIGN64; /* the mask's scratch, kept zero */
+        memset(M, 0, sizeof(M));
+        int wb = -1, ready = -1; /* chunks 0..ready of window wb are laid out */
+#pragma omp for schedule(monotonic: dynamic, 1)
+        for (long it = 0; it < (long)B * per; it++) {
+            const int b = (int)(it / per), r = (int)(it % per);
+            int lo = 0, hi = nc - 1; /* the chunk: the last c with cst[c] + c <= r */
+            while (lo < hi) {
+                const int mid = (lo + hi + 1) / 2;
+                if (cst[mid] + mid <= r) lo = mid;
+                else hi = mid - 1;
+            }
+            const int c = lo, j = r - (cst[c] + c);
+            if (b != wb) wb = b, ready = -1;
+            for (; ready < c; ready++) /* this chunk (item j == 0) and all before it */
+                ensure_chunk(cfg, io, &al, cs, state + (size_t)b * nc + ready + 1, b, ready + 1);
+            if (j == 0) continue;
+            const int *w = work + 2 * (size_t)(cst[c] + j - 1), h = w[0], i = w[1];
+            const int *perm = ord + (size_t)h * (2 * (size_t)T + 1);
+            const int *bs = blk + (size_t)h * ((size_t)T + 1);
+            struct head hd;
+            head_init(&hd, p, cfg, io, &al, b, h);
+            if (i + 1 < nb[h]) { /* the next block's queries */
+                const int *q1 = perm + bs[i + 1], n1 = bs[i + 2] - bs[i + 1];
+                prefetch_rows(hd.X, hd.ldx, q1, n1, HS, 0);
+            }
+            fwd_block(&hd, perm + bs[i], bs[i + 1] - bs[i],
+                      io->out + (size_t)b * T * C + (size_t)h * HS, C, M);
+        }
     }
     return MNEMO_OK;
 }
 
 /* ---- backward ------------------------------------------------------------------------------ */
 
-/* One block's share of the gradients of one head: dq of the block's queries stored into dQ
- * (rows by position; each query is in one block), dk and dv of the keys its tiles list added
- * into dK, dV (T,HS). dO is read from its rows (stride ldo). */
-static void bwd_block(const struct mni_pattern *p, const struct mnemo_attn_cfg *cfg, int layer,
-                      int h, const int *qpos, int nq, const float *Qh, const float *Kh,
-                      const float *Vh, const float *lse, const float *Dh, const float *dO,
-                      size_t ldo, float *dQ, float *dK, float *dV)
+/* sum_d a[d] b[d] in double (4 partial sums, then their sum). */
+static double dot_d(const float *a, const float *b, int n)
 {
-    const int HS = cfg->head_dim;
-    float Qt[QB * HS_MAX], dOt[QB * HS_MAX], Kt[HS_MAX * KB], Vt[HS_MAX * KB], Kr[KB * HS_MAX];
-    float P[QB * KB], dS[QB * KB], dq[QB * HS_MAX], tile[KB * HS_MAX];
-    int keys[KB];
-    for (int r = 0; r < nq; r++) {
-        memcpy(Qt + (size_t)r * HS, Qh + (size_t)qpos[r] * HS, sizeof(float) * HS);
-        memcpy(dOt + (size_t)r * HS, dO + (size_t)qpos[r] * ldo, sizeof(float) * HS);
+    int d = 0;
+    double s = 0;
+#if MNI_HAVE_AVX2
+    __m256d acc = _mm256_setzero_pd();
+    for (; d + 4 <= n; d += 4)
+        acc = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm_loadu_ps(a + d)),
+                              _mm256_cvtps_pd(_mm_loadu_ps(b + d)), acc);
+    double t[4];
+    _mm256_storeu_pd(t, acc);
+    s = (t[0] + t[1]) + (t[2] + t[3]);
+#endif
+    for (; d < n; d++) s += (double)a[d] * b[d];
+    return s;
+}
+
+/* One block's share of the gradients of one head: dq of its queries stored into their rows
+ * (each query is in one block; rotated back), dk (rotated) and dv of the keys its tiles list
+ * added into theirs (rows up to the block's last query are zero or hold earlier blocks' sums).
+ * dO and o read from their rows (stride ldo); dq, dk, dv rows at dQ, dK, dV + t ldd. M (QW,KB)
+ * is zero and left zero. */
+static void bwd_block(const struct head *hd, const int *qpos, int nq, const float *dO,
+                      const float *O, size_t ldo, float *dQ, float *dK, float *dV, size_t ldd,
+                      float *M)
+{
+    const int HS = hd->HS, HSP = hd->HSP;
+    float Qr[QW * HS_MAX] ALIGN64, Qt[HS_MAX * QW] ALIGN64;
+    float dOr[QW * HS_MAX] ALIGN64, dOt[HS_MAX * QW] ALIGN64, dQt[HS_MAX * QW] ALIGN64;
+    float St[KB * QW] ALIGN64, dPt[KB * QW] ALIGN64;
+    float L[QW] ALIGN64, Dq[QW] ALIGN64;
+    const float *krow[KB], *vrow[KB];
+    float *dkrow[KB], *dvrow[KB];
+    load_queries(hd, qpos, nq, Qr, Qt);
+    for (int r = 0; r < QW; r++) {
+        float *row = dOr + (size_t)r * HSP;
+        L[r] = Dq[r] = 0.0f;
+        if (r < nq) {
+            const float *g = dO + (size_t)qpos[r] * ldo;
+            memcpy(row, g, sizeof(float) * HS);
+            L[r] = hd->lse[qpos[r]];
+            Dq[r] = (float)dot_d(g, O + (size_t)qpos[r] * ldo, HS);
+        }
+        for (int d = r < nq ? HS : 0; d < HSP; d++) row[d] = 0.0f;
     }
-    memset(dq, 0, sizeof(float) * (size_t)nq * HS);
-    const float inv_log2e = (float)(1.0 / MNI_LOG2E);
-    int cursor = 0, n;
-    while ((n = p->next_keys(cfg, layer, h, qpos, nq, &cursor, keys, KB)) > 0) {
-        const int n8 = (n + 7) & ~7;
-        gather_tile(Kt, NULL, Kh, NULL, keys, n, n8, HS);
-        gather_tile(Vt, NULL, Vh, NULL, keys, n, n8, HS); /* V^T, laid out as K^T */
-        for (int c = 0; c < n; c++)
-            memcpy(Kr + (size_t)c * HS, Kh + (size_t)keys[c] * HS, sizeof(float) * HS);
-        for (int c = n; c < n8; c++) memset(Kr + (size_t)c * HS, 0, sizeof(float) * HS);
+    transpose(dOt, QW, dOr, (size_t)HSP, QW, HSP);
+    memset(dQt, 0, sizeof(float) * (size_t)HSP * QW);
+    const float ln2 = (float)(1.0 / MNI_LOG2E);
+    struct tiles tl;
+    tiles_init(&tl, hd->p, hd->cfg, hd->layer, hd->h, qpos, nq);
+    const int *keys;
+    int n;
+    while ((n = tiles_next(&tl, &keys)) > 0) {
+        for (int c = 0; c < n; c++) {
+            krow[c] = hd->K + (size_t)keys[c] * HS;
+            vrow[c] = hd->V + (size_t)keys[c] * HS;
+            dkrow[c] = dK + (size_t)keys[c] * ldd;
+            dvrow[c] = dV + (size_t)keys[c] * ldd;
+        }
         /* P = 2^(S - lse) where allowed (0 where masked), dP = dO V^T, dS = P (dP - D) */
-        mni_mm(P, KB, Qt, (size_t)HS, 1, Kt, KB, nq, HS, n8, NULL, 1.0f, 0);
-        p->mask(cfg, layer, h, qpos, nq, keys, n, P, KB);
-        mni_mm(dS, KB, dOt, (size_t)HS, 1, Vt, KB, nq, HS, n8, NULL, 1.0f, 0);
-        for (int r = 0; r < nq; r++) {
-            float *pr = P + (size_t)r * KB, *ds = dS + (size_t)r * KB;
-            const float L = lse[qpos[r]], D = Dh[qpos[r]];
-            for (int c = 0; c < n; c++) {
-                pr[c] = mni_exp2f(pr[c] - L);
-                ds[c] = pr[c] * (ds[c] - D);
-            }
-            for (int c = n; c < n8; c++) pr[c] = ds[c] = 0.0f;
-        }
-        /* s = q.k / sqrt(HS) with q stored times log2(e)/sqrt(HS):
-         * dq = dS K / sqrt(HS) (scaled at the end), dk = dS^T q_stored / log2(e), dv = P^T dO */
-        mni_mm(dq, (size_t)HS, dS, KB, 1, Kr, (size_t)HS, nq, n8, HS, NULL, 1.0f, 1);
-        mni_mm(tile, (size_t)HS, dS, 1, KB, Qt, (size_t)HS, n, nq, HS, NULL, inv_log2e, 0);
-        for (int c = 0; c < n; c++) {
-            float *d = dK + (size_t)keys[c] * HS;
-            for (int e = 0; e < HS; e++) d[e] += tile[(size_t)c * HS + e];
-        }
-        mni_mm(tile, (size_t)HS, P, 1, KB, dOt, (size_t)HS, n, nq, HS, NULL, 1.0f, 0);
-        for (int c = 0; c < n; c++) {
-            float *d = dV + (size_t)keys[c] * HS;
-            for (int e = 0; e < HS; e++) d[e] += tile[(size_t)c * HS + e];
-        }
+        kern_bt(St, krow, n, Qt, HS);
+        hd->p->mask(hd->cfg, hd->layer, hd->h, qpos, nq, keys, n, M, KB);
+        apply_mask(St, M, nq, n);
+        kern_bt(dPt, vrow, n, dOt, HS);
+        softmax_bwd(St, dPt, n, L, Dq);
+        /* s = q.k / sqrt(HS) with q stored times log2(e)/sqrt(HS): dv = P^T dO,
+         * dk = dS^T q_stored ln 2, dq = dS K / sqrt(HS) (scaled at the end) */
+        kern_nn(dvrow, n, St, dOr, (size_t)HSP, nq, HS, 1.0f);
+        kern_nn(dkrow, n, dPt, Qr, (size_t)HSP, nq, HS, ln2);
+        kern_at(dQt, krow, n, dPt, HS, NULL);
     }
     const float qs = (float)(1.0 / sqrt((double)HS));
-    for (int r = 0; r < nq; r++) {
-        float *d = dQ + (size_t)qpos[r] * HS;
-        for (int e = 0; e < HS; e++) d[e] = dq[(size_t)r * HS + e] * qs;
-    }
+    transpose(Qr, (size_t)HSP, dQt, QW, HSP, QW); /* dq rows (Qr reused) */
+    for (int r = 0; r < nq; r++)
+        rot_row(dQ + (size_t)qpos[r] * ldd, Qr + (size_t)r * HSP,
+                hd->cs ? hd->cs + (size_t)qpos[r] * HS : NULL, HS, qs, -1);
 }
 
 enum mnemo_status mni_sparse_backward(const struct mni_pattern *p,
@@ -377,56 +881,62 @@ enum mnemo_status mni_sparse_backward(const struct mni_pattern *p,
     act_layout(&al, cfg, B, T);
     struct scr_lay sl;
     scr_layout(&sl, cfg, B, T);
-    const char *act = io->act;
     char *scr = io->scratch;
-    const float *aq = (const float *)(act + al.q), *ak = (const float *)(act + al.k);
-    const float *av = (const float *)(act + al.v), *alse = (const float *)(act + al.lse);
-    const float *cs = cfg->rope ? (const float *)(act + al.cs) : NULL;
-    int *ord = (int *)(scr + sl.order), ng[1024];
-    float *dQ = (float *)(scr + sl.dq), *dK = (float *)(scr + sl.dk), *dV = (float *)(scr + sl.dv);
-    float *Dv = (float *)(scr + sl.D);
+    const float *cs = cfg->rope ? (const float *)((const char *)io->act + al.cs) : NULL;
+    int *ord = (int *)(scr + sl.order), *blk = (int *)(scr + sl.blocks), nb[1024];
     if (NH > 1024) return mni_err(MNEMO_ERR_ARG, "sparse attention: at most 1024 heads");
-    /* D_i = dO_i . o_i, the softmax backward's row term */
-#pragma omp parallel for schedule(static)
-    for (long bt = 0; bt < (long)B * T; bt++) {
-        const int b = (int)(bt / T), t = (int)(bt % T);
-        for (int h = 0; h < NH; h++) {
-            const float *g = io->dout + (size_t)bt * C + (size_t)h * HS;
-            const float *o = io->out + (size_t)bt * C + (size_t)h * HS;
-            double D = 0;
-            for (int d = 0; d < HS; d++) D += (double)g[d] * o[d];
-            Dv[((size_t)b * NH + h) * T + t] = (float)D;
-        }
-    }
-    orders(p, cfg, io->layer, T, ord, ng);
+    orders(p, cfg, io->layer, T, ord, blk, nb);
     /* one task per (window, head): its blocks in order, so that the sums into dk and dv have
      * one writer and a fixed order */
-#pragma omp parallel for schedule(dynamic, 1)
-    for (long bh = 0; bh < (long)B * NH; bh++) {
-        const int b = (int)(bh / NH), h = (int)(bh % NH);
-        const size_t head = (size_t)bh * T;
-        const int *perm = ord + (size_t)h * (2 * (size_t)T + 1);
-        float *dq = dQ + head * HS, *dk = dK + head * HS, *dv = dV + head * HS;
-        memset(dk, 0, sizeof(float) * (size_t)T * HS);
-        memset(dv, 0, sizeof(float) * (size_t)T * HS);
-        const float *dO = io->dout + (size_t)b * T * C + (size_t)h * HS; /* row t at t*C */
-        for (int i = 0, nb = n_blocks(perm + T, ng[h]); i < nb; i++) {
-            int first = 0;
-            const int nq = block_at(perm + T, ng[h], i, &first);
-            bwd_block(p, cfg, io->layer, h, perm + first, nq, aq + head * HS, ak + head * HS,
-                      av + head * HS, alse + head, Dv + head, dO, C, dq, dk, dv);
-        }
-        /* rotate dq, dk back to the unrotated inputs, write the head's slices of dqkv */
-        for (int t = 0; t < T; t++) {
-            float *row = io->dqkv + ((size_t)b * T + t) * 3 * C + (size_t)h * HS;
-            float *q = dq + (size_t)t * HS, *k = dk + (size_t)t * HS;
-            if (cs) {
-                mni_rope_apply(q, cs + (size_t)t * HS, HS, -1);
-                mni_rope_apply(k, cs + (size_t)t * HS, HS, -1);
+#pragma omp parallel
+    {
+        float M[QW * KB] ALIGN64; /* the mask's scratch, kept zero */
+        memset(M, 0, sizeof(M));
+#pragma omp for schedule(dynamic, 1)
+        for (long bh = 0; bh < (long)B * NH; bh++) {
+            const int b = (int)(bh / NH), h = (int)(bh % NH);
+            const int *perm = ord + (size_t)h * (2 * (size_t)T + 1);
+            const int *bs = blk + (size_t)h * ((size_t)T + 1);
+            struct head hd;
+            head_init(&hd, p, cfg, io, &al, b, h);
+            float *dq = io->dqkv + (size_t)b * T * 3 * C + (size_t)h * HS; /* row t at t 3C */
+            float *dk = dq + C, *dv = dq + 2 * C;
+            const size_t ro = (size_t)b * T * C + (size_t)h * HS; /* row t at t C */
+            const float *dO = io->dout + ro, *O = io->out + ro;
+            /* the rows of dk and dv are zeroed lazily: the keys of a block are <= its last
+             * query, so the rows above the largest query so far are still untouched */
+            int zeroed = 0;
+            for (int i = 0; i < nb[h]; i++) {
+                const int *q = perm + bs[i], nq = bs[i + 1] - bs[i];
+                for (; zeroed <= q[nq - 1]; zeroed++) {
+                    memset(dk + (size_t)zeroed * 3 * C, 0, sizeof(float) * HS);
+                    memset(dv + (size_t)zeroed * 3 * C, 0, sizeof(float) * HS);
+                }
+                if (i + 1 < nb[h]) { /* the next block's rows */
+                    const int *q1 = perm + bs[i + 1], n1 = bs[i + 2] - bs[i + 1];
+                    prefetch_rows(dO, C, q1, n1, HS, 0);
+                    prefetch_rows(O, C, q1, n1, HS, 0);
+                    prefetch_rows(hd.X, hd.ldx, q1, n1, HS, 0);
+                    prefetch_rows(hd.K, (size_t)HS, q1, n1, HS, 0);
+                    prefetch_rows(hd.V, (size_t)HS, q1, n1, HS, 0);
+                    prefetch_rows(dq, 3 * C, q1, n1, HS, 1);
+                    prefetch_rows(dk, 3 * C, q1, n1, HS, 1);
+                    prefetch_rows(dv, 3 * C, q1, n1, HS, 1);
+                }
+                bwd_block(&hd, q, nq, dO, O, C, dq, dk, dv, 3 * C, M);
             }
-            memcpy(row, q, sizeof(float) * HS);
-            memcpy(row + C, k, sizeof(float) * HS);
-            memcpy(row + 2 * C, dv + (size_t)t * HS, sizeof(float) * HS);
+            for (; zeroed < T; zeroed++) { /* never listed (cannot happen: a query sees itself) */
+                memset(dk + (size_t)zeroed * 3 * C, 0, sizeof(float) * HS);
+                memset(dv + (size_t)zeroed * 3 * C, 0, sizeof(float) * HS);
+            }
+            /* rotate dk back to the unrotated input (prefetching a few rows ahead) */
+            if (cs)
+                for (int t = 0; t < T; t++) {
+                    if (t + 8 < T)
+                        for (int d = 0; d < HS; d += 16)
+                            __builtin_prefetch(dk + (size_t)(t + 8) * 3 * C + d, 1, 3);
+                    mni_rope_apply(dk + (size_t)t * 3 * C, cs + (size_t)t * HS, HS, -1);
+                }
         }
     }
     return MNEMO_OK;
