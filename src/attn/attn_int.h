@@ -323,6 +323,13 @@ enum mnemo_status mni_sparse_check_step(const struct mni_pattern *p,
                                         const struct mnemo_attn_step *sa);
 enum mnemo_status mni_sparse_step(const struct mni_pattern *p, const struct mnemo_attn_cfg *cfg,
                                   struct mnemo_attn_step *sa);
+/* Pieces patterns share: the query order in groups of b consecutive positions (b >= T: one
+ * group), or in residue classes mod d (each in position order), returning the number of groups
+ * (the groups() hook's contract); and the keys lo..hi, a tile of at most max at a time
+ * (next_keys of a contiguous run; *cursor counts the keys listed so far). */
+int mni_sparse_groups_runs(int T, int b, int *perm, int *gstart);
+int mni_sparse_groups_residues(int T, int d, int *perm, int *gstart);
+int mni_sparse_run_keys(int lo, int hi, int *cursor, int *keys, int max);
 /* The capabilities of a pattern kind: causal, trainable, streaming exactly; bounded when the
  * pattern's state keeps a ring of recent keys. */
 uint32_t mni_sparse_caps(const struct mni_pattern *p, const struct mnemo_attn_cfg *cfg);

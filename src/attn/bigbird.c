@@ -145,12 +145,7 @@ static int next_member(const struct mnemo_attn_cfg *cfg, const struct qset *s, i
 static int groups(const struct mnemo_attn_cfg *cfg, int layer, int h, int T, int *perm, int *gstart)
 {
     (void)layer, (void)h;
-    const int b = bsz(cfg);
-    int ng = 0;
-    for (int t = 0; t < T; t++) perm[t] = t;
-    for (int s = 0; s < T; s += b) gstart[ng++] = s;
-    gstart[ng] = T;
-    return ng;
+    return mni_sparse_groups_runs(T, bsz(cfg), perm, gstart);
 }
 
 /* The queries' block's set up to the last query (groups() keeps a block of queries within one

@@ -51,12 +51,7 @@ static enum mnemo_status validate(const struct mnemo_attn_cfg *cfg)
 static int groups(const struct mnemo_attn_cfg *cfg, int layer, int h, int T, int *perm, int *gstart)
 {
     (void)layer, (void)h;
-    const int b = bsize(cfg) >= GROUP_MIN ? bsize(cfg) : T;
-    int ng = 0;
-    for (int t = 0; t < T; t++) perm[t] = t;
-    for (int s = 0; s < T; s += b) gstart[ng++] = s;
-    gstart[ng] = T;
-    return ng;
+    return mni_sparse_groups_runs(T, bsize(cfg) >= GROUP_MIN ? bsize(cfg) : T, perm, gstart);
 }
 
 /* The union over the block's queries is [start(q[0]), q[nq-1]] (start is non-decreasing). */
@@ -64,11 +59,7 @@ static int next_keys(const struct mnemo_attn_cfg *cfg, int layer, int h, const i
                      int *cursor, int *keys, int max)
 {
     (void)layer, (void)h;
-    const int lo = start(cfg, q[0]), hi = q[nq - 1];
-    int n = 0;
-    for (int j = lo + *cursor; j <= hi && n < max; j++) keys[n++] = j;
-    *cursor += n;
-    return n;
+    return mni_sparse_run_keys(start(cfg, q[0]), q[nq - 1], cursor, keys, max);
 }
 
 static void mask(const struct mnemo_attn_cfg *cfg, int layer, int h, const int *q, int nq,

@@ -53,14 +53,7 @@ static int allowed(const struct mnemo_attn_cfg *cfg, int i, int j)
 static int groups(const struct mnemo_attn_cfg *cfg, int layer, int h, int T, int *perm, int *gstart)
 {
     (void)layer, (void)h;
-    const int d = dil(cfg);
-    int ng = 0, n = 0;
-    for (int r = 0; r < d && r < T; r++) {
-        gstart[ng++] = n;
-        for (int i = r; i < T; i += d) perm[n++] = i;
-    }
-    gstart[ng] = T;
-    return ng;
+    return mni_sparse_groups_residues(T, dil(cfg), perm, gstart);
 }
 
 static int same_residue(const int *q, int nq, int d)

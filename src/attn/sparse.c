@@ -1160,3 +1160,31 @@ enum mnemo_status mni_sparse_validate_shape(const struct mnemo_attn_cfg *cfg)
         return mni_err(MNEMO_ERR_ARG, "%s: only the causal form is implemented", name);
     return MNEMO_OK;
 }
+
+int mni_sparse_groups_runs(int T, int b, int *perm, int *gstart)
+{
+    int ng = 0;
+    for (int t = 0; t < T; t++) perm[t] = t;
+    for (int s = 0; s < T; s += b) gstart[ng++] = s;
+    gstart[ng] = T;
+    return ng;
+}
+
+int mni_sparse_groups_residues(int T, int d, int *perm, int *gstart)
+{
+    int ng = 0, n = 0;
+    for (int r = 0; r < d && r < T; r++) {
+        gstart[ng++] = n;
+        for (int i = r; i < T; i += d) perm[n++] = i;
+    }
+    gstart[ng] = T;
+    return ng;
+}
+
+int mni_sparse_run_keys(int lo, int hi, int *cursor, int *keys, int max)
+{
+    int n = 0;
+    for (int j = lo + *cursor; j <= hi && n < max; j++) keys[n++] = j;
+    *cursor += n;
+    return n;
+}

@@ -86,20 +86,8 @@ static int groups(const struct mnemo_attn_cfg *cfg, int layer, int h, int T, int
 {
     (void)layer;
     const int l = stride(cfg), pat = head_pat(cfg, h);
-    int ng = 0;
-    if (!fixed(cfg) && pat == PAT_B) {
-        int n = 0;
-        for (int r = 0; r < l && r < T; r++) {
-            gstart[ng++] = n;
-            for (int i = r; i < T; i += l) perm[n++] = i;
-        }
-    } else {
-        for (int t = 0; t < T; t++) perm[t] = t;
-        const int g = fixed(cfg) && (pat & PAT_A) ? l : T;
-        for (int s = 0; s < T; s += g) gstart[ng++] = s;
-    }
-    gstart[ng] = T;
-    return ng;
+    if (!fixed(cfg) && pat == PAT_B) return mni_sparse_groups_residues(T, l, perm, gstart);
+    return mni_sparse_groups_runs(T, fixed(cfg) && (pat & PAT_A) ? l : T, perm, gstart);
 }
 
 static int all_same_residue(const int *q, int nq, int l)

@@ -35,11 +35,8 @@ static int next_keys(const struct mnemo_attn_cfg *cfg, int layer, int h, const i
                      int *cursor, int *keys, int max)
 {
     (void)layer, (void)h;
-    const int lo = q[0] - width(cfg) + 1 > 0 ? q[0] - width(cfg) + 1 : 0, hi = q[nq - 1];
-    int n = 0;
-    for (int j = lo + *cursor; j <= hi && n < max; j++) keys[n++] = j;
-    *cursor += n;
-    return n;
+    const int lo = q[0] - width(cfg) + 1 > 0 ? q[0] - width(cfg) + 1 : 0;
+    return mni_sparse_run_keys(lo, q[nq - 1], cursor, keys, max);
 }
 
 static void mask(const struct mnemo_attn_cfg *cfg, int layer, int h, const int *q, int nq,
