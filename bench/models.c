@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kind_opts.h"
 #include "mni.h"
 #include "mnemo.h"
 #include "mnemo_attn.h"
@@ -23,21 +24,6 @@ struct row {
     const char *name;
     double step_s, tok_s, state_kib;
 };
-
-/* The options of kind in spec ("kind:k=v,k=v;kind2:..."), copied into buf. */
-static const char *opts_of(const char *spec, const char *kind, char *buf, size_t n)
-{
-    const size_t kl = strlen(kind);
-    for (const char *p = spec; p && *p;) {
-        const size_t len = strcspn(p, ";");
-        if (len > kl && !strncmp(p, kind, kl) && p[kl] == ':') {
-            snprintf(buf, n, "%.*s", (int)(len - kl - 1), p + kl + 1);
-            return buf;
-        }
-        p += len + (p[len] == ';');
-    }
-    return "";
-}
 
 /* tokens/s of one-token feeds after a prompt, and the state held at the end. */
 static int decode(const struct mnemo_model_config *mc, int prompt, int n, double *tok_s,
@@ -126,7 +112,7 @@ int main(int argc, char **argv)
         char buf[256];
         struct mnemo_model_config c = mc;
         c.attn_kind = k;
-        c.attn_opts = opts_of(spec, name, buf, sizeof(buf));
+        c.attn_opts = bench_kind_opts(spec, name, buf, sizeof(buf));
         struct mnemo_bench_result br;
         struct row r = {name, 0, 0, 0};
         if (mnemo_bench_train(&c, B, c.n_ctx, steps, 1, &br) != MNEMO_OK ||

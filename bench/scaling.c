@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kind_opts.h"
 #include "mni.h"
 #include "mnemo_attn.h"
 
@@ -32,21 +33,6 @@ static void free_run(struct run *r)
     mni_free(r->io.out), mni_free(r->io.dqkv), mni_free(r->io.act), mni_free(r->io.scratch);
     for (int i = 0; i < MNEMO_ATTN_MAX_PARAMS; i++) mni_free(r->kp[i]), mni_free(r->kg[i]);
     memset(r, 0, sizeof(*r));
-}
-
-/* The options of kind in spec ("kind:k=v,k=v;kind2:..."), copied into buf. */
-static const char *opts_of(const char *spec, const char *kind, char *buf, size_t n)
-{
-    const size_t kl = strlen(kind);
-    for (const char *p = spec; p && *p;) {
-        const size_t len = strcspn(p, ";");
-        if (len > kl && !strncmp(p, kind, kl) && p[kl] == ':') {
-            snprintf(buf, n, "%.*s", (int)(len - kl - 1), p + kl + 1);
-            return buf;
-        }
-        p += len + (p[len] == ';');
-    }
-    return "";
 }
 
 static int setup(struct run *r, int kind, const char *opts, int B, int T, int NH, int HS,
@@ -164,7 +150,7 @@ int main(int argc, char **argv)
                                            : kinds && !strstr(kinds, name))
                 continue;
             char buf[256];
-            if (setup(&runs[n], k, opts_of(spec, name, buf, sizeof(buf)), B, T, NH, HS, qkv,
+            if (setup(&runs[n], k, bench_kind_opts(spec, name, buf, sizeof(buf)), B, T, NH, HS, qkv,
                       dout) == 0)
                 n++;
             else
