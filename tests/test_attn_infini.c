@@ -27,21 +27,11 @@
 /* The fast path and its naive reference (each sizes its own buffers: the scratch differs). */
 static const struct mnemo_attn_ops *const FAST = &mni_attn_infini, *const REF = &mni_attn_infini_ref;
 
-/* A cfg by hand (not validated): the shape, one layer, causal, every option at its table's
- * default, then segment N and the update rule. */
+/* A cfg by hand (not validated; testutil's: the shape, one layer, causal, every option at its
+ * table's default), then segment N and the update rule. */
 static struct mnemo_attn_cfg make_cfg(int NH, int HS, int n_ctx, int seg, int rope, int delta)
 {
-    struct mnemo_attn_cfg c;
-    memset(&c, 0, sizeof(c));
-    c.kind = MNEMO_ATTN_KIND_INFINI;
-    c.n_head = NH;
-    c.head_dim = HS;
-    c.n_ctx = n_ctx;
-    c.rope = rope;
-    c.rope_theta = 10000.0f;
-    c.n_layer = 1;
-    c.causal = 1;
-    for (int i = 0; i < FAST->n_opts; i++) c.opt[i] = FAST->opts[i].def;
+    struct mnemo_attn_cfg c = tu_attn_cfg(MNEMO_ATTN_KIND_INFINI, NH, HS, n_ctx, rope);
     c.opt[MNI_INF_OPT_SEGMENT] = seg;
     c.opt[MNI_INF_OPT_MEM_UPDATE] = delta ? 1 : 0; // linear|delta
     return c;
