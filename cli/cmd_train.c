@@ -128,6 +128,11 @@ static int on_event(const struct mnemo_train_event *ev, void *user)
         if (c->attn_opts && c->attn_opts[0])
             fprintf(stderr, "%s attention options: %s\n", mnemo_attn_kind_name(c->attn_kind),
                     c->attn_opts);
+        if (mnemo_model_carry_bytes(p->m))
+            fprintf(stderr, "train: %s attention carries its state from window to window: the "
+                    "batch reads lanes of consecutive text (%zu bytes each); validation "
+                    "windows start fresh\n", mnemo_attn_kind_name(c->attn_kind),
+                    mnemo_model_carry_bytes(p->m));
         fprintf(stderr, "train: starting at step %d of %d\n", ev->step, ev->max_steps);
         break;
     }

@@ -154,6 +154,20 @@ MNEMO_API void mnemo_model_set_mode(struct mnemo_model *m, int training, uint64_
  * by its mem_eps), per token as it was added to the objective that backward differentiates;
  * 0 when no kind adds one. The forward's *loss stays the cross-entropy alone. */
 MNEMO_API double mnemo_model_aux_loss(const struct mnemo_model *m);
+/* Lanes of consecutive text, for kinds that carry a state from one window to the next
+ * (MNEMO_ATTN_CAP_CARRY, e.g. infini with carry=true; docs/internals/attention.md s. 1.8).
+ * The model keeps each lane's state: a forward announced by mnemo_model_use_lanes continues
+ * its lanes from their states, and its windows' end states replace them at the next forward.
+ * Any other forward (evaluation) starts every window fresh and leaves the lanes alone.
+ * mnemo_model_carry_bytes: the bytes of one lane's state over all layers (0: the kind carries
+ * nothing). mnemo_model_set_lanes: keeps n_lanes lanes, all fresh (0 frees them); MNEMO_ERR_ARG
+ * when the kind carries nothing. mnemo_model_use_lanes: the next forward's B windows are the
+ * next windows of lanes first .. first+B-1 (fresh != 0: new text, their states start over);
+ * that forward fails with MNEMO_ERR_ARG if first + B exceeds the lanes kept. Changing the
+ * model's options or n_ctx frees the lanes. */
+MNEMO_API size_t mnemo_model_carry_bytes(const struct mnemo_model *m);
+MNEMO_API enum mnemo_status mnemo_model_set_lanes(struct mnemo_model *m, int n_lanes);
+MNEMO_API enum mnemo_status mnemo_model_use_lanes(struct mnemo_model *m, int first, int fresh);
 
 /* ---- checkpoints ---------------------------------------------------------------------------- */
 

@@ -148,8 +148,10 @@ struct mnemo_attn_io {
     void *act;            /* this layer's saved activations: written by forward, read by backward */
     void *scratch;        /* workspace shared by all layers */
     const void *carry;    /* CAP_CARRY: (B, carry_bytes) each lane's state from the previous
-                           * window, or NULL (fresh lanes) */
-    void *carry_out;      /* CAP_CARRY: (B, carry_bytes) written by forward, or NULL */
+                           * window (all zero bytes: a fresh lane), or NULL (all fresh); read
+                           * by forward and backward, no gradient flows into it */
+    void *carry_out;      /* CAP_CARRY: (B, carry_bytes) each lane's state after the window,
+                           * written by forward, or NULL (not wanted) */
     double aux_loss;      /* forward output: the kind's auxiliary objective for these windows,
                            * summed over them, already weighted: the model adds
                            * sum_layers aux_loss / B to the mean cross-entropy */
@@ -192,7 +194,7 @@ struct mnemo_attn_ops {
     size_t (*scratch_bytes)(const struct mnemo_attn_cfg *cfg, int B, int T);
     enum mnemo_status (*forward)(const struct mnemo_attn_cfg *cfg, struct mnemo_attn_io *io);
     enum mnemo_status (*backward)(const struct mnemo_attn_cfg *cfg, struct mnemo_attn_io *io);
-    /* CAP_CARRY: bytes of one lane's carried state (NULL otherwise). */
+    /* Bytes of one lane's carried state, 0 when cfg carries none (NULL: never). */
     size_t (*carry_bytes)(const struct mnemo_attn_cfg *cfg);
     /* Called after every optimizer step with the layer's tensors (EMA of buffers, feature
      * redraws); NULL if none. */

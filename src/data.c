@@ -147,6 +147,14 @@ static enum mnemo_status build_epoch(struct mni_loader *ld)
     struct mni_rng rng;
     mni_rng_seed(&rng, ld->seed * 0x9e3779b97f4a7c15ULL + ld->pos.epoch + 1);
     uint64_t n_win;
+    if (ld->lanes) { /* runs of whole windows, one per lane of every rank; no order to shuffle */
+        const uint64_t all = (uint64_t)ld->lanes * (uint64_t)ld->world * (uint64_t)ld->T;
+        ld->offset = mni_rng_below(&rng, (uint64_t)ld->T);
+        if ((ld->n - ld->offset) / all == 0) ld->offset = 0; /* init made sure of one there */
+        ld->run = (ld->n - ld->offset) / all;
+        ld->n_order = ld->run * (uint64_t)ld->lanes;
+        return MNEMO_OK;
+    }
     if (ld->starts) {
         ld->offset = 0;
         n_win = ld->n_starts;
@@ -216,6 +224,47 @@ enum mnemo_status mni_loader_init(struct mni_loader *ld, const uint16_t *tok, ui
     return build_epoch(ld);
 }
 
+enum mnemo_status mni_loader_init_lanes(struct mni_loader *ld, const uint16_t *tok, uint64_t n,
+                                        int T, uint64_t seed, int rank, int world, int lanes)
+{
+    enum mnemo_status st = loader_begin(ld, tok, n, T, seed, rank, world);
+    if (st != MNEMO_OK) return st;
+    if (lanes < 1) return mni_err(MNEMO_ERR_ARG, "loader: %d lanes", lanes);
+    if (n / (uint64_t)T < (uint64_t)lanes * (uint64_t)world)
+        return mni_err(MNEMO_ERR_ARG, "the training data has %llu tokens, fewer than one window "
+                       "of %d for each of the %d lanes%s", (unsigned long long)n, T,
+                       lanes * world, world > 1 ? " of all processes" : "");
+    ld->lanes = lanes;
+    return build_epoch(ld);
+}
+
+int mni_loader_next_lanes(struct mni_loader *ld, uint16_t *x, uint16_t *y, int B, int *first)
+{
+    MNEMO_ASSERT(ld->lanes > 0 && ld->lanes % B == 0);
+    if (ld->pos.index >= ld->n_order) {
+        ld->pos.epoch++;
+        ld->pos.index = 0;
+        enum mnemo_status st = build_epoch(ld);
+        MNEMO_ASSERT(st == MNEMO_OK); /* init checked the stream holds a window per lane */
+    }
+    const uint64_t i = ld->pos.index / (uint64_t)ld->lanes; /* the step within the run */
+    const int lane = (int)(ld->pos.index % (uint64_t)ld->lanes);
+    const int T = ld->T;
+    for (int b = 0; b < B; b++) {
+        const uint64_t run = (uint64_t)ld->rank * (uint64_t)ld->lanes + (uint64_t)(lane + b);
+        const uint64_t s = ld->offset + (run * ld->run + i) * (uint64_t)T;
+        uint16_t *xb = x + (size_t)b * T, *yb = y + (size_t)b * T;
+        if (i == 0) mni_window_at(ld->tok, s, T, xb, yb);
+        else {
+            memcpy(xb, ld->tok + s - 1, (size_t)T * sizeof(uint16_t));
+            memcpy(yb, ld->tok + s, (size_t)T * sizeof(uint16_t));
+        }
+    }
+    ld->pos.index += (uint64_t)B;
+    *first = lane;
+    return i == 0;
+}
+
 uint64_t mni_doc_starts(const uint16_t *tok, uint64_t n, int T, uint16_t sep, uint64_t *starts)
 {
     uint64_t k = 0;
@@ -261,6 +310,9 @@ enum mnemo_status mni_loader_seek(struct mni_loader *ld, struct mni_loader_pos p
 {
     ld->pos = pos;
     enum mnemo_status st = build_epoch(ld);
+    if (st == MNEMO_OK && ld->lanes && pos.index % (uint64_t)ld->lanes)
+        st = mni_err(MNEMO_ERR_FORMAT, "saved data position %llu is not at a step of %d lanes",
+                     (unsigned long long)pos.index, ld->lanes);
     if (st == MNEMO_OK && pos.index > ld->n_order)
         st = mni_err(MNEMO_ERR_FORMAT, "saved data position %llu is past the end of epoch (%llu windows)",
                      (unsigned long long)pos.index, (unsigned long long)ld->n_order);

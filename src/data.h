@@ -62,6 +62,10 @@ struct mni_loader {
      * order then indexes this list and offset stays 0 */
     uint64_t *starts;    /* (n_starts), NULL in the default mode */
     uint64_t n_starts;
+    /* lanes mode (mni_loader_init_lanes): lanes per rank, and the windows of each lane's run
+     * this epoch; pos.index counts windows handed out, lane-major within a step */
+    int lanes;           /* 0 in the other modes */
+    uint64_t run;
 };
 
 /* The stream must hold at least one window of T tokens per rank, T * world (MNEMO_ERR_ARG
@@ -75,6 +79,19 @@ enum mnemo_status mni_loader_init(struct mni_loader *ld, const uint16_t *tok, ui
  * MNEMO_ERR_ARG if no document leaves room for a window. */
 enum mnemo_status mni_loader_init_docs(struct mni_loader *ld, const uint16_t *tok, uint64_t n,
                                        int T, uint64_t seed, int rank, int world, uint16_t sep);
+/* Lanes mode, for kinds that carry a state from one window to the next: each epoch (from a
+ * random offset in [0, T)) the stream is cut into lanes * world runs of equal length, a whole
+ * number of windows each (the few tokens left over at the end wait for another epoch's
+ * offset); lane j of rank r reads run r * lanes + j from its start, a window per step, so
+ * consecutive windows of a lane are consecutive text. A window continues the text before it:
+ * x = t_{s-1}..t_{s+T-2} (BOS, x = [BOS, t_s..], at a run's start only), y = t_s..t_{s+T-1}.
+ * Every token is a target at most once per epoch. MNEMO_ERR_ARG if the stream has fewer than
+ * lanes * world windows. Windows are taken with mni_loader_next_lanes. */
+enum mnemo_status mni_loader_init_lanes(struct mni_loader *ld, const uint16_t *tok, uint64_t n,
+                                        int T, uint64_t seed, int rank, int world, int lanes);
+/* The next windows of B lanes (a step's lanes in order, B dividing lanes): x, y (B,T), *first
+ * the first of them; returns 1 if they start their runs (new text: their states start over). */
+int mni_loader_next_lanes(struct mni_loader *ld, uint16_t *x, uint16_t *y, int B, int *first);
 /* The document starts of a stream with room for a window: positions p with p + T <= n that are
  * 0 or follow a token equal to sep. Returns how many; fills starts (if not NULL) with them. */
 uint64_t mni_doc_starts(const uint16_t *tok, uint64_t n, int T, uint16_t sep, uint64_t *starts);

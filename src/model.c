@@ -193,6 +193,7 @@ enum mnemo_status mni_model_plan(struct mnemo_model **out, const struct mnemo_mo
     if (st != MNEMO_OK) return st;
     struct mnemo_model *m = mni_alloc(sizeof(*m));
     if (!m) return mni_err(MNEMO_ERR_NOMEM, "out of memory creating the model");
+    m->use_first = -1;
     struct mnemo_model_config c = *cfg;
     c.vocab_padded = padded_vocab(cfg);
     m->attn = mnemo_attn_ops_get(cfg->attn_kind);
@@ -258,6 +259,7 @@ static enum mnemo_status reshape(struct mnemo_model *m, const struct mnemo_model
     MNEMO_ASSERT(st == MNEMO_OK && m->n_pinfo == old_n); /* shapes checked by the callers */
     for (int i = 0; i < old_n; i++) MNEMO_ASSERT(m->pinfo[i].offset == old[i].offset);
     free_acts(m);
+    mnemo_model_set_lanes(m, 0); /* their size may follow */
     return MNEMO_OK;
 }
 
@@ -335,6 +337,7 @@ void mnemo_model_free(struct mnemo_model *m)
 {
     if (!m) return;
     free_acts(m);
+    mnemo_model_set_lanes(m, 0);
     mni_free(m->lcfg);
     mni_free(m->attn_opts);
     mni_free(m->params);
@@ -557,6 +560,88 @@ void mni_head_forward(const struct mnemo_model *m, float *logits, float *lnf, fl
     mni_matmul_fwd(logits, lnf, mni_model_param(m, MNI_P_WTE, 0), NULL, N, C, Vp);
 }
 
+/* ---- lanes ------------------------------------------------------------------------------------ */
+
+static size_t layer_carry_bytes(const struct mnemo_model *m, int l)
+{
+    return m->attn->carry_bytes ? m->attn->carry_bytes(&m->lcfg[l]) : 0;
+}
+
+size_t mnemo_model_carry_bytes(const struct mnemo_model *m)
+{
+    size_t n = 0;
+    for (int l = 0; l < m->cfg.n_layer; l++) n += layer_carry_bytes(m, l);
+    return n;
+}
+
+enum mnemo_status mnemo_model_set_lanes(struct mnemo_model *m, int n_lanes)
+{
+    const size_t cb = n_lanes > 0 ? mnemo_model_carry_bytes(m) : 0;
+    if (n_lanes < 0 || (n_lanes > 0 && cb == 0))
+        return mni_err(MNEMO_ERR_ARG, "lanes: %d lanes for %s attention, which carries no state "
+                       "from one window to the next (%s)", n_lanes, m->attn->name,
+                       n_lanes < 0 ? "need >= 0" : "0 is the only choice");
+    mni_free(m->carry);
+    mni_free(m->carry_next);
+    m->carry = m->carry_next = NULL;
+    m->n_lanes = 0;
+    m->use_first = -1;
+    m->lane_B = m->lane_pending = 0;
+    if (n_lanes == 0) return MNEMO_OK;
+    const size_t n = mni_mul((size_t)n_lanes, cb);
+    m->carry = mni_alloc(n);
+    m->carry_next = mni_alloc(n);
+    if (!m->carry || !m->carry_next) {
+        mnemo_model_set_lanes(m, 0);
+        return mni_err(MNEMO_ERR_NOMEM, "out of memory for %d lanes of %zu bytes", n_lanes, cb);
+    }
+    memset(m->carry, 0, n); /* all zero bytes: a fresh lane */
+    m->n_lanes = n_lanes;
+    return MNEMO_OK;
+}
+
+/* Layer l's states of lane `first` onwards, in buf (carry or carry_next). */
+static char *lane_at(const struct mnemo_model *m, char *buf, int l, int first)
+{
+    size_t off = 0;
+    for (int i = 0; i < l; i++) off += layer_carry_bytes(m, i);
+    return buf + off * (size_t)m->n_lanes + (size_t)first * layer_carry_bytes(m, l);
+}
+
+/* The last lane forward's end states become the lanes' states. */
+static void lanes_commit(struct mnemo_model *m)
+{
+    if (!m->lane_pending) return;
+    for (int l = 0; l < m->cfg.n_layer; l++)
+        memcpy(lane_at(m, m->carry, l, m->lane_first), lane_at(m, m->carry_next, l, m->lane_first),
+               (size_t)m->lane_B * layer_carry_bytes(m, l));
+    m->lane_pending = 0;
+}
+
+enum mnemo_status mnemo_model_use_lanes(struct mnemo_model *m, int first, int fresh)
+{
+    if (first < 0 || first >= m->n_lanes)
+        return mni_err(MNEMO_ERR_ARG, "lanes: lane %d of %d", first, m->n_lanes);
+    m->use_first = first;
+    m->use_fresh = fresh != 0;
+    return MNEMO_OK;
+}
+
+void *mni_model_lanes(struct mnemo_model *m, size_t *bytes)
+{
+    lanes_commit(m);
+    *bytes = mni_mul((size_t)m->n_lanes, mnemo_model_carry_bytes(m));
+    return m->carry;
+}
+
+/* The io's carry of layer l for the last forward (NULL, NULL: fresh windows). */
+static void lanes_io(const struct mnemo_model *m, int l, struct mnemo_attn_io *io)
+{
+    if (!m->lane_B) return;
+    io->carry = lane_at(m, m->carry, l, m->lane_first);
+    io->carry_out = lane_at(m, m->carry_next, l, m->lane_first);
+}
+
 struct train_attn_ctx {
     struct mnemo_model *m;
     int B, T;
@@ -579,6 +664,7 @@ static enum mnemo_status train_attn(void *vctx, struct mni_layer_acts *a, int l)
     io.params = (const float *const *)kp;
     io.act = a->attn_act;
     io.scratch = m->attn_scratch;
+    lanes_io(m, l, &io);
     enum mnemo_status st = m->attn->forward(&m->lcfg[l], &io);
     m->aux_sum += io.aux_loss;
     return st;
@@ -616,7 +702,18 @@ enum mnemo_status mnemo_model_forward(struct mnemo_model *m, const uint16_t *inp
     enum mnemo_status st = check_tokens(inputs, N, T, m->cfg.vocab, "input");
     if (st == MNEMO_OK && targets) st = check_tokens(targets, N, T, m->cfg.vocab, "target");
     if (st == MNEMO_OK) st = ensure_acts(m, B, T);
+    const int first = m->use_first;
+    m->use_first = -1; /* announced for this forward only */
+    if (st == MNEMO_OK && first >= 0 && first + B > m->n_lanes)
+        st = mni_err(MNEMO_ERR_ARG, "forward: lanes %d..%d of %d", first, first + B - 1,
+                     m->n_lanes);
     if (st != MNEMO_OK) return st;
+    lanes_commit(m);
+    for (int l = 0; first >= 0 && m->use_fresh && l < m->cfg.n_layer; l++)
+        memset(lane_at(m, m->carry, l, first), 0, (size_t)B * layer_carry_bytes(m, l));
+    m->lane_first = first >= 0 ? first : 0;
+    m->lane_B = first >= 0 ? B : 0;
+    m->lane_pending = m->lane_B > 0; /* once the forward is through */
     m->cur_B = B;
     m->cur_T = T;
     m->have_targets = targets != NULL;
@@ -703,6 +800,7 @@ enum mnemo_status mnemo_model_backward(struct mnemo_model *m, float grad_scale)
         io.dparams = kg;
         io.act = a->attn_act;
         io.scratch = m->attn_scratch;
+        lanes_io(m, l, &io);
         io.layer = l;
         io.training = m->training;
         io.seed = m->seed;

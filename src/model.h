@@ -104,6 +104,15 @@ struct mnemo_model {
     double aux_sum;    /* the kinds' aux_loss summed over the layers in the last forward */
     int training;      /* mnemo_model_set_mode */
     uint64_t seed;
+    /* lanes (mnemo_model_set_lanes): layer l's states of every lane at carry + n_lanes *
+     * (the carry bytes of the layers before l), each lane carry_bytes(lcfg[l]) long */
+    int n_lanes;
+    char *carry;       /* the lanes' states */
+    char *carry_next;  /* the last lane forward's end states, until the next forward */
+    int use_first;     /* the next forward's first lane, or -1 (mnemo_model_use_lanes) */
+    int use_fresh;     /* ... whose lanes start over */
+    int lane_first, lane_B; /* the last forward's lanes (lane_B 0: none) */
+    int lane_pending;  /* carry_next holds their states, not yet in carry */
     /* backward buffers, reused across layers */
     float *dres, *dtmp, *dqkv, *datty, *dfch;
     void *attn_scratch;
@@ -124,6 +133,10 @@ enum mnemo_status mni_model_alloc_params(struct mnemo_model *m);
 float *mni_model_param(const struct mnemo_model *m, int id, int layer);
 /* The kind's tensors of one layer (m->n_kparams pointers), in the params or the grads slab. */
 void mni_model_kind_params(const struct mnemo_model *m, int layer, float **p, int grads);
+/* The lanes' states (committed: the last lane forward's end states are in), n_lanes lanes of
+ * mnemo_model_carry_bytes each, layer-major; NULL when no lanes are kept. The train state saves
+ * and restores them through this pointer. */
+void *mni_model_lanes(struct mnemo_model *m, size_t *bytes);
 /* Tests: runs the kind's reference implementation instead of its fast one (on != 0), or back.
  * Frees the activations (the two may size them differently). */
 void mni_model_use_ref(struct mnemo_model *m, int on);

@@ -237,7 +237,7 @@ static void weights_checksum(const struct mnemo_model *m, const float *w, char o
 
 static enum mnemo_status save_all(struct trainer *t, double val_loss)
 {
-    char step[32], vl[48], ep[32], ix[32], seed[32], np[32], bt[64];
+    char step[32], vl[48], ep[32], ix[32], seed[32], np[32], bt[64], lanes[32];
     snprintf(step, sizeof(step), "%d", t->step);
     snprintf(vl, sizeof(vl), "%.9g", val_loss);
     char ema[32];
@@ -255,18 +255,23 @@ static enum mnemo_status save_all(struct trainer *t, double val_loss)
     snprintf(seed, sizeof(seed), "%llu", (unsigned long long)t->tc->seed);
     snprintf(np, sizeof(np), "%zu", t->m->n_params);
     snprintf(bt, sizeof(bt), "%d,%d,%d", t->tc->batch, t->ld.T, t->tc->grad_accum);
+    snprintf(lanes, sizeof(lanes), "%d", t->ld.lanes);
+    size_t lane_bytes;
+    void *lane_states = mni_model_lanes(t->m, &lane_bytes);
     const char *kv[] = {"mnemo.format", "2", "kind", "train_state", "step", step,
                         "data.epoch", ep, "data.index", ix, "seed", seed,
                         "n_params", np, "batch,seq,grad_accum", bt, "ema", ema,
                         "optimizer", opt, "data.doc_windows", t->tc->doc_windows ? "1" : "0",
-                        "model.checksum", sum};
-    struct mni_st_tensor ts[3] = {
+                        "model.checksum", sum, "data.lanes", lanes};
+    struct mni_st_tensor ts[4] = {
         {.name = "adam.m", .dtype = MNI_ST_F32, .ndim = 1, .shape = {t->m->n_params}, .data = t->adam_m},
         {.name = "adam.v", .dtype = MNI_ST_F32, .ndim = 1, .shape = {t->m->n_params}, .data = t->adam_v},
         {.name = "params", .dtype = MNI_ST_F32, .ndim = 1, .shape = {t->m->n_params}, .data = t->m->params},
+        {.name = "lanes", .dtype = MNI_ST_U8, .ndim = 1, .shape = {lane_bytes}, .data = lane_states},
     };
+    if (!t->ema) ts[2] = ts[3]; /* the tensors written: the first 2 or 3, then the lanes' */
     state_path_of(t, t->step, t->state_path);
-    enum mnemo_status st = mni_st_write(t->state_path, ts, t->ema ? 3 : 2, kv,
+    enum mnemo_status st = mni_st_write(t->state_path, ts, (t->ema ? 3 : 2) + (lane_bytes > 0), kv,
                                         sizeof(kv) / sizeof(kv[0]) / 2);
     if (st != MNEMO_OK) return st;
     /* the model file gets the average: swapped in for the write, and back (exact) */
@@ -426,6 +431,20 @@ static enum mnemo_status load_state(struct trainer *t)
         mni_swap_floats(t->m->params, t->ema, t->m->n_params);
         t->ema_live = 1;
     }
+    /* the lanes' carried states (runs of kinds that carry one) */
+    const char *saved_lanes = mni_st_meta(f, "data.lanes");
+    char lanes[32];
+    snprintf(lanes, sizeof(lanes), "%d", t->ld.lanes);
+    if (strcmp(saved_lanes ? saved_lanes : "0", lanes) != 0) {
+        st = mni_err(MNEMO_ERR_ARG, "resume: the run read %s lanes of consecutive text, not %s "
+                     "(the kind's carry option or the batch changed): an exact resume needs the "
+                     "same", saved_lanes ? saved_lanes : "0", lanes);
+        goto out;
+    }
+    size_t lane_bytes;
+    void *lane_states = mni_model_lanes(t->m, &lane_bytes);
+    size_t lshape[1] = {lane_bytes};
+    if (lane_bytes && (st = mni_st_read(f, "lanes", MNI_ST_U8, 1, lshape, lane_states))) goto out;
     struct mni_loader_pos pos = {ep, ix};
     if ((st = mni_loader_seek(&t->ld, pos))) goto out;
     t->step = (int)step;
@@ -634,9 +653,20 @@ enum mnemo_status mnemo_train(struct mnemo_model *m, const struct mnemo_train_co
         mni_doc_starts(val.tok, val.n, T, 10, val_starts);
     }
     if ((st = mni_comm_init(&comm))) goto out;
-    st = tc->doc_windows
+    /* a kind that carries a state across windows reads lanes of consecutive text */
+    const int lanes = mnemo_model_carry_bytes(m) ? B * tc->grad_accum : 0;
+    if (lanes && tc->doc_windows) {
+        st = mni_err(MNEMO_ERR_ARG, "doc_windows: %s attention carries its state from one window "
+                     "to the next (%s) and reads lanes of consecutive text, not documents",
+                     m->attn->name, m->attn_opts);
+        goto out;
+    }
+    st = lanes ? mni_loader_init_lanes(&t.ld, train.tok, train.n, T, tc->seed, comm.rank,
+                                       comm.world, lanes)
+         : tc->doc_windows
              ? mni_loader_init_docs(&t.ld, train.tok, train.n, T, tc->seed, comm.rank, comm.world, 10)
              : mni_loader_init(&t.ld, train.tok, train.n, T, tc->seed, comm.rank, comm.world);
+    if (st == MNEMO_OK && lanes) st = mnemo_model_set_lanes(m, lanes);
     if (st != MNEMO_OK) goto out;
     if ((st = mni_model_alloc_grads(m))) goto out;
     t.adam_m = mni_alloc(mni_mul(m->n_params, sizeof(float)));
@@ -669,8 +699,9 @@ enum mnemo_status mnemo_train(struct mnemo_model *m, const struct mnemo_train_co
         goto out;
     }
     log_line(&t, "{\"type\":\"start\",\"step\":%d,\"max_steps\":%d,\"batch\":%d,\"seq\":%d,"
-             "\"grad_accum\":%d,\"n_params\":%zu,\"threads\":%d}",
-             t.step, tc->max_steps, B, T, tc->grad_accum, mnemo_model_n_params(m), mni_get_threads());
+             "\"grad_accum\":%d,\"n_params\":%zu,\"threads\":%d,\"lanes\":%d}",
+             t.step, tc->max_steps, B, T, tc->grad_accum, mnemo_model_n_params(m), mni_get_threads(),
+             lanes);
 
     struct mnemo_train_event ev = {0};
     ev.max_steps = tc->max_steps;
@@ -687,8 +718,14 @@ enum mnemo_status mnemo_train(struct mnemo_model *m, const struct mnemo_train_co
         mnemo_model_zero_grad(m);
         double loss_sum = 0, aux_sum = 0;
         for (int a = 0; a < tc->grad_accum; a++) {
-            mni_loader_next(&t.ld, x, y, B);
             float loss;
+            if (lanes) {
+                int lane;
+                const int fresh = mni_loader_next_lanes(&t.ld, x, y, B, &lane);
+                if ((st = mnemo_model_use_lanes(m, lane, fresh))) goto out;
+            } else {
+                mni_loader_next(&t.ld, x, y, B);
+            }
             mnemo_model_set_mode(m, 1, step_seed(tc, t.step, a));
             st = mnemo_model_forward(m, x, y, B, T, &loss);
             if (st == MNEMO_OK) st = mnemo_model_backward(m, 1.0f / (float)tc->grad_accum);
@@ -787,6 +824,7 @@ numeric:
     }
 out:
     mnemo_model_set_mode(m, 0, 0);
+    mnemo_model_set_lanes(m, 0);
     mni_free(val_starts);
     /* the caller gets the model that was saved, on every path: with ema, the average */
     if (t.ema_live) memcpy(m->params, t.ema, m->n_params * sizeof(float));

@@ -123,7 +123,7 @@ grep -q "^train: segment=16 (the checkpoint had 8)$" "$W/err" || bad "--init --s
 expect_fail "--init --segment on dense" "segment=16: dense attention has no option 'segment'" "$MNEMO" train \
     --train "$W/data/train.bin" --out "$W/r3" --init "$W/run/model.safetensors" --segment 16
 expect_ok "info infini" "$MNEMO" info "$W/run_inf/model.safetensors"
-grep -q "^attn options segment=8,mem_update=delta,gate_lr_mult=10,mem_repeat=0$" "$W/out" \
+grep -q "^attn options segment=8,mem_update=delta,gate_lr_mult=10,mem_repeat=0,carry=false$" "$W/out" \
     || bad "info: no infini options"
 grep -q -E "^state +[0-9.]+ KiB at most, whatever the stream length$" "$W/out" || bad "info: no infini bound"
 expect_ok "generate infini past n_ctx" "$MNEMO" generate --model "$W/run_inf/model.safetensors" \
@@ -204,11 +204,11 @@ expect_ok "train --attn_opt" "$MNEMO" train --train "$W/data/train.bin" --out "$
     --steps 1 --attn infini --attn_opt segment=16,mem_update=delta
 grep -q "^infini attention options: segment=16,mem_update=delta," "$W/err" || bad "train --attn_opt: no options line"
 expect_ok "info --attn_opt" "$MNEMO" info "$W/run_ao/model.safetensors"
-grep -q "^attn options segment=16,mem_update=delta,gate_lr_mult=30,mem_repeat=0$" "$W/out" \
+grep -q "^attn options segment=16,mem_update=delta,gate_lr_mult=30,mem_repeat=0,carry=false$" "$W/out" \
     || bad "info: not the --attn_opt options"
 expect_ok "--attn_opt=..., repeated" "$MNEMO" train --train "$W/data/train.bin" --out "$W/run_ao2" \
     "${TINY[@]}" --steps 1 --attn infini --attn_opt=segment=4 --attn_opt mem_repeat=8 --mem_update delta
-grep -q "^infini attention options: segment=4,mem_update=delta,gate_lr_mult=30,mem_repeat=8$" "$W/err" \
+grep -q "^infini attention options: segment=4,mem_update=delta,gate_lr_mult=30,mem_repeat=8,carry=false$" "$W/err" \
     || bad "--attn_opt repeated: not every option taken"
 expect_fail "unknown kind option" "dense attention has no option 'no_such_opt'" "$MNEMO" train \
     --train "$W/data/train.bin" --out "$W/r_ko" "${TINY[@]}" --attn dense --attn_opt no_such_opt=4

@@ -8,7 +8,9 @@
  *                 [--rope 1] [--layer 1] [--n_layer 2] [--seed 5]
  * Writes DIR/attn.safetensors: qkv (B,T,3,NH,HS), dout, out (B,T,NH,HS), dqkv, aux (1),
  * param.<name> and grad.<name> for each of the kind's tensors, write_weights (B,S) for infini
- * with mem_repeat; metadata kind, opts (the canonical list), B, T, NH, HS, rope, rope_theta,
+ * with mem_repeat; for a kind that carries a state (CAP_CARRY), prev_qkv (the lanes' previous
+ * windows, run first in evaluation mode) and carry_out (U8, the state after the window, which
+ * ran with the previous windows' carry); metadata kind, opts (the canonical list), B, T, NH, HS, rope, rope_theta,
  * layer, n_layer, seed.
  */
 #include <stdio.h>
@@ -91,7 +93,23 @@ int main(int argc, char **argv)
         if (!kp[i] || !kg[i]) return 1;
         fill(kp[i], n, 300 + (uint64_t)i);
     }
+    /* a kind that carries a state: the lanes' previous windows first, their carry in */
+    const size_t ncarry = ops->carry_bytes ? (size_t)B * ops->carry_bytes(&cfg) : 0;
+    float *prev = ncarry ? malloc(3 * n_out * sizeof(float)) : NULL;
+    void *carry = ncarry ? mni_alloc(ncarry) : NULL, *carry_out = ncarry ? mni_alloc(ncarry) : NULL;
+    if (ncarry && (!prev || !carry || !carry_out)) return 1;
     struct mnemo_attn_io io = {0};
+    if (ncarry) {
+        fill(prev, 3 * n_out, 400 + (uint64_t)seed);
+        io.B = B, io.T = T, io.layer = layer, io.qkv = prev, io.out = o, io.act = act;
+        io.scratch = scr, io.params = (const float *const *)kp, io.carry_out = carry;
+        if (ops->forward(&cfg, &io) != MNEMO_OK) {
+            fprintf(stderr, "ref_attn: forward: %s\n", mnemo_last_error());
+            return 1;
+        }
+    }
+    io = (struct mnemo_attn_io){0};
+    io.carry = carry, io.carry_out = carry_out;
     io.B = B, io.T = T, io.layer = layer, io.training = 1, io.seed = 1000 + (uint64_t)seed;
     io.qkv = qkv, io.out = o, io.dout = dout, io.dqkv = dqkv, io.act = act, io.scratch = scr;
     io.params = (const float *const *)kp, io.dparams = kg;
@@ -117,7 +135,7 @@ int main(int argc, char **argv)
             for (size_t i = 0; i < (size_t)B * S; i++) ww[i] = 1.0f;
     }
     mkdir(out, 0777);
-    struct mni_st_tensor t[8 + 2 * MNEMO_ATTN_MAX_PARAMS];
+    struct mni_st_tensor t[10 + 2 * MNEMO_ATTN_MAX_PARAMS];
     char names[2 * MNEMO_ATTN_MAX_PARAMS][96];
     size_t n = 0;
 #define T4(nm, p, a, b, c, d)                                                                  \
@@ -129,6 +147,11 @@ int main(int argc, char **argv)
 #undef T4
     t[n++] = (struct mni_st_tensor){"aux", MNI_ST_F32, 1, {1}, &aux};
     if (ww) t[n++] = (struct mni_st_tensor){"write_weights", MNI_ST_F32, 2, {(size_t)B, S}, ww};
+    if (ncarry) {
+        t[n++] = (struct mni_st_tensor){"prev_qkv", MNI_ST_F32, 4,
+                                        {(size_t)B, (size_t)T, 3 * (size_t)NH, (size_t)HS}, prev};
+        t[n++] = (struct mni_st_tensor){"carry_out", MNI_ST_U8, 1, {ncarry}, carry_out};
+    }
     for (int i = 0; i < np; i++) {
         snprintf(names[2 * i], sizeof(names[0]), "param.%s", tab[i].name);
         snprintf(names[2 * i + 1], sizeof(names[0]), "grad.%s", tab[i].name);

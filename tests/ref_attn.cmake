@@ -11,6 +11,7 @@ set(MNEMO_REF_ATTN_CASES
   "selective|selective|mem_eps=0.5,mem_tau=2|"
   "infini_linear|infini|segment=8,mem_update=linear|"
   "infini_delta_weighted|infini|segment=7,mem_update=delta,mem_repeat=8|"
+  "infini_carry|infini|segment=8,mem_update=delta,mem_repeat=8,carry=true|--T 40"
   "window|window|w=9|"
   "block|block|b=7|"
   "block_prev|block|b=10,prev=true|"

@@ -15,6 +15,11 @@
  *  - the state bound: a stream of 10 x n_ctx tokens through a kind whose state is bounded (with
  *    the line's session options) never fails and never holds more than state_bytes; an unbounded
  *    state reports MNEMO_ERR_FULL at n_ctx and keeps what it held;
+ *  - carried state (kinds with CAP_CARRY for the line's options): a zeroed carry is a fresh
+ *    lane (bit for bit the NULL carry); windows chained through their carries give what a
+ *    session fed the lanes' whole text gives (step exactness), fast and reference alike, and
+ *    agree with each other (outputs, carries, gradients); the finite differences above run
+ *    with a carried state as well;
  *  - bad options: an unknown key, and for every option a value above its range (or an unknown
  *    name), are refused with a message naming the kind and the option.
  * A kind missing from cases[] fails the suite (test_every_kind_listed).
@@ -41,6 +46,8 @@ static const struct conf_case cases[] = {
     {MNEMO_ATTN_KIND_SELECTIVE, "mem_eps=0.5,mem_tau=2", "budget=6"},
     {MNEMO_ATTN_KIND_INFINI, "segment=7,mem_update=delta", ""},
     {MNEMO_ATTN_KIND_INFINI, "segment=16,mem_update=linear,mem_repeat=8", ""},
+    {MNEMO_ATTN_KIND_INFINI, "segment=16,mem_update=delta,carry=true", ""},
+    {MNEMO_ATTN_KIND_INFINI, "segment=8,mem_update=linear,mem_repeat=8,carry=true", ""},
     {MNEMO_ATTN_KIND_WINDOW, "w=13", ""},
     {MNEMO_ATTN_KIND_WINDOW, "w=70", ""},
     {MNEMO_ATTN_KIND_BLOCK, "b=13", ""},
@@ -260,6 +267,15 @@ static void test_finite_differences(void **state)
         tu_attn_bufs_init(&b, ref, &cfg, s.B, s.T);
         struct kparams kp;
         kparams_init(&kp, ref, &cfg, 3);
+        void *carry = NULL;
+        if (b.ncarry) { /* a carried state: the lanes' previous windows */
+            carry = malloc(b.ncarry);
+            assert_non_null(carry);
+            tu_fill_normal(b.qkv, b.nqkv, 1.0f, 30);
+            forward_ok(ref, &cfg, &b, &kp);
+            memcpy(carry, b.carry_out, b.ncarry);
+            b.carry = carry;
+        }
         tu_fill_normal(b.qkv, b.nqkv, 1.0f, 31);
         tu_fill_normal(b.dout, b.nout, 1.0f, 32);
         forward_ok(ref, &cfg, &b, &kp);
@@ -301,6 +317,7 @@ static void test_finite_differences(void **state)
         assert_true(kinks * 10 <= checked + kinks);
         for (int i = 0; i < kp.n; i++) free(dpar[i]);
         free(dqkv);
+        free(carry);
         kparams_free(&kp);
         tu_attn_bufs_free(&b);
     }
@@ -395,6 +412,130 @@ static void test_step_equals_forward(void **state)
             tu_attn_bufs_free(&b);
         }
     }
+}
+
+/* Carried state: windows of T (a multiple of what the lines' kinds need: 48) chained through
+ * their carries, K of them per lane, B lanes. */
+static void test_carry(void **state)
+{
+    (void)state;
+    enum { K = 3 };
+    int tested = 0;
+    for (size_t ci = 0; ci < N_CASES; ci++) {
+        const struct conf_case *c = &cases[ci];
+        const struct mnemo_attn_ops *fast = mnemo_attn_ops_get(c->kind);
+        const struct mnemo_attn_ops *ref = mnemo_attn_ops_get_ref(c->kind);
+        const struct shape s = {2, 48, 2, 16, 1};
+        struct mnemo_attn_cfg cfg = make_cfg(c, s.NH, s.HS, s.T, s.rope, "");
+        const uint32_t caps = fast->caps(&cfg);
+        if (!(caps & MNEMO_ATTN_CAP_CARRY)) continue;
+        tested++;
+        assert_true(fast->carry_bytes && ref->carry_bytes);
+        assert_true(fast->carry_bytes(&cfg) > 0);
+        assert_int_equal(fast->carry_bytes(&cfg), ref->carry_bytes(&cfg));
+        const size_t C = (size_t)s.NH * s.HS, wn = (size_t)s.T * C; /* floats of a window's out */
+        struct tu_attn_bufs bf, br;
+        tu_attn_bufs_init(&bf, fast, &cfg, s.B, s.T);
+        tu_attn_bufs_init(&br, ref, &cfg, s.B, s.T);
+        struct kparams kf, kr;
+        kparams_init(&kf, fast, &cfg, 17);
+        kparams_init(&kr, ref, &cfg, 17);
+        const size_t nc = bf.ncarry;
+        char *cf = calloc(1, nc), *cr = calloc(1, nc);  /* the lanes' carries, fresh */
+        float *qkv = malloc((size_t)K * bf.nqkv * sizeof(float)); /* window k of lane b at k B + b */
+        float *outf = malloc((size_t)K * bf.nout * sizeof(float));
+        float *outr = malloc((size_t)K * bf.nout * sizeof(float));
+        assert_true(cf && cr && qkv && outf && outr);
+        tu_fill_normal(qkv, (size_t)K * bf.nqkv, 1.0f, 71);
+
+        /* a zeroed carry is a fresh lane */
+        memcpy(bf.qkv, qkv, bf.nqkv * sizeof(float));
+        struct mnemo_attn_io io = make_io(&bf, &kf);
+        io.training = 0;
+        assert_int_equal(fast->forward(&cfg, &io), MNEMO_OK);
+        memcpy(outf, bf.out, bf.nout * sizeof(float));
+        bf.carry = cf;
+        io = make_io(&bf, &kf);
+        io.training = 0;
+        assert_int_equal(fast->forward(&cfg, &io), MNEMO_OK);
+        if (memcmp(outf, bf.out, bf.nout * sizeof(float)) != 0)
+            fail_msg("%s", label(c, &s, "a zeroed carry differs from a NULL one"));
+
+        /* K windows per lane through both paths, evaluation mode: outputs and carries agree */
+        for (int k = 0; k < K; k++) {
+            memcpy(bf.qkv, qkv + (size_t)k * bf.nqkv, bf.nqkv * sizeof(float));
+            memcpy(br.qkv, bf.qkv, bf.nqkv * sizeof(float));
+            bf.carry = cf, br.carry = cr;
+            io = make_io(&bf, &kf);
+            io.training = 0;
+            if (fast->forward(&cfg, &io) != MNEMO_OK) fail_msg("forward: %s", mnemo_last_error());
+            io = make_io(&br, &kr);
+            io.training = 0;
+            if (ref->forward(&cfg, &io) != MNEMO_OK) fail_msg("forward: %s", mnemo_last_error());
+            memcpy(outf + (size_t)k * bf.nout, bf.out, bf.nout * sizeof(float));
+            memcpy(outr + (size_t)k * bf.nout, br.out, bf.nout * sizeof(float));
+            if (!tu_close(label(c, &s, "carried out, fast vs ref"), bf.out, br.out, bf.nout,
+                          2e-5f, 2e-4f))
+                fail();
+            memcpy(cf, bf.carry_out, nc);
+            memcpy(cr, br.carry_out, nc);
+        }
+        /* each lane's K windows through a session, in chunks of 5: the chained windows */
+        for (int which = 0; which < 2; which++) {
+            const struct mnemo_attn_ops *ops = which ? ref : fast;
+            struct kparams *kp = which ? &kr : &kf;
+            const float *want = which ? outr : outf;
+            void *st = mni_alloc(ops->state_bytes(&cfg));
+            void *scr = mni_alloc(ops->step_scratch_bytes(&cfg, 5));
+            float *got = malloc(5 * C * sizeof(float));
+            assert_true(st && scr && got);
+            for (int b = 0; b < s.B; b++) {
+                ops->state_init(&cfg, st);
+                for (int t = 0; t < K * s.T; t += 5) {
+                    const int k = t / s.T, i = t % s.T;
+                    const int n = s.T - i < 5 ? s.T - i : 5; /* pieces inside a window */
+                    struct mnemo_attn_step sa = {
+                        n, 1, st, (const float *const *)kp->p,
+                        qkv + (size_t)k * bf.nqkv + ((size_t)b * s.T + i) * 3 * C, got, scr};
+                    if (ops->step(&cfg, &sa) != MNEMO_OK)
+                        fail_msg("%s step: %s", ops->name, mnemo_last_error());
+                    const float *w = want + (size_t)k * bf.nout + (size_t)b * wn + (size_t)i * C;
+                    if (!tu_close(label(c, &s, which ? "ref: stream vs carried windows"
+                                                     : "fast: stream vs carried windows"),
+                                  got, w, (size_t)n * C, 1e-4f, 1e-4f))
+                        fail();
+                    t += n - 5; /* the loop adds 5 */
+                }
+            }
+            mni_free(st), mni_free(scr), free(got);
+        }
+        /* training mode with a carried state: forward and backward, fast vs ref */
+        memcpy(bf.qkv, qkv, bf.nqkv * sizeof(float));
+        memcpy(br.qkv, qkv, bf.nqkv * sizeof(float));
+        tu_fill_normal(bf.dout, bf.nout, 1.0f, 72);
+        memcpy(br.dout, bf.dout, bf.nout * sizeof(float));
+        memcpy(cr, cf, nc);
+        bf.carry = cf, br.carry = cr;
+        forward_ok(fast, &cfg, &bf, &kf);
+        forward_ok(ref, &cfg, &br, &kr);
+        if (!tu_close(label(c, &s, "training, carried: out"), bf.out, br.out, bf.nout, 2e-5f, 2e-4f))
+            fail();
+        backward_ok(fast, &cfg, &bf, &kf, 1.0f);
+        backward_ok(ref, &cfg, &br, &kr, 1.0f);
+        if (tu_rel_max_err(bf.dqkv, br.dqkv, bf.nqkv) > 5e-4) {
+            tu_close(label(c, &s, "training, carried: dqkv"), bf.dqkv, br.dqkv, bf.nqkv, 0, 0);
+            fail();
+        }
+        for (int i = 0; i < kf.n; i++)
+            if (tu_rel_max_err(kf.g[i], kr.g[i], kf.numel[i]) > 5e-4) {
+                tu_close(label(c, &s, "training, carried: dparams"), kf.g[i], kr.g[i], kf.numel[i], 0, 0);
+                fail();
+            }
+        free(cf), free(cr), free(qkv), free(outf), free(outr);
+        kparams_free(&kf), kparams_free(&kr);
+        tu_attn_bufs_free(&bf), tu_attn_bufs_free(&br);
+    }
+    assert_true(tested > 0); /* the table has lines that carry */
 }
 
 static void test_state_bound(void **state)
@@ -497,6 +638,7 @@ int main(void)
         cmocka_unit_test(test_finite_differences),
         cmocka_unit_test(test_causal),
         cmocka_unit_test(test_step_equals_forward),
+        cmocka_unit_test(test_carry),
         cmocka_unit_test(test_state_bound),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

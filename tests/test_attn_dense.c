@@ -403,7 +403,7 @@ static void test_opts_format(void **state)
     assert_string_equal(buf, "budget=0,threshold=0,mem_eps=0,mem_tau=1");
     c = opts_ok(I, 1, "", -1);
     mnemo_attn_opts_format(&c, 1, 0xffu, 1, buf, sizeof(buf));
-    assert_string_equal(buf, "segment=0,mem_update=linear,gate_lr_mult=30,mem_repeat=0");
+    assert_string_equal(buf, "segment=0,mem_update=linear,gate_lr_mult=30,mem_repeat=0,carry=false");
     // the scope mask selects options by scope
     struct mnemo_attn_cfg s4[4];
     for (int l = 0; l < 4; l++) s4[l] = opts_ok(S, 4, "budget=7/6/8/9,threshold=0.5,mem_eps=0.1", l);

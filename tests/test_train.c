@@ -127,6 +127,87 @@ static void test_loader(void **s)
     assert_int_equal(mni_loader_init(&a, tok, 10, T, 42, 0, 1), MNEMO_ERR_ARG);
 }
 
+/* Lanes mode: each lane reads a run of consecutive text a window per step (x continuing the
+ * text, BOS at a run's start only, which is when the lanes are fresh); no target twice in an
+ * epoch, nearly every token a target; a seek reproduces the stream; ranks read disjoint runs. */
+static void test_loader_lanes(void **s)
+{
+    (void)s;
+    enum { N = 1000, T = 16, B = 2, LANES = 4 };
+    uint16_t tok[N]; /* token i is i: a window tells where it comes from */
+    for (int i = 0; i < N; i++) tok[i] = (uint16_t)i;
+    struct mni_loader a, b;
+    assert_int_equal(mni_loader_init_lanes(&a, tok, N, T, 42, 0, 1, LANES), MNEMO_OK);
+    uint16_t x[B * T], y[B * T];
+    int last[LANES]; /* each lane's last target */
+    struct mni_loader_pos saved = {0, 0};
+    uint16_t after[8][B * T]; /* the windows after `saved`, for the seek */
+    for (uint64_t ep = 0; ep < 3; ep++) {
+        unsigned char seen[N] = {0};
+        const uint64_t run = a.run;
+        assert_true(run >= 1 && run * LANES * T <= N && (run + 1) * LANES * T + T > N);
+        for (uint64_t i = 0; i < run; i++) {
+            if (ep == 1 && i == 2) saved = a.pos;
+            for (int k = 0; k < LANES / B; k++) {
+                int first;
+                const int fresh = mni_loader_next_lanes(&a, x, y, B, &first);
+                assert_int_equal(a.pos.epoch, ep);
+                assert_int_equal(first, k * B);
+                assert_int_equal(fresh, i == 0);
+                if (ep == 1 && i >= 2 && i < 6) memcpy(after[(i - 2) * 2 + k], x, sizeof(x));
+                for (int w = 0; w < B; w++) {
+                    const uint16_t *xw = x + w * T, *yw = y + w * T;
+                    for (int t = 0; t < T; t++) {
+                        assert_int_equal(yw[t], yw[0] + t); /* consecutive text */
+                        assert_false(seen[yw[t]]);
+                        seen[yw[t]] = 1;
+                        if (t) assert_int_equal(xw[t], yw[t - 1]);
+                    }
+                    if (fresh) assert_int_equal(xw[0], MNI_TOK_BOS);
+                    else { /* the lane's text goes on where its last window ended */
+                        assert_int_equal(yw[0], last[first + w] + 1);
+                        assert_int_equal(xw[0], last[first + w]);
+                    }
+                    last[first + w] = yw[T - 1];
+                }
+            }
+        }
+        int n_seen = 0;
+        for (int i = 0; i < N; i++) n_seen += seen[i];
+        assert_int_equal(n_seen, (int)(run * LANES * T));
+    }
+    /* a seek to a saved step reproduces what followed it */
+    assert_int_equal(mni_loader_init_lanes(&b, tok, N, T, 42, 0, 1, LANES), MNEMO_OK);
+    assert_int_equal(mni_loader_seek(&b, saved), MNEMO_OK);
+    for (int k = 0; k < 8 && saved.epoch == 1 && a.run >= 6; k++) {
+        int first;
+        assert_int_equal(mni_loader_next_lanes(&b, x, y, B, &first), 0);
+        assert_memory_equal(x, after[k], sizeof(x));
+    }
+    struct mni_loader_pos mid = {0, 1};
+    assert_int_equal(mni_loader_seek(&b, mid), MNEMO_ERR_FORMAT); /* not at a step */
+    mni_loader_free(&a);
+    mni_loader_free(&b);
+    /* two ranks read disjoint runs */
+    assert_int_equal(mni_loader_init_lanes(&a, tok, N, T, 42, 0, 2, 2), MNEMO_OK);
+    assert_int_equal(mni_loader_init_lanes(&b, tok, N, T, 42, 1, 2, 2), MNEMO_OK);
+    unsigned char owner[N] = {0};
+    for (uint64_t i = 0; i < a.run; i++)
+        for (int r = 0; r < 2; r++) {
+            int first;
+            mni_loader_next_lanes(r ? &b : &a, x, y, 2, &first);
+            for (int j = 0; j < 2 * T; j++) {
+                assert_true(owner[y[j]] == 0);
+                owner[y[j]] = (unsigned char)(r + 1);
+            }
+        }
+    mni_loader_free(&a);
+    mni_loader_free(&b);
+    /* fewer tokens than a window per lane */
+    assert_int_equal(mni_loader_init_lanes(&a, tok, 4 * T - 1, T, 42, 0, 1, LANES), MNEMO_ERR_ARG);
+    printf("expected error: %s\n", mnemo_last_error());
+}
+
 /* Document mode: windows start at the stream's start or right after a separator, every such
  * start with T tokens after it once per epoch, in an order that a seek reproduces. */
 static void test_loader_docs(void **s)
@@ -675,6 +756,120 @@ static void test_mem_repeat(void **s)
     mnemo_model_free(d);
     mnemo_model_free(plain);
     mnemo_model_free(a);
+}
+
+/* A model keeps its lanes: windows of a lane chained through the carried memory (infini,
+ * carry=true) give the logits a session fed the lane's text gives, evaluation forwards in
+ * between leave the lanes alone, and without the lanes the windows' logits differ. */
+static void test_model_lanes(void **s)
+{
+    (void)s;
+    enum { T = 32, B = 2, K = 3 };
+    struct mnemo_model *m = small_of_kind_opts(MNEMO_ATTN_KIND_INFINI, 5, "carry=true");
+    struct mnemo_model *plain = small_infini();
+    assert_true(mnemo_model_carry_bytes(m) > 0);
+    assert_int_equal(mnemo_model_carry_bytes(plain), 0);
+    assert_int_equal(mnemo_model_set_lanes(plain, 2), MNEMO_ERR_ARG);
+    printf("expected error: %s\n", mnemo_last_error());
+    assert_int_equal(mnemo_model_set_lanes(m, B), MNEMO_OK);
+    /* each lane's text: BOS, then K T - 1 random bytes; window k's inputs are its k-th T */
+    uint16_t text[B][K * T], x[B * T], junk[B * T];
+    struct mni_rng r;
+    mni_rng_seed(&r, 3);
+    for (int b = 0; b < B; b++) {
+        text[b][0] = MNI_TOK_BOS;
+        for (int i = 1; i < K * T; i++) text[b][i] = (uint16_t)mni_rng_below(&r, 256);
+    }
+    for (int i = 0; i < B * T; i++) junk[i] = (uint16_t)mni_rng_below(&r, 256);
+    const size_t Vp = (size_t)mnemo_model_get_config(m)->vocab_padded;
+    float *lanes = malloc((size_t)K * B * T * Vp * sizeof(float));
+    assert_non_null(lanes);
+    for (int k = 0; k < K; k++) {
+        for (int b = 0; b < B; b++) memcpy(x + b * T, text[b] + k * T, T * sizeof(uint16_t));
+        assert_int_equal(mnemo_model_use_lanes(m, 0, k == 0), MNEMO_OK);
+        assert_int_equal(mnemo_model_forward(m, x, NULL, B, T, NULL), MNEMO_OK);
+        memcpy(lanes + (size_t)k * B * T * Vp, mnemo_model_logits(m), B * T * Vp * sizeof(float));
+        /* an evaluation forward in between: fresh windows, the lanes untouched */
+        assert_int_equal(mnemo_model_forward(m, junk, NULL, B, T, NULL), MNEMO_OK);
+        if (k > 0) { /* ... and without the carried memory window k reads otherwise */
+            assert_int_equal(mnemo_model_forward(m, x, NULL, B, T, NULL), MNEMO_OK);
+            assert_true(tu_rel_max_err(mnemo_model_logits(m), lanes + (size_t)k * B * T * Vp,
+                                       B * T * Vp) > 1e-3);
+        }
+    }
+    for (int b = 0; b < B; b++) {
+        struct mnemo_session *ss;
+        assert_int_equal(mnemo_session_create(&ss, m, 8), MNEMO_OK);
+        for (int t = 0; t < K * T; t += 8) {
+            const float *lg;
+            assert_int_equal(mnemo_session_feed(ss, text[b] + t, 8, &lg), MNEMO_OK);
+            for (int i = 0; i < 8; i++) {
+                const int k = (t + i) / T, p = (t + i) % T;
+                const float *want = lanes + (((size_t)k * B + b) * T + p) * Vp;
+                TU_ASSERT_CLOSE("lanes vs session", lg + (size_t)i * Vp, want, MNEMO_TOK_VOCAB,
+                                1e-4f, 1e-4f);
+            }
+        }
+        mnemo_session_free(ss);
+    }
+    /* lanes beyond those kept are refused at the forward */
+    assert_int_equal(mnemo_model_use_lanes(m, 1, 0), MNEMO_OK);
+    assert_int_equal(mnemo_model_forward(m, x, NULL, B, T, NULL), MNEMO_ERR_ARG);
+    printf("expected error: %s\n", mnemo_last_error());
+    assert_int_equal(mnemo_model_use_lanes(m, 2, 0), MNEMO_ERR_ARG);
+    free(lanes);
+    mnemo_model_free(plain);
+    mnemo_model_free(m);
+}
+
+/* Training a kind that carries a state: lanes of consecutive text (with gradient accumulation,
+ * lanes of both micro-batches), the lanes' states in the train state, so that a resumed run
+ * equals the uninterrupted one bit for bit; the carry changes the run; a resume without it,
+ * and doc_windows with it, are refused. */
+static void lanes_cfg(struct mnemo_train_config *tc, const char *out, char *tr, char *va)
+{
+    train_cfg(tc, out, tr, va);
+    tc->max_steps = 12;
+    tc->batch = 2;
+    tc->grad_accum = 2;
+}
+
+static void test_train_lanes(void **s)
+{
+    (void)s;
+    char tr[512], va[512];
+    struct mnemo_train_config tc;
+    struct mnemo_model *a = small_of_kind_opts(MNEMO_ATTN_KIND_INFINI, 11, "carry=true");
+    struct mnemo_model *b = small_of_kind_opts(MNEMO_ATTN_KIND_INFINI, 11, "carry=true");
+    struct mnemo_model *plain = small_infini();
+    lanes_cfg(&tc, make_dir("run_lanes_plain"), tr, va);
+    assert_int_equal(mnemo_train(plain, &tc, NULL, NULL), MNEMO_OK);
+    lanes_cfg(&tc, make_dir("run_lanes_a"), tr, va);
+    assert_int_equal(mnemo_train(a, &tc, NULL, NULL), MNEMO_OK);
+    assert_true(memcmp(a->params, plain->params, a->n_params * sizeof(float)) != 0);
+    const char *dir_b = make_dir("run_lanes_b");
+    lanes_cfg(&tc, dir_b, tr, va);
+    tc.ckpt_every = 5;
+    stop_and_reload(&b, &tc, dir_b, 7);
+    assert_int_equal(mnemo_train(b, &tc, NULL, NULL), MNEMO_OK);
+    assert_memory_equal(a->params, b->params, a->n_params * sizeof(float));
+    assert_int_equal(b->n_lanes, 0); /* the run let go of its lanes */
+    /* the resume needs the lanes: the same run without the carry is refused */
+    tc.max_steps = 20;
+    assert_int_equal(mnemo_model_set_attn_opts(b, "carry=false"), MNEMO_OK);
+    assert_int_equal(mnemo_train(b, &tc, NULL, NULL), MNEMO_ERR_ARG);
+    printf("expected error: %s\n", mnemo_last_error());
+    assert_non_null(strstr(mnemo_last_error(), "lanes"));
+    /* documents and lanes do not mix */
+    assert_int_equal(mnemo_model_set_attn_opts(b, "carry=true"), MNEMO_OK);
+    train_cfg(&tc, make_dir("run_lanes_doc"), tr, va);
+    tc.doc_windows = 1;
+    assert_int_equal(mnemo_train(b, &tc, NULL, NULL), MNEMO_ERR_ARG);
+    printf("expected error: %s\n", mnemo_last_error());
+    assert_non_null(strstr(mnemo_last_error(), "doc_windows"));
+    mnemo_model_free(plain);
+    mnemo_model_free(a);
+    mnemo_model_free(b);
 }
 
 static void test_bad_train_config(void **s)
@@ -1275,6 +1470,9 @@ int main(void)
         cmocka_unit_test(test_token_file),
         cmocka_unit_test(test_loader),
         cmocka_unit_test(test_loader_docs),
+        cmocka_unit_test(test_loader_lanes),
+        cmocka_unit_test(test_model_lanes),
+        cmocka_unit_test(test_train_lanes),
         cmocka_unit_test(test_doc_windows_val),
         cmocka_unit_test(test_loss_falls),
         cmocka_unit_test(test_loss_falls_muon),

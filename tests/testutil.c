@@ -121,12 +121,16 @@ void tu_attn_bufs_init(struct tu_attn_bufs *b, const struct mnemo_attn_ops *ops,
     b->act = mni_alloc(ops->act_bytes(cfg, B, T));
     b->scratch = mni_alloc(ops->scratch_bytes(cfg, B, T));
     assert_true(b->qkv && b->dqkv && b->out && b->dout && b->act && b->scratch);
+    b->ncarry = ops->carry_bytes ? (size_t)B * ops->carry_bytes(cfg) : 0;
+    b->carry = NULL;
+    b->carry_out = b->ncarry ? mni_alloc(b->ncarry) : NULL;
+    assert_true(!b->ncarry || b->carry_out);
 }
 
 void tu_attn_bufs_free(struct tu_attn_bufs *b)
 {
     mni_free(b->qkv), mni_free(b->dqkv), mni_free(b->out), mni_free(b->dout);
-    mni_free(b->act), mni_free(b->scratch);
+    mni_free(b->act), mni_free(b->scratch), mni_free(b->carry_out);
 }
 
 struct mnemo_attn_io tu_attn_io(struct tu_attn_bufs *b)
@@ -136,6 +140,7 @@ struct mnemo_attn_io tu_attn_io(struct tu_attn_bufs *b)
     io.B = b->B, io.T = b->T;
     io.qkv = b->qkv, io.out = b->out, io.dout = b->dout, io.dqkv = b->dqkv;
     io.act = b->act, io.scratch = b->scratch;
+    io.carry = b->carry, io.carry_out = b->carry_out;
     return io;
 }
 

@@ -38,11 +38,14 @@ struct tu_attn_bufs {
     size_t nqkv, nout;
     float *qkv, *out, *dout, *dqkv;
     void *act, *scratch;
+    size_t ncarry;     /* B * carry_bytes (0: the kind carries nothing) */
+    void *carry;       /* io.carry: NULL (fresh lanes) until a test points it at a state */
+    void *carry_out;   /* io.carry_out: (ncarry bytes), NULL when ncarry is 0 */
 };
 void tu_attn_bufs_init(struct tu_attn_bufs *b, const struct mnemo_attn_ops *ops,
                        const struct mnemo_attn_cfg *cfg, int B, int T);
 void tu_attn_bufs_free(struct tu_attn_bufs *b);
-/* An io over b's buffers (params, dparams NULL). */
+/* An io over b's buffers (params, dparams NULL; carry, carry_out as b holds them). */
 struct mnemo_attn_io tu_attn_io(struct tu_attn_bufs *b);
 /* A cfg of kind built by hand, not validated (tests of validate need impossible ones): the
  * shape, one layer, causal, RoPE base 10000, and every option at its table's default (a memset

@@ -195,6 +195,7 @@ enum {
     MNI_INF_OPT_MEM_UPDATE,   /* model: 0 linear, 1 delta */
     MNI_INF_OPT_GATE_LR_MULT, /* train: learning-rate multiplier of the gates */
     MNI_INF_OPT_MEM_REPEAT,   /* train: write weights log-uniform in [1, R] (0 = off) */
+    MNI_INF_OPT_CARRY,        /* train: the memory carried across windows (lanes) */
     MNI_INF_OPT_COUNT
 };
 /* The segment length N of a cfg (option segment, 0 meaning n_ctx). */
@@ -217,6 +218,43 @@ static inline int mni_inf_weighted(const struct mnemo_attn_cfg *cfg, const struc
  * (nothing drawn) when the call is not weighted. */
 int mni_inf_write_weights(const struct mnemo_attn_cfg *cfg, const struct mnemo_attn_io *io,
                           float *w);
+/* The carried state of one lane (option carry=true; mnemo_attn_io.carry), carry_bytes long:
+ *   header  64 bytes: an int64 counting the segments folded into the memory so far (0: a fresh
+ *           lane, whose memory is empty and not read), the rest zero
+ *   M, z    (NH,HS,HS) and (NH,HS) fp32: the memory after the lane's last window
+ * so all zero bytes is a fresh lane. A window continues the lane: its segment 0 reads M, z when
+ * the count is not 0, and the window's last segment is folded into carry_out (the session does
+ * the same at the segment's end), so windows of a multiple of N chained through their carries
+ * compute what a session fed the lane's text does. No gradient flows into the carried memory. */
+#define MNI_INF_CARRY_HDR 64
+static inline size_t mni_inf_carry_bytes(const struct mnemo_attn_cfg *cfg)
+{
+    const size_t HS = (size_t)cfg->head_dim;
+    return cfg->opt[MNI_INF_OPT_CARRY] != 0
+               ? MNI_INF_CARRY_HDR + (size_t)cfg->n_head * (HS * HS + HS) * sizeof(float)
+               : 0;
+}
+/* Lane b's header (segments folded so far), and the M, z of its head h. */
+static inline int64_t *mni_inf_carry_count(const void *carry, const struct mnemo_attn_cfg *cfg,
+                                           int b)
+{
+    return (int64_t *)((char *)carry + (size_t)b * mni_inf_carry_bytes(cfg));
+}
+static inline float *mni_inf_carry_M(const void *carry, const struct mnemo_attn_cfg *cfg, int b,
+                                     int h)
+{
+    const size_t HS = (size_t)cfg->head_dim;
+    return (float *)((char *)carry + (size_t)b * mni_inf_carry_bytes(cfg) + MNI_INF_CARRY_HDR) +
+           (size_t)h * HS * HS;
+}
+static inline float *mni_inf_carry_z(const void *carry, const struct mnemo_attn_cfg *cfg, int b,
+                                     int h)
+{
+    const size_t HS = (size_t)cfg->head_dim;
+    return (float *)((char *)carry + (size_t)b * mni_inf_carry_bytes(cfg) + MNI_INF_CARRY_HDR) +
+           (size_t)cfg->n_head * HS * HS + (size_t)h * HS;
+}
+
 /* The denominator guard of the memory read-out: sigma(q).z is clamped to at least this
  * (fp32; the spec's default, docs/internals/infini.md). */
 #define MNI_INF_DEN_EPS 1e-6f

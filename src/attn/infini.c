@@ -41,6 +41,12 @@
  * as if the segment had occurred c times; so dU and dsigma(k) of the fold carry a factor c; the
  * identity path of M, z does not. Forward saves the weights in act for backward.
  *
+ * Carried memory (option carry=true, training in lanes of consecutive text): a window whose lane
+ * carries a memory (io->carry, attn_int.h) starts from its M, z, and its segment 0 reads it like
+ * any later segment (the delta rule too); the last segment is folded into io->carry_out, as a
+ * session folds a segment at its end. No gradient flows into the carried M, z: backward is
+ * unchanged but for segment 0 reading (and so for dA_dot's weight there).
+ *
  * Streaming: the state is M, z and the current segment (its unrotated keys and values, and a
  * dense state of N slots for the local attention): constant in the stream length. When the
  * segment fills it is folded into M by the same code as in training, and a new one starts, so
@@ -290,6 +296,7 @@ static void local_call(struct local_call *lc, const struct mnemo_attn_cfg *dcfg,
  *   M      (B,NH,S,HS,HS) the memory entering each segment (S = ceil(T/N); M_0 = 0)
  *   z      (B,NH,S,HS)
  *   ww     (B,S) the write weights of the call (mem_repeat), for backward
+ *   c0     (B) int: 1 where the window continues a carried memory (segment 0 reads M_0)
  * Backward scratch:
  *   dadot  (B,T,NH,HS) dA_dot
  *   dense  the dense backward's scratch (the largest of the calls)
@@ -297,7 +304,7 @@ static void local_call(struct local_call *lc, const struct mnemo_attn_cfg *dcfg,
  *   work   (B,NH) struct mem_work: each task's work buffers (the forward's too)
  *   dbeta  (B,NH) doubles: each task's share of dbeta */
 struct inf_lay {
-    size_t adot, M, z, ww, total;                /* act */
+    size_t adot, M, z, ww, c0, total;            /* act */
     size_t dense, carry, work, dbeta, scr_total; /* scratch (dadot at 0) */
 };
 
@@ -321,7 +328,8 @@ static void inf_layout(struct inf_lay *lay, const struct mnemo_attn_cfg *cfg, in
     lay->M = mni_add(lay->adot, rows);
     lay->z = mni_add(lay->M, mni_align64(mni_mul(mni_mul(BNH, (size_t)S), mni_mul(HS * HS, sizeof(float)))));
     lay->ww = mni_add(lay->z, mni_align64(mni_mul(mni_mul(BNH, (size_t)S), HS * sizeof(float))));
-    lay->total = mni_add(lay->ww, mni_align64(mni_mul(mni_mul((size_t)B, (size_t)S), sizeof(float))));
+    lay->c0 = mni_add(lay->ww, mni_align64(mni_mul(mni_mul((size_t)B, (size_t)S), sizeof(float))));
+    lay->total = mni_add(lay->c0, mni_align64(mni_mul((size_t)B, sizeof(int))));
     lay->dense = rows;
     lay->carry = mni_add(lay->dense, mni_align64(dscr));
     const size_t carry = mni_mul(BNH, mni_mul(2 * (HS * HS + HS), sizeof(float)));
@@ -379,13 +387,18 @@ static const struct mnemo_attn_opt inf_opts[] = {
                                 0, 1e9, NULL,
                                 "training: weigh each segment's memory write by a factor drawn "
                                 "log-uniformly from [1, R], as if repeated (0 = off)"},
+    [MNI_INF_OPT_CARRY] = {"carry", MNEMO_ATTN_OPT_BOOL, MNEMO_ATTN_SCOPE_TRAIN, 0, 0, 0, 1, NULL,
+                           "training: carry each lane's memory from one window to the next "
+                           "(lanes of consecutive text, no gradient through it), as a stream "
+                           "does; windows should be a multiple of the segment"},
 };
 _Static_assert(sizeof(inf_opts) / sizeof(inf_opts[0]) == MNI_INF_OPT_COUNT, "inf_opts");
 
 static uint32_t inf_caps(const struct mnemo_attn_cfg *cfg)
 {
     return MNEMO_ATTN_CAP_CAUSAL | MNEMO_ATTN_CAP_STEP | MNEMO_ATTN_CAP_STEP_EXACT |
-           MNEMO_ATTN_CAP_BOUNDED | MNEMO_ATTN_CAP_TRAIN;
+           MNEMO_ATTN_CAP_BOUNDED | MNEMO_ATTN_CAP_TRAIN |
+           (mni_inf_carry_bytes(cfg) ? MNEMO_ATTN_CAP_CARRY : 0);
 }
 
 /* One gate logit beta per head, initialised to 0 (gate 0.5, the spec's initial value), with its
@@ -491,8 +504,11 @@ static enum mnemo_status inf_forward(const struct mnemo_attn_cfg *cfg, struct mn
     float *Ms = (float *)(act + lay.M);      // (B,NH,S,HS,HS)
     float *zs = (float *)(act + lay.z);      // (B,NH,S,HS)
     float *ww = (float *)(act + lay.ww);      // (B,S)
+    int *c0 = (int *)(act + lay.c0);          // (B)
     if (!mni_inf_write_weights(cfg, io, ww)) ww = NULL;
     const float *gate = io->params[0];       // (NH)
+    const int carry = mni_inf_carry_bytes(cfg) != 0;
+    for (int b = 0; b < B; b++) c0[b] = carry && io->carry && *mni_inf_carry_count(io->carry, cfg, b) > 0;
 
     // A_dot of every segment: the dense kind over windows of N tokens
     if ((st = run_local(cfg, io, adot, NULL, io->scratch, 0)) != MNEMO_OK) return st;
@@ -508,10 +524,15 @@ static enum mnemo_status inf_forward(const struct mnemo_attn_cfg *cfg, struct mn
         float *Mh = Ms + (size_t)bh * S * HH, *zh = zs + (size_t)bh * S * HS;
         struct mem_work w;
         mem_work(&w, work + (size_t)bh * wn, HS);
-        memset(Mh, 0, sizeof(float) * HH);
-        memset(zh, 0, sizeof(float) * (size_t)HS);
+        if (c0[b]) { // the lane's memory from its previous window
+            memcpy(Mh, mni_inf_carry_M(io->carry, cfg, b, h), sizeof(float) * HH);
+            memcpy(zh, mni_inf_carry_z(io->carry, cfg, b, h), sizeof(float) * (size_t)HS);
+        } else {
+            memset(Mh, 0, sizeof(float) * HH);
+            memset(zh, 0, sizeof(float) * (size_t)HS);
+        }
         for (int s = 0; s < S; s++) {
-            const int t0 = s * N, n = T - t0 < N ? T - t0 : N;
+            const int t0 = s * N, n = T - t0 < N ? T - t0 : N, read = s > 0 || c0[b];
             const float *M = Mh + (size_t)s * HH, *z = zh + (size_t)s * HS;
             const size_t row0 = (size_t)b * T + t0;
             const float *q0 = io->qkv + row0 * 3 * C + (size_t)h * HS;
@@ -519,20 +540,33 @@ static enum mnemo_status inf_forward(const struct mnemo_attn_cfg *cfg, struct mn
             const float *ad0 = adot + row0 * C + (size_t)h * HS;
             for (int r0 = 0; r0 < n; r0 += MEM_ROWS) {
                 const int r = n - r0 < MEM_ROWS ? n - r0 : MEM_ROWS;
-                if (s > 0)
+                if (read)
                     mem_read(w.a, w.p, w.den, w.inv, q0 + (size_t)r0 * 3 * C, 3 * C, r, M, z, HS);
                 for (int t = 0; t < r; t++) {
                     float *o = o0 + (size_t)(r0 + t) * C;
                     const float *ad = ad0 + (size_t)(r0 + t) * C;
-                    if (s == 0) memcpy(o, ad, sizeof(float) * (size_t)HS); // empty memory: A_dot
+                    if (!read) memcpy(o, ad, sizeof(float) * (size_t)HS); // empty memory: A_dot
                     else mix(o, w.a + (size_t)t * HS, ad, g, HS);
                 }
             }
-            if (s + 1 < S)
-                mem_fold(Mh + (size_t)(s + 1) * HH, zh + (size_t)(s + 1) * HS, M, z, q0 + C, 3 * C,
-                         q0 + 2 * C, 3 * C, n, HS, delta && s > 0, write_weight(ww, b, S, s), &w);
+            // the next segment's memory; the last segment's goes to the lane's carry
+            float *Mn = s + 1 < S ? Mh + (size_t)(s + 1) * HH
+                        : carry && io->carry_out ? mni_inf_carry_M(io->carry_out, cfg, b, h)
+                                                 : NULL;
+            float *zn = s + 1 < S ? zh + (size_t)(s + 1) * HS
+                        : Mn ? mni_inf_carry_z(io->carry_out, cfg, b, h) : NULL;
+            if (Mn)
+                mem_fold(Mn, zn, M, z, q0 + C, 3 * C, q0 + 2 * C, 3 * C, n, HS, delta && read,
+                         write_weight(ww, b, S, s), &w);
         }
     }
+    if (carry && io->carry_out)
+        for (int b = 0; b < B; b++) { // the header: the segments folded so far
+            char *hdr = (char *)mni_inf_carry_count(io->carry_out, cfg, b);
+            const int64_t n = (c0[b] ? *mni_inf_carry_count(io->carry, cfg, b) : 0) + S;
+            memset(hdr, 0, MNI_INF_CARRY_HDR);
+            memcpy(hdr, &n, sizeof(n));
+        }
     return MNEMO_OK;
 }
 
@@ -647,17 +681,18 @@ static enum mnemo_status inf_backward(const struct mnemo_attn_cfg *cfg, struct m
     const float *Ms = (const float *)(act + lay.M);      // (B,NH,S,HS,HS)
     const float *zs = (const float *)(act + lay.z);      // (B,NH,S,HS)
     const float *ww = mni_inf_weighted(cfg, io) ? (const float *)(act + lay.ww) : NULL;
+    const int *c0 = (const int *)(act + lay.c0);         // (B)
     const float *gate = io->params[0];                   // (NH)
     float *dadot = (float *)scr;                          // (B,T,NH,HS)
     float *carry = (float *)(scr + lay.carry);            // (B,NH,2,HS*HS+HS)
     double *dbeta = (double *)(scr + lay.dbeta);          // (B,NH)
 
-    // A = g A_mem + (1 - g) A_dot (A_dot alone in segment 0): dA_dot
+    // A = g A_mem + (1 - g) A_dot (A_dot alone while the memory is empty): dA_dot
 #pragma omp parallel for schedule(static)
     for (long row = 0; row < (long)B * T; row++) {
-        const int s = (int)(row % T) / N;
+        const int s = (int)(row % T) / N, read = s > 0 || c0[row / T];
         for (int h = 0; h < NH; h++) {
-            const float w = s == 0 ? 1.0f : 1.0f - gate_of(gate[h]);
+            const float w = !read ? 1.0f : 1.0f - gate_of(gate[h]);
             const float *g = io->dout + (size_t)row * C + (size_t)h * HS;
             float *d = dadot + (size_t)row * C + (size_t)h * HS;
             for (int j = 0; j < HS; j++) d[j] = w * g[j];
@@ -680,15 +715,16 @@ static enum mnemo_status inf_backward(const struct mnemo_attn_cfg *cfg, struct m
         struct mem_work w;
         mem_work(&w, work + (size_t)bh * wn, HS);
         double db = 0.0;
-        memset(dMn, 0, sizeof(float) * (HH + HS)); // nothing reads the memory after the window
+        // nothing in the window reads the memory after it (a carried one takes no gradient)
+        memset(dMn, 0, sizeof(float) * (HH + HS));
         for (int s = S - 1; s >= 0; s--) {
-            const int t0 = s * N, n = T - t0 < N ? T - t0 : N;
+            const int t0 = s * N, n = T - t0 < N ? T - t0 : N, read = s > 0 || c0[b];
             const size_t row0 = (size_t)b * T + t0, hoff = (size_t)h * HS;
             memcpy(dM, dMn, sizeof(float) * (HH + HS)); // M_{s+1} = M_s + ...: identity path
             db += seg_bwd(io->dqkv + row0 * 3 * C + hoff, dM, dz, io->qkv + row0 * 3 * C + hoff,
                           io->dout + row0 * C + hoff, adot + row0 * C + hoff, C,
                           Mh + (size_t)s * HH, zh + (size_t)s * HS, dMn, dzn, n, HS, g, s + 1 < S,
-                          delta && s > 0, write_weight(ww, b, S, s), s > 0, &w);
+                          delta && read, write_weight(ww, b, S, s), read, &w);
             float *t = dMn;
             dMn = dM, dM = t;
             dzn = dMn + HH, dz = dM + HH;
@@ -976,7 +1012,8 @@ static enum mnemo_status ref_step(const struct mnemo_attn_cfg *cfg, struct mnemo
 #define INF_COMMON                                                                             \
     .api_version = MNEMO_ATTN_API_VERSION, .name = "infini", .opts = inf_opts,                \
     .n_opts = MNI_INF_OPT_COUNT, .caps = inf_caps, .validate = inf_validate,                   \
-    .params = inf_params, .flops_per_token = inf_flops, .act_bytes = inf_act_bytes
+    .params = inf_params, .flops_per_token = inf_flops, .act_bytes = inf_act_bytes,          \
+    .carry_bytes = mni_inf_carry_bytes
 
 const struct mnemo_attn_ops mni_attn_infini = {
     INF_COMMON,

@@ -12,6 +12,9 @@
  * With write weights (option mem_repeat, training; drawn by mni_inf_write_weights from the
  * call's seed, as the fast path draws them) segment s's fold is scaled by its weight c:
  * M_{s+1} = M_s + c sum_t sigma(k_t)^T u_t, z_{s+1} = z_s + c sum_t sigma(k_t).
+ * With a carried memory (option carry, io->carry of a lane whose count is not 0) M_0, z_0 are the
+ * lane's and segment 0 reads them like any other; the last segment is then folded too, into
+ * io->carry_out. No gradient flows into the carried memory.
  * Backward is reverse-mode differentiation of those loops, term by term: the local softmax
  * (dS = P (dP - D)), then the memory from the last segment to the first with dM, dz carried
  * across segments (docs/internals/infini.md writes the terms out). Serial; tests use small
@@ -33,8 +36,8 @@ static void rot_d(double *x, int pos, const struct mnemo_attn_cfg *cfg, int sign
     if (cfg->rope) mni_rope_apply_d(x, pos, cfg->head_dim, cfg->rope_theta, sign);
 }
 
-/* Per-head buffers (doubles): q, k, v, rq, rk, ad, dA, dq, dk, dv (T,HS); Ms (S,HS,HS),
- * zs (S,HS); dM, dz, dM2, dz2 (HS*HS + HS each pair); p, dp (N); vectors (8 HS). */
+/* Per-head buffers (doubles): q, k, v, rq, rk, ad, dA, dq, dk, dv (T,HS); Ms (S+1,HS,HS),
+ * zs (S+1,HS) (M_S: the fold of the last segment, for a carry); dM, dz, dM2, dz2 (HS*HS + HS each pair); p, dp (N); vectors (8 HS). */
 struct rbuf {
     double *q, *k, *v, *rq, *rk, *ad, *dA, *dq, *dk, *dv, *Ms, *zs, *dM, *dz, *dM2, *dz2, *p, *dp;
     double *w; /* 8 HS */
@@ -44,7 +47,7 @@ static size_t rbuf_doubles(const struct mnemo_attn_cfg *cfg, int T)
 {
     const size_t HS = (size_t)cfg->head_dim, N = (size_t)mni_inf_segment(cfg);
     const size_t S = ((size_t)T + N - 1) / N;
-    return mni_add(mni_add(mni_mul(10, mni_mul((size_t)T, HS)), mni_mul(S, HS * HS + HS)),
+    return mni_add(mni_add(mni_mul(10, mni_mul((size_t)T, HS)), mni_mul(S + 1, HS * HS + HS)),
                    mni_add(2 * (HS * HS + HS), 2 * N + 8 * HS));
 }
 
@@ -71,8 +74,8 @@ static void rbuf_carve(struct rbuf *r, const struct mnemo_attn_cfg *cfg, int T, 
     r->dq = p, p += TH;
     r->dk = p, p += TH;
     r->dv = p, p += TH;
-    r->Ms = p, p += S * HS * HS;
-    r->zs = p, p += S * HS;
+    r->Ms = p, p += (S + 1) * HS * HS;
+    r->zs = p, p += (S + 1) * HS;
     r->dM = p, p += HS * HS;
     r->dz = p, p += HS;
     r->dM2 = p, p += HS * HS;
@@ -101,9 +104,12 @@ static double read_d(double *a, double *px, const double *x, const double *M, co
     return den;
 }
 
-/* Forward of head h of window b into r (and out, if not NULL): local attention, memory. */
+/* Forward of head h of window b into r (and out, if not NULL): local attention, memory. cM,
+ * cz: the memory carried into the window (NULL: empty); with oM, oz the last segment is folded
+ * too, into them. */
 static void ref_head_fwd(const struct mnemo_attn_cfg *cfg, const float *qkv, int T, int h,
-                         double g, const float *ww, struct rbuf *r, float *out)
+                         double g, const float *ww, const float *cM, const float *cz,
+                         float *oM, float *oz, struct rbuf *r, float *out)
 {
     const int HS = cfg->head_dim, N = mni_inf_segment(cfg), S = (T + N - 1) / N;
     const size_t C = (size_t)cfg->n_head * HS, HH = (size_t)HS * HS;
@@ -138,29 +144,29 @@ static void ref_head_fwd(const struct mnemo_attn_cfg *cfg, const float *qkv, int
     }
     // memory, segment by segment
     double *am = r->w, *px = r->w + HS, *u = r->w + 2 * HS;
-    memset(r->Ms, 0, sizeof(double) * HH);
-    memset(r->zs, 0, sizeof(double) * (size_t)HS);
+    for (size_t i = 0; i < HH; i++) r->Ms[i] = cM ? cM[i] : 0.0;
+    for (int i = 0; i < HS; i++) r->zs[i] = cz ? cz[i] : 0.0;
     for (int s = 0; s < S; s++) {
-        const int t0 = s * N, t1 = t0 + N < T ? t0 + N : T;
+        const int t0 = s * N, t1 = t0 + N < T ? t0 + N : T, read = s > 0 || cM;
         const double *M = r->Ms + (size_t)s * HH, *z = r->zs + (size_t)s * HS;
         for (int t = t0; t < t1 && out; t++) {
             float *o = out + (size_t)t * C + (size_t)h * HS;
             const double *ad = r->ad + (size_t)t * HS;
-            if (s == 0) {
+            if (!read) {
                 for (int d = 0; d < HS; d++) o[d] = (float)ad[d];
                 continue;
             }
             read_d(am, px, r->q + (size_t)t * HS, M, z, HS);
             for (int d = 0; d < HS; d++) o[d] = (float)(g * am[d] + (1 - g) * ad[d]);
         }
-        if (s + 1 == S) break;
+        if (s + 1 == S && !oM) break;
         double *Mn = r->Ms + (size_t)(s + 1) * HH, *zn = r->zs + (size_t)(s + 1) * HS;
         memcpy(Mn, M, sizeof(double) * HH);
         memcpy(zn, z, sizeof(double) * (size_t)HS);
         const double c = ww ? ww[s] : 1.0; // the segment's write weight
         for (int t = t0; t < t1; t++) {
             const double *v = r->v + (size_t)t * HS;
-            if (mni_inf_delta(cfg) && s > 0) {
+            if (mni_inf_delta(cfg) && read) {
                 read_d(u, px, r->k + (size_t)t * HS, M, z, HS);
                 for (int j = 0; j < HS; j++) u[j] = v[j] - u[j];
             } else {
@@ -173,6 +179,21 @@ static void ref_head_fwd(const struct mnemo_attn_cfg *cfg, const float *qkv, int
             }
         }
     }
+    if (oM) { // M_S, z_S: what the lane carries into its next window
+        for (size_t i = 0; i < HH; i++) oM[i] = (float)r->Ms[(size_t)S * HH + i];
+        for (int i = 0; i < HS; i++) oz[i] = (float)r->zs[(size_t)S * HS + i];
+    }
+}
+
+/* The carried memory of head h of window b for ref_head_fwd (NULL: none or a fresh lane), and
+ * where its next one goes (*oM NULL: not asked for). */
+static const float *carried(const struct mnemo_attn_cfg *cfg, const struct mnemo_attn_io *io,
+                            int b, int h, const float **cz)
+{
+    const int on = mni_inf_carry_bytes(cfg) && io->carry &&
+                   *mni_inf_carry_count(io->carry, cfg, b) > 0;
+    *cz = on ? mni_inf_carry_z(io->carry, cfg, b, h) : NULL;
+    return on ? mni_inf_carry_M(io->carry, cfg, b, h) : NULL;
 }
 
 /* The call's write weights (B,S), drawn into the scratch after the per-head buffers, or NULL
@@ -197,11 +218,23 @@ enum mnemo_status mni_inf_ref_forward(const struct mnemo_attn_cfg *cfg, struct m
     struct rbuf r;
     rbuf_carve(&r, cfg, T, io->scratch);
     const float *ww = write_weights(cfg, io);
-    for (int b = 0; b < io->B; b++)
-        for (int h = 0; h < NH; h++)
+    const int out_carry = mni_inf_carry_bytes(cfg) && io->carry_out;
+    const int S = (T + mni_inf_segment(cfg) - 1) / mni_inf_segment(cfg);
+    for (int b = 0; b < io->B; b++) {
+        for (int h = 0; h < NH; h++) {
+            const float *cz, *cM = carried(cfg, io, b, h, &cz);
             ref_head_fwd(cfg, io->qkv + (size_t)b * T * 3 * C, T, h,
-                         1.0 / (1.0 + exp(-(double)io->params[0][h])), write_w(ww, b, T, cfg), &r,
+                         1.0 / (1.0 + exp(-(double)io->params[0][h])), write_w(ww, b, T, cfg),
+                         cM, cz, out_carry ? mni_inf_carry_M(io->carry_out, cfg, b, h) : NULL,
+                         out_carry ? mni_inf_carry_z(io->carry_out, cfg, b, h) : NULL, &r,
                          io->out + (size_t)b * T * C);
+        }
+        if (out_carry) { // the header: segments folded so far
+            const int64_t n = (io->carry ? *mni_inf_carry_count(io->carry, cfg, b) : 0) + S;
+            memset(mni_inf_carry_count(io->carry_out, cfg, b), 0, MNI_INF_CARRY_HDR);
+            *mni_inf_carry_count(io->carry_out, cfg, b) = n;
+        }
+    }
     return MNEMO_OK;
 }
 
@@ -291,7 +324,8 @@ enum mnemo_status mni_inf_ref_backward(const struct mnemo_attn_cfg *cfg, struct 
             const double g = 1.0 / (1.0 + exp(-(double)io->params[0][h]));
             const float *qkv = io->qkv + (size_t)b * T * 3 * C;
             const float *ww = write_w(wall, b, T, cfg);
-            ref_head_fwd(cfg, qkv, T, h, g, ww, &r, NULL);
+            const float *cz, *cM = carried(cfg, io, b, h, &cz);
+            ref_head_fwd(cfg, qkv, T, h, g, ww, cM, cz, NULL, NULL, &r, NULL);
             for (int t = 0; t < T; t++)
                 for (int d = 0; d < HS; d++)
                     r.dA[(size_t)t * HS + d] = io->dout[((size_t)b * T + t) * C + (size_t)h * HS + d];
@@ -301,7 +335,7 @@ enum mnemo_status mni_inf_ref_backward(const struct mnemo_attn_cfg *cfg, struct 
             // the local attention: dA_dot = (1 - g) dA (dA in segment 0); rotated dq, dk
             for (int i = 0; i < T; i++) {
                 const int t0 = i / N * N;
-                const double w = i < N ? 1.0 : 1.0 - g;
+                const double w = i < N && !cM ? 1.0 : 1.0 - g;
                 double m = -INFINITY, l = 0, D = 0;
                 for (int j = t0; j <= i; j++) {
                     double s = 0;
@@ -343,8 +377,8 @@ enum mnemo_status mni_inf_ref_backward(const struct mnemo_attn_cfg *cfg, struct 
                     const size_t o = (size_t)t * HS;
                     if (s + 1 < S)
                         fold_bwd_d(r.dk + o, r.dv + o, dMs, dzs, r.k + o, r.v + o, M, z, dMn,
-                                   dzn, delta && s > 0, ww ? ww[s] : 1.0, HS, r.w);
-                    if (s > 0)
+                                   dzn, delta && (s > 0 || cM), ww ? ww[s] : 1.0, HS, r.w);
+                    if (s > 0 || cM)
                         dg += read_bwd_d(r.dq + o, dMs, dzs, r.q + o, r.dA + o, r.ad + o, M, z,
                                          g, HS, r.w);
                 }

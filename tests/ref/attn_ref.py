@@ -7,6 +7,11 @@ parameters (dict name -> tensor), its options (dict key -> string, the canonical
 wrote) and a context (rope, rope_theta, layer, n_layer, write_weights), and returns (out
 (B,T,NH,HS), aux) where aux is the kind's auxiliary objective as the C kind reports it (0 when
 it has none): the checker differentiates sum(out * dout) + aux.
+
+A kind that carries a state from one window to the next reads ctx["carry"] (None: fresh lanes;
+else what it left in ctx["carry_out"] after the previous window, detached) and leaves its state
+after the window in ctx["carry_out"]; CARRY_DECODE[kind] reads the C side's carry bytes into the
+same form, for comparison.
 """
 
 import math
@@ -75,25 +80,38 @@ def infini(q, k, v, params, opts, ctx):
     g = torch.sigmoid(params["gate"])[None, :, None, None]
     ww = ctx["write_weights"]
     sig = lambda x: F.elu(x) + 1                                     # noqa: E731
-    M = q.new_zeros(B, NH, HS, HS)
-    z = q.new_zeros(B, NH, HS, 1)
+    carry = ctx.get("carry")  # (M, z, segments folded) of every lane, or None
+    M = q.new_zeros(B, NH, HS, HS) if carry is None else carry[0]
+    z = q.new_zeros(B, NH, HS, 1) if carry is None else carry[1]
+    count = torch.zeros(B, dtype=torch.int64) if carry is None else carry[2]
+    full = (count > 0)[:, None, None, None]  # lanes whose memory is not empty
     outs = []
     for s, s0 in enumerate(range(0, T, N)):
         qs, ks, vs = (t[:, s0:s0 + N] for t in (q, k, v))
         n = qs.shape[1]
         a_dot = _masked_softmax_attention(qs, ks, vs, _causal(n), ctx).transpose(1, 2)
         sq, sk, vh = sig(qs).transpose(1, 2), sig(ks).transpose(1, 2), vs.transpose(1, 2)
-        if s0 == 0:
-            a = a_dot
-        else:
-            a_mem = (sq @ M) / (sq @ z).clamp_min(R.MEM_DEN_EPS)
-            a = g * a_mem + (1 - g) * a_dot
-        outs.append(a)
-        u = vh - (sk @ M) / (sk @ z).clamp_min(R.MEM_DEN_EPS) if delta and s0 > 0 else vh
+        read = full if s0 == 0 else torch.ones_like(full)
+        a_mem = (sq @ M) / (sq @ z).clamp_min(R.MEM_DEN_EPS)
+        outs.append(torch.where(read, g * a_mem + (1 - g) * a_dot, a_dot))
+        u_delta = vh - (sk @ M) / (sk @ z).clamp_min(R.MEM_DEN_EPS)
+        u = torch.where(read, u_delta, vh) if delta else vh
         c = (ww[:, s] if ww is not None else torch.ones(B, dtype=q.dtype))[:, None, None, None]
         M = M + c * (sk.transpose(-2, -1) @ u)
         z = z + c * sk.sum(dim=-2)[..., None]
+    ctx["carry_out"] = (M.detach(), z.detach(), count + (T + N - 1) // N)
     return torch.cat(outs, dim=2).transpose(1, 2), 0.0
+
+
+def infini_carry(raw, B, NH, HS):
+    """The C side's carry bytes (B lanes: a 64-byte header whose first int64 counts the
+    segments folded, then M (NH,HS,HS) and z (NH,HS) float32) as (M, z, count)."""
+    lane = np.frombuffer(bytes(raw), dtype=np.uint8).reshape(B, -1)
+    count = torch.tensor(lane[:, :8].copy().view(np.int64)[:, 0])
+    f = lane[:, 64:].copy().view(np.float32).astype(np.float64)
+    M = torch.tensor(f[:, :NH * HS * HS]).reshape(B, NH, HS, HS)
+    z = torch.tensor(f[:, NH * HS * HS:]).reshape(B, NH, HS, 1)
+    return M, z, count
 
 
 def window(q, k, v, params, opts, ctx):
@@ -213,3 +231,5 @@ KINDS = {
     "longformer": longformer,
     "bigbird": bigbird,
 }
+
+CARRY_DECODE = {"infini": infini_carry}

@@ -6,7 +6,10 @@ usage: /usr/bin/python3 tests/ref/check_attn.py <dir>
 
 <dir>/attn.safetensors holds qkv (B,T,3NH,HS), dout, out, dqkv, aux, param.<name>,
 grad.<name>, write_weights (infini), and metadata kind, opts, B, T, NH, HS, rope, rope_theta,
-layer, n_layer. The reference computes out and aux, then the gradients of
+layer, n_layer. For a kind that carries a state across windows also prev_qkv (the lanes'
+previous windows, evaluated) and carry_out (the C carry after the window, bytes): the reference
+runs the previous windows first and the window with their carry, and compares its carry too.
+The reference computes out and aux, then the gradients of
 sum(out * dout) + aux; each tensor is compared by its relative error (max |got - want| over the
 largest |want|, with a noise floor for gradients), llm.c style. Exit 0 all pass, 1 a check
 failed, 2 bad input.
@@ -55,6 +58,14 @@ def main():
            "layer": int(meta["layer"]), "n_layer": int(meta["n_layer"]),
            "write_weights": torch.tensor(t["write_weights"], dtype=torch.float64)
            if "write_weights" in t else None}
+    if "prev_qkv" in t:  # the lanes' previous windows, in evaluation mode: their carry
+        prev = torch.tensor(t["prev_qkv"], dtype=torch.float64).reshape(B, T, 3, NH, HS)
+        pctx = dict(ctx, write_weights=None)
+        with torch.no_grad():
+            attn_ref.KINDS[kind](prev[:, :, 0], prev[:, :, 1], prev[:, :, 2],
+                                 {n[6:]: torch.tensor(a, dtype=torch.float64)
+                                  for n, a in t.items() if n.startswith("param.")}, opts, pctx)
+        ctx["carry"] = pctx["carry_out"]
     qkv = torch.tensor(t["qkv"], dtype=torch.float64).reshape(B, T, 3, NH, HS)
     q, k, v = (qkv[:, :, i].clone().requires_grad_(True) for i in range(3))
     params = {n[6:]: torch.tensor(a, dtype=torch.float64, requires_grad=True)
@@ -73,6 +84,11 @@ def main():
     for n, p in params.items():
         g = p.grad.numpy() if p.grad is not None else np.zeros(p.shape)
         checks.append(("grad." + n, rel(t["grad." + n], g, GRAD_FLOOR * gmax), TOL["grad"]))
+    if "carry_out" in t:
+        got = attn_ref.CARRY_DECODE[kind](t["carry_out"], B, NH, HS)
+        want = ctx["carry_out"]
+        for i, (a, b) in enumerate(zip(got, want)):
+            checks.append(("carry[%d]" % i, rel(a.numpy(), b.numpy()), TOL["out"]))
     bad = 0
     print("check_attn: %s [%s] B=%d T=%d NH=%d HS=%d rope=%s" % (kind, meta["opts"], B, T, NH,
                                                                   HS, meta["rope"]))
