@@ -5,7 +5,8 @@
 # shape (random weights, one thread, the same run for every kind), a training step and one-token
 # decode beside dense, and the attention state a session holds (mnemo info: the bound, and
 # whether it holds for any stream length). Writes runs/exp/kinds/results.jsonl and prints the
-# table. Pass-key accuracy by length is not in it yet.
+# table. Pass-key accuracy by length is not in it yet. Runs stopped on the way resume from their
+# last checkpoint (every 500 steps) when the script runs again.
 # usage: experiments/kinds_table.sh [STEPS]      (default 6000, the main job's)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,9 +25,21 @@ spec=""
 for kv in "${kinds[@]}"; do
     k=${kv%%|*} o=${kv#*|}
     [ -n "$o" ] && spec+="$k:$o;"
-    if [ ! -s "$out/$k/model.safetensors" ] || [ "$(./build/mnemo info "$out/$k/model.safetensors" | awk '$1=="train.step"{print $2}')" != "$steps" ]; then
-        ./build/mnemo train --config configs/kjv.json --out "$out/$k" --overwrite --steps "$steps" \
-            --eval_every 0 --ckpt_every 0 --attn "$k" ${o:+--attn_opt "$o"} --print_every 500
+    # a run of this length already done is reused; one stopped on the way (a checkpoint every
+    # 500 steps) is resumed; anything else starts over
+    done_steps=$( [ -s "$out/$k/model.safetensors" ] &&
+        ./build/mnemo info "$out/$k/model.safetensors" | awk '$1=="train.step"{print $2}' || true)
+    max_steps=$( [ -s "$out/$k/log.jsonl" ] && sed -n 's/.*"type":"start".*"max_steps":\([0-9]*\).*/\1/p' \
+        "$out/$k/log.jsonl" | tail -1 || true)
+    if [ "$done_steps" != "$steps" ]; then
+        if [ -n "$done_steps" ] && [ "$max_steps" = "$steps" ] &&
+           [ -s "$out/$k/train_state.$done_steps.safetensors" ]; then
+            how=(--resume)
+        else
+            how=(--overwrite)
+        fi
+        ./build/mnemo train --config configs/kjv.json --out "$out/$k" "${how[@]}" --steps "$steps" \
+            --eval_every 0 --ckpt_every 500 --attn "$k" ${o:+--attn_opt "$o"} --print_every 500
     fi
     bpb=$(./build/mnemo eval --model "$out/$k/model.safetensors" --data data/kjv/val.bin |
           sed -n 's/.*| \([0-9.]*\) bits\/byte$/\1/p')
