@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -110,12 +111,16 @@ struct progress {
     int every;      /* print a step line every this many steps */
     int tty;
     const struct mnemo_model *m;
+    int rank;       /* of this process in an MPI group: rank 0 alone prints */
+    int batch;      /* windows per step of one process (batch x grad_accum) */
 };
 
 static int on_event(const struct mnemo_train_event *ev, void *user)
 {
     struct progress *p = user;
     char el[32], eta[32];
+    p->rank = ev->rank;
+    if (ev->rank != 0) return interrupted != 0;
     switch (ev->kind) {
     case MNEMO_TRAIN_EV_START:
     {
@@ -133,6 +138,10 @@ static int on_event(const struct mnemo_train_event *ev, void *user)
                     "batch reads lanes of consecutive text (%zu bytes each); validation "
                     "windows start fresh\n", mnemo_attn_kind_name(c->attn_kind),
                     mnemo_model_carry_bytes(p->m));
+        if (ev->world > 1)
+            fprintf(stderr, "train: %d processes, %d windows per step in all (--batch is per "
+                    "process)\n", ev->world, p->batch * ev->world);
+        if (ev->note) fprintf(stderr, "train: note: %s\n", ev->note);
         fprintf(stderr, "train: starting at step %d of %d\n", ev->step, ev->max_steps);
         break;
     }
@@ -270,7 +279,7 @@ int cmd_train(int argc, char **argv)
         if ((st = mnemo_model_create(&m, &mc)) != MNEMO_OK) cli_fail("train", st, "bad model config");
         mnemo_model_init(m, tc.seed);
     }
-    struct progress p = {print_every, isatty(2), m};
+    struct progress p = {print_every, isatty(2), m, 0, tc.batch * tc.grad_accum};
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = on_sigint;
@@ -278,9 +287,12 @@ int cmd_train(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     st = mnemo_train(m, &tc, on_event, &p);
     if (st != MNEMO_OK) cli_fail("train", st, "training failed");
-    if (interrupted)
+    /* stopped before max_steps: by a signal here, or (MPI) on another process of the group */
+    const char *done = mnemo_model_meta(m, "train.step");
+    const int stopped = interrupted || (done && atoi(done) < tc.max_steps);
+    if (stopped && p.rank == 0)
         fprintf(stderr, "train: interrupted; to continue, run the same command with --resume "
                 "(the run is in %s)\n", tc.out_dir);
     mnemo_model_free(m);
-    return interrupted ? 130 : 0;
+    return stopped ? 130 : 0;
 }

@@ -262,6 +262,10 @@ struct mnemo_train_event {
     double val_bpb;
     const char *path;    /* CKPT: the checkpoint written */
     double aux_loss;     /* STEP: the kinds' auxiliary objective of the step (0 when none) */
+    int rank, world;     /* this process of the group training together (0 of 1 without MPI);
+                          * every process gets every event: print on rank 0 */
+    const char *note;    /* START: a remark on the run (e.g. a resume at another world size),
+                          * or NULL */
 };
 
 /* Called after every event; a non-zero return stops training after writing a checkpoint. */

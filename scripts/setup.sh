@@ -3,8 +3,8 @@
 # the compiler and CMake, OpenBLAS (both the pthread build, which provides the headers, and the
 # OpenMP build that mnemo links), cJSON, cmocka, the KJV text, and Python 3 with PyTorch (CPU)
 # and numpy for the reference tests, strace (the CLI test kills runs at chosen system calls
-# with it), and clang with libFuzzer (libclang-rt-14-dev) for the fuzzers' short runs. Safe to
-# run again.
+# with it), clang with libFuzzer (libclang-rt-14-dev) for the fuzzers' short runs, and Open MPI
+# (the MPI build's data-parallel test; -DMNEMO_MPI=ON). Safe to run again.
 # usage: scripts/setup.sh [--main | --experiments]
 #   --main: only what the main job needs, no test packages
 #   --experiments: the main job's packages plus Python 3 with matplotlib (experiments/*.sh plots)
@@ -14,7 +14,8 @@ pkgs=(build-essential cmake pkg-config libopenblas-dev libopenblas0-openmp libcj
 case "${1:-}" in
     --main) ;;
     --experiments) pkgs+=(python3 python3-matplotlib) ;;
-    "") pkgs+=(libcmocka-dev python3 python3-numpy python3-torch strace clang libclang-rt-14-dev) ;;
+    "") pkgs+=(libcmocka-dev python3 python3-numpy python3-torch strace clang libclang-rt-14-dev
+               libopenmpi-dev openmpi-bin) ;;
     *) echo "usage: scripts/setup.sh [--main | --experiments]" >&2; exit 2 ;;
 esac
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what is missing (scripts/setup.sh), builds in Release and runs
-# every test (unit tests, CLI behaviour, PyTorch reference checks), then builds the unit tests
-# with AddressSanitizer + UndefinedBehaviorSanitizer and runs them again, and last runs each
+# every test (unit tests, CLI behaviour, PyTorch reference checks), then the MPI build and its
+# data-parallel test (mpirun on this machine), then builds the unit tests with AddressSanitizer + UndefinedBehaviorSanitizer and runs them again, and last runs each
 # fuzzer for a few seconds (scripts/fuzz.sh), so that they keep building and passing.
 # usage: scripts/test.sh            (from the repository root or anywhere)
 set -euo pipefail
@@ -13,6 +13,12 @@ echo "== Release build and tests"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DMNEMO_WERROR=ON >/dev/null
 cmake --build build -j"$jobs" >/dev/null
 (cd build && OMP_NUM_THREADS=2 ctest --output-on-failure --no-tests=error)
+
+echo "== MPI build and data-parallel tests (tests/mpi_test.sh)"
+cmake -S . -B build-mpi -DCMAKE_BUILD_TYPE=Release -DMNEMO_MPI=ON -DMNEMO_BUILD_BENCH=OFF \
+      -DMNEMO_WERROR=ON >/dev/null
+cmake --build build-mpi -j"$jobs" --target mnemo_cli >/dev/null
+(cd build-mpi && ctest --output-on-failure --no-tests=error -R '^mpi$')
 
 echo "== ASan + UBSan build and unit tests"
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DMNEMO_SANITIZE=ON -DMNEMO_BUILD_BENCH=OFF \

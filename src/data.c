@@ -148,11 +148,11 @@ static enum mnemo_status build_epoch(struct mni_loader *ld)
     mni_rng_seed(&rng, ld->seed * 0x9e3779b97f4a7c15ULL + ld->pos.epoch + 1);
     uint64_t n_win;
     if (ld->lanes) { /* runs of whole windows, one per lane of every rank; no order to shuffle */
-        const uint64_t all = (uint64_t)ld->lanes * (uint64_t)ld->world * (uint64_t)ld->T;
+        const uint64_t lanes = (uint64_t)ld->lanes * (uint64_t)ld->world;
         ld->offset = mni_rng_below(&rng, (uint64_t)ld->T);
-        if ((ld->n - ld->offset) / all == 0) ld->offset = 0; /* init made sure of one there */
-        ld->run = (ld->n - ld->offset) / all;
-        ld->n_order = ld->run * (uint64_t)ld->lanes;
+        if ((ld->n - ld->offset) / (lanes * (uint64_t)ld->T) == 0) ld->offset = 0; /* init made sure of one there */
+        ld->run = (ld->n - ld->offset) / (lanes * (uint64_t)ld->T);
+        ld->n_order = ld->run * lanes;
         return MNEMO_OK;
     }
     if (ld->starts) {
@@ -168,16 +168,16 @@ static enum mnemo_status build_epoch(struct mni_loader *ld)
             n_win = ld->n / (uint64_t)ld->T;
         }
     }
-    /* this rank's windows: i = rank, rank + world, ... */
-    uint64_t mine = n_win > (uint64_t)ld->rank ? (n_win - 1 - (uint64_t)ld->rank) / (uint64_t)ld->world + 1 : 0;
-    if (mine == 0) return mni_err(MNEMO_ERR_ARG, "too few tokens for one window per rank");
+    /* one order for the whole group: every rank shuffles the same way and takes its slices */
+    const uint64_t mine = n_win;
+    if (mine < (uint64_t)ld->world) return mni_err(MNEMO_ERR_ARG, "too few tokens for one window per rank");
     if (mine > ld->cap_order) {
         mni_free(ld->order);
         ld->order = mni_alloc(mni_mul((size_t)mine, sizeof(uint32_t)));
         if (!ld->order) return mni_err(MNEMO_ERR_NOMEM, "out of memory for the window order");
         ld->cap_order = mine;
     }
-    for (uint64_t i = 0; i < mine; i++) ld->order[i] = (uint32_t)((uint64_t)ld->rank + i * (uint64_t)ld->world);
+    for (uint64_t i = 0; i < mine; i++) ld->order[i] = (uint32_t)i;
     for (uint64_t i = mine - 1; i > 0; i--) { /* Fisher-Yates */
         uint64_t j = mni_rng_below(&rng, i + 1);
         uint32_t t = ld->order[i];
@@ -217,7 +217,7 @@ enum mnemo_status mni_loader_init(struct mni_loader *ld, const uint16_t *tok, ui
     if (n / (uint64_t)T > UINT32_MAX)
         return mni_err(MNEMO_ERR_ARG, "the training data is too large for the loader");
     /* room for the largest epoch (offset 0), so that later epochs never allocate */
-    uint64_t cap = (n / (uint64_t)T) / (uint64_t)world + 1;
+    uint64_t cap = n / (uint64_t)T + 1;
     ld->order = mni_alloc(mni_mul((size_t)cap, sizeof(uint32_t)));
     if (!ld->order) return mni_err(MNEMO_ERR_NOMEM, "out of memory for the window order");
     ld->cap_order = cap;
@@ -247,11 +247,14 @@ int mni_loader_next_lanes(struct mni_loader *ld, uint16_t *x, uint16_t *y, int B
         enum mnemo_status st = build_epoch(ld);
         MNEMO_ASSERT(st == MNEMO_OK); /* init checked the stream holds a window per lane */
     }
-    const uint64_t i = ld->pos.index / (uint64_t)ld->lanes; /* the step within the run */
-    const int lane = (int)(ld->pos.index % (uint64_t)ld->lanes);
+    /* pos.index counts the group's lanes: a step's micro-batch a is lanes a B world .. of the
+     * group, this rank's B of them from a B world + rank B (as one process with batch B world) */
+    const uint64_t group = (uint64_t)ld->lanes * (uint64_t)ld->world, BW = (uint64_t)B * ld->world;
+    const uint64_t i = ld->pos.index / group, g0 = ld->pos.index % group; /* step in the run */
+    const int lane = (int)(g0 / BW) * B;
     const int T = ld->T;
     for (int b = 0; b < B; b++) {
-        const uint64_t run = (uint64_t)ld->rank * (uint64_t)ld->lanes + (uint64_t)(lane + b);
+        const uint64_t run = g0 + (uint64_t)ld->rank * (uint64_t)B + (uint64_t)b;
         const uint64_t s = ld->offset + (run * ld->run + i) * (uint64_t)T;
         uint16_t *xb = x + (size_t)b * T, *yb = y + (size_t)b * T;
         if (i == 0) mni_window_at(ld->tok, s, T, xb, yb);
@@ -260,7 +263,7 @@ int mni_loader_next_lanes(struct mni_loader *ld, uint16_t *x, uint16_t *y, int B
             memcpy(yb, ld->tok + s, (size_t)T * sizeof(uint16_t));
         }
     }
-    ld->pos.index += (uint64_t)B;
+    ld->pos.index += BW;
     *first = lane;
     return i == 0;
 }
@@ -295,14 +298,14 @@ enum mnemo_status mni_loader_init_docs(struct mni_loader *ld, const uint16_t *to
                        (unsigned long long)count, T, (unsigned)sep);
     if (count > UINT32_MAX) return mni_err(MNEMO_ERR_ARG, "the training data has too many documents");
     ld->starts = mni_alloc(mni_mul((size_t)count, sizeof(uint64_t)));
-    ld->order = mni_alloc(mni_mul((size_t)(count / (uint64_t)world + 1), sizeof(uint32_t)));
+    ld->order = mni_alloc(mni_mul((size_t)(count + 1), sizeof(uint32_t)));
     if (!ld->starts || !ld->order) {
         mni_loader_free(ld);
         return mni_err(MNEMO_ERR_NOMEM, "out of memory for the document starts");
     }
     mni_doc_starts(tok, n, T, sep, ld->starts);
     ld->n_starts = count;
-    ld->cap_order = count / (uint64_t)world + 1;
+    ld->cap_order = count + 1;
     return build_epoch(ld);
 }
 
@@ -310,9 +313,9 @@ enum mnemo_status mni_loader_seek(struct mni_loader *ld, struct mni_loader_pos p
 {
     ld->pos = pos;
     enum mnemo_status st = build_epoch(ld);
-    if (st == MNEMO_OK && ld->lanes && pos.index % (uint64_t)ld->lanes)
+    if (st == MNEMO_OK && ld->lanes && pos.index % ((uint64_t)ld->lanes * (uint64_t)ld->world))
         st = mni_err(MNEMO_ERR_FORMAT, "saved data position %llu is not at a step of %d lanes",
-                     (unsigned long long)pos.index, ld->lanes);
+                     (unsigned long long)pos.index, ld->lanes * ld->world);
     if (st == MNEMO_OK && pos.index > ld->n_order)
         st = mni_err(MNEMO_ERR_FORMAT, "saved data position %llu is past the end of epoch (%llu windows)",
                      (unsigned long long)pos.index, (unsigned long long)ld->n_order);
@@ -322,7 +325,8 @@ enum mnemo_status mni_loader_seek(struct mni_loader *ld, struct mni_loader_pos p
 void mni_loader_next(struct mni_loader *ld, uint16_t *x, uint16_t *y, int B)
 {
     const int T = ld->T;
-    for (int b = 0; b < B; b++) {
+    /* the group takes B windows per rank, in rank order: this rank's are slots rank B .. */
+    for (int slot = 0; slot < B * ld->world; slot++) {
         if (ld->pos.index >= ld->n_order) {
             ld->pos.epoch++;
             ld->pos.index = 0;
@@ -330,6 +334,8 @@ void mni_loader_next(struct mni_loader *ld, uint16_t *x, uint16_t *y, int B)
             MNEMO_ASSERT(st == MNEMO_OK); /* capacity was reserved in init: cannot fail */
         }
         const uint32_t w = ld->order[ld->pos.index++];
+        const int b = slot - ld->rank * B;
+        if (b < 0 || b >= B) continue;
         uint64_t s = ld->starts ? ld->starts[w] : ld->offset + (uint64_t)w * (uint64_t)T;
         mni_window_at(ld->tok, s, T, x + (size_t)b * T, y + (size_t)b * T);
     }

@@ -69,7 +69,7 @@ struct mni_loader {
 };
 
 /* The stream must hold at least one window of T tokens per rank, T * world (MNEMO_ERR_ARG
- * otherwise); every epoch then gives every rank at least one window. */
+ * otherwise). */
 enum mnemo_status mni_loader_init(struct mni_loader *ld, const uint16_t *tok, uint64_t n, int T,
                                   uint64_t seed, int rank, int world);
 /* Document mode, for data of one example per line (synthetic tasks, pass keys): every window
@@ -82,8 +82,10 @@ enum mnemo_status mni_loader_init_docs(struct mni_loader *ld, const uint16_t *to
 /* Lanes mode, for kinds that carry a state from one window to the next: each epoch (from a
  * random offset in [0, T)) the stream is cut into lanes * world runs of equal length, a whole
  * number of windows each (the few tokens left over at the end wait for another epoch's
- * offset); lane j of rank r reads run r * lanes + j from its start, a window per step, so
- * consecutive windows of a lane are consecutive text. A window continues the text before it:
+ * offset); the group's lanes are numbered as one process with batch B world would number them
+ * (micro-batch a: a B world .. (a+1) B world - 1, rank r's B of them from a B world + r B), a
+ * lane reads its run from its start, a window per step, so consecutive windows of a lane are
+ * consecutive text. A window continues the text before it:
  * x = t_{s-1}..t_{s+T-2} (BOS, x = [BOS, t_s..], at a run's start only), y = t_s..t_{s+T-1}.
  * Every token is a target at most once per epoch. MNEMO_ERR_ARG if the stream has fewer than
  * lanes * world windows. Windows are taken with mni_loader_next_lanes. */
@@ -99,7 +101,9 @@ uint64_t mni_doc_starts(const uint16_t *tok, uint64_t n, int T, uint16_t sep, ui
 void mni_window_at(const uint16_t *tok, uint64_t s, int T, uint16_t *x, uint16_t *y);
 /* Moves to a saved position (rebuilding that epoch's order). */
 enum mnemo_status mni_loader_seek(struct mni_loader *ld, struct mni_loader_pos pos);
-/* Fills x, y (B,T) with the next B windows. */
+/* Fills x, y (B,T) with the next B windows of this rank: the group walks one shuffled order
+ * (the same on every rank, from the seed), B windows per rank in rank order, so that W ranks
+ * at batch B read what one process at batch W B reads, split; pos counts the group's windows. */
 void mni_loader_next(struct mni_loader *ld, uint16_t *x, uint16_t *y, int B);
 void mni_loader_free(struct mni_loader *ld);
 

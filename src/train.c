@@ -134,8 +134,11 @@ static float lr_at(const struct mnemo_train_config *tc, int s)
 static enum mnemo_status eval_tokens(struct mnemo_model *m, const uint16_t *tok, uint64_t n,
                                      int T, int S, int B, uint64_t max_windows,
                                      const uint64_t *starts, uint64_t n_starts,
-                                     struct mnemo_eval_result *r)
+                                     const struct mni_comm *c, struct mnemo_eval_result *r)
 {
+    const struct mni_comm one = {0, 1};
+    if (!c) c = &one; /* with a group, each process scores every world-th window and the sums
+                       * are added up */
     memset(r, 0, sizeof(*r));
     uint64_t nw = starts ? n_starts : mni_eval_windows(n, T, S);
     if (nw == 0)
@@ -146,28 +149,30 @@ static enum mnemo_status eval_tokens(struct mnemo_model *m, const uint16_t *tok,
     uint16_t *x = mni_alloc((size_t)B * T * sizeof(uint16_t) * 2);
     if (!x) return mni_err(MNEMO_ERR_NOMEM, "out of memory for evaluation batches");
     uint16_t *y = x + (size_t)B * T;
-    double sum = 0;
-    uint64_t scored = 0;
+    double sum[2] = {0, 0}; /* loss, predictions scored */
     enum mnemo_status st = MNEMO_OK;
-    for (uint64_t w = 0; w < nw && st == MNEMO_OK; w += (uint64_t)B) {
-        int b = (int)((nw - w) < (uint64_t)B ? nw - w : (uint64_t)B);
-        for (int i = 0; i < b; i++) {
-            const uint64_t k = mni_eval_pick(w + (uint64_t)i, nw, all);
-            if (starts) mni_window_at(tok, starts[k], T, x + (size_t)i * T, y + (size_t)i * T);
-            else mni_eval_window(tok, k, T, S, x + (size_t)i * T, y + (size_t)i * T);
+    const uint64_t W = (uint64_t)c->world;
+    for (uint64_t w = (uint64_t)c->rank; w < nw && st == MNEMO_OK; w += (uint64_t)B * W) {
+        int b = 0; /* this batch's windows: w, w + W, ... */
+        for (; b < B && w + (uint64_t)b * W < nw; b++) {
+            const uint64_t k = mni_eval_pick(w + (uint64_t)b * W, nw, all);
+            if (starts) mni_window_at(tok, starts[k], T, x + (size_t)b * T, y + (size_t)b * T);
+            else mni_eval_window(tok, k, T, S, x + (size_t)b * T, y + (size_t)b * T);
         }
         st = mnemo_model_forward(m, x, y, b, T, NULL);
         for (int i = 0; i < b && st == MNEMO_OK; i++) {
-            int from = starts || mni_eval_pick(w + (uint64_t)i, nw, all) == 0 ? 0 : T - S;
+            int from = starts || mni_eval_pick(w + (uint64_t)i * W, nw, all) == 0 ? 0 : T - S;
             const float *l = m->losses + (size_t)i * T;
-            for (int t = from; t < T; t++) sum += l[t];
-            scored += (uint64_t)(T - from);
+            for (int t = from; t < T; t++) sum[0] += l[t];
+            sum[1] += (double)(T - from);
         }
     }
     mni_free(x);
+    st = mni_comm_agree(c, st);
+    if (st == MNEMO_OK) st = mni_comm_allreduce_sum(c, sum, 2);
     if (st != MNEMO_OK) return st;
-    r->tokens = scored;
-    r->loss = sum / (double)scored;
+    r->tokens = (uint64_t)sum[1];
+    r->loss = sum[0] / sum[1];
     if (!isfinite(r->loss)) return mni_err(MNEMO_ERR_NUMERIC, "the loss is not finite (%g)", r->loss);
     r->bpb = r->loss / MNI_LN2;
     r->ppl = exp(r->loss);
@@ -188,7 +193,7 @@ enum mnemo_status mnemo_eval_file(struct mnemo_model *m, const char *path, int T
     struct mni_tokens tk;
     enum mnemo_status st = mni_tokens_read_for(&tk, path, m->cfg.vocab);
     if (st != MNEMO_OK) return st;
-    st = eval_tokens(m, tk.tok, tk.n, T, stride, B, max_windows, NULL, 0, res);
+    st = eval_tokens(m, tk.tok, tk.n, T, stride, B, max_windows, NULL, 0, NULL, res);
     mni_tokens_free(&tk);
     return st;
 }
@@ -207,7 +212,14 @@ struct trainer {
     struct mni_loader ld;
     char model_path[PATH_MAX_LEN], state_path[PATH_MAX_LEN], log_path[PATH_MAX_LEN];
     char kept_state[PATH_MAX_LEN]; /* the state that belongs to the model on disk ("" none) */
-    FILE *log;
+    FILE *log;             /* rank 0's; NULL on the others */
+    struct mni_comm comm;  /* this process's place in the group */
+    int T;                 /* window length */
+    int lanes;             /* this process's lanes (kinds that carry a state), or 0 */
+    struct mni_tokens train, val;
+    uint64_t *val_starts, n_val_starts; /* doc_windows: validation windows */
+    uint16_t *x;           /* (2,B,T): a micro-batch's inputs, then its targets */
+    char note[256];        /* a remark for the start event (a resume at another world size) */
 };
 
 /* out_dir/train_state.<step>.safetensors into out (PATH_MAX_LEN bytes). */
@@ -235,9 +247,44 @@ static void weights_checksum(const struct mnemo_model *m, const float *w, char o
     snprintf(out, 17, "%016llx", (unsigned long long)h);
 }
 
+/* Rank 0 writes the model and the train state (every process's lanes gathered into it); all
+ * processes call it and agree on the outcome. */
+static enum mnemo_status write_all(struct trainer *t, double val_loss, const void *lane_states,
+                                   size_t lane_bytes);
+
 static enum mnemo_status save_all(struct trainer *t, double val_loss)
 {
-    char step[32], vl[48], ep[32], ix[32], seed[32], np[32], bt[64], lanes[32];
+    size_t mine_bytes;
+    const void *mine = mni_model_lanes(t->m, &mine_bytes);
+    const size_t lane_bytes = mni_mul(mine_bytes, (size_t)t->comm.world);
+    void *all = NULL;
+    enum mnemo_status st = MNEMO_OK;
+    if (lane_bytes && t->comm.rank == 0 && !(all = mni_alloc(lane_bytes)))
+        st = mni_err(MNEMO_ERR_NOMEM, "out of memory for the lanes' states");
+    if ((st = mni_comm_agree(&t->comm, st)) == MNEMO_OK && lane_bytes)
+        st = mni_comm_gather(&t->comm, mine, mine_bytes, all);
+    if (st == MNEMO_OK && t->comm.rank == 0) st = write_all(t, val_loss, all, lane_bytes);
+    mni_free(all);
+    if ((st = mni_comm_agree(&t->comm, st)) == MNEMO_OK && t->comm.rank != 0) {
+        char step[32], vl[48]; /* the model in memory is the one on disk, as on rank 0 */
+        snprintf(step, sizeof(step), "%d", t->step);
+        snprintf(vl, sizeof(vl), "%.9g", val_loss);
+        mni_model_set_meta(t->m, "train.step", step);
+        mni_model_set_meta(t->m, "train.val_loss", vl);
+        mni_model_set_meta(t->m, "train.optimizer", mnemo_optimizer_name(t->tc->optimizer));
+        if (t->ema) {
+            char ema[32];
+            snprintf(ema, sizeof(ema), "%.9g", (double)t->tc->ema);
+            mni_model_set_meta(t->m, "train.ema", ema);
+        }
+    }
+    return st;
+}
+
+static enum mnemo_status write_all(struct trainer *t, double val_loss, const void *lane_states,
+                                   size_t lane_bytes)
+{
+    char step[32], vl[48], ep[32], ix[32], seed[32], np[32], bt[64], lanes[32], world[32];
     snprintf(step, sizeof(step), "%d", t->step);
     snprintf(vl, sizeof(vl), "%.9g", val_loss);
     char ema[32];
@@ -255,19 +302,18 @@ static enum mnemo_status save_all(struct trainer *t, double val_loss)
     snprintf(seed, sizeof(seed), "%llu", (unsigned long long)t->tc->seed);
     snprintf(np, sizeof(np), "%zu", t->m->n_params);
     snprintf(bt, sizeof(bt), "%d,%d,%d", t->tc->batch, t->ld.T, t->tc->grad_accum);
-    snprintf(lanes, sizeof(lanes), "%d", t->ld.lanes);
-    size_t lane_bytes;
-    void *lane_states = mni_model_lanes(t->m, &lane_bytes);
+    snprintf(lanes, sizeof(lanes), "%d", t->ld.lanes * t->comm.world);
+    snprintf(world, sizeof(world), "%d", t->comm.world);
     const char *kv[] = {"mnemo.format", "2", "kind", "train_state", "step", step,
                         "data.epoch", ep, "data.index", ix, "seed", seed,
                         "n_params", np, "batch,seq,grad_accum", bt, "ema", ema,
                         "optimizer", opt, "data.doc_windows", t->tc->doc_windows ? "1" : "0",
-                        "model.checksum", sum, "data.lanes", lanes};
+                        "model.checksum", sum, "data.lanes", lanes, "world", world};
     struct mni_st_tensor ts[4] = {
         {.name = "adam.m", .dtype = MNI_ST_F32, .ndim = 1, .shape = {t->m->n_params}, .data = t->adam_m},
         {.name = "adam.v", .dtype = MNI_ST_F32, .ndim = 1, .shape = {t->m->n_params}, .data = t->adam_v},
         {.name = "params", .dtype = MNI_ST_F32, .ndim = 1, .shape = {t->m->n_params}, .data = t->m->params},
-        {.name = "lanes", .dtype = MNI_ST_U8, .ndim = 1, .shape = {lane_bytes}, .data = lane_states},
+        {.name = "lanes", .dtype = MNI_ST_U8, .ndim = 1, .shape = {lane_bytes}, .data = (void *)lane_states},
     };
     if (!t->ema) ts[2] = ts[3]; /* the tensors written: the first 2 or 3, then the lanes' */
     state_path_of(t, t->step, t->state_path);
@@ -434,17 +480,31 @@ static enum mnemo_status load_state(struct trainer *t)
     /* the lanes' carried states (runs of kinds that carry one) */
     const char *saved_lanes = mni_st_meta(f, "data.lanes");
     char lanes[32];
-    snprintf(lanes, sizeof(lanes), "%d", t->ld.lanes);
+    snprintf(lanes, sizeof(lanes), "%d", t->ld.lanes * t->comm.world);
     if (strcmp(saved_lanes ? saved_lanes : "0", lanes) != 0) {
         st = mni_err(MNEMO_ERR_ARG, "resume: the run read %s lanes of consecutive text, not %s "
-                     "(the kind's carry option or the batch changed): an exact resume needs the "
-                     "same", saved_lanes ? saved_lanes : "0", lanes);
+                     "(the kind's carry option, the batch or the number of processes changed): "
+                     "an exact resume needs the same", saved_lanes ? saved_lanes : "0", lanes);
         goto out;
     }
-    size_t lane_bytes;
+    size_t lane_bytes; /* this process's; the file holds every process's, in rank order */
     void *lane_states = mni_model_lanes(t->m, &lane_bytes);
-    size_t lshape[1] = {lane_bytes};
-    if (lane_bytes && (st = mni_st_read(f, "lanes", MNI_ST_U8, 1, lshape, lane_states))) goto out;
+    if (lane_bytes) {
+        size_t lshape[1] = {mni_mul(lane_bytes, (size_t)t->comm.world)};
+        char *all = mni_alloc(lshape[0]);
+        if (!all) st = mni_err(MNEMO_ERR_NOMEM, "out of memory for the lanes' states");
+        else if ((st = mni_st_read(f, "lanes", MNI_ST_U8, 1, lshape, all)) == MNEMO_OK)
+            memcpy(lane_states, all + (size_t)t->comm.rank * lane_bytes, lane_bytes);
+        mni_free(all);
+        if (st != MNEMO_OK) goto out;
+    }
+    /* another number of processes: the same data order, another global batch */
+    const char *saved_world = mni_st_meta(f, "world");
+    if (strtol(saved_world ? saved_world : "1", NULL, 10) != t->comm.world)
+        snprintf(t->note, sizeof(t->note), "the run was trained by %s process(es), now %d: the "
+                 "data continues where it stopped, the batch of a step is now %d windows (not an "
+                 "exact continuation)", saved_world ? saved_world : "1", t->comm.world,
+                 t->tc->batch * t->tc->grad_accum * t->comm.world);
     struct mni_loader_pos pos = {ep, ix};
     if ((st = mni_loader_seek(&t->ld, pos))) goto out;
     t->step = (int)step;
@@ -613,101 +673,145 @@ static void log_line(struct trainer *t, const char *fmt, ...)
     fflush(t->log);
 }
 
+/* What every process of a group must agree on, hashed: the model's config and kind options,
+ * the training config, and the data (FNV-1a). A process started with another command line or
+ * reading other files is refused at the start, not discovered by diverging weights. */
+static uint64_t fnv(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ull;
+    return h;
+}
+
+static uint64_t run_hash(const struct trainer *t)
+{
+    const struct mnemo_model_config *c = &t->m->cfg;
+    const struct mnemo_train_config *tc = t->tc;
+    char buf[2048];
+    int n = snprintf(buf, sizeof(buf),
+                     "%d %d %d %d %d %d %d %s|%d %d %d %d %d %.9g %.9g %.9g %.9g %.9g %.9g %.9g "
+                     "%d %d %d %llu %d %.9g %d %.9g %d|%s|%s|%s",
+                     c->n_layer, c->d_model, c->n_head, c->n_ctx, c->vocab, c->pos, c->attn_kind,
+                     t->m->attn_opts, tc->batch, tc->seq, tc->grad_accum, tc->max_steps,
+                     tc->warmup, (double)tc->lr, (double)tc->lr_min, (double)tc->weight_decay,
+                     (double)tc->beta1, (double)tc->beta2, (double)tc->eps, (double)tc->grad_clip,
+                     tc->eval_every, tc->eval_windows, tc->ckpt_every,
+                     (unsigned long long)tc->seed, tc->resume, (double)tc->ema, tc->optimizer,
+                     (double)tc->momentum, tc->doc_windows, tc->out_dir, tc->train_path,
+                     tc->val_path ? tc->val_path : "");
+    uint64_t h = fnv(0xcbf29ce484222325ull, buf, n > 0 && (size_t)n < sizeof(buf) ? (size_t)n : 0);
+    h = fnv(h, t->train.tok, t->train.n * sizeof(uint16_t));
+    if (t->val.tok) h = fnv(h, t->val.tok, t->val.n * sizeof(uint16_t));
+    return fnv(h, t->m->params, t->m->n_params * sizeof(float)); /* the same starting weights */
+}
+
+/* The first part of a run, on every process: the data, the loader, the buffers. */
+static enum mnemo_status open_run(struct trainer *t)
+{
+    const struct mnemo_train_config *tc = t->tc;
+    struct mnemo_model *m = t->m;
+    const int T = t->T, B = tc->batch;
+    enum mnemo_status st;
+    if ((st = mni_tokens_read(&t->train, tc->train_path))) return st;
+    if (tc->val_path && (st = mni_tokens_read(&t->val, tc->val_path))) return st;
+    if (t->train.vocab > m->cfg.vocab || (t->val.tok && t->val.vocab > m->cfg.vocab))
+        return mni_err(MNEMO_ERR_ARG, "the data's vocabulary (%d) is larger than the model's (%d)",
+                       t->train.vocab, m->cfg.vocab);
+    if (t->val.tok && mni_eval_windows(t->val.n, T, T) == 0)
+        return mni_err(MNEMO_ERR_ARG, "the validation data '%s' has %llu tokens, fewer than one "
+                       "window of %d", tc->val_path, (unsigned long long)t->val.n, T);
+    if (t->val.tok && tc->doc_windows) {
+        /* validate on the windows training sees; position 0 is a start, so there is one */
+        t->n_val_starts = mni_doc_starts(t->val.tok, t->val.n, T, 10, NULL);
+        t->val_starts = mni_alloc(mni_mul((size_t)t->n_val_starts, sizeof(uint64_t)));
+        if (!t->val_starts)
+            return mni_err(MNEMO_ERR_NOMEM, "out of memory for the validation document starts");
+        mni_doc_starts(t->val.tok, t->val.n, T, 10, t->val_starts);
+    }
+    /* a kind that carries a state across windows reads lanes of consecutive text */
+    t->lanes = mnemo_model_carry_bytes(m) ? B * tc->grad_accum : 0;
+    if (t->lanes && tc->doc_windows)
+        return mni_err(MNEMO_ERR_ARG, "doc_windows: %s attention carries its state from one window "
+                       "to the next (%s) and reads lanes of consecutive text, not documents",
+                       m->attn->name, m->attn_opts);
+    const int rank = t->comm.rank, world = t->comm.world;
+    st = t->lanes ? mni_loader_init_lanes(&t->ld, t->train.tok, t->train.n, T, tc->seed, rank,
+                                          world, t->lanes)
+         : tc->doc_windows
+             ? mni_loader_init_docs(&t->ld, t->train.tok, t->train.n, T, tc->seed, rank, world, 10)
+             : mni_loader_init(&t->ld, t->train.tok, t->train.n, T, tc->seed, rank, world);
+    if (st == MNEMO_OK && t->lanes) st = mnemo_model_set_lanes(m, t->lanes);
+    if (st == MNEMO_OK) st = mni_model_alloc_grads(m);
+    if (st != MNEMO_OK) return st;
+    t->adam_m = mni_alloc(mni_mul(m->n_params, sizeof(float)));
+    t->adam_v = mni_alloc(mni_mul(m->n_params, sizeof(float)));
+    t->x = mni_alloc(mni_mul((size_t)B * T, 2 * sizeof(uint16_t)));
+    if (tc->ema > 0) t->ema = mni_alloc(mni_mul(m->n_params, sizeof(float)));
+    t->opt_threads = mni_get_threads();
+    size_t work = mni_optim_work_floats(m, tc, t->opt_threads);
+    if (work) t->opt_work = mni_alloc(mni_mul(work, sizeof(float)));
+    if (!t->adam_m || !t->adam_v || !t->x || (tc->ema > 0 && !t->ema) || (work && !t->opt_work))
+        return mni_err(MNEMO_ERR_NOMEM, "out of memory for the optimizer state");
+    if (t->ema && !tc->resume) { /* a fresh run: the average starts at the initial weights */
+        memcpy(t->ema, m->params, m->n_params * sizeof(float));
+        t->ema_live = 1;
+    }
+    return MNEMO_OK;
+}
+
+/* The run directory and its log: rank 0's. */
+static enum mnemo_status open_log(struct trainer *t)
+{
+    if (t->comm.rank != 0) return MNEMO_OK;
+    enum mnemo_status st = tidy_run_dir(t);
+    if (st == MNEMO_OK && t->tc->resume) st = cut_log(t->log_path, t->step);
+    if (st != MNEMO_OK) return st;
+    t->log = fopen(t->log_path, t->tc->resume ? "a" : "w");
+    if (!t->log)
+        return mni_err(MNEMO_ERR_IO, "cannot write '%s': %s", t->log_path, strerror(errno));
+    return MNEMO_OK;
+}
+
 enum mnemo_status mnemo_train(struct mnemo_model *m, const struct mnemo_train_config *tc,
                               mnemo_train_cb cb, void *user)
 {
     enum mnemo_status st = check_train_config(tc, m->cfg.n_ctx);
     if (st != MNEMO_OK) return st;
     if (tc->threads > 0) mni_set_threads(tc->threads);
-    const int T = tc->seq ? tc->seq : m->cfg.n_ctx, B = tc->batch;
+    const int B = tc->batch;
     struct trainer t = {0};
-    struct mni_comm comm = {0, 1};
     t.m = m;
     t.tc = tc;
-    struct mni_tokens train = {0}, val = {0};
-    uint64_t *val_starts = NULL, n_val_starts = 0; /* doc_windows: validation windows */
-    uint16_t *x = NULL;
+    const int T = t.T = tc->seq ? tc->seq : m->cfg.n_ctx;
     snprintf(t.model_path, sizeof(t.model_path), "%s/model.safetensors", tc->out_dir);
     snprintf(t.log_path, sizeof(t.log_path), "%s/log.jsonl", tc->out_dir);
-
-    if ((st = mni_tokens_read(&train, tc->train_path))) goto out;
-    if (tc->val_path && (st = mni_tokens_read(&val, tc->val_path))) goto out;
-    if (train.vocab > m->cfg.vocab || (val.tok && val.vocab > m->cfg.vocab)) {
-        st = mni_err(MNEMO_ERR_ARG, "the data's vocabulary (%d) is larger than the model's (%d)",
-                     train.vocab, m->cfg.vocab);
-        goto out;
-    }
-    if (val.tok && mni_eval_windows(val.n, T, T) == 0) {
-        st = mni_err(MNEMO_ERR_ARG, "the validation data '%s' has %llu tokens, fewer than one window of %d",
-                     tc->val_path, (unsigned long long)val.n, T);
-        goto out;
-    }
-    if (val.tok && tc->doc_windows) {
-        /* validate on the windows training sees; position 0 is a start, so there is one */
-        n_val_starts = mni_doc_starts(val.tok, val.n, T, 10, NULL);
-        val_starts = mni_alloc(mni_mul((size_t)n_val_starts, sizeof(uint64_t)));
-        if (!val_starts) {
-            st = mni_err(MNEMO_ERR_NOMEM, "out of memory for the validation document starts");
-            goto out;
-        }
-        mni_doc_starts(val.tok, val.n, T, 10, val_starts);
-    }
-    if ((st = mni_comm_init(&comm))) goto out;
-    /* a kind that carries a state across windows reads lanes of consecutive text */
-    const int lanes = mnemo_model_carry_bytes(m) ? B * tc->grad_accum : 0;
-    if (lanes && tc->doc_windows) {
-        st = mni_err(MNEMO_ERR_ARG, "doc_windows: %s attention carries its state from one window "
-                     "to the next (%s) and reads lanes of consecutive text, not documents",
-                     m->attn->name, m->attn_opts);
-        goto out;
-    }
-    st = lanes ? mni_loader_init_lanes(&t.ld, train.tok, train.n, T, tc->seed, comm.rank,
-                                       comm.world, lanes)
-         : tc->doc_windows
-             ? mni_loader_init_docs(&t.ld, train.tok, train.n, T, tc->seed, comm.rank, comm.world, 10)
-             : mni_loader_init(&t.ld, train.tok, train.n, T, tc->seed, comm.rank, comm.world);
-    if (st == MNEMO_OK && lanes) st = mnemo_model_set_lanes(m, lanes);
-    if (st != MNEMO_OK) goto out;
-    if ((st = mni_model_alloc_grads(m))) goto out;
-    t.adam_m = mni_alloc(mni_mul(m->n_params, sizeof(float)));
-    t.adam_v = mni_alloc(mni_mul(m->n_params, sizeof(float)));
-    x = mni_alloc(mni_mul((size_t)B * T, 2 * sizeof(uint16_t)));
-    if (tc->ema > 0) t.ema = mni_alloc(mni_mul(m->n_params, sizeof(float)));
-    t.opt_threads = mni_get_threads();
-    size_t work = mni_optim_work_floats(m, tc, t.opt_threads);
-    if (work) t.opt_work = mni_alloc(mni_mul(work, sizeof(float)));
-    if (!t.adam_m || !t.adam_v || !x || (tc->ema > 0 && !t.ema) || (work && !t.opt_work)) {
-        st = mni_err(MNEMO_ERR_NOMEM, "out of memory for the optimizer state");
-        goto out;
-    }
-    if (t.ema && !tc->resume) { /* a fresh run: the average starts at the initial weights */
-        memcpy(t.ema, m->params, m->n_params * sizeof(float));
-        t.ema_live = 1;
-    }
-    uint16_t *y = x + (size_t)B * T;
-    if (tc->resume && (st = load_state(&t))) goto out;
-    if (t.step >= tc->max_steps) {
+    if ((st = mni_comm_init(&t.comm))) return st;
+    const struct mni_comm *comm = &t.comm;
+    /* every stage that may fail on one process alone ends in an agreement: all go on, or all
+     * stop with the first failure's message */
+    st = mni_comm_agree(comm, open_run(&t));
+    if (st == MNEMO_OK) st = mni_comm_same(comm, run_hash(&t), "the config, data or weights");
+    if (st == MNEMO_OK && tc->resume) st = mni_comm_agree(comm, load_state(&t));
+    if (st == MNEMO_OK && t.step >= tc->max_steps)
         st = mni_err(MNEMO_ERR_ARG, "nothing to do: the run already has %d of max_steps = %d steps",
                      t.step, tc->max_steps);
-        goto out;
-    }
-    if ((st = tidy_run_dir(&t))) goto out;
-    if (tc->resume && (st = cut_log(t.log_path, t.step))) goto out;
-    t.log = fopen(t.log_path, tc->resume ? "a" : "w");
-    if (!t.log) {
-        st = mni_err(MNEMO_ERR_IO, "cannot write '%s': %s", t.log_path, strerror(errno));
-        goto out;
-    }
+    if (st == MNEMO_OK) st = mni_comm_agree(comm, open_log(&t));
+    if (st != MNEMO_OK) goto out;
+    uint16_t *x = t.x, *y = x + (size_t)B * T;
+    const int lanes = t.lanes;
     log_line(&t, "{\"type\":\"start\",\"step\":%d,\"max_steps\":%d,\"batch\":%d,\"seq\":%d,"
-             "\"grad_accum\":%d,\"n_params\":%zu,\"threads\":%d,\"lanes\":%d}",
+             "\"grad_accum\":%d,\"n_params\":%zu,\"threads\":%d,\"lanes\":%d,\"world\":%d}",
              t.step, tc->max_steps, B, T, tc->grad_accum, mnemo_model_n_params(m), mni_get_threads(),
-             lanes);
+             lanes, comm->world);
 
     struct mnemo_train_event ev = {0};
     ev.max_steps = tc->max_steps;
     ev.step = t.step;
     ev.kind = MNEMO_TRAIN_EV_START;
-    int stop = cb ? cb(&ev, user) : 0;
+    ev.rank = comm->rank;
+    ev.world = comm->world;
+    ev.note = t.note[0] ? t.note : NULL;
+    int stop = mni_comm_any(comm, cb ? cb(&ev, user) : 0);
     const double t0 = mni_now();
     const int first = t.step;
     const double diverged = DIVERGED_LOSS_FACTOR * log((double)m->cfg.vocab);
@@ -717,27 +821,28 @@ enum mnemo_status mnemo_train(struct mnemo_model *m, const struct mnemo_train_co
         float lr = lr_at(tc, t.step);
         mnemo_model_zero_grad(m);
         double loss_sum = 0, aux_sum = 0;
-        for (int a = 0; a < tc->grad_accum; a++) {
+        for (int a = 0; a < tc->grad_accum && st == MNEMO_OK; a++) {
             float loss;
             if (lanes) {
                 int lane;
                 const int fresh = mni_loader_next_lanes(&t.ld, x, y, B, &lane);
-                if ((st = mnemo_model_use_lanes(m, lane, fresh))) goto out;
+                st = mnemo_model_use_lanes(m, lane, fresh);
             } else {
                 mni_loader_next(&t.ld, x, y, B);
             }
             mnemo_model_set_mode(m, 1, step_seed(tc, t.step, a));
-            st = mnemo_model_forward(m, x, y, B, T, &loss);
+            if (st == MNEMO_OK) st = mnemo_model_forward(m, x, y, B, T, &loss);
             if (st == MNEMO_OK) st = mnemo_model_backward(m, 1.0f / (float)tc->grad_accum);
             mnemo_model_set_mode(m, 0, 0); /* validation and callers evaluate */
-            if (st == MNEMO_ERR_NUMERIC) goto numeric;
-            if (st != MNEMO_OK) goto out;
+            if (st != MNEMO_OK) break;
             loss_sum += loss;
             aux_sum += mnemo_model_aux_loss(m);
         }
+        if ((st = mni_comm_agree(comm, st)) == MNEMO_ERR_NUMERIC) goto numeric;
+        if (st != MNEMO_OK) goto out;
         float loss = (float)(loss_sum / tc->grad_accum);
-        if ((st = mni_comm_allreduce_mean(&comm, m->grads, m->n_params)) ||
-            (st = mni_comm_allreduce_mean(&comm, &loss, 1)))
+        if ((st = mni_comm_allreduce_mean(comm, m->grads, m->n_params)) ||
+            (st = mni_comm_allreduce_mean(comm, &loss, 1)))
             goto out;
         if (loss > diverged) {
             st = mni_err(MNEMO_ERR_NUMERIC, "the training loss %.4g exceeds %g ln(vocab) = %.1f "
@@ -768,27 +873,32 @@ enum mnemo_status mnemo_train(struct mnemo_model *m, const struct mnemo_train_co
         double now = mni_now();
         ev = (struct mnemo_train_event){0};
         ev.kind = MNEMO_TRAIN_EV_STEP;
+        ev.rank = comm->rank;
+        ev.world = comm->world;
         ev.step = t.step;
         ev.max_steps = tc->max_steps;
         ev.loss = loss;
         ev.lr = lr;
         ev.grad_norm = (float)gn;
         ev.aux_loss = aux_sum / tc->grad_accum;
-        ev.tokens_per_s = (double)B * T * tc->grad_accum / (now > t_last ? now - t_last : 1e-9);
+        ev.tokens_per_s = (double)B * T * tc->grad_accum * comm->world /
+                          (now > t_last ? now - t_last : 1e-9);
         ev.elapsed_s = now - t0;
         ev.eta_s = (now - t0) / (t.step - first) * (tc->max_steps - t.step);
         t_last = now;
         log_line(&t, "{\"type\":\"step\",\"step\":%d,\"loss\":%.6f,\"lr\":%.6g,\"grad_norm\":%.5g,"
                  "\"tokens_per_s\":%.1f,\"elapsed_s\":%.3f,\"aux_loss\":%.6g}",
                  t.step, loss, lr, gn, ev.tokens_per_s, ev.elapsed_s, ev.aux_loss);
-        if (cb && cb(&ev, user)) stop = 1;
+        /* a stop asked for on any process stops them all */
+        stop = mni_comm_any(comm, cb ? cb(&ev, user) : 0);
 
         int last = t.step == tc->max_steps || stop;
-        if (val.tok && ((tc->eval_every && t.step % tc->eval_every == 0) || last)) {
+        if (t.val.tok && ((tc->eval_every && t.step % tc->eval_every == 0) || last)) {
             struct mnemo_eval_result r;
             uint64_t nwin = last ? 0 : (uint64_t)tc->eval_windows;
             if (t.ema) mni_swap_floats(m->params, t.ema, m->n_params); /* score the average */
-            st = eval_tokens(m, val.tok, val.n, T, T, B, nwin, val_starts, n_val_starts, &r);
+            st = eval_tokens(m, t.val.tok, t.val.n, T, T, B, nwin, t.val_starts, t.n_val_starts,
+                             comm, &r);
             if (t.ema) mni_swap_floats(m->params, t.ema, m->n_params);
             if (st) {
                 fail_step = t.step; /* the validation after step t.step */
@@ -804,6 +914,7 @@ enum mnemo_status mnemo_train(struct mnemo_model *m, const struct mnemo_train_co
             if (cb && cb(&ev, user)) stop = 1;
             t_last = mni_now(); /* do not count evaluation time as training throughput */
         }
+        stop = mni_comm_any(comm, stop);
         if ((tc->ckpt_every && t.step % tc->ckpt_every == 0) || last || stop) {
             if ((st = save_all(&t, last_val))) goto out;
             ev.kind = MNEMO_TRAIN_EV_CKPT;
@@ -812,6 +923,7 @@ enum mnemo_status mnemo_train(struct mnemo_model *m, const struct mnemo_train_co
             json_escape(esc, sizeof(esc), t.model_path);
             log_line(&t, "{\"type\":\"checkpoint\",\"step\":%d,\"path\":\"%s\"}", t.step, esc);
             if (cb && cb(&ev, user)) stop = 1;
+            stop = mni_comm_any(comm, stop);
             t_last = mni_now();
         }
     }
@@ -825,18 +937,18 @@ numeric:
 out:
     mnemo_model_set_mode(m, 0, 0);
     mnemo_model_set_lanes(m, 0);
-    mni_free(val_starts);
+    mni_free(t.val_starts);
     /* the caller gets the model that was saved, on every path: with ema, the average */
     if (t.ema_live) memcpy(m->params, t.ema, m->n_params * sizeof(float));
-    mni_comm_free(&comm);
+    mni_comm_free(&t.comm);
     if (t.log) fclose(t.log);
     mni_loader_free(&t.ld);
-    mni_tokens_free(&train);
-    mni_tokens_free(&val);
+    mni_tokens_free(&t.train);
+    mni_tokens_free(&t.val);
     mni_free(t.adam_m);
     mni_free(t.adam_v);
     mni_free(t.ema);
     mni_free(t.opt_work);
-    mni_free(x);
+    mni_free(t.x);
     return st;
 }

@@ -608,5 +608,16 @@ for i in $(seq 300); do echo "line $i" >"$W/many/f$i.txt"; done
 expect_ok "prepare 300 files" "$MNEMO" prepare --out "$W/d300" "$W"/many/*.txt
 grep -q "from 300 files" "$W/out" || bad "prepare: not 300 files"
 
+# a build without MPI started by an MPI launcher: each process says so in one line, nothing
+# is trained (they would each train alone and race for the same files)
+if command -v mpirun >/dev/null; then
+    OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1 \
+        mpirun -np 2 "$MNEMO" train --train "$W/data/train.bin" --out "$W/run_mpi" "${TINY[@]}" \
+        --steps 2 >"$W/out" 2>"$W/err"
+    rc=$?
+    if [ $rc -ne 0 ] && [ "$(grep -c '^mnemo train: .*built without MPI: rebuild with -DMNEMO_MPI=ON' "$W/err")" = 2 ] &&
+       [ ! -e "$W/run_mpi/model.safetensors" ]; then ok; else bad "mpirun of a build without MPI"; cat "$W/err"; fi
+fi
+
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]

@@ -117,11 +117,23 @@ static void test_loader(void **s)
     /* seeking to a saved position reproduces the stream */
     assert_int_equal(mni_loader_init(&b, tok, 1000, T, 42, 0, 1), MNEMO_OK);
     check_seek(&a, &b, B);
-    /* two ranks see disjoint windows of the same epoch */
+    /* two ranks at batch B read what one process reads at batch 2 B, split in rank order, over
+     * epochs (the pieces straddle an epoch's end as the one process's batches do) */
+    struct mni_loader one;
+    assert_int_equal(mni_loader_init(&one, tok, 1000, T, 42, 0, 1), MNEMO_OK);
     assert_int_equal(mni_loader_init(&a, tok, 1000, T, 42, 0, 2), MNEMO_OK);
     assert_int_equal(mni_loader_init(&b, tok, 1000, T, 42, 1, 2), MNEMO_OK);
-    for (uint64_t i = 0; i < a.n_order; i++)
-        for (uint64_t j = 0; j < b.n_order; j++) assert_int_not_equal(a.order[i], b.order[j]);
+    uint16_t x2[2 * 48], y2[2 * 48];
+    for (int k = 0; k < 50; k++) {
+        mni_loader_next(&one, x2, y2, 2 * B);
+        mni_loader_next(&a, x, y, B);
+        assert_memory_equal(y, y2, sizeof(y));
+        mni_loader_next(&b, x, y, B);
+        assert_memory_equal(y, y2 + B * T, sizeof(y));
+        assert_memory_equal(&a.pos, &one.pos, sizeof(a.pos));
+    }
+    assert_true(one.pos.epoch >= 2);
+    mni_loader_free(&one);
     mni_loader_free(&a);
     mni_loader_free(&b);
     assert_int_equal(mni_loader_init(&a, tok, 10, T, 42, 0, 1), MNEMO_ERR_ARG);
@@ -188,19 +200,28 @@ static void test_loader_lanes(void **s)
     assert_int_equal(mni_loader_seek(&b, mid), MNEMO_ERR_FORMAT); /* not at a step */
     mni_loader_free(&a);
     mni_loader_free(&b);
-    /* two ranks read disjoint runs */
+    /* two ranks with lanes of B (two micro-batches of 1) read what one process with lanes of
+     * 2 B (micro-batches of 2) reads, split in rank order: runs numbered as the one process
+     * numbers them */
+    struct mni_loader one;
+    assert_int_equal(mni_loader_init_lanes(&one, tok, N, T, 42, 0, 1, 4), MNEMO_OK);
     assert_int_equal(mni_loader_init_lanes(&a, tok, N, T, 42, 0, 2, 2), MNEMO_OK);
     assert_int_equal(mni_loader_init_lanes(&b, tok, N, T, 42, 1, 2, 2), MNEMO_OK);
-    unsigned char owner[N] = {0};
-    for (uint64_t i = 0; i < a.run; i++)
-        for (int r = 0; r < 2; r++) {
-            int first;
-            mni_loader_next_lanes(r ? &b : &a, x, y, 2, &first);
-            for (int j = 0; j < 2 * T; j++) {
-                assert_true(owner[y[j]] == 0);
-                owner[y[j]] = (unsigned char)(r + 1);
-            }
+    for (uint64_t i = 0; i < 2 * one.run + 3; i++) /* into the next epochs */
+        for (int k = 0; k < 2; k++) {
+            int f1, fa, fb;
+            const int fr = mni_loader_next_lanes(&one, x, y, 2, &f1);
+            uint16_t xa[T], ya[T];
+            assert_int_equal(mni_loader_next_lanes(&a, xa, ya, 1, &fa), fr);
+            assert_memory_equal(ya, y, sizeof(ya));
+            assert_memory_equal(xa, x, sizeof(xa));
+            assert_int_equal(mni_loader_next_lanes(&b, xa, ya, 1, &fb), fr);
+            assert_memory_equal(ya, y + T, sizeof(ya));
+            assert_int_equal(f1, 2 * k);
+            assert_true(fa == k && fb == k); /* each rank's own lane numbers */
+            assert_memory_equal(&a.pos, &one.pos, sizeof(a.pos));
         }
+    mni_loader_free(&one);
     mni_loader_free(&a);
     mni_loader_free(&b);
     /* fewer tokens than a window per lane */
