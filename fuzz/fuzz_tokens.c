@@ -3,7 +3,7 @@
  * (src/data.c): the input is a token file's bytes.
  *
  * A file that reads must be exactly its header plus its tokens, every id inside the
- * vocabulary. Its stream then goes through both loaders and the evaluation windows, with a
+ * vocabulary. Its stream then goes through the three loaders and the evaluation windows, with a
  * window length, a world size and a separator taken from the tokens themselves, so that
  * short streams, one-token documents and ranks without a window are all reached: every
  * window must lie inside the stream (ASan) and be shaped as data.h says.
@@ -44,6 +44,27 @@ static void run_loader(struct mni_loader *ld, int T, int vocab)
     mni_loader_free(ld);
 }
 
+/* Lanes: two steps and then a seek to the epoch's end and the step after it, each lane's window
+ * continuing the text (x shifted from y by one, BOS only where a lane starts). */
+static void run_lanes(struct mni_loader *ld, int T, int lanes, int vocab)
+{
+    uint16_t x[MAX_T], y[MAX_T];
+    for (int k = 0; k < 3; k++) {
+        if (k == 2) {
+            struct mni_loader_pos end = {ld->pos.epoch, ld->n_order};
+            FUZZ_CHECK(mni_loader_seek(ld, end) == MNEMO_OK);
+        }
+        for (int l = 0; l < lanes; l++) { /* micro-batches of one lane */
+            int first;
+            const int fresh = mni_loader_next_lanes(ld, x, y, 1, &first);
+            FUZZ_CHECK(first == l && (fresh ? x[0] == MNI_TOK_BOS : x[0] < vocab));
+            for (int j = 0; j < T; j++) FUZZ_CHECK(y[j] < vocab);
+            FUZZ_CHECK(!memcmp(x + 1, y, (size_t)(T - 1) * sizeof(uint16_t)));
+        }
+    }
+    mni_loader_free(ld);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     const char *path = fuzz_file(data, size);
@@ -71,6 +92,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         FUZZ_CHECK(t.n < (uint64_t)T * (uint64_t)world); /* it refuses only too short a stream */
     if (mni_loader_init_docs(&ld, t.tok, t.n, T, t.n, rank, world, sep) == MNEMO_OK)
         run_loader(&ld, T, t.vocab);
+    const int lanes = 1 + (int)(t.n % 3);
+    if (mni_loader_init_lanes(&ld, t.tok, t.n, T, t.n, rank, world, lanes) == MNEMO_OK)
+        run_lanes(&ld, T, lanes, t.vocab);
+    else
+        FUZZ_CHECK(t.n / (uint64_t)T < (uint64_t)lanes * (uint64_t)world);
 
     const int S = 1 + t.tok[0] % T; /* evaluation windows: the last one ends inside */
     const uint64_t n_eval = mni_eval_windows(t.n, T, S);

@@ -840,10 +840,14 @@ enum mnemo_status mnemo_train(struct mnemo_model *m, const struct mnemo_train_co
         }
         if ((st = mni_comm_agree(comm, st)) == MNEMO_ERR_NUMERIC) goto numeric;
         if (st != MNEMO_OK) goto out;
-        float loss = (float)(loss_sum / tc->grad_accum);
+        /* the step's loss and auxiliary loss, and the gradients: means over the group */
+        float losses[2] = {(float)(loss_sum / tc->grad_accum), (float)(aux_sum / tc->grad_accum)};
+        const double tc0 = mni_now();
         if ((st = mni_comm_allreduce_mean(comm, m->grads, m->n_params)) ||
-            (st = mni_comm_allreduce_mean(comm, &loss, 1)))
+            (st = mni_comm_allreduce_mean(comm, losses, 2)))
             goto out;
+        const float loss = losses[0];
+        const double comm_s = mni_now() - tc0; /* the exchange (and waiting for the slowest) */
         if (loss > diverged) {
             st = mni_err(MNEMO_ERR_NUMERIC, "the training loss %.4g exceeds %g ln(vocab) = %.1f "
                          "(%g times a uniform guess's): the run diverged", (double)loss,
@@ -880,15 +884,15 @@ enum mnemo_status mnemo_train(struct mnemo_model *m, const struct mnemo_train_co
         ev.loss = loss;
         ev.lr = lr;
         ev.grad_norm = (float)gn;
-        ev.aux_loss = aux_sum / tc->grad_accum;
+        ev.aux_loss = losses[1];
         ev.tokens_per_s = (double)B * T * tc->grad_accum * comm->world /
                           (now > t_last ? now - t_last : 1e-9);
         ev.elapsed_s = now - t0;
         ev.eta_s = (now - t0) / (t.step - first) * (tc->max_steps - t.step);
         t_last = now;
         log_line(&t, "{\"type\":\"step\",\"step\":%d,\"loss\":%.6f,\"lr\":%.6g,\"grad_norm\":%.5g,"
-                 "\"tokens_per_s\":%.1f,\"elapsed_s\":%.3f,\"aux_loss\":%.6g}",
-                 t.step, loss, lr, gn, ev.tokens_per_s, ev.elapsed_s, ev.aux_loss);
+                 "\"tokens_per_s\":%.1f,\"elapsed_s\":%.3f,\"aux_loss\":%.6g,\"comm_s\":%.6f}",
+                 t.step, loss, lr, gn, ev.tokens_per_s, ev.elapsed_s, ev.aux_loss, comm_s);
         /* a stop asked for on any process stops them all */
         stop = mni_comm_any(comm, cb ? cb(&ev, user) : 0);
 

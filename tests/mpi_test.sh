@@ -2,11 +2,15 @@
 # Data-parallel training over MPI (issue 16; docs/internals/training.md s. 11), with the MPI
 # build's mnemo: W processes at batch B train what one process trains at batch W x B, to float
 # rounding (losses of every step, weights at the end), with AdamW, with Muon + gradient
-# accumulation + an average of the weights, and with a kind that carries its state (lanes); a
+# accumulation + an average of the weights, with a kind that carries its state (lanes) and
+# one with an auxiliary loss; a
 # stop asked for on one process stops all of them at a checkpoint and --resume continues to the
 # same weights bit for bit; a process killed mid-run ends the run with an error, not a hang,
 # and the last checkpoint resumes; processes started with different configs are refused; a
-# resume with another number of processes continues with a note.
+# resume with another number of processes continues with a note. Several hosts: with root and
+# iproute2, three network namespaces on a bridge (their own addresses) stand for three machines,
+# mpirun starts one process in each through a hostfile (an "ssh" that enters the namespace),
+# over TCP only, and the run equals one process's again.
 # usage: tests/mpi_test.sh path/to/mnemo (built with -DMNEMO_MPI=ON)
 set -uo pipefail
 MNEMO=$(realpath "$1")
@@ -72,6 +76,7 @@ equal() {
 equal adamw 2 2 --steps 20
 equal muon_accum_ema 3 2 --steps 12 --optimizer muon --grad_accum 2 --ema 0.9
 equal infini_lanes 2 2 --steps 12 --attn infini --attn_opt segment=8,carry=true
+equal selective_aux 2 2 --steps 10 --attn selective --attn_opt mem_eps=0.1
 
 # a stop asked for on one process (SIGINT to rank 1 only) stops the group at a checkpoint;
 # --resume then reaches the uninterrupted run's weights bit for bit
@@ -157,6 +162,53 @@ grep -q "disagree on the config" "$W/mixed.log" || bad "mixed configs: no clear 
     || bad "world change: resume failed: $(tail -1 "$W/w2.log")"
 grep -q "^train: note: the run was trained by 2 process(es), now 1" "$W/w2.log" && ok \
     || bad "world change: no note"
+
+# several hosts: network namespaces h1..h3 on a bridge, 10.77.<n>.11-13, one process each
+HOSTS_NS=() HOSTS_BR=""
+cleanup_hosts() {
+    for n in "${HOSTS_NS[@]}"; do ip netns del "$n" 2>/dev/null; done
+    [ -z "$HOSTS_BR" ] || ip link del "$HOSTS_BR" 2>/dev/null
+    HOSTS_NS=() HOSTS_BR=""
+}
+hosts_test() {
+    local id=$((RANDOM % 200 + 20)) br net i
+    br="mnbr$id"
+    net="10.77.$id"
+    trap 'cleanup_hosts; [ -n "${KEEP:-}" ] || rm -rf "$W"' EXIT
+    HOSTS_BR=$br
+    ip link add "$br" type bridge && ip addr add "$net.1/24" dev "$br" && ip link set "$br" up || return 1
+    for i in 1 2 3; do
+        HOSTS_NS+=("mn${id}h$i")
+        ip netns add "mn${id}h$i" &&
+            ip link add "mn${id}v$i" type veth peer name eth0 netns "mn${id}h$i" &&
+            ip link set "mn${id}v$i" master "$br" up &&
+            ip netns exec "mn${id}h$i" ip addr add "$net.$((10 + i))/24" dev eth0 &&
+            ip netns exec "mn${id}h$i" ip link set eth0 up &&
+            ip netns exec "mn${id}h$i" ip link set lo up || return 1
+    done
+    # the launcher's "ssh": the last address byte names the namespace
+    cat >"$W/netns_rsh" <<RSH
+#!/bin/sh
+while [ \$# -gt 0 ] && [ "\${1#-}" != "\$1" ]; do shift; done
+host=\$1; shift
+exec ip netns exec "mn${id}h\$((\${host##*.} - 10))" /bin/sh -c "\$*"
+RSH
+    chmod +x "$W/netns_rsh"
+    printf '%s slots=1\n' "$net.11" "$net.12" "$net.13" >"$W/hostfile"
+    mpirun --hostfile "$W/hostfile" -np 3 --mca plm_rsh_agent "$W/netns_rsh" \
+        --mca oob_tcp_if_include "$net.0/24" --mca btl_tcp_if_include "$net.0/24" --mca btl tcp,self \
+        "$MNEMO" train "${BASE[@]}" --out "$W/hosts.3" --batch 2 --steps 12 >"$W/hosts.3.log" 2>&1 \
+        || { bad "hosts: $(grep -v setpgid "$W/hosts.3.log" | tail -3)"; return 0; }
+    "$MNEMO" train "${BASE[@]}" --out "$W/hosts.1" --batch 6 --steps 12 >/dev/null 2>&1 || bad "hosts: one process"
+    local r
+    r=$(compare "$W/hosts.1" "$W/hosts.3" 2e-5 2>&1) && { echo "3 hosts over TCP: $r"; ok; } || bad "hosts: $r"
+}
+if [ "$(id -u)" = 0 ] && command -v ip >/dev/null && ip netns list >/dev/null 2>&1; then
+    hosts_test || bad "hosts: could not make the network namespaces (ip netns, veth, bridge)"
+    cleanup_hosts
+else
+    echo "note: the several-hosts test needs root and iproute2 (ip netns): skipped"
+fi
 
 echo "$passes passed, $fails failed"
 [ "$fails" -eq 0 ]

@@ -15,7 +15,7 @@
  * (31 tokens, T = 12). An epoch whose random offset is above 7 leaves one window, so rank 1
  * had none and build_epoch failed inside mni_loader_next, which asserts it cannot fail: the
  * process aborted at the first such epoch boundary. Every epoch must give every rank a
- * window inside the stream. */
+ * window inside the stream (since the group shares one order: hold one per rank). */
 static void test_loader_every_rank_every_epoch(void **s)
 {
     (void)s;
@@ -28,9 +28,9 @@ static void test_loader_every_rank_every_epoch(void **s)
         uint16_t x[T], y[T];
         for (int k = 0; k < 100; k++) { /* about 100 epochs: one window per rank each */
             mni_loader_next(&ld, x, y, 1);
-            /* this rank's last window of the epoch, rank + (n_order - 1) * WORLD, fits */
-            assert_true(ld.n_order >= 1);
-            assert_true(ld.offset + ((uint64_t)rank + (ld.n_order - 1) * WORLD) * T + T <= N);
+            /* the group's epoch has a window for every rank, and its last window fits */
+            assert_true(ld.n_order >= WORLD);
+            assert_true(ld.offset + ld.n_order * T <= N);
             assert_int_equal(x[0], MNI_TOK_BOS);
             assert_memory_equal(x + 1, y, (T - 1) * sizeof(uint16_t));
         }
