@@ -55,7 +55,7 @@ done
 /usr/bin/python3 - "$res" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
-print("| shape | 1 process x 2 threads tok/s | 2 processes x 1 thread tok/s | ratio | allreduce per step (2 processes) | step |")
+print("| shape | 1 process x 2 threads tok/s | 2 processes x 1 thread tok/s | ratio | allreduce per step (2 processes) | step (1 process) |")
 print("|---|---|---|---|---|---|")
 model = {}
 for shape in ("a", "b"):
@@ -63,18 +63,21 @@ for shape in ("a", "b"):
     med = lambda k: statistics.median(x[k] for x in r)
     print("| (%s) | %.0f | %.0f | %.2f | %.2f ms | %.1f ms |" % (
         shape, med("1x2_tok_s"), med("2x1_tok_s"), med("2x1_tok_s") / med("1x2_tok_s"),
-        med("2x1_comm_ms"), med("2x1_step_ms")))
-    model[shape] = (r[0]["n_params"] * 4, med("1x2_step_ms") / 1e3)
+        med("2x1_comm_ms"), med("1x2_step_ms")))
+    model[shape] = (r[0]["n_params"] * 4, med("1x2_step_ms") / 1e3, med("1x2_tok_s"))
 print()
 print("Ring allreduce on paper (weak scaling: every process keeps its batch and this machine's "
       "step time; latency 5 us per message; no overlap with backward):")
-print("| shape | gradient | processes | 10 Gbit/s: allreduce / efficiency | 100 Gbit/s: allreduce / efficiency |")
+print("(efficiency = compute / (compute + allreduce); \"even at\": the tokens per process and step at "
+      "which the allreduce takes as long as the step's compute at this machine's rate)")
+print("| shape | gradient | processes | 10 Gbit/s: allreduce / efficiency / even at | 100 Gbit/s: allreduce / efficiency / even at |")
 print("|---|---|---|---|---|")
-for shape, (nbytes, t_step) in model.items():
+for shape, (nbytes, t_step, tok_s) in model.items():
     for W in (8, 64, 512):
         cells = []
         for gbit in (10, 100):
             t = 2 * (W - 1) / W * nbytes / (gbit * 1e9 / 8) + 2 * (W - 1) * 5e-6
-            cells.append("%.1f ms / %.0f %%" % (1e3 * t, 100 * t_step / (t_step + t)))
+            cells.append("%.1f ms / %.0f %% / %.0f tokens" % (1e3 * t, 100 * t_step / (t_step + t),
+                                                             t * tok_s))
         print("| (%s) | %.1f MB | %d | %s | %s |" % (shape, nbytes / 1e6, W, cells[0], cells[1]))
 PY
