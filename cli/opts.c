@@ -199,9 +199,16 @@ static const char *type_word(enum opt_type t)
 
 /* ---- the attention kinds' options ---------------------------------------------------------- */
 
-/* Strings the kind-option lists own, freed at exit. */
+/* Strings the kind-option lists own, freed by cli_opts_free (at exit). */
 static char **owned;
 static size_t n_owned;
+
+/* cli_opts_free at exit, registered once by whatever first keeps memory */
+static void free_at_exit(void)
+{
+    static int registered;
+    if (!registered) registered = atexit(cli_opts_free) == 0;
+}
 
 static void free_owned(void)
 {
@@ -219,7 +226,7 @@ static void attn_add(const char *cmd, char **list, const char *items)
     char *s = malloc(n);
     char **o = realloc(owned, (n_owned + 1) * sizeof(*owned));
     if (!s || !o) cli_die(cmd, "out of memory");
-    if (!owned) atexit(free_owned);
+    free_at_exit();
     owned = o;
     owned[n_owned++] = s;
     size_t used = 0;
@@ -434,6 +441,7 @@ static cJSON *cfg_root;
 
 void cli_opts_free(void)
 {
+    free_owned();
     cJSON_Delete(cfg_root);
     free(cfg_buf);
     cfg_root = NULL;
@@ -459,8 +467,7 @@ static const char *keep_str(const char *cmd, const char *s)
 
 static void load_config(const char *cmd, const char *path, const struct opt *opts, size_t n)
 {
-    static int registered;
-    if (!registered) registered = atexit(cli_opts_free) == 0;
+    free_at_exit();
     struct stat sb;
     if (stat(path, &sb) != 0) cli_die(cmd, "cannot open config '%s': %s", path, strerror(errno));
     if (!S_ISREG(sb.st_mode)) cli_die(cmd, "config '%s' is not a regular file", path);

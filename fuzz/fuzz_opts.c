@@ -8,13 +8,16 @@
  * that --config may come anywhere, several times or never. cli_die and --help end the parse
  * through the MNEMO_FUZZ hook (a longjmp back here) instead of exit(); cli_opts_free then
  * releases what the parser kept, so LeakSanitizer sees every input end with nothing held.
- * The option table (below) has every type, and names that share a prefix.
+ * The option table (below) has every type, and names that share a prefix, and the kind options'
+ * entry (--attn_opt, and --KEY VALUE for any kind's key): the lists it builds go through every
+ * kind's option parser (mnemo_attn_cfg_make), which must accept or refuse them with an error.
  */
 #include <setjmp.h>
 #include <string.h>
 
 #include "cli.h"
 #include "fuzz.h"
+#include "mnemo_attn.h"
 
 #define MAX_ARGS 64
 #define MAX_POS 2
@@ -34,6 +37,7 @@ static const struct {
     {"eval_windows", OPT_INT}, {"ckpt_every", OPT_INT},  {"seed", OPT_U64},
     {"threads", OPT_INT},     {"beta2", OPT_FLOAT},      {"optimizer", OPT_STR},
     {"ema", OPT_FLOAT},       {"resume", OPT_BOOL},      {"prompt", OPT_STR},
+    {"attn_opt", OPT_ATTN},
 };
 #define N_OPTS (sizeof(spec) / sizeof(spec[0]))
 
@@ -43,12 +47,15 @@ static union {
     uint64_t u;
     const char *s;
 } val[N_OPTS];
+static struct cli_attn attn_val;
 static struct opt opts[N_OPTS];
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     for (size_t k = 0; k < N_OPTS; k++)
-        opts[k] = (struct opt){spec[k].name, spec[k].type, &val[k], "help text"};
+        opts[k] = (struct opt){spec[k].name, spec[k].type,
+                               spec[k].type == OPT_ATTN ? (void *)&attn_val : (void *)&val[k],
+                               "help text"};
     return 0;
 }
 
@@ -64,8 +71,19 @@ static void check_values(void)
         case OPT_FLOAT: FUZZ_CHECK(val[k].f - val[k].f == 0.0f); break; /* finite */
         case OPT_INT:
         case OPT_U64:
-        case OPT_ATTN: break; /* (the table here has no kind options) */
+        case OPT_ATTN: break;
         }
+    /* the kind options given, through every kind's parser: accepted, or refused with a line */
+    const char *all = cli_attn_all(&attn_val);
+    if (!all) return;
+    FUZZ_CHECK(strlen(all) < SIZE_MAX);
+    struct mnemo_model_config mc;
+    mnemo_model_config_default(&mc);
+    for (int kind = 0; kind < MNEMO_ATTN_KIND_COUNT; kind++) {
+        mc.attn_kind = kind;
+        struct mnemo_attn_cfg cfg;
+        if (mnemo_attn_cfg_make(&cfg, &mc, all, -1) != MNEMO_OK) FUZZ_CHECK(mnemo_last_error()[0]);
+    }
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -88,6 +106,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     argv[argc] = NULL;
 
     memset(val, 0, sizeof(val));
+    memset(&attn_val, 0, sizeof(attn_val));
     const char *pos[MAX_POS];
     int n_pos = -1;
     jmp_buf env;
