@@ -148,6 +148,38 @@ else
     wait $mp
 fi
 
+# a process that hangs (SIGSTOP: the launcher sees nothing wrong) is found by the others'
+# deadline (MNEMO_MPI_TIMEOUT): they name the exchange and end the job; the checkpoint resumes
+"${MPIRUN[@]}" 2 -x MNEMO_MPI_TIMEOUT=3 "$MNEMO" train "${BASE[@]}" --out "$W/hung" "${K[@]}" \
+    >"$W/hung.log" 2>&1 &
+mp=$!
+for _ in $(seq 1 600); do
+    grep -q '"type":"checkpoint","step":4,' "$W/hung/log.jsonl" 2>/dev/null && break
+    sleep 0.05
+done
+victim=""
+for p in $(pgrep -f "mnemo train .*--out $W/hung"); do
+    tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -q '^OMPI_COMM_WORLD_RANK=1$' && victim=$p
+done
+if [ -n "$victim" ]; then
+    kill -STOP "$victim"
+    t0=$(date +%s)
+    for _ in $(seq 1 300); do kill -0 $mp 2>/dev/null || break; sleep 0.1; done
+    if kill -0 $mp 2>/dev/null; then
+        bad "hung: the job still runs 30 s after rank 1 stopped"
+        kill -CONT "$victim"
+        pkill -9 -f "mnemo train .*--out $W/hung"
+    fi
+    wait $mp && bad "hung: mpirun exited 0" || ok
+    grep -q "^mnemo: MPI: rank 0 waited 3 s in .* for the other processes" "$W/hung.log" \
+        && echo "hung: rank 0 ended the job after $(( $(date +%s) - t0 )) s" && ok \
+        || bad "hung: no line from rank 0 on the timeout ($(grep -m1 mnemo "$W/hung.log"))"
+    "$MNEMO" info "$W/hung/model.safetensors" >/dev/null 2>&1 || bad "hung: the last checkpoint does not load"
+else
+    bad "hung: rank 1 not found"
+    wait $mp
+fi
+
 # processes started with different configs are refused, on every process, before training
 "${MPIRUN[@]}" 1 "$MNEMO" train "${BASE[@]}" --out "$W/mixed" --batch 2 --steps 4 --lr 0.001 : \
     -np 1 "$MNEMO" train "${BASE[@]}" --out "$W/mixed" --batch 2 --steps 4 --lr 0.002 \
