@@ -73,6 +73,22 @@ equal() {
     r=$(compare "$W/$name.1" "$W/$name.$np" 2e-5 2>&1) && { echo "$name: $r"; ok; } || bad "$name: $r"
 }
 
+# rank1_of DIR: the pid of rank 1 of the run training into DIR ("" if none)
+rank1_of() {
+    local p
+    for p in $(pgrep -f "mnemo train .*--out $1"); do
+        tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -q '^OMPI_COMM_WORLD_RANK=1$' && echo "$p"
+    done
+}
+# wait_log DIR PATTERN: until DIR/log.jsonl has a line matching PATTERN (30 s at most)
+wait_log() {
+    for _ in $(seq 1 600); do
+        grep -q "$2" "$1/log.jsonl" 2>/dev/null && return 0
+        sleep 0.05
+    done
+    return 1
+}
+
 equal adamw 2 2 --steps 20
 equal muon_accum_ema 3 2 --steps 12 --optimizer muon --grad_accum 2 --ema 0.9
 equal infini_lanes 2 2 --steps 12 --attn infini --attn_opt segment=8,carry=true
@@ -85,19 +101,7 @@ R=(--steps 30 --batch 2 --ckpt_every 3 --attn infini --attn_opt segment=8,carry=
     || bad "stop: the straight run failed: $(tail -2 "$W/straight.log")"
 "${MPIRUN[@]}" 2 "$MNEMO" train "${BASE[@]}" --out "$W/stopped" "${R[@]}" >"$W/stopped.log" 2>&1 &
 mp=$!
-rank1=""
-for _ in $(seq 1 600); do
-    if [ -z "$rank1" ]; then
-        for p in $(pgrep -f "mnemo train .*--out $W/stopped"); do
-            tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -q '^OMPI_COMM_WORLD_RANK=1$' && rank1=$p
-        done
-    fi
-    if [ -n "$rank1" ] && grep -q '"step":5,' "$W/stopped/log.jsonl" 2>/dev/null; then
-        kill -INT "$rank1"
-        break
-    fi
-    sleep 0.05
-done
+wait_log "$W/stopped" '"step":5,' && rank1=$(rank1_of "$W/stopped") && [ -n "$rank1" ] && kill -INT "$rank1"
 wait $mp
 rc=$?
 stopped_at=$(sed -n 's/.*"type":"checkpoint","step":\([0-9]*\).*/\1/p' "$W/stopped/log.jsonl" | tail -1)
@@ -118,14 +122,8 @@ fi
 K=(--steps 1000 --batch 4 --ckpt_every 2)
 "${MPIRUN[@]}" 2 "$MNEMO" train "${BASE[@]}" --out "$W/killed" "${K[@]}" >"$W/killed.log" 2>&1 &
 mp=$!
-for _ in $(seq 1 600); do
-    grep -q '"type":"checkpoint","step":4,' "$W/killed/log.jsonl" 2>/dev/null && break
-    sleep 0.05
-done
-victim=""
-for p in $(pgrep -f "mnemo train .*--out $W/killed"); do
-    tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -q '^OMPI_COMM_WORLD_RANK=1$' && victim=$p
-done
+wait_log "$W/killed" '"type":"checkpoint","step":4,'
+victim=$(rank1_of "$W/killed")
 if [ -n "$victim" ]; then
     kill -9 "$victim"
     for _ in $(seq 1 600); do kill -0 $mp 2>/dev/null || break; sleep 0.1; done
@@ -153,14 +151,8 @@ fi
 "${MPIRUN[@]}" 2 -x MNEMO_MPI_TIMEOUT=3 "$MNEMO" train "${BASE[@]}" --out "$W/hung" "${K[@]}" \
     >"$W/hung.log" 2>&1 &
 mp=$!
-for _ in $(seq 1 600); do
-    grep -q '"type":"checkpoint","step":4,' "$W/hung/log.jsonl" 2>/dev/null && break
-    sleep 0.05
-done
-victim=""
-for p in $(pgrep -f "mnemo train .*--out $W/hung"); do
-    tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -q '^OMPI_COMM_WORLD_RANK=1$' && victim=$p
-done
+wait_log "$W/hung" '"type":"checkpoint","step":4,'
+victim=$(rank1_of "$W/hung")
 if [ -n "$victim" ]; then
     kill -STOP "$victim"
     t0=$(date +%s)
