@@ -169,22 +169,21 @@ static enum mnemo_status build_epoch(struct mni_loader *ld)
         }
     }
     /* one order for the whole group: every rank shuffles the same way and takes its slices */
-    const uint64_t mine = n_win;
-    if (mine < (uint64_t)ld->world) return mni_err(MNEMO_ERR_ARG, "too few tokens for one window per rank");
-    if (mine > ld->cap_order) {
+    if (n_win < (uint64_t)ld->world) return mni_err(MNEMO_ERR_ARG, "too few tokens for one window per rank");
+    if (n_win > ld->cap_order) {
         mni_free(ld->order);
-        ld->order = mni_alloc(mni_mul((size_t)mine, sizeof(uint32_t)));
+        ld->order = mni_alloc(mni_mul((size_t)n_win, sizeof(uint32_t)));
         if (!ld->order) return mni_err(MNEMO_ERR_NOMEM, "out of memory for the window order");
-        ld->cap_order = mine;
+        ld->cap_order = n_win;
     }
-    for (uint64_t i = 0; i < mine; i++) ld->order[i] = (uint32_t)i;
-    for (uint64_t i = mine - 1; i > 0; i--) { /* Fisher-Yates */
+    for (uint64_t i = 0; i < n_win; i++) ld->order[i] = (uint32_t)i;
+    for (uint64_t i = n_win - 1; i > 0; i--) { /* Fisher-Yates */
         uint64_t j = mni_rng_below(&rng, i + 1);
         uint32_t t = ld->order[i];
         ld->order[i] = ld->order[j];
         ld->order[j] = t;
     }
-    ld->n_order = mine;
+    ld->n_order = n_win;
     return MNEMO_OK;
 }
 
