@@ -46,7 +46,9 @@
  * uses: mask() *is* the definition (the reference asks it about every j <= i), and the
  * iterator must cover every allowed key (the conformance suite compares the two paths).
  */
+#define _POSIX_C_SOURCE 200809L /* sched_yield */
 #include <math.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <string.h>
 
@@ -60,6 +62,8 @@
 #define HS_MAX 256 /* largest head_dim (the stack tiles are sized for it) */
 #define SPLIT_MIN 8 /* a tile is split at the block's first query when >= this many keys precede */
 #define PREP 256    /* forward: positions laid out per preparation item */
+#define SPIN_MAX 256 /* forward: a thread waiting for a slice spins this often, then yields */
+#define PREP_SLICE 32 /* forward: positions laid out at a time (a thread takes slices of a chunk) */
 #define ALIGN64 __attribute__((aligned(64)))
 
 /* ---- layouts ------------------------------------------------------------------------------- */
@@ -93,9 +97,10 @@ size_t mni_sparse_act_bytes(const struct mnemo_attn_cfg *cfg, int B, int T)
 
 /* Scratch: per head, its query order and group starts (2T + 1 ints) and its blocks' starts
  * (T + 1 ints: block i is perm[bstart[i] .. bstart[i+1]), nb <= T blocks); for forward, the
- * work list: the blocks of every head sorted by the chunk of PREP positions their last query
- * falls in (head and index: 2 NH T ints), the chunks' starts in it (nc + 1 ints, nc = ceil(T /
- * PREP)), and each (window, chunk)'s preparation state (B nc atomic ints). */
+ * work list of a window: the layouts of the nc = ceil(T / PREP) chunks of PREP positions and
+ * the blocks of every head, sorted by the chunk their last query falls in, two ints an item
+ * (2 (NH T + nc) ints), the chunks' item counts (nc + 1 ints), and each (window, chunk)'s
+ * preparation state (B nc pairs of atomic ints: the slices handed out, the slices done). */
 struct scr_lay {
     size_t order, blocks, work, cstart, state, total;
 };
@@ -108,9 +113,10 @@ static void scr_layout(struct scr_lay *l, const struct mnemo_attn_cfg *cfg, int 
     l->order = 0;
     l->blocks = mni_align64(mni_mul(mni_mul(NH, mni_add(mni_mul(2, (size_t)T), 1)), sizeof(int)));
     l->work = mni_add(l->blocks, mni_align64(mni_mul(mni_mul(NH, mni_add((size_t)T, 1)), sizeof(int))));
-    l->cstart = mni_add(l->work, mni_align64(mni_mul(mni_mul(2 * NH, (size_t)T), sizeof(int))));
+    l->cstart = mni_add(l->work, mni_align64(mni_mul(mni_mul(2, mni_add(mni_mul(NH, (size_t)T), nc)),
+                                                     sizeof(int))));
     l->state = mni_add(l->cstart, mni_align64(mni_mul(nc + 1, sizeof(int))));
-    l->total = mni_add(l->state, mni_align64(mni_mul(mni_mul((size_t)B, nc), sizeof(atomic_int))));
+    l->total = mni_add(l->state, mni_align64(mni_mul(mni_mul(2 * (size_t)B, nc), sizeof(atomic_int))));
 }
 
 size_t mni_sparse_scratch_bytes(const struct mnemo_attn_cfg *cfg, int B, int T)
@@ -690,26 +696,69 @@ static void prepare(const struct mnemo_attn_cfg *cfg, const struct mnemo_attn_io
     }
 }
 
-/* Makes sure chunk c of window b is laid out: prepares it if nobody has started to (state 0 ->
- * 1, then 2 when done), else waits for whoever has. So a block never waits for work that no
- * thread holds, whatever order the tasks are handed out in. */
+/* Lays out chunk c of window b, a slice of PREP_SLICE positions at a time, with any other
+ * thread that is at it: takes slices until none is left (st[0] counts the slices handed out,
+ * st[1] those done); with wait, then waits until every slice is done. So a block never waits
+ * for work that no thread holds, whatever order the tasks are handed out in, and it waits for
+ * at most the slices in flight, not a whole chunk (which matters when the thread laying it out
+ * loses its core). */
 static void ensure_chunk(const struct mnemo_attn_cfg *cfg, const struct mnemo_attn_io *io,
-                         const struct act_lay *al, const float *cs, atomic_int *state, int b, int c)
+                         const struct act_lay *al, const float *cs, atomic_int *st, int b, int c,
+                         int wait)
 {
-    int expect = 0;
-    if (atomic_load_explicit(state, memory_order_acquire) == 2) return;
-    if (atomic_compare_exchange_strong_explicit(state, &expect, 1, memory_order_acq_rel,
-                                                memory_order_acquire)) {
-        const int t0 = c * PREP, t1 = t0 + PREP < io->T ? t0 + PREP : io->T;
-        prepare(cfg, io, al, cs, b, t0, t1);
-        atomic_store_explicit(state, 2, memory_order_release);
-        return;
+    const int t0 = c * PREP, t1 = t0 + PREP < io->T ? t0 + PREP : io->T;
+    const int ns = (t1 - t0 + PREP_SLICE - 1) / PREP_SLICE;
+    if (atomic_load_explicit(&st[1], memory_order_acquire) == ns) return;
+    for (int k; atomic_load_explicit(&st[0], memory_order_relaxed) < ns &&
+                (k = atomic_fetch_add_explicit(&st[0], 1, memory_order_relaxed)) < ns;) {
+        const int s0 = t0 + k * PREP_SLICE, s1 = s0 + PREP_SLICE < t1 ? s0 + PREP_SLICE : t1;
+        prepare(cfg, io, al, cs, b, s0, s1);
+        atomic_fetch_add_explicit(&st[1], 1, memory_order_release);
     }
-    while (atomic_load_explicit(state, memory_order_acquire) != 2) {
+    for (int spins = 0; wait && atomic_load_explicit(&st[1], memory_order_acquire) != ns; spins++) {
+        if (spins >= SPIN_MAX) { /* whoever holds the slice may have lost its core */
+            sched_yield();
+            continue;
+        }
 #if defined(__x86_64__) || defined(__i386__)
         __builtin_ia32_pause();
 #endif
     }
+}
+
+/* The work list of a window (2 ints an item): the layout of chunk c is (-1, c), block i of head
+ * h is (h, i). Chunk 0's layout comes first, and chunk c + 1's before the blocks whose last
+ * query falls in chunk c (their keys are <= that query): a layout is handed out one chunk
+ * ahead of the blocks that need it, so the thread that takes it is done (or nearly) when they
+ * start, instead of another thread spinning while it works; the keys are still in cache.
+ * cnt (nc + 1) is scratch. Returns the number of items, nc plus the blocks. */
+static long work_list(const int *ord, const int *blk, const int *nb, int NH, int T, int *work,
+                      int *cnt)
+{
+    const int nc = (int)n_chunks(T);
+    for (int c = 0; c <= nc; c++) cnt[c] = 0;
+    for (int h = 0; h < NH; h++) {
+        const int *perm = ord + (size_t)h * (2 * (size_t)T + 1), *bs = blk + (size_t)h * ((size_t)T + 1);
+        for (int i = 0; i < nb[h]; i++) cnt[perm[bs[i + 1] - 1] / PREP + 1]++;
+    }
+    for (int c = 0; c < nc; c++) cnt[c + 1] += cnt[c]; /* cnt[c]: blocks of chunks < c */
+    /* before the blocks of chunk c: layouts 0 .. min(c + 1, nc - 1) and cnt[c] blocks; so
+     * chunk k >= 1's layout is at cnt[k - 1] + k */
+    work[0] = -1, work[1] = 0;
+    for (int k = 1; k < nc; k++) {
+        int *w = work + 2 * ((size_t)cnt[k - 1] + k);
+        w[0] = -1, w[1] = k;
+    }
+    const long total = (long)nc + cnt[nc];
+    for (int c = 0; c < nc; c++) cnt[c] += c + 2 < nc ? c + 2 : nc; /* where c's blocks go */
+    for (int h = 0; h < NH; h++) { /* counting sort, stable: by head, then block */
+        const int *perm = ord + (size_t)h * (2 * (size_t)T + 1), *bs = blk + (size_t)h * ((size_t)T + 1);
+        for (int i = 0; i < nb[h]; i++) {
+            int *w = work + 2 * (size_t)cnt[perm[bs[i + 1] - 1] / PREP]++;
+            w[0] = h, w[1] = i;
+        }
+    }
+    return total;
 }
 
 enum mnemo_status mni_sparse_forward(const struct mni_pattern *p, const struct mnemo_attn_cfg *cfg,
@@ -727,33 +776,14 @@ enum mnemo_status mni_sparse_forward(const struct mni_pattern *p, const struct m
     char *scr = io->scratch;
     float *cs = cfg->rope ? (float *)((char *)io->act + al.cs) : NULL;
     int *ord = (int *)(scr + sl.order), *blk = (int *)(scr + sl.blocks), nb[1024];
-    int *work = (int *)(scr + sl.work), *cst = (int *)(scr + sl.cstart);
+    int *work = (int *)(scr + sl.work);
     atomic_int *state = (atomic_int *)(scr + sl.state);
     const int nc = (int)n_chunks(T);
     if (NH > 1024) return mni_err(MNEMO_ERR_ARG, "sparse attention: at most 1024 heads");
     if (cs) mni_rope_table(cs, T, HS, cfg->rope_theta);
     orders(p, cfg, io->layer, T, ord, blk, nb);
-    /* The work of a window: for each chunk of PREP positions, the layout of its keys and
-     * values, then the blocks whose last query is in it (their keys are <= that query: laid
-     * out by then). Chunk c is item cst[c] + c, its blocks the next cst[c + 1] - cst[c]. No
-     * barrier between the layout and the blocks, and a block's keys are still in cache. */
-    for (int c = 0; c <= nc; c++) cst[c] = 0;
-    for (int h = 0; h < NH; h++) {
-        const int *perm = ord + (size_t)h * (2 * (size_t)T + 1), *bs = blk + (size_t)h * ((size_t)T + 1);
-        for (int i = 0; i < nb[h]; i++) cst[perm[bs[i + 1] - 1] / PREP + 1]++;
-    }
-    for (int c = 0; c < nc; c++) cst[c + 1] += cst[c];
-    for (int h = 0; h < NH; h++) { /* counting sort, stable: by head, then block */
-        const int *perm = ord + (size_t)h * (2 * (size_t)T + 1), *bs = blk + (size_t)h * ((size_t)T + 1);
-        for (int i = 0; i < nb[h]; i++) {
-            int *w = work + 2 * (size_t)cst[perm[bs[i + 1] - 1] / PREP]++;
-            w[0] = h, w[1] = i;
-        }
-    }
-    for (int c = nc; c > 0; c--) cst[c] = cst[c - 1];
-    cst[0] = 0;
-    for (size_t i = 0; i < (size_t)B * nc; i++) atomic_init(&state[i], 0);
-    const long per = (long)nc + cst[nc]; /* items per window */
+    const long per = work_list(ord, blk, nb, NH, T, work, (int *)(scr + sl.cstart));
+    for (size_t i = 0; i < 2 * (size_t)B * nc; i++) atomic_init(&state[i], 0);
 #pragma omp parallel
     {
         float M[QW * KB] ALIGN64; /* the mask's scratch, kept zero */
@@ -761,29 +791,27 @@ enum mnemo_status mni_sparse_forward(const struct mni_pattern *p, const struct m
         int wb = -1, ready = -1; /* chunks 0..ready of window wb are laid out */
 #pragma omp for schedule(monotonic: dynamic, 1)
         for (long it = 0; it < (long)B * per; it++) {
-            const int b = (int)(it / per), r = (int)(it % per);
-            int lo = 0, hi = nc - 1; /* the chunk: the last c with cst[c] + c <= r */
-            while (lo < hi) {
-                const int mid = (lo + hi + 1) / 2;
-                if (cst[mid] + mid <= r) lo = mid;
-                else hi = mid - 1;
-            }
-            const int c = lo, j = r - (cst[c] + c);
+            const int b = (int)(it / per), *w = work + 2 * (size_t)(it % per);
+            atomic_int *sb = state + 2 * (size_t)b * nc;
             if (b != wb) wb = b, ready = -1;
-            for (; ready < c; ready++) /* this chunk (item j == 0) and all before it */
-                ensure_chunk(cfg, io, &al, cs, state + (size_t)b * nc + ready + 1, b, ready + 1);
-            if (j == 0) continue;
-            const int *w = work + 2 * (size_t)(cst[c] + j - 1), h = w[0], i = w[1];
+            if (w[0] < 0) { /* a layout, unless a block that needed it has done it already */
+                ensure_chunk(cfg, io, &al, cs, sb + 2 * w[1], b, w[1], 0);
+                continue;
+            }
+            const int h = w[0], i = w[1];
             const int *perm = ord + (size_t)h * (2 * (size_t)T + 1);
             const int *bs = blk + (size_t)h * ((size_t)T + 1);
+            for (const int c = perm[bs[i + 1] - 1] / PREP; ready < c; ready++)
+                ensure_chunk(cfg, io, &al, cs, sb + 2 * (ready + 1), b, ready + 1, 1);
             struct head hd;
             head_init(&hd, p, cfg, io, &al, b, h);
-            if (i + 1 < nb[h]) { /* the next block's queries */
+            float *out = io->out + (size_t)b * T * C + (size_t)h * HS;
+            if (i + 1 < nb[h]) { /* the next block's queries and output rows */
                 const int *q1 = perm + bs[i + 1], n1 = bs[i + 2] - bs[i + 1];
                 prefetch_rows(hd.X, hd.ldx, q1, n1, HS, 0);
+                prefetch_rows(out, C, q1, n1, HS, 1);
             }
-            fwd_block(&hd, perm + bs[i], bs[i + 1] - bs[i],
-                      io->out + (size_t)b * T * C + (size_t)h * HS, C, M);
+            fwd_block(&hd, perm + bs[i], bs[i + 1] - bs[i], out, C, M);
         }
     }
     return MNEMO_OK;
