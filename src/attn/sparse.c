@@ -99,7 +99,8 @@ size_t mni_sparse_act_bytes(const struct mnemo_attn_cfg *cfg, int B, int T)
  * (T + 1 ints: block i is perm[bstart[i] .. bstart[i+1]), nb <= T blocks); for forward, the
  * work list of a window: the layouts of the nc = ceil(T / PREP) chunks of PREP positions and
  * the blocks of every head, sorted by the chunk their last query falls in, two ints an item
- * (2 (NH T + nc) ints), the chunks' item counts (nc + 1 ints), and each (window, chunk)'s
+ * (2 (NH T + nc) ints; backward keeps each head's floors there, NH T ints), the chunks' item
+ * counts (nc + 1 ints), and each (window, chunk)'s
  * preparation state (B nc pairs of atomic ints: the slices handed out, the slices done). */
 struct scr_lay {
     size_t order, blocks, work, cstart, state, total;
@@ -898,6 +899,26 @@ static void bwd_block(const struct head *hd, const int *qpos, int nq, const floa
                 hd->cs ? hd->cs + (size_t)qpos[r] * HS : NULL, HS, qs, -1);
 }
 
+/* Each head's floors (at fl + h T, nb[h] of them): floor[i] is the smallest key that a block
+ * after block i lists (the first key of a block is its smallest), T after the last one. Once
+ * block i is done, the rows of dk below floor[i] hold their final sums. */
+static void floors(const struct mni_pattern *p, const struct mnemo_attn_cfg *cfg, int layer, int T,
+                   const int *ord, const int *blk, const int *nb, int *fl)
+{
+    for (int h = 0; h < cfg->n_head; h++) {
+        const int *perm = ord + (size_t)h * (2 * (size_t)T + 1);
+        const int *bs = blk + (size_t)h * ((size_t)T + 1);
+        int *f = fl + (size_t)h * T, lo = T;
+        for (int i = nb[h] - 1; i >= 0; i--) {
+            f[i] = lo;
+            int cursor = 0, key;
+            if (p->next_keys(cfg, layer, h, perm + bs[i], bs[i + 1] - bs[i], &cursor, &key, 1) > 0 &&
+                key < lo)
+                lo = key;
+        }
+    }
+}
+
 enum mnemo_status mni_sparse_backward(const struct mni_pattern *p,
                                       const struct mnemo_attn_cfg *cfg, struct mnemo_attn_io *io)
 {
@@ -914,6 +935,8 @@ enum mnemo_status mni_sparse_backward(const struct mni_pattern *p,
     int *ord = (int *)(scr + sl.order), *blk = (int *)(scr + sl.blocks), nb[1024];
     if (NH > 1024) return mni_err(MNEMO_ERR_ARG, "sparse attention: at most 1024 heads");
     orders(p, cfg, io->layer, T, ord, blk, nb);
+    int *fl = (int *)(scr + sl.work);
+    if (cs) floors(p, cfg, io->layer, T, ord, blk, nb, fl);
     /* one task per (window, head): its blocks in order, so that the sums into dk and dv have
      * one writer and a fixed order */
 #pragma omp parallel
@@ -933,7 +956,7 @@ enum mnemo_status mni_sparse_backward(const struct mni_pattern *p,
             const float *dO = io->dout + ro, *O = io->out + ro;
             /* the rows of dk and dv are zeroed lazily: the keys of a block are <= its last
              * query, so the rows above the largest query so far are still untouched */
-            int zeroed = 0;
+            int zeroed = 0, rotated = 0; /* rows of dk below rotated are final and rotated back */
             for (int i = 0; i < nb[h]; i++) {
                 const int *q = perm + bs[i], nq = bs[i + 1] - bs[i];
                 for (; zeroed <= q[nq - 1]; zeroed++) {
@@ -952,14 +975,19 @@ enum mnemo_status mni_sparse_backward(const struct mni_pattern *p,
                     prefetch_rows(dv, 3 * C, q1, n1, HS, 1);
                 }
                 bwd_block(&hd, q, nq, dO, O, C, dq, dk, dv, 3 * C, M);
+                /* rotate dk back to the unrotated input where no later block adds to it: the
+                 * rows are still in cache (with a pattern whose later blocks reach back to the
+                 * first keys, e.g. global tokens or residue classes, that is at the end) */
+                const int upto = cs && fl[(size_t)h * T + i] < zeroed ? fl[(size_t)h * T + i] : zeroed;
+                for (; cs && rotated < upto; rotated++)
+                    mni_rope_apply(dk + (size_t)rotated * 3 * C, cs + (size_t)rotated * HS, HS, -1);
             }
             for (; zeroed < T; zeroed++) { /* never listed (cannot happen: a query sees itself) */
                 memset(dk + (size_t)zeroed * 3 * C, 0, sizeof(float) * HS);
                 memset(dv + (size_t)zeroed * 3 * C, 0, sizeof(float) * HS);
             }
-            /* rotate dk back to the unrotated input (prefetching a few rows ahead) */
-            if (cs)
-                for (int t = 0; t < T; t++) {
+            if (cs) /* the rest (prefetching a few rows ahead) */
+                for (int t = rotated; t < T; t++) {
                     if (t + 8 < T)
                         for (int d = 0; d < HS; d += 16)
                             __builtin_prefetch(dk + (size_t)(t + 8) * 3 * C + d, 1, 3);
