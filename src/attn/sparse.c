@@ -95,29 +95,35 @@ size_t mni_sparse_act_bytes(const struct mnemo_attn_cfg *cfg, int B, int T)
     return l.total;
 }
 
-/* Scratch: per head, its query order and group starts (2T + 1 ints) and its blocks' starts
+/* Scratch: per head, its query order, group starts and ranks (ORD(T) = 3T + 1 ints: perm,
+ * gstart, rank with rank[perm[k]] = k) and its blocks' starts
  * (T + 1 ints: block i is perm[bstart[i] .. bstart[i+1]), nb <= T blocks); for forward, the
  * work list of a window: the layouts of the nc = ceil(T / PREP) chunks of PREP positions and
  * the blocks of every head, sorted by the chunk their last query falls in, two ints an item
  * (2 (NH T + nc) ints; backward keeps each head's floors there, NH T ints), the chunks' item
  * counts (nc + 1 ints), and each (window, chunk)'s
- * preparation state (B nc pairs of atomic ints: the slices handed out, the slices done). */
+ * preparation state (B nc pairs of atomic ints: the slices handed out, the slices done); for
+ * backward, which rows of dk and dv each (window, head) has zeroed (B NH T bytes). */
 struct scr_lay {
-    size_t order, blocks, work, cstart, state, total;
+    size_t order, blocks, work, cstart, state, touched, total;
 };
 
 static size_t n_chunks(int T) { return ((size_t)T + PREP - 1) / PREP; }
+
+/* The ints of a head's query order in scratch: perm (T), gstart (T + 1), rank (T). */
+static size_t ord_ints(int T) { return mni_add(mni_mul(3, (size_t)T), 1); }
 
 static void scr_layout(struct scr_lay *l, const struct mnemo_attn_cfg *cfg, int B, int T)
 {
     const size_t NH = (size_t)cfg->n_head, nc = n_chunks(T);
     l->order = 0;
-    l->blocks = mni_align64(mni_mul(mni_mul(NH, mni_add(mni_mul(2, (size_t)T), 1)), sizeof(int)));
+    l->blocks = mni_align64(mni_mul(mni_mul(NH, ord_ints(T)), sizeof(int)));
     l->work = mni_add(l->blocks, mni_align64(mni_mul(mni_mul(NH, mni_add((size_t)T, 1)), sizeof(int))));
     l->cstart = mni_add(l->work, mni_align64(mni_mul(mni_mul(2, mni_add(mni_mul(NH, (size_t)T), nc)),
                                                      sizeof(int))));
     l->state = mni_add(l->cstart, mni_align64(mni_mul(nc + 1, sizeof(int))));
-    l->total = mni_add(l->state, mni_align64(mni_mul(mni_mul(2 * (size_t)B, nc), sizeof(atomic_int))));
+    l->touched = mni_add(l->state, mni_align64(mni_mul(mni_mul(2 * (size_t)B, nc), sizeof(atomic_int))));
+    l->total = mni_add(l->touched, mni_align64(mni_mul(mni_mul((size_t)B, NH), (size_t)T)));
 }
 
 size_t mni_sparse_scratch_bytes(const struct mnemo_attn_cfg *cfg, int B, int T)
@@ -138,15 +144,19 @@ static int query_order(const struct mni_pattern *p, const struct mnemo_attn_cfg 
     return 1;
 }
 
-/* Every head's query order (perm at ord + h (2T + 1)) and its blocks (each group cut into
- * blocks of QW: bstart at blk + h (T + 1), nb[h] of them). */
+/* Every head's query order (perm at ord + h ORD(T), then gstart, then rank: where a position
+ * comes in the order) and its blocks (each group cut into blocks of QW: bstart at blk + h (T +
+ * 1), nb[h] of them); permuted[h] (if not NULL): 1 when the order is not the positions'. */
 static void orders(const struct mni_pattern *p, const struct mnemo_attn_cfg *cfg, int layer,
-                   int T, int *ord, int *blk, int *nb)
+                   int T, int *ord, int *blk, int *nb, unsigned char *permuted)
 {
     for (int h = 0; h < cfg->n_head; h++) {
-        int *perm = ord + (size_t)h * (2 * (size_t)T + 1), *gstart = perm + T;
+        int *perm = ord + (size_t)h * ord_ints(T), *gstart = perm + T, *rank = gstart + T + 1;
         int *bs = blk + (size_t)h * ((size_t)T + 1), n = 0;
         const int ng = query_order(p, cfg, layer, h, T, perm, gstart);
+        int moved = 0;
+        for (int k = 0; k < T; k++) rank[perm[k]] = k, moved |= perm[k] != k;
+        if (permuted) permuted[h] = (unsigned char)moved;
         for (int g = 0; g < ng; g++)
             for (int s = gstart[g]; s < gstart[g + 1]; s += QW) bs[n++] = s;
         bs[n] = T;
@@ -583,7 +593,8 @@ struct head {
     int layer, h, HS, HSP;
     const float *X;     /* query t at X + t ldx (qkv, unrotated) */
     size_t ldx;
-    const float *K, *V; /* (T,HS) the head's rotated keys and values (act) */
+    const float *K, *V; /* (T,HS) the head's rotated keys and values (act), in its query order: */
+    const int *rank;    /* position t at row rank[t] */
     const float *cs;    /* the RoPE table, NULL without */
     float qscale;
     float *lse; /* (T) */
@@ -592,7 +603,7 @@ struct head {
 /* The head context of window b, head h. */
 static void head_init(struct head *hd, const struct mni_pattern *p,
                       const struct mnemo_attn_cfg *cfg, const struct mnemo_attn_io *io,
-                      const struct act_lay *al, int b, int h)
+                      const struct act_lay *al, const int *ord, int b, int h)
 {
     const int T = io->T, NH = cfg->n_head, HS = cfg->head_dim;
     const size_t C = (size_t)NH * HS, head = ((size_t)b * NH + h) * T;
@@ -603,6 +614,7 @@ static void head_init(struct head *hd, const struct mni_pattern *p,
     hd->ldx = 3 * C;
     hd->K = (const float *)(act + al->k) + head * HS;
     hd->V = (const float *)(act + al->v) + head * HS;
+    hd->rank = ord + (size_t)h * ord_ints(T) + 2 * (size_t)T + 1;
     hd->cs = cfg->rope ? (const float *)(act + al->cs) : NULL;
     hd->qscale = (float)(MNI_LOG2E / sqrt((double)HS));
     hd->lse = (float *)(act + al->lse) + head;
@@ -642,8 +654,8 @@ static void fwd_block(const struct head *hd, const int *qpos, int nq, float *out
     int n;
     while ((n = tiles_next(&tl, &keys)) > 0) {
         for (int c = 0; c < n; c++) {
-            krow[c] = hd->K + (size_t)keys[c] * HS;
-            vrow[c] = hd->V + (size_t)keys[c] * HS;
+            krow[c] = hd->K + (size_t)hd->rank[keys[c]] * HS;
+            vrow[c] = hd->V + (size_t)hd->rank[keys[c]] * HS;
         }
         kern_bt(St, krow, n, Qt, HS);
         hd->p->mask(hd->cfg, hd->layer, hd->h, qpos, nq, keys, n, M, KB);
@@ -680,9 +692,13 @@ enum mnemo_status mni_sparse_check_io(const struct mnemo_attn_cfg *cfg,
     return MNEMO_OK;
 }
 
-/* Lays out the rotated keys and the values of window b's positions [t0, t1), every head. */
+/* Lays out the rotated keys and the values of window b's positions [t0, t1), every head, each
+ * in its head's query order (ord: orders()), so that the keys a block of a group (a strided
+ * head's residue class) shares are consecutive rows, not rows a multiple of 4 KiB apart that
+ * fall in the same few L1 sets. */
 static void prepare(const struct mnemo_attn_cfg *cfg, const struct mnemo_attn_io *io,
-                    const struct act_lay *al, const float *cs, int b, int t0, int t1)
+                    const struct act_lay *al, const float *cs, const int *ord, int b, int t0,
+                    int t1)
 {
     const int T = io->T, NH = cfg->n_head, HS = cfg->head_dim;
     const size_t C = (size_t)NH * HS;
@@ -690,7 +706,8 @@ static void prepare(const struct mnemo_attn_cfg *cfg, const struct mnemo_attn_io
     for (int t = t0; t < t1; t++) {
         const float *x = io->qkv + ((size_t)b * T + t) * 3 * C;
         for (int h = 0; h < NH; h++) {
-            const size_t r = (((size_t)b * NH + h) * T + t) * HS;
+            const int *rank = ord + (size_t)h * ord_ints(T) + 2 * (size_t)T + 1;
+            const size_t r = (((size_t)b * NH + h) * T + rank[t]) * HS;
             rot_row(ak + r, x + C + (size_t)h * HS, cs ? cs + (size_t)t * HS : NULL, HS, 1.0f, 1);
             memcpy(av + r, x + 2 * C + (size_t)h * HS, sizeof(float) * HS);
         }
@@ -704,8 +721,8 @@ static void prepare(const struct mnemo_attn_cfg *cfg, const struct mnemo_attn_io
  * at most the slices in flight, not a whole chunk (which matters when the thread laying it out
  * loses its core). */
 static void ensure_chunk(const struct mnemo_attn_cfg *cfg, const struct mnemo_attn_io *io,
-                         const struct act_lay *al, const float *cs, atomic_int *st, int b, int c,
-                         int wait)
+                         const struct act_lay *al, const float *cs, const int *ord, atomic_int *st,
+                         int b, int c, int wait)
 {
     const int t0 = c * PREP, t1 = t0 + PREP < io->T ? t0 + PREP : io->T;
     const int ns = (t1 - t0 + PREP_SLICE - 1) / PREP_SLICE;
@@ -713,7 +730,7 @@ static void ensure_chunk(const struct mnemo_attn_cfg *cfg, const struct mnemo_at
     for (int k; atomic_load_explicit(&st[0], memory_order_relaxed) < ns &&
                 (k = atomic_fetch_add_explicit(&st[0], 1, memory_order_relaxed)) < ns;) {
         const int s0 = t0 + k * PREP_SLICE, s1 = s0 + PREP_SLICE < t1 ? s0 + PREP_SLICE : t1;
-        prepare(cfg, io, al, cs, b, s0, s1);
+        prepare(cfg, io, al, cs, ord, b, s0, s1);
         atomic_fetch_add_explicit(&st[1], 1, memory_order_release);
     }
     for (int spins = 0; wait && atomic_load_explicit(&st[1], memory_order_acquire) != ns; spins++) {
@@ -731,16 +748,27 @@ static void ensure_chunk(const struct mnemo_attn_cfg *cfg, const struct mnemo_at
  * h is (h, i). Chunk 0's layout comes first, and chunk c + 1's before the blocks whose last
  * query falls in chunk c (their keys are <= that query): a layout is handed out one chunk
  * ahead of the blocks that need it, so the thread that takes it is done (or nearly) when they
- * start, instead of another thread spinning while it works; the keys are still in cache.
+ * start, instead of another thread spinning while it works; the keys are still in cache. The
+ * blocks of a head whose query order is not the positions' (a strided head's residue classes)
+ * all come after the last chunk, in that order: the blocks of a group share their keys, which
+ * then stay in cache from one block to the next instead of being fetched again for each.
  * cnt (nc + 1) is scratch. Returns the number of items, nc plus the blocks. */
-static long work_list(const int *ord, const int *blk, const int *nb, int NH, int T, int *work,
-                      int *cnt)
+/* The chunk after whose layout block i (of a head with query order perm, blocks bs) comes in
+ * the work list: that of its last query (its keys are <= it), or the last chunk when the
+ * head's order is not the positions' (work_list). */
+static int block_chunk(const int *perm, const int *bs, int i, int T, int permuted)
+{
+    return permuted ? (int)n_chunks(T) - 1 : perm[bs[i + 1] - 1] / PREP;
+}
+
+static long work_list(const int *ord, const int *blk, const int *nb, const unsigned char *permuted,
+                      int NH, int T, int *work, int *cnt)
 {
     const int nc = (int)n_chunks(T);
     for (int c = 0; c <= nc; c++) cnt[c] = 0;
     for (int h = 0; h < NH; h++) {
-        const int *perm = ord + (size_t)h * (2 * (size_t)T + 1), *bs = blk + (size_t)h * ((size_t)T + 1);
-        for (int i = 0; i < nb[h]; i++) cnt[perm[bs[i + 1] - 1] / PREP + 1]++;
+        const int *perm = ord + (size_t)h * ord_ints(T), *bs = blk + (size_t)h * ((size_t)T + 1);
+        for (int i = 0; i < nb[h]; i++) cnt[block_chunk(perm, bs, i, T, permuted[h]) + 1]++;
     }
     for (int c = 0; c < nc; c++) cnt[c + 1] += cnt[c]; /* cnt[c]: blocks of chunks < c */
     /* before the blocks of chunk c: layouts 0 .. min(c + 1, nc - 1) and cnt[c] blocks; so
@@ -753,9 +781,9 @@ static long work_list(const int *ord, const int *blk, const int *nb, int NH, int
     const long total = (long)nc + cnt[nc];
     for (int c = 0; c < nc; c++) cnt[c] += c + 2 < nc ? c + 2 : nc; /* where c's blocks go */
     for (int h = 0; h < NH; h++) { /* counting sort, stable: by head, then block */
-        const int *perm = ord + (size_t)h * (2 * (size_t)T + 1), *bs = blk + (size_t)h * ((size_t)T + 1);
+        const int *perm = ord + (size_t)h * ord_ints(T), *bs = blk + (size_t)h * ((size_t)T + 1);
         for (int i = 0; i < nb[h]; i++) {
-            int *w = work + 2 * (size_t)cnt[perm[bs[i + 1] - 1] / PREP]++;
+            int *w = work + 2 * (size_t)cnt[block_chunk(perm, bs, i, T, permuted[h])]++;
             w[0] = h, w[1] = i;
         }
     }
@@ -782,8 +810,9 @@ enum mnemo_status mni_sparse_forward(const struct mni_pattern *p, const struct m
     const int nc = (int)n_chunks(T);
     if (NH > 1024) return mni_err(MNEMO_ERR_ARG, "sparse attention: at most 1024 heads");
     if (cs) mni_rope_table(cs, T, HS, cfg->rope_theta);
-    orders(p, cfg, io->layer, T, ord, blk, nb);
-    const long per = work_list(ord, blk, nb, NH, T, work, (int *)(scr + sl.cstart));
+    unsigned char permuted[1024];
+    orders(p, cfg, io->layer, T, ord, blk, nb, permuted);
+    const long per = work_list(ord, blk, nb, permuted, NH, T, work, (int *)(scr + sl.cstart));
     for (size_t i = 0; i < 2 * (size_t)B * nc; i++) atomic_init(&state[i], 0);
 #pragma omp parallel
     {
@@ -796,16 +825,16 @@ enum mnemo_status mni_sparse_forward(const struct mni_pattern *p, const struct m
             atomic_int *sb = state + 2 * (size_t)b * nc;
             if (b != wb) wb = b, ready = -1;
             if (w[0] < 0) { /* a layout, unless a block that needed it has done it already */
-                ensure_chunk(cfg, io, &al, cs, sb + 2 * w[1], b, w[1], 0);
+                ensure_chunk(cfg, io, &al, cs, ord, sb + 2 * w[1], b, w[1], 0);
                 continue;
             }
             const int h = w[0], i = w[1];
-            const int *perm = ord + (size_t)h * (2 * (size_t)T + 1);
+            const int *perm = ord + (size_t)h * ord_ints(T);
             const int *bs = blk + (size_t)h * ((size_t)T + 1);
             for (const int c = perm[bs[i + 1] - 1] / PREP; ready < c; ready++)
-                ensure_chunk(cfg, io, &al, cs, sb + 2 * (ready + 1), b, ready + 1, 1);
+                ensure_chunk(cfg, io, &al, cs, ord, sb + 2 * (ready + 1), b, ready + 1, 1);
             struct head hd;
-            head_init(&hd, p, cfg, io, &al, b, h);
+            head_init(&hd, p, cfg, io, &al, ord, b, h);
             float *out = io->out + (size_t)b * T * C + (size_t)h * HS;
             if (i + 1 < nb[h]) { /* the next block's queries and output rows */
                 const int *q1 = perm + bs[i + 1], n1 = bs[i + 2] - bs[i + 1];
@@ -840,12 +869,12 @@ static double dot_d(const float *a, const float *b, int n)
 
 /* One block's share of the gradients of one head: dq of its queries stored into their rows
  * (each query is in one block; rotated back), dk (rotated) and dv of the keys its tiles list
- * added into theirs (rows up to the block's last query are zero or hold earlier blocks' sums).
- * dO and o read from their rows (stride ldo); dq, dk, dv rows at dQ, dK, dV + t ldd. M (QW,KB)
- * is zero and left zero. */
+ * added into theirs (a row is zeroed at its first use, and z[t] set: z marks the rows that
+ * hold earlier blocks' sums). dO and o read from their rows (stride ldo); dq, dk, dv rows at
+ * dQ, dK, dV + t ldd. M (QW,KB) is zero and left zero. */
 static void bwd_block(const struct head *hd, const int *qpos, int nq, const float *dO,
                       const float *O, size_t ldo, float *dQ, float *dK, float *dV, size_t ldd,
-                      float *M)
+                      unsigned char *z, float *M)
 {
     const int HS = hd->HS, HSP = hd->HSP;
     float Qr[QW * HS_MAX] ALIGN64, Qt[HS_MAX * QW] ALIGN64;
@@ -875,10 +904,15 @@ static void bwd_block(const struct head *hd, const int *qpos, int nq, const floa
     int n;
     while ((n = tiles_next(&tl, &keys)) > 0) {
         for (int c = 0; c < n; c++) {
-            krow[c] = hd->K + (size_t)keys[c] * HS;
-            vrow[c] = hd->V + (size_t)keys[c] * HS;
+            krow[c] = hd->K + (size_t)hd->rank[keys[c]] * HS;
+            vrow[c] = hd->V + (size_t)hd->rank[keys[c]] * HS;
             dkrow[c] = dK + (size_t)keys[c] * ldd;
             dvrow[c] = dV + (size_t)keys[c] * ldd;
+            if (!z[keys[c]]) {
+                memset(dkrow[c], 0, sizeof(float) * HS);
+                memset(dvrow[c], 0, sizeof(float) * HS);
+                z[keys[c]] = 1;
+            }
         }
         /* P = 2^(S - lse) where allowed (0 where masked), dP = dO V^T, dS = P (dP - D) */
         kern_bt(St, krow, n, Qt, HS);
@@ -901,12 +935,12 @@ static void bwd_block(const struct head *hd, const int *qpos, int nq, const floa
 
 /* Each head's floors (at fl + h T, nb[h] of them): floor[i] is the smallest key that a block
  * after block i lists (the first key of a block is its smallest), T after the last one. Once
- * block i is done, the rows of dk below floor[i] hold their final sums. */
+ * block i is done, the rows of dk and dv below floor[i] hold their final sums. */
 static void floors(const struct mni_pattern *p, const struct mnemo_attn_cfg *cfg, int layer, int T,
                    const int *ord, const int *blk, const int *nb, int *fl)
 {
     for (int h = 0; h < cfg->n_head; h++) {
-        const int *perm = ord + (size_t)h * (2 * (size_t)T + 1);
+        const int *perm = ord + (size_t)h * ord_ints(T);
         const int *bs = blk + (size_t)h * ((size_t)T + 1);
         int *f = fl + (size_t)h * T, lo = T;
         for (int i = nb[h] - 1; i >= 0; i--) {
@@ -916,6 +950,24 @@ static void floors(const struct mni_pattern *p, const struct mnemo_attn_cfg *cfg
                 key < lo)
                 lo = key;
         }
+    }
+}
+
+/* Rows t0..t1-1 of dk and dv (stride ldd) hold their final sums: the rows no block listed
+ * (z[t] 0; cannot happen, a query sees itself) are zeroed, and dk is rotated back to the
+ * unrotated input (cs the RoPE table, NULL: none), prefetching a few rows ahead. */
+static void finish_rows(float *dk, float *dv, size_t ldd, const unsigned char *z, const float *cs,
+                        int HS, int t0, int t1)
+{
+    for (int t = t0; t < t1; t++) {
+        if (!z[t]) {
+            memset(dk + (size_t)t * ldd, 0, sizeof(float) * HS);
+            memset(dv + (size_t)t * ldd, 0, sizeof(float) * HS);
+        }
+        if (!cs) continue;
+        if (t + 8 < t1)
+            for (int d = 0; d < HS; d += 16) __builtin_prefetch(dk + (size_t)(t + 8) * ldd + d, 1, 3);
+        mni_rope_apply(dk + (size_t)t * ldd, cs + (size_t)t * HS, HS, -1);
     }
 }
 
@@ -934,9 +986,9 @@ enum mnemo_status mni_sparse_backward(const struct mni_pattern *p,
     const float *cs = cfg->rope ? (const float *)((const char *)io->act + al.cs) : NULL;
     int *ord = (int *)(scr + sl.order), *blk = (int *)(scr + sl.blocks), nb[1024];
     if (NH > 1024) return mni_err(MNEMO_ERR_ARG, "sparse attention: at most 1024 heads");
-    orders(p, cfg, io->layer, T, ord, blk, nb);
+    orders(p, cfg, io->layer, T, ord, blk, nb, NULL);
     int *fl = (int *)(scr + sl.work);
-    if (cs) floors(p, cfg, io->layer, T, ord, blk, nb, fl);
+    floors(p, cfg, io->layer, T, ord, blk, nb, fl);
     /* one task per (window, head): its blocks in order, so that the sums into dk and dv have
      * one writer and a fixed order */
 #pragma omp parallel
@@ -946,53 +998,41 @@ enum mnemo_status mni_sparse_backward(const struct mni_pattern *p,
 #pragma omp for schedule(dynamic, 1)
         for (long bh = 0; bh < (long)B * NH; bh++) {
             const int b = (int)(bh / NH), h = (int)(bh % NH);
-            const int *perm = ord + (size_t)h * (2 * (size_t)T + 1);
+            const int *perm = ord + (size_t)h * ord_ints(T);
             const int *bs = blk + (size_t)h * ((size_t)T + 1);
             struct head hd;
-            head_init(&hd, p, cfg, io, &al, b, h);
+            head_init(&hd, p, cfg, io, &al, ord, b, h);
             float *dq = io->dqkv + (size_t)b * T * 3 * C + (size_t)h * HS; /* row t at t 3C */
             float *dk = dq + C, *dv = dq + 2 * C;
             const size_t ro = (size_t)b * T * C + (size_t)h * HS; /* row t at t C */
             const float *dO = io->dout + ro, *O = io->out + ro;
-            /* the rows of dk and dv are zeroed lazily: the keys of a block are <= its last
-             * query, so the rows above the largest query so far are still untouched */
-            int zeroed = 0, rotated = 0; /* rows of dk below rotated are final and rotated back */
+            unsigned char *z = (unsigned char *)(scr + sl.touched) + (size_t)bh * T;
+            memset(z, 0, (size_t)T);
+            int done = 0; /* rows of dk and dv below done are final (and dk rotated back) */
             for (int i = 0; i < nb[h]; i++) {
                 const int *q = perm + bs[i], nq = bs[i + 1] - bs[i];
-                for (; zeroed <= q[nq - 1]; zeroed++) {
-                    memset(dk + (size_t)zeroed * 3 * C, 0, sizeof(float) * HS);
-                    memset(dv + (size_t)zeroed * 3 * C, 0, sizeof(float) * HS);
-                }
                 if (i + 1 < nb[h]) { /* the next block's rows */
                     const int *q1 = perm + bs[i + 1], n1 = bs[i + 2] - bs[i + 1];
                     prefetch_rows(dO, C, q1, n1, HS, 0);
                     prefetch_rows(O, C, q1, n1, HS, 0);
                     prefetch_rows(hd.X, hd.ldx, q1, n1, HS, 0);
-                    prefetch_rows(hd.K, (size_t)HS, q1, n1, HS, 0);
-                    prefetch_rows(hd.V, (size_t)HS, q1, n1, HS, 0);
+                    for (size_t d = 0; d < (size_t)n1 * HS; d += 16) { /* rows bs[i + 1].. */
+                        __builtin_prefetch(hd.K + (size_t)bs[i + 1] * HS + d, 0, 3);
+                        __builtin_prefetch(hd.V + (size_t)bs[i + 1] * HS + d, 0, 3);
+                    }
                     prefetch_rows(dq, 3 * C, q1, n1, HS, 1);
                     prefetch_rows(dk, 3 * C, q1, n1, HS, 1);
                     prefetch_rows(dv, 3 * C, q1, n1, HS, 1);
                 }
-                bwd_block(&hd, q, nq, dO, O, C, dq, dk, dv, 3 * C, M);
-                /* rotate dk back to the unrotated input where no later block adds to it: the
-                 * rows are still in cache (with a pattern whose later blocks reach back to the
-                 * first keys, e.g. global tokens or residue classes, that is at the end) */
-                const int upto = cs && fl[(size_t)h * T + i] < zeroed ? fl[(size_t)h * T + i] : zeroed;
-                for (; cs && rotated < upto; rotated++)
-                    mni_rope_apply(dk + (size_t)rotated * 3 * C, cs + (size_t)rotated * HS, HS, -1);
+                bwd_block(&hd, q, nq, dO, O, C, dq, dk, dv, 3 * C, z, M);
+                /* the rows no later block adds to, while they are in cache (with a pattern
+                 * whose later blocks reach back to the first keys, global tokens or residue
+                 * classes, that is at the end) */
+                const int upto = fl[(size_t)h * T + i];
+                finish_rows(dk, dv, 3 * C, z, cs, HS, done, upto);
+                done = upto > done ? upto : done;
             }
-            for (; zeroed < T; zeroed++) { /* never listed (cannot happen: a query sees itself) */
-                memset(dk + (size_t)zeroed * 3 * C, 0, sizeof(float) * HS);
-                memset(dv + (size_t)zeroed * 3 * C, 0, sizeof(float) * HS);
-            }
-            if (cs) /* the rest (prefetching a few rows ahead) */
-                for (int t = rotated; t < T; t++) {
-                    if (t + 8 < T)
-                        for (int d = 0; d < HS; d += 16)
-                            __builtin_prefetch(dk + (size_t)(t + 8) * 3 * C + d, 1, 3);
-                    mni_rope_apply(dk + (size_t)t * 3 * C, cs + (size_t)t * HS, HS, -1);
-                }
+            finish_rows(dk, dv, 3 * C, z, cs, HS, done, T);
         }
     }
     return MNEMO_OK;
