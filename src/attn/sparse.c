@@ -22,20 +22,24 @@
  *
  * Forward (FlashAttention-2): the rotated keys and the values are laid out per head in act
  * (rows contiguous: read in place by the tiles; qkv's row stride would alias a tile's rows into
- * few L1 sets), a chunk of PREP positions at a time, each chunk followed in the work list by
- * the blocks whose last query falls in it (a block's keys are <= that query): no barrier
- * between the layout and the blocks, which find their keys still in cache. A block rotates and
+ * few L1 sets), in the head's query order (a strided head's residue class is a run of rows), a
+ * chunk of PREP positions at a time, in slices of PREP_SLICE that any thread waiting for the
+ * chunk takes too. A chunk's layout comes in the work list one chunk ahead of the blocks whose
+ * last query falls in it (a block's keys are <= that query): no barrier between the layout and
+ * the blocks, which find their keys still in cache; the blocks of a head whose order is
+ * permuted come after the last chunk, group by group. A block rotates and
  * scales its queries from qkv (by log2(e)/sqrt(HS): the scores come out in log2 units and only
  * 2^x is needed) and walks its tiles: S^T, the mask, the online softmax,
  * O^T (HS,QW) = alpha O^T + V_tile^T P^T; it writes out and lse (log2) of its rows, and
- * prefetches the next block's queries.
+ * prefetches the next block's queries and output rows.
  * Backward: one task per (window, head) walks the same blocks and tiles in order, recomputing
  * P^T = 2^(S^T - lse), dP^T = V_tile dO^T, dS^T = P^T (dP^T - D) with D_i = dO_i . o_i, and
  * adds dq^T += K_tile^T dS^T (stored per block, rotated back: each query is in one block),
- * dv_j += P^T dO and dk_j += dS^T q through row pointers straight into dqkv (zeroed lazily,
- * ahead of the blocks), in a fixed order with one writer per value: the results are
- * deterministic for any thread count. Then dk is rotated back in place. Backward reads io->qkv
- * (the queries), io->out and io->dout besides act.
+ * dv_j += P^T dO and dk_j += dS^T q through row pointers straight into dqkv (a row zeroed at
+ * its first use), in a fixed order with one writer per value: the results are deterministic
+ * for any thread count. A row of dk is rotated back in place once no later block lists it (the
+ * head's floors), while it is still in cache. Backward reads io->qkv (the queries), io->out and
+ * io->dout besides act.
  * Streaming: a state of the first `sinks` keys and a ring of the last `recent` ones (the
  * pattern's retain()), or a cache of every key up to n_ctx when the pattern needs them all;
  * each new token gathers the keys its pattern allows from the state.
