@@ -748,6 +748,14 @@ static void ensure_chunk(const struct mnemo_attn_cfg *cfg, const struct mnemo_at
     }
 }
 
+/* The chunk after whose layout block i (of a head with query order perm, blocks bs) comes in
+ * the work list: that of its last query (its keys are <= it), or the last chunk when the
+ * head's order is not the positions' (work_list). */
+static int block_chunk(const int *perm, const int *bs, int i, int T, int permuted)
+{
+    return permuted ? (int)n_chunks(T) - 1 : perm[bs[i + 1] - 1] / PREP;
+}
+
 /* The work list of a window (2 ints an item): the layout of chunk c is (-1, c), block i of head
  * h is (h, i). Chunk 0's layout comes first, and chunk c + 1's before the blocks whose last
  * query falls in chunk c (their keys are <= that query): a layout is handed out one chunk
@@ -757,14 +765,6 @@ static void ensure_chunk(const struct mnemo_attn_cfg *cfg, const struct mnemo_at
  * all come after the last chunk, in that order: the blocks of a group share their keys, which
  * then stay in cache from one block to the next instead of being fetched again for each.
  * cnt (nc + 1) is scratch. Returns the number of items, nc plus the blocks. */
-/* The chunk after whose layout block i (of a head with query order perm, blocks bs) comes in
- * the work list: that of its last query (its keys are <= it), or the last chunk when the
- * head's order is not the positions' (work_list). */
-static int block_chunk(const int *perm, const int *bs, int i, int T, int permuted)
-{
-    return permuted ? (int)n_chunks(T) - 1 : perm[bs[i + 1] - 1] / PREP;
-}
-
 static long work_list(const int *ord, const int *blk, const int *nb, const unsigned char *permuted,
                       int NH, int T, int *work, int *cnt)
 {

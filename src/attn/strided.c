@@ -149,7 +149,7 @@ static int run_keys(const struct mnemo_attn_cfg *cfg, int pat, const int *q, int
             }
             keys[n++] = j;
         }
-    if (j < lo) j = lo;
+    if (j < lo) j = lo; /* (lo = q0 - l when > 0 is itself congruent: the steps land on it) */
     for (; n < max && j <= hi; j++) keys[n++] = j;
     *cursor = j;
     return n;
