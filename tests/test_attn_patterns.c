@@ -10,7 +10,9 @@
  *    every query of a block, drawn uniformly, and all of them when there are few;
  *  - the option relations validate() refuses, with a message naming the kind and the option;
  *  - fast vs reference with a single head (the conformance shapes have two or more; strided's
- *    single head takes A U B).
+ *    single head takes A U B);
+ *  - fast vs reference over a long window (several of the forward's layout chunks), and the same
+ *    bits for 1, 2 and 3 threads (deterministic forward and backward).
  */
 #include <math.h>
 #include <stdio.h>
@@ -474,6 +476,62 @@ static void test_single_head_fast_vs_ref(void **state)
     }
 }
 
+/* ---- a long window on several threads ---------------------------------------------------------
+ * T crosses several of the forward's layout chunks (256 positions) and their slices, with B 2:
+ * fast vs reference, and the fast outputs and gradients the same bits for 1, 2 and 3 threads
+ * (each block and each (window, head) of the backward is one thread's, in a fixed order). */
+
+static void test_threads_long(void **state)
+{
+    (void)state;
+    const int B = 2, T = 700, NH = 4, threads[] = {1, 2, 3};
+    for (size_t ci = 0; ci < N_PCASES; ci++) {
+        const struct pcase *pc = &pcases[ci];
+        const struct mnemo_attn_ops *fast = mnemo_attn_ops_get(pc->kind);
+        const struct mnemo_attn_ops *ref = mnemo_attn_ops_get_ref(pc->kind);
+        struct mnemo_model_config mc;
+        tu_attn_model_config(&mc, pc->kind, NH, 16, T, 1, 4);
+        struct mnemo_attn_cfg cfg;
+        if (mnemo_attn_cfg_make(&cfg, &mc, pc->opts, 2) != MNEMO_OK)
+            fail_msg("%s '%s': %s", mnemo_attn_kind_name(pc->kind), pc->opts, mnemo_last_error());
+        struct tu_attn_bufs br, bf[3];
+        tu_attn_bufs_init(&br, ref, &cfg, B, T);
+        tu_fill_normal(br.qkv, br.nqkv, 1.0f, 91 + ci);
+        tu_fill_normal(br.dout, br.nout, 1.0f, 92 + ci);
+        struct mnemo_attn_io ior = tu_attn_io(&br);
+        ior.layer = 2;
+        assert_int_equal(ref->forward(&cfg, &ior), MNEMO_OK);
+        assert_int_equal(ref->backward(&cfg, &ior), MNEMO_OK);
+        char what[160];
+        for (int k = 0; k < 3; k++) {
+            tu_attn_bufs_init(&bf[k], fast, &cfg, B, T);
+            memcpy(bf[k].qkv, br.qkv, br.nqkv * sizeof(float));
+            memcpy(bf[k].dout, br.dout, br.nout * sizeof(float));
+            struct mnemo_attn_io io = tu_attn_io(&bf[k]);
+            io.layer = 2;
+            assert_int_equal(mnemo_set_threads(threads[k]), MNEMO_OK);
+            assert_int_equal(fast->forward(&cfg, &io), MNEMO_OK);
+            assert_int_equal(fast->backward(&cfg, &io), MNEMO_OK);
+            snprintf(what, sizeof(what), "%s '%s' T %d, %d threads, out", mnemo_attn_kind_name(pc->kind),
+                     pc->opts, T, threads[k]);
+            TU_ASSERT_CLOSE(what, bf[k].out, br.out, br.nout, 2e-5f, 2e-4f);
+            if (tu_rel_max_err(bf[k].dqkv, br.dqkv, br.nqkv) > 5e-4) {
+                snprintf(what, sizeof(what), "%s '%s' T %d, %d threads, dqkv",
+                         mnemo_attn_kind_name(pc->kind), pc->opts, T, threads[k]);
+                tu_close(what, bf[k].dqkv, br.dqkv, br.nqkv, 0, 0);
+                fail();
+            }
+            if (k > 0 && (memcmp(bf[k].out, bf[0].out, br.nout * sizeof(float)) ||
+                          memcmp(bf[k].dqkv, bf[0].dqkv, br.nqkv * sizeof(float))))
+                fail_msg("%s '%s': %d threads do not give the bits of 1",
+                         mnemo_attn_kind_name(pc->kind), pc->opts, threads[k]);
+        }
+        for (int k = 0; k < 3; k++) tu_attn_bufs_free(&bf[k]);
+        tu_attn_bufs_free(&br);
+    }
+    assert_int_equal(mnemo_set_threads(2), MNEMO_OK);
+}
+
 /* ---- streaming over a long window: the rings wrap (the conformance window is short) ---------- */
 
 static void test_stream_long(void **state)
@@ -534,6 +592,7 @@ int main(void)
         cmocka_unit_test(test_pairs_brute_force),
         cmocka_unit_test(test_next_keys_cover),
         cmocka_unit_test(test_single_head_fast_vs_ref),
+        cmocka_unit_test(test_threads_long),
         cmocka_unit_test(test_stream_long),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -22,20 +22,24 @@
  *
  * Forward (FlashAttention-2): the rotated keys and the values are laid out per head in act
  * (rows contiguous: read in place by the tiles; qkv's row stride would alias a tile's rows into
- * few L1 sets), a chunk of PREP positions at a time, each chunk followed in the work list by
- * the blocks whose last query falls in it (a block's keys are <= that query): no barrier
- * between the layout and the blocks, which find their keys still in cache. A block rotates and
+ * few L1 sets), in the head's query order (a strided head's residue class is a run of rows), a
+ * chunk of PREP positions at a time, in slices of PREP_SLICE that any thread waiting for the
+ * chunk takes too. A chunk's layout comes in the work list one chunk ahead of the blocks whose
+ * last query falls in it (a block's keys are <= that query): no barrier between the layout and
+ * the blocks, which find their keys still in cache; the blocks of a head whose order is
+ * permuted come after the last chunk, group by group. A block rotates and
  * scales its queries from qkv (by log2(e)/sqrt(HS): the scores come out in log2 units and only
  * 2^x is needed) and walks its tiles: S^T, the mask, the online softmax,
  * O^T (HS,QW) = alpha O^T + V_tile^T P^T; it writes out and lse (log2) of its rows, and
- * prefetches the next block's queries.
+ * prefetches the next block's queries and output rows.
  * Backward: one task per (window, head) walks the same blocks and tiles in order, recomputing
  * P^T = 2^(S^T - lse), dP^T = V_tile dO^T, dS^T = P^T (dP^T - D) with D_i = dO_i . o_i, and
  * adds dq^T += K_tile^T dS^T (stored per block, rotated back: each query is in one block),
- * dv_j += P^T dO and dk_j += dS^T q through row pointers straight into dqkv (zeroed lazily,
- * ahead of the blocks), in a fixed order with one writer per value: the results are
- * deterministic for any thread count. Then dk is rotated back in place. Backward reads io->qkv
- * (the queries), io->out and io->dout besides act.
+ * dv_j += P^T dO and dk_j += dS^T q through row pointers straight into dqkv (a row zeroed at
+ * its first use), in a fixed order with one writer per value: the results are deterministic
+ * for any thread count. A row of dk is rotated back in place once no later block lists it (the
+ * head's floors), while it is still in cache. Backward reads io->qkv (the queries), io->out and
+ * io->dout besides act.
  * Streaming: a state of the first `sinks` keys and a ring of the last `recent` ones (the
  * pattern's retain()), or a cache of every key up to n_ctx when the pattern needs them all;
  * each new token gathers the keys its pattern allows from the state.
@@ -46,7 +50,9 @@
  * uses: mask() *is* the definition (the reference asks it about every j <= i), and the
  * iterator must cover every allowed key (the conformance suite compares the two paths).
  */
+#define _POSIX_C_SOURCE 200809L /* sched_yield */
 #include <math.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <string.h>
 
@@ -60,6 +66,8 @@
 #define HS_MAX 256 /* largest head_dim (the stack tiles are sized for it) */
 #define SPLIT_MIN 8 /* a tile is split at the block's first query when >= this many keys precede */
 #define PREP 256    /* forward: positions laid out per preparation item */
+#define SPIN_MAX 256 /* forward: a thread waiting for a slice spins this often, then yields */
+#define PREP_SLICE 32 /* forward: positions laid out at a time (a thread takes slices of a chunk) */
 #define ALIGN64 __attribute__((aligned(64)))
 
 /* ---- layouts ------------------------------------------------------------------------------- */
@@ -91,26 +99,35 @@ size_t mni_sparse_act_bytes(const struct mnemo_attn_cfg *cfg, int B, int T)
     return l.total;
 }
 
-/* Scratch: per head, its query order and group starts (2T + 1 ints) and its blocks' starts
+/* Scratch: per head, its query order, group starts and ranks (ORD(T) = 3T + 1 ints: perm,
+ * gstart, rank with rank[perm[k]] = k) and its blocks' starts
  * (T + 1 ints: block i is perm[bstart[i] .. bstart[i+1]), nb <= T blocks); for forward, the
- * work list: the blocks of every head sorted by the chunk of PREP positions their last query
- * falls in (head and index: 2 NH T ints), the chunks' starts in it (nc + 1 ints, nc = ceil(T /
- * PREP)), and each (window, chunk)'s preparation state (B nc atomic ints). */
+ * work list of a window: the layouts of the nc = ceil(T / PREP) chunks of PREP positions and
+ * the blocks of every head, sorted by the chunk their last query falls in, two ints an item
+ * (2 (NH T + nc) ints; backward keeps each head's floors there, NH T ints), the chunks' item
+ * counts (nc + 1 ints), and each (window, chunk)'s
+ * preparation state (B nc pairs of atomic ints: the slices handed out, the slices done); for
+ * backward, which rows of dk and dv each (window, head) has zeroed (B NH T bytes). */
 struct scr_lay {
-    size_t order, blocks, work, cstart, state, total;
+    size_t order, blocks, work, cstart, state, touched, total;
 };
 
 static size_t n_chunks(int T) { return ((size_t)T + PREP - 1) / PREP; }
+
+/* The ints of a head's query order in scratch: perm (T), gstart (T + 1), rank (T). */
+static size_t ord_ints(int T) { return mni_add(mni_mul(3, (size_t)T), 1); }
 
 static void scr_layout(struct scr_lay *l, const struct mnemo_attn_cfg *cfg, int B, int T)
 {
     const size_t NH = (size_t)cfg->n_head, nc = n_chunks(T);
     l->order = 0;
-    l->blocks = mni_align64(mni_mul(mni_mul(NH, mni_add(mni_mul(2, (size_t)T), 1)), sizeof(int)));
+    l->blocks = mni_align64(mni_mul(mni_mul(NH, ord_ints(T)), sizeof(int)));
     l->work = mni_add(l->blocks, mni_align64(mni_mul(mni_mul(NH, mni_add((size_t)T, 1)), sizeof(int))));
-    l->cstart = mni_add(l->work, mni_align64(mni_mul(mni_mul(2 * NH, (size_t)T), sizeof(int))));
+    l->cstart = mni_add(l->work, mni_align64(mni_mul(mni_mul(2, mni_add(mni_mul(NH, (size_t)T), nc)),
+                                                     sizeof(int))));
     l->state = mni_add(l->cstart, mni_align64(mni_mul(nc + 1, sizeof(int))));
-    l->total = mni_add(l->state, mni_align64(mni_mul(mni_mul((size_t)B, nc), sizeof(atomic_int))));
+    l->touched = mni_add(l->state, mni_align64(mni_mul(mni_mul(2 * (size_t)B, nc), sizeof(atomic_int))));
+    l->total = mni_add(l->touched, mni_align64(mni_mul(mni_mul((size_t)B, NH), (size_t)T)));
 }
 
 size_t mni_sparse_scratch_bytes(const struct mnemo_attn_cfg *cfg, int B, int T)
@@ -131,15 +148,19 @@ static int query_order(const struct mni_pattern *p, const struct mnemo_attn_cfg 
     return 1;
 }
 
-/* Every head's query order (perm at ord + h (2T + 1)) and its blocks (each group cut into
- * blocks of QW: bstart at blk + h (T + 1), nb[h] of them). */
+/* Every head's query order (perm at ord + h ORD(T), then gstart, then rank: where a position
+ * comes in the order) and its blocks (each group cut into blocks of QW: bstart at blk + h (T +
+ * 1), nb[h] of them); permuted[h] (if not NULL): 1 when the order is not the positions'. */
 static void orders(const struct mni_pattern *p, const struct mnemo_attn_cfg *cfg, int layer,
-                   int T, int *ord, int *blk, int *nb)
+                   int T, int *ord, int *blk, int *nb, unsigned char *permuted)
 {
     for (int h = 0; h < cfg->n_head; h++) {
-        int *perm = ord + (size_t)h * (2 * (size_t)T + 1), *gstart = perm + T;
+        int *perm = ord + (size_t)h * ord_ints(T), *gstart = perm + T, *rank = gstart + T + 1;
         int *bs = blk + (size_t)h * ((size_t)T + 1), n = 0;
         const int ng = query_order(p, cfg, layer, h, T, perm, gstart);
+        int moved = 0;
+        for (int k = 0; k < T; k++) rank[perm[k]] = k, moved |= perm[k] != k;
+        if (permuted) permuted[h] = (unsigned char)moved;
         for (int g = 0; g < ng; g++)
             for (int s = gstart[g]; s < gstart[g + 1]; s += QW) bs[n++] = s;
         bs[n] = T;
@@ -576,7 +597,8 @@ struct head {
     int layer, h, HS, HSP;
     const float *X;     /* query t at X + t ldx (qkv, unrotated) */
     size_t ldx;
-    const float *K, *V; /* (T,HS) the head's rotated keys and values (act) */
+    const float *K, *V; /* (T,HS) the head's rotated keys and values (act), in its query order: */
+    const int *rank;    /* position t at row rank[t] */
     const float *cs;    /* the RoPE table, NULL without */
     float qscale;
     float *lse; /* (T) */
@@ -585,7 +607,7 @@ struct head {
 /* The head context of window b, head h. */
 static void head_init(struct head *hd, const struct mni_pattern *p,
                       const struct mnemo_attn_cfg *cfg, const struct mnemo_attn_io *io,
-                      const struct act_lay *al, int b, int h)
+                      const struct act_lay *al, const int *ord, int b, int h)
 {
     const int T = io->T, NH = cfg->n_head, HS = cfg->head_dim;
     const size_t C = (size_t)NH * HS, head = ((size_t)b * NH + h) * T;
@@ -596,6 +618,7 @@ static void head_init(struct head *hd, const struct mni_pattern *p,
     hd->ldx = 3 * C;
     hd->K = (const float *)(act + al->k) + head * HS;
     hd->V = (const float *)(act + al->v) + head * HS;
+    hd->rank = ord + (size_t)h * ord_ints(T) + 2 * (size_t)T + 1;
     hd->cs = cfg->rope ? (const float *)(act + al->cs) : NULL;
     hd->qscale = (float)(MNI_LOG2E / sqrt((double)HS));
     hd->lse = (float *)(act + al->lse) + head;
@@ -635,8 +658,8 @@ static void fwd_block(const struct head *hd, const int *qpos, int nq, float *out
     int n;
     while ((n = tiles_next(&tl, &keys)) > 0) {
         for (int c = 0; c < n; c++) {
-            krow[c] = hd->K + (size_t)keys[c] * HS;
-            vrow[c] = hd->V + (size_t)keys[c] * HS;
+            krow[c] = hd->K + (size_t)hd->rank[keys[c]] * HS;
+            vrow[c] = hd->V + (size_t)hd->rank[keys[c]] * HS;
         }
         kern_bt(St, krow, n, Qt, HS);
         hd->p->mask(hd->cfg, hd->layer, hd->h, qpos, nq, keys, n, M, KB);
@@ -673,9 +696,13 @@ enum mnemo_status mni_sparse_check_io(const struct mnemo_attn_cfg *cfg,
     return MNEMO_OK;
 }
 
-/* Lays out the rotated keys and the values of window b's positions [t0, t1), every head. */
+/* Lays out the rotated keys and the values of window b's positions [t0, t1), every head, each
+ * in its head's query order (ord: orders()), so that the keys a block of a group (a strided
+ * head's residue class) shares are consecutive rows, not rows a multiple of 4 KiB apart that
+ * fall in the same few L1 sets. */
 static void prepare(const struct mnemo_attn_cfg *cfg, const struct mnemo_attn_io *io,
-                    const struct act_lay *al, const float *cs, int b, int t0, int t1)
+                    const struct act_lay *al, const float *cs, const int *ord, int b, int t0,
+                    int t1)
 {
     const int T = io->T, NH = cfg->n_head, HS = cfg->head_dim;
     const size_t C = (size_t)NH * HS;
@@ -683,33 +710,88 @@ static void prepare(const struct mnemo_attn_cfg *cfg, const struct mnemo_attn_io
     for (int t = t0; t < t1; t++) {
         const float *x = io->qkv + ((size_t)b * T + t) * 3 * C;
         for (int h = 0; h < NH; h++) {
-            const size_t r = (((size_t)b * NH + h) * T + t) * HS;
+            const int *rank = ord + (size_t)h * ord_ints(T) + 2 * (size_t)T + 1;
+            const size_t r = (((size_t)b * NH + h) * T + rank[t]) * HS;
             rot_row(ak + r, x + C + (size_t)h * HS, cs ? cs + (size_t)t * HS : NULL, HS, 1.0f, 1);
             memcpy(av + r, x + 2 * C + (size_t)h * HS, sizeof(float) * HS);
         }
     }
 }
 
-/* Makes sure chunk c of window b is laid out: prepares it if nobody has started to (state 0 ->
- * 1, then 2 when done), else waits for whoever has. So a block never waits for work that no
- * thread holds, whatever order the tasks are handed out in. */
+/* Lays out chunk c of window b, a slice of PREP_SLICE positions at a time, with any other
+ * thread that is at it: takes slices until none is left (st[0] counts the slices handed out,
+ * st[1] those done); with wait, then waits until every slice is done. So a block never waits
+ * for work that no thread holds, whatever order the tasks are handed out in, and it waits for
+ * at most the slices in flight, not a whole chunk (which matters when the thread laying it out
+ * loses its core). */
 static void ensure_chunk(const struct mnemo_attn_cfg *cfg, const struct mnemo_attn_io *io,
-                         const struct act_lay *al, const float *cs, atomic_int *state, int b, int c)
+                         const struct act_lay *al, const float *cs, const int *ord, atomic_int *st,
+                         int b, int c, int wait)
 {
-    int expect = 0;
-    if (atomic_load_explicit(state, memory_order_acquire) == 2) return;
-    if (atomic_compare_exchange_strong_explicit(state, &expect, 1, memory_order_acq_rel,
-                                                memory_order_acquire)) {
-        const int t0 = c * PREP, t1 = t0 + PREP < io->T ? t0 + PREP : io->T;
-        prepare(cfg, io, al, cs, b, t0, t1);
-        atomic_store_explicit(state, 2, memory_order_release);
-        return;
+    const int t0 = c * PREP, t1 = t0 + PREP < io->T ? t0 + PREP : io->T;
+    const int ns = (t1 - t0 + PREP_SLICE - 1) / PREP_SLICE;
+    if (atomic_load_explicit(&st[1], memory_order_acquire) == ns) return;
+    for (int k; atomic_load_explicit(&st[0], memory_order_relaxed) < ns &&
+                (k = atomic_fetch_add_explicit(&st[0], 1, memory_order_relaxed)) < ns;) {
+        const int s0 = t0 + k * PREP_SLICE, s1 = s0 + PREP_SLICE < t1 ? s0 + PREP_SLICE : t1;
+        prepare(cfg, io, al, cs, ord, b, s0, s1);
+        atomic_fetch_add_explicit(&st[1], 1, memory_order_release);
     }
-    while (atomic_load_explicit(state, memory_order_acquire) != 2) {
+    for (int spins = 0; wait && atomic_load_explicit(&st[1], memory_order_acquire) != ns; spins++) {
+        if (spins >= SPIN_MAX) { /* whoever holds the slice may have lost its core */
+            sched_yield();
+            continue;
+        }
 #if defined(__x86_64__) || defined(__i386__)
         __builtin_ia32_pause();
 #endif
     }
+}
+
+/* The chunk after whose layout block i (of a head with query order perm, blocks bs) comes in
+ * the work list: that of its last query (its keys are <= it), or the last chunk when the
+ * head's order is not the positions' (work_list). */
+static int block_chunk(const int *perm, const int *bs, int i, int T, int permuted)
+{
+    return permuted ? (int)n_chunks(T) - 1 : perm[bs[i + 1] - 1] / PREP;
+}
+
+/* The work list of a window (2 ints an item): the layout of chunk c is (-1, c), block i of head
+ * h is (h, i). Chunk 0's layout comes first, and chunk c + 1's before the blocks whose last
+ * query falls in chunk c (their keys are <= that query): a layout is handed out one chunk
+ * ahead of the blocks that need it, so the thread that takes it is done (or nearly) when they
+ * start, instead of another thread spinning while it works; the keys are still in cache. The
+ * blocks of a head whose query order is not the positions' (a strided head's residue classes)
+ * all come after the last chunk, in that order: the blocks of a group share their keys, which
+ * then stay in cache from one block to the next instead of being fetched again for each.
+ * cnt (nc + 1) is scratch. Returns the number of items, nc plus the blocks. */
+static long work_list(const int *ord, const int *blk, const int *nb, const unsigned char *permuted,
+                      int NH, int T, int *work, int *cnt)
+{
+    const int nc = (int)n_chunks(T);
+    for (int c = 0; c <= nc; c++) cnt[c] = 0;
+    for (int h = 0; h < NH; h++) {
+        const int *perm = ord + (size_t)h * ord_ints(T), *bs = blk + (size_t)h * ((size_t)T + 1);
+        for (int i = 0; i < nb[h]; i++) cnt[block_chunk(perm, bs, i, T, permuted[h]) + 1]++;
+    }
+    for (int c = 0; c < nc; c++) cnt[c + 1] += cnt[c]; /* cnt[c]: blocks of chunks < c */
+    /* before the blocks of chunk c: layouts 0 .. min(c + 1, nc - 1) and cnt[c] blocks; so
+     * chunk k >= 1's layout is at cnt[k - 1] + k */
+    work[0] = -1, work[1] = 0;
+    for (int k = 1; k < nc; k++) {
+        int *w = work + 2 * ((size_t)cnt[k - 1] + k);
+        w[0] = -1, w[1] = k;
+    }
+    const long total = (long)nc + cnt[nc];
+    for (int c = 0; c < nc; c++) cnt[c] += c + 2 < nc ? c + 2 : nc; /* where c's blocks go */
+    for (int h = 0; h < NH; h++) { /* counting sort, stable: by head, then block */
+        const int *perm = ord + (size_t)h * ord_ints(T), *bs = blk + (size_t)h * ((size_t)T + 1);
+        for (int i = 0; i < nb[h]; i++) {
+            int *w = work + 2 * (size_t)cnt[block_chunk(perm, bs, i, T, permuted[h])]++;
+            w[0] = h, w[1] = i;
+        }
+    }
+    return total;
 }
 
 enum mnemo_status mni_sparse_forward(const struct mni_pattern *p, const struct mnemo_attn_cfg *cfg,
@@ -727,33 +809,15 @@ enum mnemo_status mni_sparse_forward(const struct mni_pattern *p, const struct m
     char *scr = io->scratch;
     float *cs = cfg->rope ? (float *)((char *)io->act + al.cs) : NULL;
     int *ord = (int *)(scr + sl.order), *blk = (int *)(scr + sl.blocks), nb[1024];
-    int *work = (int *)(scr + sl.work), *cst = (int *)(scr + sl.cstart);
+    int *work = (int *)(scr + sl.work);
     atomic_int *state = (atomic_int *)(scr + sl.state);
     const int nc = (int)n_chunks(T);
     if (NH > 1024) return mni_err(MNEMO_ERR_ARG, "sparse attention: at most 1024 heads");
     if (cs) mni_rope_table(cs, T, HS, cfg->rope_theta);
-    orders(p, cfg, io->layer, T, ord, blk, nb);
-    /* The work of a window: for each chunk of PREP positions, the layout of its keys and
-     * values, then the blocks whose last query is in it (their keys are <= that query: laid
-     * out by then). Chunk c is item cst[c] + c, its blocks the next cst[c + 1] - cst[c]. No
-     * barrier between the layout and the blocks, and a block's keys are still in cache. */
-    for (int c = 0; c <= nc; c++) cst[c] = 0;
-    for (int h = 0; h < NH; h++) {
-        const int *perm = ord + (size_t)h * (2 * (size_t)T + 1), *bs = blk + (size_t)h * ((size_t)T + 1);
-        for (int i = 0; i < nb[h]; i++) cst[perm[bs[i + 1] - 1] / PREP + 1]++;
-    }
-    for (int c = 0; c < nc; c++) cst[c + 1] += cst[c];
-    for (int h = 0; h < NH; h++) { /* counting sort, stable: by head, then block */
-        const int *perm = ord + (size_t)h * (2 * (size_t)T + 1), *bs = blk + (size_t)h * ((size_t)T + 1);
-        for (int i = 0; i < nb[h]; i++) {
-            int *w = work + 2 * (size_t)cst[perm[bs[i + 1] - 1] / PREP]++;
-            w[0] = h, w[1] = i;
-        }
-    }
-    for (int c = nc; c > 0; c--) cst[c] = cst[c - 1];
-    cst[0] = 0;
-    for (size_t i = 0; i < (size_t)B * nc; i++) atomic_init(&state[i], 0);
-    const long per = (long)nc + cst[nc]; /* items per window */
+    unsigned char permuted[1024];
+    orders(p, cfg, io->layer, T, ord, blk, nb, permuted);
+    const long per = work_list(ord, blk, nb, permuted, NH, T, work, (int *)(scr + sl.cstart));
+    for (size_t i = 0; i < 2 * (size_t)B * nc; i++) atomic_init(&state[i], 0);
 #pragma omp parallel
     {
         float M[QW * KB] ALIGN64; /* the mask's scratch, kept zero */
@@ -761,29 +825,27 @@ enum mnemo_status mni_sparse_forward(const struct mni_pattern *p, const struct m
         int wb = -1, ready = -1; /* chunks 0..ready of window wb are laid out */
 #pragma omp for schedule(monotonic: dynamic, 1)
         for (long it = 0; it < (long)B * per; it++) {
-            const int b = (int)(it / per), r = (int)(it % per);
-            int lo = 0, hi = nc - 1; /* the chunk: the last c with cst[c] + c <= r */
-            while (lo < hi) {
-                const int mid = (lo + hi + 1) / 2;
-                if (cst[mid] + mid <= r) lo = mid;
-                else hi = mid - 1;
-            }
-            const int c = lo, j = r - (cst[c] + c);
+            const int b = (int)(it / per), *w = work + 2 * (size_t)(it % per);
+            atomic_int *sb = state + 2 * (size_t)b * nc;
             if (b != wb) wb = b, ready = -1;
-            for (; ready < c; ready++) /* this chunk (item j == 0) and all before it */
-                ensure_chunk(cfg, io, &al, cs, state + (size_t)b * nc + ready + 1, b, ready + 1);
-            if (j == 0) continue;
-            const int *w = work + 2 * (size_t)(cst[c] + j - 1), h = w[0], i = w[1];
-            const int *perm = ord + (size_t)h * (2 * (size_t)T + 1);
+            if (w[0] < 0) { /* a layout, unless a block that needed it has done it already */
+                ensure_chunk(cfg, io, &al, cs, ord, sb + 2 * w[1], b, w[1], 0);
+                continue;
+            }
+            const int h = w[0], i = w[1];
+            const int *perm = ord + (size_t)h * ord_ints(T);
             const int *bs = blk + (size_t)h * ((size_t)T + 1);
+            for (const int c = perm[bs[i + 1] - 1] / PREP; ready < c; ready++)
+                ensure_chunk(cfg, io, &al, cs, ord, sb + 2 * (ready + 1), b, ready + 1, 1);
             struct head hd;
-            head_init(&hd, p, cfg, io, &al, b, h);
-            if (i + 1 < nb[h]) { /* the next block's queries */
+            head_init(&hd, p, cfg, io, &al, ord, b, h);
+            float *out = io->out + (size_t)b * T * C + (size_t)h * HS;
+            if (i + 1 < nb[h]) { /* the next block's queries and output rows */
                 const int *q1 = perm + bs[i + 1], n1 = bs[i + 2] - bs[i + 1];
                 prefetch_rows(hd.X, hd.ldx, q1, n1, HS, 0);
+                prefetch_rows(out, C, q1, n1, HS, 1);
             }
-            fwd_block(&hd, perm + bs[i], bs[i + 1] - bs[i],
-                      io->out + (size_t)b * T * C + (size_t)h * HS, C, M);
+            fwd_block(&hd, perm + bs[i], bs[i + 1] - bs[i], out, C, M);
         }
     }
     return MNEMO_OK;
@@ -811,12 +873,12 @@ static double dot_d(const float *a, const float *b, int n)
 
 /* One block's share of the gradients of one head: dq of its queries stored into their rows
  * (each query is in one block; rotated back), dk (rotated) and dv of the keys its tiles list
- * added into theirs (rows up to the block's last query are zero or hold earlier blocks' sums).
- * dO and o read from their rows (stride ldo); dq, dk, dv rows at dQ, dK, dV + t ldd. M (QW,KB)
- * is zero and left zero. */
+ * added into theirs (a row is zeroed at its first use, and z[t] set: z marks the rows that
+ * hold earlier blocks' sums). dO and o read from their rows (stride ldo); dq, dk, dv rows at
+ * dQ, dK, dV + t ldd. M (QW,KB) is zero and left zero. */
 static void bwd_block(const struct head *hd, const int *qpos, int nq, const float *dO,
                       const float *O, size_t ldo, float *dQ, float *dK, float *dV, size_t ldd,
-                      float *M)
+                      unsigned char *z, float *M)
 {
     const int HS = hd->HS, HSP = hd->HSP;
     float Qr[QW * HS_MAX] ALIGN64, Qt[HS_MAX * QW] ALIGN64;
@@ -846,10 +908,15 @@ static void bwd_block(const struct head *hd, const int *qpos, int nq, const floa
     int n;
     while ((n = tiles_next(&tl, &keys)) > 0) {
         for (int c = 0; c < n; c++) {
-            krow[c] = hd->K + (size_t)keys[c] * HS;
-            vrow[c] = hd->V + (size_t)keys[c] * HS;
+            krow[c] = hd->K + (size_t)hd->rank[keys[c]] * HS;
+            vrow[c] = hd->V + (size_t)hd->rank[keys[c]] * HS;
             dkrow[c] = dK + (size_t)keys[c] * ldd;
             dvrow[c] = dV + (size_t)keys[c] * ldd;
+            if (!z[keys[c]]) {
+                memset(dkrow[c], 0, sizeof(float) * HS);
+                memset(dvrow[c], 0, sizeof(float) * HS);
+                z[keys[c]] = 1;
+            }
         }
         /* P = 2^(S - lse) where allowed (0 where masked), dP = dO V^T, dS = P (dP - D) */
         kern_bt(St, krow, n, Qt, HS);
@@ -870,6 +937,44 @@ static void bwd_block(const struct head *hd, const int *qpos, int nq, const floa
                 hd->cs ? hd->cs + (size_t)qpos[r] * HS : NULL, HS, qs, -1);
 }
 
+/* Each head's floors (at fl + h T, nb[h] of them): floor[i] is the smallest key that a block
+ * after block i lists (the first key of a block is its smallest), T after the last one. Once
+ * block i is done, the rows of dk and dv below floor[i] hold their final sums. */
+static void floors(const struct mni_pattern *p, const struct mnemo_attn_cfg *cfg, int layer, int T,
+                   const int *ord, const int *blk, const int *nb, int *fl)
+{
+    for (int h = 0; h < cfg->n_head; h++) {
+        const int *perm = ord + (size_t)h * ord_ints(T);
+        const int *bs = blk + (size_t)h * ((size_t)T + 1);
+        int *f = fl + (size_t)h * T, lo = T;
+        for (int i = nb[h] - 1; i >= 0; i--) {
+            f[i] = lo;
+            int cursor = 0, key;
+            if (p->next_keys(cfg, layer, h, perm + bs[i], bs[i + 1] - bs[i], &cursor, &key, 1) > 0 &&
+                key < lo)
+                lo = key;
+        }
+    }
+}
+
+/* Rows t0..t1-1 of dk and dv (stride ldd) hold their final sums: the rows no block listed
+ * (z[t] 0; cannot happen, a query sees itself) are zeroed, and dk is rotated back to the
+ * unrotated input (cs the RoPE table, NULL: none), prefetching a few rows ahead. */
+static void finish_rows(float *dk, float *dv, size_t ldd, const unsigned char *z, const float *cs,
+                        int HS, int t0, int t1)
+{
+    for (int t = t0; t < t1; t++) {
+        if (!z[t]) {
+            memset(dk + (size_t)t * ldd, 0, sizeof(float) * HS);
+            memset(dv + (size_t)t * ldd, 0, sizeof(float) * HS);
+        }
+        if (!cs) continue;
+        if (t + 8 < t1)
+            for (int d = 0; d < HS; d += 16) __builtin_prefetch(dk + (size_t)(t + 8) * ldd + d, 1, 3);
+        mni_rope_apply(dk + (size_t)t * ldd, cs + (size_t)t * HS, HS, -1);
+    }
+}
+
 enum mnemo_status mni_sparse_backward(const struct mni_pattern *p,
                                       const struct mnemo_attn_cfg *cfg, struct mnemo_attn_io *io)
 {
@@ -885,7 +990,9 @@ enum mnemo_status mni_sparse_backward(const struct mni_pattern *p,
     const float *cs = cfg->rope ? (const float *)((const char *)io->act + al.cs) : NULL;
     int *ord = (int *)(scr + sl.order), *blk = (int *)(scr + sl.blocks), nb[1024];
     if (NH > 1024) return mni_err(MNEMO_ERR_ARG, "sparse attention: at most 1024 heads");
-    orders(p, cfg, io->layer, T, ord, blk, nb);
+    orders(p, cfg, io->layer, T, ord, blk, nb, NULL);
+    int *fl = (int *)(scr + sl.work);
+    floors(p, cfg, io->layer, T, ord, blk, nb, fl);
     /* one task per (window, head): its blocks in order, so that the sums into dk and dv have
      * one writer and a fixed order */
 #pragma omp parallel
@@ -895,48 +1002,41 @@ enum mnemo_status mni_sparse_backward(const struct mni_pattern *p,
 #pragma omp for schedule(dynamic, 1)
         for (long bh = 0; bh < (long)B * NH; bh++) {
             const int b = (int)(bh / NH), h = (int)(bh % NH);
-            const int *perm = ord + (size_t)h * (2 * (size_t)T + 1);
+            const int *perm = ord + (size_t)h * ord_ints(T);
             const int *bs = blk + (size_t)h * ((size_t)T + 1);
             struct head hd;
-            head_init(&hd, p, cfg, io, &al, b, h);
+            head_init(&hd, p, cfg, io, &al, ord, b, h);
             float *dq = io->dqkv + (size_t)b * T * 3 * C + (size_t)h * HS; /* row t at t 3C */
             float *dk = dq + C, *dv = dq + 2 * C;
             const size_t ro = (size_t)b * T * C + (size_t)h * HS; /* row t at t C */
             const float *dO = io->dout + ro, *O = io->out + ro;
-            /* the rows of dk and dv are zeroed lazily: the keys of a block are <= its last
-             * query, so the rows above the largest query so far are still untouched */
-            int zeroed = 0;
+            unsigned char *z = (unsigned char *)(scr + sl.touched) + (size_t)bh * T;
+            memset(z, 0, (size_t)T);
+            int done = 0; /* rows of dk and dv below done are final (and dk rotated back) */
             for (int i = 0; i < nb[h]; i++) {
                 const int *q = perm + bs[i], nq = bs[i + 1] - bs[i];
-                for (; zeroed <= q[nq - 1]; zeroed++) {
-                    memset(dk + (size_t)zeroed * 3 * C, 0, sizeof(float) * HS);
-                    memset(dv + (size_t)zeroed * 3 * C, 0, sizeof(float) * HS);
-                }
                 if (i + 1 < nb[h]) { /* the next block's rows */
                     const int *q1 = perm + bs[i + 1], n1 = bs[i + 2] - bs[i + 1];
                     prefetch_rows(dO, C, q1, n1, HS, 0);
                     prefetch_rows(O, C, q1, n1, HS, 0);
                     prefetch_rows(hd.X, hd.ldx, q1, n1, HS, 0);
-                    prefetch_rows(hd.K, (size_t)HS, q1, n1, HS, 0);
-                    prefetch_rows(hd.V, (size_t)HS, q1, n1, HS, 0);
+                    for (size_t d = 0; d < (size_t)n1 * HS; d += 16) { /* rows bs[i + 1].. */
+                        __builtin_prefetch(hd.K + (size_t)bs[i + 1] * HS + d, 0, 3);
+                        __builtin_prefetch(hd.V + (size_t)bs[i + 1] * HS + d, 0, 3);
+                    }
                     prefetch_rows(dq, 3 * C, q1, n1, HS, 1);
                     prefetch_rows(dk, 3 * C, q1, n1, HS, 1);
                     prefetch_rows(dv, 3 * C, q1, n1, HS, 1);
                 }
-                bwd_block(&hd, q, nq, dO, O, C, dq, dk, dv, 3 * C, M);
+                bwd_block(&hd, q, nq, dO, O, C, dq, dk, dv, 3 * C, z, M);
+                /* the rows no later block adds to, while they are in cache (with a pattern
+                 * whose later blocks reach back to the first keys, global tokens or residue
+                 * classes, that is at the end) */
+                const int upto = fl[(size_t)h * T + i];
+                finish_rows(dk, dv, 3 * C, z, cs, HS, done, upto);
+                done = upto > done ? upto : done;
             }
-            for (; zeroed < T; zeroed++) { /* never listed (cannot happen: a query sees itself) */
-                memset(dk + (size_t)zeroed * 3 * C, 0, sizeof(float) * HS);
-                memset(dv + (size_t)zeroed * 3 * C, 0, sizeof(float) * HS);
-            }
-            /* rotate dk back to the unrotated input (prefetching a few rows ahead) */
-            if (cs)
-                for (int t = 0; t < T; t++) {
-                    if (t + 8 < T)
-                        for (int d = 0; d < HS; d += 16)
-                            __builtin_prefetch(dk + (size_t)(t + 8) * 3 * C + d, 1, 3);
-                    mni_rope_apply(dk + (size_t)t * 3 * C, cs + (size_t)t * HS, HS, -1);
-                }
+            finish_rows(dk, dv, 3 * C, z, cs, HS, done, T);
         }
     }
     return MNEMO_OK;

@@ -129,12 +129,40 @@ static int next_cand(const struct mnemo_attn_cfg *cfg, int pat, const int *q, in
     return j < lo ? j : lo;
 }
 
+/* next_cand's list when it has a simple shape, strided mode with a block of queries of one
+ * residue class (a B head's block, or a pattern A U B block such as a single query) or pattern A
+ * alone: the keys congruent to the queries below A's window (B), then the window's run up to
+ * the last query (A), emitted without asking next_cand key by key. Returns -1 for other
+ * blocks. */
+static int run_keys(const struct mnemo_attn_cfg *cfg, int pat, const int *q, int nq, int *cursor,
+                    int *keys, int max)
+{
+    const int l = stride(cfg), q0 = q[0], hi = q[nq - 1];
+    if (fixed(cfg) || ((pat & PAT_B) && !all_same_residue(q, nq, l))) return -1;
+    const int lo = pat & PAT_A ? (q0 - l > 0 ? q0 - l : 0) : hi + 1; /* A's window */
+    int n = 0, j = *cursor;
+    if ((pat & PAT_B) && j < lo)
+        for (j += ((q0 - j) % l + l) % l; j < lo && j <= hi; j += l) {
+            if (n == max) {
+                *cursor = j;
+                return n;
+            }
+            keys[n++] = j;
+        }
+    if (j < lo) j = lo; /* (lo = q0 - l when > 0 is itself congruent: the steps land on it) */
+    for (; n < max && j <= hi; j++) keys[n++] = j;
+    *cursor = j;
+    return n;
+}
+
 static int next_keys(const struct mnemo_attn_cfg *cfg, int layer, int h, const int *q, int nq,
                      int *cursor, int *keys, int max)
 {
     (void)layer;
     const int pat = head_pat(cfg, h), hi = q[nq - 1];
-    int n = 0, j = *cursor;
+    int n = run_keys(cfg, pat, q, nq, cursor, keys, max), j = *cursor;
+    if (n >= 0) return n;
+    n = 0;
     while (n < max && (j = next_cand(cfg, pat, q, nq, j)) <= hi) keys[n++] = j++;
     *cursor = j;
     return n;
@@ -163,8 +191,23 @@ static void mask(const struct mnemo_attn_cfg *cfg, int layer, int h, const int *
                  const int *keys, int nk, float *S, int ld)
 {
     (void)layer;
-    const int pat = head_pat(cfg, h);
+    const int pat = head_pat(cfg, h), l = stride(cfg);
     if (all_allowed(cfg, pat, q, nq, keys, nk)) return;
+    /* strided mode, A alone (a run back from each query), or B with the queries and keys all
+     * in one residue class (a B head's tiles): bounds per query, no remainder per pair */
+    int simple = !fixed(cfg) && pat != PAT_AB;
+    if (simple && pat == PAT_B) {
+        simple = all_same_residue(q, nq, l);
+        for (int c = 0; simple && c < nk; c++) simple = (q[0] - keys[c]) % l == 0;
+    }
+    if (simple) {
+        for (int r = 0; r < nq; r++) {
+            const int lo = pat == PAT_A ? q[r] - l : INT_MIN;
+            for (int c = 0; c < nk; c++)
+                if (keys[c] > q[r] || keys[c] < lo) S[(size_t)r * ld + c] = -INFINITY;
+        }
+        return;
+    }
     for (int r = 0; r < nq; r++)
         for (int c = 0; c < nk; c++)
             if (!allowed(cfg, pat, q[r], keys[c])) S[(size_t)r * ld + c] = -INFINITY;
