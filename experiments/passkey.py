@@ -34,7 +34,8 @@ results of `mnemo answer --out` and prints one line per (length, depth): exact-m
 (all five digits), digit accuracy (the fraction of the key's digits produced in place, the
 spec's reading of the paper's "token-level retrieval accuracy"), and -- to tell retrieving the
 key's digits from putting them in order -- the fraction of the key's digits that the answer
-holds in any order (multiset overlap).
+holds in any order (multiset overlap), and how many prompts were cut to the model's context
+(`mnemo answer` marks them: the session could not hold the whole prompt).
 """
 import argparse
 import json
@@ -83,19 +84,20 @@ def score(path, model):
         for line in f:
             r = json.loads(line)
             length, depth = r["group"].split()
-            c = cells.setdefault((int(length), depth), [0, 0, 0, 0, 0])
+            c = cells.setdefault((int(length), depth), [0, 0, 0, 0, 0, 0])
             want, got = r["answer"].strip(), r["got"].strip()
             c[0] += r["correct"]
             c[1] += 1
             c[2] += sum(a == b for a, b in zip(want, got))
             c[3] += len(want)
             c[4] += sum((Counter(want) & Counter(got)).values())
+            c[5] += r.get("cut", False)
     order = {d: i for i, d in enumerate(DEPTHS)}
-    for (length, depth), (right, n, digits, total, bag) in sorted(
+    for (length, depth), (right, n, digits, total, bag, cut) in sorted(
             cells.items(), key=lambda kv: (kv[0][0], order[kv[0][1]])):
         print(json.dumps({"model": model, "length": length, "depth": depth, "n": n,
                           "accuracy": right / n, "digit_accuracy": digits / total,
-                          "digits_any_order": bag / total}))
+                          "digits_any_order": bag / total, "n_cut": cut}))
 
 
 def main():

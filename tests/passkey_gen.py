@@ -2,7 +2,7 @@
 """Checks of the pass-key generator (experiments/passkey.py): the paper's format, the lengths
 and depths asked for (exact, or shortened by --len_jitter), training lines padded to the
 window, and the leading spaces of --jitter / --boundary_frac putting a segment boundary where
-they say. Fails with a message on the first wrong property."""
+they say; the scorer's cells. Fails with a message on the first wrong property."""
 import json
 import os
 import random
@@ -88,6 +88,24 @@ def main():
                               "--max_len", "2041", "--window", "2048", "--jitter", "512"],
                              capture_output=True, text=True)
         check(bad.returncode != 0 and "--window 2048" in bad.stderr, "window too small accepted")
+        # the scorer: per cell exact match, digits in place, digits in any order, prompts cut
+        ans = os.path.join(d, "answers.jsonl")
+        with open(ans, "w") as f:
+            for group, want, got, cut in (("1024 end", " 12345", " 12345", False),
+                                          ("1024 end", " 12345", " 54321", True),
+                                          ("256 start", " 11111", " 11112", False)):
+                f.write(json.dumps({"group": group, "answer": want, "got": got,
+                                    "correct": want == got, "cut": cut}) + "\n")
+        out = subprocess.run([sys.executable, SCRIPT, "score", ans, "--model", "m"],
+                             capture_output=True, text=True, check=True).stdout
+        cells = {(r["length"], r["depth"]): r for r in map(json.loads, out.splitlines())}
+        check(sorted(cells) == [(256, "start"), (1024, "end")], "score cells %s" % sorted(cells))
+        e = cells[(1024, "end")]
+        check((e["n"], e["accuracy"], e["digit_accuracy"], e["digits_any_order"], e["n_cut"]) ==
+              (2, 0.5, 0.6, 1.0, 1), "score of the 1024 end cell: %s" % e)
+        s = cells[(256, "start")]
+        check((s["accuracy"], s["digit_accuracy"], s["digits_any_order"], s["n_cut"]) ==
+              (0, 0.8, 0.8, 0), "score of the 256 start cell: %s" % s)
     print("passkey_gen: ok")
 
 
