@@ -25,7 +25,7 @@
 #     bytes before the answer in every example; passkey.py train --min_len 250 --max_len 255
 #     --seed 3, 3M bytes), windows of 256 starting at an example (--doc_windows), 8 per step,
 #     KP_STEPS (800) steps, Muon 2e-3 cosine to 2e-4, warmup 30, seed 1337, no weight
-#     averaging, one thread: 1.6M tokens, 3.5-7 minutes per kind on the loaded 2-core machine.
+#     averaging, one thread: 1.6M tokens, 3-7 minutes per kind on the loaded 2-core machine.
 #     The same data, order and steps for every kind.
 #   evaluation: KP_N (10) prompts per length (KP_LENGTHS: 256, 1K, 4K, 16K bytes) and depth
 #     (start, middle, end; at 256 there is room for no filler, so the three depths are the same
