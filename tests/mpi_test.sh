@@ -96,7 +96,7 @@ equal selective_aux 2 2 --steps 10 --attn selective --attn_opt mem_eps=0.1
 
 # a stop asked for on one process (SIGINT to rank 1 only) stops the group at a checkpoint;
 # --resume then reaches the uninterrupted run's weights bit for bit
-R=(--steps 30 --batch 2 --ckpt_every 3 --attn infini --attn_opt segment=8,carry=true)
+R=(--steps 200 --batch 2 --ckpt_every 3 --attn infini --attn_opt segment=8,carry=true)
 "${MPIRUN[@]}" 2 "$MNEMO" train "${BASE[@]}" --out "$W/straight" "${R[@]}" >"$W/straight.log" 2>&1 \
     || bad "stop: the straight run failed: $(tail -2 "$W/straight.log")"
 "${MPIRUN[@]}" 2 "$MNEMO" train "${BASE[@]}" --out "$W/stopped" "${R[@]}" >"$W/stopped.log" 2>&1 &
@@ -105,11 +105,11 @@ wait_log "$W/stopped" '"step":5,' && rank1=$(rank1_of "$W/stopped") && [ -n "$ra
 wait $mp
 rc=$?
 stopped_at=$(sed -n 's/.*"type":"checkpoint","step":\([0-9]*\).*/\1/p' "$W/stopped/log.jsonl" | tail -1)
-if [ "$rc" -ne 0 ] && [ -n "$stopped_at" ] && [ "$stopped_at" -lt 30 ]; then
+if [ "$rc" -ne 0 ] && [ -n "$stopped_at" ] && [ "$stopped_at" -lt 200 ]; then
     grep -q "^train: interrupted" "$W/stopped.log" || bad "stop: rank 0 did not say the run stopped"
     "${MPIRUN[@]}" 2 "$MNEMO" train "${BASE[@]}" --out "$W/stopped" "${R[@]}" --resume \
         >"$W/resumed.log" 2>&1 || bad "stop: the resume failed: $(tail -2 "$W/resumed.log")"
-    grep -q "starting at step $stopped_at of 30" "$W/resumed.log" || bad "stop: not resumed at $stopped_at"
+    grep -q "starting at step $stopped_at of 200" "$W/resumed.log" || bad "stop: not resumed at $stopped_at"
     # (the stopped run validated at its stop too)
     r=$(compare "$W/straight" "$W/stopped" 0 steps 2>&1) && { echo "stop at step $stopped_at, resume: $r"; ok; } \
         || bad "stop and resume: $r"
