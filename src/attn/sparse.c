@@ -626,6 +626,16 @@ static void head_init(struct head *hd, const struct mni_pattern *p,
 
 /* Qr (QW,HSP): the block's queries rotated and scaled (padding rows and columns 0), and its
  * transpose Qt (HSP,QW). */
+/* The rows of a tile's n keys and values, read in place (forward and backward alike). */
+static inline void kv_rows(const struct head *hd, const int *keys, int n, const float **krow,
+                           const float **vrow)
+{
+    for (int c = 0; c < n; c++) {
+        krow[c] = hd->K + (size_t)hd->rank[keys[c]] * hd->HS;
+        vrow[c] = hd->V + (size_t)hd->rank[keys[c]] * hd->HS;
+    }
+}
+
 static void load_queries(const struct head *hd, const int *qpos, int nq, float *Qr, float *Qt)
 {
     const int HS = hd->HS, HSP = hd->HSP;
@@ -657,10 +667,7 @@ static void fwd_block(const struct head *hd, const int *qpos, int nq, float *out
     const int *keys;
     int n;
     while ((n = tiles_next(&tl, &keys)) > 0) {
-        for (int c = 0; c < n; c++) {
-            krow[c] = hd->K + (size_t)hd->rank[keys[c]] * HS;
-            vrow[c] = hd->V + (size_t)hd->rank[keys[c]] * HS;
-        }
+        kv_rows(hd, keys, n, krow, vrow);
         kern_bt(St, krow, n, Qt, HS);
         hd->p->mask(hd->cfg, hd->layer, hd->h, qpos, nq, keys, n, M, KB);
         apply_mask(St, M, nq, n);
@@ -907,9 +914,8 @@ static void bwd_block(const struct head *hd, const int *qpos, int nq, const floa
     const int *keys;
     int n;
     while ((n = tiles_next(&tl, &keys)) > 0) {
+        kv_rows(hd, keys, n, krow, vrow);
         for (int c = 0; c < n; c++) {
-            krow[c] = hd->K + (size_t)hd->rank[keys[c]] * HS;
-            vrow[c] = hd->V + (size_t)hd->rank[keys[c]] * HS;
             dkrow[c] = dK + (size_t)keys[c] * ldd;
             dvrow[c] = dV + (size_t)keys[c] * ldd;
             if (!z[keys[c]]) {
