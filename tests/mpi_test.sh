@@ -210,6 +210,13 @@ hosts_test() {
             ip netns exec "mn${id}h$i" ip link set eth0 up &&
             ip netns exec "mn${id}h$i" ip link set lo up || return 1
     done
+    # the bridge forwards on its ports only once they leave the listening/learning states:
+    # wait for that (a first connection in the meantime fails, as a fresh-clone run showed)
+    ip link set "$br" type bridge forward_delay 0 2>/dev/null
+    for _ in $(seq 1 100); do
+        [ "$(bridge link show 2>/dev/null | grep "master $br" | grep -c 'state forwarding')" = 3 ] && break
+        sleep 0.1
+    done
     # the launcher's "ssh": the last address byte names the namespace
     cat >"$W/netns_rsh" <<RSH
 #!/bin/sh
