@@ -5,6 +5,14 @@
  * declares (saved activations + workspace), with the dense kind measured at every T in the same
  * invocation as the baseline of the ratios (interleaved repetitions, best of each).
  *
+ * A second baseline for each other kind: the dense kernel on the same number of keys per query.
+ * A kind whose queries see k keys on average (flops_per_token / (4 NH HS)) is set beside dense
+ * attention over windows of Te = 2k - 1 tokens (k keys on average too), as many windows as cover
+ * the B T tokens: the same products per query, done by the dense kernel. Block attention without
+ * its previous block IS that computation; for the others it is the work a query does at their
+ * span without their pattern. "x eq-dense" is the kind's f+b rate over that run's: what the
+ * pattern engine costs beyond the short spans themselves. (Only where Te < T.)
+ *
  * usage: bench_scaling [--T 1024,4096,16384,65536] [--B 1] [--NH 4] [--HS 64] [--reps 3]
  *                      [--threads 2] [--kinds window,block,...] [--opts KIND:K=V,...;...]
  *                      [--max_dense_T 65536] [--out results.jsonl]
@@ -26,6 +34,7 @@ struct run {
     struct mnemo_attn_io io;
     float *kp[MNEMO_ATTN_MAX_PARAMS], *kg[MNEMO_ATTN_MAX_PARAMS];
     double fwd, both, bytes;
+    int eq; /* index of the kind's equal-keys dense run, or -1 */
 };
 
 static void free_run(struct run *r)
@@ -66,6 +75,7 @@ static int setup(struct run *r, int kind, const char *opts, int B, int T, int NH
     io->params = (const float *const *)r->kp, io->dparams = r->kg;
     r->bytes = (double)act + (double)scr;
     r->fwd = r->both = 1e30;
+    r->eq = -1;
     return io->out && io->dqkv && io->act && io->scratch ? 0 : -1;
 }
 
@@ -128,21 +138,23 @@ int main(int argc, char **argv)
     }
     printf("bench_scaling: B=%d NH=%d HS=%d, %d thread(s), best of %d interleaved reps\n", B, NH,
            HS, threads, reps);
-    printf("  %-11s %7s | %10s %10s | %8s %8s | %9s | %8s\n", "kind", "T", "fwd ms",
-           "f+b ms", "fwd GF/s", "f+b GF/s", "f+b/dense", "MiB");
+    printf("  %-11s %7s | %10s %10s | %8s %8s | %9s | %8s | %6s %8s %10s\n", "kind", "T",
+           "fwd ms", "f+b ms", "fwd GF/s", "f+b GF/s", "f+b/dense", "MiB", "eq-Te", "GF/s",
+           "x eq-dense");
     for (const char *tp = Ts; *tp;) {
         const int T = atoi(tp);
         tp += strcspn(tp, ",");
         tp += *tp == ',';
         if (T < 1) continue;
-        const size_t n_out = (size_t)B * T * NH * HS;
+        /* room for the equal-keys dense runs too: at most B T + 2 T tokens */
+        const size_t n_out = ((size_t)B * T + 2 * (size_t)T) * NH * HS;
         float *qkv = mni_alloc(3 * n_out * sizeof(float)), *dout = mni_alloc(n_out * sizeof(float));
         if (!qkv || !dout) return 1;
         struct mni_rng rng;
         mni_rng_seed(&rng, 1);
         for (size_t i = 0; i < 3 * n_out; i++) qkv[i] = mni_rng_normal(&rng);
         for (size_t i = 0; i < n_out; i++) dout[i] = mni_rng_normal(&rng);
-        struct run runs[MNEMO_ATTN_KIND_COUNT];
+        struct run runs[2 * MNEMO_ATTN_KIND_COUNT];
         int n = 0;
         for (int k = 0; k < MNEMO_ATTN_KIND_COUNT; k++) {
             const char *name = mnemo_attn_kind_name(k);
@@ -156,6 +168,19 @@ int main(int argc, char **argv)
             else
                 free_run(&runs[n]);
         }
+        const int n_kinds = n;
+        for (int k = 0; k < n_kinds; k++) {
+            struct run *r = &runs[k];
+            if (r->ops == mnemo_attn_ops_get(MNEMO_ATTN_KIND_DENSE)) continue;
+            const double keys = r->ops->flops_per_token(&r->cfg, T) / (4.0 * NH * HS);
+            const int Te = (int)(2 * keys - 1 + 0.5) < 1 ? 1 : (int)(2 * keys - 1 + 0.5);
+            const int Be = (int)(((long)B * T + Te - 1) / Te);
+            if (Te >= T) continue; /* not a short span: dense at T is the baseline */
+            if (setup(&runs[n], MNEMO_ATTN_KIND_DENSE, "", Be, Te, NH, HS, qkv, dout) == 0)
+                r->eq = n++;
+            else
+                free_run(&runs[n]);
+        }
         for (int r = 0; r <= reps; r++)
             for (int k = 0; k < n; k++)
                 if (time_once(&runs[k], r > 0)) {
@@ -163,21 +188,34 @@ int main(int argc, char **argv)
                     return 1;
                 }
         const double dense = runs[0].ops == mnemo_attn_ops_get(MNEMO_ATTN_KIND_DENSE) ? runs[0].both : 0;
-        for (int k = 0; k < n; k++) {
+        for (int k = 0; k < n_kinds; k++) {
             struct run *r = &runs[k];
             const double f = r->ops->flops_per_token(&r->cfg, T) * T * B; /* forward FLOPs */
-            printf("  %-11s %7d | %10.2f %10.2f | %8.1f %8.1f | %8.2fx | %8.1f\n", r->ops->name, T,
+            double eq_rate = 0;
+            int eq_T = 0;
+            if (r->eq >= 0) {
+                const struct run *e = &runs[r->eq];
+                eq_T = e->io.T;
+                eq_rate = 3 * e->ops->flops_per_token(&e->cfg, e->io.T) * e->io.T * e->io.B /
+                          e->both / 1e9;
+            }
+            printf("  %-11s %7d | %10.2f %10.2f | %8.1f %8.1f | %8.2fx | %8.1f", r->ops->name, T,
                    1e3 * r->fwd, 1e3 * r->both, f / r->fwd / 1e9, 3 * f / r->both / 1e9,
                    dense > 0 ? dense / r->both : 0.0, r->bytes / 1048576.0);
+            if (eq_T)
+                printf(" | %6d %8.1f %9.2fx\n", eq_T, eq_rate, 3 * f / r->both / 1e9 / eq_rate);
+            else
+                printf(" |\n");
             if (fo) {
                 char o[512];
                 mnemo_attn_opts_format(&r->cfg, 1, 1u << MNEMO_ATTN_SCOPE_MODEL, 1, o, sizeof(o));
                 fprintf(fo, "{\"kind\":\"%s\",\"opts\":\"%s\",\"B\":%d,\"T\":%d,\"NH\":%d,\"HS\":%d,"
                         "\"threads\":%d,\"fwd_s\":%.6g,\"fwd_bwd_s\":%.6g,\"fwd_gflops\":%.4g,"
-                        "\"fwd_bwd_gflops\":%.4g,\"speedup_vs_dense\":%.4g,\"bytes\":%.0f}\n",
+                        "\"fwd_bwd_gflops\":%.4g,\"speedup_vs_dense\":%.4g,\"bytes\":%.0f,"
+                        "\"eq_dense_T\":%d,\"eq_dense_fwd_bwd_gflops\":%.4g}\n",
                         r->ops->name, o, B, T, NH, HS, threads, r->fwd, r->both,
                         f / r->fwd / 1e9, 3 * f / r->both / 1e9, dense > 0 ? dense / r->both : 0.0,
-                        r->bytes);
+                        r->bytes, eq_T, eq_rate);
             }
         }
         for (int k = 0; k < n; k++) free_run(&runs[k]);
