@@ -24,9 +24,13 @@
 #     250-255 bytes (the 245-byte prompt with no filler: the key's two copies start 80 and 60
 #     bytes before the answer in every example; passkey.py train --min_len 250 --max_len 255
 #     --seed 3, 3M bytes), windows of 256 starting at an example (--doc_windows), 8 per step,
-#     KP_STEPS (800) steps, Muon 2e-3 cosine to 2e-4, warmup 30, seed 1337, no weight
-#     averaging, one thread: 1.6M tokens, 3-7 minutes per kind on the loaded 2-core machine.
-#     The same data, order and steps for every kind.
+#     rounds of KP_STEPS (800) steps, Muon 2e-3 cosine to 2e-4, warmup 30, no weight
+#     averaging, one thread (1.6M tokens, 3-7 minutes on the loaded 2-core machine); round r
+#     starts from round r-1's model and reads the examples in its own order (seed 1336 + r).
+#     A kind stops after the first round whose last 100 steps' mean loss is at most KP_FLOOR
+#     (0.05 nats per byte: the copy floor is ~0.045, copying nothing ~0.13), or after
+#     KP_ROUNDS (4) rounds. The same data, orders and rule for every kind; the steps it took
+#     are a column of the table (how fast a kind learns to retrieve).
 #   evaluation: KP_N (10) prompts per length (KP_LENGTHS: 256, 1K, 4K, 16K bytes) and depth
 #     (start, middle, end; at 256 there is room for no filler, so the three depths are the same
 #     prompt shape), passkey.py tasks --seed 99; greedy answers through a session (mnemo answer,
@@ -40,15 +44,18 @@
 # while newer than what they depend on). Writes, in KP_OUT (default runs/exp/kinds), passkey.jsonl
 # (per row, length and depth: passkey.py score's line with the row's name as the model),
 # state.jsonl (per row: live state bytes at each length, the bound, the stream's bits per byte,
-# the fine-tune's final loss), the fine-tuned models in <kind>/passkey/, and prints the table in
-# markdown.
-# usage: [KP_BASE=DIR] [KP_OUT=DIR] [KP_BASE_STEPS=6000] [KP_STEPS=800] [KP_N=10]
+# the fine-tune's steps and final loss), the fine-tuned models in <kind>/passkey[<round>]/, and
+# prints the table in markdown.
+# usage: [KP_BASE=DIR] [KP_OUT=DIR] [KP_BASE_STEPS=6000] [KP_STEPS=800] [KP_ROUNDS=4]
+#        [KP_FLOOR=0.05] [KP_N=10]
 #        [KP_LENGTHS=256,...] [KP_KINDS="dense selective ..."] experiments/kinds_passkey.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 base=${KP_BASE:-runs/exp/kinds}
 base_steps=${KP_BASE_STEPS:-6000}
 steps=${KP_STEPS:-800}
+rounds=${KP_ROUNDS:-4}
+floor=${KP_FLOOR:-0.05}
 n=${KP_N:-10}
 lengths=${KP_LENGTHS:-256,1024,4096,16384}
 kinds=${KP_KINDS:-dense selective infini window block strided longformer bigbird}
@@ -92,27 +99,48 @@ for k in $kinds; do
     else echo "kinds_passkey: $k: no model at step $base_steps in $base yet, skipped" >&2; fi
 done
 
+# mean training loss over a fine-tune's last 100 steps
+last_loss() {
+    /usr/bin/python3 -c "
+import json, sys
+s = [json.loads(l) for l in open(sys.argv[1])]
+s = [x['loss'] for x in s if x.get('type') == 'step'][-100:]
+print('%.4f' % (sum(s) / len(s)))" "$1"
+}
+# the fine-tune: rounds of $steps steps, each from the previous round's model (round 1 from the
+# KJV model) with the examples in another order (seed 1337 + round), until the last 100 steps'
+# mean loss is at most $floor or $rounds rounds are done; round r is in $out/$k/passkey (r = 1)
+# or $out/$k/passkey<r>, and $out/$k/passkey_final names the last one
 for k in $kinds; do
     [ -n "${ready[$k]:-}" ] || continue
-    m=$base/$k/model.safetensors ft=$out/$k/passkey
-    if [ ! -s "$ft/model.safetensors" ] || [ "$m" -nt "$ft/model.safetensors" ] ||
-       [ "$(step_of "$ft/model.safetensors")" != "$steps" ]; then
-        echo "== $k: pass-key fine-tune, $steps steps"
-        ./build/mnemo train --init "$m" --seq 256 --batch 8 --steps "$steps" \
-            --train "$d/train.bin" --val "$d/val.bin" --doc_windows \
-            --optimizer muon --lr 0.002 --lr_min 0.0002 --warmup 30 --seed 1337 --ema 0 \
-            --threads 1 --eval_every "$steps" --ckpt_every 0 --print_every 100 \
-            --out "$ft" --overwrite 2>&1 | grep -E "^(step|eval)" | tail -2
-        [ -s "$ft/model.safetensors" ] ||
-            { echo "kinds_passkey: fine-tuning $k failed" >&2; exit 1; }
-    fi
+    prev=$base/$k/model.safetensors
+    for ((r = 1; r <= rounds; r++)); do
+        ft=$out/$k/passkey; [ $r -eq 1 ] || ft+=$r
+        if [ ! -s "$ft/model.safetensors" ] || [ "$prev" -nt "$ft/model.safetensors" ] ||
+           [ "$(step_of "$ft/model.safetensors")" != "$steps" ]; then
+            echo "== $k: pass-key fine-tune, round $r, $steps steps"
+            ./build/mnemo train --init "$prev" --seq 256 --batch 8 --steps "$steps" \
+                --train "$d/train.bin" --val "$d/val.bin" --doc_windows \
+                --optimizer muon --lr 0.002 --lr_min 0.0002 --warmup 30 --seed $((1336 + r)) \
+                --ema 0 --threads 1 --eval_every "$steps" --ckpt_every 0 --print_every 100 \
+                --out "$ft" --overwrite 2>&1 | grep -E "^(step|eval)" | tail -2
+            [ -s "$ft/model.safetensors" ] ||
+                { echo "kinds_passkey: fine-tuning $k failed" >&2; exit 1; }
+        fi
+        prev=$ft/model.safetensors
+        loss=$(last_loss "$ft/log.jsonl")
+        echo "== $k: round $r, loss over its last 100 steps $loss"
+        /usr/bin/python3 -c "import sys; sys.exit(float(sys.argv[1]) > float(sys.argv[2]))" \
+            "$loss" "$floor" && break
+    done
+    echo "$ft" >"$out/$k/passkey_final"
 done
 
 for r in "${rows[@]}"; do
     set -- $r
     name=$1 k=$2 so=$3 tag=${1//\//_}
     [ -n "${ready[$k]:-}" ] || continue
-    m=$base/$k/model.safetensors ft=$out/$k/passkey/model.safetensors
+    m=$base/$k/model.safetensors ft=$(cat "$out/$k/passkey_final")/model.safetensors
     opt=(); [ "$so" = - ] || opt=(--attn_opt "$so")
     st=$out/passkey/stream_$tag.jsonl
     if [ ! -s "$st" ] || [ "$m" -nt "$st" ]; then
@@ -144,10 +172,12 @@ for r in "${rows[@]}"; do
     [ -n "${ready[$k]:-}" ] || continue
     /usr/bin/python3 experiments/passkey.py score "$out/passkey/answers_$tag.jsonl" \
         --model "$name" >>"$out/passkey.jsonl"
+    fin=$(cat "$out/$k/passkey_final")
+    nr=${fin##*/passkey}; nr=${nr:-1}
     /usr/bin/python3 - "$name" "$k" "$so" "$out/passkey/stream_$tag.jsonl" \
-        "$out/$k/passkey/log.jsonl" <<'PY' >>"$out/state.jsonl"
+        "$fin/log.jsonl" "$nr" <<'PY' >>"$out/state.jsonl"
 import json, sys
-name, kind, so, stream, log = sys.argv[1:]
+name, kind, so, stream, log, rounds = sys.argv[1:]
 pts = [json.loads(l) for l in open(stream)]
 err = open(stream + ".err").read().strip().splitlines()
 steps = [json.loads(l) for l in open(log)]
@@ -159,7 +189,7 @@ print(json.dumps({
     "state_live_bytes": {str(p["tokens"]): p["state_live_bytes"] for p in pts
                          if p["tokens"] in (256, 1024, 16384, 131072)},
     "stream_bpb": sum(p["bpb"] for p in pts) / len(pts) if pts else None,
-    "pk_ft_steps": steps[-1]["step"],
+    "pk_ft_rounds": int(rounds), "pk_ft_steps": int(rounds) * steps[-1]["step"],
     "pk_ft_loss_last100": sum(s["loss"] for s in steps[-100:]) / len(steps[-100:])}))
 PY
 done
@@ -179,8 +209,8 @@ def k(n):
     return "%dK" % (n // 1024) if n >= 1024 else str(n)
 
 print("| kind | session | " + " | ".join("state at %s" % k(t) for t in marks) + " | " +
-      " | ".join("pass-key %s" % k(n) for n in lengths) + " | state bound | fine-tune loss |")
-print("|---|---|" + "---|" * (len(marks) + len(lengths) + 2))
+      " | ".join("pass-key %s" % k(n) for n in lengths) + " | state bound | fine-tune steps | loss |")
+print("|---|---|" + "---|" * (len(marks) + len(lengths) + 3))
 for s in state:
     cells = []
     for n in lengths:
@@ -194,10 +224,10 @@ for s in state:
     if s["stopped"]:
         bound += " (%s at %d)" % ("full" if "full" in s["stopped"] else "stopped",
                                   s["tokens_reached"])
-    print("| %s | %s | %s | %s | %s | %.3f |" % (
+    print("| %s | %s | %s | %s | %s | %d | %.3f |" % (
         s["kind"], s["session"] or "-",
         " | ".join(size(s["state_live_bytes"].get(str(t))) for t in marks),
-        " | ".join(cells), bound, s["pk_ft_loss_last100"]))
+        " | ".join(cells), bound, s["pk_ft_steps"], s["pk_ft_loss_last100"]))
 print("\npass-key cells: exact match %% with the needle at the start / middle / end "
       "(%d prompts each)" % pk[0]["n"] if pk else "")
 PY
