@@ -45,7 +45,8 @@
 # (per row, length and depth: passkey.py score's line with the row's name as the model),
 # state.jsonl (per row: live state bytes at each length, the bound, the stream's bits per byte,
 # the fine-tune's steps and final loss), the fine-tuned models in <kind>/passkey[<round>]/, and
-# prints the table in markdown.
+# prints the table in markdown; then, when KP_BASE has kinds_table.sh's results.jsonl, the
+# whole table (experiments/kinds_report.py: table.jsonl, and kinds.png with matplotlib).
 # usage: [KP_BASE=DIR] [KP_OUT=DIR] [KP_BASE_STEPS=6000] [KP_STEPS=800] [KP_ROUNDS=4]
 #        [KP_FLOOR=0.05] [KP_N=10]
 #        [KP_LENGTHS=256,...] [KP_KINDS="dense selective ..."] experiments/kinds_passkey.sh
@@ -231,3 +232,10 @@ for s in state:
 print("\npass-key cells: exact match %% with the needle at the start / middle / end "
       "(%d prompts each)" % pk[0]["n"] if pk else "")
 PY
+# the whole table (kinds_table.sh's columns joined with these) and its figure
+if [ -s "$base/results.jsonl" ]; then
+    echo
+    png=(); /usr/bin/python3 -c "import matplotlib" 2>/dev/null && png=(--png "$out/kinds.png")
+    /usr/bin/python3 experiments/kinds_report.py "$out" --base "$base" --jsonl "$out/table.jsonl" \
+        ${png[@]+"${png[@]}"}
+fi
