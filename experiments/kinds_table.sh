@@ -5,8 +5,9 @@
 # shape (random weights, one thread, the same run for every kind), a training step and one-token
 # decode beside dense, and the attention state a session holds (mnemo info: the bound, and
 # whether it holds for any stream length). Writes runs/exp/kinds/results.jsonl and prints the
-# table. Pass-key accuracy by length is not in it yet. Runs stopped on the way resume from their
-# last checkpoint (every 500 steps) when the script runs again.
+# table. experiments/kinds_passkey.sh adds the state along a stream and pass-key accuracy by
+# length, and prints the whole table (experiments/kinds_report.py). Runs stopped on the way
+# resume from their last checkpoint (every 500 steps) when the script runs again.
 # usage: experiments/kinds_table.sh [STEPS]      (default 6000, the main job's)
 set -euo pipefail
 cd "$(dirname "$0")/.."
