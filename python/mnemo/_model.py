@@ -15,6 +15,8 @@ from . import _lib
 from ._lib import ArgError, check, lib
 
 PathLike = Union[str, "os.PathLike[str]"]
+Tokens = npt.NDArray[np.uint16]
+Floats = npt.NDArray[np.float32]
 OptValue = Union[int, float, str, bool, Sequence[Union[int, float]]]
 
 
@@ -114,7 +116,7 @@ def parse_opts(text: Optional[bytes], kind: int) -> Dict[str, Any]:
 
 
 def tokens_array(tokens: Any, vocab: int, what: str = "tokens", ndim: Sequence[int] = (1, 2),
-                 min_len: int = 1) -> np.ndarray:
+                 min_len: int = 1) -> Tokens:
     """Checks token ids (any integer dtype; a list is taken as np.asarray would) and returns them
     as a C-contiguous uint16 array. TypeError for a non-integer dtype, ArgError for a wrong shape
     or an id outside [0, vocab)."""
@@ -138,7 +140,7 @@ def tokens_array(tokens: Any, vocab: int, what: str = "tokens", ndim: Sequence[i
     return np.ascontiguousarray(a, dtype=np.uint16)
 
 
-def _u16(a: np.ndarray) -> "ctypes._Pointer[c_uint16]":
+def _u16(a: Tokens) -> "ctypes._Pointer[c_uint16]":
     return a.ctypes.data_as(POINTER(c_uint16))
 
 
@@ -236,7 +238,7 @@ class Model:
                 f"d_model {c['d_model']}, {c['n_head']} heads, n_ctx {c['n_ctx']}, vocab "
                 f"{c['vocab']}, {c['pos']} positions, {self.n_params / 1e6:.2f}M parameters>")
 
-    def _forward(self, x: np.ndarray, y: Optional[np.ndarray]) -> float:
+    def _forward(self, x: Tokens, y: Optional[Tokens]) -> float:
         B, T = x.shape
         n_ctx = lib.mnemo_model_get_config(self._handle).contents.n_ctx
         if T > n_ctx:
@@ -247,7 +249,7 @@ class Model:
                                       B, T, byref(loss)))
         return loss.value
 
-    def logits(self, tokens: npt.ArrayLike, *, copy: bool = True) -> np.ndarray:
+    def logits(self, tokens: npt.ArrayLike, *, copy: bool = True) -> Floats:
         """Next-token logits of every position: tokens (T,) or (B, T) integer ids, T <= n_ctx;
         returns float32 (T, vocab) or (B, T, vocab).
 
@@ -400,7 +402,7 @@ class Session:
             _free(h)
             self._h = None
 
-    def feed(self, tokens: npt.ArrayLike) -> np.ndarray:
+    def feed(self, tokens: npt.ArrayLike) -> Floats:
         """Feeds tokens (1-D integer ids) and returns their logits, float32 (n, vocab). Each
         chunk of max_chunk tokens is one library call, the GIL released. FullError when the
         state cannot take more (a dense cache at n_ctx): the tokens of the failing chunk are
