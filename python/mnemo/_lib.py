@@ -173,6 +173,7 @@ _SIGS = {
     "mnemo_model_init": (None, [c_void_p, c_uint64]),
     "mnemo_model_get_config": (POINTER(ModelConfig), [c_void_p]),
     "mnemo_model_set_attn_opts": (c_int, [c_void_p, c_char_p]),
+    "mnemo_model_set_n_ctx": (c_int, [c_void_p, c_int]),
     "mnemo_model_n_params": (c_size_t, [c_void_p]),
     "mnemo_model_meta": (c_char_p, [c_void_p, c_char_p]),
     "mnemo_set_threads": (c_int, [c_int]),

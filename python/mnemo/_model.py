@@ -229,6 +229,12 @@ class Model:
         with self._lock:
             check(lib.mnemo_model_set_attn_opts(self._handle, opts_text(opts)))
 
+    def set_n_ctx(self, n_ctx: int) -> None:
+        """Changes the longest window of a model with RoPE positions (no parameter depends on
+        it), e.g. to train or evaluate on longer windows; ArgError with learned positions."""
+        with self._lock:
+            check(lib.mnemo_model_set_n_ctx(self._handle, int(n_ctx)))
+
     def __repr__(self) -> str:
         if not self._h:
             return "<mnemo.Model (freed)>"

@@ -5,6 +5,7 @@ import json
 import os
 import signal
 import threading
+import warnings
 from ctypes import byref, c_uint64
 from typing import Any, Callable, Dict, Optional, Sequence, Union
 
@@ -168,15 +169,15 @@ def train(config: Union[PathLike, Dict[str, Any]],
                        f"with overwrite=True, or give another out")
     os.makedirs(out, exist_ok=True)
 
-    if tc.resume:
-        model = Model.load(os.path.join(out, "model.safetensors"))
-        if opts:
-            model.set_attn_opts(opts.decode())
-    elif init:
-        model = Model.load(init)
-        if tc.seq > model.config["n_ctx"]:
-            raise ArgError("seq longer than the init checkpoint's n_ctx: not supported from "
-                           "Python yet (use `mnemo train --init`)")
+    if tc.resume or init:
+        # the checkpoint's shape, as on the command line with a --config file: a differing
+        # value of the config is noted (a warning) and left
+        how = "resume" if tc.resume else "init"
+        src = os.path.join(out, "model.safetensors") if tc.resume else str(init)
+        model = Model.load(src)
+        _note_shape(c, model.config, how)
+        if init and tc.seq > model.config["n_ctx"]:
+            model.set_n_ctx(tc.seq)  # RoPE: longer windows than the checkpoint's (--seq)
         if opts:
             model.set_attn_opts(opts.decode())
     else:
@@ -184,6 +185,16 @@ def train(config: Union[PathLike, Dict[str, Any]],
         model = Model(h)
     _run(model, tc, os.path.join(out, "log.jsonl"), on_step, on_event)
     return model
+
+
+def _note_shape(c: Dict[str, Any], have: Dict[str, Any], how: str) -> None:
+    keys = ["n_layer", "d_model", "n_head", "pos", "rope_theta", "attn"]
+    if how == "resume":
+        keys.append("n_ctx")
+    for k in keys:
+        if k in c and c[k] != have[k]:
+            warnings.warn(f"train: {how} keeps the checkpoint's {k} {have[k]} (the config says "
+                          f"{c[k]})", stacklevel=3)
 
 
 def _int(k: str, v: Any) -> int:

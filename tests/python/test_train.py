@@ -91,6 +91,20 @@ def test_ctrl_c_from_another_thread(data, tmp_path):
     assert 2 <= step < 400
 
 
+def test_init_and_resume_keep_the_checkpoints_shape(trained, data, tmp_path):
+    # init: the checkpoint's weights, a fresh optimizer, longer windows (RoPE) allowed
+    with pytest.warns(UserWarning, match="d_model 32"):
+        m = mnemo.train(tiny_config(data, tmp_path / "i", init=str(trained), d_model=64,
+                                    seq=48, steps=2))
+    assert m.config["d_model"] == 32 and m.config["n_ctx"] == 48
+    assert m.meta("train.step") == "2"
+    lg = m.logits(np.arange(48))
+    assert lg.shape == (48, 257)
+    with pytest.raises(mnemo.ArgError):
+        mnemo.Model.create(pos="learned", n_layer=1, d_model=32, n_head=2,
+                           n_ctx=32).set_n_ctx(64)
+
+
 def test_train_errors(data, tmp_path):
     with pytest.raises(mnemo.FileError, match="missing.bin"):
         mnemo.train(tiny_config(data, tmp_path / "a", train=str(tmp_path / "missing.bin")))
