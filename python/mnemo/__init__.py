@@ -11,7 +11,7 @@ prepare, train, eval, kinds; every failure of the library is a mnemo.Error carry
 library's message. docs/python.md has the guide.
 """
 from ._lib import (ArgError, Error, FileError, FormatError, FullError, NoMemError, NumericError,
-                   UnsupportedError, TOK_BOS, TOK_VOCAB, check as _check, lib as _clib)
+                   UnsupportedError, TOK_BOS, TOK_VOCAB, check as _check, cint as _cint, lib as _clib)
 from ._model import Model, Session, kinds
 from ._train import eval, prepare, train
 
@@ -29,4 +29,4 @@ def version() -> int:
 
 def set_threads(n: int) -> None:
     """Threads for the library's BLAS and OpenMP work (1..1024)."""
-    _check(_clib.mnemo_set_threads(n), "set_threads")
+    _check(_clib.mnemo_set_threads(_cint("n", n)), "set_threads")

@@ -136,6 +136,19 @@ def error(status: int, what: str = "") -> Error:
     return _BY_STATUS.get(status, Error)(msg, status)
 
 
+def cint(name: str, v: object, bits: int = 32, signed: bool = True) -> int:
+    """v as a C int (or uint64_t: bits=64, signed=False), refused rather than wrapped: a
+    TypeError for a non-integer (bool included), an ArgError outside the C type's range."""
+    import numbers
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, not {type(v).__name__}")
+    lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    i = int(v)
+    if not lo <= i <= hi:
+        raise ArgError(f"{name} = {i}: outside [{lo}, {hi}]", ERR_ARG)
+    return i
+
+
 def check(status: int, what: str = "") -> None:
     if status != OK:
         raise error(status, what)

@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _lib
-from ._lib import ArgError, check, lib
+from ._lib import ArgError, check, cint, lib
 
 PathLike = Union[str, "os.PathLike[str]"]
 Tokens = npt.NDArray[np.uint16]
@@ -173,7 +173,8 @@ class Model:
         weights). attn is a kind's name (mnemo.kinds()), attn_opts its options."""
         c = _lib.ModelConfig()
         lib.mnemo_model_config_default(byref(c))
-        c.n_layer, c.d_model, c.n_head, c.n_ctx = n_layer, d_model, n_head, n_ctx
+        c.n_layer, c.d_model = cint("n_layer", n_layer), cint("d_model", d_model)
+        c.n_head, c.n_ctx = cint("n_head", n_head), cint("n_ctx", n_ctx)
         c.attn_kind = _kind_id(attn)
         c.pos = _pos_id(pos)
         if rope_theta is not None:
@@ -182,7 +183,7 @@ class Model:
         h = c_void_p()
         check(lib.mnemo_model_create(byref(h), byref(c)), "cannot create the model")
         if seed is not None:
-            lib.mnemo_model_init(h, c_uint64(seed))
+            lib.mnemo_model_init(h, c_uint64(cint("seed", seed, 64, False)))
         return cls(h)
 
     def __del__(self, _free: Any = lib.mnemo_model_free) -> None:
@@ -233,7 +234,7 @@ class Model:
         """Changes the longest window of a model with RoPE positions (no parameter depends on
         it), e.g. to train or evaluate on longer windows; ArgError with learned positions."""
         with self._lock:
-            check(lib.mnemo_model_set_n_ctx(self._handle, int(n_ctx)))
+            check(lib.mnemo_model_set_n_ctx(self._handle, cint("n_ctx", n_ctx)))
 
     def __repr__(self) -> str:
         if not self._h:
@@ -307,17 +308,18 @@ class Model:
         (Session's budgets, max_chunk and the kind's session options). Stops early if the
         model emits BOS. A dense cache that fills restarts from BOS and the last n_ctx / 2
         bytes, as the command does; a bounded state streams on."""
-        if n < 0:
+        if cint("n", n) < 0:
             raise ArgError("n must be >= 0")
         if not temperature >= 0:
             raise ArgError("temperature must be >= 0")
-        if top_k < 0:
+        if cint("top_k", top_k) < 0:
             raise ArgError("top_k must be >= 0")
         if not 0 < top_p <= 1:
             raise ArgError("top_p must be in (0, 1]")
         data = prompt.encode() if isinstance(prompt, str) else bytes(prompt)
         sc = _lib.SamplerConfig(temperature, top_k, top_p)
-        return _generate(Session(self, **session_opts), data, n, sc, seed)
+        rng = cint("seed", seed, 64, False)
+        return _generate(Session(self, **session_opts), data, n, sc, rng)
 
 
 def _generate(s: "Session", prompt: bytes, n: int, sc: _lib.SamplerConfig,
@@ -389,9 +391,8 @@ class Session:
                 **attn_opts: OptValue) -> _lib.SessionConfig:
         if not isinstance(model, Model):
             raise TypeError(f"model must be a mnemo.Model, not {type(model).__name__}")
-        if isinstance(max_chunk, bool) or not isinstance(max_chunk, (int, np.integer)) \
-                or max_chunk < 1:
-            raise ArgError(f"max_chunk must be an integer >= 1, got {max_chunk!r}")
+        if cint("max_chunk", max_chunk) < 1:
+            raise ArgError(f"max_chunk must be >= 1, got {max_chunk!r}")
         opts: Dict[str, OptValue] = dict(attn_opts)
         if budgets is not None:
             opts["budget"] = budgets

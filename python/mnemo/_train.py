@@ -10,7 +10,7 @@ from ctypes import byref, c_uint64
 from typing import Any, Callable, Dict, Optional, Sequence, Union
 
 from . import _lib
-from ._lib import ArgError, check, lib
+from ._lib import ArgError, check, cint, lib
 from ._model import Model, PathLike, Session, _kind_id, _path, _pos_id, opts_text
 
 
@@ -47,12 +47,15 @@ def eval(model: Model, data: PathLike, *, seq: int = 0, stride: int = 0, batch: 
     p = _path(data)
     with model._lock:
         if session is None:
-            st = lib.mnemo_eval_file(model._handle, p, seq, stride, batch, max_windows, byref(r))
+            st = lib.mnemo_eval_file(model._handle, p, cint("seq", seq), cint("stride", stride),
+                                     cint("batch", batch),
+                                     cint("max_windows", max_windows, 64, False), byref(r))
         else:
             if stride:
                 raise ArgError("stride: a session's evaluation uses disjoint windows")
             sc = Session._config(model, **session)
-            st = lib.mnemo_eval_file_session(model._handle, p, seq, byref(sc), max_windows,
+            st = lib.mnemo_eval_file_session(model._handle, p, cint("seq", seq), byref(sc),
+                                             cint("max_windows", max_windows, 64, False),
                                              byref(r))
     check(st, "eval")
     return {"loss": r.loss, "bpb": r.bpb, "ppl": r.ppl, "tokens": int(r.tokens)}
@@ -146,7 +149,7 @@ def train(config: Union[PathLike, Dict[str, Any]],
     if "steps" in c:
         tc.max_steps = _int("steps", c["steps"])
     if "seed" in c:
-        tc.seed = _int("seed", c["seed"])
+        tc.seed = _int("seed", c["seed"], 64, False)
     tc.optimizer = lib.mnemo_optimizer_from_name(str(c.get("optimizer", "adamw")).encode())
     if tc.optimizer < 0:
         raise ArgError(f"optimizer {c['optimizer']!r}: expected adamw or muon")
@@ -197,10 +200,11 @@ def _note_shape(c: Dict[str, Any], have: Dict[str, Any], how: str) -> None:
                           f"{c[k]})", stacklevel=3)
 
 
-def _int(k: str, v: Any) -> int:
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise ArgError(f"config: {k} must be an integer, got {v!r}")
-    return v
+def _int(k: str, v: Any, bits: int = 32, signed: bool = True) -> int:
+    try:
+        return cint(f"config: {k}", v, bits, signed)
+    except TypeError:
+        raise ArgError(f"config: {k} must be an integer, got {v!r}") from None
 
 
 def _float(k: str, v: Any) -> float:

@@ -138,6 +138,28 @@ def test_library_errors_carry_its_message(tmp_path):
     assert issubclass(mnemo.ArgError, mnemo.Error) and issubclass(mnemo.ArgError, ValueError)
 
 
+def test_integers_are_not_wrapped(tiny):
+    # values a C int cannot hold are refused, never truncated into valid ones (2**32 + 1 -> 1)
+    with pytest.raises(mnemo.ArgError, match="n_layer"):
+        mnemo.Model.create(n_layer=2**32 + 1, d_model=32, n_head=2, n_ctx=32)
+    with pytest.raises(TypeError, match="n_layer"):
+        mnemo.Model.create(n_layer="2")
+    with pytest.raises(TypeError, match="n_ctx"):
+        mnemo.Model.create(n_ctx=32.0)
+    with pytest.raises(mnemo.ArgError, match="seed"):
+        mnemo.Model.create(seed=-1)
+    with pytest.raises(mnemo.ArgError, match="top_k"):
+        tiny.generate("a", top_k=2**40)
+    with pytest.raises(mnemo.ArgError, match="seed"):
+        tiny.generate("a", seed=2**64)
+    with pytest.raises(mnemo.ArgError, match="max_chunk"):
+        mnemo.Session(tiny, max_chunk=2**40)
+    with pytest.raises(mnemo.ArgError, match="set_threads"):
+        mnemo.set_threads(0)
+    with pytest.raises(mnemo.ArgError, match="n"):
+        mnemo.set_threads(2**33)
+
+
 def test_help_works():
     import pydoc
     text = pydoc.render_doc(mnemo.Model)

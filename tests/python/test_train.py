@@ -114,6 +114,8 @@ def test_train_errors(data, tmp_path):
         mnemo.train(tiny_config(data, tmp_path / "c", n_head=3))
     with pytest.raises(mnemo.ArgError, match="steps"):
         mnemo.train(tiny_config(data, tmp_path / "d", steps="ten"))
+    with pytest.raises(mnemo.ArgError, match="batch"):
+        mnemo.train(tiny_config(data, tmp_path / "d", batch=2**32 + 2))
     with pytest.raises(mnemo.ArgError, match="resume"):
         mnemo.train(tiny_config(data, tmp_path / "e", resume=True))
 
