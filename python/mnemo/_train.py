@@ -57,7 +57,7 @@ def eval(model: Model, data: PathLike, *, seq: int = 0, stride: int = 0, batch: 
             st = lib.mnemo_eval_file_session(model._handle, p, cint("seq", seq), byref(sc),
                                              cint("max_windows", max_windows, 64, False),
                                              byref(r))
-    check(st, "eval")
+    check(st)  # the library's message names eval itself
     return {"loss": r.loss, "bpb": r.bpb, "ppl": r.ppl, "tokens": int(r.tokens)}
 
 
@@ -107,7 +107,8 @@ def train(config: Union[PathLike, Dict[str, Any]],
     True, or raises, stops training cleanly: a checkpoint is written (the run continues with
     resume=True), and the exception is raised again here. Ctrl-C (SIGINT) does the same as on the
     command line (when train runs in the main thread): the current step ends, a checkpoint is
-    written, then KeyboardInterrupt is raised; a second Ctrl-C ends the process at once."""
+    written, then KeyboardInterrupt is raised; a second Ctrl-C ends the process (the signal's
+    default action, back in place from the first Ctrl-C until train returns)."""
     c = _load_config(config)
     mc = _lib.ModelConfig()
     lib.mnemo_model_config_default(byref(mc))
@@ -248,12 +249,15 @@ def _run(model: Model, tc: _lib.TrainConfig, log: str,
 
     def on_sigint(sig: int, frame: Any) -> None:
         # As the command line: the first Ctrl-C asks for a clean stop at the next callback,
-        # a second one ends the process.
-        if state["interrupted"]:
+        # a second one ends the process. Python runs this handler only when the callback runs
+        # Python code, so the default action is put back at once: a second Ctrl-C during the
+        # rest of the step (or the checkpoint) ends the process without waiting for Python.
+        if state["interrupted"]:  # two were pending when Python got to them
             signal.signal(sig, signal.SIG_DFL)
             os.kill(os.getpid(), sig)
             return
         state["interrupted"] = sig
+        signal.signal(sig, signal.SIG_DFL)
 
     main = threading.current_thread() is threading.main_thread()
     old = {}

@@ -105,6 +105,30 @@ def test_init_and_resume_keep_the_checkpoints_shape(trained, data, tmp_path):
                            n_ctx=32).set_n_ctx(64)
 
 
+def test_second_ctrl_c_ends_the_process(data, tmp_path):
+    import subprocess
+    import sys
+    import textwrap
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        sys.path.insert(0, {os.path.dirname(__file__)!r})
+        import mnemo
+        from conftest import tiny_config
+        from pathlib import Path
+        def twice(rec):
+            if rec["step"] == 2:
+                os.kill(os.getpid(), signal.SIGINT)  # the handler runs here: a clean stop asked
+                os.kill(os.getpid(), signal.SIGINT)  # the default action: the process ends
+        mnemo.train(tiny_config(Path({str(data)!r}), {str(tmp_path / "r")!r}, steps=50),
+                    on_step=twice)
+        print("not reached")
+    """)
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == -signal.SIGINT, (r.returncode, r.stdout, r.stderr)
+    assert "not reached" not in r.stdout
+
+
 def test_train_errors(data, tmp_path):
     with pytest.raises(mnemo.FileError, match="missing.bin"):
         mnemo.train(tiny_config(data, tmp_path / "a", train=str(tmp_path / "missing.bin")))
