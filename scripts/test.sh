@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what is missing (scripts/setup.sh), builds in Release and runs
-# every test (unit tests, CLI behaviour, PyTorch reference checks), then the MPI build and its
+# every test (unit tests, CLI behaviour, PyTorch reference checks), then installs the Python
+# package into .venv (scripts/venv.sh: pip install ., one CMake build) and runs its pytest suite
+# (tests/python), then the MPI build and its
 # data-parallel test (mpirun on this machine), then builds the unit tests with AddressSanitizer + UndefinedBehaviorSanitizer and runs them again, and last runs each
 # fuzzer for a few seconds (scripts/fuzz.sh), so that they keep building and passing.
 # usage: scripts/test.sh            (from the repository root or anywhere)
@@ -13,6 +15,10 @@ echo "== Release build and tests"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DMNEMO_WERROR=ON >/dev/null
 cmake --build build -j"$jobs" >/dev/null
 (cd build && OMP_NUM_THREADS=2 ctest --output-on-failure --no-tests=error)
+
+echo "== Python package (scripts/venv.sh) and its tests (tests/python, pytest)"
+./scripts/venv.sh
+OMP_NUM_THREADS=2 .venv/bin/python -m pytest -q -p no:cacheprovider tests/python
 
 echo "== MPI build and data-parallel tests (tests/mpi_test.sh)"
 cmake -S . -B build-mpi -DCMAKE_BUILD_TYPE=Release -DMNEMO_MPI=ON -DMNEMO_BUILD_BENCH=OFF \
