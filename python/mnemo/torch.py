@@ -25,6 +25,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 
 from . import _lib
 from ._lib import ArgError, UnsupportedError, check, cint, lib
@@ -124,6 +125,7 @@ class _AttnFunction(torch.autograd.Function):
         return out, torch.tensor(io.aux_loss, dtype=torch.float32)
 
     @staticmethod
+    @once_differentiable  # type: ignore[untyped-decorator]  # no second derivative: raise
     def backward(ctx: Any, dout: torch.Tensor,
                  daux: torch.Tensor) -> Tuple[Optional[torch.Tensor], ...]:
         spec: _Spec = ctx.spec

@@ -122,6 +122,16 @@ def test_reference_kernels_and_non_contiguous_inputs():
     assert rel(a, mt.attention(q, k, v, "window", w=7).double()) > 1e-3  # the option is used
 
 
+def test_no_second_derivative():
+    """A double backward raises instead of treating the C backward's result as a constant
+    (the cube's term makes the gradient differentiable, so without the guard it would run)."""
+    q = torch.randn(1, 8, 2, 4, requires_grad=True)
+    loss = mt.attention(q, q, q).square().sum() + q.pow(3).sum()
+    (g,) = torch.autograd.grad(loss, q, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        g.sum().backward()
+
+
 def test_module_parameters_from_the_table():
     m = mt.Attention("infini", 4, 8, segment=16, gate_lr_mult=30)
     assert [n for n, _ in m.named_parameters()] == ["gate"]
