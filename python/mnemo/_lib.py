@@ -60,12 +60,50 @@ class AttnOpt(Structure):  # struct mnemo_attn_opt (mnemo_attn.h)
                 ("choices", c_char_p), ("help", c_char_p)]
 
 
-class AttnOpsHead(Structure):
-    """The leading fields of struct mnemo_attn_ops (api_version .. n_opts). The slots that
-    follow (caps, forward, backward, step, ...) are function pointers; mirroring them is the
-    next increment (the kinds' forward/backward as autograd functions)."""
+class AttnCfg(Structure):  # struct mnemo_attn_cfg
+    _fields_ = [("kind", c_int), ("n_head", c_int), ("head_dim", c_int), ("n_ctx", c_int),
+                ("rope", c_int), ("rope_theta", c_float), ("n_layer", c_int), ("causal", c_int),
+                ("opt", c_double * 16)]
+
+
+class AttnParam(Structure):  # struct mnemo_attn_param
+    _fields_ = [("name", c_char_p), ("ndim", c_int), ("shape", c_size_t * 2), ("init", c_int),
+                ("init_value", c_float), ("lr_mult", c_float), ("decay", c_int),
+                ("trained", c_int)]
+
+
+class AttnIo(Structure):  # struct mnemo_attn_io (every pointer as a void *: tensors' addresses)
+    _fields_ = [("B", c_int), ("T", c_int), ("layer", c_int), ("training", c_int),
+                ("seed", c_uint64), ("qkv", c_void_p), ("out", c_void_p), ("dout", c_void_p),
+                ("dqkv", c_void_p), ("params", POINTER(c_void_p)), ("dparams", POINTER(c_void_p)),
+                ("act", c_void_p), ("scratch", c_void_p), ("carry", c_void_p),
+                ("carry_out", c_void_p), ("aux_loss", c_double), ("aux_grad", c_float)]
+
+
+_cfgp, _iop = POINTER(AttnCfg), POINTER(AttnIo)
+
+
+class AttnOps(Structure):
+    """struct mnemo_attn_ops: the kind's tables and its slots as ctypes function pointers (a NULL
+    slot is falsy). Calling a slot is a foreign call through CFUNCTYPE: the GIL is released."""
     _fields_ = [("api_version", c_uint32), ("name", c_char_p), ("is_ref", c_int),
-                ("opts", POINTER(AttnOpt)), ("n_opts", c_int)]
+                ("opts", POINTER(AttnOpt)), ("n_opts", c_int),
+                ("caps", CFUNCTYPE(c_uint32, _cfgp)),
+                ("validate", CFUNCTYPE(c_int, _cfgp)),
+                ("params", CFUNCTYPE(c_int, _cfgp, POINTER(AttnParam))),
+                ("init_params", CFUNCTYPE(None, _cfgp, c_int, c_uint64, POINTER(c_void_p))),
+                ("flops_per_token", CFUNCTYPE(c_double, _cfgp, c_int)),
+                ("act_bytes", CFUNCTYPE(c_size_t, _cfgp, c_int, c_int)),
+                ("scratch_bytes", CFUNCTYPE(c_size_t, _cfgp, c_int, c_int)),
+                ("forward", CFUNCTYPE(c_int, _cfgp, _iop)),
+                ("backward", CFUNCTYPE(c_int, _cfgp, _iop)),
+                ("carry_bytes", CFUNCTYPE(c_size_t, _cfgp)),
+                ("after_step", CFUNCTYPE(None, _cfgp, c_int, c_uint64, POINTER(c_void_p))),
+                ("state_bytes", CFUNCTYPE(c_size_t, _cfgp)),
+                ("step_scratch_bytes", CFUNCTYPE(c_size_t, _cfgp, c_int)),
+                ("state_init", CFUNCTYPE(None, _cfgp, c_void_p)),
+                ("step", CFUNCTYPE(c_int, _cfgp, c_void_p)),
+                ("state_live_bytes", CFUNCTYPE(c_size_t, _cfgp, c_void_p))]
 
 
 TRAIN_CB = CFUNCTYPE(c_int, POINTER(TrainEvent), c_void_p)
@@ -78,6 +116,9 @@ POS_ROPE, POS_LEARNED = 0, 1
 OPT_INT, OPT_FLOAT, OPT_ENUM, OPT_BOOL = 0, 1, 2, 3
 SCOPE_NAMES = ("model", "train", "session")
 OPT_PER_LAYER = 1
+ATTN_MAX_PARAMS = 8
+CAP_BIDIR, CAP_CARRY, CAP_TRAIN = 1 << 1, 1 << 5, 1 << 6
+INIT_ZERO, INIT_CONST, INIT_NORMAL, INIT_KIND = 0, 1, 2, 3
 TOK_BOS, TOK_VOCAB = 256, 257
 
 # ---- errors -------------------------------------------------------------------------------------
@@ -215,7 +256,11 @@ _SIGS = {
     "mnemo_sample": (c_int, [_fp, c_int, POINTER(SamplerConfig), POINTER(c_uint64), _fp]),
     "mnemo_prepare_text": (c_int, [c_char_p, c_size_t, c_char_p, c_double, POINTER(c_uint64),
                                    POINTER(c_uint64)]),
-    "mnemo_attn_ops_get": (POINTER(AttnOpsHead), [c_int]),
+    "mnemo_attn_ops_get": (POINTER(AttnOps), [c_int]),
+    "mnemo_attn_ops_get_ref": (POINTER(AttnOps), [c_int]),
+    "mnemo_attn_cfg_make": (c_int, [POINTER(AttnCfg), POINTER(ModelConfig), c_char_p, c_int]),
+    "mnemo_attn_opts_format": (c_int, [POINTER(AttnCfg), c_int, ctypes.c_uint, c_int, c_char_p,
+                                       c_size_t]),
     "mnemo_attn_opt_find": (c_int, [c_int, c_char_p]),
 }
 for _name, (_res, _args) in _SIGS.items():
