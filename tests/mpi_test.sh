@@ -226,8 +226,11 @@ exec ip netns exec "mn${id}h\$((\${host##*.} - 10))" /bin/sh -c "\$*"
 RSH
     chmod +x "$W/netns_rsh"
     printf '%s slots=1\n' "$net.11" "$net.12" "$net.13" >"$W/hostfile"
+    # the launcher starts every daemon itself and each reports straight back to it (no tree of
+    # daemons relaying through each other: a fresh-clone run once failed there, with Open MPI
+    # suggesting routed=direct)
     mpirun --hostfile "$W/hostfile" -np 3 --mca plm_rsh_agent "$W/netns_rsh" \
-        --mca oob_tcp_if_include "$net.0/24" --mca btl_tcp_if_include "$net.0/24" --mca btl tcp,self \
+        --mca plm_rsh_no_tree_spawn 1 --mca routed direct --mca oob_tcp_if_include "$net.0/24" --mca btl_tcp_if_include "$net.0/24" --mca btl tcp,self \
         "$MNEMO" train "${BASE[@]}" --out "$W/hosts.3" --batch 2 --steps 12 >"$W/hosts.3.log" 2>&1 \
         || { bad "hosts: $(grep -v setpgid "$W/hosts.3.log" | tail -3)"; return 0; }
     "$MNEMO" train "${BASE[@]}" --out "$W/hosts.1" --batch 6 --steps 12 >/dev/null 2>&1 || bad "hosts: one process"
