@@ -190,9 +190,10 @@ def test_gil_released_in_kernels():
     """The kinds' slots are called through CFUNCTYPE pointers, which release the GIL as the
     CDLL functions do (tests/python/test_threads.py's sampler, ten samples inside one call asked:
     measured 16-21 per forward and 44-46 per backward of selective at T 2048; with the slots
-    declared PYFUNCTYPE, which keeps the GIL, 1 per call, and the test fails)."""
+    declared PYFUNCTYPE, which keeps the GIL, 1 per call, and the test fails). T 4096, so that
+    a machine twice as fast still gives a forward call several times the ten samples."""
     from test_threads import samples_per_call
-    x = torch.randn(1, 2048, 4, 32, requires_grad=True)
+    x = torch.randn(1, 4096, 4, 32, requires_grad=True)
     with torch.no_grad():
         assert samples_per_call(lambda: mt.attention(x, x, x, "selective")) >= 10
     out = mt.attention(x, x, x, "selective")
