@@ -173,7 +173,7 @@ int main(int argc, char **argv)
             struct run *r = &runs[k];
             if (r->ops == mnemo_attn_ops_get(MNEMO_ATTN_KIND_DENSE)) continue;
             const double keys = r->ops->flops_per_token(&r->cfg, T) / (4.0 * NH * HS);
-            const int Te = (int)(2 * keys - 1 + 0.5) < 1 ? 1 : (int)(2 * keys - 1 + 0.5);
+            const int Te = keys < 1 ? 1 : (int)(2 * keys - 0.5); /* 2k - 1, rounded */
             const int Be = (int)(((long)B * T + Te - 1) / Te);
             if (Te >= T) continue; /* not a short span: dense at T is the baseline */
             if (setup(&runs[n], MNEMO_ATTN_KIND_DENSE, "", Be, Te, NH, HS, qkv, dout) == 0)

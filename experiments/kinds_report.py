@@ -89,13 +89,13 @@ def markdown(rows, lengths):
     head += ["pass-key %s" % short(n) for n in lengths] + ["fine-tune steps"]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        own = not r["session"]
-        cells = [r["kind"], r["opts"] or "–", r["session"] or "–",
-                 "%.4f" % r["val_bpb"] if own else "″",
-                 "{:,}".format(r["train_tok_s"]) if own else "″",
-                 "%.2f" % r["step_vs_dense"] if own and r["step_vs_dense"] else "″" if not own else "–",
-                 "{:,.0f}".format(r["decode_tok_s"]) if own and r["decode_tok_s"] else "″" if not own else "–",
-                 "%.2f" % r["decode_vs_dense"] if own and r["decode_vs_dense"] else "″" if not own else "–"]
+        cells = [r["kind"], r["opts"] or "–", r["session"] or "–"]
+        # a session row shares its kind's training and bench columns: ditto marks
+        for key, fmt in (("val_bpb", "%.4f"), ("train_tok_s", "{:,}"), ("step_vs_dense", "%.2f"),
+                         ("decode_tok_s", "{:,.0f}"), ("decode_vs_dense", "%.2f")):
+            v = r[key]
+            cells.append("″" if r["session"] else "–" if v is None else
+                         fmt.format(v) if "{" in fmt else fmt % v)
         st = r.get("state_bytes", {})
         cells += [size(st.get(str(t))) for t in MARKS]
         for n in lengths:
